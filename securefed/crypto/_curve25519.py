@@ -6,7 +6,12 @@ from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidSignature as _LibInvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 
 from securefed.crypto.keys import (
     AgreementPrivateKey,
@@ -57,7 +62,7 @@ class X25519PrivateKey(AgreementPrivateKey):
         if not isinstance(peer, X25519PublicKey) or peer.suite is not self.suite:
             raise InvalidKey("peer key belongs to another cipher suite")
         try:
-            secret = self._key.exchange(peer._key)  # noqa: SLF001 - same implementation class
+            secret = self._key.exchange(peer._key)
         except ValueError as exc:  # the library refuses an all-zero result
             raise InvalidKey("key agreement produced an unsafe shared secret") from exc
         return SharedSecret(self.suite, secret)
@@ -98,7 +103,9 @@ class Ed25519SigningKey(SigningKey):
         return cls(suite, ed25519.Ed25519PrivateKey.from_private_bytes(data))
 
     def verify_key(self) -> Ed25519VerifyKey:
-        return Ed25519VerifyKey(self.suite, self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+        return Ed25519VerifyKey(
+            self.suite, self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        )
 
     def sign(self, message: bytes) -> bytes:
         return self._key.sign(message)

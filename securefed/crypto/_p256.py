@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING
 from cryptography.exceptions import InvalidSignature as _LibInvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from securefed.crypto.keys import (
@@ -86,7 +89,7 @@ class P256PrivateKey(AgreementPrivateKey):
         if not isinstance(peer, P256PublicKey) or peer.suite is not self.suite:
             raise InvalidKey("peer key belongs to another cipher suite")
         try:
-            secret = self._key.exchange(ec.ECDH(), peer._key)  # noqa: SLF001 - same class
+            secret = self._key.exchange(ec.ECDH(), peer._key)
         except ValueError as exc:
             raise InvalidKey("key agreement produced an unsafe shared secret") from exc
         return SharedSecret(self.suite, secret)

@@ -11,9 +11,8 @@ pattern), so that every use is easy to find with ``grep unsafe``.
 
 from __future__ import annotations
 
-from securefed.crypto.keyfile import CLEARTEXT_LABEL, armor, unarmor
+from securefed.crypto.keyfile import CLEARTEXT_LABEL, armor, suite_from_header, unarmor
 from securefed.crypto.keys import SigningKey
-from securefed.crypto.suites import get_suite
 from securefed.errors import InvalidKey
 
 __all__ = ["export_unencrypted_signing_key_unsafe", "load_unencrypted_signing_key_unsafe"]
@@ -24,7 +23,9 @@ _MAGIC = b"SFK0"
 def export_unencrypted_signing_key_unsafe(key: SigningKey) -> bytes:
     """The armoured cleartext key file for ``key``. See the module WARNING."""
     name = key.suite.suite_id.value.encode("ascii")
-    return armor(CLEARTEXT_LABEL, _MAGIC + bytes([len(name)]) + name + key.secret_bytes_for_storage())
+    return armor(
+        CLEARTEXT_LABEL, _MAGIC + bytes([len(name)]) + name + key.secret_bytes_for_storage()
+    )
 
 
 def load_unencrypted_signing_key_unsafe(data: bytes) -> SigningKey:
@@ -37,5 +38,5 @@ def load_unencrypted_signing_key_unsafe(data: bytes) -> SigningKey:
     if label != CLEARTEXT_LABEL or blob[:4] != _MAGIC or len(blob) < 5:
         raise InvalidKey("not a securefed cleartext key file")
     name_end = 5 + blob[4]
-    suite = get_suite(blob[5:name_end].decode("ascii", errors="replace"))
+    suite = suite_from_header(blob[5:name_end])
     return suite.signing_key(blob[name_end:])

@@ -4,7 +4,8 @@ Every symmetric key in securefed comes out of :func:`derive_stream_key`,
 :func:`derive_pairwise_key` or :func:`derive_directional_key`, all HKDF with
 
 * ``salt = session_id || round`` (so no key is reused across sessions or rounds), and
-* ``info = "securefed/v1/<purpose>" || session_id || round || length-prefixed bindings``
+* ``info = "securefed/v1/<purpose>" || 0 || suite name || session_id || round || bindings``
+  (bindings length-prefixed)
 
 where the bindings say whose key it is (a target index, an ordered pair, or a direction with the
 fingerprints of both public keys). A :class:`DerivedKey` remembers its purpose, and the AEAD and
@@ -116,6 +117,11 @@ def _index(value: int | None) -> bytes:
     return value.to_bytes(4, "big")
 
 
+def _check_purpose(purpose: KeyPurpose) -> None:
+    if not isinstance(purpose, KeyPurpose):
+        raise ConfigError("every derivation needs a KeyPurpose label")
+
+
 def _derive(
     suite: CipherSuite,
     ikm: bytes,
@@ -124,9 +130,11 @@ def _derive(
     context: KdfContext,
     bindings: tuple[bytes, ...],
 ) -> DerivedKey:
-    if not isinstance(purpose, KeyPurpose):
-        raise ConfigError("every derivation needs a KeyPurpose label")
-    info = bytearray(purpose.label + b"\x00" + context.salt())
+    _check_purpose(purpose)
+    suite_name = suite.suite_id.value.encode("ascii")
+    info = bytearray(
+        purpose.label + b"\x00" + bytes([len(suite_name)]) + suite_name + context.salt()
+    )
     for binding in bindings:
         info += len(binding).to_bytes(2, "big") + binding
     material = suite.hkdf(ikm, salt=context.salt(), info=bytes(info), length=SYMMETRIC_KEY_BYTES)
@@ -151,9 +159,12 @@ def derive_stream_key(
     """
     if not isinstance(seed, bytes) or len(seed) < SYMMETRIC_KEY_BYTES:
         raise ConfigError("seeds are at least 32 bytes")
+    _check_purpose(purpose)
     if purpose.kind is not KeyKind.STREAM:
         raise ConfigError(f"{purpose.value!r} is not a stream purpose")
-    return _derive(suite, seed, purpose=purpose, context=context, bindings=(b"seed", _index(target)))
+    return _derive(
+        suite, seed, purpose=purpose, context=context, bindings=(b"seed", _index(target))
+    )
 
 
 def derive_pairwise_key(
@@ -175,7 +186,9 @@ def derive_pairwise_key(
     if first == second:
         raise ConfigError("a pairwise key needs two distinct parties")
     bindings = (b"pair", _index(first), _index(second), _index(target))
-    return _derive(secret.suite, secret.material, purpose=purpose, context=context, bindings=bindings)
+    return _derive(
+        secret.suite, secret.material, purpose=purpose, context=context, bindings=bindings
+    )
 
 
 def derive_directional_key(
@@ -205,4 +218,6 @@ def derive_directional_key(
         sender_public.fingerprint(),
         recipient_public.fingerprint(),
     )
-    return _derive(secret.suite, secret.material, purpose=purpose, context=context, bindings=bindings)
+    return _derive(
+        secret.suite, secret.material, purpose=purpose, context=context, bindings=bindings
+    )

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from securefed.crypto.keys import SigningKey
-from securefed.crypto.suites import get_suite
+from securefed.crypto.suites import CipherSuite, SuiteId, get_suite
 from securefed.errors import ConfigError, DecryptionError, InvalidKey
 
 __all__ = ["DEFAULT_WORK_FACTOR_LOG2", "encrypt_signing_key", "load_signing_key"]
@@ -65,6 +65,16 @@ def unarmor(data: bytes) -> tuple[str, bytes]:
         raise InvalidKey("not a securefed key file") from None
 
 
+def suite_from_header(name: bytes) -> CipherSuite:
+    """The suite a key file names. Raises InvalidKey for an unknown name (a malformed file) and
+    CipherSuiteUnavailable for a known suite that is not installed."""
+    try:
+        suite_id = SuiteId(name.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidKey("the key file names an unknown cipher suite") from None
+    return get_suite(suite_id)
+
+
 def _kek(passphrase: bytes, salt: bytes, log2_n: int) -> bytes:
     kdf = Scrypt(salt=salt, length=32, n=2**log2_n, r=_SCRYPT_R, p=_SCRYPT_P)
     return kdf.derive(passphrase)
@@ -85,7 +95,9 @@ def encrypt_signing_key(
     """
     _check_passphrase(passphrase)
     if not MIN_WORK_FACTOR_LOG2 <= work_factor_log2 <= MAX_WORK_FACTOR_LOG2:
-        raise ConfigError(f"work_factor_log2 must be in [{MIN_WORK_FACTOR_LOG2}, {MAX_WORK_FACTOR_LOG2}]")
+        raise ConfigError(
+            f"work_factor_log2 must be in [{MIN_WORK_FACTOR_LOG2}, {MAX_WORK_FACTOR_LOG2}]"
+        )
     suite_name = key.suite.suite_id.value.encode("ascii")
     salt, nonce = os.urandom(_SALT_BYTES), os.urandom(_NONCE_BYTES)
     header = (
@@ -123,14 +135,19 @@ def load_signing_key(data: bytes, passphrase: bytes) -> SigningKey:
     header_end = name_end + 3 + _SALT_BYTES + _NONCE_BYTES
     if len(blob) < header_end:
         raise InvalidKey("not a securefed encrypted key file")
-    suite = get_suite(blob[5:name_end].decode("ascii", errors="replace"))
+    suite = suite_from_header(blob[5:name_end])
     log2_n, r, p = blob[name_end : name_end + 3]
-    if (r, p) != (_SCRYPT_R, _SCRYPT_P) or not MIN_WORK_FACTOR_LOG2 <= log2_n <= MAX_WORK_FACTOR_LOG2:
+    if (r, p) != (
+        _SCRYPT_R,
+        _SCRYPT_P,
+    ) or not MIN_WORK_FACTOR_LOG2 <= log2_n <= MAX_WORK_FACTOR_LOG2:
         raise InvalidKey("unsupported key-file parameters")
     salt = blob[name_end + 3 : name_end + 3 + _SALT_BYTES]
     header = blob[:header_end]
     try:
-        secret = AESGCM(_kek(passphrase, salt, log2_n)).decrypt(header[-_NONCE_BYTES:], blob[header_end:], header)
+        secret = AESGCM(_kek(passphrase, salt, log2_n)).decrypt(
+            header[-_NONCE_BYTES:], blob[header_end:], header
+        )
     except Exception:  # InvalidTag, or a malformed passphrase type
         raise DecryptionError("could not decrypt the key file") from None
     return suite.signing_key(secret)

@@ -8,21 +8,32 @@ offsets of one key, so no two streams can overlap.
 Guarantees:
 
 * Bytes are consumed in order: producing ``n`` bytes in any sequence of calls (of any sizes and
-  through any of :meth:`fill`, :meth:`add_into`, :meth:`subtract_from`) yields exactly the first
-  ``n`` bytes of the stream. A long mask can therefore be produced in chunks.
+  through any of :meth:`~KeyStream.fill`, :meth:`~KeyStream.add_into`,
+  :meth:`~KeyStream.subtract_from`) yields exactly the first ``n`` bytes of the stream, so a long
+  mask can be produced in chunks.
 * Words are little-endian on every platform.
-* :meth:`add_into` / :meth:`subtract_from` work in place, modulo ``2**32`` or ``2**64``, through a
-  small cache-resident scratch buffer: the mask is never materialised in full.
+* :meth:`~KeyStream.add_into` / :meth:`~KeyStream.subtract_from` work in place, modulo ``2**32``
+  or ``2**64``, through small cache-resident scratch buffers: the mask is never materialised.
+* Large accumulators (``PARALLEL_MIN_PART_BYTES`` per part or more) are split into contiguous
+  parts that helper threads process at once, each from its own position of the SAME stream
+  (counter-mode random access). The result is bit-identical to the sequential computation; the
+  parallelism only exists because generating keystream and adding it are two memory passes that
+  one core cannot overlap (see ``docs/design-notes.md``).
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import numpy.typing as npt
 
 from securefed.crypto.kdf import DerivedKey, KeyKind
+from securefed.crypto.suites import KeystreamContext
 from securefed.errors import ConfigError
 
 __all__ = ["RING_DTYPES", "KeyStream"]
@@ -30,13 +41,22 @@ __all__ = ["RING_DTYPES", "KeyStream"]
 # Keystream is produced in pieces of this size: small enough to stay in L2 cache, large enough
 # that the per-call overhead is negligible (measured: 256 KiB-1 MiB are equally fast here).
 CHUNK_BYTES = 1 << 19
+# Below this many bytes per part, a helper thread costs more than it saves.
+PARALLEL_MIN_PART_BYTES = 1 << 20
+MAX_PARTS = max(1, min(4, os.cpu_count() or 1))
+BLOCK_BYTES = 16
 RING_DTYPES = (np.dtype(np.uint32), np.dtype(np.uint64))
 _FILL_DTYPES = (np.dtype(np.uint8), *RING_DTYPES)
 _ZEROS = bytes(CHUNK_BYTES)
 _BIG_ENDIAN = sys.byteorder == "big"
 
+RingArray = npt.NDArray[np.unsignedinteger]
+RingOp = Callable[..., object]
 
-def _check_buffer(array: npt.NDArray[np.generic], allowed: tuple[np.dtype[np.generic], ...]) -> None:
+
+def _check_buffer(
+    array: npt.NDArray[np.generic], allowed: tuple[np.dtype[np.generic], ...]
+) -> None:
     if not isinstance(array, np.ndarray):
         raise ConfigError("expected a numpy array")
     if array.dtype not in allowed:
@@ -46,34 +66,74 @@ def _check_buffer(array: npt.NDArray[np.generic], allowed: tuple[np.dtype[np.gen
         raise ConfigError("array must be C-contiguous and writeable")
 
 
+def _emit(encryptor: KeystreamContext, out: memoryview) -> None:
+    """Write the next ``len(out)`` keystream bytes of ``encryptor`` into ``out`` (flat bytes)."""
+    for start in range(0, len(out), CHUNK_BYTES):
+        piece = out[start : start + CHUNK_BYTES]
+        encryptor.update_into(_ZEROS[: len(piece)], piece)
+
+
+def _combine_range(encryptor: KeystreamContext, target: RingArray, op: RingOp) -> None:
+    """``target = op(target, next keystream words)`` chunk by chunk (flat, contiguous target)."""
+    scratch = np.empty(min(CHUNK_BYTES, target.nbytes), dtype=np.uint8)
+    little = target.dtype.newbyteorder("<")
+    words_per_chunk = CHUNK_BYTES // target.dtype.itemsize
+    for start in range(0, target.size, words_per_chunk):
+        piece = target[start : start + words_per_chunk]
+        raw = scratch[: piece.nbytes]
+        _emit(encryptor, raw.data)
+        op(piece, raw.view(little), out=piece)
+
+
+class _Pool:
+    """One lazily created helper pool per process, recreated after fork."""
+
+    _lock = threading.Lock()
+    _executor: ThreadPoolExecutor | None = None
+
+    @classmethod
+    def get(cls) -> ThreadPoolExecutor:
+        with cls._lock:
+            if cls._executor is None:
+                cls._executor = ThreadPoolExecutor(
+                    MAX_PARTS - 1, thread_name_prefix="securefed-prg"
+                )
+            return cls._executor
+
+    @classmethod
+    def reset_after_fork(cls) -> None:
+        cls._lock = threading.Lock()
+        cls._executor = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_Pool.reset_after_fork)
+
+
 class KeyStream:
     """A stateful, forward-only keystream. Not thread-safe; one object per stream."""
 
-    __slots__ = ("_encryptor", "_position", "_scratch")
+    __slots__ = ("_encryptor", "_key", "_parallel", "_position")
 
-    def __init__(self, key: DerivedKey) -> None:
-        """Start the stream of ``key``.
+    def __init__(self, key: DerivedKey, *, parallel: bool = True) -> None:
+        """Start the stream of ``key`` at byte 0.
+
+        ``parallel=False`` keeps all work on the calling thread (results are identical).
 
         Raises:
             ConfigError: ``key`` is not a STREAM key (e.g. a share-encryption key).
         """
         if not isinstance(key, DerivedKey):
             raise ConfigError("KeyStream needs a DerivedKey")
+        self._key = key
         self._encryptor = key.suite.keystream(key.require(KeyKind.STREAM))
+        self._parallel = parallel and MAX_PARTS > 1
         self._position = 0
-        self._scratch: npt.NDArray[np.uint8] | None = None
 
     @property
     def position(self) -> int:
         """Number of keystream bytes consumed so far."""
         return self._position
-
-    def _emit(self, out: memoryview) -> None:
-        """Write the next ``len(out)`` keystream bytes into ``out`` (a flat byte view)."""
-        for start in range(0, len(out), CHUNK_BYTES):
-            piece = out[start : start + CHUNK_BYTES]
-            self._encryptor.update_into(_ZEROS[: len(piece)], piece)
-        self._position += len(out)
 
     def fill(self, out: npt.NDArray[np.generic]) -> None:
         """Overwrite ``out`` (uint8, uint32 or uint64) with the next ``out.nbytes`` bytes.
@@ -82,7 +142,8 @@ class KeyStream:
             ConfigError: wrong dtype, or ``out`` not contiguous and writeable.
         """
         _check_buffer(out, _FILL_DTYPES)
-        self._emit(memoryview(out).cast("B"))
+        _emit(self._encryptor, out.data.cast("B"))
+        self._position += out.nbytes
         if _BIG_ENDIAN and out.dtype.itemsize > 1:
             out.byteswap(inplace=True)
 
@@ -94,23 +155,50 @@ class KeyStream:
         self.fill(out)
         return out
 
-    def add_into(self, acc: npt.NDArray[np.unsignedinteger]) -> None:
+    def add_into(self, acc: RingArray) -> None:
         """``acc += next acc.size words`` modulo 2**(8*itemsize), in place."""
         self._combine(acc, np.add)
 
-    def subtract_from(self, acc: npt.NDArray[np.unsignedinteger]) -> None:
+    def subtract_from(self, acc: RingArray) -> None:
         """``acc -= next acc.size words`` modulo 2**(8*itemsize), in place."""
         self._combine(acc, np.subtract)
 
-    def _combine(self, acc: npt.NDArray[np.unsignedinteger], op: np.ufunc) -> None:
+    def _combine(self, acc: RingArray, op: RingOp) -> None:
         _check_buffer(acc, RING_DTYPES)
         flat = acc.reshape(-1)
-        if self._scratch is None:
-            self._scratch = np.empty(CHUNK_BYTES, dtype=np.uint8)
-        words_per_chunk = CHUNK_BYTES // acc.dtype.itemsize
-        little = acc.dtype.newbyteorder("<")
-        for start in range(0, flat.size, words_per_chunk):
-            target = flat[start : start + words_per_chunk]
-            raw = self._scratch[: target.nbytes]
-            self._emit(memoryview(raw))
-            op(target, raw.view(little), out=target)
+        parts = self._parts(flat) if self._parallel else [flat]
+        if len(parts) == 1:
+            _combine_range(self._encryptor, flat, op)
+        else:
+            self._combine_parallel(parts, op)
+        self._position += flat.nbytes
+
+    def _parts(self, flat: RingArray) -> list[RingArray]:
+        count = min(MAX_PARTS, flat.nbytes // PARALLEL_MIN_PART_BYTES)
+        if count < 2:
+            return [flat]
+        words = -(-flat.size // count)
+        return [flat[i : i + words] for i in range(0, flat.size, words)]
+
+    def _seek(self, position: int) -> KeystreamContext:
+        """A second encryptor of this stream, positioned at byte ``position``."""
+        block, skip = divmod(position, BLOCK_BYTES)
+        encryptor = self._key.suite.keystream(self._key.material, start_block=block)
+        if skip:
+            encryptor.update_into(_ZEROS[:skip], memoryview(bytearray(skip)))
+        return encryptor
+
+    def _combine_parallel(self, parts: list[RingArray], op: RingOp) -> None:
+        offsets = np.cumsum([0] + [p.nbytes for p in parts[:-1]])
+        encryptors = [self._encryptor] + [self._seek(self._position + int(o)) for o in offsets[1:]]
+        pool = _Pool.get()
+        futures = [
+            pool.submit(_combine_range, e, p, op)
+            for e, p in zip(encryptors[1:], parts[1:], strict=True)
+        ]
+        try:
+            _combine_range(encryptors[0], parts[0], op)
+        finally:
+            for future in futures:
+                future.result()
+        self._encryptor = encryptors[-1]  # the last part ends where the whole range ends

@@ -23,7 +23,15 @@ from dataclasses import dataclass, field
 
 from securefed.errors import ConfigError, InvalidShare
 
-__all__ = ["PRIME", "SECRET_BYTES", "SHARE_BYTES", "Share", "combine", "split", "split_with_coefficients"]
+__all__ = [
+    "PRIME",
+    "SECRET_BYTES",
+    "SHARE_BYTES",
+    "Share",
+    "combine",
+    "split",
+    "split_with_coefficients",
+]
 
 PRIME = 2**256 + 297
 SECRET_BYTES = 32
@@ -41,7 +49,11 @@ class Share:
     y: int = field(repr=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.x, bool) or not isinstance(self.x, int) or not 1 <= self.x <= MAX_PARTIES:
+        if (
+            isinstance(self.x, bool)
+            or not isinstance(self.x, int)
+            or not 1 <= self.x <= MAX_PARTIES
+        ):
             raise InvalidShare("malformed share")
         if isinstance(self.y, bool) or not isinstance(self.y, int) or not 0 <= self.y < PRIME:
             raise InvalidShare("malformed share")

@@ -118,8 +118,12 @@ class CipherSuite(ABC):
         """The suite's AEAD keyed with a 32-byte key."""
 
     @abstractmethod
-    def keystream(self, key: bytes) -> KeystreamContext:
-        """The suite's stream cipher keyed with a 32-byte key, starting at counter block 0."""
+    def keystream(self, key: bytes, *, start_block: int = 0) -> KeystreamContext:
+        """The suite's stream cipher keyed with a 32-byte key, positioned at ``start_block``.
+
+        ``start_block`` is random access into ONE stream (to produce its parts in parallel).
+        Different streams are always separated by different keys, never by block offsets.
+        """
 
     def __repr__(self) -> str:
         return f"<CipherSuite {self.suite_id.value}>"
@@ -138,10 +142,11 @@ class _AesSha256Suite(CipherSuite, ABC):
         _check_symmetric_key(key)
         return AESGCM(key)
 
-    def keystream(self, key: bytes) -> KeystreamContext:
+    def keystream(self, key: bytes, *, start_block: int = 0) -> KeystreamContext:
         _check_symmetric_key(key)
-        cipher = Cipher(algorithms.AES256(key), modes.CTR(bytes(16)))
-        return cipher.encryptor()
+        if not 0 <= start_block < 2**128:
+            raise ConfigError("start_block must be in [0, 2**128)")
+        return _aes256_ctr(key, initial_counter_block=start_block.to_bytes(16, "big"))
 
 
 class _DefaultSuite(_AesSha256Suite):
@@ -186,6 +191,12 @@ class _FipsP256Suite(_AesSha256Suite):
 
     def signing_key(self, data: bytes) -> SigningKey:
         return _p256.EcdsaP256SigningKey.from_bytes(self, data)
+
+
+def _aes256_ctr(key: bytes, *, initial_counter_block: bytes) -> KeystreamContext:
+    """AES-256-CTR encryptor. Only the known-answer tests pass a non-zero initial block: streams
+    are separated by keys, never by counter offsets (DESIGN R5)."""
+    return Cipher(algorithms.AES256(key), modes.CTR(initial_counter_block)).encryptor()
 
 
 def _check_symmetric_key(key: bytes) -> None:

@@ -1,0 +1,47 @@
+# securefed -- the two README commands are `make demo` (added with the demo) and `make test`.
+#
+# Every target creates .venv in the repository root on first use (idempotent: re-runs only when
+# pyproject.toml changes). torch is installed FIRST and pinned to the local CPU wheel, so that no
+# later step can resolve an unpinned torch (a multi-GB CUDA build).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.securefed-installed
+TORCH_PIN := torch==2.13.0
+# mypy --strict on the torch-free layers that exist; plain mypy on everything else.
+STRICT := $(wildcard securefed/crypto securefed/encoding securefed/secagg securefed/personalize securefed/audit) securefed/errors.py
+
+.PHONY: install test lint typecheck contracts pytest bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(TORCH_PIN)
+	$(BIN)/python -m pip install --quiet -e '.[dev]' $(TORCH_PIN)
+	touch $(STAMP)
+
+## make test: lint, types, layer contract, then the whole test suite (what CI runs).
+test: lint typecheck contracts pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check securefed tests
+	$(BIN)/ruff format --check securefed tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict $(STRICT)
+	$(BIN)/mypy securefed
+
+contracts: $(STAMP)
+	$(BIN)/lint-imports
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q
+
+## make bench: speed goals as JSON lines, each against a baseline measured in the same run.
+bench: $(STAMP)
+	$(BIN)/securefed bench prg --mib 256 --json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
