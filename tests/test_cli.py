@@ -1,0 +1,39 @@
+"""The `securefed` command: output conventions (one JSON line on stdout, exit codes)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from securefed.cli import main
+
+
+def test_bench_prg_prints_one_json_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "prg", "--mib", "4", "--repeats", "1", "--json"]) == 0
+    out, err = capsys.readouterr()
+    lines = out.strip().splitlines()
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    for key in ("prg_gbps", "aes_ctr_limit_gbps", "ratio", "target_ratio", "target_met"):
+        assert key in result
+    assert result["prg_gbps"] > 0
+    assert result["aes_ctr_limit_gbps"] > 0
+    assert result["ratio"] == pytest.approx(
+        result["prg_gbps"] / result["aes_ctr_limit_gbps"], rel=0.01
+    )
+    assert result["target_met"] == (result["ratio"] >= result["target_ratio"])
+    assert "bench prg" in err
+
+
+def test_configuration_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "prg", "--mib", "0", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "configuration error" in err
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["frobnicate"])
+    assert info.value.code == 2
