@@ -42,26 +42,38 @@ class SharedSecret:
             raise InvalidKey("key agreement produced an unsafe shared secret")
 
 
-class AgreementPublicKey(ABC):
-    """A public key for Diffie-Hellman key agreement, bound to one suite."""
+class _PublicKey(ABC):
+    """What every public key offers: a canonical encoding, a fingerprint, value equality."""
 
     suite: CipherSuite
+    _kind: bytes  # separates the fingerprints of agreement and verification keys
 
     @abstractmethod
     def to_bytes(self) -> bytes:
-        """Canonical encoding (X25519: 32 raw bytes; P-256: 65-byte uncompressed SEC1 point)."""
+        """Canonical encoding (X25519/Ed25519: 32 raw bytes; P-256: 65-byte uncompressed point)."""
 
     def fingerprint(self) -> bytes:
-        """SHA-256 over the suite name and the canonical encoding (32 bytes)."""
-        return _fingerprint(self.suite, b"agreement", self.to_bytes())
+        """SHA-256 over a domain label, the suite name, the key kind and the encoding (32 bytes)."""
+        digest = hashlib.sha256()
+        parts = (b"securefed/v1/fingerprint", self.suite.suite_id.value.encode(), self._kind)
+        for part in (*parts, self.to_bytes()):
+            digest.update(len(part).to_bytes(2, "big"))
+            digest.update(part)
+        return digest.digest()
 
     def __eq__(self, other: object) -> bool:
-        if not isinstance(other, AgreementPublicKey):
+        if not isinstance(other, _PublicKey) or other._kind != self._kind:
             return NotImplemented
         return other.suite is self.suite and hmac.compare_digest(other.to_bytes(), self.to_bytes())
 
     def __hash__(self) -> int:
-        return hash(self.to_bytes())
+        return hash((self._kind, self.to_bytes()))
+
+
+class AgreementPublicKey(_PublicKey):
+    """A public key for Diffie-Hellman key agreement, bound to one suite."""
+
+    _kind = b"agreement"
 
 
 class AgreementPrivateKey(ABC):
@@ -93,14 +105,10 @@ class AgreementPrivateKey(ABC):
         return f"<{type(self).__name__} suite={self.suite.suite_id.value}>"
 
 
-class VerifyKey(ABC):
+class VerifyKey(_PublicKey):
     """A public signature-verification key (an identity key), bound to one suite."""
 
-    suite: CipherSuite
-
-    @abstractmethod
-    def to_bytes(self) -> bytes:
-        """Canonical encoding (Ed25519: 32 raw bytes; P-256: 65-byte uncompressed SEC1 point)."""
+    _kind = b"verify"
 
     @abstractmethod
     def verify(self, signature: bytes, message: bytes) -> None:
@@ -109,18 +117,6 @@ class VerifyKey(ABC):
         Raises:
             InvalidSignature: for any invalid, malformed or wrong-length signature.
         """
-
-    def fingerprint(self) -> bytes:
-        """SHA-256 over the suite name and the canonical encoding (32 bytes)."""
-        return _fingerprint(self.suite, b"verify", self.to_bytes())
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, VerifyKey):
-            return NotImplemented
-        return other.suite is self.suite and hmac.compare_digest(other.to_bytes(), self.to_bytes())
-
-    def __hash__(self) -> int:
-        return hash(self.to_bytes())
 
 
 class SigningKey(ABC):
@@ -142,11 +138,3 @@ class SigningKey(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} suite={self.suite.suite_id.value}>"
-
-
-def _fingerprint(suite: CipherSuite, kind: bytes, encoded: bytes) -> bytes:
-    digest = hashlib.sha256()
-    for part in (b"securefed/v1/fingerprint", suite.suite_id.value.encode(), kind, encoded):
-        digest.update(len(part).to_bytes(2, "big"))
-        digest.update(part)
-    return digest.digest()
