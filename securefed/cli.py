@@ -3,20 +3,43 @@
 Output convention: machine-readable results (``--json``) are one JSON object on one line of
 stdout; progress and diagnostics go to stderr. Exit status 0 on success, 2 on a usage or
 configuration error (a :class:`~securefed.errors.ConfigError`), 1 on any other securefed error.
+
+Commands: ``bench`` (benchmarks, ``docs/benchmarks.md``) and ``keys`` (identity keys and the
+pinned roster, ``docs/keys-and-roster.md``). Secrets (passphrases, private keys) are never taken
+from the command line and never printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 from collections.abc import Sequence
 
 from securefed import __version__
 from securefed.bench import run_prg_benchmark
+from securefed.crypto import SuiteId, VerifyKey, encrypt_signing_key, get_suite
+from securefed.crypto.cleartext import export_unencrypted_signing_key_unsafe
+from securefed.crypto.keyfile import MIN_PASSPHRASE_BYTES
 from securefed.errors import ConfigError, SecureFedError
+from securefed.secagg.roster import (
+    PublicIdentity,
+    Roster,
+    load_public_identity,
+    load_roster,
+    save_identity_files,
+    save_roster,
+)
 
 __all__ = ["main"]
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_UNSAFE_WARNING = """\
+WARNING: --unsafe-plaintext: the identity key of {party!r} is written WITHOUT encryption.
+WARNING: anyone who can read the .key file can impersonate {party!r} in every session.
+WARNING: use this only for throwaway test keys, never for a real institution."""
 
 
 def _bench_prg(args: argparse.Namespace) -> int:
@@ -31,6 +54,126 @@ def _bench_prg(args: argparse.Namespace) -> int:
     return 0
 
 
+def _passphrase_from_env(variable: str) -> bytes:
+    """The passphrase held in environment variable ``variable`` (never taken from argv)."""
+    if not _ENV_NAME.fullmatch(variable):  # do not echo it: it may be a passphrase typed by mistake
+        raise ConfigError("--passphrase-env takes the NAME of an environment variable")
+    value = os.environ.get(variable)
+    if not value:
+        raise ConfigError(
+            f"environment variable {variable} is not set or empty; it must hold "
+            "the passphrase that encrypts the identity key"
+        )
+    passphrase = value.encode("utf-8")
+    if len(passphrase) < MIN_PASSPHRASE_BYTES:
+        raise ConfigError(
+            f"the passphrase in {variable} is too short: use at least {MIN_PASSPHRASE_BYTES} bytes"
+        )
+    return passphrase
+
+
+def _keys_generate(args: argparse.Namespace) -> int:
+    suite = get_suite(args.suite)
+    passphrase = None if args.unsafe_plaintext else _passphrase_from_env(args.passphrase_env)
+    key = suite.generate_signing_key()
+    identity = PublicIdentity(args.id, key.verify_key())
+    if passphrase is None:
+        print(_UNSAFE_WARNING.format(party=args.id), file=sys.stderr)
+        key_file = export_unencrypted_signing_key_unsafe(key)
+    else:
+        key_file = encrypt_signing_key(key, passphrase)
+    key_path, pub_path = save_identity_files(args.out, identity, key_file)
+    print(f"wrote {key_path} (private, mode 0600) and {pub_path} (public)", file=sys.stderr)
+    print(
+        f"send {pub_path} to the coordinator; confirm this fingerprint with them out of band:",
+        file=sys.stderr,
+    )
+    print(identity.identity.fingerprint().hex())
+    return 0
+
+
+def _keys_roster(args: argparse.Namespace) -> int:
+    server = load_public_identity(args.server)
+    clients = [load_public_identity(path) for path in args.client]
+    roster = Roster.assemble(server, clients)
+    save_roster(roster, args.out)
+    print(
+        f"wrote {args.out}: suite {roster.suite.suite_id.value}, server "
+        f"{roster.server.party_id!r}, {roster.size} clients; roster digest:",
+        file=sys.stderr,
+    )
+    print(roster.digest().hex())
+    return 0
+
+
+def _keys_show_roster(args: argparse.Namespace) -> int:
+    roster = load_roster(args.roster)
+    print(f"roster   {args.roster}")
+    print(f"suite    {roster.suite.suite_id.value}")
+    print(f"digest   {roster.digest().hex()}")
+    print(f"server   {roster.server.party_id}  fingerprint {_short(roster.server.identity)}")
+    print(f"clients  {roster.size}")
+    width = max(len(c.party_id) for c in roster.clients)
+    for party in roster.clients:
+        print(
+            f"  {party.index:>3}  {party.party_id:<{width}}  fingerprint {_short(party.identity)}"
+        )
+    return 0
+
+
+def _short(key: VerifyKey) -> str:
+    """The first 16 hex digits (64 bits) of a key's fingerprint, for people to compare."""
+    return key.fingerprint().hex()[:16]
+
+
+def _add_keys_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = commands.add_parser("keys", help="identity keys and the pinned roster")
+    actions = keys.add_subparsers(dest="action", required=True)
+
+    generate = actions.add_parser("generate", help="make one party's identity key pair")
+    generate.add_argument("--id", required=True, help="party id: 1-64 of A-Z a-z 0-9 . _ -")
+    generate.add_argument("--out", required=True, help="directory for <id>.key and <id>.pub.toml")
+    generate.add_argument(
+        "--suite",
+        default="default",
+        choices=[s.value for s in SuiteId],
+        help="cipher suite (default: default)",
+    )
+    protection = generate.add_mutually_exclusive_group(required=True)
+    protection.add_argument(
+        "--passphrase-env",
+        metavar="VAR",
+        help="encrypt the key under the passphrase in environment variable VAR",
+    )
+    protection.add_argument(
+        "--unsafe-plaintext",
+        action="store_true",
+        help="write the key UNENCRYPTED (throwaway test keys only)",
+    )
+    generate.set_defaults(handler=_keys_generate)
+
+    roster = actions.add_parser("roster", help="assemble and pin the roster (coordinator)")
+    roster.add_argument(
+        "--server",
+        required=True,
+        metavar="SERVER.pub.toml",
+        help="the server's public identity file",
+    )
+    roster.add_argument(
+        "--client",
+        required=True,
+        action="append",
+        metavar="CLIENT.pub.toml",
+        help="a client's public identity file; repeat, in roster-index order",
+    )
+    roster.add_argument("--out", required=True, help="roster file to write (never overwritten)")
+    roster.set_defaults(handler=_keys_roster)
+
+    show = actions.add_parser("show-roster", help="validate a roster and summarise it")
+    show.add_argument("roster", help="roster file (roster.toml)")
+    show.set_defaults(handler=_keys_show_roster)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="securefed", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"securefed {__version__}")
@@ -43,6 +186,8 @@ def _parser() -> argparse.ArgumentParser:
     prg.add_argument("--repeats", type=int, default=3, help="interleaved repeats, best kept")
     prg.add_argument("--json", action="store_true", help="one JSON object on stdout")
     prg.set_defaults(handler=_bench_prg)
+
+    _add_keys_commands(commands)
     return parser
 
 

@@ -1,0 +1,401 @@
+"""The client side of one secure-aggregation round: a pure state machine.
+
+``SecAggClient`` never touches a socket, a thread, a clock or a file. The driver calls
+:meth:`SecAggClient.start` with the client's input, then feeds every message from the server to
+:meth:`SecAggClient.receive`, which returns the messages to send back. Randomness for the
+self-mask seed and the encoder's dither comes from ``random_bytes`` (``os.urandom`` by default);
+key pairs come from the operating system's CSPRNG through the crypto layer.
+
+Any problem with a server message -- illegal in the current stage, wrong session or round, bad
+signature, inconsistent sets, a request for both shares of one client -- raises a
+:class:`~securefed.errors.ProtocolError` and moves the client to ``ABORTED`` for good; a
+:class:`~securefed.secagg.events.RoundAborted` event says why. An exact re-delivery of a message
+already processed is ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from securefed.crypto import (
+    Aead,
+    AgreementPrivateKey,
+    AgreementPublicKey,
+    KeyPurpose,
+    SigningKey,
+    derive_directional_key,
+    shamir,
+)
+from securefed.encoding import FixedPointCodec, dither_stream
+from securefed.errors import (
+    ConfigError,
+    CryptoError,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+)
+from securefed.secagg.config import RoundConfig
+from securefed.secagg.events import ProtocolEvent, RoundAborted, UnmaskRefused
+from securefed.secagg.masking import add_masks, round_outputs, self_seed_commitment
+from securefed.secagg.messages import (
+    Abort,
+    AdvertiseKeys,
+    ConsistencyRequest,
+    ConsistencySignature,
+    KeyDirectory,
+    MaskedInput,
+    Message,
+    RevealedShare,
+    SealedShare,
+    ShareBundle,
+    ShareCommitment,
+    ShareKeys,
+    UnmaskRequest,
+    UnmaskResponse,
+    sign_message,
+)
+from securefed.secagg.stages import Role, Stage, next_stage, start_stage
+from securefed.secagg.transcript import ContextItem, transcript_hash
+from securefed.secagg.verify import check_round, verify_client_signature, verify_server_signature
+from securefed.secagg.wire import Reader, Writer
+
+__all__ = ["SecAggClient"]
+
+M = TypeVar("M", bound=Message)
+RingArray = npt.NDArray[np.unsignedinteger[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class _HeldShares:
+    """The two shares this client holds of one peer's secrets."""
+
+    mask_key: shamir.Share
+    self_seed: shamir.Share
+
+
+def share_associated_data(config: RoundConfig, sender: int, recipient: int) -> bytes:
+    """AEAD associated data of a sealed share: purpose, session, round, sender, recipient (R3)."""
+    w = Writer().blob(b"securefed/v1/share").fixed(config.session_id, 32).u64(config.round)
+    return w.u32(sender).u32(recipient).getvalue()
+
+
+class SecAggClient:
+    """One client's view of one round. Single use: a new round needs a new object."""
+
+    def __init__(
+        self,
+        config: RoundConfig,
+        *,
+        index: int,
+        identity: SigningKey,
+        context: Sequence[ContextItem] = (),
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        """Raises ConfigError if ``index`` is not in the roster or ``identity`` is not its key."""
+        if not config.roster.is_member(index):
+            raise ConfigError(f"client index {index} is not in the roster")
+        if identity.verify_key() != config.roster.client(index).identity:
+            raise ConfigError("identity key does not match the roster entry of this client")
+        self.config = config
+        self.index = index
+        self._identity = identity
+        self._context = tuple(context)
+        self._random_bytes = random_bytes
+        self._stage = Stage.IDLE
+        self._events: list[ProtocolEvent] = []
+        self._seen: set[bytes] = set()
+        self._encoded: RingArray | None = None
+        self._encryption_key: AgreementPrivateKey | None = None
+        self._mask_key: AgreementPrivateKey | None = None
+        self._advertisement: AdvertiseKeys | None = None
+        self._directory: KeyDirectory | None = None
+        self._self_seed = b""
+        self._commitment: ShareCommitment | None = None
+        self._commitments: tuple[ShareCommitment, ...] = ()
+        self._held: dict[int, _HeldShares] = {}
+        self._survivors: tuple[int, ...] = ()
+        self._transcript = b""
+
+    @property
+    def stage(self) -> Stage:
+        return self._stage
+
+    def drain_events(self) -> list[ProtocolEvent]:
+        """Events since the last call (oldest first)."""
+        events, self._events = self._events, []
+        return events
+
+    # --- entry points ---------------------------------------------------------------------------
+    def start(self, values: npt.ArrayLike) -> AdvertiseKeys:
+        """Encode ``values`` and advertise fresh keys.
+
+        Raises:
+            LocalProtocolError: not in IDLE.
+            ConfigError: wrong input length.
+            EncodingRangeError: a value is out of the codec's range; the client stays IDLE.
+        """
+        next_ = start_stage(Role.CLIENT, self._stage)
+        flat = np.asarray(values).reshape(-1)
+        if flat.size != self.config.vector_length:
+            raise ConfigError(
+                f"input has {flat.size} values, the round expects {self.config.vector_length}"
+            )
+        dither = dither_stream(
+            self.config.suite,
+            self._random_bytes(32),
+            context=self.config.kdf_context,
+            target=self.index,
+        )
+        self._encoded = FixedPointCodec(self.config.codec).encode(flat, dither=dither)
+        self._encryption_key = self.config.suite.generate_agreement_key()
+        self._mask_key = self.config.suite.generate_agreement_key()
+        self._advertisement = self._sign(
+            AdvertiseKeys,
+            sender=self.index,
+            encryption_key=self._encryption_key.public_key().to_bytes(),
+            mask_key=self._mask_key.public_key().to_bytes(),
+        )
+        self._stage = next_
+        return self._advertisement
+
+    def receive(self, message: Message) -> list[Message]:
+        """Process one message from the server; return the messages to send to it.
+
+        Raises:
+            LocalProtocolError: the client is already DONE or ABORTED.
+            RemoteProtocolError: the message is illegal, forged, replayed or inconsistent; the
+                client is now ABORTED.
+        """
+        if self._stage.terminal:
+            raise LocalProtocolError(f"the round is over for this client ({self._stage.value})")
+        digest = message.digest()
+        if digest in self._seen:
+            return []  # an exact re-delivery of a message already processed
+        try:
+            next_ = next_stage(Role.CLIENT, self._stage, message.TYPE)
+            check_round(self.config, message)
+            verify_server_signature(self.config, message)
+            replies = self._handle(message)
+        except (ProtocolError, CryptoError) as exc:
+            self._abort(str(exc))
+            raise RemoteProtocolError(f"client {self.index} aborted: {exc}") from exc
+        self._seen.add(digest)
+        self._stage = next_
+        return replies
+
+    # --- handlers ---------------------------------------------------------------------------------
+    def _handle(self, message: Message) -> list[Message]:
+        if isinstance(message, Abort):
+            self._events.append(
+                RoundAborted(self.config.round, self._stage, f"server aborted: {message.reason}")
+            )
+            return []
+        if isinstance(message, KeyDirectory):
+            return [self._on_key_directory(message)]
+        if isinstance(message, ShareBundle):
+            return [self._on_share_bundle(message)]
+        if isinstance(message, ConsistencyRequest):
+            return [self._on_consistency_request(message)]
+        if isinstance(message, UnmaskRequest):
+            return [self._on_unmask_request(message)]
+        raise RemoteProtocolError(f"unexpected {type(message).__name__}")  # pragma: no cover
+
+    def _on_key_directory(self, directory: KeyDirectory) -> ShareKeys:
+        for advert in directory.advertisements:
+            check_round(self.config, advert)
+            verify_client_signature(self.config, advert)
+        if self._advertisement not in directory.advertisements:
+            raise RemoteProtocolError(
+                "the key directory does not contain this client's advertisement"
+            )
+        if len(directory.advertisements) < self.config.threshold:
+            raise RemoteProtocolError("fewer than t clients in the key directory")
+        self._directory = directory
+        self._self_seed = self._random_bytes(32)
+        self._commitment = self._sign(
+            ShareCommitment,
+            sender=self.index,
+            self_seed_commitment=self_seed_commitment(self.config, self.index, self._self_seed),
+        )
+        sealed = self._seal_shares(directory.senders)
+        return self._sign(ShareKeys, commitment=self._commitment, sealed=sealed)
+
+    def _seal_shares(self, holders: tuple[int, ...]) -> tuple[SealedShare, ...]:
+        assert self._mask_key is not None  # noqa: S101 - set in start()
+        t = self.config.threshold
+        mask_shares = shamir.split(
+            self._mask_key.secret_bytes_for_sharing(), threshold=t, holders=holders
+        )
+        seed_shares = shamir.split(self._self_seed, threshold=t, holders=holders)
+        sealed = []
+        for mask_share, seed_share in zip(mask_shares, seed_shares, strict=True):
+            peer = mask_share.holder
+            if peer == self.index:
+                self._held[peer] = _HeldShares(mask_share, seed_share)
+                continue
+            plaintext = Writer().u32(self.index).u32(peer)
+            plaintext.fixed(mask_share.to_bytes(), shamir.SHARE_BYTES).fixed(
+                seed_share.to_bytes(), shamir.SHARE_BYTES
+            )
+            aead = Aead(self._share_key(sender=self.index, recipient=peer))
+            ad = share_associated_data(self.config, self.index, peer)
+            sealed.append(SealedShare(peer, aead.seal(plaintext.getvalue(), associated_data=ad)))
+        return tuple(sealed)
+
+    def _peer_keys(self, peer: int) -> tuple[AgreementPublicKey, AgreementPublicKey]:
+        """(encryption key, mask key) that ``peer`` advertised in the key directory."""
+        assert self._directory is not None  # noqa: S101 - set before any caller
+        for advert in self._directory.advertisements:
+            if advert.sender == peer:
+                suite = self.config.suite
+                return suite.agreement_public_key(
+                    advert.encryption_key
+                ), suite.agreement_public_key(advert.mask_key)
+        raise RemoteProtocolError(f"client {peer} is not in the key directory")
+
+    def _share_key(self, *, sender: int, recipient: int) -> Any:
+        assert self._encryption_key is not None  # noqa: S101 - set in start()
+        peer = recipient if sender == self.index else sender
+        peer_public = self._peer_keys(peer)[0]
+        own_public = self._encryption_key.public_key()
+        sender_public, recipient_public = (
+            (own_public, peer_public) if sender == self.index else (peer_public, own_public)
+        )
+        return derive_directional_key(
+            self._encryption_key.exchange(peer_public),
+            purpose=KeyPurpose.SHARE,
+            context=self.config.kdf_context,
+            sender=sender,
+            recipient=recipient,
+            sender_public=sender_public,
+            recipient_public=recipient_public,
+        )
+
+    def _on_share_bundle(self, bundle: ShareBundle) -> MaskedInput:
+        assert self._directory is not None  # noqa: S101 - stage guarantees it
+        if bundle.recipient != self.index:
+            raise RemoteProtocolError("share bundle addressed to another client")
+        members = set(self._directory.senders)
+        for commitment in bundle.commitments:
+            check_round(self.config, commitment)
+            verify_client_signature(self.config, commitment)
+            if commitment.sender not in members:
+                raise RemoteProtocolError("a share commitment from a client outside U1")
+        if self._commitment not in bundle.commitments:
+            raise RemoteProtocolError("the share bundle does not contain this client's commitment")
+        u2 = tuple(c.sender for c in bundle.commitments)
+        if len(u2) < self.config.threshold:
+            raise RemoteProtocolError("fewer than t clients completed key sharing")
+        if tuple(s.peer for s in bundle.sealed) != tuple(v for v in u2 if v != self.index):
+            raise RemoteProtocolError(
+                "the share bundle does not hold exactly one share from every peer in U2"
+            )
+        for sealed in bundle.sealed:
+            self._held[sealed.peer] = self._open_share(sealed)
+        self._commitments = bundle.commitments
+        return self._masked_input(u2)
+
+    def _open_share(self, sealed: SealedShare) -> _HeldShares:
+        aead = Aead(self._share_key(sender=sealed.peer, recipient=self.index))
+        plaintext = aead.open(
+            sealed.ciphertext,
+            associated_data=share_associated_data(self.config, sealed.peer, self.index),
+        )
+        r = Reader(plaintext)
+        if (r.u32(), r.u32()) != (sealed.peer, self.index):
+            raise RemoteProtocolError("sealed share names the wrong parties")
+        mask_share = shamir.Share.from_bytes(r.fixed(shamir.SHARE_BYTES))
+        seed_share = shamir.Share.from_bytes(r.fixed(shamir.SHARE_BYTES))
+        r.finish()
+        if mask_share.holder != self.index or seed_share.holder != self.index:
+            raise RemoteProtocolError("sealed share is for another holder")
+        return _HeldShares(mask_share, seed_share)
+
+    def _masked_input(self, u2: tuple[int, ...]) -> MaskedInput:
+        assert self._encoded is not None  # noqa: S101 - set in start()
+        assert self._mask_key is not None  # noqa: S101 - set in start()
+        secrets = {v: self._mask_key.exchange(self._peer_keys(v)[1]) for v in u2 if v != self.index}
+        vector = self._encoded.copy()
+        for output in round_outputs(self.config):
+            add_masks(
+                vector,
+                config=self.config,
+                owner=self.index,
+                output=output,
+                self_seed=self._self_seed,
+                pair_secrets=secrets,
+            )
+        return self._sign(MaskedInput, sender=self.index, vector=vector)
+
+    def _on_consistency_request(self, request: ConsistencyRequest) -> ConsistencySignature:
+        assert self._directory is not None  # noqa: S101 - stage guarantees it
+        u2 = {c.sender for c in self._commitments}
+        if not set(request.survivors) <= u2 or self.index not in request.survivors:
+            raise RemoteProtocolError(
+                "the survivor set is not a subset of U2 containing this client"
+            )
+        if len(request.survivors) < self.config.threshold:
+            raise RemoteProtocolError("fewer than t survivors")
+        self._survivors = request.survivors
+        self._transcript = transcript_hash(
+            self.config,
+            advertisements=self._directory.advertisements,
+            commitments=self._commitments,
+            survivors=request.survivors,
+            context=self._context,
+        )
+        return self._sign(ConsistencySignature, sender=self.index, transcript_hash=self._transcript)
+
+    def _on_unmask_request(self, request: UnmaskRequest) -> UnmaskResponse:
+        if request.survivors != self._survivors:
+            reason = "unmask request names a different survivor set than the consistency check"
+            self._events.append(UnmaskRefused(self.config.round, self._stage, reason))
+            raise RemoteProtocolError(reason)
+        valid = 0
+        for signed in request.consistency:
+            if signed.sender not in self._survivors:
+                raise RemoteProtocolError("a consistency signature from outside U3")
+            if signed.transcript_hash != self._transcript:
+                continue  # signed a different view of the round: it does not count
+            check_round(self.config, signed)
+            verify_client_signature(self.config, signed)
+            valid += 1
+        if valid < self.config.threshold:
+            raise RemoteProtocolError("fewer than t clients signed this client's transcript")
+        survivors = set(self._survivors)
+        u2 = [c.sender for c in self._commitments]
+        seeds = tuple(
+            RevealedShare(v, self._held[v].self_seed.to_bytes()) for v in u2 if v in survivors
+        )
+        keys = tuple(
+            RevealedShare(v, self._held[v].mask_key.to_bytes()) for v in u2 if v not in survivors
+        )
+        response = self._sign(
+            UnmaskResponse, sender=self.index, self_seed_shares=seeds, mask_key_shares=keys
+        )
+        self._forget_secrets()
+        return response
+
+    # --- helpers ----------------------------------------------------------------------------------
+    def _sign(self, cls: type[M], **fields: Any) -> M:
+        return sign_message(
+            cls, self._identity, self.config.session_id, self.config.round, **fields
+        )
+
+    def _forget_secrets(self) -> None:
+        self._held.clear()
+        self._self_seed = b""
+        self._encoded = None
+        self._mask_key = None
+        self._encryption_key = None
+
+    def _abort(self, reason: str) -> None:
+        self._events.append(RoundAborted(self.config.round, self._stage, reason))
+        self._stage = Stage.ABORTED
+        self._forget_secrets()

@@ -1,0 +1,139 @@
+"""Round parameters: one validated, immutable object that both roles are built from.
+
+R1 (threshold): ``t`` comes from this pinned config, never from how many clients showed up, and must
+satisfy ``2t - N > n_C`` where ``n_C`` is the declared number of clients that may collude with the
+server. Otherwise a server that tells some clients "v dropped" and others "v is alive" could, with
+``n_C`` colluders signing both views, collect both of v's secrets. The default
+``t = floor(2N/3) + 1`` tolerates ``n_C = 2t - N - 1`` colluders (about N/3), which is also the
+default ``n_C``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import Enum
+
+from securefed.crypto import CipherSuite, KdfContext
+from securefed.encoding import CodecConfig, check_sum_headroom
+from securefed.errors import ConfigError
+from securefed.secagg.roster import Roster
+from securefed.secagg.wire import MAX_VECTOR_WORDS, Writer
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "AggregationMode",
+    "GraphKind",
+    "MaskGraph",
+    "RoundConfig",
+    "default_threshold",
+]
+
+PROTOCOL_VERSION = 1
+
+
+class AggregationMode(Enum):
+    """What the server may learn. ``SUM``: the plain sum of the survivors' inputs (FedAvg)."""
+
+    SUM = "sum"
+
+
+class GraphKind(Enum):
+    """Which pairs of clients share masks (R8)."""
+
+    COMPLETE = "complete"  # every pair: the default up to N = 62
+    SECAGG_PLUS = "secagg+"  # a sparse random graph the server cannot bias
+
+
+@dataclass(frozen=True, slots=True)
+class MaskGraph:
+    """The masking graph. ``degree`` is the expected number of neighbours for SECAGG_PLUS."""
+
+    kind: GraphKind = GraphKind.COMPLETE
+    degree: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, GraphKind):
+            raise ConfigError("graph kind must be a GraphKind")
+        if self.kind is GraphKind.COMPLETE and self.degree != 0:
+            raise ConfigError("the complete graph takes no degree")
+        if self.kind is GraphKind.SECAGG_PLUS and self.degree < 2:
+            raise ConfigError("a SecAgg+ graph needs degree >= 2")
+
+
+def default_threshold(n_clients: int) -> int:
+    """``floor(2N/3) + 1``."""
+    return (2 * n_clients) // 3 + 1
+
+
+@dataclass(frozen=True, slots=True)
+class RoundConfig:
+    """Everything pinned for one round. Both roles must hold equal configs (the digest is signed).
+
+    Attributes:
+        roster: the pinned parties and identity keys (the suite comes from it).
+        session_id: 32 random bytes chosen at session start.
+        round: the round number (increases within a session).
+        vector_length: ``d``, the number of ring elements per input.
+        codec: fixed-point encoding; must have headroom for a sum of N inputs.
+        threshold: ``t``; default ``floor(2N/3) + 1``.
+        collusion_bound: ``n_C``; default ``2t - N - 1``, the most that ``t`` tolerates.
+        mode: what the server learns (only ``SUM`` in this version).
+        graph: complete (default) or SecAgg+.
+
+    Raises:
+        ConfigError: any violated rule, including R1 (``2t - N > n_C``, ``1 <= t <= N``).
+    """
+
+    roster: Roster
+    session_id: bytes
+    round: int
+    vector_length: int
+    codec: CodecConfig
+    threshold: int = 0
+    collusion_bound: int = -1
+    mode: AggregationMode = AggregationMode.SUM
+    graph: MaskGraph = field(default_factory=MaskGraph)
+
+    def __post_init__(self) -> None:
+        n = self.roster.size
+        if self.threshold == 0:
+            object.__setattr__(self, "threshold", default_threshold(n))
+        if self.collusion_bound == -1:
+            object.__setattr__(self, "collusion_bound", 2 * self.threshold - n - 1)
+        KdfContext(self.session_id, self.round)  # validates both
+        if not 1 <= self.vector_length <= MAX_VECTOR_WORDS:
+            raise ConfigError(f"vector_length must be in [1, {MAX_VECTOR_WORDS}]")
+        if not 1 <= self.threshold <= n:
+            raise ConfigError(f"threshold must be in [1, N={n}]")
+        if self.collusion_bound < 0 or 2 * self.threshold - n <= self.collusion_bound:
+            raise ConfigError(
+                f"R1 violated: need 2t - N > n_C >= 0, got t={self.threshold}, N={n}, "
+                f"n_C={self.collusion_bound}; raise t or lower the declared collusion bound"
+            )
+        if not isinstance(self.mode, AggregationMode):
+            raise ConfigError("mode must be an AggregationMode")
+        check_sum_headroom(self.codec, n)
+
+    @property
+    def suite(self) -> CipherSuite:
+        return self.roster.suite
+
+    @property
+    def n_clients(self) -> int:
+        return self.roster.size
+
+    @property
+    def kdf_context(self) -> KdfContext:
+        return KdfContext(self.session_id, self.round)
+
+    def digest(self) -> bytes:
+        """SHA-256 over a canonical encoding of every parameter (part of the transcript)."""
+        w = Writer().fixed(b"securefed/v1/round-config", 25).u8(PROTOCOL_VERSION)
+        w.fixed(self.roster.digest(), 32).fixed(self.session_id, 32).u64(self.round)
+        w.u32(self.vector_length).u32(self.threshold).u32(self.collusion_bound)
+        w.blob(self.suite.suite_id.value.encode()).blob(self.mode.value.encode())
+        w.blob(self.graph.kind.value.encode()).u32(self.graph.degree)
+        w.u8(self.codec.ring.bits).u32(self.codec.fractional_bits)
+        w.blob(float(self.codec.value_bound).hex().encode())
+        return hashlib.sha256(w.getvalue()).digest()

@@ -1,0 +1,83 @@
+"""Typed events that protocol objects emit for the runtime and the audit ledger.
+
+Protocol objects never log or write files; they append events, and whoever drives them (the
+in-memory harness, the simulation runtime, later the ledger) drains them with ``drain_events()``.
+Events carry indices, phases and reasons -- never keys, seeds, shares or model values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from securefed.secagg.stages import Stage
+
+__all__ = [
+    "ClientsDropped",
+    "MessageRejected",
+    "ProtocolEvent",
+    "RoundAborted",
+    "RoundCompleted",
+    "ShareRejected",
+    "UnmaskPerformed",
+    "UnmaskRefused",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolEvent:
+    """Base of every event: which round, and in which phase it happened."""
+
+    round: int
+    stage: Stage
+
+
+@dataclass(frozen=True, slots=True)
+class ClientsDropped(ProtocolEvent):
+    """Server: these clients did not (validly) complete ``stage`` and are out of the round."""
+
+    clients: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRejected(ProtocolEvent):
+    """Server: a client's message was refused (forged, replayed, late, malformed, duplicate)."""
+
+    sender: int | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoundAborted(ProtocolEvent):
+    """Either role: the round ended without output."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnmaskRefused(ProtocolEvent):
+    """Client: it refused an unmasking request (e.g. both shares of one client were asked for)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShareRejected(ProtocolEvent):
+    """Server: shares from these holders failed reconstruction checks for ``owner``."""
+
+    owner: int
+    holders: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UnmaskPerformed(ProtocolEvent):
+    """Server: which secrets it reconstructed (self seeds of survivors, mask keys of dropouts)."""
+
+    self_seeds_of: tuple[int, ...]
+    mask_keys_of: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RoundCompleted(ProtocolEvent):
+    """Server: an aggregate over ``contributors`` was produced."""
+
+    contributors: tuple[int, ...]

@@ -1,0 +1,616 @@
+"""Typed protocol messages and their one canonical binary encoding.
+
+One frozen, slotted dataclass per message. Constructors validate (an invalid message cannot
+exist); :func:`decode` turns bytes back into a message or raises
+:class:`~securefed.errors.RemoteProtocolError` -- nothing else escapes it.
+
+Framing: ``b"SF" | version (1 byte) | type tag (1 byte) | fields... | signature (length-prefixed)``.
+Every message carries ``session_id`` and ``round``; every message is signed by its sender (a
+client's identity key, or the server's for broadcasts) over
+``"securefed/v1/sig/<type>" | 0x00 | encoding without the signature``, so a signature for one
+message type, session or round never verifies as another.
+
+Flow of one round (client ``u``, server ``S``)::
+
+    u -> S  AdvertiseKeys        fresh public keys c_u (share encryption), s_u (masks)
+    S -> u  KeyDirectory         all valid advertisements (defines U1)
+    u -> S  ShareKeys            signed self-seed commitment + one AEAD-sealed share set per peer
+    S -> v  ShareBundle          all commitments (defines U2) + the shares sealed for v
+    u -> S  MaskedInput          y_u = enc(x_u) + PRG(b_u) + sum_v +-PRG(s_uv)
+    S -> u  ConsistencyRequest   the one survivor set U3 of the round
+    u -> S  ConsistencySignature signature over the transcript hash (which includes U3)
+    S -> u  UnmaskRequest        U3 and >= t consistency signatures
+    u -> S  UnmaskResponse       b-shares of U3 members, s-shares of dropped U2 members
+    S -> u  Abort                (any time) the reason the round ended without output
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
+
+import numpy as np
+import numpy.typing as npt
+
+from securefed.errors import ConfigError, LocalProtocolError, RemoteProtocolError
+from securefed.secagg.wire import MAX_BLOB_BYTES, Reader, Writer
+
+if TYPE_CHECKING:
+    from securefed.crypto import SigningKey
+
+__all__ = [
+    "MAGIC",
+    "MAX_PARTIES",
+    "Abort",
+    "AdvertiseKeys",
+    "ConsistencyRequest",
+    "ConsistencySignature",
+    "KeyDirectory",
+    "MaskedInput",
+    "Message",
+    "MessageType",
+    "SealedShare",
+    "ShareBundle",
+    "ShareCommitment",
+    "ShareKeys",
+    "SignedBy",
+    "UnmaskRequest",
+    "UnmaskResponse",
+    "decode",
+    "decode_as",
+    "sign_message",
+]
+
+MAGIC = b"SF"
+WIRE_VERSION = 1
+MAX_PARTIES = 4096
+MAX_REASON_BYTES = 1024
+SESSION_ID_BYTES = 32
+DIGEST_BYTES = 32
+_SIG_LIMIT = 256
+_KEY_LIMIT = 133
+_SHARE_LIMIT = 1024
+
+M = TypeVar("M", bound="Message")
+
+
+class MessageType(Enum):
+    """Wire tags. Never reuse a number."""
+
+    ADVERTISE_KEYS = 1
+    KEY_DIRECTORY = 2
+    SHARE_COMMITMENT = 3
+    SHARE_KEYS = 4
+    SHARE_BUNDLE = 5
+    MASKED_INPUT = 6
+    CONSISTENCY_REQUEST = 7
+    CONSISTENCY_SIGNATURE = 8
+    UNMASK_REQUEST = 9
+    UNMASK_RESPONSE = 10
+    ABORT = 11
+
+
+class SignedBy(Enum):
+    """Whose identity key signs a message type."""
+
+    CLIENT = "client"
+    SERVER = "server"
+
+
+def _require(condition: bool, what: str) -> None:
+    if not condition:
+        raise LocalProtocolError(f"invalid message: {what}")
+
+
+def _is_index(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_PARTIES
+
+
+def _is_index_set(values: object) -> bool:
+    """A canonical set of indices: a tuple, strictly increasing."""
+    return (
+        isinstance(values, tuple)
+        and all(_is_index(v) for v in values)
+        and all(a < b for a, b in itertools.pairwise(values))
+    )
+
+
+def _is_bytes(value: object, limit: int, exact: int | None = None) -> bool:
+    if not isinstance(value, bytes) or len(value) > limit:
+        return False
+    return exact is None or len(value) == exact
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """Fields every message has. Subclasses add theirs and end with ``signature``."""
+
+    TYPE: ClassVar[MessageType]
+    SIGNER: ClassVar[SignedBy]
+
+    session_id: bytes
+    round: int
+
+    def _validate_common(self) -> None:
+        _require(_is_bytes(self.session_id, SESSION_ID_BYTES, SESSION_ID_BYTES), "session_id")
+        _require(
+            isinstance(self.round, int)
+            and not isinstance(self.round, bool)
+            and 0 <= self.round < 2**63,
+            "round",
+        )
+        _require(_is_bytes(getattr(self, "signature", b""), _SIG_LIMIT), "signature")
+
+    def _write_fields(self, w: Writer) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def _read_fields(cls: type[M], r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _unsigned(self) -> bytes:
+        w = Writer().fixed(MAGIC, 2).u8(WIRE_VERSION).u8(self.TYPE.value)
+        w.fixed(self.session_id, SESSION_ID_BYTES).u64(self.round)
+        self._write_fields(w)
+        return w.getvalue()
+
+    def signed_payload(self) -> bytes:
+        """The bytes the sender signs (domain-separated by message type)."""
+        label = f"securefed/v1/sig/{self.TYPE.name.lower()}".encode()
+        return label + b"\x00" + self._unsigned()
+
+    def to_bytes(self) -> bytes:
+        signature: bytes = getattr(self, "signature")  # noqa: B009 - every subclass defines it
+        return self._unsigned() + Writer().blob(signature, limit=_SIG_LIMIT).getvalue()
+
+    def digest(self) -> bytes:
+        """SHA-256 of the full encoding (used in transcripts and duplicate detection)."""
+        return hashlib.sha256(self.to_bytes()).digest()
+
+
+_REGISTRY: dict[int, type[Message]] = {}
+
+
+def _register(cls: type[M]) -> type[M]:
+    _REGISTRY[cls.TYPE.value] = cls
+    return cls
+
+
+def decode(data: bytes) -> Message:
+    """Decode one message of any type. Raises RemoteProtocolError for anything malformed."""
+    return _decode(data, None)
+
+
+def decode_as(data: bytes, expected: type[M]) -> M:
+    """Decode one message that must be of type ``expected`` (else RemoteProtocolError)."""
+    message = _decode(data, expected)
+    if not isinstance(message, expected):  # pragma: no cover - _decode checked the tag
+        raise RemoteProtocolError("unexpected message type")
+    return message
+
+
+def _decode(data: bytes, expected: type[Message] | None) -> Message:
+    r = Reader(data)
+    if r.fixed(2) != MAGIC or r.u8() != WIRE_VERSION:
+        raise RemoteProtocolError("not a securefed v1 message")
+    cls = _REGISTRY.get(r.u8())
+    if cls is None or (expected is not None and cls is not expected):
+        raise RemoteProtocolError("unexpected message type")
+    session_id, round_ = r.fixed(SESSION_ID_BYTES), r.u64()
+    fields = cls._read_fields(r, session_id, round_)
+    signature = r.blob(limit=_SIG_LIMIT)
+    r.finish()
+    try:
+        message: Message = cast(Any, cls)(
+            session_id=session_id, round=round_, **fields, signature=signature
+        )
+    except (LocalProtocolError, ConfigError, ValueError, TypeError) as exc:
+        raise RemoteProtocolError(f"malformed {cls.__name__}") from exc
+    return message
+
+
+def sign_message(
+    cls: type[M], identity: SigningKey, session_id: bytes, round_: int, **fields: Any
+) -> M:
+    """A ``cls`` message with ``fields``, signed by ``identity`` over its signed payload."""
+    factory = cast(Any, cls)
+    unsigned = factory(session_id=session_id, round=round_, **fields, signature=b"")
+    signature = identity.sign(unsigned.signed_payload())
+    message: M = factory(session_id=session_id, round=round_, **fields, signature=signature)
+    return message
+
+
+def _nested(r: Reader, cls: type[M]) -> M:
+    return decode_as(r.blob(limit=MAX_BLOB_BYTES), cls)
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class AdvertiseKeys(Message):
+    """Client -> server: fresh public keys for this round, signed by the client's identity key."""
+
+    TYPE = MessageType.ADVERTISE_KEYS
+    SIGNER = SignedBy.CLIENT
+    sender: int
+    encryption_key: bytes
+    mask_key: bytes
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        self._validate_common()
+        _require(_is_index(self.sender), "sender")
+        _require(_is_bytes(self.encryption_key, _KEY_LIMIT) and bool(self.encryption_key), "key")
+        _require(_is_bytes(self.mask_key, _KEY_LIMIT) and bool(self.mask_key), "key")
+
+    def _write_fields(self, w: Writer) -> None:
+        w.u32(self.sender).blob(self.encryption_key).blob(self.mask_key)
+
+    @classmethod
+    def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
+        return {
+            "sender": r.u32(),
+            "encryption_key": r.blob(limit=_KEY_LIMIT),
+            "mask_key": r.blob(limit=_KEY_LIMIT),
+        }
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class KeyDirectory(Message):
+    """Server -> every client in U1: the valid advertisements, sorted by sender."""
+
+    TYPE = MessageType.KEY_DIRECTORY
+    SIGNER = SignedBy.SERVER
+    advertisements: tuple[AdvertiseKeys, ...]
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        self._validate_common()
+        senders = tuple(a.sender for a in self.advertisements)
+        _require(all(isinstance(a, AdvertiseKeys) for a in self.advertisements), "advertisements")
+        _require(_is_index_set(senders) and len(senders) <= MAX_PARTIES, "advertisement order")
+
+    @property
+    def senders(self) -> tuple[int, ...]:
+        return tuple(a.sender for a in self.advertisements)
+
+    def _write_fields(self, w: Writer) -> None:
+        w.items(self.advertisements, lambda w, a: w.blob(a.to_bytes()), limit=MAX_PARTIES)
+
+    @classmethod
+    def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
+        return {"advertisements": r.items(lambda r: _nested(r, AdvertiseKeys), limit=MAX_PARTIES)}
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class ShareCommitment(Message):
+    """Client-signed commitment to its self-mask seed: SHA-256 over a labelled encoding of b_u."""
+
+    TYPE = MessageType.SHARE_COMMITMENT
+    SIGNER = SignedBy.CLIENT
+    sender: int
+    self_seed_commitment: bytes
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        self._validate_common()
+        _require(_is_index(self.sender), "sender")
+        _require(_is_bytes(self.self_seed_commitment, DIGEST_BYTES, DIGEST_BYTES), "commitment")
+
+    def _write_fields(self, w: Writer) -> None:
+        w.u32(self.sender).fixed(self.self_seed_commitment, DIGEST_BYTES)
+
+    @classmethod
+    def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
+        return {"sender": r.u32(), "self_seed_commitment": r.fixed(DIGEST_BYTES)}
+
+
+@dataclass(frozen=True, slots=True)
+class SealedShare:
+    """Shares of one sender for one recipient, AEAD-sealed under the sender->recipient key."""
+
+    peer: int  # the recipient in ShareKeys, the sender in ShareBundle
+    ciphertext: bytes
+
+    def __post_init__(self) -> None:
+        _require(_is_index(self.peer), "peer")
+        _require(_is_bytes(self.ciphertext, _SHARE_LIMIT), "ciphertext")
+
+    def write(self, w: Writer) -> None:
+        w.u32(self.peer).blob(self.ciphertext, limit=_SHARE_LIMIT)
+
+    @classmethod
+    def read(cls, r: Reader) -> SealedShare:
+        return cls(r.u32(), r.blob(limit=_SHARE_LIMIT))
+
+
+def _sealed_order_ok(sealed: tuple[SealedShare, ...]) -> bool:
+    return all(isinstance(s, SealedShare) for s in sealed) and _is_index_set(
+        tuple(s.peer for s in sealed)
+    )
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class ShareKeys(Message):
+    """Client -> server: its signed commitment and one sealed share bundle per peer."""
+
+    TYPE = MessageType.SHARE_KEYS
+    SIGNER = SignedBy.CLIENT
+    commitment: ShareCommitment
+    sealed: tuple[SealedShare, ...]
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        self._validate_common()
+        _require(isinstance(self.commitment, ShareCommitment), "commitment")
+        _require(_sealed_order_ok(self.sealed), "sealed shares must be sorted by recipient")
+
+    @property
+    def sender(self) -> int:
+        return self.commitment.sender
+
+    def _write_fields(self, w: Writer) -> None:
+        w.blob(self.commitment.to_bytes())
+        w.items(self.sealed, lambda w, s: s.write(w), limit=MAX_PARTIES)
+
+    @classmethod
+    def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
+        return {
+            "commitment": _nested(r, ShareCommitment),
+            "sealed": r.items(SealedShare.read, limit=MAX_PARTIES),
+        }
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class ShareBundle(Message):
+    """Server -> client v in U2: every commitment of U2, and the shares sealed for v."""
+
+    TYPE = MessageType.SHARE_BUNDLE
+    SIGNER = SignedBy.SERVER
+    recipient: int
+    commitments: tuple[ShareCommitment, ...]
+    sealed: tuple[SealedShare, ...]
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        self._validate_common()
+        _require(_is_index(self.recipient), "recipient")
+        _require(all(isinstance(c, ShareCommitment) for c in self.commitments), "commitments")
+        _require(_is_index_set(tuple(c.sender for c in self.commitments)), "commitment order")
+        _require(_sealed_order_ok(self.sealed), "sealed shares must be sorted by sender")
+
+    def _write_fields(self, w: Writer) -> None:
+        w.u32(self.recipient)
+        w.items(self.commitments, lambda w, c: w.blob(c.to_bytes()), limit=MAX_PARTIES)
+        w.items(self.sealed, lambda w, s: s.write(w), limit=MAX_PARTIES)
+
+    @classmethod
+    def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
+        return {
+            "recipient": r.u32(),
+            "commitments": r.items(lambda r: _nested(r, ShareCommitment), limit=MAX_PARTIES),
+            "sealed": r.items(SealedShare.read, limit=MAX_PARTIES),
+        }
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class MaskedInput(Message):
+    """Client -> server: the masked, encoded input. Signed over the vector's SHA-256."""
+
+    TYPE = MessageType.MASKED_INPUT
+    SIGNER = SignedBy.CLIENT
+    sender: int
+    vector: npt.NDArray[np.unsignedinteger[Any]]
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        self._validate_common()
+        _require(_is_index(self.sender), "sender")
+        _require(
+            isinstance(self.vector, np.ndarray)
+            and self.vector.ndim == 1
+            and self.vector.dtype in (np.dtype(np.uint32), np.dtype(np.uint64)),
+            "vector must be a 1-D uint32/uint64 array",
+        )
+
+    def vector_digest(self) -> bytes:
+        return hashlib.sha256(np.ascontiguousarray(self.vector).data).digest()
+
+    def _write_fields(self, w: Writer) -> None:
+        w.u32(self.sender).vector(self.vector)
+
+    def signed_payload(self) -> bytes:
+        """Signs the vector's hash, not the vector, so that signing does not copy it."""
+        header = Writer().fixed(MAGIC, 2).u8(WIRE_VERSION).u8(self.TYPE.value)
+        header.fixed(self.session_id, SESSION_ID_BYTES).u64(self.round).u32(self.sender)
+        header.u8(self.vector.dtype.itemsize).u32(self.vector.size).fixed(self.vector_digest(), 32)
+        return b"securefed/v1/sig/masked_input\x00" + header.getvalue()
+
+    @classmethod
+    def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
+        return {"sender": r.u32(), "vector": r.vector()}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MaskedInput):
+            return NotImplemented
+        return self.to_bytes() == other.to_bytes()
+
+    def __hash__(self) -> int:
+        return hash(self.digest())
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class ConsistencyRequest(Message):
+    """Server -> every client in U3: the one survivor set of the round (R2)."""
+
+    TYPE = MessageType.CONSISTENCY_REQUEST
+    SIGNER = SignedBy.SERVER
+    survivors: tuple[int, ...]
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        self._validate_common()
+        _require(_is_index_set(self.survivors), "survivors must be sorted, distinct indices")
+
+    def _write_fields(self, w: Writer) -> None:
+        w.indices(self.survivors, limit=MAX_PARTIES)
+
+    @classmethod
+    def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
+        return {"survivors": r.indices(limit=MAX_PARTIES)}
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class ConsistencySignature(Message):
+    """Client -> server: the client's signature over its transcript hash (which fixes U3).
+
+    Other clients check it against *their own* transcript hash: a signature over a different
+    view of the round (other U1, U2, U3, parameters or context) does not count for them.
+    """
+
+    TYPE = MessageType.CONSISTENCY_SIGNATURE
+    SIGNER = SignedBy.CLIENT
+    sender: int
+    transcript_hash: bytes
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        self._validate_common()
+        _require(_is_index(self.sender), "sender")
+        _require(_is_bytes(self.transcript_hash, DIGEST_BYTES, DIGEST_BYTES), "transcript hash")
+
+    def _write_fields(self, w: Writer) -> None:
+        w.u32(self.sender).fixed(self.transcript_hash, DIGEST_BYTES)
+
+    @classmethod
+    def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
+        return {"sender": r.u32(), "transcript_hash": r.fixed(DIGEST_BYTES)}
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class UnmaskRequest(Message):
+    """Server -> clients: U3 again, with the consistency signatures it collected (>= t)."""
+
+    TYPE = MessageType.UNMASK_REQUEST
+    SIGNER = SignedBy.SERVER
+    survivors: tuple[int, ...]
+    consistency: tuple[ConsistencySignature, ...]
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        self._validate_common()
+        _require(_is_index_set(self.survivors), "survivors must be sorted, distinct indices")
+        _require(all(isinstance(c, ConsistencySignature) for c in self.consistency), "signatures")
+        _require(_is_index_set(tuple(c.sender for c in self.consistency)), "signature order")
+
+    def _write_fields(self, w: Writer) -> None:
+        w.indices(self.survivors, limit=MAX_PARTIES)
+        w.items(self.consistency, lambda w, c: w.blob(c.to_bytes()), limit=MAX_PARTIES)
+
+    @classmethod
+    def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
+        return {
+            "survivors": r.indices(limit=MAX_PARTIES),
+            "consistency": r.items(lambda r: _nested(r, ConsistencySignature), limit=MAX_PARTIES),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RevealedShare:
+    """One Shamir share a client reveals: of ``owner``'s self seed or of its mask key."""
+
+    owner: int
+    share: bytes
+
+    def __post_init__(self) -> None:
+        _require(_is_index(self.owner), "owner")
+        _require(_is_bytes(self.share, 64), "share")
+
+    def write(self, w: Writer) -> None:
+        w.u32(self.owner).blob(self.share, limit=64)
+
+    @classmethod
+    def read(cls, r: Reader) -> RevealedShare:
+        return cls(r.u32(), r.blob(limit=64))
+
+
+def _revealed_ok(values: tuple[RevealedShare, ...]) -> bool:
+    return all(isinstance(v, RevealedShare) for v in values) and _is_index_set(
+        tuple(v.owner for v in values)
+    )
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class UnmaskResponse(Message):
+    """Client -> server: self-seed shares of survivors and mask-key shares of dropped clients.
+
+    The two owner sets are disjoint: never both shares of one client (the core invariant).
+    """
+
+    TYPE = MessageType.UNMASK_RESPONSE
+    SIGNER = SignedBy.CLIENT
+    sender: int
+    self_seed_shares: tuple[RevealedShare, ...]
+    mask_key_shares: tuple[RevealedShare, ...]
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        self._validate_common()
+        _require(_is_index(self.sender), "sender")
+        _require(_revealed_ok(self.self_seed_shares), "self-seed shares")
+        _require(_revealed_ok(self.mask_key_shares), "mask-key shares")
+        seeds = {s.owner for s in self.self_seed_shares}
+        _require(
+            seeds.isdisjoint(s.owner for s in self.mask_key_shares), "both shares of one client"
+        )
+
+    def _write_fields(self, w: Writer) -> None:
+        w.u32(self.sender)
+        w.items(self.self_seed_shares, lambda w, s: s.write(w), limit=MAX_PARTIES)
+        w.items(self.mask_key_shares, lambda w, s: s.write(w), limit=MAX_PARTIES)
+
+    @classmethod
+    def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
+        return {
+            "sender": r.u32(),
+            "self_seed_shares": r.items(RevealedShare.read, limit=MAX_PARTIES),
+            "mask_key_shares": r.items(RevealedShare.read, limit=MAX_PARTIES),
+        }
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class Abort(Message):
+    """Server -> clients: the round ends without output, and why."""
+
+    TYPE = MessageType.ABORT
+    SIGNER = SignedBy.SERVER
+    reason: str
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        self._validate_common()
+        _require(
+            isinstance(self.reason, str) and len(self.reason.encode()) <= MAX_REASON_BYTES, "reason"
+        )
+
+    def _write_fields(self, w: Writer) -> None:
+        w.blob(self.reason.encode(), limit=MAX_REASON_BYTES)
+
+    @classmethod
+    def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
+        try:
+            return {"reason": r.blob(limit=MAX_REASON_BYTES).decode("utf-8")}
+        except UnicodeDecodeError:
+            raise RemoteProtocolError("malformed Abort") from None

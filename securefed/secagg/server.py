@@ -1,0 +1,419 @@
+"""The server side of one secure-aggregation round: a pure state machine.
+
+The driver feeds each client message to :meth:`SecAggServer.receive` and calls
+:meth:`SecAggServer.advance` when a phase should close (all expected messages arrived, or its
+deadline passed -- time is the driver's business). ``advance`` returns the messages to send, each
+in an :class:`Envelope` naming its recipient.
+
+A bad client message never aborts the round: it is refused with a
+:class:`~securefed.secagg.events.MessageRejected` event and that client counts as dropped.
+The round aborts (an :class:`~securefed.secagg.messages.Abort` to every live client, a
+:class:`~securefed.secagg.events.RoundAborted` event) only when fewer than ``t`` clients remain or
+a secret cannot be reconstructed.
+
+What the server learns: in ``sum`` mode, the sum of the survivors' inputs -- and nothing about any
+single input, as long as fewer than ``t`` clients collude with it (R1) and every client follows
+the consistency check.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from securefed.crypto import SigningKey, shamir
+from securefed.encoding import FixedPointCodec
+from securefed.errors import (
+    ConfigError,
+    CryptoError,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+)
+from securefed.secagg.config import RoundConfig
+from securefed.secagg.events import (
+    ClientsDropped,
+    MessageRejected,
+    ProtocolEvent,
+    RoundAborted,
+    RoundCompleted,
+    ShareRejected,
+    UnmaskPerformed,
+)
+from securefed.secagg.masking import (
+    remove_dropped_pairwise_mask,
+    remove_self_mask,
+    round_outputs,
+    self_seed_commitment,
+)
+from securefed.secagg.messages import (
+    Abort,
+    AdvertiseKeys,
+    ConsistencyRequest,
+    ConsistencySignature,
+    KeyDirectory,
+    MaskedInput,
+    Message,
+    RevealedShare,
+    SealedShare,
+    ShareBundle,
+    ShareKeys,
+    UnmaskRequest,
+    UnmaskResponse,
+    sign_message,
+)
+from securefed.secagg.stages import Role, Stage, advance_stage, next_stage
+from securefed.secagg.transcript import ContextItem, transcript_hash
+from securefed.secagg.verify import check_round, verify_client_signature
+
+__all__ = ["AggregateResult", "Envelope", "SecAggServer"]
+
+M = TypeVar("M", bound=Message)
+RingArray = npt.NDArray[np.unsignedinteger[Any]]
+MAX_RECONSTRUCTION_ATTEMPTS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A server message and the roster index of the client it goes to."""
+
+    recipient: int
+    message: Message
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class AggregateResult:
+    """The unmasked output of a ``sum`` round.
+
+    Attributes:
+        contributors: U3, the clients whose inputs are in the sum.
+        ring_sum: the sum of their encoded inputs in the ring.
+        values: the decoded sum (float64).
+        error_bound: per-coordinate bound on ``|values - sum of true inputs|`` (codec rounding).
+    """
+
+    contributors: tuple[int, ...]
+    ring_sum: RingArray
+    values: npt.NDArray[np.float64]
+    error_bound: float
+
+
+class SecAggServer:
+    """The server's view of one round. Single use."""
+
+    def __init__(
+        self, config: RoundConfig, *, identity: SigningKey, context: Sequence[ContextItem] = ()
+    ) -> None:
+        """Raises ConfigError if ``identity`` is not the roster's server key."""
+        if identity.verify_key() != config.roster.server.identity:
+            raise ConfigError("identity key does not match the roster's server entry")
+        self.config = config
+        self._identity = identity
+        self._context = tuple(context)
+        self._stage = Stage.ADVERTISE
+        self._events: list[ProtocolEvent] = []
+        self._adverts: dict[int, AdvertiseKeys] = {}
+        self._share_keys: dict[int, ShareKeys] = {}
+        self._inputs: dict[int, MaskedInput] = {}
+        self._signatures: dict[int, ConsistencySignature] = {}
+        self._responses: dict[int, UnmaskResponse] = {}
+        self._u1: tuple[int, ...] = ()
+        self._u2: tuple[int, ...] = ()
+        self._u3: tuple[int, ...] = ()
+        self._transcript = b""
+        self.result: AggregateResult | None = None
+
+    @property
+    def stage(self) -> Stage:
+        return self._stage
+
+    @property
+    def survivors(self) -> tuple[int, ...]:
+        """U3, once the consistency phase has started."""
+        return self._u3
+
+    def drain_events(self) -> list[ProtocolEvent]:
+        events, self._events = self._events, []
+        return events
+
+    # --- receiving ------------------------------------------------------------------------------
+    def receive(self, message: Message) -> None:
+        """Collect one client message. Never raises for a client's fault: it records a
+        MessageRejected event instead (the client then counts as dropped).
+
+        Raises:
+            LocalProtocolError: the round is over.
+        """
+        if self._stage.terminal:
+            raise LocalProtocolError(f"the round is over ({self._stage.value})")
+        sender = getattr(message, "sender", None)
+        try:
+            next_stage(Role.SERVER, self._stage, message.TYPE)
+            check_round(self.config, message)
+            verify_client_signature(self.config, message)
+            self._collect(message)
+        except (ProtocolError, CryptoError) as exc:
+            self._events.append(MessageRejected(self.config.round, self._stage, sender, str(exc)))
+
+    def _collect(self, message: Message) -> None:
+        collectors: dict[type[Message], tuple[dict[int, Any], Callable[[Any], None]]] = {
+            AdvertiseKeys: (self._adverts, self._check_advert),
+            ShareKeys: (self._share_keys, self._check_share_keys),
+            MaskedInput: (self._inputs, self._check_masked_input),
+            ConsistencySignature: (self._signatures, self._check_consistency),
+            UnmaskResponse: (self._responses, self._check_unmask_response),
+        }
+        store, check = collectors[type(message)]
+        sender: int = getattr(message, "sender")  # noqa: B009 - client messages name a sender
+        if sender in store:
+            reason = "duplicate" if store[sender] == message else "a second, different message"
+            raise RemoteProtocolError(f"{reason} from client {sender} in this phase")
+        check(message)
+        store[sender] = message
+
+    def _check_advert(self, advert: AdvertiseKeys) -> None:
+        suite = self.config.suite
+        suite.agreement_public_key(advert.encryption_key)
+        suite.agreement_public_key(advert.mask_key)
+
+    def _check_share_keys(self, message: ShareKeys) -> None:
+        if message.sender not in self._u1:
+            raise RemoteProtocolError(f"client {message.sender} is not in U1")
+        check_round(self.config, message.commitment)
+        verify_client_signature(self.config, message.commitment)
+        expected = tuple(v for v in self._u1 if v != message.sender)
+        if tuple(s.peer for s in message.sealed) != expected:
+            raise RemoteProtocolError("ShareKeys must hold exactly one sealed share per peer in U1")
+
+    def _check_masked_input(self, message: MaskedInput) -> None:
+        if message.sender not in self._u2:
+            raise RemoteProtocolError(f"client {message.sender} is not in U2")
+        ring = self.config.codec.ring
+        if message.vector.dtype != ring.dtype or message.vector.size != self.config.vector_length:
+            raise RemoteProtocolError("masked input has the wrong length or ring")
+
+    def _check_consistency(self, message: ConsistencySignature) -> None:
+        if message.sender not in self._u3:
+            raise RemoteProtocolError(f"client {message.sender} is not in U3")
+        if message.transcript_hash != self._transcript:
+            raise RemoteProtocolError(f"client {message.sender} signed a different transcript")
+
+    def _check_unmask_response(self, message: UnmaskResponse) -> None:
+        if message.sender not in self._signatures:
+            raise RemoteProtocolError(f"client {message.sender} did not sign the consistency check")
+        dropped = tuple(v for v in self._u2 if v not in self._u3)
+        if tuple(s.owner for s in message.self_seed_shares) != self._u3:
+            raise RemoteProtocolError("self-seed shares must cover exactly U3")
+        if tuple(s.owner for s in message.mask_key_shares) != dropped:
+            raise RemoteProtocolError("mask-key shares must cover exactly U2 minus U3")
+
+    # --- advancing ------------------------------------------------------------------------------
+    def advance(self) -> list[Envelope]:
+        """Close the current phase and return the messages that open the next one.
+
+        Raises:
+            LocalProtocolError: nothing to advance (round over).
+        """
+        if self._stage.terminal:
+            raise LocalProtocolError(f"the round is over ({self._stage.value})")
+        handlers = {
+            Stage.ADVERTISE: self._close_advertise,
+            Stage.SHARE: self._close_share,
+            Stage.MASK: self._close_mask,
+            Stage.CONSISTENCY: self._close_consistency,
+            Stage.UNMASK: self._close_unmask,
+        }
+        stage = self._stage
+        try:
+            envelopes = handlers[stage]()
+        except RemoteProtocolError as exc:
+            return self._abort(str(exc), self._live_clients())
+        self._stage = advance_stage(Role.SERVER, stage)
+        return envelopes
+
+    def _live_clients(self) -> tuple[int, ...]:
+        for members in (self._u3, self._u2, self._u1):
+            if members:
+                return members
+        return tuple(sorted(self._adverts))
+
+    def _require_quorum(self, members: Sequence[int], previous: Sequence[int], what: str) -> None:
+        dropped = tuple(v for v in previous if v not in members)
+        if dropped:
+            self._events.append(ClientsDropped(self.config.round, self._stage, dropped))
+        if len(members) < self.config.threshold:
+            raise RemoteProtocolError(
+                f"only {len(members)} clients {what}; the threshold is {self.config.threshold}"
+            )
+
+    def _close_advertise(self) -> list[Envelope]:
+        self._u1 = tuple(sorted(self._adverts))
+        self._require_quorum(self._u1, range(self.config.n_clients), "advertised keys")
+        directory = self._sign(
+            KeyDirectory, advertisements=tuple(self._adverts[v] for v in self._u1)
+        )
+        return [Envelope(v, directory) for v in self._u1]
+
+    def _close_share(self) -> list[Envelope]:
+        self._u2 = tuple(sorted(self._share_keys))
+        self._require_quorum(self._u2, self._u1, "shared keys")
+        commitments = tuple(self._share_keys[v].commitment for v in self._u2)
+        envelopes = []
+        for v in self._u2:
+            sealed = tuple(
+                SealedShare(
+                    u, next(s.ciphertext for s in self._share_keys[u].sealed if s.peer == v)
+                )
+                for u in self._u2
+                if u != v
+            )
+            bundle = self._sign(ShareBundle, recipient=v, commitments=commitments, sealed=sealed)
+            envelopes.append(Envelope(v, bundle))
+        return envelopes
+
+    def _close_mask(self) -> list[Envelope]:
+        self._u3 = tuple(sorted(self._inputs))
+        self._require_quorum(self._u3, self._u2, "sent masked inputs")
+        self._transcript = transcript_hash(
+            self.config,
+            advertisements=[self._adverts[v] for v in self._u1],
+            commitments=[self._share_keys[v].commitment for v in self._u2],
+            survivors=self._u3,
+            context=self._context,
+        )
+        request = self._sign(ConsistencyRequest, survivors=self._u3)
+        return [Envelope(v, request) for v in self._u3]
+
+    def _close_consistency(self) -> list[Envelope]:
+        signers = tuple(sorted(self._signatures))
+        self._require_quorum(signers, self._u3, "signed the consistency check")
+        request = self._sign(
+            UnmaskRequest,
+            survivors=self._u3,
+            consistency=tuple(self._signatures[v] for v in signers),
+        )
+        return [Envelope(v, request) for v in signers]
+
+    def _close_unmask(self) -> list[Envelope]:
+        responders = tuple(sorted(self._responses))
+        self._require_quorum(
+            responders, tuple(sorted(self._signatures)), "answered the unmask request"
+        )
+        seeds = {v: self._reconstruct_self_seed(v) for v in self._u3}
+        dropped = tuple(v for v in self._u2 if v not in self._u3)
+        mask_keys = {v: self._reconstruct_mask_key(v) for v in dropped}
+        self._events.append(UnmaskPerformed(self.config.round, self._stage, tuple(seeds), dropped))
+        self.result = self._unmask(seeds, mask_keys)
+        self._events.append(RoundCompleted(self.config.round, self._stage, self._u3))
+        return []
+
+    # --- reconstruction and unmasking -----------------------------------------------------------
+    def _shares_of(self, owner: int, field: str) -> list[tuple[int, shamir.Share]]:
+        shares = []
+        for holder, response in sorted(self._responses.items()):
+            revealed: tuple[RevealedShare, ...] = getattr(response, field)
+            for item in revealed:
+                if item.owner == owner:
+                    try:
+                        share = shamir.Share.from_bytes(item.share)
+                    except CryptoError:
+                        continue
+                    if share.holder == holder:
+                        shares.append((holder, share))
+        return shares
+
+    def _reconstruct(self, owner: int, field: str, accept: Callable[[bytes], bool]) -> bytes:
+        """The secret of ``owner`` from revealed shares, checked by ``accept``; tries other
+        t-subsets when a subset yields a secret that fails the check (a corrupted share)."""
+        shares = self._shares_of(owner, field)
+        t = self.config.threshold
+        for attempt, subset in enumerate(itertools.combinations(shares, t)):
+            if attempt >= MAX_RECONSTRUCTION_ATTEMPTS:
+                break
+            try:
+                secret = shamir.combine([s for _, s in subset], threshold=t)
+            except CryptoError:
+                continue
+            if accept(secret):
+                if attempt:
+                    self._report_bad_shares(owner, shares, subset, secret)
+                return secret
+        raise RemoteProtocolError(f"could not reconstruct a verified secret of client {owner}")
+
+    def _report_bad_shares(
+        self,
+        owner: int,
+        shares: list[tuple[int, shamir.Share]],
+        good: tuple[tuple[int, shamir.Share], ...],
+        secret: bytes,
+    ) -> None:
+        t = self.config.threshold
+        base = [s for _, s in good[: t - 1]]
+        bad = tuple(
+            holder
+            for holder, share in shares
+            if (holder, share) not in good and shamir.combine([*base, share], threshold=t) != secret
+        )
+        self._events.append(ShareRejected(self.config.round, self._stage, owner, bad))
+
+    def _reconstruct_self_seed(self, owner: int) -> bytes:
+        commitment = self._share_keys[owner].commitment.self_seed_commitment
+        return self._reconstruct(
+            owner,
+            "self_seed_shares",
+            lambda seed: self_seed_commitment(self.config, owner, seed) == commitment,
+        )
+
+    def _reconstruct_mask_key(self, owner: int) -> Any:
+        suite = self.config.suite
+        advertised = suite.agreement_public_key(self._adverts[owner].mask_key)
+
+        def matches(secret: bytes) -> bool:
+            try:
+                return suite.agreement_private_key(secret).public_key() == advertised
+            except CryptoError:
+                return False
+
+        return suite.agreement_private_key(self._reconstruct(owner, "mask_key_shares", matches))
+
+    def _unmask(self, seeds: dict[int, bytes], mask_keys: dict[int, Any]) -> AggregateResult:
+        ring = self.config.codec.ring
+        output = round_outputs(self.config)[0]
+        total = np.zeros(self.config.vector_length, dtype=ring.dtype)
+        for u in output.contributors(self._u3):
+            np.add(total, self._inputs[u].vector, out=total)
+            remove_self_mask(total, config=self.config, output=output, self_seed=seeds[u])
+        suite = self.config.suite
+        for dropped, private in mask_keys.items():
+            for u in output.contributors(self._u3):
+                secret = private.exchange(suite.agreement_public_key(self._adverts[u].mask_key))
+                remove_dropped_pairwise_mask(
+                    total,
+                    config=self.config,
+                    output=output,
+                    survivor=u,
+                    dropped=dropped,
+                    secret=secret,
+                )
+        codec = FixedPointCodec(self.config.codec)
+        n = len(self._u3)
+        return AggregateResult(
+            self._u3, total, codec.decode(total, n_terms=n), codec.decode_error_bound(n)
+        )
+
+    # --- helpers ----------------------------------------------------------------------------------
+    def _sign(self, cls: type[M], **fields: Any) -> M:
+        return sign_message(
+            cls, self._identity, self.config.session_id, self.config.round, **fields
+        )
+
+    def _abort(self, reason: str, recipients: Sequence[int]) -> list[Envelope]:
+        self._events.append(RoundAborted(self.config.round, self._stage, reason))
+        self._stage = Stage.ABORTED
+        abort = self._sign(Abort, reason=reason)
+        return [Envelope(v, abort) for v in recipients]

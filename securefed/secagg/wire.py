@@ -1,0 +1,164 @@
+"""Canonical binary encoding primitives for protocol messages (no pickle, no self-description).
+
+A message is a fixed sequence of fields written with :class:`Writer` and read back with
+:class:`Reader`. Integers are big-endian and fixed-width; byte strings and lists carry a 4-byte
+length that is checked against an explicit limit *before* anything is allocated; ring vectors are
+little-endian words. The encoding of a value is unique (canonical), so signatures over encodings
+are signatures over values.
+
+Every failure to read -- truncation, a length beyond its limit, trailing bytes, a bad tag -- raises
+:class:`~securefed.errors.RemoteProtocolError`; no other exception escapes a :class:`Reader`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from securefed.errors import ConfigError, RemoteProtocolError
+
+__all__ = ["MAX_BLOB_BYTES", "MAX_VECTOR_WORDS", "Reader", "Writer"]
+
+T = TypeVar("T")
+
+MAX_BLOB_BYTES = 1 << 16  # keys, signatures, sealed shares, nested small messages
+MAX_VECTOR_WORDS = 1 << 28  # 1 GiB of uint32: far beyond any model we aggregate
+_RING_CODES: dict[np.dtype[Any], int] = {np.dtype(np.uint32): 4, np.dtype(np.uint64): 8}
+_CODE_DTYPES: dict[int, np.dtype[Any]] = {4: np.dtype("<u4"), 8: np.dtype("<u8")}
+
+
+class Writer:
+    """Appends fields to a growing byte string."""
+
+    __slots__ = ("_parts",)
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def uint(self, value: int, width: int) -> Writer:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not 0 <= value < 1 << (8 * width)
+        ):
+            raise ConfigError(f"value does not fit an unsigned {8 * width}-bit field")
+        self._parts.append(value.to_bytes(width, "big"))
+        return self
+
+    def u8(self, value: int) -> Writer:
+        return self.uint(value, 1)
+
+    def u32(self, value: int) -> Writer:
+        return self.uint(value, 4)
+
+    def u64(self, value: int) -> Writer:
+        return self.uint(value, 8)
+
+    def fixed(self, data: bytes, length: int) -> Writer:
+        if not isinstance(data, bytes) or len(data) != length:
+            raise ConfigError(f"field must be exactly {length} bytes")
+        self._parts.append(data)
+        return self
+
+    def blob(self, data: bytes, *, limit: int = MAX_BLOB_BYTES) -> Writer:
+        if not isinstance(data, bytes) or len(data) > limit:
+            raise ConfigError(f"field must be bytes of at most {limit} bytes")
+        self.u32(len(data))
+        self._parts.append(data)
+        return self
+
+    def items(
+        self, values: Sequence[T], write: Callable[[Writer, T], object], *, limit: int
+    ) -> Writer:
+        if len(values) > limit:
+            raise ConfigError(f"at most {limit} items")
+        self.u32(len(values))
+        for value in values:
+            write(self, value)
+        return self
+
+    def indices(self, values: Sequence[int], *, limit: int) -> Writer:
+        return self.items(values, Writer.u32, limit=limit)
+
+    def vector(
+        self, values: npt.NDArray[np.unsignedinteger[Any]], *, limit: int = MAX_VECTOR_WORDS
+    ) -> Writer:
+        code = _RING_CODES.get(values.dtype)
+        if code is None or values.ndim != 1 or values.size > limit:
+            raise ConfigError("vectors are 1-D uint32/uint64 arrays within the size limit")
+        self.u8(code).u32(values.size)
+        self._parts.append(values.astype(_CODE_DTYPES[code], copy=False).tobytes())
+        return self
+
+    def getvalue(self) -> bytes:
+        return b"".join(self._parts)
+
+
+class Reader:
+    """Reads fields in order from ``data``; every problem is a RemoteProtocolError."""
+
+    __slots__ = ("_data", "_offset")
+
+    def __init__(self, data: bytes) -> None:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise RemoteProtocolError("message must be bytes")
+        self._data = memoryview(data).cast("B")
+        self._offset = 0
+
+    def _take(self, length: int) -> memoryview:
+        end = self._offset + length
+        if length < 0 or end > len(self._data):
+            raise RemoteProtocolError("message is truncated")
+        view = self._data[self._offset : end]
+        self._offset = end
+        return view
+
+    def uint(self, width: int) -> int:
+        return int.from_bytes(self._take(width), "big")
+
+    def u8(self) -> int:
+        return self.uint(1)
+
+    def u32(self) -> int:
+        return self.uint(4)
+
+    def u64(self) -> int:
+        return self.uint(8)
+
+    def fixed(self, length: int) -> bytes:
+        return bytes(self._take(length))
+
+    def blob(self, *, limit: int = MAX_BLOB_BYTES) -> bytes:
+        length = self.u32()
+        if length > limit:
+            raise RemoteProtocolError("field exceeds its length limit")
+        return bytes(self._take(length))
+
+    def items(self, read: Callable[[Reader], T], *, limit: int) -> tuple[T, ...]:
+        count = self.u32()
+        if count > limit:
+            raise RemoteProtocolError("list exceeds its length limit")
+        return tuple(read(self) for _ in range(count))
+
+    def indices(self, *, limit: int) -> tuple[int, ...]:
+        return self.items(Reader.u32, limit=limit)
+
+    def vector(self, *, limit: int = MAX_VECTOR_WORDS) -> npt.NDArray[np.unsignedinteger[Any]]:
+        code = self.u8()
+        dtype = _CODE_DTYPES.get(code)
+        count = self.u32()
+        if dtype is None or count > limit:
+            raise RemoteProtocolError("malformed vector header")
+        raw = self._take(count * code)
+        vector: npt.NDArray[np.unsignedinteger[Any]] = np.frombuffer(raw, dtype=dtype).astype(
+            dtype.newbyteorder("="), copy=True
+        )
+        return vector
+
+    def finish(self) -> None:
+        """Raise unless every byte was consumed (no trailing data: one encoding per value)."""
+        if self._offset != len(self._data):
+            raise RemoteProtocolError("trailing bytes after message")

@@ -1,0 +1,187 @@
+"""Run N secure-aggregation clients and a server in memory, with a hostile network on demand.
+
+Every hop goes through the canonical wire encoding (``to_bytes`` then ``decode``), so the same
+bytes a real deployment would send are exercised. Hooks can drop, duplicate, reorder, delay or
+replace any message in either direction, and re-sign forged server messages with the server's key
+(to script a malicious server). Clients can drop out before any phase.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from securefed.crypto import SigningKey, get_suite
+from securefed.errors import ProtocolError
+from securefed.secagg.client import SecAggClient
+from securefed.secagg.config import RoundConfig
+from securefed.secagg.events import ProtocolEvent
+from securefed.secagg.messages import Message, decode, sign_message
+from securefed.secagg.roster import ClientParty, Roster, ServerParty
+from securefed.secagg.server import AggregateResult, Envelope, SecAggServer
+from securefed.secagg.stages import Stage
+from securefed.secagg.transcript import ContextItem
+
+__all__ = ["Federation", "RoundOutcome", "make_federation", "resign", "run_round"]
+
+ClientHook = Callable[[int, Message], Sequence[Message]]
+ServerHook = Callable[[Envelope], Sequence[Envelope]]
+OrderHook = Callable[[list[Envelope]], list[Envelope]]
+
+
+@dataclass(frozen=True, slots=True)
+class Federation:
+    """A roster with the private identity keys of every party (test fixture)."""
+
+    roster: Roster
+    server_key: SigningKey
+    client_keys: tuple[SigningKey, ...]
+
+
+def make_federation(n_clients: int, *, suite: str = "default") -> Federation:
+    """A roster of ``n_clients`` fresh clients and a server (ids ``bank-<i>``, ``server``)."""
+    cipher_suite = get_suite(suite)
+    server_key = cipher_suite.generate_signing_key()
+    client_keys = tuple(cipher_suite.generate_signing_key() for _ in range(n_clients))
+    roster = Roster(
+        suite=cipher_suite,
+        server=ServerParty("server", server_key.verify_key()),
+        clients=tuple(
+            ClientParty(f"bank-{i}", i, k.verify_key()) for i, k in enumerate(client_keys)
+        ),
+    )
+    return Federation(roster, server_key, client_keys)
+
+
+def resign(message: Message, key: SigningKey, **changes: Any) -> Message:
+    """A copy of ``message`` with ``changes`` applied and a fresh signature by ``key``."""
+    fields = {f.name: getattr(message, f.name) for f in dataclasses.fields(message)}
+    fields.update(changes)
+    del fields["signature"]
+    session_id, round_ = fields.pop("session_id"), fields.pop("round")
+    return sign_message(type(message), key, session_id, round_, **fields)
+
+
+@dataclass
+class RoundOutcome:
+    """What happened in one round."""
+
+    result: AggregateResult | None
+    server_stage: Stage
+    client_stages: dict[int, Stage]
+    server_events: list[ProtocolEvent]
+    client_events: dict[int, list[ProtocolEvent]]
+    client_errors: dict[int, ProtocolError] = field(default_factory=dict)
+
+    @property
+    def aborted(self) -> bool:
+        return self.server_stage is Stage.ABORTED
+
+
+def _wire(message: Message) -> Message:
+    return decode(message.to_bytes())
+
+
+def _identity_client(sender: int, message: Message) -> Sequence[Message]:
+    return (message,)
+
+
+def _identity_server(envelope: Envelope) -> Sequence[Envelope]:
+    return (envelope,)
+
+
+@dataclass
+class _Round:
+    config: RoundConfig
+    clients: dict[int, SecAggClient]
+    server: SecAggServer
+    dropouts: Mapping[int, Stage]
+    client_hook: ClientHook
+    server_hook: ServerHook
+    errors: dict[int, ProtocolError] = field(default_factory=dict)
+
+    def alive(self, index: int, stage: Stage) -> bool:
+        """Whether ``index`` still takes part in ``stage`` (it drops out *before* its stage)."""
+        order = [Stage.ADVERTISE, Stage.SHARE, Stage.MASK, Stage.CONSISTENCY, Stage.UNMASK]
+        drop = self.dropouts.get(index)
+        return index not in self.errors and (drop is None or order.index(stage) < order.index(drop))
+
+    def to_server(self, sender: int, message: Message) -> None:
+        for forwarded in self.client_hook(sender, message):
+            if not self.server.stage.terminal:
+                self.server.receive(_wire(forwarded))
+
+    def to_client(self, envelope: Envelope, stage: Stage) -> None:
+        for forwarded in self.server_hook(envelope):
+            client = self.clients[forwarded.recipient]
+            if not self.alive(forwarded.recipient, stage) or client.stage.terminal:
+                continue
+            try:
+                replies = client.receive(_wire(forwarded.message))
+            except ProtocolError as exc:
+                self.errors[forwarded.recipient] = exc
+                continue
+            for reply in replies:
+                self.to_server(forwarded.recipient, reply)
+
+
+def run_round(
+    config: RoundConfig,
+    federation: Federation,
+    inputs: Mapping[int, npt.ArrayLike],
+    *,
+    dropouts: Mapping[int, Stage] | None = None,
+    client_hook: ClientHook = _identity_client,
+    server_hook: ServerHook = _identity_server,
+    order_hook: OrderHook | None = None,
+    context: Sequence[ContextItem] = (),
+    client_context: Mapping[int, Sequence[ContextItem]] | None = None,
+    client_configs: Mapping[int, RoundConfig] | None = None,
+    random_bytes: Callable[[int], bytes] = os.urandom,
+) -> RoundOutcome:
+    """Run one round to its end.
+
+    ``dropouts[i] = stage`` makes client i vanish before ``stage``. ``client_hook`` sees every
+    client -> server message and returns what to deliver instead (nothing, several, or forged
+    ones); ``server_hook`` does the same for server -> client envelopes; ``order_hook`` may permute
+    the envelopes of each phase before delivery. ``client_context`` gives individual clients a
+    different signed context than the server's ``context``, and ``client_configs`` different
+    round parameters (to script inconsistent views).
+    """
+    clients = {
+        i: SecAggClient(
+            (client_configs or {}).get(i, config),
+            index=i,
+            identity=federation.client_keys[i],
+            context=(client_context or {}).get(i, context),
+            random_bytes=random_bytes,
+        )
+        for i in range(config.n_clients)
+    }
+    server = SecAggServer(config, identity=federation.server_key, context=context)
+    state = _Round(config, clients, server, dropouts or {}, client_hook, server_hook)
+    for i, client in clients.items():
+        if state.alive(i, Stage.ADVERTISE):
+            state.to_server(i, client.start(np.asarray(inputs[i])))
+    while not server.stage.terminal:
+        stage = server.stage
+        envelopes = server.advance()
+        if order_hook is not None:
+            envelopes = order_hook(envelopes)
+        next_stage = server.stage if not server.stage.terminal else stage
+        for envelope in envelopes:
+            state.to_client(envelope, next_stage)
+    return RoundOutcome(
+        result=server.result,
+        server_stage=server.stage,
+        client_stages={i: c.stage for i, c in clients.items()},
+        server_events=server.drain_events(),
+        client_events={i: c.drain_events() for i, c in clients.items()},
+        client_errors=state.errors,
+    )
