@@ -8,6 +8,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.securefed-installed
+BENCH_STAMP := $(VENV)/.securefed-bench-installed
 TORCH_PIN := torch==2.13.0
 # mypy --strict on the torch-free layers that exist; plain mypy on everything else.
 STRICT := $(wildcard securefed/crypto securefed/encoding securefed/secagg securefed/personalize securefed/audit) securefed/errors.py
@@ -39,9 +40,15 @@ contracts: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -q
 
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]' $(TORCH_PIN)
+	touch $(BENCH_STAMP)
+
 ## make bench: speed goals as JSON lines, each against a baseline measured in the same run.
-bench: $(STAMP)
+## Installs the optional `bench` extra (Flower, for the SecAgg baseline) into .venv first.
+bench: $(BENCH_STAMP)
 	$(BIN)/securefed bench prg --mib 256 --json
+	$(BIN)/securefed bench secagg --clients 10 --dim 1000000 --dropouts 1 --baseline flower --json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -17,9 +17,11 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from securefed import __version__
 from securefed.bench import run_prg_benchmark
+from securefed.bench.secagg import Baseline, run_secagg_benchmark
 from securefed.crypto import SuiteId, VerifyKey, encrypt_signing_key, get_suite
 from securefed.crypto.cleartext import export_unencrypted_signing_key_unsafe
 from securefed.crypto.keyfile import MIN_PASSPHRASE_BYTES
@@ -42,15 +44,37 @@ WARNING: anyone who can read the .key file can impersonate {party!r} in every se
 WARNING: use this only for throwaway test keys, never for a real institution."""
 
 
+def _print_result(result: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, sort_keys=True))
+        return
+    width = max(len(k) for k in result)
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value}")
+
+
 def _bench_prg(args: argparse.Namespace) -> int:
     print(f"bench prg: {args.mib} MiB x {args.repeats} repeats ...", file=sys.stderr)
     result = run_prg_benchmark(mib=args.mib, repeats=args.repeats).to_dict()
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
-    else:
-        width = max(len(k) for k in result)
-        for key, value in result.items():
-            print(f"{key:<{width}}  {value}")
+    _print_result(result, as_json=args.json)
+    return 0
+
+
+def _bench_secagg(args: argparse.Namespace) -> int:
+    baseline = Baseline(args.baseline) if args.baseline else None
+    print(
+        f"bench secagg: N={args.clients}, d={args.dim}, dropouts={args.dropouts}, "
+        f"baseline={args.baseline or 'none'} ...",
+        file=sys.stderr,
+    )
+    result = run_secagg_benchmark(
+        clients=args.clients,
+        dim=args.dim,
+        dropouts=args.dropouts,
+        repeats=args.repeats,
+        baseline=baseline,
+    )
+    _print_result(result, as_json=args.json)
     return 0
 
 
@@ -186,6 +210,14 @@ def _parser() -> argparse.ArgumentParser:
     prg.add_argument("--repeats", type=int, default=3, help="interleaved repeats, best kept")
     prg.add_argument("--json", action="store_true", help="one JSON object on stdout")
     prg.set_defaults(handler=_bench_prg)
+    secagg = benches.add_parser("secagg", help="one secure-aggregation round, optionally vs Flower")
+    secagg.add_argument("--clients", type=int, default=10, help="N (default 10)")
+    secagg.add_argument("--dim", type=int, default=1_000_000, help="vector length d (default 10^6)")
+    secagg.add_argument("--dropouts", type=int, default=1, help="clients lost after key sharing")
+    secagg.add_argument("--repeats", type=int, default=3, help="rounds run, best total kept")
+    secagg.add_argument("--baseline", choices=[b.value for b in Baseline], help="compare in-run")
+    secagg.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    secagg.set_defaults(handler=_bench_secagg)
 
     _add_keys_commands(commands)
     return parser

@@ -57,7 +57,8 @@ class PrgBenchmark:
         return asdict(self)
 
 
-def _time_limit(total_bytes: int) -> float:
+def time_keystream_limit(total_bytes: int) -> float:
+    """Seconds for one raw AES-256-CTR encryptor to write ``total_bytes`` into a reused buffer."""
     suite = get_suite("default")
     encryptor = suite.keystream(os.urandom(32))
     zeros = bytes(CHUNK_BYTES)
@@ -88,7 +89,7 @@ def run_prg_benchmark(*, mib: int = 256, repeats: int = 3) -> PrgBenchmark:
     accumulator = np.ones(total // 4, dtype=np.uint32)  # touched: page faults are not timed
     limit_times, mask_times, serial_times = [], [], []
     for round_ in range(repeats):
-        limit_times.append(_time_limit(total))
+        limit_times.append(time_keystream_limit(total))
         mask_times.append(_time_mask_path(accumulator, round_=round_, parallel=True))
         serial_times.append(_time_mask_path(accumulator, round_=round_, parallel=False))
     limit_gbps = total / min(limit_times) / 1e9

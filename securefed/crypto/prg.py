@@ -23,11 +23,10 @@ Guarantees:
 
 from __future__ import annotations
 
-import os
+import functools
 import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +34,7 @@ import numpy.typing as npt
 from securefed.crypto.kdf import DerivedKey, KeyKind
 from securefed.crypto.suites import KeystreamContext
 from securefed.errors import ConfigError
+from securefed.parallel import MAX_WORKERS, run_all
 
 __all__ = ["RING_DTYPES", "KeyStream"]
 
@@ -43,7 +43,7 @@ __all__ = ["RING_DTYPES", "KeyStream"]
 CHUNK_BYTES = 1 << 19
 # Below this many bytes per part, a helper thread costs more than it saves.
 PARALLEL_MIN_PART_BYTES = 1 << 20
-MAX_PARTS = max(1, min(4, os.cpu_count() or 1))
+MAX_PARTS = MAX_WORKERS
 BLOCK_BYTES = 16
 RING_DTYPES = (np.dtype(np.uint32), np.dtype(np.uint64))
 _FILL_DTYPES = (np.dtype(np.uint8), *RING_DTYPES)
@@ -73,41 +73,39 @@ def _emit(encryptor: KeystreamContext, out: memoryview) -> None:
         encryptor.update_into(_ZEROS[: len(piece)], piece)
 
 
+_LOCAL = threading.local()
+
+
+def _scratch() -> npt.NDArray[np.uint8]:
+    """This thread's keystream scratch buffer (allocated once per thread, reused by every call:
+    a fresh large allocation per call costs page faults)."""
+    buffer: npt.NDArray[np.uint8] | None = getattr(_LOCAL, "scratch", None)
+    if buffer is None:
+        buffer = _LOCAL.scratch = np.empty(CHUNK_BYTES, dtype=np.uint8)
+    return buffer
+
+
+_LITTLE = {np.dtype(np.uint32): np.dtype("<u4"), np.dtype(np.uint64): np.dtype("<u8")}
+
+
 def _combine_range(encryptor: KeystreamContext, target: RingArray, op: RingOp) -> None:
-    """``target = op(target, next keystream words)`` chunk by chunk (flat, contiguous target)."""
-    scratch = np.empty(min(CHUNK_BYTES, target.nbytes), dtype=np.uint8)
-    little = target.dtype.newbyteorder("<")
+    """``target = op(target, next keystream words)`` chunk by chunk (flat, contiguous target).
+
+    This is the hot loop of masking; it avoids per-call allocations and Python-level checks.
+    """
+    scratch = _scratch()
+    little = _LITTLE[target.dtype]
+    if target.nbytes <= CHUNK_BYTES:  # the common case: one cache-sized block
+        raw = scratch[: target.nbytes]
+        encryptor.update_into(_ZEROS[: target.nbytes], raw.data)
+        op(target, raw.view(little), out=target)
+        return
     words_per_chunk = CHUNK_BYTES // target.dtype.itemsize
     for start in range(0, target.size, words_per_chunk):
         piece = target[start : start + words_per_chunk]
         raw = scratch[: piece.nbytes]
-        _emit(encryptor, raw.data)
+        encryptor.update_into(_ZEROS[: piece.nbytes], raw.data)
         op(piece, raw.view(little), out=piece)
-
-
-class _Pool:
-    """One lazily created helper pool per process, recreated after fork."""
-
-    _lock = threading.Lock()
-    _executor: ThreadPoolExecutor | None = None
-
-    @classmethod
-    def get(cls) -> ThreadPoolExecutor:
-        with cls._lock:
-            if cls._executor is None:
-                cls._executor = ThreadPoolExecutor(
-                    MAX_PARTS - 1, thread_name_prefix="securefed-prg"
-                )
-            return cls._executor
-
-    @classmethod
-    def reset_after_fork(cls) -> None:
-        cls._lock = threading.Lock()
-        cls._executor = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_Pool.reset_after_fork)
 
 
 class KeyStream:
@@ -115,20 +113,24 @@ class KeyStream:
 
     __slots__ = ("_encryptor", "_key", "_parallel", "_position")
 
-    def __init__(self, key: DerivedKey, *, parallel: bool = True) -> None:
-        """Start the stream of ``key`` at byte 0.
+    def __init__(self, key: DerivedKey, *, parallel: bool = True, start: int = 0) -> None:
+        """Open the stream of ``key`` at byte ``start`` (random access into the same stream).
 
         ``parallel=False`` keeps all work on the calling thread (results are identical).
 
         Raises:
-            ConfigError: ``key`` is not a STREAM key (e.g. a share-encryption key).
+            ConfigError: ``key`` is not a STREAM key (e.g. a share-encryption key), or
+                ``start`` is negative.
         """
         if not isinstance(key, DerivedKey):
             raise ConfigError("KeyStream needs a DerivedKey")
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise ConfigError("start must be an int >= 0")
         self._key = key
-        self._encryptor = key.suite.keystream(key.require(KeyKind.STREAM))
+        key.require(KeyKind.STREAM)
+        self._position = start
+        self._encryptor = self._seek(start)
         self._parallel = parallel and MAX_PARTS > 1
-        self._position = 0
 
     @property
     def position(self) -> int:
@@ -166,7 +168,7 @@ class KeyStream:
     def _combine(self, acc: RingArray, op: RingOp) -> None:
         _check_buffer(acc, RING_DTYPES)
         flat = acc.reshape(-1)
-        parts = self._parts(flat) if self._parallel else [flat]
+        parts = self._parts(flat) if self._parallel and flat.nbytes > CHUNK_BYTES else [flat]
         if len(parts) == 1:
             _combine_range(self._encryptor, flat, op)
         else:
@@ -191,14 +193,10 @@ class KeyStream:
     def _combine_parallel(self, parts: list[RingArray], op: RingOp) -> None:
         offsets = np.cumsum([0] + [p.nbytes for p in parts[:-1]])
         encryptors = [self._encryptor] + [self._seek(self._position + int(o)) for o in offsets[1:]]
-        pool = _Pool.get()
-        futures = [
-            pool.submit(_combine_range, e, p, op)
-            for e, p in zip(encryptors[1:], parts[1:], strict=True)
-        ]
-        try:
-            _combine_range(encryptors[0], parts[0], op)
-        finally:
-            for future in futures:
-                future.result()
+        run_all(
+            [
+                functools.partial(_combine_range, encryptor, part, op)
+                for encryptor, part in zip(encryptors, parts, strict=True)
+            ]
+        )
         self._encryptor = encryptors[-1]  # the last part ends where the whole range ends

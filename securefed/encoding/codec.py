@@ -4,7 +4,7 @@ Encoding one value ``x`` with ``f`` fractional bits::
 
     scaled = x * 2**f                   float64, exact: |scaled| <= value_bound * 2**f < 2**52
     low    = floor(scaled)              exact integer in float64
-    q      = low + [u < scaled - low]   u: 53-bit uniform from a DitherStream; q is an int64
+    q      = low + [u < scaled - low]   u: 32-bit uniform from a DitherStream; q is an int64
     ring   = q.view(uint64)             two's complement; the 32-bit ring then truncates mod 2**32
 
 All arithmetic is float64 -> int64 -> unsigned ring; a negative float is never cast to an unsigned
@@ -17,8 +17,8 @@ Guarantees:
   and encodes nothing; it never wraps silently. Clipping exists only as the separate, counted
   :meth:`FixedPointCodec.encode_clipping`.
 * **Rounding.** ``q`` is ``floor(x * 2**f)`` or that plus one, so ``|q * 2**-f - x| < 2**-f``; and
-  ``E[q] * 2**-f = x`` for both signs (unbiased stochastic rounding), up to the 53-bit resolution
-  of the uniforms (bias below ``2**-52`` ulp).
+  ``E[q] * 2**-f = x`` for both signs (unbiased stochastic rounding), up to the 32-bit resolution
+  of the uniforms (bias below ``2**-32`` ulp).
 * **Headroom.** With ``M = ceil(value_bound * 2**f)`` (the largest ``|q|`` of one term), a plain
   sum of ``n`` encodings has ``|sum q| <= n * M`` and decodes correctly iff that is at most
   ``2**(k-1) - 1`` (:func:`max_sum_terms`: about ``log2(n)`` bits of headroom). A weighted sum
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
@@ -72,6 +73,10 @@ DEFAULT_SUM_TERMS = 64
 MAX_FRACTIONAL_BITS = 128
 # value_bound * 2**f must stay below this, so scaled values and their floors are exact in float64.
 EXACT_SCALED_LIMIT = 2**52
+# Values are rounded in blocks of this many (six scratch arrays of 128 KiB stay in L2 cache).
+ENCODE_BLOCK = 1 << 14
+_LOCAL = threading.local()
+_WORD_SCALE = 2.0**32
 # Integers up to this magnitude convert to float64 exactly.
 _EXACT_FLOAT_INT = 2**53
 _ENCODABLE_DTYPES = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64))
@@ -331,7 +336,7 @@ class FixedPointCodec:
 
         Accepts float16/32/64 and integer arrays (converted to float64; no float32 arithmetic).
         Each value becomes ``floor(x * 2**f)`` or that plus one, rounded up with probability equal
-        to the fractional part, using uniforms from ``dither`` (which advances by 8 bytes per
+        to the fractional part, using uniforms from ``dither`` (which advances by 4 bytes per
         value). A :class:`DitherStream` is required, rather than a ``KeyStream`` or a key, because
         it can only exist under a DITHER key and always advances: mask bytes can never be used as
         rounding randomness, and two encodings never reuse the same uniforms.
@@ -408,17 +413,102 @@ class FixedPointCodec:
             conversion = math.ldexp(1.0, magnitude.bit_length() - 54 - self._config.fractional_bits)
         return terms * self._inv_scale + conversion
 
+    def check_range(self, values: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Validate ``values`` for :meth:`encode` without encoding; return them as flat float64.
+
+        Raises:
+            ConfigError: unsupported dtype.
+            EncodingRangeError: a value is NaN, infinite or beyond ``value_bound``.
+        """
+        x = _as_float64(values)
+        _check_range(x, self._config.value_bound)
+        return x
+
+    def encode_into(
+        self, values: npt.NDArray[np.float64], out: RingArray, *, dither: DitherStream
+    ) -> None:
+        """:meth:`encode` into a caller's ring array (same size), without allocating a result.
+
+        Used by the masking code to encode and mask a vector block by block in cache.
+
+        Raises:
+            ConfigError: as :meth:`encode`, or ``out`` is not a contiguous, writeable array of
+                the ring's dtype and the size of ``values``.
+            EncodingRangeError: as :meth:`encode`; ``out`` is then left untouched.
+        """
+        _check_dither(dither)
+        x = _as_float64(values)
+        ring = self._config.ring
+        if not isinstance(out, np.ndarray) or out.dtype != ring.dtype or out.size != x.size:
+            raise ConfigError(f"out must be a {ring.dtype} array of {x.size} elements")
+        if not (out.flags.c_contiguous and out.flags.writeable):
+            raise ConfigError("out must be C-contiguous and writeable")
+        _check_range(x, self._config.value_bound)
+        self._round_into(x, out.reshape(-1), dither)
+
     def _round(self, x: npt.NDArray[np.float64], dither: DitherStream) -> RingArray:
-        """Stochastic rounding of validated ``x`` to the ring (see the module docstring)."""
-        scaled = x * self._scale
-        low = np.floor(scaled)
-        round_up = dither.uniforms(x.size) < (scaled - low)
-        q = low.astype(np.int64)
-        q += round_up
-        wide = q.view(np.uint64)  # two's complement; never a negative float to unsigned
-        if self._config.ring is RingBits.BITS64:
-            return wide
-        return wide.astype(np.uint32)  # truncation modulo 2**32
+        """Stochastic rounding of validated ``x`` to a new ring vector."""
+        out: RingArray = np.empty(x.size, dtype=self._config.ring.dtype)
+        self._round_into(x, out, dither)
+        return out
+
+    def _round_into(self, x: npt.NDArray[np.float64], out: RingArray, dither: DitherStream) -> None:
+        """Stochastic rounding of validated ``x`` into ``out``, in cache-sized blocks.
+
+        Per block (see the module docstring): ``scaled = x * 2**f``, ``low = floor(scaled)``,
+        ``q = low + [u < scaled - low]`` as int64, then two's complement into the ring (uint64
+        view; for the 32-bit ring an unsigned truncation modulo 2**32). ``low + 1`` is exact in
+        float64 because ``|scaled| < 2**52``. Never a negative float cast to an unsigned type.
+        """
+        workspace = _Workspace.for_this_thread()
+        for start in range(0, x.size, ENCODE_BLOCK):
+            block = slice(start, start + ENCODE_BLOCK)
+            self._round_block(x[block], out[block], dither, workspace)
+
+    def _round_block(
+        self, x: npt.NDArray[np.float64], out: RingArray, dither: DitherStream, ws: _Workspace
+    ) -> None:
+        n = x.size
+        scaled, low, words, up = ws.scaled[:n], ws.low[:n], ws.words[:n], ws.round_up[:n]
+        np.multiply(x, self._scale, out=scaled)
+        np.floor(scaled, out=low)
+        np.subtract(scaled, low, out=scaled)  # the fractional part, in [0, 1)
+        np.multiply(scaled, _WORD_SCALE, out=scaled)  # exact: a power of two
+        dither.fill_words(words)
+        np.less(words, scaled, out=up)  # u < frac  <=>  word < frac * 2**32
+        np.add(low, up, out=low)
+        q = ws.q[:n]
+        np.copyto(q, low, casting="unsafe")  # exact: integral float64 below 2**52
+        np.copyto(out, q.view(np.uint64), casting="unsafe")  # two's complement, then mod 2**k
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Workspace:
+    """Scratch buffers for one block of :meth:`FixedPointCodec._round_into`."""
+
+    scaled: npt.NDArray[np.float64]
+    low: npt.NDArray[np.float64]
+    round_up: npt.NDArray[np.bool_]
+    words: npt.NDArray[np.uint32]
+    q: npt.NDArray[np.int64]
+
+    @staticmethod
+    def for_this_thread() -> _Workspace:
+        """One workspace per thread, allocated once (no page faults per call)."""
+        workspace: _Workspace | None = getattr(_LOCAL, "workspace", None)
+        if workspace is None:
+            workspace = _LOCAL.workspace = _Workspace(ENCODE_BLOCK)
+        return workspace
+
+    def __init__(self, size: int) -> None:
+        for name, dtype in (
+            ("scaled", np.float64),
+            ("low", np.float64),
+            ("round_up", np.bool_),
+            ("words", np.uint32),
+            ("q", np.int64),
+        ):
+            object.__setattr__(self, name, np.empty(size, dtype=dtype))
 
 
 def ring_sum(terms: Iterable[RingArray], *, ring: RingBits) -> RingArray:
@@ -468,6 +558,11 @@ def _as_float64(values: npt.ArrayLike) -> npt.NDArray[np.float64]:
 
 def _check_range(x: npt.NDArray[np.float64], bound: float) -> None:
     """Raise EncodingRangeError if any value is not finite or exceeds ``bound`` in magnitude."""
+    if x.size == 0:
+        return
+    low, high = float(x.min()), float(x.max())  # two passes, no temporaries; NaN propagates
+    if math.isfinite(low) and math.isfinite(high) and -bound <= low and high <= bound:
+        return
     finite = np.isfinite(x)
     n_not_finite = x.size - int(np.count_nonzero(finite))
     magnitude = np.abs(np.where(finite, x, 0.0))

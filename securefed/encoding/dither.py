@@ -24,10 +24,11 @@ from securefed.errors import ConfigError
 
 __all__ = ["UNIFORM_BITS", "DitherStream", "dither_stream"]
 
-# Uniforms carry the 53 top bits of a 64-bit keystream word: every value k * 2**-53 with
-# 0 <= k < 2**53 is an exact float64, so the uniforms are exactly uniform on that grid in [0, 1).
-UNIFORM_BITS = 53
-_SHIFT = np.uint64(64 - UNIFORM_BITS)
+# Uniforms are 32-bit keystream words w read as w * 2**-32: exactly uniform on that grid in
+# [0, 1). Rounding up when w < frac * 2**32 happens with probability ceil(frac * 2**32) / 2**32,
+# so the rounding bias is below 2**-32 of an ulp -- far below every other error in the system --
+# and the dither costs 4 keystream bytes per value (half of a 53-bit float's 8).
+UNIFORM_BITS = 32
 _UNIT = 2.0**-UNIFORM_BITS
 
 
@@ -39,8 +40,8 @@ class DitherStream:
 
     __slots__ = ("_stream",)
 
-    def __init__(self, key: DerivedKey) -> None:
-        """Start the dither stream of ``key``.
+    def __init__(self, key: DerivedKey, *, start: int = 0) -> None:
+        """Open the dither stream of ``key`` at uniform number ``start`` (4 bytes each).
 
         Raises:
             ConfigError: ``key`` is not a :class:`DerivedKey` with purpose ``KeyPurpose.DITHER``
@@ -48,27 +49,34 @@ class DitherStream:
         """
         if not isinstance(key, DerivedKey) or key.purpose is not KeyPurpose.DITHER:
             raise ConfigError("a DitherStream needs a DerivedKey with purpose KeyPurpose.DITHER")
-        self._stream = KeyStream(key)
+        self._stream = KeyStream(key, start=4 * start)
 
     @property
     def position(self) -> int:
-        """Number of keystream bytes consumed so far (8 per uniform)."""
+        """Number of keystream bytes consumed so far (4 per uniform)."""
         return self._stream.position
 
     def uniforms(self, count: int) -> npt.NDArray[np.float64]:
-        """The next ``count`` uniforms: ``(word >> 11) * 2**-53`` for little-endian uint64 words.
+        """The next ``count`` uniforms: ``word * 2**-32`` for little-endian uint32 words.
 
-        Every output lies in ``[0, 1)`` and is an exact multiple of ``2**-53``.
+        Every output lies in ``[0, 1)`` and is an exact multiple of ``2**-32``.
 
         Raises:
             ConfigError: ``count`` is negative or not an int.
         """
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise ConfigError("count must be an int >= 0")
-        words = np.empty(count, dtype=np.uint64)
-        self._stream.fill(words)
-        words >>= _SHIFT
-        return words.astype(np.float64) * _UNIT
+        words = np.empty(count, dtype=np.uint32)
+        self.fill_words(words)
+        uniforms: npt.NDArray[np.float64] = words.astype(np.float64) * _UNIT
+        return uniforms
+
+    def fill_words(self, out: npt.NDArray[np.uint32]) -> None:
+        """Overwrite ``out`` with the next ``out.size`` raw words (uniform = word * 2**-32).
+
+        The codec compares them with ``frac * 2**32`` directly instead of converting them.
+        """
+        self._stream.fill(out)
 
 
 def dither_stream(

@@ -32,7 +32,7 @@ from securefed.crypto import (
     derive_directional_key,
     shamir,
 )
-from securefed.encoding import FixedPointCodec, dither_stream
+from securefed.encoding import FixedPointCodec
 from securefed.errors import (
     ConfigError,
     CryptoError,
@@ -42,7 +42,7 @@ from securefed.errors import (
 )
 from securefed.secagg.config import RoundConfig
 from securefed.secagg.events import ProtocolEvent, RoundAborted, UnmaskRefused
-from securefed.secagg.masking import add_masks, round_outputs, self_seed_commitment
+from securefed.secagg.masking import encode_and_mask, round_outputs, self_seed_commitment
 from securefed.secagg.messages import (
     Abort,
     AdvertiseKeys,
@@ -110,7 +110,7 @@ class SecAggClient:
         self._stage = Stage.IDLE
         self._events: list[ProtocolEvent] = []
         self._seen: set[bytes] = set()
-        self._encoded: RingArray | None = None
+        self._values: npt.NDArray[np.float64] | None = None
         self._encryption_key: AgreementPrivateKey | None = None
         self._mask_key: AgreementPrivateKey | None = None
         self._advertisement: AdvertiseKeys | None = None
@@ -146,13 +146,7 @@ class SecAggClient:
             raise ConfigError(
                 f"input has {flat.size} values, the round expects {self.config.vector_length}"
             )
-        dither = dither_stream(
-            self.config.suite,
-            self._random_bytes(32),
-            context=self.config.kdf_context,
-            target=self.index,
-        )
-        self._encoded = FixedPointCodec(self.config.codec).encode(flat, dither=dither)
+        self._values = FixedPointCodec(self.config.codec).check_range(flat).copy()
         self._encryption_key = self.config.suite.generate_agreement_key()
         self._mask_key = self.config.suite.generate_agreement_key()
         self._advertisement = self._sign(
@@ -318,19 +312,19 @@ class SecAggClient:
         return _HeldShares(mask_share, seed_share)
 
     def _masked_input(self, u2: tuple[int, ...]) -> MaskedInput:
-        assert self._encoded is not None  # noqa: S101 - set in start()
+        assert self._values is not None  # noqa: S101 - set in start()
         assert self._mask_key is not None  # noqa: S101 - set in start()
         secrets = {v: self._mask_key.exchange(self._peer_keys(v)[1]) for v in u2 if v != self.index}
-        vector = self._encoded.copy()
-        for output in round_outputs(self.config):
-            add_masks(
-                vector,
-                config=self.config,
-                owner=self.index,
-                output=output,
-                self_seed=self._self_seed,
-                pair_secrets=secrets,
-            )
+        (output,) = round_outputs(self.config)  # sum mode: one output, one masked vector
+        vector = encode_and_mask(
+            self._values,
+            config=self.config,
+            owner=self.index,
+            output=output,
+            dither_seed=self._random_bytes(32),
+            self_seed=self._self_seed,
+            pair_secrets=secrets,
+        )
         return self._sign(MaskedInput, sender=self.index, vector=vector)
 
     def _on_consistency_request(self, request: ConsistencyRequest) -> ConsistencySignature:
@@ -391,7 +385,7 @@ class SecAggClient:
     def _forget_secrets(self) -> None:
         self._held.clear()
         self._self_seed = b""
-        self._encoded = None
+        self._values = None
         self._mask_key = None
         self._encryption_key = None
 

@@ -8,20 +8,26 @@ Never is a contributor set sent or chosen separately, so the server cannot call 
 for one output and "alive" for another. In ``sum`` mode there is one output with no target; the
 personalized modes (a later issue) add one output per target on this same plan.
 
-For output ``o``, client ``u`` adds to its encoded input::
+For output ``o``, client ``u`` sends::
 
-    PRG(K_self(b_u, o)) + sum over peers v in U2 of sign(u, v) * PRG(K_mask(s_uv, o))
+    enc(x_u) + PRG(K_self(b_u, o)) + sum over peers v in U2 of sign(u, v) * PRG(K_mask(s_uv, o))
 
-with ``sign(u, v) = +1 if u < v else -1``, keys from :mod:`securefed.crypto.kdf` (purposes
+with ``sign(u, v) = +1 if u < v else -1`` and keys from :mod:`securefed.crypto.kdf` (purposes
 ``SELF`` and ``MASK``, bound to session, round and the output's target). The pairwise terms cancel
-in the sum over contributors; the server removes self masks of survivors and the pairwise masks
-that dropped clients left behind.
+in the sum over contributors; the server removes the self masks of survivors and the pairwise
+masks that dropped clients left behind.
+
+Both roles compute in one fused pass over cache-sized blocks (encode or sum a block, then add or
+subtract every keystream's block while it is in cache), split into contiguous ranges that run on
+all cores; each range opens its streams at its own position, so the result is bit-identical to a
+sequential computation.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,26 +35,33 @@ import numpy as np
 import numpy.typing as npt
 
 from securefed.crypto import (
+    DerivedKey,
     KeyPurpose,
     KeyStream,
     SharedSecret,
     derive_pairwise_key,
     derive_stream_key,
 )
+from securefed.encoding import DitherStream, FixedPointCodec
+from securefed.parallel import run_all, split_range
 from securefed.secagg.config import AggregationMode, RoundConfig
 from securefed.secagg.wire import Writer
 
 __all__ = [
+    "MaskTerm",
     "Output",
-    "add_masks",
+    "encode_and_mask",
     "pairwise_sign",
-    "remove_dropped_pairwise_mask",
-    "remove_self_mask",
     "round_outputs",
     "self_seed_commitment",
+    "unmask_sum",
 ]
 
 RingArray = npt.NDArray[np.unsignedinteger[Any]]
+# Words per block: a block and the keystream added to it stay in L2 cache.
+BLOCK_WORDS = 1 << 16
+# Below this many words per range, another thread costs more than it saves.
+MIN_RANGE_WORDS = 1 << 18
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,14 +94,16 @@ def self_seed_commitment(config: RoundConfig, owner: int, seed: bytes) -> bytes:
     return hashlib.sha256(w.getvalue()).digest()
 
 
-def _apply(stream: KeyStream, acc: RingArray, sign: int) -> None:
-    if sign > 0:
-        stream.add_into(acc)
-    else:
-        stream.subtract_from(acc)
+@dataclass(frozen=True, slots=True)
+class MaskTerm:
+    """One keystream and the sign with which it enters a vector."""
+
+    key: DerivedKey
+    sign: int
 
 
-def _self_stream(config: RoundConfig, seed: bytes, output: Output) -> KeyStream:
+def self_mask(config: RoundConfig, seed: bytes, output: Output, *, sign: int) -> MaskTerm:
+    """The self mask PRG(K_self(seed, output)) with ``sign``."""
     key = derive_stream_key(
         config.suite,
         seed,
@@ -96,50 +111,126 @@ def _self_stream(config: RoundConfig, seed: bytes, output: Output) -> KeyStream:
         context=config.kdf_context,
         target=output.target,
     )
-    return KeyStream(key)
+    return MaskTerm(key, sign)
 
 
-def _pair_stream(
-    config: RoundConfig, secret: SharedSecret, pair: tuple[int, int], output: Output
-) -> KeyStream:
+def pairwise_mask(
+    config: RoundConfig, secret: SharedSecret, *, owner: int, peer: int, output: Output, undo: bool
+) -> MaskTerm:
+    """The mask ``owner`` applies for ``peer`` (``undo``: the term that cancels it)."""
     key = derive_pairwise_key(
-        secret, purpose=KeyPurpose.MASK, context=config.kdf_context, pair=pair, target=output.target
+        secret,
+        purpose=KeyPurpose.MASK,
+        context=config.kdf_context,
+        pair=(owner, peer),
+        target=output.target,
     )
-    return KeyStream(key)
+    sign = pairwise_sign(owner, peer)
+    return MaskTerm(key, -sign if undo else sign)
 
 
-def add_masks(
-    acc: RingArray,
+def dither_key(config: RoundConfig, seed: bytes, output: Output) -> DerivedKey:
+    """The key of the stochastic-rounding stream of one output (never a mask key: R7)."""
+    return derive_stream_key(
+        config.suite,
+        seed,
+        purpose=KeyPurpose.DITHER,
+        context=config.kdf_context,
+        target=output.target,
+    )
+
+
+BlockFill = Callable[[int, int], None]
+
+
+def _masked_pass(
+    out: RingArray, terms: Sequence[MaskTerm], fill_factory: Callable[[int], BlockFill]
+) -> None:
+    """``out[block] = fill(block) +- every term's keystream`` over all blocks, in parallel ranges.
+
+    ``fill_factory(start)`` returns the block filler of the range beginning at ``start`` (so that
+    range-local state, like a dither stream position, is opened once per range).
+    """
+
+    def run(start: int, stop: int) -> None:
+        offset = start * out.itemsize
+        streams = [(term.sign, KeyStream(term.key, parallel=False, start=offset)) for term in terms]
+        fill = fill_factory(start)
+        for block_start in range(start, stop, BLOCK_WORDS):
+            block_stop = min(block_start + BLOCK_WORDS, stop)
+            fill(block_start, block_stop)
+            block = out[block_start:block_stop]
+            for sign, stream in streams:
+                if sign > 0:
+                    stream.add_into(block)
+                else:
+                    stream.subtract_from(block)
+
+    ranges = split_range(out.size, min_part=MIN_RANGE_WORDS)
+    run_all([functools.partial(run, start, stop) for start, stop in ranges])
+
+
+def encode_and_mask(
+    values: npt.NDArray[np.float64],
     *,
     config: RoundConfig,
     owner: int,
     output: Output,
+    dither_seed: bytes,
     self_seed: bytes,
     pair_secrets: Mapping[int, SharedSecret],
-) -> None:
-    """Client side: add the self mask and every pairwise mask of ``owner`` for ``output``."""
-    _self_stream(config, self_seed, output).add_into(acc)
-    for peer in sorted(pair_secrets):
-        stream = _pair_stream(config, pair_secrets[peer], (owner, peer), output)
-        _apply(stream, acc, pairwise_sign(owner, peer))
+) -> RingArray:
+    """Client side: ``enc(values) + self mask + pairwise masks`` of ``owner`` for ``output``.
+
+    Raises:
+        EncodingRangeError: a value is outside the codec's range (checked before any work).
+    """
+    codec = FixedPointCodec(config.codec)
+    codec.check_range(values)
+    out: RingArray = np.empty(values.size, dtype=config.codec.ring.dtype)
+    terms = [self_mask(config, self_seed, output, sign=1)]
+    terms += [
+        pairwise_mask(config, pair_secrets[peer], owner=owner, peer=peer, output=output, undo=False)
+        for peer in sorted(pair_secrets)
+    ]
+    key = dither_key(config, dither_seed, output)
+
+    def fill_factory(start: int) -> BlockFill:
+        dither = DitherStream(key, start=start)
+        return lambda a, b: codec.encode_into(values[a:b], out[a:b], dither=dither)
+
+    _masked_pass(out, terms, fill_factory)
+    return out
 
 
-def remove_self_mask(
-    acc: RingArray, *, config: RoundConfig, output: Output, self_seed: bytes
-) -> None:
-    """Server side: subtract a survivor's self mask (its seed was reconstructed)."""
-    _self_stream(config, self_seed, output).subtract_from(acc)
-
-
-def remove_dropped_pairwise_mask(
-    acc: RingArray,
+def unmask_sum(
+    inputs: Sequence[RingArray],
     *,
     config: RoundConfig,
     output: Output,
-    survivor: int,
-    dropped: int,
-    secret: SharedSecret,
-) -> None:
-    """Server side: undo the mask ``survivor`` applied for its dropped peer ``dropped``."""
-    stream = _pair_stream(config, secret, (survivor, dropped), output)
-    _apply(stream, acc, -pairwise_sign(survivor, dropped))
+    self_seeds: Mapping[int, bytes],
+    dropped_secrets: Mapping[tuple[int, int], SharedSecret],
+) -> RingArray:
+    """Server side: ``sum(inputs) - self masks - masks left by dropped peers``.
+
+    ``self_seeds[u]`` for every contributor u; ``dropped_secrets[(u, v)]`` the secret s_uv of a
+    contributor u and a dropped peer v (recomputed from v's reconstructed mask key).
+    """
+    out: RingArray = np.empty(config.vector_length, dtype=config.codec.ring.dtype)
+    terms = [self_mask(config, seed, output, sign=-1) for _, seed in sorted(self_seeds.items())]
+    terms += [
+        pairwise_mask(config, secret, owner=u, peer=v, output=output, undo=True)
+        for (u, v), secret in sorted(dropped_secrets.items())
+    ]
+
+    def fill_factory(start: int) -> BlockFill:
+        def fill(a: int, b: int) -> None:
+            block = out[a:b]
+            np.copyto(block, inputs[0][a:b])
+            for vector in inputs[1:]:
+                np.add(block, vector[a:b], out=block)
+
+        return fill
+
+    _masked_pass(out, terms, fill_factory)
+    return out

@@ -118,6 +118,26 @@ def _is_index_set(values: object) -> bool:
     )
 
 
+def _is_tuple_of(values: object, cls: type, key: str) -> bool:
+    """A tuple of ``cls`` instances, strictly increasing in attribute ``key`` (a canonical set)."""
+    return (
+        isinstance(values, tuple)
+        and len(values) <= MAX_PARTIES
+        and all(isinstance(v, cls) for v in values)
+        and _is_index_set(tuple(getattr(v, key) for v in values))
+    )
+
+
+def _is_text(value: object, limit: int) -> bool:
+    """A str whose UTF-8 encoding exists (no lone surrogates) and is at most ``limit`` bytes."""
+    if not isinstance(value, str):
+        return False
+    try:
+        return len(value.encode("utf-8")) <= limit
+    except UnicodeEncodeError:
+        return False
+
+
 def _is_bytes(value: object, limit: int, exact: int | None = None) -> bool:
     if not isinstance(value, bytes) or len(value) > limit:
         return False
@@ -200,10 +220,10 @@ def _decode(data: bytes, expected: type[Message] | None) -> Message:
     if cls is None or (expected is not None and cls is not expected):
         raise RemoteProtocolError("unexpected message type")
     session_id, round_ = r.fixed(SESSION_ID_BYTES), r.u64()
-    fields = cls._read_fields(r, session_id, round_)
-    signature = r.blob(limit=_SIG_LIMIT)
-    r.finish()
-    try:
+    try:  # nested records validate while they are read: their errors are the peer's, too
+        fields = cls._read_fields(r, session_id, round_)
+        signature = r.blob(limit=_SIG_LIMIT)
+        r.finish()
         message: Message = cast(Any, cls)(
             session_id=session_id, round=round_, **fields, signature=signature
         )
@@ -269,9 +289,10 @@ class KeyDirectory(Message):
 
     def __post_init__(self) -> None:
         self._validate_common()
-        senders = tuple(a.sender for a in self.advertisements)
-        _require(all(isinstance(a, AdvertiseKeys) for a in self.advertisements), "advertisements")
-        _require(_is_index_set(senders) and len(senders) <= MAX_PARTIES, "advertisement order")
+        _require(
+            _is_tuple_of(self.advertisements, AdvertiseKeys, "sender"),
+            "advertisements must be a tuple sorted by sender",
+        )
 
     @property
     def senders(self) -> tuple[int, ...]:
@@ -329,9 +350,7 @@ class SealedShare:
 
 
 def _sealed_order_ok(sealed: tuple[SealedShare, ...]) -> bool:
-    return all(isinstance(s, SealedShare) for s in sealed) and _is_index_set(
-        tuple(s.peer for s in sealed)
-    )
+    return _is_tuple_of(sealed, SealedShare, "peer")
 
 
 @_register
@@ -381,8 +400,10 @@ class ShareBundle(Message):
     def __post_init__(self) -> None:
         self._validate_common()
         _require(_is_index(self.recipient), "recipient")
-        _require(all(isinstance(c, ShareCommitment) for c in self.commitments), "commitments")
-        _require(_is_index_set(tuple(c.sender for c in self.commitments)), "commitment order")
+        _require(
+            _is_tuple_of(self.commitments, ShareCommitment, "sender"),
+            "commitments must be a tuple sorted by sender",
+        )
         _require(_sealed_order_ok(self.sealed), "sealed shares must be sorted by sender")
 
     def _write_fields(self, w: Writer) -> None:
@@ -419,6 +440,8 @@ class MaskedInput(Message):
             and self.vector.dtype in (np.dtype(np.uint32), np.dtype(np.uint64)),
             "vector must be a 1-D uint32/uint64 array",
         )
+        # The signature covers the vector's contents: freeze them with the message.
+        self.vector.setflags(write=False)
 
     def vector_digest(self) -> bytes:
         return hashlib.sha256(np.ascontiguousarray(self.vector).data).digest()
@@ -459,6 +482,7 @@ class ConsistencyRequest(Message):
     def __post_init__(self) -> None:
         self._validate_common()
         _require(_is_index_set(self.survivors), "survivors must be sorted, distinct indices")
+        _require(len(self.survivors) <= MAX_PARTIES, "survivors")
 
     def _write_fields(self, w: Writer) -> None:
         w.indices(self.survivors, limit=MAX_PARTIES)
@@ -510,8 +534,10 @@ class UnmaskRequest(Message):
     def __post_init__(self) -> None:
         self._validate_common()
         _require(_is_index_set(self.survivors), "survivors must be sorted, distinct indices")
-        _require(all(isinstance(c, ConsistencySignature) for c in self.consistency), "signatures")
-        _require(_is_index_set(tuple(c.sender for c in self.consistency)), "signature order")
+        _require(
+            _is_tuple_of(self.consistency, ConsistencySignature, "sender"),
+            "consistency signatures must be a tuple sorted by sender",
+        )
 
     def _write_fields(self, w: Writer) -> None:
         w.indices(self.survivors, limit=MAX_PARTIES)
@@ -545,9 +571,7 @@ class RevealedShare:
 
 
 def _revealed_ok(values: tuple[RevealedShare, ...]) -> bool:
-    return all(isinstance(v, RevealedShare) for v in values) and _is_index_set(
-        tuple(v.owner for v in values)
-    )
+    return _is_tuple_of(values, RevealedShare, "owner")
 
 
 @_register
@@ -601,9 +625,7 @@ class Abort(Message):
 
     def __post_init__(self) -> None:
         self._validate_common()
-        _require(
-            isinstance(self.reason, str) and len(self.reason.encode()) <= MAX_REASON_BYTES, "reason"
-        )
+        _require(_is_text(self.reason, MAX_REASON_BYTES), "reason must be UTF-8 text of <= 1 KiB")
 
     def _write_fields(self, w: Writer) -> None:
         w.blob(self.reason.encode(), limit=MAX_REASON_BYTES)

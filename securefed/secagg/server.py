@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from securefed.crypto import SigningKey, shamir
+from securefed.crypto import AgreementPrivateKey, SigningKey, shamir
 from securefed.encoding import FixedPointCodec
 from securefed.errors import (
     ConfigError,
@@ -45,12 +45,7 @@ from securefed.secagg.events import (
     ShareRejected,
     UnmaskPerformed,
 )
-from securefed.secagg.masking import (
-    remove_dropped_pairwise_mask,
-    remove_self_mask,
-    round_outputs,
-    self_seed_commitment,
-)
+from securefed.secagg.masking import round_outputs, self_seed_commitment, unmask_sum
 from securefed.secagg.messages import (
     Abort,
     AdvertiseKeys,
@@ -369,7 +364,7 @@ class SecAggServer:
             lambda seed: self_seed_commitment(self.config, owner, seed) == commitment,
         )
 
-    def _reconstruct_mask_key(self, owner: int) -> Any:
+    def _reconstruct_mask_key(self, owner: int) -> AgreementPrivateKey:
         suite = self.config.suite
         advertised = suite.agreement_public_key(self._adverts[owner].mask_key)
 
@@ -381,29 +376,28 @@ class SecAggServer:
 
         return suite.agreement_private_key(self._reconstruct(owner, "mask_key_shares", matches))
 
-    def _unmask(self, seeds: dict[int, bytes], mask_keys: dict[int, Any]) -> AggregateResult:
-        ring = self.config.codec.ring
-        output = round_outputs(self.config)[0]
-        total = np.zeros(self.config.vector_length, dtype=ring.dtype)
-        for u in output.contributors(self._u3):
-            np.add(total, self._inputs[u].vector, out=total)
-            remove_self_mask(total, config=self.config, output=output, self_seed=seeds[u])
+    def _unmask(
+        self, seeds: dict[int, bytes], mask_keys: dict[int, AgreementPrivateKey]
+    ) -> AggregateResult:
+        (output,) = round_outputs(self.config)  # sum mode: one output
+        contributors = output.contributors(self._u3)
         suite = self.config.suite
-        for dropped, private in mask_keys.items():
-            for u in output.contributors(self._u3):
-                secret = private.exchange(suite.agreement_public_key(self._adverts[u].mask_key))
-                remove_dropped_pairwise_mask(
-                    total,
-                    config=self.config,
-                    output=output,
-                    survivor=u,
-                    dropped=dropped,
-                    secret=secret,
-                )
+        dropped_secrets = {
+            (u, dropped): private.exchange(suite.agreement_public_key(self._adverts[u].mask_key))
+            for dropped, private in mask_keys.items()
+            for u in contributors
+        }
+        total = unmask_sum(
+            [self._inputs[u].vector for u in contributors],
+            config=self.config,
+            output=output,
+            self_seeds={u: seeds[u] for u in contributors},
+            dropped_secrets=dropped_secrets,
+        )
         codec = FixedPointCodec(self.config.codec)
-        n = len(self._u3)
+        n = len(contributors)
         return AggregateResult(
-            self._u3, total, codec.decode(total, n_terms=n), codec.decode_error_bound(n)
+            contributors, total, codec.decode(total, n_terms=n), codec.decode_error_bound(n)
         )
 
     # --- helpers ----------------------------------------------------------------------------------

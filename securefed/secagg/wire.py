@@ -86,7 +86,7 @@ class Writer:
     def vector(
         self, values: npt.NDArray[np.unsignedinteger[Any]], *, limit: int = MAX_VECTOR_WORDS
     ) -> Writer:
-        code = _RING_CODES.get(values.dtype)
+        code = _RING_CODES.get(values.dtype) if isinstance(values, np.ndarray) else None
         if code is None or values.ndim != 1 or values.size > limit:
             raise ConfigError("vectors are 1-D uint32/uint64 arrays within the size limit")
         self.u8(code).u32(values.size)

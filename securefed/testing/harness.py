@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,7 +71,12 @@ def resign(message: Message, key: SigningKey, **changes: Any) -> Message:
 
 @dataclass
 class RoundOutcome:
-    """What happened in one round."""
+    """What happened in one round.
+
+    ``seconds`` is each party's compute time (client index, or ``"server"``): its protocol calls,
+    plus encoding what it sends and decoding what it receives. ``upload_bytes`` is what each
+    client sent to the server, as encoded on the wire.
+    """
 
     result: AggregateResult | None
     server_stage: Stage
@@ -78,14 +84,12 @@ class RoundOutcome:
     server_events: list[ProtocolEvent]
     client_events: dict[int, list[ProtocolEvent]]
     client_errors: dict[int, ProtocolError] = field(default_factory=dict)
+    seconds: dict[int | str, float] = field(default_factory=dict)
+    upload_bytes: dict[int, int] = field(default_factory=dict)
 
     @property
     def aborted(self) -> bool:
         return self.server_stage is Stage.ABORTED
-
-
-def _wire(message: Message) -> Message:
-    return decode(message.to_bytes())
 
 
 def _identity_client(sender: int, message: Message) -> Sequence[Message]:
@@ -105,6 +109,23 @@ class _Round:
     client_hook: ClientHook
     server_hook: ServerHook
     errors: dict[int, ProtocolError] = field(default_factory=dict)
+    seconds: dict[int | str, float] = field(default_factory=dict)
+    upload_bytes: dict[int, int] = field(default_factory=dict)
+    _encoded: dict[int, tuple[Message, bytes]] = field(default_factory=dict)
+
+    def charge(self, party: int | str, started: float) -> None:
+        """Add the time since ``started`` to ``party``'s compute time."""
+        self.seconds[party] = self.seconds.get(party, 0.0) + time.perf_counter() - started
+
+    def encode(self, party: int | str, message: Message) -> bytes:
+        """The sender's encoding cost (a broadcast is encoded once, as a real server would)."""
+        started = time.perf_counter()
+        cached = self._encoded.get(id(message))
+        if cached is None or cached[0] is not message:
+            # Keeping the message alive keeps its id unique while it is cached.
+            cached = self._encoded[id(message)] = (message, message.to_bytes())
+        self.charge(party, started)
+        return cached[1]
 
     def alive(self, index: int, stage: Stage) -> bool:
         """Whether ``index`` still takes part in ``stage`` (it drops out *before* its stage)."""
@@ -114,19 +135,27 @@ class _Round:
 
     def to_server(self, sender: int, message: Message) -> None:
         for forwarded in self.client_hook(sender, message):
+            data = self.encode(sender, forwarded)
+            self.upload_bytes[sender] = self.upload_bytes.get(sender, 0) + len(data)
             if not self.server.stage.terminal:
-                self.server.receive(_wire(forwarded))
+                started = time.perf_counter()
+                self.server.receive(decode(data))
+                self.charge("server", started)
 
     def to_client(self, envelope: Envelope, stage: Stage) -> None:
         for forwarded in self.server_hook(envelope):
             client = self.clients[forwarded.recipient]
             if not self.alive(forwarded.recipient, stage) or client.stage.terminal:
                 continue
+            data = self.encode("server", forwarded.message)
+            started = time.perf_counter()
             try:
-                replies = client.receive(_wire(forwarded.message))
+                replies = client.receive(decode(data))
             except ProtocolError as exc:
                 self.errors[forwarded.recipient] = exc
                 continue
+            finally:
+                self.charge(forwarded.recipient, started)
             for reply in replies:
                 self.to_server(forwarded.recipient, reply)
 
@@ -168,10 +197,15 @@ def run_round(
     state = _Round(config, clients, server, dropouts or {}, client_hook, server_hook)
     for i, client in clients.items():
         if state.alive(i, Stage.ADVERTISE):
-            state.to_server(i, client.start(np.asarray(inputs[i])))
+            started = time.perf_counter()
+            advert = client.start(np.asarray(inputs[i]))
+            state.charge(i, started)
+            state.to_server(i, advert)
     while not server.stage.terminal:
         stage = server.stage
+        started = time.perf_counter()
         envelopes = server.advance()
+        state.charge("server", started)
         if order_hook is not None:
             envelopes = order_hook(envelopes)
         next_stage = server.stage if not server.stage.terminal else stage
@@ -184,4 +218,6 @@ def run_round(
         server_events=server.drain_events(),
         client_events={i: c.drain_events() for i, c in clients.items()},
         client_errors=state.errors,
+        seconds=state.seconds,
+        upload_bytes=state.upload_bytes,
     )

@@ -156,3 +156,14 @@ def test_parallel_parts_equal_the_sequential_stream(dtype: type, skip: int) -> N
     parallel_again.words(skip, np.uint8)
     parallel_again.subtract_from(actual)
     assert np.array_equal(actual, base)
+
+
+@pytest.mark.parametrize("start", [0, 1, 15, 16, 17, 4096 + 3])
+def test_a_stream_opened_at_a_position_continues_the_same_stream(start: int) -> None:
+    key = derive_stream_key(SUITE, bytes(32), purpose=KeyPurpose.MASK, context=CONTEXT, target=0)
+    whole = KeyStream(key).words(start + 100, np.uint8)
+    opened = KeyStream(key, start=start)
+    assert opened.position == start
+    assert np.array_equal(opened.words(100, np.uint8), whole[start:])
+    with pytest.raises(ConfigError):
+        KeyStream(key, start=-1)

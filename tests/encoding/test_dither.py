@@ -1,4 +1,4 @@
-"""DitherStream: only DITHER keys, 53-bit uniforms, independent of every mask stream (R4, R7)."""
+"""DitherStream: only DITHER keys, 32-bit uniforms, independent of every mask stream (R4, R7)."""
 
 from __future__ import annotations
 
@@ -46,17 +46,20 @@ def test_aead_keys_and_non_keys_are_refused(suite: CipherSuite, context: KdfCont
             DitherStream(bad)  # type: ignore[arg-type]
 
 
-def test_uniforms_are_the_top_53_bits_of_the_dither_keystream(
+def test_uniforms_are_the_32_bit_words_of_the_dither_keystream(
     suite: CipherSuite, context: KdfContext
 ) -> None:
     key = derive_stream_key(suite, SEED, purpose=KeyPurpose.DITHER, context=context, target=4)
-    words = KeyStream(key).words(1000, np.uint64).astype(np.uint64)
-    expected = (words >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    words = KeyStream(key).words(1000, np.uint32)
+    expected = words.astype(np.float64) * 2.0**-32
     uniforms = dither_stream(suite, SEED, context=context, target=4).uniforms(1000)
     assert np.array_equal(uniforms, expected)
     assert uniforms.dtype == np.float64
     assert np.all((uniforms >= 0.0) & (uniforms < 1.0))
-    assert np.all(uniforms * 2.0**53 == np.floor(uniforms * 2.0**53))  # on the 2**-53 grid
+    assert np.all(uniforms * 2.0**32 == np.floor(uniforms * 2.0**32))  # on the 2**-32 grid
+    raw = np.empty(1000, dtype=np.uint32)
+    dither_stream(suite, SEED, context=context, target=4).fill_words(raw)
+    assert np.array_equal(raw, words)
 
 
 def test_dither_differs_from_masks_of_the_same_seed_and_context(
@@ -65,8 +68,7 @@ def test_dither_differs_from_masks_of_the_same_seed_and_context(
     uniforms = dither_stream(suite, SEED, context=context).uniforms(64)
     for purpose in (KeyPurpose.MASK, KeyPurpose.SELF, KeyPurpose.TARGET, KeyPurpose.SKETCH):
         key = derive_stream_key(suite, SEED, purpose=purpose, context=context)
-        words = KeyStream(key).words(64, np.uint64).astype(np.uint64)
-        mask_uniforms = (words >> np.uint64(11)) * 2.0**-53
+        mask_uniforms = KeyStream(key).words(64, np.uint32) * 2.0**-32
         assert np.count_nonzero(uniforms == mask_uniforms) == 0
 
 
@@ -74,7 +76,7 @@ def test_uniforms_advance_and_split_like_one_stream(make_dither: MakeDither) -> 
     whole = make_dither().uniforms(300)
     pieces = make_dither()
     parts = [pieces.uniforms(n) for n in (0, 1, 99, 200)]
-    assert pieces.position == 8 * 300
+    assert pieces.position == 4 * 300
     assert np.array_equal(np.concatenate(parts), whole)
 
 
@@ -98,3 +100,11 @@ def test_uniforms_look_uniform(make_dither: MakeDither) -> None:
 def test_dither_stream_needs_a_full_seed(suite: CipherSuite, context: KdfContext) -> None:
     with pytest.raises(ConfigError):
         dither_stream(suite, bytes(16), context=context)
+
+
+def test_a_dither_stream_opened_at_a_position_continues_the_same_stream(
+    suite: CipherSuite, context: KdfContext
+) -> None:
+    key = derive_stream_key(suite, SEED, purpose=KeyPurpose.DITHER, context=context)
+    whole = DitherStream(key).uniforms(50)
+    assert np.array_equal(DitherStream(key, start=20).uniforms(30), whole[20:])

@@ -196,12 +196,12 @@ def test_server_message_with_a_forged_signature_aborts_the_client() -> None:
 def corrupt_share(response: UnmaskResponse, owner: int) -> tuple[RevealedShare, ...]:
     shares = []
     for item in response.self_seed_shares:
+        revealed = item
         if item.owner == owner:
             share = shamir.Share.from_bytes(item.share)
-            item = RevealedShare(
-                owner, shamir.Share(share.x, (share.y + 1) % shamir.PRIME).to_bytes()
-            )
-        shares.append(item)
+            bad = shamir.Share(share.x, (share.y + 1) % shamir.PRIME)
+            revealed = RevealedShare(owner, bad.to_bytes())
+        shares.append(revealed)
     return tuple(shares)
 
 

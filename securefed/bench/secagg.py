@@ -1,0 +1,173 @@
+"""``securefed bench secagg``: the cost of one secure-aggregation round, against two baselines.
+
+One round of the real protocol (real keys, signatures, AEAD, Shamir, AES-CTR masks, wire
+encoding) runs in memory through :mod:`securefed.testing`; ``dropouts`` clients (the highest
+indices) vanish after sharing keys, so dropout recovery is exercised. Reported:
+
+* ``client_s``: median over surviving clients of one client's whole work in the round (its
+  protocol calls, encoding what it sends, decoding what it receives);
+* ``server_s``; ``total_s`` = every client's time + the server's;
+* ``upload_bytes_per_client``: median bytes a surviving client sends;
+* ``keystream_limit_s``: raw AES-256-CTR time, same run, for one client's mask bytes
+  (``N`` streams of ``d`` words: one self mask, ``N - 1`` pairwise masks);
+* ``correct``: the decoded sum equals the plaintext sum of the contributors within the codec bound.
+
+Targets: ``client_s <= 4 x keystream_limit_s``; with ``--baseline flower``,
+``speedup = flower_total_s / total_s >= 5`` (goal 10). Flower's masks come from a 32-bit-seeded
+Mersenne Twister, so part of its time is not comparable security (see
+:mod:`securefed.bench.flower_baseline`).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from enum import Enum
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from securefed.bench.flower_baseline import run_flower_round
+from securefed.bench.prg import time_keystream_limit
+from securefed.encoding import CodecConfig
+from securefed.errors import ConfigError
+from securefed.secagg import RoundConfig, Stage
+from securefed.testing import RoundOutcome, make_federation, run_round
+
+__all__ = ["Baseline", "run_secagg_benchmark"]
+
+TARGET_CLIENT_RATIO = 4.0
+TARGET_SPEEDUP = 5.0
+GOAL_SPEEDUP = 10.0
+
+
+class Baseline(Enum):
+    """Other implementations the round can be compared with in the same run."""
+
+    FLOWER = "flower"
+
+
+def benchmark_inputs(n_clients: int, dim: int) -> list[npt.NDArray[np.float64]]:
+    """Deterministic model-like inputs in [-2, 2] (inside both codecs' ranges)."""
+    positions = np.arange(dim, dtype=np.float64)
+    return [2.0 * np.sin(positions * (0.001 * (i + 1)) + i) for i in range(n_clients)]
+
+
+def _round(
+    n: int, dim: int, dropouts: int, inputs: list[npt.NDArray[np.float64]]
+) -> tuple[RoundOutcome, RoundConfig]:
+    federation = make_federation(n)
+    config = RoundConfig(
+        roster=federation.roster,
+        session_id=os.urandom(32),
+        round=1,
+        vector_length=dim,
+        codec=CodecConfig.default(),
+    )
+    schedule = dict.fromkeys(range(n - dropouts, n), Stage.MASK)
+    outcome = run_round(config, federation, dict(enumerate(inputs)), dropouts=schedule)
+    return outcome, config
+
+
+def _summary(outcome: RoundOutcome, inputs: list[npt.NDArray[np.float64]]) -> dict[str, Any]:
+    result = outcome.result
+    if result is None:
+        return {"correct": False}
+    expected = sum(inputs[i] for i in result.contributors)
+    survivors = result.contributors
+    client_times = [outcome.seconds[i] for i in survivors]
+    return {
+        "correct": bool(np.max(np.abs(result.values - expected)) <= result.error_bound),
+        "client_s": statistics.median(client_times),
+        "server_s": outcome.seconds["server"],
+        "total_s": sum(outcome.seconds.values()),
+        "upload_bytes_per_client": int(
+            statistics.median(outcome.upload_bytes[i] for i in survivors)
+        ),
+    }
+
+
+def run_secagg_benchmark(
+    *,
+    clients: int = 10,
+    dim: int = 1_000_000,
+    dropouts: int = 1,
+    repeats: int = 3,
+    baseline: Baseline | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark; the JSON-ready result (best total over ``repeats`` rounds).
+
+    Raises:
+        ConfigError: invalid sizes, more dropouts than the threshold allows, or a baseline that
+            is not installed (Flower: ``make bench`` installs it).
+    """
+    if clients < 3 or dim < 1 or repeats < 1 or not 0 <= dropouts < clients:
+        raise ConfigError("need clients >= 3, dim >= 1, repeats >= 1, 0 <= dropouts < clients")
+    inputs = benchmark_inputs(clients, dim)
+    _round(clients, min(dim, 1000), dropouts, benchmark_inputs(clients, min(dim, 1000)))  # warm-up
+    runs = []
+    for _ in range(repeats):
+        outcome, config = _round(clients, dim, dropouts, inputs)
+        if outcome.result is None:
+            raise ConfigError(
+                f"the round aborted: {dropouts} dropouts exceed N - t for N = {clients}"
+            )
+        runs.append(_summary(outcome, inputs))
+    best = min(runs, key=lambda r: r["total_s"])
+    limit = min(time_keystream_limit(clients * dim * 4) for _ in range(3))
+    report: dict[str, Any] = {
+        "benchmark": "secagg",
+        "clients": clients,
+        "dim": dim,
+        "dropouts": dropouts,
+        "threshold": config.threshold,
+        "repeats": repeats,
+        **best,
+        "correct": all(r["correct"] for r in runs),
+        "keystream_limit_s": limit,
+        "client_vs_keystream": best["client_s"] / limit,
+        "target_client_vs_keystream": TARGET_CLIENT_RATIO,
+        "client_target_met": best["client_s"] <= TARGET_CLIENT_RATIO * limit,
+    }
+    if baseline is Baseline.FLOWER:
+        report.update(
+            _flower(
+                clients=clients,
+                dim=dim,
+                dropouts=dropouts,
+                threshold=config.threshold,
+                inputs=inputs,
+                total_s=best["total_s"],
+            )
+        )
+    return report
+
+
+def _flower(
+    *,
+    clients: int,
+    dim: int,
+    dropouts: int,
+    threshold: int,
+    inputs: list[npt.NDArray[np.float64]],
+    total_s: float,
+) -> dict[str, Any]:
+    run_flower_round(
+        n_clients=clients, dim=min(dim, 1000), dropouts=dropouts, threshold=threshold
+    )  # warm-up
+    flower = run_flower_round(
+        n_clients=clients, dim=dim, dropouts=dropouts, inputs=inputs, threshold=threshold
+    )
+    speedup = flower.total_s / total_s
+    return {
+        "flower_version": flower.flower_version,
+        "flower_total_s": flower.total_s,
+        "flower_client_s": flower.client_s,
+        "flower_server_s": flower.server_s,
+        "flower_correct": flower.correct,
+        "speedup": speedup,
+        "target_speedup": TARGET_SPEEDUP,
+        "goal_speedup": GOAL_SPEEDUP,
+        "speedup_target_met": speedup >= TARGET_SPEEDUP,
+    }
