@@ -42,6 +42,7 @@ from securefed.errors import (
 )
 from securefed.secagg.config import RoundConfig
 from securefed.secagg.events import ProtocolEvent, RoundAborted, UnmaskRefused
+from securefed.secagg.graph import MaskingGraph, build_graph
 from securefed.secagg.masking import encode_and_mask, round_outputs, self_seed_commitment
 from securefed.secagg.messages import (
     Abort,
@@ -119,12 +120,19 @@ class SecAggClient:
         self._commitment: ShareCommitment | None = None
         self._commitments: tuple[ShareCommitment, ...] = ()
         self._held: dict[int, _HeldShares] = {}
+        self._graph: MaskingGraph | None = None
         self._survivors: tuple[int, ...] = ()
         self._transcript = b""
 
     @property
     def stage(self) -> Stage:
         return self._stage
+
+    @property
+    def _mask_graph(self) -> MaskingGraph:
+        if self._graph is None:
+            raise LocalProtocolError("the masking graph exists only after the key directory")
+        return self._graph
 
     def drain_events(self) -> list[ProtocolEvent]:
         """Events since the last call (oldest first)."""
@@ -211,18 +219,19 @@ class SecAggClient:
         if len(directory.advertisements) < self.config.threshold:
             raise RemoteProtocolError("fewer than t clients in the key directory")
         self._directory = directory
+        self._graph = build_graph(self.config, directory.advertisements)
         self._self_seed = self._random_bytes(32)
         self._commitment = self._sign(
             ShareCommitment,
             sender=self.index,
             self_seed_commitment=self_seed_commitment(self.config, self.index, self._self_seed),
         )
-        sealed = self._seal_shares(directory.senders)
+        sealed = self._seal_shares(self._mask_graph.holders(self.index))
         return self._sign(ShareKeys, commitment=self._commitment, sealed=sealed)
 
     def _seal_shares(self, holders: tuple[int, ...]) -> tuple[SealedShare, ...]:
         assert self._mask_key is not None  # noqa: S101 - set in start()
-        t = self.config.threshold
+        t = self._mask_graph.threshold(self.index)
         mask_shares = shamir.split(
             self._mask_key.secret_bytes_for_sharing(), threshold=t, holders=holders
         )
@@ -286,14 +295,16 @@ class SecAggClient:
         u2 = tuple(c.sender for c in bundle.commitments)
         if len(u2) < self.config.threshold:
             raise RemoteProtocolError("fewer than t clients completed key sharing")
-        if tuple(s.peer for s in bundle.sealed) != tuple(v for v in u2 if v != self.index):
+        self._mask_graph.check_survivors([self.index], u2)
+        peers = tuple(v for v in self._mask_graph.neighbours(self.index) if v in u2)
+        if tuple(s.peer for s in bundle.sealed) != peers:
             raise RemoteProtocolError(
-                "the share bundle does not hold exactly one share from every peer in U2"
+                "the share bundle does not hold exactly one share from every neighbour in U2"
             )
         for sealed in bundle.sealed:
             self._held[sealed.peer] = self._open_share(sealed)
         self._commitments = bundle.commitments
-        return self._masked_input(u2)
+        return self._masked_input(peers)
 
     def _open_share(self, sealed: SealedShare) -> _HeldShares:
         aead = Aead(self._share_key(sender=sealed.peer, recipient=self.index))
@@ -311,10 +322,10 @@ class SecAggClient:
             raise RemoteProtocolError("sealed share is for another holder")
         return _HeldShares(mask_share, seed_share)
 
-    def _masked_input(self, u2: tuple[int, ...]) -> MaskedInput:
+    def _masked_input(self, peers: tuple[int, ...]) -> MaskedInput:
         assert self._values is not None  # noqa: S101 - set in start()
         assert self._mask_key is not None  # noqa: S101 - set in start()
-        secrets = {v: self._mask_key.exchange(self._peer_keys(v)[1]) for v in u2 if v != self.index}
+        secrets = {v: self._mask_key.exchange(self._peer_keys(v)[1]) for v in peers}
         (output,) = round_outputs(self.config)  # sum mode: one output, one masked vector
         vector = encode_and_mask(
             self._values,
@@ -336,6 +347,7 @@ class SecAggClient:
             )
         if len(request.survivors) < self.config.threshold:
             raise RemoteProtocolError("fewer than t survivors")
+        self._mask_graph.check_survivors([self.index], request.survivors)
         self._survivors = request.survivors
         self._transcript = transcript_hash(
             self.config,
@@ -363,12 +375,14 @@ class SecAggClient:
         if valid < self.config.threshold:
             raise RemoteProtocolError("fewer than t clients signed this client's transcript")
         survivors = set(self._survivors)
-        u2 = [c.sender for c in self._commitments]
+        owners = sorted(self._held)  # this client and its neighbours in U2
         seeds = tuple(
-            RevealedShare(v, self._held[v].self_seed.to_bytes()) for v in u2 if v in survivors
+            RevealedShare(v, self._held[v].self_seed.to_bytes()) for v in owners if v in survivors
         )
         keys = tuple(
-            RevealedShare(v, self._held[v].mask_key.to_bytes()) for v in u2 if v not in survivors
+            RevealedShare(v, self._held[v].mask_key.to_bytes())
+            for v in owners
+            if v not in survivors
         )
         response = self._sign(
             UnmaskResponse, sender=self.index, self_seed_shares=seeds, mask_key_shares=keys

@@ -11,6 +11,7 @@ default ``n_C``.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -59,6 +60,22 @@ class MaskGraph:
             raise ConfigError("the complete graph takes no degree")
         if self.kind is GraphKind.SECAGG_PLUS and self.degree < 2:
             raise ConfigError("a SecAgg+ graph needs degree >= 2")
+
+
+# A SecAgg+ graph must leave every client at least this many neighbours ...
+MIN_NEIGHBOURS = 2
+# ... except with probability at most this (union bound over clients), else the config is refused.
+MAX_LONELY_PROBABILITY = 2.0**-20
+
+
+def lonely_probability(n_clients: int, degree: int) -> float:
+    """Union bound on P(some client gets fewer than MIN_NEIGHBOURS neighbours) when each of the
+    ``n_clients - 1`` possible edges of a client exists independently with probability
+    ``degree / (n_clients - 1)`` (the SecAgg+ graph of :mod:`securefed.secagg.graph`)."""
+    others = n_clients - 1
+    p = min(1.0, degree / others)
+    tail = sum(math.comb(others, k) * p**k * (1 - p) ** (others - k) for k in range(MIN_NEIGHBOURS))
+    return n_clients * tail
 
 
 def default_threshold(n_clients: int) -> int:
@@ -111,6 +128,14 @@ class RoundConfig:
                 f"R1 violated: need 2t - N > n_C >= 0, got t={self.threshold}, N={n}, "
                 f"n_C={self.collusion_bound}; raise t or lower the declared collusion bound"
             )
+        if self.graph.kind is GraphKind.SECAGG_PLUS:
+            bound = lonely_probability(n, self.graph.degree)
+            if bound > MAX_LONELY_PROBABILITY:
+                raise ConfigError(
+                    f"a SecAgg+ graph of degree {self.graph.degree} over N={n} leaves some client "
+                    f"with fewer than {MIN_NEIGHBOURS} neighbours with probability up to "
+                    f"{bound:.1e} (> 2^-20): raise the degree"
+                )
         if not isinstance(self.mode, AggregationMode):
             raise ConfigError("mode must be an AggregationMode")
         check_sum_headroom(self.codec, n)

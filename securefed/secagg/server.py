@@ -45,6 +45,7 @@ from securefed.secagg.events import (
     ShareRejected,
     UnmaskPerformed,
 )
+from securefed.secagg.graph import MaskingGraph, build_graph
 from securefed.secagg.masking import round_outputs, self_seed_commitment, unmask_sum
 from securefed.secagg.messages import (
     Abort,
@@ -118,6 +119,7 @@ class SecAggServer:
         self._signatures: dict[int, ConsistencySignature] = {}
         self._responses: dict[int, UnmaskResponse] = {}
         self._u1: tuple[int, ...] = ()
+        self._graph: MaskingGraph | None = None
         self._u2: tuple[int, ...] = ()
         self._u3: tuple[int, ...] = ()
         self._transcript = b""
@@ -131,6 +133,12 @@ class SecAggServer:
     def survivors(self) -> tuple[int, ...]:
         """U3, once the consistency phase has started."""
         return self._u3
+
+    @property
+    def _mask_graph(self) -> MaskingGraph:
+        if self._graph is None:
+            raise LocalProtocolError("the masking graph exists only after the key directory")
+        return self._graph
 
     def drain_events(self) -> list[ProtocolEvent]:
         events, self._events = self._events, []
@@ -181,9 +189,8 @@ class SecAggServer:
             raise RemoteProtocolError(f"client {message.sender} is not in U1")
         check_round(self.config, message.commitment)
         verify_client_signature(self.config, message.commitment)
-        expected = tuple(v for v in self._u1 if v != message.sender)
-        if tuple(s.peer for s in message.sealed) != expected:
-            raise RemoteProtocolError("ShareKeys must hold exactly one sealed share per peer in U1")
+        if tuple(s.peer for s in message.sealed) != self._mask_graph.neighbours(message.sender):
+            raise RemoteProtocolError("ShareKeys must hold exactly one sealed share per neighbour")
 
     def _check_masked_input(self, message: MaskedInput) -> None:
         if message.sender not in self._u2:
@@ -201,11 +208,13 @@ class SecAggServer:
     def _check_unmask_response(self, message: UnmaskResponse) -> None:
         if message.sender not in self._signatures:
             raise RemoteProtocolError(f"client {message.sender} did not sign the consistency check")
-        dropped = tuple(v for v in self._u2 if v not in self._u3)
-        if tuple(s.owner for s in message.self_seed_shares) != self._u3:
-            raise RemoteProtocolError("self-seed shares must cover exactly U3")
-        if tuple(s.owner for s in message.mask_key_shares) != dropped:
-            raise RemoteProtocolError("mask-key shares must cover exactly U2 minus U3")
+        held = set(self._mask_graph.neighbours(message.sender)) | {message.sender}
+        seeds = tuple(v for v in self._u3 if v in held)
+        keys = tuple(v for v in self._u2 if v not in self._u3 and v in held)
+        if tuple(s.owner for s in message.self_seed_shares) != seeds:
+            raise RemoteProtocolError("self-seed shares must cover exactly its holdings in U3")
+        if tuple(s.owner for s in message.mask_key_shares) != keys:
+            raise RemoteProtocolError("mask-key shares must cover exactly its holdings of dropouts")
 
     # --- advancing ------------------------------------------------------------------------------
     def advance(self) -> list[Envelope]:
@@ -249,6 +258,7 @@ class SecAggServer:
     def _close_advertise(self) -> list[Envelope]:
         self._u1 = tuple(sorted(self._adverts))
         self._require_quorum(self._u1, range(self.config.n_clients), "advertised keys")
+        self._graph = build_graph(self.config, [self._adverts[v] for v in self._u1])
         directory = self._sign(
             KeyDirectory, advertisements=tuple(self._adverts[v] for v in self._u1)
         )
@@ -257,6 +267,7 @@ class SecAggServer:
     def _close_share(self) -> list[Envelope]:
         self._u2 = tuple(sorted(self._share_keys))
         self._require_quorum(self._u2, self._u1, "shared keys")
+        self._mask_graph.check_survivors(self._u2, self._u2)
         commitments = tuple(self._share_keys[v].commitment for v in self._u2)
         envelopes = []
         for v in self._u2:
@@ -264,8 +275,8 @@ class SecAggServer:
                 SealedShare(
                     u, next(s.ciphertext for s in self._share_keys[u].sealed if s.peer == v)
                 )
-                for u in self._u2
-                if u != v
+                for u in self._mask_graph.neighbours(v)
+                if u in self._u2
             )
             bundle = self._sign(ShareBundle, recipient=v, commitments=commitments, sealed=sealed)
             envelopes.append(Envelope(v, bundle))
@@ -274,6 +285,8 @@ class SecAggServer:
     def _close_mask(self) -> list[Envelope]:
         self._u3 = tuple(sorted(self._inputs))
         self._require_quorum(self._u3, self._u2, "sent masked inputs")
+        graph = self._mask_graph
+        graph.check_survivors((*self._u3, *self._dropped_neighbours()), self._u3)
         self._transcript = transcript_hash(
             self.config,
             advertisements=[self._adverts[v] for v in self._u1],
@@ -299,13 +312,23 @@ class SecAggServer:
         self._require_quorum(
             responders, tuple(sorted(self._signatures)), "answered the unmask request"
         )
+        dropped = self._dropped_neighbours()
+        self._mask_graph.check_survivors((*self._u3, *dropped), responders)
         seeds = {v: self._reconstruct_self_seed(v) for v in self._u3}
-        dropped = tuple(v for v in self._u2 if v not in self._u3)
         mask_keys = {v: self._reconstruct_mask_key(v) for v in dropped}
         self._events.append(UnmaskPerformed(self.config.round, self._stage, tuple(seeds), dropped))
         self.result = self._unmask(seeds, mask_keys)
         self._events.append(RoundCompleted(self.config.round, self._stage, self._u3))
         return []
+
+    def _dropped_neighbours(self) -> tuple[int, ...]:
+        """Clients in U2 but not U3 that masked with a survivor: their mask keys are needed."""
+        survivors = set(self._u3)
+        return tuple(
+            v
+            for v in self._u2
+            if v not in survivors and any(u in survivors for u in self._mask_graph.neighbours(v))
+        )
 
     # --- reconstruction and unmasking -----------------------------------------------------------
     def _shares_of(self, owner: int, field: str) -> list[tuple[int, shamir.Share]]:
@@ -326,7 +349,7 @@ class SecAggServer:
         """The secret of ``owner`` from revealed shares, checked by ``accept``; tries other
         t-subsets when a subset yields a secret that fails the check (a corrupted share)."""
         shares = self._shares_of(owner, field)
-        t = self.config.threshold
+        t = self._mask_graph.threshold(owner)
         for attempt, subset in enumerate(itertools.combinations(shares, t)):
             if attempt >= MAX_RECONSTRUCTION_ATTEMPTS:
                 break
@@ -347,7 +370,7 @@ class SecAggServer:
         good: tuple[tuple[int, shamir.Share], ...],
         secret: bytes,
     ) -> None:
-        t = self.config.threshold
+        t = self._mask_graph.threshold(owner)
         base = [s for _, s in good[: t - 1]]
         bad = tuple(
             holder
@@ -386,6 +409,7 @@ class SecAggServer:
             (u, dropped): private.exchange(suite.agreement_public_key(self._adverts[u].mask_key))
             for dropped, private in mask_keys.items()
             for u in contributors
+            if u in self._mask_graph.neighbours(dropped)
         }
         total = unmask_sum(
             [self._inputs[u].vector for u in contributors],
