@@ -29,6 +29,7 @@ from securefed.secagg.events import (
     UnmaskRefused,
 )
 from securefed.secagg.messages import Message, MessageType, decode
+from securefed.secagg.replay import RoundGuard
 from securefed.secagg.roster import (
     ClientParty,
     PublicIdentity,
@@ -61,6 +62,7 @@ __all__ = [
     "RoundAborted",
     "RoundCompleted",
     "RoundConfig",
+    "RoundGuard",
     "SecAggClient",
     "SecAggServer",
     "ServerParty",

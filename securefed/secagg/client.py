@@ -61,6 +61,7 @@ from securefed.secagg.messages import (
     UnmaskResponse,
     sign_message,
 )
+from securefed.secagg.replay import RoundGuard
 from securefed.secagg.stages import Role, Stage, next_stage, start_stage
 from securefed.secagg.transcript import ContextItem, transcript_hash
 from securefed.secagg.verify import check_round, verify_client_signature, verify_server_signature
@@ -97,8 +98,13 @@ class SecAggClient:
         identity: SigningKey,
         context: Sequence[ContextItem] = (),
         random_bytes: Callable[[int], bytes] = os.urandom,
+        guard: RoundGuard | None = None,
     ) -> None:
-        """Raises ConfigError if ``index`` is not in the roster or ``identity`` is not its key."""
+        """Raises ConfigError if ``index`` is not in the roster or ``identity`` is not its key.
+
+        ``guard`` (the client's persisted :class:`~securefed.secagg.replay.RoundGuard`) makes
+        :meth:`start` refuse a round this client already started.
+        """
         if not config.roster.is_member(index):
             raise ConfigError(f"client index {index} is not in the roster")
         if identity.verify_key() != config.roster.client(index).identity:
@@ -108,6 +114,7 @@ class SecAggClient:
         self._identity = identity
         self._context = tuple(context)
         self._random_bytes = random_bytes
+        self._guard = guard
         self._stage = Stage.IDLE
         self._events: list[ProtocolEvent] = []
         self._seen: set[bytes] = set()
@@ -147,6 +154,7 @@ class SecAggClient:
             LocalProtocolError: not in IDLE.
             ConfigError: wrong input length.
             EncodingRangeError: a value is out of the codec's range; the client stays IDLE.
+            LocalProtocolError: the guard says this round was already started (a replay).
         """
         next_ = start_stage(Role.CLIENT, self._stage)
         flat = np.asarray(values).reshape(-1)
@@ -154,7 +162,10 @@ class SecAggClient:
             raise ConfigError(
                 f"input has {flat.size} values, the round expects {self.config.vector_length}"
             )
-        self._values = FixedPointCodec(self.config.codec).check_range(flat).copy()
+        values = FixedPointCodec(self.config.codec).check_range(flat).copy()
+        if self._guard is not None:
+            self._guard.claim(self.config.session_id, self.config.round)
+        self._values = values
         self._encryption_key = self.config.suite.generate_agreement_key()
         self._mask_key = self.config.suite.generate_agreement_key()
         self._advertisement = self._sign(
@@ -194,6 +205,7 @@ class SecAggClient:
     # --- handlers ---------------------------------------------------------------------------------
     def _handle(self, message: Message) -> list[Message]:
         if isinstance(message, Abort):
+            self._forget_secrets()
             self._events.append(
                 RoundAborted(self.config.round, self._stage, f"server aborted: {message.reason}")
             )
@@ -363,10 +375,12 @@ class SecAggClient:
             reason = "unmask request names a different survivor set than the consistency check"
             self._events.append(UnmaskRefused(self.config.round, self._stage, reason))
             raise RemoteProtocolError(reason)
+        if any(signed.sender not in self._survivors for signed in request.consistency):
+            raise RemoteProtocolError("a consistency signature from outside U3")
         valid = 0
         for signed in request.consistency:
-            if signed.sender not in self._survivors:
-                raise RemoteProtocolError("a consistency signature from outside U3")
+            if valid == self.config.threshold:
+                break  # t valid signatures on this transcript are all the check needs
             if signed.transcript_hash != self._transcript:
                 continue  # signed a different view of the round: it does not count
             check_round(self.config, signed)

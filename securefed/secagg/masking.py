@@ -182,11 +182,13 @@ def encode_and_mask(
 ) -> RingArray:
     """Client side: ``enc(values) + self mask + pairwise masks`` of ``owner`` for ``output``.
 
+    ``values`` should have been validated with ``FixedPointCodec.check_range`` (the client does
+    so when the round starts); each block is checked again while it is in cache.
+
     Raises:
-        EncodingRangeError: a value is outside the codec's range (checked before any work).
+        EncodingRangeError: a value is outside the codec's range; nothing is returned.
     """
     codec = FixedPointCodec(config.codec)
-    codec.check_range(values)
     out: RingArray = np.empty(values.size, dtype=config.codec.ring.dtype)
     terms = [self_mask(config, self_seed, output, sign=1)]
     terms += [

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 import numpy as np
 import numpy.typing as npt
 
+from securefed.crypto.hashing import tree_sha256
 from securefed.errors import ConfigError, LocalProtocolError, RemoteProtocolError
 from securefed.secagg.wire import MAX_BLOB_BYTES, Reader, Writer
 
@@ -444,7 +445,9 @@ class MaskedInput(Message):
         self.vector.setflags(write=False)
 
     def vector_digest(self) -> bytes:
-        return hashlib.sha256(np.ascontiguousarray(self.vector).data).digest()
+        """Tree SHA-256 of the vector's little-endian bytes (hashed on all cores)."""
+        little = self.vector.astype(self.vector.dtype.newbyteorder("<"), copy=False)
+        return tree_sha256(np.ascontiguousarray(little).data)
 
     def _write_fields(self, w: Writer) -> None:
         w.u32(self.sender).vector(self.vector)

@@ -331,53 +331,69 @@ class SecAggServer:
         )
 
     # --- reconstruction and unmasking -----------------------------------------------------------
-    def _shares_of(self, owner: int, field: str) -> list[tuple[int, shamir.Share]]:
-        shares = []
+    def _shares_of(self, owner: int, field: str) -> tuple[list[tuple[int, shamir.Share]], set[int]]:
+        """(well-formed shares of ``owner`` by holder, holders whose share was malformed)."""
+        shares, malformed = [], set()
         for holder, response in sorted(self._responses.items()):
             revealed: tuple[RevealedShare, ...] = getattr(response, field)
             for item in revealed:
-                if item.owner == owner:
-                    try:
-                        share = shamir.Share.from_bytes(item.share)
-                    except CryptoError:
-                        continue
-                    if share.holder == holder:
-                        shares.append((holder, share))
-        return shares
+                if item.owner != owner:
+                    continue
+                try:
+                    share = shamir.Share.from_bytes(item.share)
+                except CryptoError:
+                    malformed.add(holder)
+                    continue
+                if share.holder == holder:
+                    shares.append((holder, share))
+                else:
+                    malformed.add(holder)
+        return shares, malformed
 
     def _reconstruct(self, owner: int, field: str, accept: Callable[[bytes], bool]) -> bytes:
-        """The secret of ``owner`` from revealed shares, checked by ``accept``; tries other
-        t-subsets when a subset yields a secret that fails the check (a corrupted share)."""
-        shares = self._shares_of(owner, field)
+        """The secret of ``owner`` from revealed shares, checked by ``accept``.
+
+        Tries t-subsets until one yields a secret that passes ``accept`` (a corrupted share makes
+        the others fail), at most MAX_RECONSTRUCTION_ATTEMPTS; then names every holder whose share
+        is malformed or off the polynomial in a ShareRejected event.
+        """
+        shares, malformed = self._shares_of(owner, field)
         t = self._mask_graph.threshold(owner)
-        for attempt, subset in enumerate(itertools.combinations(shares, t)):
-            if attempt >= MAX_RECONSTRUCTION_ATTEMPTS:
-                break
+        for subset in itertools.islice(
+            itertools.combinations(shares, t), MAX_RECONSTRUCTION_ATTEMPTS
+        ):
             try:
                 secret = shamir.combine([s for _, s in subset], threshold=t)
             except CryptoError:
                 continue
             if accept(secret):
-                if attempt:
-                    self._report_bad_shares(owner, shares, subset, secret)
+                bad = malformed | self._off_polynomial(shares, subset, secret)
+                if bad:
+                    self._events.append(
+                        ShareRejected(self.config.round, self._stage, owner, tuple(sorted(bad)))
+                    )
                 return secret
         raise RemoteProtocolError(f"could not reconstruct a verified secret of client {owner}")
 
-    def _report_bad_shares(
-        self,
-        owner: int,
+    @staticmethod
+    def _off_polynomial(
         shares: list[tuple[int, shamir.Share]],
         good: tuple[tuple[int, shamir.Share], ...],
         secret: bytes,
-    ) -> None:
-        t = self._mask_graph.threshold(owner)
-        base = [s for _, s in good[: t - 1]]
-        bad = tuple(
-            holder
-            for holder, share in shares
-            if (holder, share) not in good and shamir.combine([*base, share], threshold=t) != secret
-        )
-        self._events.append(ShareRejected(self.config.round, self._stage, owner, bad))
+    ) -> set[int]:
+        """Holders whose share, with t - 1 shares of the accepted subset, gives another secret."""
+        base = [s for _, s in good[1:]]
+        bad = set()
+        for holder, share in shares:
+            if (holder, share) in good:
+                continue
+            try:
+                consistent = shamir.combine([*base, share], threshold=len(good)) == secret
+            except CryptoError:
+                consistent = False
+            if not consistent:
+                bad.add(holder)
+        return bad
 
     def _reconstruct_self_seed(self, owner: int) -> bytes:
         commitment = self._share_keys[owner].commitment.self_seed_commitment

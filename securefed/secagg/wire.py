@@ -36,7 +36,7 @@ class Writer:
     __slots__ = ("_parts",)
 
     def __init__(self) -> None:
-        self._parts: list[bytes] = []
+        self._parts: list[bytes | memoryview] = []
 
     def uint(self, value: int, width: int) -> Writer:
         if (
@@ -90,7 +90,8 @@ class Writer:
         if code is None or values.ndim != 1 or values.size > limit:
             raise ConfigError("vectors are 1-D uint32/uint64 arrays within the size limit")
         self.u8(code).u32(values.size)
-        self._parts.append(values.astype(_CODE_DTYPES[code], copy=False).tobytes())
+        little = np.ascontiguousarray(values.astype(_CODE_DTYPES[code], copy=False))
+        self._parts.append(little.data.cast("B"))  # copied once, by getvalue's join
         return self
 
     def getvalue(self) -> bytes:
@@ -105,7 +106,8 @@ class Reader:
     def __init__(self, data: bytes) -> None:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise RemoteProtocolError("message must be bytes")
-        self._data = memoryview(data).cast("B")
+        # Decoded vectors are views of the input: take an immutable copy of mutable buffers.
+        self._data = memoryview(data if isinstance(data, bytes) else bytes(data)).cast("B")
         self._offset = 0
 
     def _take(self, length: int) -> memoryview:
@@ -153,8 +155,9 @@ class Reader:
         if dtype is None or count > limit:
             raise RemoteProtocolError("malformed vector header")
         raw = self._take(count * code)
+        # A read-only view of the received bytes, in native byte order (a copy only on big-endian).
         vector: npt.NDArray[np.unsignedinteger[Any]] = np.frombuffer(raw, dtype=dtype).astype(
-            dtype.newbyteorder("="), copy=True
+            dtype.newbyteorder("="), copy=False
         )
         return vector
 

@@ -14,14 +14,19 @@ DIM = 64
 
 
 def config_for(
-    federation: Federation, *, round_: int = 1, dim: int = DIM, **changes: object
+    federation: Federation,
+    *,
+    round_: int = 1,
+    dim: int = DIM,
+    codec: CodecConfig | None = None,
+    **changes: object,
 ) -> RoundConfig:
     return RoundConfig(
         roster=federation.roster,
         session_id=SESSION,
         round=round_,
         vector_length=dim,
-        codec=CodecConfig.default(),
+        codec=codec or CodecConfig.default(),
         **changes,  # type: ignore[arg-type]
     )
 

@@ -24,6 +24,7 @@ from securefed.secagg import (
     Stage,
 )
 from securefed.secagg.messages import (
+    Abort,
     AdvertiseKeys,
     ConsistencyRequest,
     MaskedInput,
@@ -291,3 +292,31 @@ def test_share_keys_are_directional_and_nonces_never_repeat() -> None:
     nonces = [c[:12] for c in sealed]
     assert len(sealed) == 20
     assert len(set(nonces)) == len(nonces)
+
+
+def test_corrupted_share_outside_the_first_subset_is_still_reported() -> None:
+    """Holder 6's share is never needed (0..4 reconstruct), but it is checked and named."""
+    fed = federation(7)
+
+    def hook(sender: int, message: Message) -> Sequence[Message]:
+        if sender == 6 and isinstance(message, UnmaskResponse):
+            return (
+                resign(message, fed.client_keys[6], self_seed_shares=corrupt_share(message, 0)),
+            )
+        return (message,)
+
+    outcome = run_round(config_for(fed), fed, inputs_for(7), client_hook=hook)
+    flagged = [(e.owner, e.holders) for e in outcome.server_events if isinstance(e, ShareRejected)]
+    assert flagged == [(0, (6,))]
+    assert_correct_sum(outcome, 7, tuple(range(7)))
+
+
+def test_client_forgets_its_secrets_when_the_server_aborts() -> None:
+    fed = federation(5)
+    client = SecAggClient(config_for(fed), index=2, identity=fed.client_keys[2])
+    client.start(inputs_for(5)[2])
+    abort = resign(Abort(SESSION, 1, "test", b""), fed.server_key)
+    assert client.receive(abort) == []
+    assert client.stage is Stage.ABORTED
+    assert client._mask_key is None  # test-only peek: secrets are dropped
+    assert client._values is None
