@@ -27,7 +27,9 @@ from securefed.crypto import (
     Aead,
     AgreementPrivateKey,
     AgreementPublicKey,
+    DerivedKey,
     KeyPurpose,
+    SharedSecret,
     SigningKey,
     derive_directional_key,
     shamir,
@@ -52,6 +54,7 @@ from securefed.secagg.messages import (
     KeyDirectory,
     MaskedInput,
     Message,
+    MessageType,
     RevealedShare,
     SealedShare,
     ShareBundle,
@@ -117,7 +120,7 @@ class SecAggClient:
         self._guard = guard
         self._stage = Stage.IDLE
         self._events: list[ProtocolEvent] = []
-        self._seen: set[bytes] = set()
+        self._processed: dict[MessageType, Message] = {}
         self._values: npt.NDArray[np.float64] | None = None
         self._encryption_key: AgreementPrivateKey | None = None
         self._mask_key: AgreementPrivateKey | None = None
@@ -127,6 +130,7 @@ class SecAggClient:
         self._commitment: ShareCommitment | None = None
         self._commitments: tuple[ShareCommitment, ...] = ()
         self._held: dict[int, _HeldShares] = {}
+        self._share_secrets: dict[int, SharedSecret] = {}
         self._graph: MaskingGraph | None = None
         self._survivors: tuple[int, ...] = ()
         self._transcript = b""
@@ -187,8 +191,7 @@ class SecAggClient:
         """
         if self._stage.terminal:
             raise LocalProtocolError(f"the round is over for this client ({self._stage.value})")
-        digest = message.digest()
-        if digest in self._seen:
+        if self._processed.get(message.TYPE) == message:
             return []  # an exact re-delivery of a message already processed
         try:
             next_ = next_stage(Role.CLIENT, self._stage, message.TYPE)
@@ -198,7 +201,7 @@ class SecAggClient:
         except (ProtocolError, CryptoError) as exc:
             self._abort(str(exc))
             raise RemoteProtocolError(f"client {self.index} aborted: {exc}") from exc
-        self._seen.add(digest)
+        self._processed[message.TYPE] = message
         self._stage = next_
         return replies
 
@@ -274,7 +277,7 @@ class SecAggClient:
                 ), suite.agreement_public_key(advert.mask_key)
         raise RemoteProtocolError(f"client {peer} is not in the key directory")
 
-    def _share_key(self, *, sender: int, recipient: int) -> Any:
+    def _share_key(self, *, sender: int, recipient: int) -> DerivedKey:
         assert self._encryption_key is not None  # noqa: S101 - set in start()
         peer = recipient if sender == self.index else sender
         peer_public = self._peer_keys(peer)[0]
@@ -282,8 +285,10 @@ class SecAggClient:
         sender_public, recipient_public = (
             (own_public, peer_public) if sender == self.index else (peer_public, own_public)
         )
+        if peer not in self._share_secrets:  # one agreement per peer serves both directions
+            self._share_secrets[peer] = self._encryption_key.exchange(peer_public)
         return derive_directional_key(
-            self._encryption_key.exchange(peer_public),
+            self._share_secrets[peer],
             purpose=KeyPurpose.SHARE,
             context=self.config.kdf_context,
             sender=sender,
@@ -412,6 +417,7 @@ class SecAggClient:
 
     def _forget_secrets(self) -> None:
         self._held.clear()
+        self._share_secrets.clear()
         self._self_seed = b""
         self._values = None
         self._mask_key = None

@@ -59,7 +59,7 @@ __all__ = [
 
 RingArray = npt.NDArray[np.unsignedinteger[Any]]
 # Words per block: a block and the keystream added to it stay in L2 cache.
-BLOCK_WORDS = 1 << 16
+BLOCK_WORDS = 1 << 17
 # Below this many words per range, another thread costs more than it saves.
 MIN_RANGE_WORDS = 1 << 18
 
