@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -43,8 +43,8 @@ from securefed.errors import (
     RemoteProtocolError,
 )
 from securefed.secagg.config import RoundConfig
-from securefed.secagg.events import ProtocolEvent, RoundAborted, UnmaskRefused
-from securefed.secagg.graph import MaskingGraph, build_graph
+from securefed.secagg.events import RoundAborted, UnmaskRefused
+from securefed.secagg.graph import build_graph
 from securefed.secagg.masking import encode_and_mask, round_outputs, self_seed_commitment
 from securefed.secagg.messages import (
     Abort,
@@ -62,8 +62,8 @@ from securefed.secagg.messages import (
     ShareKeys,
     UnmaskRequest,
     UnmaskResponse,
-    sign_message,
 )
+from securefed.secagg.party import ProtocolParty
 from securefed.secagg.replay import RoundGuard
 from securefed.secagg.stages import Role, Stage, next_stage, start_stage
 from securefed.secagg.transcript import ContextItem, transcript_hash
@@ -72,7 +72,6 @@ from securefed.secagg.wire import Reader, Writer
 
 __all__ = ["SecAggClient"]
 
-M = TypeVar("M", bound=Message)
 RingArray = npt.NDArray[np.unsignedinteger[Any]]
 
 
@@ -90,7 +89,7 @@ def share_associated_data(config: RoundConfig, sender: int, recipient: int) -> b
     return w.u32(sender).u32(recipient).getvalue()
 
 
-class SecAggClient:
+class SecAggClient(ProtocolParty):
     """One client's view of one round. Single use: a new round needs a new object."""
 
     def __init__(
@@ -112,14 +111,11 @@ class SecAggClient:
             raise ConfigError(f"client index {index} is not in the roster")
         if identity.verify_key() != config.roster.client(index).identity:
             raise ConfigError("identity key does not match the roster entry of this client")
-        self.config = config
+        super().__init__(config, identity, Stage.IDLE)
         self.index = index
-        self._identity = identity
         self._context = tuple(context)
         self._random_bytes = random_bytes
         self._guard = guard
-        self._stage = Stage.IDLE
-        self._events: list[ProtocolEvent] = []
         self._processed: dict[MessageType, Message] = {}
         self._values: npt.NDArray[np.float64] | None = None
         self._encryption_key: AgreementPrivateKey | None = None
@@ -131,24 +127,8 @@ class SecAggClient:
         self._commitments: tuple[ShareCommitment, ...] = ()
         self._held: dict[int, _HeldShares] = {}
         self._share_secrets: dict[int, SharedSecret] = {}
-        self._graph: MaskingGraph | None = None
         self._survivors: tuple[int, ...] = ()
         self._transcript = b""
-
-    @property
-    def stage(self) -> Stage:
-        return self._stage
-
-    @property
-    def _mask_graph(self) -> MaskingGraph:
-        if self._graph is None:
-            raise LocalProtocolError("the masking graph exists only after the key directory")
-        return self._graph
-
-    def drain_events(self) -> list[ProtocolEvent]:
-        """Events since the last call (oldest first)."""
-        events, self._events = self._events, []
-        return events
 
     # --- entry points ---------------------------------------------------------------------------
     def start(self, values: npt.ArrayLike) -> AdvertiseKeys:
@@ -410,11 +390,6 @@ class SecAggClient:
         return response
 
     # --- helpers ----------------------------------------------------------------------------------
-    def _sign(self, cls: type[M], **fields: Any) -> M:
-        return sign_message(
-            cls, self._identity, self.config.session_id, self.config.round, **fields
-        )
-
     def _forget_secrets(self) -> None:
         self._held.clear()
         self._share_secrets.clear()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -39,13 +39,12 @@ from securefed.secagg.config import RoundConfig
 from securefed.secagg.events import (
     ClientsDropped,
     MessageRejected,
-    ProtocolEvent,
     RoundAborted,
     RoundCompleted,
     ShareRejected,
     UnmaskPerformed,
 )
-from securefed.secagg.graph import MaskingGraph, build_graph
+from securefed.secagg.graph import build_graph
 from securefed.secagg.masking import round_outputs, self_seed_commitment, unmask_sum
 from securefed.secagg.messages import (
     Abort,
@@ -61,15 +60,14 @@ from securefed.secagg.messages import (
     ShareKeys,
     UnmaskRequest,
     UnmaskResponse,
-    sign_message,
 )
+from securefed.secagg.party import ProtocolParty
 from securefed.secagg.stages import Role, Stage, advance_stage, next_stage
 from securefed.secagg.transcript import ContextItem, transcript_hash
 from securefed.secagg.verify import check_round, verify_client_signature
 
 __all__ = ["AggregateResult", "Envelope", "SecAggServer"]
 
-M = TypeVar("M", bound=Message)
 RingArray = npt.NDArray[np.unsignedinteger[Any]]
 MAX_RECONSTRUCTION_ATTEMPTS = 2000
 
@@ -99,7 +97,7 @@ class AggregateResult:
     error_bound: float
 
 
-class SecAggServer:
+class SecAggServer(ProtocolParty):
     """The server's view of one round. Single use."""
 
     def __init__(
@@ -108,41 +106,23 @@ class SecAggServer:
         """Raises ConfigError if ``identity`` is not the roster's server key."""
         if identity.verify_key() != config.roster.server.identity:
             raise ConfigError("identity key does not match the roster's server entry")
-        self.config = config
-        self._identity = identity
+        super().__init__(config, identity, Stage.ADVERTISE)
         self._context = tuple(context)
-        self._stage = Stage.ADVERTISE
-        self._events: list[ProtocolEvent] = []
         self._adverts: dict[int, AdvertiseKeys] = {}
         self._share_keys: dict[int, ShareKeys] = {}
         self._inputs: dict[int, MaskedInput] = {}
         self._signatures: dict[int, ConsistencySignature] = {}
         self._responses: dict[int, UnmaskResponse] = {}
         self._u1: tuple[int, ...] = ()
-        self._graph: MaskingGraph | None = None
         self._u2: tuple[int, ...] = ()
         self._u3: tuple[int, ...] = ()
         self._transcript = b""
         self.result: AggregateResult | None = None
 
     @property
-    def stage(self) -> Stage:
-        return self._stage
-
-    @property
     def survivors(self) -> tuple[int, ...]:
         """U3, once the consistency phase has started."""
         return self._u3
-
-    @property
-    def _mask_graph(self) -> MaskingGraph:
-        if self._graph is None:
-            raise LocalProtocolError("the masking graph exists only after the key directory")
-        return self._graph
-
-    def drain_events(self) -> list[ProtocolEvent]:
-        events, self._events = self._events, []
-        return events
 
     # --- receiving ------------------------------------------------------------------------------
     def receive(self, message: Message) -> None:
@@ -441,11 +421,6 @@ class SecAggServer:
         )
 
     # --- helpers ----------------------------------------------------------------------------------
-    def _sign(self, cls: type[M], **fields: Any) -> M:
-        return sign_message(
-            cls, self._identity, self.config.session_id, self.config.round, **fields
-        )
-
     def _abort(self, reason: str, recipients: Sequence[int]) -> list[Envelope]:
         self._events.append(RoundAborted(self.config.round, self._stage, reason))
         self._stage = Stage.ABORTED
