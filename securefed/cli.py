@@ -214,7 +214,7 @@ def _parser() -> argparse.ArgumentParser:
     secagg.add_argument("--clients", type=int, default=10, help="N (default 10)")
     secagg.add_argument("--dim", type=int, default=1_000_000, help="vector length d (default 10^6)")
     secagg.add_argument("--dropouts", type=int, default=1, help="clients lost after key sharing")
-    secagg.add_argument("--repeats", type=int, default=3, help="rounds run, best total kept")
+    secagg.add_argument("--repeats", type=int, default=5, help="rounds run, best times kept")
     secagg.add_argument("--baseline", choices=[b.value for b in Baseline], help="compare in-run")
     secagg.add_argument("--json", action="store_true", help="one JSON object on stdout")
     secagg.set_defaults(handler=_bench_secagg)
