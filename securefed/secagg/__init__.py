@@ -21,6 +21,7 @@ from securefed.secagg.config import (
 from securefed.secagg.events import (
     ClientsDropped,
     MessageRejected,
+    PolicyRefused,
     ProtocolEvent,
     RoundAborted,
     RoundCompleted,
@@ -55,6 +56,7 @@ __all__ = [
     "Message",
     "MessageRejected",
     "MessageType",
+    "PolicyRefused",
     "ProtocolEvent",
     "PublicIdentity",
     "Role",

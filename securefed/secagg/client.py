@@ -41,14 +41,27 @@ from securefed.errors import (
     LocalProtocolError,
     ProtocolError,
     RemoteProtocolError,
+    WeightPolicyViolation,
 )
-from securefed.secagg.config import RoundConfig
-from securefed.secagg.events import RoundAborted, UnmaskRefused
+from securefed.secagg.attention import (
+    check_broadcast_weights,
+    check_survivor_weights,
+    unblind,
+    weights_context,
+)
+from securefed.secagg.config import AggregationMode, RoundConfig
+from securefed.secagg.events import PolicyRefused, RoundAborted, UnmaskRefused
 from securefed.secagg.graph import build_graph
-from securefed.secagg.masking import encode_and_mask, round_outputs, self_seed_commitment
+from securefed.secagg.masking import (
+    encode_and_mask,
+    round_outputs,
+    self_seed_commitment,
+    target_pad,
+)
 from securefed.secagg.messages import (
     Abort,
     AdvertiseKeys,
+    BlindedOutput,
     ConsistencyRequest,
     ConsistencySignature,
     KeyDirectory,
@@ -65,7 +78,7 @@ from securefed.secagg.messages import (
 )
 from securefed.secagg.party import ProtocolParty
 from securefed.secagg.replay import RoundGuard
-from securefed.secagg.stages import Role, Stage, next_stage, start_stage
+from securefed.secagg.stages import Role, Stage, next_stage, settle, start_stage
 from securefed.secagg.transcript import ContextItem, transcript_hash
 from securefed.secagg.verify import check_round, verify_client_signature, verify_server_signature
 from securefed.secagg.wire import Reader, Writer
@@ -129,6 +142,9 @@ class SecAggClient(ProtocolParty):
         self._share_secrets: dict[int, SharedSecret] = {}
         self._survivors: tuple[int, ...] = ()
         self._transcript = b""
+        self._target_key: AgreementPrivateKey | None = None
+        self._weights: npt.NDArray[np.float64] | None = None
+        self.personalized: npt.NDArray[np.float64] | None = None
 
     # --- entry points ---------------------------------------------------------------------------
     def start(self, values: npt.ArrayLike) -> AdvertiseKeys:
@@ -152,11 +168,16 @@ class SecAggClient(ProtocolParty):
         self._values = values
         self._encryption_key = self.config.suite.generate_agreement_key()
         self._mask_key = self.config.suite.generate_agreement_key()
+        target_key = b""
+        if self._attention:
+            self._target_key = self.config.suite.generate_agreement_key()
+            target_key = self._target_key.public_key().to_bytes()
         self._advertisement = self._sign(
             AdvertiseKeys,
             sender=self.index,
             encryption_key=self._encryption_key.public_key().to_bytes(),
             mask_key=self._mask_key.public_key().to_bytes(),
+            target_key=target_key,
         )
         self._stage = next_
         return self._advertisement
@@ -178,12 +199,20 @@ class SecAggClient(ProtocolParty):
             check_round(self.config, message)
             verify_server_signature(self.config, message)
             replies = self._handle(message)
+        except WeightPolicyViolation as exc:
+            self._events.append(PolicyRefused(self.config.round, self._stage, str(exc)))
+            self._abort(str(exc))
+            raise RemoteProtocolError(f"client {self.index} refused the weights: {exc}") from exc
         except (ProtocolError, CryptoError) as exc:
             self._abort(str(exc))
             raise RemoteProtocolError(f"client {self.index} aborted: {exc}") from exc
         self._processed[message.TYPE] = message
-        self._stage = next_
+        self._stage = settle(Role.CLIENT, next_, awaiting_output=self._attention)
         return replies
+
+    @property
+    def _attention(self) -> bool:
+        return self.config.mode is AggregationMode.ATTENTION
 
     # --- handlers ---------------------------------------------------------------------------------
     def _handle(self, message: Message) -> list[Message]:
@@ -196,11 +225,14 @@ class SecAggClient(ProtocolParty):
         if isinstance(message, KeyDirectory):
             return [self._on_key_directory(message)]
         if isinstance(message, ShareBundle):
-            return [self._on_share_bundle(message)]
+            return self._on_share_bundle(message)
         if isinstance(message, ConsistencyRequest):
             return [self._on_consistency_request(message)]
         if isinstance(message, UnmaskRequest):
             return [self._on_unmask_request(message)]
+        if isinstance(message, BlindedOutput):
+            self._on_blinded_output(message)
+            return []
         raise RemoteProtocolError(f"unexpected {type(message).__name__}")  # pragma: no cover
 
     def _on_key_directory(self, directory: KeyDirectory) -> ShareKeys:
@@ -213,6 +245,13 @@ class SecAggClient(ProtocolParty):
             )
         if len(directory.advertisements) < self.config.threshold:
             raise RemoteProtocolError("fewer than t clients in the key directory")
+        if any(bool(a.target_key) != self._attention for a in directory.advertisements):
+            raise RemoteProtocolError("target keys must be advertised exactly in attention mode")
+        if self._attention:
+            self._weights = check_broadcast_weights(self.config, directory.weights)
+            self._context = (*self._context, weights_context(directory.weights))
+        elif directory.weights:
+            raise RemoteProtocolError("a sum-mode key directory carries no weights")
         self._directory = directory
         self._graph = build_graph(self.config, directory.advertisements)
         self._self_seed = self._random_bytes(32)
@@ -246,15 +285,16 @@ class SecAggClient(ProtocolParty):
             sealed.append(SealedShare(peer, aead.seal(plaintext.getvalue(), associated_data=ad)))
         return tuple(sealed)
 
-    def _peer_keys(self, peer: int) -> tuple[AgreementPublicKey, AgreementPublicKey]:
-        """(encryption key, mask key) that ``peer`` advertised in the key directory."""
+    def _peer_keys(self, peer: int) -> tuple[AgreementPublicKey, ...]:
+        """(encryption key, mask key[, target key]) that ``peer`` advertised in the directory."""
         assert self._directory is not None  # noqa: S101 - set before any caller
         for advert in self._directory.advertisements:
             if advert.sender == peer:
-                suite = self.config.suite
-                return suite.agreement_public_key(
-                    advert.encryption_key
-                ), suite.agreement_public_key(advert.mask_key)
+                load = self.config.suite.agreement_public_key
+                keys = [advert.encryption_key, advert.mask_key]
+                if advert.target_key:
+                    keys.append(advert.target_key)
+                return tuple(load(key) for key in keys)
         raise RemoteProtocolError(f"client {peer} is not in the key directory")
 
     def _share_key(self, *, sender: int, recipient: int) -> DerivedKey:
@@ -277,7 +317,7 @@ class SecAggClient(ProtocolParty):
             recipient_public=recipient_public,
         )
 
-    def _on_share_bundle(self, bundle: ShareBundle) -> MaskedInput:
+    def _on_share_bundle(self, bundle: ShareBundle) -> list[Message]:
         assert self._directory is not None  # noqa: S101 - stage guarantees it
         if bundle.recipient != self.index:
             raise RemoteProtocolError("share bundle addressed to another client")
@@ -319,21 +359,48 @@ class SecAggClient(ProtocolParty):
             raise RemoteProtocolError("sealed share is for another holder")
         return _HeldShares(mask_share, seed_share)
 
-    def _masked_input(self, peers: tuple[int, ...]) -> MaskedInput:
+    def _masked_input(self, peers: tuple[int, ...]) -> list[Message]:
+        """One masked vector per output: the sum, or (attention) each target in U2 but us."""
         assert self._values is not None  # noqa: S101 - set in start()
         assert self._mask_key is not None  # noqa: S101 - set in start()
         secrets = {v: self._mask_key.exchange(self._peer_keys(v)[1]) for v in peers}
-        (output,) = round_outputs(self.config)  # sum mode: one output, one masked vector
-        vector = encode_and_mask(
-            self._values,
-            config=self.config,
-            owner=self.index,
-            output=output,
-            dither_seed=self._random_bytes(32),
-            self_seed=self._self_seed,
-            pair_secrets=secrets,
+        members = (self.index, *peers)
+        messages: list[Message] = []
+        for output in round_outputs(self.config, members):
+            if output.target == self.index:
+                continue  # a target never contributes to its own output
+            vector = encode_and_mask(
+                self._values,
+                config=self.config,
+                owner=self.index,
+                output=output,
+                dither_seed=self._random_bytes(32),
+                self_seed=self._self_seed,
+                pair_secrets={v: s for v, s in secrets.items() if v != output.target},
+                **self._attention_terms(output.target),
+            )
+            messages.append(
+                self._sign(MaskedInput, sender=self.index, target=output.target, vector=vector)
+            )
+        return messages
+
+    def _attention_terms(self, target: int | None) -> dict[str, Any]:
+        """Attention mode: the weight xi_{target, self} and the pad tau_{self -> target}."""
+        if target is None:
+            return {}
+        assert self._weights is not None  # noqa: S101 - set with the key directory
+        assert self._target_key is not None  # noqa: S101 - set in start()
+        peer_key = self._peer_keys(target)[2]
+        pad = target_pad(
+            self.config,
+            self._target_key.exchange(peer_key),
+            sender=self.index,
+            recipient=target,
+            sender_public=self._target_key.public_key(),
+            recipient_public=peer_key,
+            sign=1,
         )
-        return self._sign(MaskedInput, sender=self.index, vector=vector)
+        return {"scale": float(self._weights[target, self.index]), "extra_terms": [pad]}
 
     def _on_consistency_request(self, request: ConsistencyRequest) -> ConsistencySignature:
         assert self._directory is not None  # noqa: S101 - stage guarantees it
@@ -345,6 +412,10 @@ class SecAggClient(ProtocolParty):
         if len(request.survivors) < self.config.threshold:
             raise RemoteProtocolError("fewer than t survivors")
         self._mask_graph.check_survivors([self.index], request.survivors)
+        if self._weights is not None:
+            check_survivor_weights(
+                self.config, self._weights, owner=self.index, survivors=request.survivors
+            )
         self._survivors = request.survivors
         self._transcript = transcript_hash(
             self.config,
@@ -386,17 +457,47 @@ class SecAggClient(ProtocolParty):
         response = self._sign(
             UnmaskResponse, sender=self.index, self_seed_shares=seeds, mask_key_shares=keys
         )
-        self._forget_secrets()
+        self._forget_shares()
+        if not self._attention:
+            self._forget_secrets()
         return response
 
+    def _on_blinded_output(self, output: BlindedOutput) -> None:
+        """Attention mode: remove the pads from this client's output and personalize."""
+        assert self._target_key is not None  # noqa: S101 - set in start()
+        assert self._values is not None  # noqa: S101 - kept until the output arrives
+        assert self._weights is not None  # noqa: S101 - set with the key directory
+        if output.recipient != self.index or output.survivors != self._survivors:
+            raise RemoteProtocolError("the output names another target or another survivor set")
+        ring = self.config.codec.ring
+        if output.vector.dtype != ring.dtype or output.vector.size != self.config.vector_length:
+            raise RemoteProtocolError("the output has the wrong length or ring")
+        contributors = [u for u in self._survivors if u != self.index]
+        self.personalized = unblind(
+            output.vector,
+            config=self.config,
+            target=self.index,
+            target_key=self._target_key,
+            contributors=contributors,
+            contributor_keys={u: self._peer_keys(u)[2] for u in contributors},
+            weights=self._weights,
+            own_values=self._values,
+        )
+        self._forget_secrets()
+
     # --- helpers ----------------------------------------------------------------------------------
-    def _forget_secrets(self) -> None:
+    def _forget_shares(self) -> None:
+        """Drop what unmasking needed: held shares, share keys, the self seed, the mask key."""
         self._held.clear()
         self._share_secrets.clear()
         self._self_seed = b""
-        self._values = None
         self._mask_key = None
         self._encryption_key = None
+
+    def _forget_secrets(self) -> None:
+        self._forget_shares()
+        self._values = None
+        self._target_key = None
 
     def _abort(self, reason: str) -> None:
         self._events.append(RoundAborted(self.config.round, self._stage, reason))

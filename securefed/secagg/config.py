@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from securefed.crypto import CipherSuite, KdfContext
-from securefed.encoding import CodecConfig, check_sum_headroom
+from securefed.encoding import CodecConfig, check_sum_headroom, check_weighted_sum_headroom
 from securefed.errors import ConfigError
+from securefed.secagg.policy import WeightPolicy
 from securefed.secagg.roster import Roster
 from securefed.secagg.wire import MAX_VECTOR_WORDS, Writer
 
@@ -34,9 +35,16 @@ PROTOCOL_VERSION = 1
 
 
 class AggregationMode(Enum):
-    """What the server may learn. ``SUM``: the plain sum of the survivors' inputs (FedAvg)."""
+    """What the round computes.
+
+    ``SUM``: the server learns the plain sum of the survivors' inputs (FedAvg).
+    ``ATTENTION``: one output per target i, u_i-part = sum over contributors u of xi_iu w_u, which
+    the server unmasks only down to target-blinding pads that only i can remove (DESIGN §4c);
+    FedAMP and HeurFedAMP differ only in how xi is computed.
+    """
 
     SUM = "sum"
+    ATTENTION = "attention"
 
 
 class GraphKind(Enum):
@@ -78,6 +86,17 @@ def lonely_probability(n_clients: int, degree: int) -> float:
     return n_clients * tail
 
 
+def _check_graph(graph: MaskGraph, n: int) -> None:
+    if graph.kind is GraphKind.SECAGG_PLUS:
+        bound = lonely_probability(n, graph.degree)
+        if bound > MAX_LONELY_PROBABILITY:
+            raise ConfigError(
+                f"a SecAgg+ graph of degree {graph.degree} over N={n} leaves some client "
+                f"with fewer than {MIN_NEIGHBOURS} neighbours with probability up to "
+                f"{bound:.1e} (> 2^-20): raise the degree"
+            )
+
+
 def default_threshold(n_clients: int) -> int:
     """``floor(2N/3) + 1``."""
     return (2 * n_clients) // 3 + 1
@@ -95,8 +114,11 @@ class RoundConfig:
         codec: fixed-point encoding; must have headroom for a sum of N inputs.
         threshold: ``t``; default ``floor(2N/3) + 1``.
         collusion_bound: ``n_C``; default ``2t - N - 1``, the most that ``t`` tolerates.
-        mode: what the server learns (only ``SUM`` in this version).
+        mode: ``SUM`` (the server learns the sum) or ``ATTENTION`` (personalized outputs).
         graph: complete (default) or SecAgg+.
+        policy: the weight policy every contributor checks in attention mode (DESIGN §4b).
+        min_contributors: a target's output needs at least this many surviving contributors;
+            contributors refuse the round otherwise (attention mode; default min(3, t - 1)).
 
     Raises:
         ConfigError: any violated rule, including R1 (``2t - N > n_C``, ``1 <= t <= N``).
@@ -111,11 +133,15 @@ class RoundConfig:
     collusion_bound: int = -1
     mode: AggregationMode = AggregationMode.SUM
     graph: MaskGraph = field(default_factory=MaskGraph)
+    policy: WeightPolicy = field(default_factory=WeightPolicy)
+    min_contributors: int = 0
 
     def __post_init__(self) -> None:
         n = self.roster.size
         if self.threshold == 0:
             object.__setattr__(self, "threshold", default_threshold(n))
+        if self.min_contributors == 0:
+            object.__setattr__(self, "min_contributors", max(1, min(3, self.threshold - 1)))
         if self.collusion_bound == -1:
             object.__setattr__(self, "collusion_bound", 2 * self.threshold - n - 1)
         KdfContext(self.session_id, self.round)  # validates both
@@ -128,17 +154,17 @@ class RoundConfig:
                 f"R1 violated: need 2t - N > n_C >= 0, got t={self.threshold}, N={n}, "
                 f"n_C={self.collusion_bound}; raise t or lower the declared collusion bound"
             )
-        if self.graph.kind is GraphKind.SECAGG_PLUS:
-            bound = lonely_probability(n, self.graph.degree)
-            if bound > MAX_LONELY_PROBABILITY:
-                raise ConfigError(
-                    f"a SecAgg+ graph of degree {self.graph.degree} over N={n} leaves some client "
-                    f"with fewer than {MIN_NEIGHBOURS} neighbours with probability up to "
-                    f"{bound:.1e} (> 2^-20): raise the degree"
-                )
+        _check_graph(self.graph, n)
         if not isinstance(self.mode, AggregationMode):
             raise ConfigError("mode must be an AggregationMode")
-        check_sum_headroom(self.codec, n)
+        if not isinstance(self.policy, WeightPolicy):
+            raise ConfigError("policy must be a WeightPolicy")
+        if not 1 <= self.min_contributors < n:
+            raise ConfigError(f"min_contributors must be in [1, N-1={n - 1}]")
+        if self.mode is AggregationMode.ATTENTION:
+            check_weighted_sum_headroom(self.codec, n)
+        else:
+            check_sum_headroom(self.codec, n)
 
     @property
     def suite(self) -> CipherSuite:
@@ -159,6 +185,8 @@ class RoundConfig:
         w.u32(self.vector_length).u32(self.threshold).u32(self.collusion_bound)
         w.blob(self.suite.suite_id.value.encode()).blob(self.mode.value.encode())
         w.blob(self.graph.kind.value.encode()).u32(self.graph.degree)
+        w.blob(float(self.policy.k_min).hex().encode()).blob(float(self.policy.cap).hex().encode())
+        w.u32(self.min_contributors)
         w.u8(self.codec.ring.bits).u32(self.codec.fractional_bits)
         w.blob(float(self.codec.value_bound).hex().encode())
         return hashlib.sha256(w.getvalue()).digest()

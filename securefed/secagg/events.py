@@ -14,6 +14,7 @@ from securefed.secagg.stages import Stage
 __all__ = [
     "ClientsDropped",
     "MessageRejected",
+    "PolicyRefused",
     "ProtocolEvent",
     "RoundAborted",
     "RoundCompleted",
@@ -56,6 +57,13 @@ class RoundAborted(ProtocolEvent):
 @dataclass(frozen=True, slots=True)
 class UnmaskRefused(ProtocolEvent):
     """Client: it refused an unmasking request (e.g. both shares of one client were asked for)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRefused(ProtocolEvent):
+    """Client: it refused the round's weights (DESIGN §4b: concentration, too few contributors)."""
 
     reason: str
 

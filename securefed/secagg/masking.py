@@ -35,10 +35,12 @@ import numpy as np
 import numpy.typing as npt
 
 from securefed.crypto import (
+    AgreementPublicKey,
     DerivedKey,
     KeyPurpose,
     KeyStream,
     SharedSecret,
+    derive_directional_key,
     derive_pairwise_key,
     derive_stream_key,
 )
@@ -54,6 +56,7 @@ __all__ = [
     "pairwise_sign",
     "round_outputs",
     "self_seed_commitment",
+    "target_pad",
     "unmask_sum",
 ]
 
@@ -75,11 +78,37 @@ class Output:
         return tuple(sorted(u for u in survivors if u != self.target))
 
 
-def round_outputs(config: RoundConfig) -> tuple[Output, ...]:
-    """The outputs a round in ``config.mode`` produces."""
+def round_outputs(config: RoundConfig, members: Sequence[int]) -> tuple[Output, ...]:
+    """The outputs a round in ``config.mode`` produces over ``members`` (U2 on the client side,
+    U3 on the server side): one plain sum, or one output per target in attention mode."""
     if config.mode is AggregationMode.SUM:
         return (Output(),)
-    raise NotImplementedError(config.mode)  # pragma: no cover - new modes add a branch here
+    return tuple(Output(target) for target in sorted(members))
+
+
+def target_pad(
+    config: RoundConfig,
+    secret: SharedSecret,
+    *,
+    sender: int,
+    recipient: int,
+    sender_public: AgreementPublicKey,
+    recipient_public: AgreementPublicKey,
+    sign: int,
+) -> MaskTerm:
+    """PRG(tau_{sender -> recipient}): the pad contributor ``sender`` adds to its input for target
+    ``recipient`` (DESIGN §4c). Directional, fresh every round, never Shamir-shared: unmasking
+    leaves it in place, and only the target can compute it to remove it (``sign=-1``)."""
+    key = derive_directional_key(
+        secret,
+        purpose=KeyPurpose.TARGET,
+        context=config.kdf_context,
+        sender=sender,
+        recipient=recipient,
+        sender_public=sender_public,
+        recipient_public=recipient_public,
+    )
+    return MaskTerm(key, sign)
 
 
 def pairwise_sign(owner: int, peer: int) -> int:
@@ -179,8 +208,11 @@ def encode_and_mask(
     dither_seed: bytes,
     self_seed: bytes,
     pair_secrets: Mapping[int, SharedSecret],
+    scale: float = 1.0,
+    extra_terms: Sequence[MaskTerm] = (),
 ) -> RingArray:
-    """Client side: ``enc(values) + self mask + pairwise masks`` of ``owner`` for ``output``.
+    """Client side: ``enc(scale * values) + self mask + pairwise masks (+ extra_terms)`` of
+    ``owner`` for ``output`` (attention mode: ``scale`` = xi_iu, ``extra_terms`` = the target pad).
 
     ``values`` should have been validated with ``FixedPointCodec.check_range`` (the client does
     so when the round starts); each block is checked again while it is in cache.
@@ -195,11 +227,14 @@ def encode_and_mask(
         pairwise_mask(config, pair_secrets[peer], owner=owner, peer=peer, output=output, undo=False)
         for peer in sorted(pair_secrets)
     ]
+    terms += extra_terms
     key = dither_key(config, dither_seed, output)
 
     def fill_factory(start: int) -> BlockFill:
         dither = DitherStream(key, start=start)
-        return lambda a, b: codec.encode_into(values[a:b], out[a:b], dither=dither)
+        if scale == 1.0:
+            return lambda a, b: codec.encode_into(values[a:b], out[a:b], dither=dither)
+        return lambda a, b: codec.encode_into(values[a:b] * scale, out[a:b], dither=dither)
 
     _masked_pass(out, terms, fill_factory)
     return out

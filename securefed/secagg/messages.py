@@ -21,7 +21,12 @@ Flow of one round (client ``u``, server ``S``)::
     u -> S  ConsistencySignature signature over the transcript hash (which includes U3)
     S -> u  UnmaskRequest        U3 and >= t consistency signatures
     u -> S  UnmaskResponse       b-shares of U3 members, s-shares of dropped U2 members
+    S -> i  BlindedOutput        (attention mode) target i's output, still blinded by pads only i
+                                 can remove
     S -> u  Abort                (any time) the reason the round ended without output
+
+In attention mode a client sends one MaskedInput per target (enc(xi_iu w_u) + masks + pad), the
+key directory carries the weight matrix xi, and AdvertiseKeys carries the target-blinding key.
 """
 
 from __future__ import annotations
@@ -35,7 +40,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 import numpy as np
 import numpy.typing as npt
 
-from securefed.crypto.hashing import tree_sha256
 from securefed.errors import ConfigError, LocalProtocolError, RemoteProtocolError
 from securefed.secagg.wire import MAX_BLOB_BYTES, Reader, Writer
 
@@ -47,6 +51,7 @@ __all__ = [
     "MAX_PARTIES",
     "Abort",
     "AdvertiseKeys",
+    "BlindedOutput",
     "ConsistencyRequest",
     "ConsistencySignature",
     "KeyDirectory",
@@ -74,6 +79,8 @@ DIGEST_BYTES = 32
 _SIG_LIMIT = 256
 _KEY_LIMIT = 133
 _SHARE_LIMIT = 1024
+MAX_WEIGHTS_BYTES = 1 << 20
+_NO_TARGET = 2**32 - 1  # the wire form of "no target" (sum mode)
 
 M = TypeVar("M", bound="Message")
 
@@ -92,6 +99,7 @@ class MessageType(Enum):
     UNMASK_REQUEST = 9
     UNMASK_RESPONSE = 10
     ABORT = 11
+    BLINDED_OUTPUT = 12
 
 
 class SignedBy(Enum):
@@ -139,6 +147,14 @@ def _is_text(value: object, limit: int) -> bool:
         return False
 
 
+def _is_ring_vector(value: object) -> bool:
+    return (
+        isinstance(value, np.ndarray)
+        and value.ndim == 1
+        and value.dtype in (np.dtype(np.uint32), np.dtype(np.uint64))
+    )
+
+
 def _is_bytes(value: object, limit: int, exact: int | None = None) -> bool:
     if not isinstance(value, bytes) or len(value) > limit:
         return False
@@ -172,16 +188,19 @@ class Message:
     def _read_fields(cls: type[M], r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _unsigned(self) -> bytes:
-        w = Writer().fixed(MAGIC, 2).u8(WIRE_VERSION).u8(self.TYPE.value)
-        w.fixed(self.session_id, SESSION_ID_BYTES).u64(self.round)
+    def _unsigned(self, *, digest_vectors: bool = False) -> bytes:
+        w = Writer(digest_vectors=digest_vectors).fixed(MAGIC, 2).u8(WIRE_VERSION)
+        w.u8(self.TYPE.value).fixed(self.session_id, SESSION_ID_BYTES).u64(self.round)
         self._write_fields(w)
         return w.getvalue()
 
     def signed_payload(self) -> bytes:
-        """The bytes the sender signs (domain-separated by message type)."""
+        """The bytes the sender signs (domain-separated by message type).
+
+        Vectors enter as their tree SHA-256 (see :class:`~securefed.secagg.wire.Writer`).
+        """
         label = f"securefed/v1/sig/{self.TYPE.name.lower()}".encode()
-        return label + b"\x00" + self._unsigned()
+        return label + b"\x00" + self._unsigned(digest_vectors=True)
 
     def to_bytes(self) -> bytes:
         signature: bytes = getattr(self, "signature")  # noqa: B009 - every subclass defines it
@@ -258,6 +277,7 @@ class AdvertiseKeys(Message):
     sender: int
     encryption_key: bytes
     mask_key: bytes
+    target_key: bytes  # empty in sum mode; the target-blinding key t_u in attention mode
     signature: bytes
 
     def __post_init__(self) -> None:
@@ -265,9 +285,10 @@ class AdvertiseKeys(Message):
         _require(_is_index(self.sender), "sender")
         _require(_is_bytes(self.encryption_key, _KEY_LIMIT) and bool(self.encryption_key), "key")
         _require(_is_bytes(self.mask_key, _KEY_LIMIT) and bool(self.mask_key), "key")
+        _require(_is_bytes(self.target_key, _KEY_LIMIT), "key")
 
     def _write_fields(self, w: Writer) -> None:
-        w.u32(self.sender).blob(self.encryption_key).blob(self.mask_key)
+        w.u32(self.sender).blob(self.encryption_key).blob(self.mask_key).blob(self.target_key)
 
     @classmethod
     def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
@@ -275,17 +296,20 @@ class AdvertiseKeys(Message):
             "sender": r.u32(),
             "encryption_key": r.blob(limit=_KEY_LIMIT),
             "mask_key": r.blob(limit=_KEY_LIMIT),
+            "target_key": r.blob(limit=_KEY_LIMIT),
         }
 
 
 @_register
 @dataclass(frozen=True, slots=True)
 class KeyDirectory(Message):
-    """Server -> every client in U1: the valid advertisements, sorted by sender."""
+    """Server -> every client in U1: the valid advertisements, sorted by sender, and in attention
+    mode the encoded weight matrix xi of the round (empty in sum mode)."""
 
     TYPE = MessageType.KEY_DIRECTORY
     SIGNER = SignedBy.SERVER
     advertisements: tuple[AdvertiseKeys, ...]
+    weights: bytes
     signature: bytes
 
     def __post_init__(self) -> None:
@@ -294,6 +318,7 @@ class KeyDirectory(Message):
             _is_tuple_of(self.advertisements, AdvertiseKeys, "sender"),
             "advertisements must be a tuple sorted by sender",
         )
+        _require(_is_bytes(self.weights, MAX_WEIGHTS_BYTES), "weights")
 
     @property
     def senders(self) -> tuple[int, ...]:
@@ -301,10 +326,14 @@ class KeyDirectory(Message):
 
     def _write_fields(self, w: Writer) -> None:
         w.items(self.advertisements, lambda w, a: w.blob(a.to_bytes()), limit=MAX_PARTIES)
+        w.blob(self.weights, limit=MAX_WEIGHTS_BYTES)
 
     @classmethod
     def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
-        return {"advertisements": r.items(lambda r: _nested(r, AdvertiseKeys), limit=MAX_PARTIES)}
+        return {
+            "advertisements": r.items(lambda r: _nested(r, AdvertiseKeys), limit=MAX_PARTIES),
+            "weights": r.blob(limit=MAX_WEIGHTS_BYTES),
+        }
 
 
 @_register
@@ -424,44 +453,35 @@ class ShareBundle(Message):
 @_register
 @dataclass(frozen=True, slots=True)
 class MaskedInput(Message):
-    """Client -> server: the masked, encoded input. Signed over the vector's SHA-256."""
+    """Client -> server: one masked, encoded input -- for the sum (``target`` None) or, in
+    attention mode, for one target's personalized output. Signed over the vector's tree hash."""
 
     TYPE = MessageType.MASKED_INPUT
     SIGNER = SignedBy.CLIENT
     sender: int
+    target: int | None
     vector: npt.NDArray[np.unsignedinteger[Any]]
     signature: bytes
 
     def __post_init__(self) -> None:
         self._validate_common()
         _require(_is_index(self.sender), "sender")
-        _require(
-            isinstance(self.vector, np.ndarray)
-            and self.vector.ndim == 1
-            and self.vector.dtype in (np.dtype(np.uint32), np.dtype(np.uint64)),
-            "vector must be a 1-D uint32/uint64 array",
-        )
-        # The signature covers the vector's contents: freeze them with the message.
-        self.vector.setflags(write=False)
-
-    def vector_digest(self) -> bytes:
-        """Tree SHA-256 of the vector's little-endian bytes (hashed on all cores)."""
-        little = self.vector.astype(self.vector.dtype.newbyteorder("<"), copy=False)
-        return tree_sha256(np.ascontiguousarray(little).data)
+        _require(self.target is None or _is_index(self.target), "target")
+        _require(_is_ring_vector(self.vector), "vector must be a 1-D uint32/uint64 array")
+        self.vector.setflags(write=False)  # the signature covers it: freeze it with the message
 
     def _write_fields(self, w: Writer) -> None:
-        w.u32(self.sender).vector(self.vector)
-
-    def signed_payload(self) -> bytes:
-        """Signs the vector's hash, not the vector, so that signing does not copy it."""
-        header = Writer().fixed(MAGIC, 2).u8(WIRE_VERSION).u8(self.TYPE.value)
-        header.fixed(self.session_id, SESSION_ID_BYTES).u64(self.round).u32(self.sender)
-        header.u8(self.vector.dtype.itemsize).u32(self.vector.size).fixed(self.vector_digest(), 32)
-        return b"securefed/v1/sig/masked_input\x00" + header.getvalue()
+        w.u32(self.sender).u32(_NO_TARGET if self.target is None else self.target)
+        w.vector(self.vector)
 
     @classmethod
     def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
-        return {"sender": r.u32(), "vector": r.vector()}
+        sender, target = r.u32(), r.u32()
+        return {
+            "sender": sender,
+            "target": None if target == _NO_TARGET else target,
+            "vector": r.vector(),
+        }
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, MaskedInput):
@@ -614,6 +634,47 @@ class UnmaskResponse(Message):
             "self_seed_shares": r.items(RevealedShare.read, limit=MAX_PARTIES),
             "mask_key_shares": r.items(RevealedShare.read, limit=MAX_PARTIES),
         }
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class BlindedOutput(Message):
+    """Server -> target i (attention mode): the unmasked but still target-blinded sum of the
+    contributions for i, with the survivor set U3 it was computed over (R2). Only i can remove
+    the blinding pads."""
+
+    TYPE = MessageType.BLINDED_OUTPUT
+    SIGNER = SignedBy.SERVER
+    recipient: int
+    survivors: tuple[int, ...]
+    vector: npt.NDArray[np.unsignedinteger[Any]]
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        self._validate_common()
+        _require(_is_index(self.recipient), "recipient")
+        _require(_is_index_set(self.survivors), "survivors must be sorted, distinct indices")
+        _require(_is_ring_vector(self.vector), "vector must be a 1-D uint32/uint64 array")
+        self.vector.setflags(write=False)
+
+    def _write_fields(self, w: Writer) -> None:
+        w.u32(self.recipient).indices(self.survivors, limit=MAX_PARTIES).vector(self.vector)
+
+    @classmethod
+    def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
+        return {
+            "recipient": r.u32(),
+            "survivors": r.indices(limit=MAX_PARTIES),
+            "vector": r.vector(),
+        }
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, BlindedOutput):
+            return NotImplemented
+        return self.to_bytes() == other.to_bytes()
+
+    def __hash__(self) -> int:
+        return hash(self.digest())
 
 
 @_register

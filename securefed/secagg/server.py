@@ -35,7 +35,8 @@ from securefed.errors import (
     ProtocolError,
     RemoteProtocolError,
 )
-from securefed.secagg.config import RoundConfig
+from securefed.secagg.attention import weights_context
+from securefed.secagg.config import AggregationMode, RoundConfig
 from securefed.secagg.events import (
     ClientsDropped,
     MessageRejected,
@@ -45,10 +46,11 @@ from securefed.secagg.events import (
     UnmaskPerformed,
 )
 from securefed.secagg.graph import build_graph
-from securefed.secagg.masking import round_outputs, self_seed_commitment, unmask_sum
+from securefed.secagg.masking import Output, round_outputs, self_seed_commitment, unmask_sum
 from securefed.secagg.messages import (
     Abort,
     AdvertiseKeys,
+    BlindedOutput,
     ConsistencyRequest,
     ConsistencySignature,
     KeyDirectory,
@@ -62,6 +64,7 @@ from securefed.secagg.messages import (
     UnmaskResponse,
 )
 from securefed.secagg.party import ProtocolParty
+from securefed.secagg.policy import decode_weights, encode_weights
 from securefed.secagg.stages import Role, Stage, advance_stage, next_stage
 from securefed.secagg.transcript import ContextItem, transcript_hash
 from securefed.secagg.verify import check_round, verify_client_signature
@@ -101,16 +104,41 @@ class SecAggServer(ProtocolParty):
     """The server's view of one round. Single use."""
 
     def __init__(
-        self, config: RoundConfig, *, identity: SigningKey, context: Sequence[ContextItem] = ()
+        self,
+        config: RoundConfig,
+        *,
+        identity: SigningKey,
+        context: Sequence[ContextItem] = (),
+        weights: npt.NDArray[np.float64] | None = None,
     ) -> None:
-        """Raises ConfigError if ``identity`` is not the roster's server key."""
+        """``weights`` (attention mode only): the N x N matrix xi the server computed for this
+        round (already conforming to ``config.policy``); it is broadcast and bound into the
+        transcript.
+
+        Raises:
+            ConfigError: ``identity`` is not the roster's server key, or ``weights`` given in
+                sum mode / missing or malformed in attention mode.
+        """
         if identity.verify_key() != config.roster.server.identity:
             raise ConfigError("identity key does not match the roster's server entry")
         super().__init__(config, identity, Stage.ADVERTISE)
         self._context = tuple(context)
+        self._encoded_weights = b""
+        if config.mode is AggregationMode.ATTENTION:
+            if weights is None:
+                raise ConfigError("attention mode needs the round's weight matrix")
+            self._encoded_weights = encode_weights(np.asarray(weights, dtype=np.float64))
+            decode_weights(self._encoded_weights, config.n_clients)  # shape and values check
+            self._context = (*self._context, weights_context(self._encoded_weights))
+        elif weights is not None:
+            raise ConfigError("sum mode takes no weights")
         self._adverts: dict[int, AdvertiseKeys] = {}
         self._share_keys: dict[int, ShareKeys] = {}
-        self._inputs: dict[int, MaskedInput] = {}
+        self._inputs: dict[tuple[int, int | None], MaskedInput] = {}
+        self.blinded_outputs: dict[int, RingArray] = {}
+        # What unmasking reconstructed (the server's knowledge, kept for audits and tests):
+        self.reconstructed_self_seeds: dict[int, bytes] = {}
+        self.reconstructed_mask_keys: dict[int, bytes] = {}
         self._signatures: dict[int, ConsistencySignature] = {}
         self._responses: dict[int, UnmaskResponse] = {}
         self._u1: tuple[int, ...] = ()
@@ -144,7 +172,7 @@ class SecAggServer(ProtocolParty):
             self._events.append(MessageRejected(self.config.round, self._stage, sender, str(exc)))
 
     def _collect(self, message: Message) -> None:
-        collectors: dict[type[Message], tuple[dict[int, Any], Callable[[Any], None]]] = {
+        collectors: dict[type[Message], tuple[dict[Any, Any], Callable[[Any], None]]] = {
             AdvertiseKeys: (self._adverts, self._check_advert),
             ShareKeys: (self._share_keys, self._check_share_keys),
             MaskedInput: (self._inputs, self._check_masked_input),
@@ -153,16 +181,21 @@ class SecAggServer(ProtocolParty):
         }
         store, check = collectors[type(message)]
         sender: int = getattr(message, "sender")  # noqa: B009 - client messages name a sender
-        if sender in store:
-            reason = "duplicate" if store[sender] == message else "a second, different message"
+        key = (sender, message.target) if isinstance(message, MaskedInput) else sender
+        if key in store:
+            reason = "duplicate" if store[key] == message else "a second, different message"
             raise RemoteProtocolError(f"{reason} from client {sender} in this phase")
         check(message)
-        store[sender] = message
+        store[key] = message
 
     def _check_advert(self, advert: AdvertiseKeys) -> None:
         suite = self.config.suite
         suite.agreement_public_key(advert.encryption_key)
         suite.agreement_public_key(advert.mask_key)
+        if bool(advert.target_key) != self._attention:
+            raise RemoteProtocolError("a target key is advertised exactly in attention mode")
+        if advert.target_key:
+            suite.agreement_public_key(advert.target_key)
 
     def _check_share_keys(self, message: ShareKeys) -> None:
         if message.sender not in self._u1:
@@ -178,6 +211,17 @@ class SecAggServer(ProtocolParty):
         ring = self.config.codec.ring
         if message.vector.dtype != ring.dtype or message.vector.size != self.config.vector_length:
             raise RemoteProtocolError("masked input has the wrong length or ring")
+        if message.target not in self._expected_targets(message.sender):
+            raise RemoteProtocolError("masked input for a target this client does not serve")
+
+    @property
+    def _attention(self) -> bool:
+        return self.config.mode is AggregationMode.ATTENTION
+
+    def _expected_targets(self, sender: int) -> tuple[int | None, ...]:
+        """The outputs ``sender`` must upload a vector for: the sum, or every other U2 member."""
+        outputs = round_outputs(self.config, self._u2)
+        return tuple(o.target for o in outputs if o.target != sender)
 
     def _check_consistency(self, message: ConsistencySignature) -> None:
         if message.sender not in self._u3:
@@ -240,7 +284,9 @@ class SecAggServer(ProtocolParty):
         self._require_quorum(self._u1, range(self.config.n_clients), "advertised keys")
         self._graph = build_graph(self.config, [self._adverts[v] for v in self._u1])
         directory = self._sign(
-            KeyDirectory, advertisements=tuple(self._adverts[v] for v in self._u1)
+            KeyDirectory,
+            advertisements=tuple(self._adverts[v] for v in self._u1),
+            weights=self._encoded_weights,
         )
         return [Envelope(v, directory) for v in self._u1]
 
@@ -263,7 +309,11 @@ class SecAggServer(ProtocolParty):
         return envelopes
 
     def _close_mask(self) -> list[Envelope]:
-        self._u3 = tuple(sorted(self._inputs))
+        self._u3 = tuple(  # a partial upload counts as a dropout
+            u
+            for u in self._u2
+            if all((u, target) in self._inputs for target in self._expected_targets(u))
+        )
         self._require_quorum(self._u3, self._u2, "sent masked inputs")
         graph = self._mask_graph
         graph.check_survivors((*self._u3, *self._dropped_neighbours()), self._u3)
@@ -296,10 +346,26 @@ class SecAggServer(ProtocolParty):
         self._mask_graph.check_survivors((*self._u3, *dropped), responders)
         seeds = {v: self._reconstruct_self_seed(v) for v in self._u3}
         mask_keys = {v: self._reconstruct_mask_key(v) for v in dropped}
+        self.reconstructed_self_seeds = dict(seeds)
+        self.reconstructed_mask_keys = {
+            v: key.secret_bytes_for_sharing() for v, key in mask_keys.items()
+        }
         self._events.append(UnmaskPerformed(self.config.round, self._stage, tuple(seeds), dropped))
-        self.result = self._unmask(seeds, mask_keys)
+        if not self._attention:
+            self.result = self._unmask(seeds, mask_keys)
+            self._events.append(RoundCompleted(self.config.round, self._stage, self._u3))
+            return []
+        envelopes = []
+        for output in round_outputs(self.config, self._u3):
+            assert output.target is not None  # noqa: S101 - attention outputs have targets
+            vector = self._unmask_output(output, seeds, mask_keys)
+            self.blinded_outputs[output.target] = vector
+            blinded = self._sign(
+                BlindedOutput, recipient=output.target, survivors=self._u3, vector=vector
+            )
+            envelopes.append(Envelope(output.target, blinded))
         self._events.append(RoundCompleted(self.config.round, self._stage, self._u3))
-        return []
+        return envelopes
 
     def _dropped_neighbours(self) -> tuple[int, ...]:
         """Clients in U2 but not U3 that masked with a survivor: their mask keys are needed."""
@@ -395,25 +461,33 @@ class SecAggServer(ProtocolParty):
 
         return suite.agreement_private_key(self._reconstruct(owner, "mask_key_shares", matches))
 
-    def _unmask(
-        self, seeds: dict[int, bytes], mask_keys: dict[int, AgreementPrivateKey]
-    ) -> AggregateResult:
-        (output,) = round_outputs(self.config)  # sum mode: one output
+    def _unmask_output(
+        self, output: Output, seeds: dict[int, bytes], mask_keys: dict[int, AgreementPrivateKey]
+    ) -> RingArray:
+        """The sum of ``output``'s contributions minus self masks and dropped peers' masks (in
+        attention mode still blinded by the target pads)."""
         contributors = output.contributors(self._u3)
         suite = self.config.suite
         dropped_secrets = {
             (u, dropped): private.exchange(suite.agreement_public_key(self._adverts[u].mask_key))
             for dropped, private in mask_keys.items()
             for u in contributors
-            if u in self._mask_graph.neighbours(dropped)
+            if u in self._mask_graph.neighbours(dropped) and dropped != output.target
         }
-        total = unmask_sum(
-            [self._inputs[u].vector for u in contributors],
+        return unmask_sum(
+            [self._inputs[(u, output.target)].vector for u in contributors],
             config=self.config,
             output=output,
             self_seeds={u: seeds[u] for u in contributors},
             dropped_secrets=dropped_secrets,
         )
+
+    def _unmask(
+        self, seeds: dict[int, bytes], mask_keys: dict[int, AgreementPrivateKey]
+    ) -> AggregateResult:
+        (output,) = round_outputs(self.config, self._u3)  # sum mode: one output
+        contributors = output.contributors(self._u3)
+        total = self._unmask_output(output, seeds, mask_keys)
         codec = FixedPointCodec(self.config.codec)
         n = len(contributors)
         return AggregateResult(

@@ -13,7 +13,7 @@ from enum import Enum
 from securefed.errors import LocalProtocolError, RemoteProtocolError
 from securefed.secagg.messages import MessageType
 
-__all__ = ["Role", "Stage", "advance_stage", "next_stage", "start_stage"]
+__all__ = ["Role", "Stage", "advance_stage", "next_stage", "settle", "start_stage"]
 
 
 class Role(Enum):
@@ -42,7 +42,8 @@ _TRANSITIONS: dict[tuple[Role, Stage, MessageType], Stage] = {
     (Role.CLIENT, Stage.ADVERTISE, T.KEY_DIRECTORY): Stage.SHARE,
     (Role.CLIENT, Stage.SHARE, T.SHARE_BUNDLE): Stage.MASK,
     (Role.CLIENT, Stage.MASK, T.CONSISTENCY_REQUEST): Stage.CONSISTENCY,
-    (Role.CLIENT, Stage.CONSISTENCY, T.UNMASK_REQUEST): Stage.DONE,
+    (Role.CLIENT, Stage.CONSISTENCY, T.UNMASK_REQUEST): Stage.UNMASK,
+    (Role.CLIENT, Stage.UNMASK, T.BLINDED_OUTPUT): Stage.DONE,
     # server: clients' messages are collected within a phase
     (Role.SERVER, Stage.ADVERTISE, T.ADVERTISE_KEYS): Stage.ADVERTISE,
     (Role.SERVER, Stage.SHARE, T.SHARE_KEYS): Stage.SHARE,
@@ -51,7 +52,7 @@ _TRANSITIONS: dict[tuple[Role, Stage, MessageType], Stage] = {
     (Role.SERVER, Stage.UNMASK, T.UNMASK_RESPONSE): Stage.UNMASK,
 }
 # An authentic Abort from the server ends any live client stage.
-for _stage in (Stage.ADVERTISE, Stage.SHARE, Stage.MASK, Stage.CONSISTENCY):
+for _stage in (Stage.ADVERTISE, Stage.SHARE, Stage.MASK, Stage.CONSISTENCY, Stage.UNMASK):
     _TRANSITIONS[(Role.CLIENT, _stage, T.ABORT)] = Stage.ABORTED
 
 _ADVANCE = {
@@ -78,6 +79,14 @@ def next_stage(role: Role, stage: Stage, message_type: MessageType) -> Stage:
         raise RemoteProtocolError(
             f"{message_type.name} is not allowed for a {role.value} in stage {stage.value}"
         ) from None
+
+
+def settle(role: Role, stage: Stage, *, awaiting_output: bool) -> Stage:
+    """A client that answered the unmask request is DONE unless it waits for its own output
+    (attention mode: the target's blinded personalized output)."""
+    if role is Role.CLIENT and stage is Stage.UNMASK and not awaiting_output:
+        return Stage.DONE
+    return stage
 
 
 def advance_stage(role: Role, stage: Stage) -> Stage:

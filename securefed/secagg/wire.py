@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from securefed.crypto.hashing import tree_sha256
 from securefed.errors import ConfigError, RemoteProtocolError
 
 __all__ = ["MAX_BLOB_BYTES", "MAX_VECTOR_WORDS", "Reader", "Writer"]
@@ -31,12 +32,17 @@ _CODE_DTYPES: dict[int, np.dtype[Any]] = {4: np.dtype("<u4"), 8: np.dtype("<u8")
 
 
 class Writer:
-    """Appends fields to a growing byte string."""
+    """Appends fields to a growing byte string.
 
-    __slots__ = ("_parts",)
+    With ``digest_vectors=True`` a vector is written as its dtype, length and tree SHA-256 instead
+    of its contents: the form that signatures cover, so that signing a 4 MB vector never copies it.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_digest_vectors", "_parts")
+
+    def __init__(self, *, digest_vectors: bool = False) -> None:
         self._parts: list[bytes | memoryview] = []
+        self._digest_vectors = digest_vectors
 
     def uint(self, value: int, width: int) -> Writer:
         if (
@@ -91,6 +97,8 @@ class Writer:
             raise ConfigError("vectors are 1-D uint32/uint64 arrays within the size limit")
         self.u8(code).u32(values.size)
         little = np.ascontiguousarray(values.astype(_CODE_DTYPES[code], copy=False))
+        if self._digest_vectors:
+            return self.fixed(tree_sha256(little.data), 32)
         self._parts.append(little.data.cast("B"))  # copied once, by getvalue's join
         return self
 

@@ -86,6 +86,8 @@ class RoundOutcome:
     client_errors: dict[int, ProtocolError] = field(default_factory=dict)
     seconds: dict[int | str, float] = field(default_factory=dict)
     upload_bytes: dict[int, int] = field(default_factory=dict)
+    personalized: dict[int, npt.NDArray[np.float64]] = field(default_factory=dict)
+    server: SecAggServer | None = None  # for inspecting what the server received and computed
 
     @property
     def aborted(self) -> bool:
@@ -172,6 +174,7 @@ def run_round(
     context: Sequence[ContextItem] = (),
     client_context: Mapping[int, Sequence[ContextItem]] | None = None,
     client_configs: Mapping[int, RoundConfig] | None = None,
+    weights: npt.NDArray[np.float64] | None = None,
     random_bytes: Callable[[int], bytes] = os.urandom,
 ) -> RoundOutcome:
     """Run one round to its end.
@@ -181,7 +184,8 @@ def run_round(
     ones); ``server_hook`` does the same for server -> client envelopes; ``order_hook`` may permute
     the envelopes of each phase before delivery. ``client_context`` gives individual clients a
     different signed context than the server's ``context``, and ``client_configs`` different
-    round parameters (to script inconsistent views).
+    round parameters (to script inconsistent views). ``weights`` is the server's weight matrix in
+    attention mode; ``RoundOutcome.personalized`` then holds each target's personalized model.
     """
     clients = {
         i: SecAggClient(
@@ -193,7 +197,7 @@ def run_round(
         )
         for i in range(config.n_clients)
     }
-    server = SecAggServer(config, identity=federation.server_key, context=context)
+    server = SecAggServer(config, identity=federation.server_key, context=context, weights=weights)
     state = _Round(config, clients, server, dropouts or {}, client_hook, server_hook)
     for i, client in clients.items():
         if state.alive(i, Stage.ADVERTISE):
@@ -220,4 +224,6 @@ def run_round(
         client_errors=state.errors,
         seconds=state.seconds,
         upload_bytes=state.upload_bytes,
+        personalized={i: c.personalized for i, c in clients.items() if c.personalized is not None},
+        server=server,
     )

@@ -111,7 +111,9 @@ def test_tampered_masked_input_is_rejected() -> None:
         if sender == 1 and isinstance(message, MaskedInput):
             vector = message.vector.copy()
             vector[0] += 1
-            forged = MaskedInput(message.session_id, message.round, 1, vector, message.signature)
+            forged = MaskedInput(
+                message.session_id, message.round, 1, None, vector, message.signature
+            )
             return (forged,)
         return (message,)
 

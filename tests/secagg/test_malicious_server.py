@@ -6,6 +6,7 @@ whatever the attack needs, so the messages are authentic -- only their content l
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -243,9 +244,7 @@ def test_forged_advertisement_in_the_directory_aborts_clients() -> None:
         message = envelope.message
         if isinstance(message, KeyDirectory):
             forged = tuple(
-                a
-                if a.sender != 2
-                else type(a)(a.session_id, a.round, a.sender, mallory, a.mask_key, a.signature)
+                a if a.sender != 2 else dataclasses.replace(a, encryption_key=mallory)
                 for a in message.advertisements
             )
             message = resign(message, fed.server_key, advertisements=forged)

@@ -22,7 +22,9 @@ SPARSE = MaskGraph(GraphKind.SECAGG_PLUS, degree=17)  # N = 40
 
 def adverts(n: int) -> list[AdvertiseKeys]:
     """Fresh random advertisements (signatures do not matter to the graph)."""
-    return [AdvertiseKeys(SESSION, 1, i, os.urandom(32), os.urandom(32), b"") for i in range(n)]
+    return [
+        AdvertiseKeys(SESSION, 1, i, os.urandom(32), os.urandom(32), b"", b"") for i in range(n)
+    ]
 
 
 def test_graph_is_symmetric_without_self_loops_and_deterministic() -> None:

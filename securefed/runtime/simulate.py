@@ -1,0 +1,379 @@
+"""``securefed.simulate_round``: one personalized round of the real protocol over numpy models.
+
+Drives the real protocol objects (keys, signatures, Shamir, masks, target pads, wire encoding) in
+memory through :mod:`securefed.testing`, for tests, benchmarks and external checks. Modes:
+
+* ``fedavg``: one secure sum; every completed client gets the average of the survivors' models.
+* ``fedamp`` / ``heurfedamp``: attention mode (DESIGN §4c). The server computes xi from
+  similarities (exact here unless ``similarity="sketch"``), applies the weight policy, and
+  broadcasts xi; each target gets u_i = xi_ii w_i + (1 - xi_ii)/sum_C xi_iu * sum_C xi_iu w_u over
+  its surviving contributors C, computed from an output the server only sees blinded.
+* ``group``: a fixed partition; one secure sum per group; u_i = xi_ii w_i + (1 - xi_ii) * the
+  mean of the other members' models (DESIGN §4e).
+
+Reproducibility: ``seed`` fixes every random choice that reaches the result (the dither; masks
+cancel exactly), through :func:`~securefed.runtime.seeded.seeded_random_bytes_unsafe`. This is a
+SIMULATION API: never use its seeded randomness in a deployment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from securefed.encoding import CodecConfig, FixedPointCodec, RingBits, SumKind
+from securefed.errors import ConfigError
+from securefed.personalize import (
+    fedamp_weights,
+    group_weights,
+    heurfedamp_weights,
+    renormalise_row,
+)
+from securefed.runtime.seeded import seeded_random_bytes_unsafe
+from securefed.secagg import AggregationMode, RoundAborted, RoundConfig, Stage, default_threshold
+from securefed.secagg.policy import WeightPolicy, enforce_policy
+from securefed.testing import RoundOutcome, make_federation, run_round
+
+__all__ = ["Mode", "RoundResult", "ServerView", "SimulationParams", "simulate_round"]
+
+Vector = npt.NDArray[np.float64]
+PHASES = {
+    stage.value: stage
+    for stage in (Stage.ADVERTISE, Stage.SHARE, Stage.MASK, Stage.CONSISTENCY, Stage.UNMASK)
+}
+
+
+class Mode(Enum):
+    FEDAVG = "fedavg"
+    FEDAMP = "fedamp"
+    HEURFEDAMP = "heurfedamp"
+    GROUP = "group"
+
+
+@dataclass(frozen=True, slots=True)
+class SimulationParams:
+    """Keyword parameters of :func:`simulate_round`, with their defaults.
+
+    Attributes:
+        alpha: FedAMP's alpha_k (off-diagonal weight scale).
+        sigma_scale: FedAMP's sigma as a multiple of the round's median squared distance.
+        self_weight: xi_ii for HeurFedAMP and group mode.
+        temperature: HeurFedAMP's sigma (softmax temperature over cosines).
+        centred: HeurFedAMP cosines of centred models (minus the mean), not raw ones.
+        partition: group label per client (group mode; required there).
+        sketch_dim: sketch size when ``similarity == "sketch"``.
+        similarity: ``"exact"`` (the default here) or ``"sketch"`` (secret sketches).
+        threshold: Shamir threshold t (default floor(2N/3) + 1).
+        k_min, cap: the weight policy (default: k_min = min(3, N - 1), cap = max(0.5, 1/(N-1))).
+        value_range: the codec's bound B on |value| (default 8: models with |w| <= 4 fit).
+        fractional_bits: codec resolution 2**-f.
+    """
+
+    alpha: float = 0.5
+    sigma_scale: float = 1.0
+    self_weight: float = 0.5
+    temperature: float = 5.0
+    centred: bool = True
+    partition: tuple[int, ...] | None = None
+    sketch_dim: int = 256
+    similarity: str = "exact"
+    threshold: int | None = None
+    k_min: float | None = None
+    cap: float | None = None
+    value_range: float = 8.0
+    fractional_bits: int = 16
+
+
+@dataclass(frozen=True, slots=True)
+class ServerView:
+    """Every array the server received or computed, each vector its own 1-D ring array."""
+
+    masked_inputs: dict[tuple[int, int | None], npt.NDArray[Any]]
+    sketches: dict[int, Vector]
+    outputs: dict[Any, npt.NDArray[Any]]
+    self_seeds: dict[int, bytes]
+    mask_keys: dict[int, bytes]
+    weights: Vector
+
+
+@dataclass(frozen=True, slots=True)
+class RoundResult:
+    """Outcome of :func:`simulate_round` (see the module docstring)."""
+
+    personalized: dict[int, Vector]
+    aborted: dict[int, str]
+    weights: Vector
+    error_bound: float
+    server_view: ServerView
+    configs: tuple[RoundConfig, ...] = field(default=(), repr=False)
+
+
+def _params(n: int, raw: Mapping[str, Any]) -> SimulationParams:
+    names = {f.name for f in dataclasses.fields(SimulationParams)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"unknown simulate_round parameters: {', '.join(unknown)}")
+    params = SimulationParams(**raw)
+    if params.partition is not None:
+        params = dataclasses.replace(params, partition=tuple(params.partition))
+    if params.similarity not in ("exact", "sketch"):
+        raise ConfigError("similarity must be 'exact' or 'sketch'")
+    return params
+
+
+def _policy(n: int, params: SimulationParams) -> WeightPolicy:
+    """The policy contributors check. Defaults leave room for N - t dropouts: after D of the
+    N - 1 contributors of a target drop, N - 1 - D remain, and k_min stays below that."""
+    threshold = params.threshold or default_threshold(n)
+    remaining = n - 1 - (n - threshold)
+    k_min = params.k_min if params.k_min is not None else min(3.0, max(1.0, 0.75 * remaining))
+    cap = params.cap if params.cap is not None else max(0.5, 1.0 / remaining)
+    return WeightPolicy(k_min=k_min, cap=cap)
+
+
+def _server_policy(n: int, params: SimulationParams) -> WeightPolicy:
+    """What the server enforces when it computes xi: the contributors' policy with a margin for
+    D = N - t dropouts, so that honest runs pass the re-check on renormalised weights.
+
+    If every off-diagonal weight is at most c times its row's off-diagonal sum, removing D of them
+    leaves each remaining one at most c / (1 - D c) of the rest: c = cap / (1 + D cap) keeps that
+    within the cap. k_min is raised by D (removing D contributors lowers N_eff by about D).
+    Both are relaxed to what N - 1 contributors can satisfy.
+    """
+    policy = _policy(n, params)
+    dropouts = n - (params.threshold or default_threshold(n))
+    cap = max(1.0 / (n - 1), policy.cap / (1 + dropouts * policy.cap))
+    k_min = min(n - 1.0, policy.k_min + dropouts)
+    return WeightPolicy(k_min=k_min, cap=cap)
+
+
+def simulate_round(
+    models: Sequence[npt.ArrayLike],
+    *,
+    mode: str,
+    seed: int,
+    dropouts: Mapping[int, str] | None = None,
+    **params: Any,
+) -> RoundResult:
+    """Run one round of ``mode`` over ``models`` (N equal-length 1-D float arrays).
+
+    ``dropouts[i] = phase`` makes client i vanish before that phase ("advertise", "share", "mask",
+    "consistency", "unmask"). ``params``: see :class:`SimulationParams`.
+
+    Raises:
+        ConfigError: unknown mode, parameters or phase names; models of different lengths;
+            fewer than 3 clients.
+    """
+    vectors = [np.asarray(m, dtype=np.float64).reshape(-1) for m in models]
+    n = len(vectors)
+    if n < 3 or len({v.size for v in vectors}) != 1:
+        raise ConfigError("need at least 3 models of equal length")
+    try:
+        chosen = Mode(mode)
+    except ValueError:
+        raise ConfigError(f"unknown mode {mode!r}; modes: {[m.value for m in Mode]}") from None
+    schedule = _schedule(dropouts or {}, n)
+    settings = _params(n, params)
+    if chosen is Mode.GROUP:
+        return _group_round(vectors, settings, seed, schedule)
+    return _single_round(vectors, chosen, settings, seed, schedule)
+
+
+def _schedule(dropouts: Mapping[int, str], n: int) -> dict[int, Stage]:
+    schedule = {}
+    for client, phase in dropouts.items():
+        if phase not in PHASES or not 0 <= client < n:
+            raise ConfigError(f"dropouts map client indices to phases {sorted(PHASES)}")
+        schedule[client] = PHASES[phase]
+    return schedule
+
+
+def _weights(
+    vectors: list[Vector], mode: Mode, params: SimulationParams
+) -> tuple[Vector, dict[int, Vector]]:
+    models = np.stack(vectors)
+    n = len(vectors)
+    if params.similarity == "sketch":
+        raise ConfigError("similarity='sketch' is not wired into simulate_round yet")
+    if mode is Mode.FEDAMP:
+        raw = fedamp_weights(models, alpha=params.alpha, sigma_scale=params.sigma_scale)
+    else:
+        raw = heurfedamp_weights(
+            models, self_weight=params.self_weight, sigma=params.temperature, centred=params.centred
+        )
+    return enforce_policy(raw, _server_policy(n, params)), {}
+
+
+def _single_round(
+    vectors: list[Vector],
+    mode: Mode,
+    params: SimulationParams,
+    seed: int,
+    schedule: dict[int, Stage],
+) -> RoundResult:
+    n, dim = len(vectors), vectors[0].size
+    fed = make_federation(n)
+    attention = mode is not Mode.FEDAVG
+    weights, sketches = (
+        _weights(vectors, mode, params) if attention else (np.full((n, n), 1.0 / n), {})
+    )
+    mode_of_round = AggregationMode.ATTENTION if attention else AggregationMode.SUM
+    config = _round_config(fed, params, dim=dim, seed=seed, mode=mode_of_round)
+    outcome = run_round(
+        config,
+        fed,
+        dict(enumerate(vectors)),
+        dropouts=schedule,
+        weights=weights if attention else None,
+        random_bytes=seeded_random_bytes_unsafe(seed),
+    )
+    view = _server_view(outcome, sketches, weights)
+    if attention:
+        return _attention_result(outcome, config, weights, view)
+    return _fedavg_result(outcome, config, n, view)
+
+
+def _round_config(
+    fed: Any, params: SimulationParams, *, dim: int, seed: int, mode: AggregationMode
+) -> RoundConfig:
+    n = fed.roster.size
+    threshold = params.threshold or default_threshold(n)
+    return RoundConfig(
+        roster=fed.roster,
+        session_id=seeded_random_bytes_unsafe(seed)(32),
+        round=1,
+        vector_length=dim,
+        codec=CodecConfig(RingBits.BITS32, params.fractional_bits, params.value_range),
+        threshold=threshold,
+        mode=mode,
+        policy=_policy(n, params),
+        min_contributors=max(1, min(3, threshold - 1)),
+    )
+
+
+def _server_view(outcome: RoundOutcome, sketches: dict[int, Vector], weights: Vector) -> ServerView:
+    server = outcome.server
+    assert server is not None  # noqa: S101 - run_round always reports its server
+    inputs = {key: message.vector for key, message in server._inputs.items()}
+    outputs: dict[Any, npt.NDArray[Any]] = dict(server.blinded_outputs)
+    if server.result is not None:
+        outputs["sum"] = server.result.ring_sum
+    return ServerView(
+        masked_inputs=inputs,
+        sketches=sketches,
+        outputs=outputs,
+        self_seeds=dict(server.reconstructed_self_seeds),
+        mask_keys=dict(server.reconstructed_mask_keys),
+        weights=weights,
+    )
+
+
+def _aborted(outcome: RoundOutcome) -> dict[int, str]:
+    reasons = {}
+    for client, stage in outcome.client_stages.items():
+        if stage is Stage.DONE:
+            continue
+        events = [
+            e.reason for e in outcome.client_events.get(client, []) if isinstance(e, RoundAborted)
+        ]
+        reasons[client] = events[-1] if events else f"dropped out ({stage.value})"
+    return reasons
+
+
+def _attention_result(
+    outcome: RoundOutcome, config: RoundConfig, weights: Vector, view: ServerView
+) -> RoundResult:
+    survivors = outcome.server.survivors if outcome.server is not None else ()
+    used = np.zeros_like(weights)
+    bound = 0.0
+    ulp = FixedPointCodec(config.codec).decode_error_bound(1, sum_kind=SumKind.WEIGHTED)
+    for target in outcome.personalized:
+        contributors = [u for u in survivors if u != target]
+        used[target] = renormalise_row(weights[target], target=target, contributors=contributors)
+        mass = float(sum(weights[target, u] for u in contributors))
+        if mass > 0:
+            bound = max(bound, len(contributors) * ulp * (1.0 - weights[target, target]) / mass)
+    aborted = {i: r for i, r in _aborted(outcome).items() if i not in outcome.personalized}
+    return RoundResult(dict(outcome.personalized), aborted, used, bound, view, (config,))
+
+
+def _fedavg_result(
+    outcome: RoundOutcome, config: RoundConfig, n: int, view: ServerView
+) -> RoundResult:
+    result = outcome.result
+    if result is None:
+        return RoundResult({}, _aborted(outcome), np.zeros((n, n)), 0.0, view, (config,))
+    members = result.contributors
+    average = result.values / len(members)
+    done = [i for i, stage in outcome.client_stages.items() if stage is Stage.DONE]
+    used = np.zeros((n, n))
+    used[np.ix_(done, members)] = 1.0 / len(members)
+    bound = result.error_bound / len(members)
+    return RoundResult(
+        {i: average.copy() for i in done}, _aborted(outcome), used, bound, view, (config,)
+    )
+
+
+def _group_round(
+    vectors: list[Vector], params: SimulationParams, seed: int, schedule: dict[int, Stage]
+) -> RoundResult:
+    n, dim = len(vectors), vectors[0].size
+    if params.partition is None or len(params.partition) != n:
+        raise ConfigError("group mode needs a partition: one group label per client")
+    weights = group_weights(params.partition, self_weight=params.self_weight)
+    personalized: dict[int, Vector] = {}
+    aborted: dict[int, str] = {}
+    inputs: dict[tuple[int, int | None], npt.NDArray[Any]] = {}
+    outputs: dict[Any, npt.NDArray[Any]] = {}
+    seeds: dict[int, bytes] = {}
+    keys: dict[int, bytes] = {}
+    used = np.zeros((n, n))
+    bound = 0.0
+    configs = []
+    for label in sorted(set(params.partition)):
+        members = [i for i in range(n) if params.partition[i] == label]
+        if len(members) < 3:
+            raise ConfigError(f"group {label} has {len(members)} members; groups need at least 3")
+        fed = make_federation(len(members))
+        group_seed = seed + 7919 * (label + 1)
+        config = _round_config(fed, params, dim=dim, seed=group_seed, mode=AggregationMode.SUM)
+        configs.append(config)
+        local = {j: schedule[g] for j, g in enumerate(members) if g in schedule}
+        outcome = run_round(
+            config,
+            fed,
+            {j: vectors[g] for j, g in enumerate(members)},
+            dropouts=local,
+            random_bytes=seeded_random_bytes_unsafe(seed + 104729 * (label + 1)),
+        )
+        server = outcome.server
+        assert server is not None  # noqa: S101
+        inputs.update({(members[u], None): m.vector for (u, _), m in server._inputs.items()})
+        seeds.update({members[u]: s for u, s in server.reconstructed_self_seeds.items()})
+        keys.update({members[u]: k for u, k in server.reconstructed_mask_keys.items()})
+        for j, reason in _aborted(outcome).items():
+            aborted[members[j]] = reason
+        if outcome.result is None:
+            continue
+        outputs[label] = outcome.result.ring_sum
+        contributors = [members[j] for j in outcome.result.contributors]
+        for j, stage in outcome.client_stages.items():
+            i = members[j]
+            if stage is not Stage.DONE or i not in contributors or len(contributors) < 2:
+                continue
+            others = len(contributors) - 1
+            own = weights[i, i]
+            personalized[i] = (
+                own * vectors[i] + (1 - own) * (outcome.result.values - vectors[i]) / others
+            )
+            used[i, [c for c in contributors if c != i]] = (1 - own) / others
+            used[i, i] = own
+            bound = max(bound, outcome.result.error_bound * (1 - own) / others)
+    view = ServerView(inputs, {}, outputs, seeds, keys, weights)
+    return RoundResult(personalized, aborted, used, bound, view, tuple(configs))
