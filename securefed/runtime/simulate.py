@@ -100,6 +100,8 @@ class ServerView:
     self_seeds: dict[int, bytes]
     mask_keys: dict[int, bytes]
     weights: Vector
+    advertised_mask_keys: dict[int, bytes] = field(default_factory=dict)
+    survivors: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +273,8 @@ def _server_view(outcome: RoundOutcome, sketches: dict[int, Vector], weights: Ve
         self_seeds=dict(server.reconstructed_self_seeds),
         mask_keys=dict(server.reconstructed_mask_keys),
         weights=weights,
+        advertised_mask_keys={u: a.mask_key for u, a in server._adverts.items()},
+        survivors=server.survivors,
     )
 
 

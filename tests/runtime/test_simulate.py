@@ -1,0 +1,121 @@
+"""securefed.simulate_round: secure results equal the plaintext reference, reproducibly."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+import securefed
+from securefed.crypto import get_suite
+from securefed.errors import ConfigError
+from securefed.secagg.masking import round_outputs, unmask_sum
+
+PHASE_NAMES = ["advertise", "share", "mask", "consistency", "unmask"]
+
+
+def make_models(n: int, dim: int = 24, seed: int = 0) -> list[npt.NDArray[np.float64]]:
+    rng = np.random.default_rng(seed)
+    groups = [rng.uniform(-2, 2, dim) for _ in range(2)]
+    return [groups[i % 2] + rng.normal(0, 0.3, dim) for i in range(n)]
+
+
+def params_for(mode: str, n: int) -> dict[str, object]:
+    return {"partition": [i % 2 for i in range(n)]} if mode == "group" else {}
+
+
+def check_against_reference(
+    result: securefed.RoundResult, models: list[npt.NDArray[np.float64]]
+) -> None:
+    stacked = np.stack(models)
+    assert result.personalized
+    for target, personalized in result.personalized.items():
+        assert np.isclose(result.weights[target].sum(), 1.0)
+        expected = result.weights[target] @ stacked
+        assert np.max(np.abs(personalized - expected)) <= result.error_bound
+
+
+@pytest.mark.parametrize("n", [3, 5, 8])
+@pytest.mark.parametrize("mode", ["fedavg", "fedamp", "heurfedamp", "group"])
+def test_secure_equals_plaintext_without_dropouts(mode: str, n: int) -> None:
+    if mode == "group" and n < 6:
+        pytest.skip("groups need at least 3 members")
+    models = make_models(n)
+    result = securefed.simulate_round(models, mode=mode, seed=1, **params_for(mode, n))
+    assert set(result.personalized) == set(range(n))
+    assert result.aborted == {}
+    check_against_reference(result, models)
+
+
+@pytest.mark.parametrize("phase", PHASE_NAMES)
+@pytest.mark.parametrize("mode", ["fedavg", "fedamp", "heurfedamp", "group"])
+def test_a_dropout_at_every_phase(mode: str, phase: str) -> None:
+    n = 8
+    models = make_models(n)
+    result = securefed.simulate_round(
+        models, mode=mode, seed=2, dropouts={5: phase}, **params_for(mode, n)
+    )
+    assert 5 not in result.personalized
+    assert 5 in result.aborted
+    assert set(result.personalized) == set(range(n)) - {5}
+    check_against_reference(result, models)
+
+
+def test_same_seed_same_result_and_another_seed_other_rounding() -> None:
+    models = make_models(5)
+    first = securefed.simulate_round(models, mode="fedamp", seed=11)
+    again = securefed.simulate_round(models, mode="fedamp", seed=11)
+    other = securefed.simulate_round(models, mode="fedamp", seed=12)
+    for i in range(5):
+        assert np.array_equal(first.personalized[i], again.personalized[i])
+    assert any(not np.array_equal(first.personalized[i], other.personalized[i]) for i in range(5))
+
+
+def test_server_view_alone_reproduces_the_servers_outputs() -> None:
+    """The view is complete: unmasking again from it gives the blinded outputs bit for bit."""
+    models = make_models(5)
+    result = securefed.simulate_round(models, mode="heurfedamp", seed=4, dropouts={2: "mask"})
+    view = result.server_view
+    (config,) = result.configs
+    suite = get_suite("default")
+    dropped = {v: suite.agreement_private_key(k) for v, k in view.mask_keys.items()}
+    for output in round_outputs(config, view.survivors):
+        contributors = output.contributors(view.survivors)
+        secrets = {
+            (u, v): key.exchange(suite.agreement_public_key(view.advertised_mask_keys[u]))
+            for v, key in dropped.items()
+            for u in contributors
+            if v != output.target
+        }
+        again = unmask_sum(
+            [view.masked_inputs[(u, output.target)] for u in contributors],
+            config=config,
+            output=output,
+            self_seeds={u: view.self_seeds[u] for u in contributors},
+            dropped_secrets=secrets,
+        )
+        assert np.array_equal(again, view.outputs[output.target])
+    for key, vector in view.masked_inputs.items():
+        assert vector.ndim == 1
+        assert vector.size == 24
+        assert isinstance(key, tuple)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"mode": "fedprox"}, "unknown mode"),
+        ({"mode": "fedamp", "dropouts": {0: "lunch"}}, "phases"),
+        ({"mode": "fedamp", "learning_rate": 0.1}, "unknown simulate_round parameters"),
+        ({"mode": "group"}, "partition"),
+        ({"mode": "fedamp", "similarity": "magic"}, "similarity"),
+    ],
+)
+def test_bad_arguments_are_config_errors(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        securefed.simulate_round(make_models(5), seed=0, **kwargs)  # type: ignore[arg-type]
+
+
+def test_models_of_different_lengths_are_refused() -> None:
+    with pytest.raises(ConfigError):
+        securefed.simulate_round([np.zeros(3), np.zeros(3), np.zeros(4)], mode="fedavg", seed=0)
