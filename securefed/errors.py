@@ -39,6 +39,7 @@ __all__ = [
     "ProtocolError",
     "RemoteProtocolError",
     "SecureFedError",
+    "WeightPolicyViolation",
 ]
 
 
@@ -100,3 +101,18 @@ class PrivacyBudgetExceeded(SecureFedError):
 
 class LedgerIntegrityError(SecureFedError):
     """An audit ledger failed verification (edited, reordered, truncated or badly signed)."""
+
+
+class WeightPolicyViolation(ProtocolError):
+    """A contributor refuses a weight matrix: some target's row breaks the weight policy.
+
+    Raised by :func:`securefed.secagg.policy.check_weights` on the broadcast weights, or on the
+    weights renormalised after dropouts. ``violations`` lists one ``(target, rule)`` pair per
+    refused row, ``rule`` being a :class:`securefed.secagg.policy.PolicyRule` (a ``str`` enum),
+    so a runtime can emit one refusal event per target. The message names targets and rules and
+    the policy's public thresholds, never weight values.
+    """
+
+    def __init__(self, message: str, violations: tuple[tuple[int, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.violations = violations

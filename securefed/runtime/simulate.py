@@ -27,13 +27,20 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from securefed.crypto import get_suite
 from securefed.encoding import CodecConfig, FixedPointCodec, RingBits, SumKind
 from securefed.errors import ConfigError
 from securefed.personalize import (
+    SketchConfig,
+    Sketcher,
+    centred_cosines_from_sketches,
     fedamp_weights,
+    fedamp_weights_from_distances,
     group_weights,
     heurfedamp_weights,
+    heurfedamp_weights_from_cosines,
     renormalise_row,
+    squared_distances_from_sketches,
 )
 from securefed.runtime.seeded import seeded_random_bytes_unsafe
 from securefed.secagg import AggregationMode, RoundAborted, RoundConfig, Stage, default_threshold
@@ -197,19 +204,41 @@ def _schedule(dropouts: Mapping[int, str], n: int) -> dict[int, Stage]:
 
 
 def _weights(
-    vectors: list[Vector], mode: Mode, params: SimulationParams
+    vectors: list[Vector], mode: Mode, params: SimulationParams, seed: int
 ) -> tuple[Vector, dict[int, Vector]]:
+    """xi as the server computes it: from exact similarities, or (``similarity="sketch"``) from
+    the clients' secret distance sketches, which is all the server sees (DESIGN §4a)."""
     models = np.stack(vectors)
     n = len(vectors)
+    sketches: dict[int, Vector] = {}
     if params.similarity == "sketch":
-        raise ConfigError("similarity='sketch' is not wired into simulate_round yet")
-    if mode is Mode.FEDAMP:
+        sketcher = Sketcher(
+            get_suite("default"),
+            seeded_random_bytes_unsafe(seed ^ 0x5EED)(32),  # the clients' shared secret seed
+            SketchConfig(dim=params.sketch_dim),
+            model_dim=models.shape[1],
+        )
+        sketches = {i: sketcher.distance_sketch(v, round_=1) for i, v in enumerate(vectors)}
+        stacked = np.stack([sketches[i] for i in range(n)])
+        if mode is Mode.FEDAMP:
+            raw = fedamp_weights_from_distances(
+                squared_distances_from_sketches(stacked),
+                alpha=params.alpha,
+                sigma_scale=params.sigma_scale,
+            )
+        else:
+            raw = heurfedamp_weights_from_cosines(
+                centred_cosines_from_sketches(stacked),
+                self_weight=params.self_weight,
+                sigma=params.temperature,
+            )
+    elif mode is Mode.FEDAMP:
         raw = fedamp_weights(models, alpha=params.alpha, sigma_scale=params.sigma_scale)
     else:
         raw = heurfedamp_weights(
             models, self_weight=params.self_weight, sigma=params.temperature, centred=params.centred
         )
-    return enforce_policy(raw, _server_policy(n, params)), {}
+    return enforce_policy(raw, _server_policy(n, params)), sketches
 
 
 def _single_round(
@@ -223,7 +252,7 @@ def _single_round(
     fed = make_federation(n)
     attention = mode is not Mode.FEDAVG
     weights, sketches = (
-        _weights(vectors, mode, params) if attention else (np.full((n, n), 1.0 / n), {})
+        _weights(vectors, mode, params, seed) if attention else (np.full((n, n), 1.0 / n), {})
     )
     mode_of_round = AggregationMode.ATTENTION if attention else AggregationMode.SUM
     config = _round_config(fed, params, dim=dim, seed=seed, mode=mode_of_round)

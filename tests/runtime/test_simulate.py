@@ -119,3 +119,23 @@ def test_bad_arguments_are_config_errors(kwargs: dict[str, object], message: str
 def test_models_of_different_lengths_are_refused() -> None:
     with pytest.raises(ConfigError):
         securefed.simulate_round([np.zeros(3), np.zeros(3), np.zeros(4)], mode="fedavg", seed=0)
+
+
+@pytest.mark.parametrize("mode", ["fedamp", "heurfedamp"])
+def test_sketch_based_weights_are_close_to_exact_and_the_server_sees_only_sketches(
+    mode: str,
+) -> None:
+    models = make_models(8, dim=400)
+    exact = securefed.simulate_round(models, mode=mode, seed=5)
+    sketched = securefed.simulate_round(
+        models, mode=mode, seed=5, similarity="sketch", sketch_dim=256
+    )
+    check_against_reference(sketched, models)
+    assert len(sketched.server_view.sketches) == 8
+    assert all(s.shape == (256,) for s in sketched.server_view.sketches.values())
+    assert np.max(np.abs(sketched.weights - exact.weights)) < 0.15
+    # Both find the two latent groups: each target's largest weight is on a same-group client.
+    for i in range(8):
+        row = sketched.weights[i].copy()
+        row[i] = -1
+        assert int(np.argmax(row)) % 2 == i % 2

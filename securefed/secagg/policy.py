@@ -1,0 +1,440 @@
+"""The weight policy: a protocol rule on the personalization weights ξ (DESIGN §4b).
+
+In attention mode (``fedamp``, ``heurfedamp``) target ``i`` learns ``Σ_{u∈C_i} ξ_iu·w_u`` and knows
+its own model, so the *magnitude* of its off-diagonal weight protects nothing: what protects each
+contributor ``u`` is that its model is mixed with enough others. The policy therefore constrains
+only the *shape* of each row's off-diagonal part ``x = (ξ_iu)_{u≠i}``, ``S = Σ x``:
+
+* every row sums to 1 (``ROW_SUM_TOLERANCE``) and every entry is finite and in ``[0, 1]``;
+* ``N_eff(x) = S² / Σ x² >= k_min``: the weight is spread over at least ``k_min`` *effective*
+  contributors (``N_eff`` is scale-free; it equals m for m equal weights);
+* ``max x <= cap·S``: no single contributor carries more than the share ``cap`` of it.
+
+A row whose off-diagonal entries are all exactly zero (``ξ_ii = 1``, "local") passes trivially:
+its target receives nothing, so there is nothing to protect. Any positive off-diagonal weight, no
+matter how small, is checked in full (the target could divide it back out).
+
+Every contributor checks the broadcast ξ (:func:`check_weights`) and, after dropouts, the weights
+its target will actually use: restricted to the surviving contributors ``C_i`` and rescaled by
+``(1 - ξ_ii)/Σ_{u∈C_i} ξ_iu``. Both rules are scale-free, so that is the check on ``x`` restricted
+to ``C_i``. A row whose surviving contributors carry no weight at all cannot be renormalised and is
+refused too. The server applies :func:`enforce_policy` when it computes ξ, so an honest server's
+broadcast never trips the check; a check after dropouts can still trip when too many of a
+target's weighted contributors drop, and then that target (only) aborts.
+
+**Feasibility.** For a row with ``m`` possible contributors, ``N_eff <= m`` (equality only for
+equal weights) and ``max x >= S/m``; the uniform row meets both rules whenever they can be met at
+all. So a row is satisfiable iff ``m >= k_min`` and ``m·cap >= 1``, i.e. iff ``m >=``
+:attr:`WeightPolicy.min_contributors`. No relation between ``cap`` and ``k_min`` is needed: the cap
+alone implies ``N_eff >= 1/cap`` (``Σ x² <= max x · S <= cap·S²``), so with ``cap <= 1/k_min``
+the ``k_min`` rule is implied and with ``cap > 1/k_min`` it is the binding one. The defaults
+(``k_min = 3``, ``cap = 0.5``) need 3 contributors per target, i.e. ``N >= 4`` clients.
+
+**Comparisons** allow a relative slack of ``RULE_TOLERANCE`` (1e-9) on ``k_min`` and ``cap`` so
+that rounding in the server's float64 arithmetic never makes an honest row fail; it buys an
+adversary nothing measurable.
+
+**Encoding.** :func:`encode_weights` is the one canonical byte form of ξ: what the server
+broadcasts and what is bound into the transcript hash. :func:`decode_weights` accepts exactly the
+encodings it produces (no ``-0.0``, no NaN payloads, no trailing bytes) and raises
+:class:`~securefed.errors.RemoteProtocolError` on anything else.
+
+This module imports only numpy, :mod:`securefed.errors` and the standard library.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from securefed.errors import (
+    ConfigError,
+    RemoteProtocolError,
+    WeightPolicyViolation,
+)
+
+__all__ = [
+    "ENCODING_VERSION",
+    "MAX_WEIGHT_CLIENTS",
+    "ROW_SUM_TOLERANCE",
+    "RULE_TOLERANCE",
+    "PolicyRule",
+    "WeightPolicy",
+    "check_weights",
+    "decode_weights",
+    "effective_contributors",
+    "encode_weights",
+    "enforce_policy",
+]
+
+FloatArray = npt.NDArray[np.float64]
+
+ROW_SUM_TOLERANCE: Final = 1e-9  # |Σ_j ξ_ij - 1| allowed for every row
+RULE_TOLERANCE: Final = 1e-9  # relative slack on k_min and on cap
+ENCODING_VERSION: Final = 1
+# 256² float64 = 512 KiB: fits the transcript's 1 MiB context limit. Attention mode is for N <= 62.
+MAX_WEIGHT_CLIENTS: Final = 256
+_HEADER = struct.Struct(">BII")  # version, rows, columns
+_MIX_MARGIN = 1e-12  # enforce_policy aims this far (relative) inside k_min
+
+
+class PolicyRule(StrEnum):
+    """Which rule a row broke (the ``rule`` of each :class:`WeightPolicyViolation` entry)."""
+
+    ENTRY_RANGE = "entry-range"  # an entry is not finite or lies outside [0, 1]
+    ROW_SUM = "row-sum"  # the row does not sum to 1
+    NO_SURVIVING_WEIGHT = "no-surviving-weight"  # after dropouts no contributor carries weight
+    EFFECTIVE_CONTRIBUTORS = "effective-contributors"  # N_eff < k_min
+    CONTRIBUTOR_CAP = "contributor-cap"  # one contributor above cap x off-diagonal sum
+
+
+_RULE_TEXT: Final = {
+    PolicyRule.ENTRY_RANGE: "an entry is not a finite number in [0, 1]",
+    PolicyRule.ROW_SUM: "the row does not sum to 1",
+    PolicyRule.NO_SURVIVING_WEIGHT: "no surviving contributor carries weight",
+    PolicyRule.EFFECTIVE_CONTRIBUTORS: "fewer than k_min effective contributors",
+    PolicyRule.CONTRIBUTOR_CAP: "one contributor above the cap",
+}
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class WeightPolicy:
+    """How widely each target's off-diagonal weight must be spread.
+
+    Attributes:
+        k_min: the least effective number of contributors ``N_eff = (Σ ξ)² / Σ ξ²`` of a row's
+            off-diagonal weights; at least 1 (1 disables the rule).
+        cap: the largest share of a row's off-diagonal weight one contributor may carry, in
+            ``(0, 1]`` (1 disables the rule).
+
+    Raises:
+        ConfigError: ``k_min`` not a finite number >= 1, or ``cap`` not in ``(0, 1]``.
+    """
+
+    k_min: float = 3.0
+    cap: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not _is_real(self.k_min) or not math.isfinite(self.k_min) or self.k_min < 1:
+            raise ConfigError("k_min must be a finite number >= 1")
+        if not _is_real(self.cap) or not 0 < self.cap <= 1:
+            raise ConfigError("cap must be a number in (0, 1]")
+
+    def feasible(self, contributors: int) -> bool:
+        """Whether a row with this many possible contributors can satisfy the policy.
+
+        True iff ``contributors >= k_min`` and ``contributors·cap >= 1`` (within
+        ``RULE_TOLERANCE``); the uniform row is then compliant.
+        """
+        return (
+            contributors >= self.k_min * (1 - RULE_TOLERANCE)
+            and contributors * self.cap >= 1 - RULE_TOLERANCE
+        )
+
+    @property
+    def min_contributors(self) -> int:
+        """The least number of contributors a target needs: ``ceil(max(k_min, 1/cap))``."""
+        count = max(
+            1,
+            math.ceil(self.k_min * (1 - RULE_TOLERANCE)),
+            math.ceil((1 - RULE_TOLERANCE) / self.cap),
+        )
+        while not self.feasible(count):  # at most a step or two of rounding
+            count += 1
+        return count
+
+
+def _as_vector(values: npt.ArrayLike, name: str) -> FloatArray:
+    try:
+        vector = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name} must be an array of numbers") from exc
+    if vector.ndim != 1:
+        raise ConfigError(f"{name} must be 1-D")
+    return vector
+
+
+def _as_square(weights: npt.ArrayLike) -> FloatArray:
+    try:
+        matrix = np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError("weights must be an array of numbers") from exc
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] < 2:
+        raise ConfigError("weights must be an N x N matrix with N >= 2")
+    return matrix
+
+
+def effective_contributors(off_diagonal: npt.ArrayLike) -> float:
+    """``N_eff = (Σ ξ)² / Σ ξ²`` of a row's off-diagonal weights; 0.0 for an all-zero row.
+
+    Scale-free: it is computed on ``ξ / max ξ``, so tiny or large weights neither underflow nor
+    overflow. Lies in ``[1, m]`` for ``m`` entries, not all zero.
+
+    Raises:
+        ConfigError: not a 1-D array of finite, non-negative numbers.
+    """
+    x = _as_vector(off_diagonal, "off_diagonal")
+    if not np.isfinite(x).all() or (x < 0).any():
+        raise ConfigError("off-diagonal weights must be finite and non-negative")
+    top = float(x.max(initial=0.0))
+    if top == 0:
+        return 0.0
+    scaled = x / top
+    return math.fsum(scaled.tolist()) ** 2 / math.fsum((scaled * scaled).tolist())
+
+
+def _spread_violation(off: FloatArray, policy: WeightPolicy) -> PolicyRule | None:
+    """The k_min and cap rules on a non-zero off-diagonal vector."""
+    if effective_contributors(off) < policy.k_min * (1 - RULE_TOLERANCE):
+        return PolicyRule.EFFECTIVE_CONTRIBUTORS
+    if float(off.max()) > policy.cap * math.fsum(off.tolist()) * (1 + RULE_TOLERANCE):
+        return PolicyRule.CONTRIBUTOR_CAP
+    return None
+
+
+def _row_violation(
+    row: FloatArray, target: int, policy: WeightPolicy, survivors: Sequence[int] | None
+) -> PolicyRule | None:
+    """The first rule that row ``target`` breaks, or None. ``survivors``: after dropouts."""
+    if not np.isfinite(row).all() or (row < 0).any() or (row > 1).any():
+        return PolicyRule.ENTRY_RANGE
+    if abs(math.fsum(row.tolist()) - 1) > ROW_SUM_TOLERANCE:
+        return PolicyRule.ROW_SUM
+    if not np.delete(row, target).any():
+        return None  # local row: the target receives nothing
+    if survivors is None:
+        off = np.delete(row, target)
+    else:
+        off = row[list(survivors)]
+        if not off.any():
+            return PolicyRule.NO_SURVIVING_WEIGHT
+    return _spread_violation(off, policy)
+
+
+def _index(value: object, n: int, name: str) -> int:
+    try:
+        index = operator.index(value)  # type: ignore[arg-type]
+    except TypeError as exc:
+        raise ConfigError(f"{name} must be client indices") from exc
+    if isinstance(value, bool) or not 0 <= index < n:
+        raise ConfigError(f"{name}: {value!r} is not a client index in [0, {n})")
+    return index
+
+
+def _targets(
+    n: int, targets: Sequence[int] | None, contributors: Mapping[int, Sequence[int]] | None
+) -> list[int]:
+    if targets is None:
+        chosen = list(range(n)) if contributors is None else list(contributors)
+    else:
+        chosen = list(targets)
+    indices = [_index(t, n, "targets") for t in chosen]
+    if len(set(indices)) != len(indices):
+        raise ConfigError("targets must not repeat")
+    return indices
+
+
+def _survivors(target: int, members: Sequence[int], n: int) -> list[int]:
+    indices = [_index(u, n, f"contributors of target {target}") for u in members]
+    if len(set(indices)) != len(indices) or target in indices:
+        raise ConfigError(f"contributors of target {target} must be distinct and exclude it")
+    return indices
+
+
+def check_weights(
+    weights: npt.ArrayLike,
+    policy: WeightPolicy,
+    *,
+    targets: Sequence[int] | None = None,
+    contributors: Mapping[int, Sequence[int]] | None = None,
+) -> None:
+    """Refuse ``weights`` unless every checked row satisfies ``policy`` (see the module docstring).
+
+    Args:
+        weights: the N x N matrix ξ (row ``i``: target ``i``), e.g. from :func:`decode_weights`.
+        policy: the pinned policy.
+        targets: the rows to check; default every row (or every key of ``contributors``).
+        contributors: after dropouts, target → its surviving contributors ``C_i`` (excluding the
+            target). Rows must still sum to 1 as broadcast; ``k_min`` and ``cap`` are checked on
+            the weights renormalised over ``C_i`` (equivalently on ``ξ_iu``, ``u ∈ C_i``: both
+            rules are scale-free).
+
+    Raises:
+        WeightPolicyViolation: one or more rows break the policy; ``violations`` lists one
+            ``(target, PolicyRule)`` per refused row (every row is checked before raising).
+        ConfigError: malformed arguments (not a square matrix with N >= 2, bad or repeated
+            indices, a target missing from ``contributors`` or among its own contributors).
+    """
+    if not isinstance(policy, WeightPolicy):
+        raise ConfigError("policy must be a WeightPolicy")
+    matrix = _as_square(weights)
+    n = matrix.shape[0]
+    found: list[tuple[int, PolicyRule]] = []
+    for target in _targets(n, targets, contributors):
+        survivors = None
+        if contributors is not None:
+            if target not in contributors:
+                raise ConfigError(f"no contributor set given for target {target}")
+            survivors = _survivors(target, contributors[target], n)
+        rule = _row_violation(matrix[target], target, policy, survivors)
+        if rule is not None:
+            found.append((target, rule))
+    if found:
+        described = "; ".join(f"target {t}: {_RULE_TEXT[r]}" for t, r in found)
+        raise WeightPolicyViolation(
+            f"weights refused under k_min={policy.k_min:g}, cap={policy.cap:g}: {described}",
+            tuple(found),
+        )
+
+
+def _water_fill(off: FloatArray, limit: float, total: float) -> FloatArray:
+    """Cap every entry at ``limit``; the excess goes to the uncapped entries in proportion to
+    their weight, repeated until no entry exceeds the cap (each pass caps at least one more entry,
+    so at most ``len(off)`` passes). If every positive entry ends up capped, the remainder is
+    spread evenly over the zero entries. Needs ``limit·len(off) >= total``."""
+    capped = np.zeros(off.shape, dtype=bool)
+    out = off.copy()
+    while (over := out > limit).any():
+        capped |= over
+        free = ~capped
+        remaining = total - limit * int(capped.sum())
+        free_mass = math.fsum(off[free].tolist())
+        if free_mass > 0:
+            share = np.zeros(off.shape, dtype=np.float64)
+            share[free] = off[free] / free_mass  # each <= 1: no overflow for tiny masses
+            out = np.where(capped, limit, share * remaining)
+        elif free.any():
+            return np.where(capped, limit, remaining / int(free.sum()))
+        else:  # only reachable through rounding when limit·len(off) == total
+            return np.full(off.shape, total / off.size)
+    return out
+
+
+def _mix_toward_uniform(off: FloatArray, k_min: float, total: float) -> FloatArray:
+    """The smallest mix ``(1 - λ)·off + λ·(total/m)`` whose N_eff reaches ``k_min`` (or m).
+
+    With ``D = off - total/m``: ``Σ x(λ)² = total²/m + (1 - λ)²·Σ D²``, which falls monotonically
+    in λ, so the smallest λ has a closed form (no bisection needed).
+    """
+    m = off.size
+    if effective_contributors(off) >= k_min:
+        return off
+    want = min(k_min * (1 + _MIX_MARGIN), float(m))
+    deviation = off - total / m
+    spread = math.fsum((deviation * deviation).tolist())
+    allowed = max(0.0, total * total * (1 / want - 1 / m))
+    keep = min(1.0, math.sqrt(allowed / spread)) if spread > 0 else 1.0  # keep = 1 - λ
+    return total / m + keep * deviation
+
+
+def enforce_policy(weights: npt.ArrayLike, policy: WeightPolicy) -> FloatArray:
+    """The server's side of the policy: a compliant ξ that changes only the rows that need it,
+    as little as the two steps below allow, so an honest server's broadcast never trips
+    :func:`check_weights`.
+
+    Row by row, compliant rows (and local rows) are returned unchanged, bit for bit. For any
+    other row ``i``, with off-diagonal part ``x`` and ``S = Σ x`` (``ξ_ii`` and ``S`` are kept):
+
+    1. *cap* by water-filling: every entry is cut to ``cap·S`` and the excess is redistributed to
+       the uncapped entries in proportion to their weight, repeatedly, until none exceeds the cap
+       (if all positive entries are capped, the rest is spread evenly over the zero ones);
+    2. *spread*: if ``N_eff < k_min``, mix toward uniform, ``x ← (1 - λ)·x + λ·S/(N - 1)``, with
+       the smallest ``λ ∈ [0, 1]`` that reaches ``k_min`` (closed form: ``Σ x²`` is a quadratic
+       in λ, decreasing on [0, 1]). Mixing keeps the cap because the uniform entry ``S/(N - 1)``
+       is itself within it.
+
+    Returns:
+        A new N x N array; the input is not modified.
+
+    Raises:
+        ConfigError: ``weights`` is not a row-stochastic N x N matrix (finite entries in [0, 1],
+            rows summing to 1 within ``ROW_SUM_TOLERANCE``), or a row needs fixing but the policy
+            is infeasible with ``N - 1`` contributors (``N - 1 < k_min`` or ``cap·(N - 1) < 1``).
+    """
+    if not isinstance(policy, WeightPolicy):
+        raise ConfigError("policy must be a WeightPolicy")
+    out = _as_square(weights).copy()
+    n = out.shape[0]
+    for i in range(n):
+        rule = _row_violation(out[i], i, policy, None)
+        if rule is None:
+            continue
+        if rule in (PolicyRule.ENTRY_RANGE, PolicyRule.ROW_SUM):
+            raise ConfigError(f"row {i} of the weights is not a probability row ({rule.value})")
+        if not policy.feasible(n - 1):
+            raise ConfigError(
+                f"the policy needs {policy.min_contributors} contributors per target; "
+                f"{n} clients give {n - 1}"
+            )
+        others = np.arange(n) != i
+        off = out[i, others]
+        total = math.fsum(off.tolist())
+        capped = _water_fill(off, policy.cap * total, total)
+        out[i, others] = _mix_toward_uniform(capped, policy.k_min, total)
+    return out
+
+
+def _client_count(n: object) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= MAX_WEIGHT_CLIENTS:
+        raise ConfigError(f"the number of clients must be an int in [2, {MAX_WEIGHT_CLIENTS}]")
+    return n
+
+
+def encode_weights(weights: npt.ArrayLike) -> bytes:
+    """The canonical encoding of ξ: ``version (u8) ‖ N (u32) ‖ N (u32)`` big-endian, then the N²
+    entries row by row as big-endian IEEE-754 float64. ``-0.0`` is written as ``0.0``, so equal
+    matrices have equal encodings (and equal transcript hashes).
+
+    Raises:
+        ConfigError: not an N x N matrix with ``2 <= N <= MAX_WEIGHT_CLIENTS``, or an entry that
+            is not finite or is negative.
+    """
+    matrix = _as_square(weights)
+    n = _client_count(matrix.shape[0])
+    if not np.isfinite(matrix).all() or (matrix < 0).any():
+        raise ConfigError("weights to encode must be finite and non-negative")
+    canonical = matrix + 0.0  # turns -0.0 into +0.0
+    return _HEADER.pack(ENCODING_VERSION, n, n) + canonical.astype(">f8").tobytes()
+
+
+def decode_weights(data: bytes | bytearray | memoryview, n: int) -> FloatArray:
+    """Decode ξ for a federation of ``n`` clients; the inverse of :func:`encode_weights`.
+
+    Accepts exactly the canonical encodings: every accepted input re-encodes to itself.
+    Structural checks only; the policy is :func:`check_weights`'s job.
+
+    Returns:
+        A read-only N x N float64 array.
+
+    Raises:
+        RemoteProtocolError: not bytes, wrong length or version, a shape other than n x n, or an
+            entry that is NaN, infinite, negative or ``-0.0``.
+        ConfigError: ``n`` is not an int in ``[2, MAX_WEIGHT_CLIENTS]``.
+    """
+    n = _client_count(n)
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise RemoteProtocolError("weights must be bytes")
+    raw = bytes(data)
+    if len(raw) != _HEADER.size + 8 * n * n:
+        raise RemoteProtocolError("weights encoding has the wrong length")
+    version, rows, columns = _HEADER.unpack_from(raw)
+    if version != ENCODING_VERSION or rows != n or columns != n:
+        raise RemoteProtocolError("weights encoding has a bad header")
+    values = np.frombuffer(raw, dtype=">f8", offset=_HEADER.size)
+    if not np.isfinite(values).all() or np.signbit(values).any():
+        raise RemoteProtocolError("weights must be finite and non-negative")
+    matrix: FloatArray = values.astype(np.float64).reshape(n, n)
+    matrix.flags.writeable = False
+    return matrix

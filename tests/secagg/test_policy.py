@@ -1,0 +1,490 @@
+"""The weight policy (DESIGN §4b): every rule refuses with its reason, the server's enforcement
+always yields compliant weights when the policy is feasible and leaves compliant rows alone, and
+the canonical encoding of ξ round-trips while anything malformed is a RemoteProtocolError."""
+
+from __future__ import annotations
+
+import ast
+import math
+import struct
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from securefed.errors import ConfigError, RemoteProtocolError, WeightPolicyViolation
+from securefed.secagg import policy as policy_module
+from securefed.secagg.policy import (
+    MAX_WEIGHT_CLIENTS,
+    PolicyRule,
+    WeightPolicy,
+    check_weights,
+    decode_weights,
+    effective_contributors,
+    encode_weights,
+    enforce_policy,
+)
+
+Matrix = npt.NDArray[np.float64]
+PROPERTY = settings(max_examples=300, deadline=timedelta(milliseconds=500))
+
+
+def uniform_rows(n: int, self_weight: float) -> Matrix:
+    out = np.full((n, n), (1 - self_weight) / (n - 1))
+    np.fill_diagonal(out, self_weight)
+    return out
+
+
+def violations(weights: Matrix, policy: WeightPolicy, **kwargs: object) -> dict[int, PolicyRule]:
+    with pytest.raises(WeightPolicyViolation) as info:
+        check_weights(weights, policy, **kwargs)  # type: ignore[arg-type]
+    return {target: PolicyRule(rule) for target, rule in info.value.violations}
+
+
+# -- the policy object ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("k_min", "cap", "message"),
+    [
+        (0.5, 0.5, "k_min"),
+        (math.nan, 0.5, "k_min"),
+        (math.inf, 0.5, "k_min"),
+        (True, 0.5, "k_min"),
+        (3.0, 0.0, "cap"),
+        (3.0, 1.5, "cap"),
+        (3.0, math.nan, "cap"),
+        (3.0, "0.5", "cap"),
+    ],
+)
+def test_policy_refuses_bad_parameters(k_min: object, cap: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        WeightPolicy(k_min=k_min, cap=cap)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("k_min", "cap", "needed"),
+    [
+        (3.0, 0.5, 3),  # the defaults: N >= 4 clients
+        (2.0, 0.25, 4),  # the cap binds: 4 x 0.25 = 1
+        (4.5, 1.0, 5),  # k_min binds, rounded up
+        (1.0, 1 / 3, 3),
+        (1.0, 0.1, 10),
+        (1.0, 1.0, 1),
+    ],
+)
+def test_min_contributors_is_ceil_of_max_k_min_and_inverse_cap(
+    k_min: float, cap: float, needed: int
+) -> None:
+    policy = WeightPolicy(k_min=k_min, cap=cap)
+    assert policy.min_contributors == needed
+    assert policy.feasible(needed)
+    assert not policy.feasible(needed - 1)
+    # the uniform row over exactly that many contributors is compliant
+    check_weights(uniform_rows(needed + 1, 0.0), policy)
+
+
+def test_effective_contributors() -> None:
+    assert effective_contributors([0.25, 0.25, 0.25, 0.25]) == pytest.approx(4.0, rel=1e-15)
+    assert effective_contributors([0.5, 0.25, 0.25]) == pytest.approx(1 / 0.375, rel=1e-15)
+    assert effective_contributors([0.7, 0.0, 0.0]) == 1.0
+    assert effective_contributors([0.0, 0.0]) == 0.0
+    assert effective_contributors([3e-300, 1e-300]) == pytest.approx(1.6, rel=1e-15)
+    assert effective_contributors([3e300, 1e300]) == pytest.approx(1.6, rel=1e-15)
+    for bad in ([-0.1, 0.5], [math.nan], [[0.5]]):
+        with pytest.raises(ConfigError):
+            effective_contributors(bad)
+
+
+# -- check_weights: each rule -----------------------------------------------------------------
+
+
+def test_honest_uniform_and_local_rows_pass() -> None:
+    policy = WeightPolicy()
+    check_weights(uniform_rows(4, 0.2), policy)
+    check_weights(np.eye(3), policy)  # local rows pass trivially, even with N - 1 < k_min
+    check_weights(uniform_rows(4, 0.2), policy, contributors={0: [1, 2, 3], 2: [0, 1, 3]})
+
+
+@pytest.mark.parametrize(
+    ("row", "rule"),
+    [
+        ([0.25, 0.25, 0.25, 0.25, -0.0001], PolicyRule.ENTRY_RANGE),
+        ([0.25, 0.25, 0.25, 0.25, math.nan], PolicyRule.ENTRY_RANGE),
+        ([0.0, 1.5, -0.25, -0.25, 0.0], PolicyRule.ENTRY_RANGE),
+        ([0.2, 0.2, 0.2, 0.2, 0.1], PolicyRule.ROW_SUM),
+        ([0.2, 0.2, 0.2, 0.2, 0.2 + 2e-9], PolicyRule.ROW_SUM),
+        ([0.2, 0.8, 0.0, 0.0, 0.0], PolicyRule.EFFECTIVE_CONTRIBUTORS),  # concentration on 1
+        ([0.0, 0.5, 0.5, 0.0, 0.0], PolicyRule.EFFECTIVE_CONTRIBUTORS),  # N_eff = 2
+        ([0.0, 0.4, 0.2, 0.2, 0.2], PolicyRule.CONTRIBUTOR_CAP),  # N_eff = 3.57, 0.4 > 0.35
+    ],
+)
+def test_each_rule_refuses_with_its_reason(row: list[float], rule: PolicyRule) -> None:
+    weights = uniform_rows(5, 0.2)
+    weights[0] = row
+    policy = WeightPolicy(k_min=3.0, cap=0.35)
+    assert violations(weights, policy) == {0: rule}
+
+
+def test_a_row_just_inside_the_rules_passes() -> None:
+    # N_eff = 3 exactly and the largest share exactly the cap
+    weights = uniform_rows(5, 0.2)
+    weights[0] = [0.2, 0.4, 4 / 30, 4 / 30, 4 / 30]
+    check_weights(weights, WeightPolicy(k_min=3.0, cap=0.5))
+    check_weights(weights, WeightPolicy(k_min=3.0, cap=0.5), targets=[0])
+    assert violations(weights, WeightPolicy(k_min=3.01, cap=0.5)) == {
+        0: PolicyRule.EFFECTIVE_CONTRIBUTORS
+    }
+    assert violations(weights, WeightPolicy(k_min=1.0, cap=0.49)) == {0: PolicyRule.CONTRIBUTOR_CAP}
+
+
+def test_tiny_off_diagonal_weight_is_checked_in_full() -> None:
+    # The target knows its own part, so 1e-12 on one victim reveals the victim exactly.
+    weights = uniform_rows(5, 0.2)
+    weights[3] = [0.0, 1e-12, 0.0, 1 - 1e-12, 0.0]
+    assert violations(weights, WeightPolicy()) == {3: PolicyRule.EFFECTIVE_CONTRIBUTORS}
+
+
+def test_every_refused_row_is_reported_and_no_weight_values_leak() -> None:
+    weights = uniform_rows(5, 0.2)
+    weights[1] = [0.37, 0.0, 0.63, 0.0, 0.0]
+    weights[4] = [0.1, 0.1, 0.1, 0.1, 0.59]
+    with pytest.raises(WeightPolicyViolation) as info:
+        check_weights(weights, WeightPolicy())
+    assert info.value.violations == (
+        (1, PolicyRule.EFFECTIVE_CONTRIBUTORS),
+        (4, PolicyRule.ROW_SUM),
+    )
+    message = str(info.value)
+    assert "target 1" in message
+    assert "target 4" in message
+    assert "0.37" not in message
+    assert "0.63" not in message
+    assert "0.59" not in message
+    # only the requested targets are checked
+    check_weights(weights, WeightPolicy(), targets=[0, 2, 3])
+
+
+def test_after_dropouts_the_renormalised_weights_are_checked() -> None:
+    weights = uniform_rows(6, 0.5)
+    weights[0] = [0.5, 0.3, 0.05, 0.05, 0.05, 0.05]  # N_eff = 0.25/0.1 = 2.5
+    policy = WeightPolicy(k_min=2.0, cap=0.7)
+    check_weights(weights, policy)
+    # contributors 2 and 3 dropped: the renormalised row is 0.3 : 0.05 : 0.05 -> N_eff = 1.47
+    assert violations(weights, policy, contributors={0: [1, 4, 5]}) == {
+        0: PolicyRule.EFFECTIVE_CONTRIBUTORS
+    }
+    # 1 dropped instead: 4 equal weights survive
+    check_weights(weights, policy, contributors={0: [2, 3, 4, 5]})
+    # 1 and 2 survive: 0.3 / 0.35 = 0.857 of the weight on contributor 1
+    assert violations(weights, WeightPolicy(k_min=1.0, cap=0.8), contributors={0: [1, 2]}) == {
+        0: PolicyRule.CONTRIBUTOR_CAP
+    }
+
+
+def test_no_surviving_weight_is_refused() -> None:
+    weights = uniform_rows(5, 0.2)
+    weights[2] = [0.0, 0.0, 0.2, 0.4, 0.4]
+    assert violations(weights, WeightPolicy(k_min=1.0), contributors={2: [0, 1]}) == {
+        2: PolicyRule.NO_SURVIVING_WEIGHT
+    }
+    assert violations(weights, WeightPolicy(k_min=1.0), contributors={2: []}) == {
+        2: PolicyRule.NO_SURVIVING_WEIGHT
+    }
+    # a local row has nothing to renormalise and passes
+    check_weights(np.eye(4), WeightPolicy(), contributors={1: []})
+
+
+@pytest.mark.parametrize(
+    ("weights", "kwargs", "message"),
+    [
+        (np.ones((3, 4)) / 4, {}, "N x N"),
+        (np.ones((1, 1)), {}, "N >= 2"),
+        (np.ones(4), {}, "N x N"),
+        (np.eye(3), {"targets": [3]}, "client index"),
+        (np.eye(3), {"targets": [1, 1]}, "repeat"),
+        (np.eye(3), {"targets": [True]}, "client index"),
+        (np.eye(3), {"targets": [0], "contributors": {1: [0, 2]}}, "no contributor set"),
+        (np.eye(3), {"contributors": {1: [1, 2]}}, "exclude it"),
+        (np.eye(3), {"contributors": {1: [0, 0]}}, "distinct"),
+        (np.eye(3), {"contributors": {1: [0, 7]}}, "client index"),
+        (np.eye(3), {"contributors": {1: ["0"]}}, "client indices"),
+    ],
+)
+def test_malformed_arguments_are_config_errors(
+    weights: Matrix, kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        check_weights(weights, WeightPolicy(), **kwargs)  # type: ignore[arg-type]
+
+
+def test_check_needs_a_policy_object() -> None:
+    with pytest.raises(ConfigError, match="WeightPolicy"):
+        check_weights(np.eye(3), {"k_min": 3})  # type: ignore[arg-type]
+
+
+# -- enforce_policy ---------------------------------------------------------------------------
+
+
+def test_enforce_caps_by_water_filling_hand_computed() -> None:
+    # cap 0.5 of S = 1: the excess 0.2 goes to the others in proportion 2 : 1
+    weights = uniform_rows(4, 0.0)
+    weights[0] = [0.0, 0.7, 0.2, 0.1]
+    out = enforce_policy(weights, WeightPolicy(k_min=1.0, cap=0.5))
+    np.testing.assert_allclose(out[0], [0.0, 0.5, 0.2 + 0.2 * 2 / 3, 0.1 + 0.2 / 3], rtol=1e-15)
+    # two passes: cap 0.4 -> (0.4, 0.42, 0.18) -> (0.4, 0.4, 0.2)
+    weights[0] = [0.0, 0.5, 0.35, 0.15]
+    out = enforce_policy(weights, WeightPolicy(k_min=1.0, cap=0.4))
+    np.testing.assert_allclose(out[0], [0.0, 0.4, 0.4, 0.2], rtol=1e-15)
+
+
+def test_enforce_spreads_to_zero_entries_when_the_support_is_too_small() -> None:
+    # one victim with all of S = 0.8: cap at 0.4, the rest evenly over the three zero entries
+    weights = uniform_rows(5, 0.2)
+    weights[0] = [0.2, 0.8, 0.0, 0.0, 0.0]
+    out = enforce_policy(weights, WeightPolicy())
+    np.testing.assert_allclose(out[0], [0.2, 0.4, 0.4 / 3, 0.4 / 3, 0.4 / 3], rtol=1e-15)
+    check_weights(out, WeightPolicy())
+
+
+def test_enforce_mixes_toward_uniform_with_the_smallest_lambda_hand_computed() -> None:
+    # S = 1 on two of four: N_eff = 2 < 3. Σx² = 1/4 + (1 - λ)²·‖D‖², ‖D‖² = 1/4, so
+    # (1 - λ)² = (1/3 - 1/4)/(1/4) = 1/3 and x = 1/4 ± (1/4)/sqrt(3)
+    weights = uniform_rows(5, 0.0)
+    weights[0] = [0.0, 0.5, 0.5, 0.0, 0.0]
+    out = enforce_policy(weights, WeightPolicy(k_min=3.0, cap=1.0))
+    high, low = 0.25 + 0.25 / math.sqrt(3), 0.25 - 0.25 / math.sqrt(3)
+    np.testing.assert_allclose(out[0], [0.0, high, high, low, low], rtol=1e-11)
+    assert effective_contributors(out[0, 1:]) == pytest.approx(3.0, rel=1e-11)
+
+
+def test_enforce_leaves_compliant_and_local_rows_bit_for_bit() -> None:
+    weights = uniform_rows(5, 0.3)
+    weights[2] = [0.0, 0.0, 1.0, 0.0, 0.0]
+    weights[4] = [0.1, 0.9, 0.0, 0.0, 0.0]
+    out = enforce_policy(weights, WeightPolicy())
+    np.testing.assert_array_equal(np.delete(out, 4, axis=0), np.delete(weights, 4, axis=0))
+    assert out[4, 4] == 0.0  # ξ_ii is kept
+    assert not np.shares_memory(out, weights)
+
+
+def test_enforce_refuses_an_infeasible_policy_only_when_a_row_needs_fixing() -> None:
+    np.testing.assert_array_equal(enforce_policy(np.eye(3), WeightPolicy()), np.eye(3))
+    with pytest.raises(ConfigError, match="needs 3 contributors per target; 3 clients give 2"):
+        enforce_policy(uniform_rows(3, 0.2), WeightPolicy())
+    with pytest.raises(ConfigError, match="needs 5 contributors"):
+        enforce_policy(uniform_rows(5, 0.2), WeightPolicy(k_min=1.0, cap=0.2))
+
+
+@pytest.mark.parametrize(
+    "row",
+    [[0.5, 0.25, 0.25, 0.1], [0.5, 0.5, 0.5, -0.5], [0.25, 0.25, 0.25, math.nan]],
+)
+def test_enforce_refuses_non_stochastic_input(row: list[float]) -> None:
+    weights = uniform_rows(4, 0.25)
+    weights[1] = row
+    with pytest.raises(ConfigError, match="row 1"):
+        enforce_policy(weights, WeightPolicy(k_min=1.0))
+
+
+@st.composite
+def weights_and_policies(draw: st.DrawFn) -> tuple[Matrix, WeightPolicy]:
+    """Row-stochastic matrices with Dirichlet-like rows (exponential draws, many zeros, some
+    concentrated) and a policy that is feasible for them (N - 1 >= k_min, cap·(N - 1) >= 1)."""
+    n = draw(st.integers(min_value=2, max_value=9))
+    rows = []
+    for i in range(n):
+        self_weight = draw(st.sampled_from([0.0, 0.5]) | st.floats(0.0, 0.95))
+        shape = draw(st.sampled_from([0.05, 1.0, 5.0]))
+        uniforms = draw(
+            st.lists(st.just(0.0) | st.floats(1e-6, 1.0 - 1e-9), min_size=n - 1, max_size=n - 1)
+        )
+        raw = np.array([(-math.log1p(-u)) ** (1 / shape) if u else 0.0 for u in uniforms])
+        local = draw(st.booleans()) and draw(st.booleans())
+        if local or not raw.any():
+            off, self_weight = np.zeros(n - 1), 1.0
+        else:
+            off = (1 - self_weight) * raw / raw.sum()
+        rows.append(np.insert(off, i, self_weight))
+    others = n - 1
+    k_min = draw(st.floats(1.0, float(others)))
+    cap = draw(st.floats(1.0 / others, 1.0))
+    return np.array(rows), WeightPolicy(k_min=k_min, cap=cap)
+
+
+def compliant(weights: Matrix, policy: WeightPolicy, target: int) -> bool:
+    try:
+        check_weights(weights, policy, targets=[target])
+    except WeightPolicyViolation:
+        return False
+    return True
+
+
+@PROPERTY
+@given(weights_and_policies())
+def test_enforce_always_yields_compliant_weights_when_feasible(
+    case: tuple[Matrix, WeightPolicy],
+) -> None:
+    weights, policy = case
+    assume(policy.feasible(weights.shape[0] - 1))
+    out = enforce_policy(weights, policy)
+    check_weights(out, policy)
+    np.testing.assert_array_equal(np.diag(out), np.diag(weights))
+    assert (out >= 0).all()
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    for i in range(weights.shape[0]):
+        if compliant(weights, policy, i):
+            np.testing.assert_array_equal(out[i], weights[i])
+    np.testing.assert_array_equal(enforce_policy(out, policy), out)  # idempotent
+
+
+@PROPERTY
+@given(weights_and_policies())
+def test_capping_alone_preserves_the_proportions_of_uncapped_entries(
+    case: tuple[Matrix, WeightPolicy],
+) -> None:
+    weights, policy = case
+    policy = WeightPolicy(k_min=1.0, cap=policy.cap)  # no mixing: only water-filling
+    out = enforce_policy(weights, policy)
+    for i in range(weights.shape[0]):
+        off_in, off_out = np.delete(weights[i], i), np.delete(out[i], i)
+        total = off_in.sum()
+        free = (off_out < policy.cap * total * (1 - 1e-9)) & (off_in > 0)
+        if free.sum() >= 2:
+            ratios = off_out[free] / off_in[free]
+            np.testing.assert_allclose(ratios, ratios[0], rtol=1e-9)
+            assert ratios[0] >= 1 - 1e-12  # the uncapped entries only ever gain
+
+
+# -- encoding ---------------------------------------------------------------------------------
+
+
+def test_encoding_layout_and_round_trip() -> None:
+    weights = uniform_rows(3, 0.5)
+    data = encode_weights(weights)
+    assert data[:9] == struct.pack(">BII", 1, 3, 3)
+    assert data[9:17] == struct.pack(">d", 0.5)
+    assert len(data) == 9 + 8 * 9
+    decoded = decode_weights(data, 3)
+    np.testing.assert_array_equal(decoded, weights)
+    assert decoded.dtype == np.float64
+    assert not decoded.flags.writeable
+    assert encode_weights(decoded) == data
+
+
+def test_negative_zero_is_encoded_as_zero() -> None:
+    weights = np.eye(3)
+    negative = weights.copy()
+    negative[0, 1] = -0.0
+    assert encode_weights(negative) == encode_weights(weights)
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        (np.ones((2, 3)), "N x N"),
+        (np.full((2, 2), math.inf), "finite"),
+        (np.array([[1.5, -0.5], [0.0, 1.0]]), "non-negative"),
+        (np.eye(MAX_WEIGHT_CLIENTS + 1), "number of clients"),
+    ],
+)
+def test_encode_refuses_what_it_cannot_represent(weights: Matrix, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        encode_weights(weights)
+
+
+def _with_value(data: bytes, index: int, raw: bytes) -> bytes:
+    start = 9 + 8 * index
+    return data[:start] + raw + data[start + 8 :]
+
+
+GOOD = encode_weights(uniform_rows(3, 0.25))
+MALFORMED = {
+    "empty": b"",
+    "truncated": GOOD[:-1],
+    "trailing byte": GOOD + b"\x00",
+    "header only": GOOD[:9],
+    "version 0": b"\x00" + GOOD[1:],
+    "version 2": b"\x02" + GOOD[1:],
+    "rows 4": GOOD[:1] + struct.pack(">I", 4) + GOOD[5:],
+    "columns 2": GOOD[:5] + struct.pack(">I", 2) + GOOD[9:],
+    "nan": _with_value(GOOD, 4, struct.pack(">d", math.nan)),
+    "nan payload": _with_value(GOOD, 4, bytes.fromhex("7ff8000000000001")),
+    "inf": _with_value(GOOD, 0, struct.pack(">d", math.inf)),
+    "negative": _with_value(GOOD, 1, struct.pack(">d", -0.25)),
+    "negative zero": _with_value(GOOD, 2, struct.pack(">d", -0.0)),
+}
+
+
+@pytest.mark.parametrize("data", list(MALFORMED.values()), ids=list(MALFORMED))
+def test_malformed_encodings_are_remote_protocol_errors(data: bytes) -> None:
+    with pytest.raises(RemoteProtocolError):
+        decode_weights(data, 3)
+
+
+def test_decode_takes_bytes_like_only_and_a_valid_n() -> None:
+    np.testing.assert_array_equal(decode_weights(bytearray(GOOD), 3), decode_weights(GOOD, 3))
+    with pytest.raises(RemoteProtocolError):
+        decode_weights("not bytes", 3)  # type: ignore[arg-type]
+    for n in (1, MAX_WEIGHT_CLIENTS + 1, 3.0, True):
+        with pytest.raises(ConfigError, match="number of clients"):
+            decode_weights(GOOD, n)  # type: ignore[arg-type]
+
+
+def decodes_or_rejects(data: bytes, n: int) -> None:
+    """The h11 invariant: a RemoteProtocolError or a canonical encoding, nothing else."""
+    try:
+        weights = decode_weights(data, n)
+    except RemoteProtocolError:
+        return
+    assert encode_weights(weights) == data
+
+
+@settings(max_examples=300, deadline=timedelta(milliseconds=500))
+@given(st.binary(max_size=120), st.integers(min_value=2, max_value=4))
+def test_fuzz_arbitrary_bytes(data: bytes, n: int) -> None:
+    decodes_or_rejects(data, n)
+
+
+@settings(max_examples=300, deadline=timedelta(milliseconds=500))
+@given(st.integers(min_value=0, max_value=len(GOOD) - 1), st.integers(0, 255))
+def test_fuzz_single_byte_edits(position: int, value: int) -> None:
+    decodes_or_rejects(GOOD[:position] + bytes([value]) + GOOD[position + 1 :], 3)
+
+
+@settings(max_examples=100, deadline=timedelta(milliseconds=500))
+@given(
+    st.lists(
+        st.floats(min_value=0.0, max_value=1e300, allow_subnormal=True), min_size=9, max_size=9
+    )
+)
+def test_fuzz_round_trip(values: list[float]) -> None:
+    weights = np.array(values).reshape(3, 3)
+    data = encode_weights(weights)
+    np.testing.assert_array_equal(decode_weights(data, 3), weights)
+    decodes_or_rejects(data, 3)
+
+
+# -- layering ---------------------------------------------------------------------------------
+
+
+def test_policy_imports_only_numpy_errors_and_the_standard_library() -> None:
+    source = Path(policy_module.__file__).read_text(encoding="utf-8")
+    roots: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module is not None:
+            roots.add(node.module)
+    outside = {
+        name
+        for name in roots
+        if name.split(".")[0] not in sys.stdlib_module_names
+        and name not in {"numpy", "numpy.typing", "securefed.errors"}
+    }
+    assert outside == set()
