@@ -44,6 +44,7 @@ from securefed.personalize import (
 )
 from securefed.runtime.seeded import seeded_random_bytes_unsafe
 from securefed.secagg import AggregationMode, RoundAborted, RoundConfig, Stage, default_threshold
+from securefed.secagg.messages import MaskedInput, Message
 from securefed.secagg.policy import WeightPolicy, enforce_policy
 from securefed.testing import RoundOutcome, make_federation, run_round
 
@@ -256,6 +257,7 @@ def _single_round(
     )
     mode_of_round = AggregationMode.ATTENTION if attention else AggregationMode.SUM
     config = _round_config(fed, params, dim=dim, seed=seed, mode=mode_of_round)
+    received = _MaskedInputRecorder()
     outcome = run_round(
         config,
         fed,
@@ -263,8 +265,9 @@ def _single_round(
         dropouts=schedule,
         weights=weights if attention else None,
         random_bytes=seeded_random_bytes_unsafe(seed),
+        client_hook=received,
     )
-    view = _server_view(outcome, sketches, weights)
+    view = _server_view(outcome, sketches, weights, received.inputs)
     if attention:
         return _attention_result(outcome, config, weights, view)
     return _fedavg_result(outcome, config, n, view)
@@ -288,10 +291,26 @@ def _round_config(
     )
 
 
-def _server_view(outcome: RoundOutcome, sketches: dict[int, Vector], weights: Vector) -> ServerView:
+@dataclass
+class _MaskedInputRecorder:
+    """Client hook that keeps what the server receives (the server itself keeps only sums)."""
+
+    inputs: dict[tuple[int, int | None], npt.NDArray[Any]] = field(default_factory=dict)
+
+    def __call__(self, sender: int, message: Message) -> Sequence[Message]:
+        if isinstance(message, MaskedInput):
+            self.inputs[(sender, message.target)] = message.vector
+        return (message,)
+
+
+def _server_view(
+    outcome: RoundOutcome,
+    sketches: dict[int, Vector],
+    weights: Vector,
+    inputs: dict[tuple[int, int | None], npt.NDArray[Any]],
+) -> ServerView:
     server = outcome.server
     assert server is not None  # noqa: S101 - run_round always reports its server
-    inputs = {key: message.vector for key, message in server._inputs.items()}
     outputs: dict[Any, npt.NDArray[Any]] = dict(server.blinded_outputs)
     if server.result is not None:
         outputs["sum"] = server.result.ring_sum
@@ -378,16 +397,18 @@ def _group_round(
         config = _round_config(fed, params, dim=dim, seed=group_seed, mode=AggregationMode.SUM)
         configs.append(config)
         local = {j: schedule[g] for j, g in enumerate(members) if g in schedule}
+        received = _MaskedInputRecorder()
         outcome = run_round(
             config,
             fed,
             {j: vectors[g] for j, g in enumerate(members)},
             dropouts=local,
             random_bytes=seeded_random_bytes_unsafe(seed + 104729 * (label + 1)),
+            client_hook=received,
         )
         server = outcome.server
         assert server is not None  # noqa: S101
-        inputs.update({(members[u], None): m.vector for (u, _), m in server._inputs.items()})
+        inputs.update({(members[u], None): v for (u, _), v in received.inputs.items()})
         seeds.update({members[u]: s for u, s in server.reconstructed_self_seeds.items()})
         keys.update({members[u]: k for u, k in server.reconstructed_mask_keys.items()})
         for j, reason in _aborted(outcome).items():

@@ -134,7 +134,12 @@ class SecAggServer(ProtocolParty):
             raise ConfigError("sum mode takes no weights")
         self._adverts: dict[int, AdvertiseKeys] = {}
         self._share_keys: dict[int, ShareKeys] = {}
-        self._inputs: dict[tuple[int, int | None], MaskedInput] = {}
+        # Masked inputs are folded into one running sum per output as soon as a client's upload
+        # is complete (memory O(outputs * d), not O(N * outputs * d)); until then they wait here.
+        self._pending: dict[int, dict[int | None, MaskedInput]] = {}
+        self._input_signatures: dict[tuple[int, int | None], bytes] = {}
+        self._sums: dict[int | None, RingArray] = {}
+        self._complete: list[int] = []
         self.blinded_outputs: dict[int, RingArray] = {}
         # What unmasking reconstructed (the server's knowledge, kept for audits and tests):
         self.reconstructed_self_seeds: dict[int, bytes] = {}
@@ -175,7 +180,7 @@ class SecAggServer(ProtocolParty):
         collectors: dict[type[Message], tuple[dict[Any, Any], Callable[[Any], None]]] = {
             AdvertiseKeys: (self._adverts, self._check_advert),
             ShareKeys: (self._share_keys, self._check_share_keys),
-            MaskedInput: (self._inputs, self._check_masked_input),
+            MaskedInput: (self._input_signatures, self._fold_masked_input),
             ConsistencySignature: (self._signatures, self._check_consistency),
             UnmaskResponse: (self._responses, self._check_unmask_response),
         }
@@ -183,10 +188,13 @@ class SecAggServer(ProtocolParty):
         sender: int = getattr(message, "sender")  # noqa: B009 - client messages name a sender
         key = (sender, message.target) if isinstance(message, MaskedInput) else sender
         if key in store:
-            reason = "duplicate" if store[key] == message else "a second, different message"
+            same = store[key] == (
+                message.signature if isinstance(message, MaskedInput) else message
+            )
+            reason = "duplicate" if same else "a second, different message"
             raise RemoteProtocolError(f"{reason} from client {sender} in this phase")
         check(message)
-        store[key] = message
+        store[key] = message.signature if isinstance(message, MaskedInput) else message
 
     def _check_advert(self, advert: AdvertiseKeys) -> None:
         suite = self.config.suite
@@ -213,6 +221,22 @@ class SecAggServer(ProtocolParty):
             raise RemoteProtocolError("masked input has the wrong length or ring")
         if message.target not in self._expected_targets(message.sender):
             raise RemoteProtocolError("masked input for a target this client does not serve")
+
+    def _fold_masked_input(self, message: MaskedInput) -> None:
+        """Check a masked input; once its sender's upload is complete, add it to the sums."""
+        self._check_masked_input(message)
+        waiting = self._pending.setdefault(message.sender, {})
+        waiting[message.target] = message
+        expected = self._expected_targets(message.sender)
+        if len(waiting) < len(expected):
+            return
+        for target, pending in self._pending.pop(message.sender).items():
+            total = self._sums.get(target)
+            if total is None:
+                self._sums[target] = pending.vector.copy()
+            else:
+                np.add(total, pending.vector, out=total)
+        self._complete.append(message.sender)
 
     @property
     def _attention(self) -> bool:
@@ -309,11 +333,8 @@ class SecAggServer(ProtocolParty):
         return envelopes
 
     def _close_mask(self) -> list[Envelope]:
-        self._u3 = tuple(  # a partial upload counts as a dropout
-            u
-            for u in self._u2
-            if all((u, target) in self._inputs for target in self._expected_targets(u))
-        )
+        self._u3 = tuple(sorted(self._complete))  # a partial upload counts as a dropout
+        self._pending.clear()
         self._require_quorum(self._u3, self._u2, "sent masked inputs")
         graph = self._mask_graph
         graph.check_survivors((*self._u3, *self._dropped_neighbours()), self._u3)
@@ -475,7 +496,7 @@ class SecAggServer(ProtocolParty):
             if u in self._mask_graph.neighbours(dropped) and dropped != output.target
         }
         return unmask_sum(
-            [self._inputs[(u, output.target)].vector for u in contributors],
+            [self._sums[output.target]],
             config=self.config,
             output=output,
             self_seeds={u: seeds[u] for u in contributors},

@@ -1,0 +1,1 @@
+"""Executable threat model of securefed: attacks that must fail, and residual risks, measured."""
