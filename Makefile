@@ -27,8 +27,8 @@ $(STAMP): pyproject.toml
 test: lint typecheck contracts pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check securefed tests
-	$(BIN)/ruff format --check securefed tests
+	$(BIN)/ruff check securefed tests threat_model
+	$(BIN)/ruff format --check securefed tests threat_model
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict $(STRICT)

@@ -21,6 +21,7 @@ from typing import Any
 
 from securefed import __version__
 from securefed.bench import run_prg_benchmark
+from securefed.bench.personalize import run_personalize_benchmark
 from securefed.bench.secagg import Baseline, run_secagg_benchmark
 from securefed.crypto import SuiteId, VerifyKey, encrypt_signing_key, get_suite
 from securefed.crypto.cleartext import export_unencrypted_signing_key_unsafe
@@ -56,6 +57,15 @@ def _print_result(result: dict[str, Any], *, as_json: bool) -> None:
 def _bench_prg(args: argparse.Namespace) -> int:
     print(f"bench prg: {args.mib} MiB x {args.repeats} repeats ...", file=sys.stderr)
     result = run_prg_benchmark(mib=args.mib, repeats=args.repeats).to_dict()
+    _print_result(result, as_json=args.json)
+    return 0
+
+
+def _bench_personalize(args: argparse.Namespace) -> int:
+    print(f"bench personalize: N={args.clients}, d={args.dim}, {args.mode} ...", file=sys.stderr)
+    result = run_personalize_benchmark(
+        clients=args.clients, dim=args.dim, mode=args.mode, sketch_dim=args.sketch_dim
+    )
     _print_result(result, as_json=args.json)
     return 0
 
@@ -218,6 +228,13 @@ def _parser() -> argparse.ArgumentParser:
     secagg.add_argument("--baseline", choices=[b.value for b in Baseline], help="compare in-run")
     secagg.add_argument("--json", action="store_true", help="one JSON object on stdout")
     secagg.set_defaults(handler=_bench_secagg)
+    personal = benches.add_parser("personalize", help="one personalized (attention/group) round")
+    personal.add_argument("--clients", type=int, default=10, help="N (default 10)")
+    personal.add_argument("--dim", type=int, default=1_000_000, help="model length d")
+    personal.add_argument("--mode", choices=["fedamp", "heurfedamp", "group"], default="fedamp")
+    personal.add_argument("--sketch-dim", type=int, default=256, help="sketch length k")
+    personal.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    personal.set_defaults(handler=_bench_personalize)
 
     _add_keys_commands(commands)
     return parser

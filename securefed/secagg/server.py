@@ -152,6 +152,15 @@ class SecAggServer(ProtocolParty):
         self._transcript = b""
         self.result: AggregateResult | None = None
 
+    def held_bytes(self) -> int:
+        """Bytes of vectors the server holds now (running sums, pending uploads, outputs)."""
+        pending = sum(
+            m.vector.nbytes for waiting in self._pending.values() for m in waiting.values()
+        )
+        sums = sum(v.nbytes for v in self._sums.values())
+        outputs = sum(v.nbytes for v in self.blinded_outputs.values())
+        return pending + sums + outputs
+
     @property
     def survivors(self) -> tuple[int, ...]:
         """U3, once the consistency phase has started."""
@@ -380,6 +389,7 @@ class SecAggServer(ProtocolParty):
         for output in round_outputs(self.config, self._u3):
             assert output.target is not None  # noqa: S101 - attention outputs have targets
             vector = self._unmask_output(output, seeds, mask_keys)
+            self._sums.pop(output.target, None)  # replaced by its output: memory stays O(N d)
             self.blinded_outputs[output.target] = vector
             blinded = self._sign(
                 BlindedOutput, recipient=output.target, survivors=self._u3, vector=vector

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import tracemalloc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,6 +89,7 @@ class RoundOutcome:
     upload_bytes: dict[int, int] = field(default_factory=dict)
     personalized: dict[int, npt.NDArray[np.float64]] = field(default_factory=dict)
     server: SecAggServer | None = None  # for inspecting what the server received and computed
+    server_peak_bytes: int = 0  # with tracemalloc tracing: peak of the server's own memory
 
     @property
     def aborted(self) -> bool:
@@ -114,10 +116,25 @@ class _Round:
     seconds: dict[int | str, float] = field(default_factory=dict)
     upload_bytes: dict[int, int] = field(default_factory=dict)
     _encoded: dict[int, tuple[Message, bytes]] = field(default_factory=dict)
+    server_peak_bytes: int = 0
+    _held_before: int = 0
+    _traced_before: int = 0
 
     def charge(self, party: int | str, started: float) -> None:
-        """Add the time since ``started`` to ``party``'s compute time."""
+        """Add the time since ``started`` to ``party``'s compute time (and, for the server,
+        track its peak memory when tracemalloc is tracing)."""
         self.seconds[party] = self.seconds.get(party, 0.0) + time.perf_counter() - started
+        if party == "server" and tracemalloc.is_tracing():
+            transient = tracemalloc.get_traced_memory()[1] - self._traced_before
+            self.server_peak_bytes = max(self.server_peak_bytes, self._held_before + transient)
+
+    def server_call_starts(self) -> float:
+        """Mark the start of a server call: the baseline for its memory peak."""
+        if tracemalloc.is_tracing():
+            self._held_before = self.server.held_bytes()
+            self._traced_before = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+        return time.perf_counter()
 
     def encode(self, party: int | str, message: Message) -> bytes:
         """The sender's encoding cost (a broadcast is encoded once, as a real server would)."""
@@ -140,7 +157,7 @@ class _Round:
             data = self.encode(sender, forwarded)
             self.upload_bytes[sender] = self.upload_bytes.get(sender, 0) + len(data)
             if not self.server.stage.terminal:
-                started = time.perf_counter()
+                started = self.server_call_starts()
                 self.server.receive(decode(data))
                 self.charge("server", started)
 
@@ -207,7 +224,7 @@ def run_round(
             state.to_server(i, advert)
     while not server.stage.terminal:
         stage = server.stage
-        started = time.perf_counter()
+        started = state.server_call_starts()
         envelopes = server.advance()
         state.charge("server", started)
         if order_hook is not None:
@@ -226,4 +243,5 @@ def run_round(
         upload_bytes=state.upload_bytes,
         personalized={i: c.personalized for i, c in clients.items() if c.personalized is not None},
         server=server,
+        server_peak_bytes=state.server_peak_bytes,
     )

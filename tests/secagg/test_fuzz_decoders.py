@@ -2,10 +2,11 @@
 
 Any input either decodes to a Message or raises RemoteProtocolError -- no other exception, no
 hang -- and an input that decodes is the canonical encoding of what it decodes to (re-encoding
-gives the same bytes). Inputs: (a) arbitrary bytes; (b) real encodings of every message type,
-mutated by flips, overwrites, insertions, deletions, truncations and splices, plus a deterministic
-sweep of every single-byte edit; (c) valid headers followed by random bodies, either a soup of
-field-shaped tokens or each type's fields written with random, often invalid, values.
+gives the same bytes). Inputs: (a) arbitrary bytes; (b) real encodings of every message type (in
+both forms where the fields depend on the mode: sum and attention), mutated by flips, overwrites,
+insertions, deletions, truncations and splices, plus a deterministic sweep of every single-byte
+edit; (c) valid headers followed by random bodies, either a soup of field-shaped tokens or each
+type's fields written with random, often invalid, values.
 """
 
 from __future__ import annotations
@@ -19,18 +20,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from securefed.errors import RemoteProtocolError
-from securefed.secagg.messages import MAX_PARTIES, Message, MessageType, decode
+from securefed.secagg.messages import MAX_PARTIES, MAX_WEIGHTS_BYTES, Message, MessageType, decode
 from securefed.secagg.wire import Writer
 from tests.secagg.conftest import SESSION
 from tests.secagg.test_messages import (
+    NO_TARGET,
+    VARIANTS,
     Body,
     abort_body,
     advertise_body,
-    blobs,
+    blinded_body,
     digest_body,
+    key_directory_body,
     masked_body,
-    one_of_each,
     recorded,
+    samples,
     share_bundle_body,
     share_keys_body,
     survivors_body,
@@ -58,6 +62,7 @@ def decodes_or_rejects(data: bytes) -> Message | None:
 
 
 KINDS = [pytest.param(kind, id=kind.name) for kind in MessageType]
+KNOWN_TAGS = {kind.value for kind in MessageType}
 
 
 def u32(value: int) -> bytes:
@@ -157,15 +162,13 @@ def mutate(data: bytes, program: Sequence[Mutation]) -> bytes:
 
 @FUZZ
 @given(program=st.lists(mutations, min_size=1, max_size=4))
-def fuzz_mutations(kind: MessageType, program: list[Mutation]) -> None:
-    decodes_or_rejects(mutate(one_of_each()[kind].to_bytes(), program))
+def fuzz_mutations(name: str, program: list[Mutation]) -> None:
+    decodes_or_rejects(mutate(samples()[name].to_bytes(), program))
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_mutated_encodings_decode_canonically_or_raise_remote_protocol_error(
-    kind: MessageType,
-) -> None:
-    fuzz_mutations(kind=kind)
+@pytest.mark.parametrize("name", VARIANTS)
+def test_mutated_encodings_decode_canonically_or_raise_remote_protocol_error(name: str) -> None:
+    fuzz_mutations(name=name)
 
 
 def single_byte_edits(data: bytes) -> list[bytes]:
@@ -179,15 +182,17 @@ def single_byte_edits(data: bytes) -> list[bytes]:
     return edits
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_every_single_byte_edit_decodes_canonically_or_raises(kind: MessageType) -> None:
+@pytest.mark.parametrize("name", VARIANTS)
+def test_every_single_byte_edit_decodes_canonically_or_raises(name: str) -> None:
     """Deterministic sweep over the whole encoding, header included."""
-    data = one_of_each()[kind].to_bytes()
-    accepted = [m for m in map(decodes_or_rejects, single_byte_edits(data)) if m is not None]
-    # edits inside the signature (and keys, hashes, shares) still decode: the invariant was
-    # exercised on both branches
+    message = samples()[name]
+    accepted = [
+        m for m in map(decodes_or_rejects, single_byte_edits(message.to_bytes())) if m is not None
+    ]
+    # edits inside the signature (and keys, hashes, shares, words) still decode: the invariant
+    # was exercised on both branches
     assert accepted
-    assert all(m.TYPE is kind for m in accepted)
+    assert all(m.TYPE is message.TYPE for m in accepted)
 
 
 # --- (c) valid header, random body ---------------------------------------------------------------
@@ -200,9 +205,9 @@ def test_every_single_byte_edit_decodes_canonically_or_raises(kind: MessageType)
 
 def nested_encodings() -> list[bytes]:
     """Real encodings of the types that other messages nest, to get random bodies deeper."""
-    nested = (MessageType.ADVERTISE_KEYS, MessageType.SHARE_COMMITMENT)
-    nested += (MessageType.CONSISTENCY_SIGNATURE,)
-    return [one_of_each()[k].to_bytes() for k in nested]
+    nested = ["ADVERTISE_KEYS-sum", "ADVERTISE_KEYS-attention", "SHARE_COMMITMENT"]
+    nested.append("CONSISTENCY_SIGNATURE")
+    return [samples()[name].to_bytes() for name in nested]
 
 
 def with_length(data: bytes) -> bytes:
@@ -234,18 +239,27 @@ pair_lists = st.one_of(
 )
 nested_lists = st.lists(nested, max_size=3)
 words = st.lists(st.integers(0, 255), max_size=6)
+codes = st.sampled_from([4, 8, 2])  # uint32, uint64, and a code outside the rings
+# None is the sentinel 0xFFFFFFFF; its neighbours and the index bounds are invalid or edge values
+targets = st.one_of(st.none(), indices, st.sampled_from([NO_TARGET - 1, 2**31]))
+# weights: a short blob, or a run of bytes at and past MAX_WEIGHTS_BYTES
+weight_blobs = st.one_of(
+    fields,
+    st.sampled_from([MAX_WEIGHTS_BYTES, MAX_WEIGHTS_BYTES + 1]).map(lambda n: b"\x01" * n),
+)
 GRAMMAR: dict[MessageType, st.SearchStrategy[Body]] = {
-    MessageType.ADVERTISE_KEYS: st.builds(advertise_body, indices, fields, fields),
-    MessageType.KEY_DIRECTORY: nested_lists.map(blobs),
+    MessageType.ADVERTISE_KEYS: st.builds(advertise_body, indices, fields, fields, fields),
+    MessageType.KEY_DIRECTORY: st.builds(key_directory_body, nested_lists, weight_blobs),
     MessageType.SHARE_COMMITMENT: st.builds(digest_body, indices, digests),
     MessageType.SHARE_KEYS: st.builds(share_keys_body, nested, pair_lists),
     MessageType.SHARE_BUNDLE: st.builds(share_bundle_body, indices, nested_lists, pair_lists),
-    MessageType.MASKED_INPUT: st.builds(masked_body, indices, st.sampled_from([4, 8, 2]), words),
+    MessageType.MASKED_INPUT: st.builds(masked_body, indices, targets, codes, words),
     MessageType.CONSISTENCY_REQUEST: index_lists.map(survivors_body),
     MessageType.CONSISTENCY_SIGNATURE: st.builds(digest_body, indices, digests),
     MessageType.UNMASK_REQUEST: st.builds(unmask_request_body, index_lists, nested_lists),
     MessageType.UNMASK_RESPONSE: st.builds(unmask_response_body, indices, pair_lists, pair_lists),
     MessageType.ABORT: st.one_of(fields, st.text(max_size=20).map(str.encode)).map(abort_body),
+    MessageType.BLINDED_OUTPUT: st.builds(blinded_body, indices, index_lists, codes, words),
 }
 
 
@@ -280,8 +294,15 @@ def test_valid_header_with_random_body_decodes_canonically_or_raises(kind: Messa
     fuzz_bodies(kind=kind)
 
 
+def test_the_grammar_covers_every_type() -> None:
+    assert set(GRAMMAR) == set(MessageType)
+
+
+UNKNOWN_TAGS = sorted(set(range(256)) - KNOWN_TAGS)
+
+
 @settings(FUZZ, max_examples=100)
-@given(tag=st.sampled_from([0, 12, 13, 127, 128, 255]), body=st.binary(max_size=512))
+@given(tag=st.sampled_from(UNKNOWN_TAGS), body=st.binary(max_size=512))
 def test_unknown_tags_are_rejected(tag: int, body: bytes) -> None:
     with pytest.raises(RemoteProtocolError):
         decode(b"SF\x01" + bytes([tag]) + body)

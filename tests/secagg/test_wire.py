@@ -3,7 +3,9 @@
 Round trips for every field kind, one encoding per value, and the reader's promise: every failure
 to read -- truncation, a length beyond its limit, trailing bytes, a bad dtype code -- is a
 RemoteProtocolError raised before anything large is allocated. The writer refuses what it cannot
-encode with ConfigError.
+encode with ConfigError. In digest mode (``Writer(digest_vectors=True)``, the form signatures
+cover) a vector is written as its dtype code, length and tree SHA-256, without copying it; every
+other field is written exactly as in the wire encoding.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from securefed.crypto.hashing import TREE_CHUNK_BYTES, tree_sha256
 from securefed.errors import ConfigError, RemoteProtocolError
 from securefed.secagg.wire import MAX_BLOB_BYTES, MAX_VECTOR_WORDS, Reader, Writer
 
@@ -65,8 +68,15 @@ RECORD_FIELDS = (
 )
 
 
-def record() -> bytes:
-    return write_record(Writer()).getvalue()
+def record(*, digest_vectors: bool = False) -> bytes:
+    return write_record(Writer(digest_vectors=digest_vectors)).getvalue()
+
+
+def digested(vector: np.ndarray[Any, Any]) -> bytes:
+    """A vector as digest mode writes it: dtype code, u32 count, tree SHA-256 of the LE words."""
+    code = vector.dtype.itemsize
+    little = vector.astype(f"<u{code}").tobytes()
+    return bytes([code]) + u32(vector.size) + tree_sha256(little)
 
 
 def u32(value: int) -> bytes:
@@ -253,6 +263,78 @@ def test_same_words_in_another_ring_encode_differently() -> None:
     assert narrow != wide
 
 
+# --- digest mode (what signatures cover) ---------------------------------------------------------
+
+
+def test_writer_is_not_in_digest_mode_by_default_and_the_mode_is_keyword_only() -> None:
+    vector = np.array([1, 2], dtype=np.uint32)
+    assert Writer().vector(vector).getvalue() == b"\x04" + u32(2) + vector.astype("<u4").tobytes()
+    with pytest.raises(TypeError):
+        Writer(True)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("vector", VECTOR_CASES, ids=[f"{v.dtype}-{v.size}" for v in VECTOR_CASES])
+def test_digest_mode_writes_dtype_code_length_and_tree_hash(vector: np.ndarray[Any, Any]) -> None:
+    encoded = Writer(digest_vectors=True).vector(vector).getvalue()
+    assert encoded == digested(vector)
+    assert len(encoded) == 1 + 4 + 32
+    # the hash is the tree hash of exactly the bytes the wire encoding carries
+    wire = Writer().vector(vector).getvalue()
+    assert encoded[:5] == wire[:5]
+    assert encoded[5:] == tree_sha256(wire[5:])
+
+
+def test_digest_mode_changes_only_the_vectors() -> None:
+    """Every other field is written as on the wire; each vector becomes code | count | hash."""
+    narrow = np.array([1, U32_MAX], dtype=np.uint32)
+    wide = np.array([U64_MAX], dtype=np.uint64)
+    plain, digest = record(), record(digest_vectors=True)
+    head = len(plain) - len(Writer().vector(narrow).vector(wide).getvalue())
+    assert digest[:head] == plain[:head]
+    assert digest[head:] == digested(narrow) + digested(wide)
+    # interleaved with other fields, in order
+    both = Writer(digest_vectors=True).u32(7).vector(narrow).blob(b"x").vector(wide).getvalue()
+    assert both == u32(7) + digested(narrow) + u32(1) + b"x" + digested(wide)
+
+
+def test_digest_mode_binds_the_ring_and_the_length() -> None:
+    """uint32 [1, 0] and uint64 [1] have the same bytes, hence the same tree hash: the dtype code
+    (and the count) keep their digest forms apart."""
+    narrow = Writer(digest_vectors=True).vector(np.array([1, 0], dtype=np.uint32)).getvalue()
+    wide = Writer(digest_vectors=True).vector(np.array([1], dtype=np.uint64)).getvalue()
+    assert narrow[5:] == wide[5:]
+    assert narrow[:5] == b"\x04" + u32(2)
+    assert wide[:5] == b"\x08" + u32(1)
+
+
+def test_digest_mode_sees_every_word_of_a_multi_chunk_vector() -> None:
+    """Over several tree chunks: changing any one word, in any chunk, changes the digest."""
+    words = 2 * TREE_CHUNK_BYTES // 4 + 3  # three chunks, the last one short
+    vector = np.arange(words, dtype=np.uint32)
+    reference = Writer(digest_vectors=True).vector(vector).getvalue()
+    assert reference == digested(vector)
+    for at in (0, TREE_CHUNK_BYTES // 4 - 1, TREE_CHUNK_BYTES // 4, words - 1):
+        changed = vector.copy()
+        changed[at] ^= 1
+        assert Writer(digest_vectors=True).vector(changed).getvalue() != reference
+    assert Writer(digest_vectors=True).vector(vector[:-1]).getvalue() != reference
+
+
+def test_digest_mode_does_not_depend_on_memory_layout() -> None:
+    base = np.arange(10, dtype=np.uint64) * np.uint64(2**40 + 3)
+    reference = Writer(digest_vectors=True).vector(base).getvalue()
+    for layout in (np.repeat(base, 2)[::2], np.asfortranarray(base)):
+        assert Writer(digest_vectors=True).vector(layout).getvalue() == reference
+
+
+def test_digest_mode_hashes_a_large_vector_without_copying_it() -> None:
+    vector = np.arange(1 << 22, dtype=np.uint32)  # 16 MiB
+    with peak_allocation() as peak:
+        encoded = Writer(digest_vectors=True).vector(vector).getvalue()
+    assert peak[0] < 1 << 20
+    assert encoded == b"\x04" + u32(vector.size) + tree_sha256(vector.tobytes())
+
+
 # --- reader failures -----------------------------------------------------------------------------
 
 
@@ -434,18 +516,29 @@ BAD_VECTORS = {
 }
 
 
+MODES = pytest.mark.parametrize("digest", [False, True], ids=["wire", "digest"])
+
+
+@MODES
 @pytest.mark.parametrize("vector", BAD_VECTORS.values(), ids=BAD_VECTORS.keys())
-def test_writer_refuses_vectors_outside_the_rings(vector: np.ndarray[Any, Any]) -> None:
+def test_writer_refuses_vectors_outside_the_rings(
+    vector: np.ndarray[Any, Any], *, digest: bool
+) -> None:
+    w = Writer(digest_vectors=digest)
     with pytest.raises(ConfigError):
-        Writer().vector(vector)
+        w.vector(vector)
+    assert w.getvalue() == b""
 
 
-def test_writer_refuses_vectors_above_the_limit() -> None:
+@MODES
+def test_writer_refuses_vectors_above_the_limit(*, digest: bool) -> None:
     with pytest.raises(ConfigError):
-        Writer().vector(np.zeros(5, dtype=np.uint32), limit=4)
-    assert len(Writer().vector(np.zeros(4, dtype=np.uint32), limit=4).getvalue()) == 5 + 16
+        Writer(digest_vectors=digest).vector(np.zeros(5, dtype=np.uint32), limit=4)
+    at_limit = Writer(digest_vectors=digest).vector(np.zeros(4, dtype=np.uint32), limit=4)
+    assert len(at_limit.getvalue()) == 5 + (32 if digest else 16)
 
 
-def test_vector_of_a_plain_list_is_a_config_error() -> None:
+@MODES
+def test_vector_of_a_plain_list_is_a_config_error(*, digest: bool) -> None:
     with pytest.raises(ConfigError):
-        Writer().vector([1, 2])  # type: ignore[arg-type]
+        Writer(digest_vectors=digest).vector([1, 2])  # type: ignore[arg-type]
