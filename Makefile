@@ -11,7 +11,7 @@ STAMP := $(VENV)/.securefed-installed
 BENCH_STAMP := $(VENV)/.securefed-bench-installed
 TORCH_PIN := torch==2.13.0
 # mypy --strict on the torch-free layers that exist; plain mypy on everything else.
-STRICT := $(wildcard securefed/crypto securefed/encoding securefed/secagg securefed/personalize securefed/audit) securefed/errors.py
+STRICT := $(wildcard securefed/crypto securefed/encoding securefed/secagg securefed/personalize securefed/audit) securefed/errors.py securefed/parallel.py
 
 .PHONY: install test lint typecheck contracts pytest bench clean
 
