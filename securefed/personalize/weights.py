@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from securefed.errors import ConfigError
-from securefed.secagg.policy import ROW_SUM_TOLERANCE
+from securefed.secagg.policy import ROW_SUM_TOLERANCE, client_index
 
 __all__ = [
     "cosine_similarities",
@@ -94,16 +94,6 @@ def _count(n: object) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ConfigError("the number of clients must be an int >= 2")
     return n
-
-
-def _index(value: object, n: int, name: str) -> int:
-    try:
-        index = operator.index(value)  # type: ignore[arg-type]
-    except TypeError as exc:
-        raise ConfigError(f"{name} must be integers") from exc
-    if isinstance(value, bool) or not 0 <= index < n:
-        raise ConfigError(f"{name}: {value!r} is not a client index in [0, {n})")
-    return index
 
 
 def _off_diagonal(n: int) -> npt.NDArray[np.bool_]:
@@ -381,8 +371,8 @@ def renormalise_row(row: npt.ArrayLike, *, target: int, contributors: Sequence[i
         raise ConfigError("row must have N >= 2 entries in [0, 1]")
     if abs(math.fsum(weights.tolist()) - 1) > ROW_SUM_TOLERANCE:
         raise ConfigError("row must sum to 1")
-    i = _index(target, n, "target")
-    survivors = [_index(u, n, "contributors") for u in contributors]
+    i = client_index(target, n, "target")
+    survivors = [client_index(u, n, "contributors") for u in contributors]
     if len(set(survivors)) != len(survivors) or i in survivors:
         raise ConfigError("contributors must be distinct and must not include the target")
     out = np.zeros(n, dtype=np.float64)

@@ -211,6 +211,21 @@ class Message:
         return hashlib.sha256(self.to_bytes()).digest()
 
 
+class _EqualByEncoding:
+    """Equality and hashing by the wire encoding, for messages that carry numpy vectors (numpy
+    arrays do not compare as plain values)."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.to_bytes() == other.to_bytes()  # type: ignore[attr-defined, no-any-return]
+
+    def __hash__(self) -> int:
+        return hash(self.digest())  # type: ignore[attr-defined]
+
+
 _REGISTRY: dict[int, type[Message]] = {}
 
 
@@ -451,8 +466,8 @@ class ShareBundle(Message):
 
 
 @_register
-@dataclass(frozen=True, slots=True)
-class MaskedInput(Message):
+@dataclass(frozen=True, slots=True, eq=False)
+class MaskedInput(_EqualByEncoding, Message):
     """Client -> server: one masked, encoded input -- for the sum (``target`` None) or, in
     attention mode, for one target's personalized output. Signed over the vector's tree hash."""
 
@@ -482,14 +497,6 @@ class MaskedInput(Message):
             "target": None if target == _NO_TARGET else target,
             "vector": r.vector(),
         }
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, MaskedInput):
-            return NotImplemented
-        return self.to_bytes() == other.to_bytes()
-
-    def __hash__(self) -> int:
-        return hash(self.digest())
 
 
 @_register
@@ -637,8 +644,8 @@ class UnmaskResponse(Message):
 
 
 @_register
-@dataclass(frozen=True, slots=True)
-class BlindedOutput(Message):
+@dataclass(frozen=True, slots=True, eq=False)
+class BlindedOutput(_EqualByEncoding, Message):
     """Server -> target i (attention mode): the unmasked but still target-blinded sum of the
     contributions for i, with the survivor set U3 it was computed over (R2). Only i can remove
     the blinding pads."""
@@ -667,14 +674,6 @@ class BlindedOutput(Message):
             "survivors": r.indices(limit=MAX_PARTIES),
             "vector": r.vector(),
         }
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, BlindedOutput):
-            return NotImplemented
-        return self.to_bytes() == other.to_bytes()
-
-    def __hash__(self) -> int:
-        return hash(self.digest())
 
 
 @_register

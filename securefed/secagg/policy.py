@@ -223,11 +223,12 @@ def _row_violation(
     return _spread_violation(off, policy)
 
 
-def _index(value: object, n: int, name: str) -> int:
+def client_index(value: object, n: int, name: str) -> int:
+    """``value`` as a client index in [0, n); ConfigError naming ``name`` otherwise."""
     try:
         index = operator.index(value)  # type: ignore[arg-type]
     except TypeError as exc:
-        raise ConfigError(f"{name} must be client indices") from exc
+        raise ConfigError(f"{name} must be integers (client indices)") from exc
     if isinstance(value, bool) or not 0 <= index < n:
         raise ConfigError(f"{name}: {value!r} is not a client index in [0, {n})")
     return index
@@ -240,14 +241,14 @@ def _targets(
         chosen = list(range(n)) if contributors is None else list(contributors)
     else:
         chosen = list(targets)
-    indices = [_index(t, n, "targets") for t in chosen]
+    indices = [client_index(t, n, "targets") for t in chosen]
     if len(set(indices)) != len(indices):
         raise ConfigError("targets must not repeat")
     return indices
 
 
 def _survivors(target: int, members: Sequence[int], n: int) -> list[int]:
-    indices = [_index(u, n, f"contributors of target {target}") for u in members]
+    indices = [client_index(u, n, f"contributors of target {target}") for u in members]
     if len(set(indices)) != len(indices) or target in indices:
         raise ConfigError(f"contributors of target {target} must be distinct and exclude it")
     return indices
