@@ -35,6 +35,11 @@ __all__ = ["Federation", "RoundOutcome", "make_federation", "resign", "run_round
 ClientHook = Callable[[int, Message], Sequence[Message]]
 ServerHook = Callable[[Envelope], Sequence[Envelope]]
 OrderHook = Callable[[list[Envelope]], list[Envelope]]
+DelayHook = Callable[[Stage], Sequence[tuple[int, Message]]]
+
+
+def _nothing_delayed(stage: Stage) -> Sequence[tuple[int, Message]]:
+    return ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,12 +159,16 @@ class _Round:
 
     def to_server(self, sender: int, message: Message) -> None:
         for forwarded in self.client_hook(sender, message):
-            data = self.encode(sender, forwarded)
-            self.upload_bytes[sender] = self.upload_bytes.get(sender, 0) + len(data)
-            if not self.server.stage.terminal:
-                started = self.server_call_starts()
-                self.server.receive(decode(data))
-                self.charge("server", started)
+            self.deliver(sender, forwarded)
+
+    def deliver(self, sender: int, message: Message) -> None:
+        """Put ``message`` on the wire to the server (no hook: already past the client hook)."""
+        data = self.encode(sender, message)
+        self.upload_bytes[sender] = self.upload_bytes.get(sender, 0) + len(data)
+        if not self.server.stage.terminal:
+            started = self.server_call_starts()
+            self.server.receive(decode(data))
+            self.charge("server", started)
 
     def to_client(self, envelope: Envelope, stage: Stage) -> None:
         for forwarded in self.server_hook(envelope):
@@ -188,6 +197,7 @@ def run_round(
     client_hook: ClientHook = _identity_client,
     server_hook: ServerHook = _identity_server,
     order_hook: OrderHook | None = None,
+    before_advance: DelayHook = _nothing_delayed,
     context: Sequence[ContextItem] = (),
     client_context: Mapping[int, Sequence[ContextItem]] | None = None,
     client_configs: Mapping[int, RoundConfig] | None = None,
@@ -199,8 +209,11 @@ def run_round(
     ``dropouts[i] = stage`` makes client i vanish before ``stage``. ``client_hook`` sees every
     client -> server message and returns what to deliver instead (nothing, several, or forged
     ones); ``server_hook`` does the same for server -> client envelopes; ``order_hook`` may permute
-    the envelopes of each phase before delivery. ``client_context`` gives individual clients a
-    different signed context than the server's ``context``, and ``client_configs`` different
+    the envelopes of each phase before delivery; ``before_advance(stage)`` returns (sender,
+    message) pairs delivered to the server just before it closes ``stage`` -- a client hook that
+    holds messages back and a ``before_advance`` that releases them later delay them.
+    ``client_context`` gives individual clients a different signed context than the server's
+    ``context``, and ``client_configs`` different
     round parameters (to script inconsistent views). ``weights`` is the server's weight matrix in
     attention mode; ``RoundOutcome.personalized`` then holds each target's personalized model.
     """
@@ -224,6 +237,10 @@ def run_round(
             state.to_server(i, advert)
     while not server.stage.terminal:
         stage = server.stage
+        for sender, late in before_advance(stage):  # delayed messages arrive now, maybe too late
+            state.deliver(sender, late)
+        if server.stage.terminal:
+            break
         started = state.server_call_starts()
         envelopes = server.advance()
         state.charge("server", started)

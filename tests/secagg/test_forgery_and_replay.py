@@ -322,3 +322,28 @@ def test_client_forgets_its_secrets_when_the_server_aborts() -> None:
     assert client.stage is Stage.ABORTED
     assert client._mask_key is None  # test-only peek: secrets are dropped
     assert client._values is None
+
+
+def test_a_delayed_message_arriving_after_its_phase_is_refused_as_late() -> None:
+    """Client 3's ShareKeys is held back and arrives while the server collects masked inputs."""
+    fed = federation(5)
+    held: list[tuple[int, Message]] = []
+
+    def hold(sender: int, message: Message) -> Sequence[Message]:
+        if sender == 3 and isinstance(message, ShareKeys):
+            held.append((sender, message))
+            return ()
+        return (message,)
+
+    def release(stage: Stage) -> Sequence[tuple[int, Message]]:
+        if stage is Stage.MASK and held:
+            return [held.pop()]
+        return ()
+
+    outcome = run_round(
+        config_for(fed), fed, inputs_for(5), client_hook=hold, before_advance=release
+    )
+    late = [e for e in rejected(outcome) if e.sender == 3]
+    assert late
+    assert "not allowed" in late[0].reason
+    assert_correct_sum(outcome, 5, (0, 1, 2, 4))
