@@ -37,3 +37,36 @@ def test_unknown_command_is_a_usage_error() -> None:
     with pytest.raises(SystemExit) as info:
         main(["frobnicate"])
     assert info.value.code == 2
+
+
+def test_bench_secagg_prints_one_json_line(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "bench",
+        "secagg",
+        "--clients",
+        "4",
+        "--dim",
+        "2000",
+        "--dropouts",
+        "1",
+        "--repeats",
+        "1",
+    ]
+    assert main([*argv, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip())
+    assert result["correct"] is True
+    for key in ("client_s", "server_s", "total_s", "upload_bytes_per_client", "keystream_limit_s"):
+        assert result[key] > 0
+    assert result["client_target_met"] == (result["client_vs_keystream"] <= 4.0)
+
+
+@pytest.mark.parametrize("mode", ["fedamp", "group"])
+def test_bench_personalize_prints_one_json_line(
+    mode: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["bench", "personalize", "--clients", "6", "--dim", "2000", "--mode", mode, "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out.strip())
+    assert result["correct"] is True
+    assert result["server_peak_bytes"] > 0
+    assert "client_target_met" in result

@@ -82,7 +82,8 @@ def test_no_unsafe_deserialisation(path: Path) -> None:
 
 def test_importing_the_torch_free_layers_loads_neither_torch_nor_numpy_random() -> None:
     code = (
-        "import sys, securefed.crypto, securefed.encoding; "
+        "import sys, securefed.crypto, securefed.encoding, securefed.secagg, "
+        "securefed.personalize; "
         "print(sorted(m for m in ('torch', 'opacus', 'numpy.random') if m in sys.modules))"
     )
     env = {
