@@ -46,7 +46,8 @@ from securefed.runtime.seeded import seeded_random_bytes_unsafe
 from securefed.secagg import AggregationMode, RoundAborted, RoundConfig, Stage, default_threshold
 from securefed.secagg.messages import MaskedInput, Message
 from securefed.secagg.policy import WeightPolicy, enforce_policy
-from securefed.testing import RoundOutcome, make_federation, run_round
+from securefed.secagg.session import commitment_context
+from securefed.testing import RoundOutcome, make_federation, run_round, run_session_setup
 
 __all__ = ["Mode", "RoundResult", "ServerView", "SimulationParams", "simulate_round"]
 
@@ -205,17 +206,17 @@ def _schedule(dropouts: Mapping[int, str], n: int) -> dict[int, Stage]:
 
 
 def _weights(
-    vectors: list[Vector], mode: Mode, params: SimulationParams, seed: int
+    vectors: list[Vector], mode: Mode, params: SimulationParams, sketch_seed: bytes | None
 ) -> tuple[Vector, dict[int, Vector]]:
     """xi as the server computes it: from exact similarities, or (``similarity="sketch"``) from
     the clients' secret distance sketches, which is all the server sees (DESIGN §4a)."""
     models = np.stack(vectors)
     n = len(vectors)
     sketches: dict[int, Vector] = {}
-    if params.similarity == "sketch":
+    if sketch_seed is not None:
         sketcher = Sketcher(
             get_suite("default"),
-            seeded_random_bytes_unsafe(seed ^ 0x5EED)(32),  # the clients' shared secret seed
+            sketch_seed,  # shared by the clients through the session setup, unknown to the server
             SketchConfig(dim=params.sketch_dim),
             model_dim=models.shape[1],
         )
@@ -252,11 +253,17 @@ def _single_round(
     n, dim = len(vectors), vectors[0].size
     fed = make_federation(n)
     attention = mode is not Mode.FEDAVG
-    weights, sketches = (
-        _weights(vectors, mode, params, seed) if attention else (np.full((n, n), 1.0 / n), {})
-    )
     mode_of_round = AggregationMode.ATTENTION if attention else AggregationMode.SUM
     config = _round_config(fed, params, dim=dim, seed=seed, mode=mode_of_round)
+    sketch_seed, context = None, []
+    if attention and params.similarity == "sketch":
+        sketch_seed, commitment = _session_setup(fed, config.session_id, seed)
+        context = [commitment_context(commitment)]
+    weights, sketches = (
+        _weights(vectors, mode, params, sketch_seed)
+        if attention
+        else (np.full((n, n), 1.0 / n), {})
+    )
     received = _MaskedInputRecorder()
     outcome = run_round(
         config,
@@ -266,11 +273,23 @@ def _single_round(
         weights=weights if attention else None,
         random_bytes=seeded_random_bytes_unsafe(seed),
         client_hook=received,
+        context=context,
     )
     view = _server_view(outcome, sketches, weights, received.inputs)
     if attention:
         return _attention_result(outcome, config, weights, view)
     return _fedavg_result(outcome, config, n, view)
+
+
+def _session_setup(fed: Any, session_id: bytes, seed: int) -> tuple[bytes, bytes]:
+    """The clients' secret sketch seed and its commitment, through the real session setup."""
+    clients, _, errors = run_session_setup(
+        fed, session_id=session_id, random_bytes=seeded_random_bytes_unsafe(seed ^ 0x5EED)
+    )
+    sketch_seed, commitment = clients[0].sketch_seed, clients[0].commitment
+    if errors or sketch_seed is None or commitment is None:
+        raise ConfigError("the sketch-seed session setup failed")
+    return sketch_seed, commitment
 
 
 def _round_config(

@@ -59,10 +59,15 @@ __all__ = [
     "Message",
     "MessageType",
     "SealedShare",
+    "SessionKey",
+    "SessionKeyDirectory",
     "ShareBundle",
     "ShareCommitment",
     "ShareKeys",
     "SignedBy",
+    "SketchSeedCommitment",
+    "SketchSeedDelivery",
+    "SketchSeedOffer",
     "UnmaskRequest",
     "UnmaskResponse",
     "decode",
@@ -100,6 +105,11 @@ class MessageType(Enum):
     UNMASK_RESPONSE = 10
     ABORT = 11
     BLINDED_OUTPUT = 12
+    SESSION_KEY = 13
+    SESSION_KEY_DIRECTORY = 14
+    SKETCH_SEED_COMMITMENT = 15
+    SKETCH_SEED_OFFER = 16
+    SKETCH_SEED_DELIVERY = 17
 
 
 class SignedBy(Enum):
@@ -699,3 +709,139 @@ class Abort(Message):
             return {"reason": r.blob(limit=MAX_REASON_BYTES).decode("utf-8")}
         except UnicodeDecodeError:
             raise RemoteProtocolError("malformed Abort") from None
+
+
+# --- session setup: the secret sketch seed (DESIGN §4a; securefed.secagg.session) -------------
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class SessionKey(Message):
+    """Client -> server: a session-level key-agreement key, signed by the client's identity."""
+
+    TYPE = MessageType.SESSION_KEY
+    SIGNER = SignedBy.CLIENT
+    sender: int
+    agreement_key: bytes
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        self._validate_common()
+        _require(_is_index(self.sender), "sender")
+        _require(_is_bytes(self.agreement_key, _KEY_LIMIT) and bool(self.agreement_key), "key")
+
+    def _write_fields(self, w: Writer) -> None:
+        w.u32(self.sender).blob(self.agreement_key)
+
+    @classmethod
+    def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
+        return {"sender": r.u32(), "agreement_key": r.blob(limit=_KEY_LIMIT)}
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class SessionKeyDirectory(Message):
+    """Server -> every client: the valid session keys, sorted by sender."""
+
+    TYPE = MessageType.SESSION_KEY_DIRECTORY
+    SIGNER = SignedBy.SERVER
+    keys: tuple[SessionKey, ...]
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        self._validate_common()
+        _require(_is_tuple_of(self.keys, SessionKey, "sender"), "keys must be sorted by sender")
+
+    def _write_fields(self, w: Writer) -> None:
+        w.items(self.keys, lambda w, k: w.blob(k.to_bytes()), limit=MAX_PARTIES)
+
+    @classmethod
+    def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
+        return {"keys": r.items(lambda r: _nested(r, SessionKey), limit=MAX_PARTIES)}
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class SketchSeedCommitment(Message):
+    """The dealer's signed commitment to the session's sketch seed."""
+
+    TYPE = MessageType.SKETCH_SEED_COMMITMENT
+    SIGNER = SignedBy.CLIENT
+    sender: int
+    commitment: bytes
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        self._validate_common()
+        _require(_is_index(self.sender), "sender")
+        _require(_is_bytes(self.commitment, DIGEST_BYTES, DIGEST_BYTES), "commitment")
+
+    def _write_fields(self, w: Writer) -> None:
+        w.u32(self.sender).fixed(self.commitment, DIGEST_BYTES)
+
+    @classmethod
+    def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
+        return {"sender": r.u32(), "commitment": r.fixed(DIGEST_BYTES)}
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class SketchSeedOffer(Message):
+    """Dealer -> server: its commitment and the seed sealed for every other client."""
+
+    TYPE = MessageType.SKETCH_SEED_OFFER
+    SIGNER = SignedBy.CLIENT
+    commitment: SketchSeedCommitment
+    sealed: tuple[SealedShare, ...]
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        self._validate_common()
+        _require(isinstance(self.commitment, SketchSeedCommitment), "commitment")
+        _require(_sealed_order_ok(self.sealed), "sealed seeds must be sorted by recipient")
+
+    @property
+    def sender(self) -> int:
+        return self.commitment.sender
+
+    def _write_fields(self, w: Writer) -> None:
+        w.blob(self.commitment.to_bytes())
+        w.items(self.sealed, lambda w, s: s.write(w), limit=MAX_PARTIES)
+
+    @classmethod
+    def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
+        return {
+            "commitment": _nested(r, SketchSeedCommitment),
+            "sealed": r.items(SealedShare.read, limit=MAX_PARTIES),
+        }
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class SketchSeedDelivery(Message):
+    """Server -> one client: the dealer's commitment and the seed sealed for that client."""
+
+    TYPE = MessageType.SKETCH_SEED_DELIVERY
+    SIGNER = SignedBy.SERVER
+    recipient: int
+    commitment: SketchSeedCommitment
+    sealed: SealedShare
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        self._validate_common()
+        _require(_is_index(self.recipient), "recipient")
+        _require(isinstance(self.commitment, SketchSeedCommitment), "commitment")
+        _require(isinstance(self.sealed, SealedShare), "sealed seed")
+
+    def _write_fields(self, w: Writer) -> None:
+        w.u32(self.recipient).blob(self.commitment.to_bytes())
+        self.sealed.write(w)
+
+    @classmethod
+    def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
+        return {
+            "recipient": r.u32(),
+            "commitment": _nested(r, SketchSeedCommitment),
+            "sealed": SealedShare.read(r),
+        }

@@ -7,5 +7,13 @@ from securefed.testing.harness import (
     resign,
     run_round,
 )
+from securefed.testing.session import run_session_setup
 
-__all__ = ["Federation", "RoundOutcome", "make_federation", "resign", "run_round"]
+__all__ = [
+    "Federation",
+    "RoundOutcome",
+    "make_federation",
+    "resign",
+    "run_round",
+    "run_session_setup",
+]

@@ -30,11 +30,14 @@ from tests.secagg.test_messages import (
     abort_body,
     advertise_body,
     blinded_body,
+    blobs,
     digest_body,
     key_directory_body,
     masked_body,
     recorded,
     samples,
+    seed_delivery_body,
+    session_key_body,
     share_bundle_body,
     share_keys_body,
     survivors_body,
@@ -260,6 +263,13 @@ GRAMMAR: dict[MessageType, st.SearchStrategy[Body]] = {
     MessageType.UNMASK_RESPONSE: st.builds(unmask_response_body, indices, pair_lists, pair_lists),
     MessageType.ABORT: st.one_of(fields, st.text(max_size=20).map(str.encode)).map(abort_body),
     MessageType.BLINDED_OUTPUT: st.builds(blinded_body, indices, index_lists, codes, words),
+    MessageType.SESSION_KEY: st.builds(session_key_body, indices, fields),
+    MessageType.SESSION_KEY_DIRECTORY: nested_lists.map(blobs),
+    MessageType.SKETCH_SEED_COMMITMENT: st.builds(digest_body, indices, digests),
+    MessageType.SKETCH_SEED_OFFER: st.builds(share_keys_body, nested, pair_lists),
+    MessageType.SKETCH_SEED_DELIVERY: st.builds(
+        seed_delivery_body, indices, nested, indices, fields
+    ),
 }
 
 

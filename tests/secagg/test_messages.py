@@ -38,10 +38,15 @@ from securefed.secagg.messages import (
     Message,
     MessageType,
     SealedShare,
+    SessionKey,
+    SessionKeyDirectory,
     ShareBundle,
     ShareCommitment,
     ShareKeys,
     SignedBy,
+    SketchSeedCommitment,
+    SketchSeedDelivery,
+    SketchSeedOffer,
     UnmaskRequest,
     UnmaskResponse,
     decode,
@@ -50,6 +55,7 @@ from securefed.secagg.messages import (
 )
 from securefed.secagg.policy import WeightPolicy, encode_weights, enforce_policy
 from securefed.secagg.server import Envelope
+from securefed.secagg.session import SessionSetupClient, SessionSetupServer
 from securefed.secagg.wire import Writer
 from securefed.testing import run_round
 from tests.secagg.conftest import SESSION, config_for, federation, inputs_for
@@ -75,6 +81,11 @@ MESSAGE_CLASSES: tuple[type[Message], ...] = (
     UnmaskResponse,
     Abort,
     BlindedOutput,
+    SessionKey,
+    SessionKeyDirectory,
+    SketchSeedCommitment,
+    SketchSeedOffer,
+    SketchSeedDelivery,
 )
 # Message types whose bodies carry SealedShare / RevealedShare records.
 SHARE_CARRIERS = (MessageType.SHARE_KEYS, MessageType.SHARE_BUNDLE, MessageType.UNMASK_RESPONSE)
@@ -139,6 +150,34 @@ def record(round_: int, **options: Any) -> list[Message]:
     return sent
 
 
+def record_session_setup() -> list[Message]:
+    """Every message of a real sketch-seed session setup (securefed.secagg.session), plus the
+    dealer's nested commitment."""
+    fed = federation(N_CLIENTS)
+    server = SessionSetupServer(fed.roster, session_id=SESSION, identity=fed.server_key)
+    clients = [
+        SessionSetupClient(fed.roster, session_id=SESSION, index=i, identity=fed.client_keys[i])
+        for i in range(N_CLIENTS)
+    ]
+    sent: list[Message] = []
+    for client in clients:
+        sent.append(client.start())
+        server.receive(sent[-1])
+    directory = server.directory()
+    sent.append(directory)
+    for client in clients:
+        for offer in client.receive(directory):
+            sent.append(offer)
+            server.receive(offer)
+    offers = [m for m in sent if isinstance(m, SketchSeedOffer)]
+    sent += [offers[0].commitment]
+    for recipient, delivery in server.deliveries():
+        sent.append(delivery)
+        clients[recipient].receive(delivery)
+    assert all(c.sketch_seed == clients[0].sketch_seed for c in clients)
+    return sent
+
+
 @functools.cache
 def recorded() -> tuple[Message, ...]:
     """Every message of a sum round (64-bit ring) and of an attention round (32-bit ring, weights
@@ -154,6 +193,7 @@ def recorded() -> tuple[Message, ...]:
         weights=attention_weights(),
     )
     sent += [m.commitment for m in sent if isinstance(m, ShareKeys)]
+    sent += record_session_setup()
     server_key = federation(N_CLIENTS).server_key
     sent.append(sign_message(Abort, server_key, SESSION, SUM_ROUND, reason=ABORT_REASON))
     return tuple(sent)
@@ -266,6 +306,14 @@ def survivors_body(survivors: Sequence[int]) -> Body:
     return lambda w: w.indices(survivors, limit=ANY)
 
 
+def session_key_body(sender: int, key: bytes) -> Body:
+    return lambda w: w.u32(sender).blob(key)
+
+
+def seed_delivery_body(recipient: int, commitment: bytes, dealer: int, sealed: bytes) -> Body:
+    return lambda w: w.u32(recipient).blob(commitment).u32(dealer).blob(sealed)
+
+
 def blinded_body(
     recipient: int,
     survivors: Sequence[int],
@@ -327,6 +375,13 @@ HAND_BODIES: dict[type[Message], Callable[[Any, bool], Body]] = {
     Abort: lambda m, _: abort_body(m.reason.encode()),
     BlindedOutput: lambda m, signed: blinded_body(
         m.recipient, m.survivors, m.vector.dtype.itemsize, m.vector.tolist(), signed=signed
+    ),
+    SessionKey: lambda m, _: session_key_body(m.sender, m.agreement_key),
+    SessionKeyDirectory: lambda m, _: blobs([k.to_bytes() for k in m.keys]),
+    SketchSeedCommitment: lambda m, _: digest_body(m.sender, m.commitment),
+    SketchSeedOffer: lambda m, _: share_keys_body(m.commitment.to_bytes(), sealed(m.sealed)),
+    SketchSeedDelivery: lambda m, _: seed_delivery_body(
+        m.recipient, m.commitment.to_bytes(), m.sealed.peer, m.sealed.ciphertext
     ),
 }
 
