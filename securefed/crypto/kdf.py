@@ -26,6 +26,7 @@ __all__ = [
     "KdfContext",
     "KeyKind",
     "KeyPurpose",
+    "derive_channel_key",
     "derive_directional_key",
     "derive_pairwise_key",
     "derive_stream_key",
@@ -188,6 +189,30 @@ def derive_pairwise_key(
     bindings = (b"pair", _index(first), _index(second), _index(target))
     return _derive(
         secret.suite, secret.material, purpose=purpose, context=context, bindings=bindings
+    )
+
+
+def derive_channel_key(
+    secret: SharedSecret,
+    *,
+    purpose: KeyPurpose,
+    context: KdfContext,
+    own: tuple[int, AgreementPublicKey],
+    peer: tuple[int, AgreementPublicKey],
+    outgoing: bool,
+) -> DerivedKey:
+    """:func:`derive_directional_key` seen from one party: ``own`` and ``peer`` are (index, public
+    key); ``outgoing`` picks the own -> peer direction, else peer -> own. Both parties of a
+    channel get the same key for the same direction."""
+    sender, recipient = (own, peer) if outgoing else (peer, own)
+    return derive_directional_key(
+        secret,
+        purpose=purpose,
+        context=context,
+        sender=sender[0],
+        recipient=recipient[0],
+        sender_public=sender[1],
+        recipient_public=recipient[1],
     )
 
 

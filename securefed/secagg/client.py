@@ -31,7 +31,7 @@ from securefed.crypto import (
     KeyPurpose,
     SharedSecret,
     SigningKey,
-    derive_directional_key,
+    derive_channel_key,
     shamir,
 )
 from securefed.encoding import FixedPointCodec
@@ -301,20 +301,15 @@ class SecAggClient(ProtocolParty):
         assert self._encryption_key is not None  # noqa: S101 - set in start()
         peer = recipient if sender == self.index else sender
         peer_public = self._peer_keys(peer)[0]
-        own_public = self._encryption_key.public_key()
-        sender_public, recipient_public = (
-            (own_public, peer_public) if sender == self.index else (peer_public, own_public)
-        )
         if peer not in self._share_secrets:  # one agreement per peer serves both directions
             self._share_secrets[peer] = self._encryption_key.exchange(peer_public)
-        return derive_directional_key(
+        return derive_channel_key(
             self._share_secrets[peer],
             purpose=KeyPurpose.SHARE,
             context=self.config.kdf_context,
-            sender=sender,
-            recipient=recipient,
-            sender_public=sender_public,
-            recipient_public=recipient_public,
+            own=(self.index, self._encryption_key.public_key()),
+            peer=(peer, peer_public),
+            outgoing=sender == self.index,
         )
 
     def _on_share_bundle(self, bundle: ShareBundle) -> list[Message]:

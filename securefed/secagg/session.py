@@ -35,7 +35,7 @@ from securefed.crypto import (
     KdfContext,
     KeyPurpose,
     SigningKey,
-    derive_directional_key,
+    derive_channel_key,
 )
 from securefed.errors import ConfigError, CryptoError, LocalProtocolError, RemoteProtocolError
 from securefed.secagg.messages import (
@@ -88,28 +88,6 @@ def commitment_context(commitment: bytes) -> ContextItem:
 def _seal_ad(session_id: bytes, sender: int, recipient: int) -> bytes:
     w = Writer().blob(b"securefed/v1/sketch-seed").fixed(session_id, 32)
     return w.u32(sender).u32(recipient).getvalue()
-
-
-def _seed_key(
-    own: AgreementPrivateKey,
-    peer: AgreementPublicKey,
-    *,
-    session_id: bytes,
-    sender: int,
-    recipient: int,
-    sender_public: AgreementPublicKey,
-    recipient_public: AgreementPublicKey,
-) -> Aead:
-    key = derive_directional_key(
-        own.exchange(peer),
-        purpose=KeyPurpose.SKETCH_SEED,
-        context=KdfContext(session_id, SETUP_ROUND),
-        sender=sender,
-        recipient=recipient,
-        sender_public=sender_public,
-        recipient_public=recipient_public,
-    )
-    return Aead(key)
 
 
 class SessionSetupClient:
@@ -216,20 +194,18 @@ class SessionSetupClient:
         )
 
     def _aead(self, *, sender: int, recipient: int, peer_public: AgreementPublicKey) -> Aead:
-        assert self._key is not None  # noqa: S101
-        own_public = self._key.public_key()
-        sender_public, recipient_public = (
-            (own_public, peer_public) if sender == self.index else (peer_public, own_public)
+        """The AEAD of the sketch-seed channel ``sender -> recipient`` (this client is one end)."""
+        assert self._key is not None  # noqa: S101 - set in start()
+        peer = recipient if sender == self.index else sender
+        key = derive_channel_key(
+            self._key.exchange(peer_public),
+            purpose=KeyPurpose.SKETCH_SEED,
+            context=KdfContext(self.session_id, SETUP_ROUND),
+            own=(self.index, self._key.public_key()),
+            peer=(peer, peer_public),
+            outgoing=sender == self.index,
         )
-        return _seed_key(
-            self._key,
-            peer_public,
-            session_id=self.session_id,
-            sender=sender,
-            recipient=recipient,
-            sender_public=sender_public,
-            recipient_public=recipient_public,
-        )
+        return Aead(key)
 
     def _on_delivery(self, delivery: SketchSeedDelivery) -> None:
         verify_message(self.roster, delivery, session_id=self.session_id, round_=SETUP_ROUND)

@@ -14,6 +14,7 @@ from securefed.crypto import (
     KdfContext,
     KeyPurpose,
     KeyStream,
+    derive_channel_key,
     derive_directional_key,
     derive_pairwise_key,
     derive_stream_key,
@@ -153,3 +154,20 @@ def test_derived_key_repr_hides_material() -> None:
     key = derive_stream_key(SUITE, os.urandom(32), purpose=KeyPurpose.DITHER, context=CONTEXT)
     assert key.material.hex() not in repr(key)
     assert "material" not in repr(key)
+
+
+def test_channel_keys_agree_per_direction_from_both_ends() -> None:
+    alice, bob = SUITE.generate_agreement_key(), SUITE.generate_agreement_key()
+    a, b = (0, alice.public_key()), (1, bob.public_key())
+    common = {"purpose": KeyPurpose.SHARE, "context": CONTEXT}
+    a_out = derive_channel_key(
+        alice.exchange(bob.public_key()), own=a, peer=b, outgoing=True, **common
+    )
+    b_in = derive_channel_key(
+        bob.exchange(alice.public_key()), own=b, peer=a, outgoing=False, **common
+    )
+    b_out = derive_channel_key(
+        bob.exchange(alice.public_key()), own=b, peer=a, outgoing=True, **common
+    )
+    assert a_out == b_in
+    assert a_out != b_out
