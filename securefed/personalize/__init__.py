@@ -20,6 +20,7 @@ a personalized model; it computes ξ from secret sketches, applies the weight po
 """
 
 from securefed.personalize.modes import PersonalizationMode
+from securefed.personalize.partition import partition_from_distances
 from securefed.personalize.sketch import (
     SketchConfig,
     SketchConstruction,
@@ -59,6 +60,7 @@ __all__ = [
     "heurfedamp_weights",
     "heurfedamp_weights_from_cosines",
     "local_weights",
+    "partition_from_distances",
     "personalized_models",
     "renormalise_row",
     "squared_distances",

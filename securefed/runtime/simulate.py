@@ -39,6 +39,7 @@ from securefed.personalize import (
     group_weights,
     heurfedamp_weights,
     heurfedamp_weights_from_cosines,
+    partition_from_distances,
     renormalise_row,
     squared_distances_from_sketches,
 )
@@ -75,7 +76,9 @@ class SimulationParams:
         self_weight: xi_ii for HeurFedAMP and group mode.
         temperature: HeurFedAMP's sigma (softmax temperature over cosines).
         centred: HeurFedAMP cosines of centred models (minus the mean), not raw ones.
-        partition: group label per client (group mode; required there).
+        partition: group label per client, or ``"sketch"`` to choose it from the first round's
+            secret sketches (group mode; required there). The result reports it.
+        groups: number of groups when ``partition == "sketch"``.
         sketch_dim: sketch size when ``similarity == "sketch"``.
         similarity: ``"exact"`` (the default here) or ``"sketch"`` (secret sketches).
         threshold: Shamir threshold t (default floor(2N/3) + 1).
@@ -89,7 +92,8 @@ class SimulationParams:
     self_weight: float = 0.5
     temperature: float = 5.0
     centred: bool = True
-    partition: tuple[int, ...] | None = None
+    partition: tuple[int, ...] | str | None = None
+    groups: int = 2
     sketch_dim: int = 256
     similarity: str = "exact"
     threshold: int | None = None
@@ -123,6 +127,7 @@ class RoundResult:
     error_bound: float
     server_view: ServerView
     configs: tuple[RoundConfig, ...] = field(default=(), repr=False)
+    partition: tuple[int, ...] | None = None  # group mode: the partition used (for the ledger)
 
 
 def _params(n: int, raw: Mapping[str, Any]) -> SimulationParams:
@@ -131,8 +136,11 @@ def _params(n: int, raw: Mapping[str, Any]) -> SimulationParams:
     if unknown:
         raise ConfigError(f"unknown simulate_round parameters: {', '.join(unknown)}")
     params = SimulationParams(**raw)
-    if params.partition is not None:
-        params = dataclasses.replace(params, partition=tuple(params.partition))
+    partition = params.partition
+    if partition is not None and not isinstance(partition, str):
+        params = dataclasses.replace(params, partition=tuple(int(g) for g in partition))
+    elif isinstance(partition, str) and partition != "sketch":
+        raise ConfigError("partition must be group labels or 'sketch'")
     if params.similarity not in ("exact", "sketch"):
         raise ConfigError("similarity must be 'exact' or 'sketch'")
     return params
@@ -395,8 +403,12 @@ def _group_round(
     vectors: list[Vector], params: SimulationParams, seed: int, schedule: dict[int, Stage]
 ) -> RoundResult:
     n, dim = len(vectors), vectors[0].size
-    if params.partition is None or len(params.partition) != n:
-        raise ConfigError("group mode needs a partition: one group label per client")
+    sketches: dict[int, Vector] = {}
+    if params.partition == "sketch":
+        partition, sketches = _partition_from_sketches(vectors, params, seed)
+        params = dataclasses.replace(params, partition=partition)
+    if not isinstance(params.partition, tuple) or len(params.partition) != n:
+        raise ConfigError("group mode needs a partition: one group label per client, or 'sketch'")
     weights = group_weights(params.partition, self_weight=params.self_weight)
     personalized: dict[int, Vector] = {}
     aborted: dict[int, str] = {}
@@ -448,5 +460,27 @@ def _group_round(
             used[i, [c for c in contributors if c != i]] = (1 - own) / others
             used[i, i] = own
             bound = max(bound, outcome.result.error_bound * (1 - own) / others)
-    view = ServerView(inputs, {}, outputs, seeds, keys, weights)
-    return RoundResult(personalized, aborted, used, bound, view, tuple(configs))
+    view = ServerView(inputs, sketches, outputs, seeds, keys, weights)
+    return RoundResult(
+        personalized, aborted, used, bound, view, tuple(configs), partition=params.partition
+    )
+
+
+def _partition_from_sketches(
+    vectors: list[Vector], params: SimulationParams, seed: int
+) -> tuple[tuple[int, ...], dict[int, Vector]]:
+    """The session's partition, chosen once from the first round's secret sketches: the server
+    sees only the sketches, estimates distances, and clusters them (DESIGN §4e)."""
+    n = len(vectors)
+    fed = make_federation(n)
+    session_id = seeded_random_bytes_unsafe(seed)(32)
+    sketch_seed, _ = _session_setup(fed, session_id, seed)
+    sketcher = Sketcher(
+        get_suite("default"),
+        sketch_seed,
+        SketchConfig(dim=params.sketch_dim),
+        model_dim=vectors[0].size,
+    )
+    sketches = {i: sketcher.distance_sketch(v, round_=1) for i, v in enumerate(vectors)}
+    distances = squared_distances_from_sketches(np.stack([sketches[i] for i in range(n)]))
+    return partition_from_distances(distances, groups=params.groups), sketches

@@ -139,3 +139,14 @@ def test_sketch_based_weights_are_close_to_exact_and_the_server_sees_only_sketch
         row = sketched.weights[i].copy()
         row[i] = -1
         assert int(np.argmax(row)) % 2 == i % 2
+
+
+def test_group_partition_chosen_from_sketches_finds_the_latent_groups() -> None:
+    models = make_models(8, dim=300)
+    result = securefed.simulate_round(models, mode="group", seed=9, partition="sketch", groups=2)
+    assert result.partition is not None
+    labels = result.partition
+    assert len(set(labels)) == 2
+    assert all((labels[i] == labels[0]) == (i % 2 == 0) for i in range(8))  # the latent groups
+    assert len(result.server_view.sketches) == 8
+    check_against_reference(result, models)
