@@ -408,25 +408,28 @@ def _sealed_order_ok(sealed: tuple[SealedShare, ...]) -> bool:
     return _is_tuple_of(sealed, SealedShare, "peer")
 
 
-@_register
-@dataclass(frozen=True, slots=True)
-class ShareKeys(Message):
-    """Client -> server: its signed commitment and one sealed share bundle per peer."""
+class _CommittedSealed:
+    """Shared by ShareKeys and SketchSeedOffer: a client's signed commitment (of type
+    ``COMMITMENT``, which names the sender) and ciphertexts sealed for its peers, by recipient."""
 
-    TYPE = MessageType.SHARE_KEYS
-    SIGNER = SignedBy.CLIENT
-    commitment: ShareCommitment
+    __slots__ = ()
+    COMMITMENT: ClassVar[type[Any]]
+    commitment: Any
     sealed: tuple[SealedShare, ...]
-    signature: bytes
+
+    if TYPE_CHECKING:
+
+        def _validate_common(self) -> None: ...  # provided by Message (later in the MRO)
 
     def __post_init__(self) -> None:
         self._validate_common()
-        _require(isinstance(self.commitment, ShareCommitment), "commitment")
-        _require(_sealed_order_ok(self.sealed), "sealed shares must be sorted by recipient")
+        _require(isinstance(self.commitment, self.COMMITMENT), "commitment")
+        _require(_sealed_order_ok(self.sealed), "sealed values must be sorted by recipient")
 
     @property
     def sender(self) -> int:
-        return self.commitment.sender
+        sender: int = self.commitment.sender
+        return sender
 
     def _write_fields(self, w: Writer) -> None:
         w.blob(self.commitment.to_bytes())
@@ -435,9 +438,23 @@ class ShareKeys(Message):
     @classmethod
     def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
         return {
-            "commitment": _nested(r, ShareCommitment),
+            "commitment": _nested(r, cls.COMMITMENT),
             "sealed": r.items(SealedShare.read, limit=MAX_PARTIES),
         }
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class ShareKeys(_CommittedSealed, Message):
+    """Client -> server: its signed commitment and one sealed share bundle per peer."""
+
+    TYPE = MessageType.SHARE_KEYS
+    SIGNER = SignedBy.CLIENT
+    commitment: ShareCommitment
+    sealed: tuple[SealedShare, ...]
+    signature: bytes
+
+    COMMITMENT = ShareCommitment
 
 
 @_register
@@ -786,7 +803,7 @@ class SketchSeedCommitment(Message):
 
 @_register
 @dataclass(frozen=True, slots=True)
-class SketchSeedOffer(Message):
+class SketchSeedOffer(_CommittedSealed, Message):
     """Dealer -> server: its commitment and the seed sealed for every other client."""
 
     TYPE = MessageType.SKETCH_SEED_OFFER
@@ -795,25 +812,7 @@ class SketchSeedOffer(Message):
     sealed: tuple[SealedShare, ...]
     signature: bytes
 
-    def __post_init__(self) -> None:
-        self._validate_common()
-        _require(isinstance(self.commitment, SketchSeedCommitment), "commitment")
-        _require(_sealed_order_ok(self.sealed), "sealed seeds must be sorted by recipient")
-
-    @property
-    def sender(self) -> int:
-        return self.commitment.sender
-
-    def _write_fields(self, w: Writer) -> None:
-        w.blob(self.commitment.to_bytes())
-        w.items(self.sealed, lambda w, s: s.write(w), limit=MAX_PARTIES)
-
-    @classmethod
-    def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
-        return {
-            "commitment": _nested(r, SketchSeedCommitment),
-            "sealed": r.items(SealedShare.read, limit=MAX_PARTIES),
-        }
+    COMMITMENT = SketchSeedCommitment
 
 
 @_register
