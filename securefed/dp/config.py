@@ -1,0 +1,117 @@
+"""Configuration and result records of private local training (all frozen)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from enum import Enum
+
+from securefed.errors import ConfigError
+
+__all__ = ["AccountantKind", "DPConfig", "GradSampleMode", "RoundSpend", "TrainingConfig"]
+
+
+class AccountantKind(Enum):
+    """Opacus privacy accountant. PRV (Gopi et al. 2021) is tight, close to Google's PLD
+    accountant; RDP is the classic Renyi bound and overstates epsilon by roughly 10-15%."""
+
+    PRV = "prv"
+    RDP = "rdp"
+
+
+class GradSampleMode(Enum):
+    """How Opacus obtains per-sample gradient norms for clipping.
+
+    ``GHOST``: ghost / fast gradient clipping (per-sample norms without materialising every
+    per-sample gradient, then a second backward pass on the clipped loss); ``HOOKS``: per-sample
+    gradients materialised by hooks, clipped, summed. Both give the same clipped sum.
+    """
+
+    GHOST = "ghost"
+    HOOKS = "hooks"
+
+
+def _finite_positive(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} must be finite and > 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DPConfig:
+    """Record-level (epsilon, delta)-DP budget of ONE institution over its whole participation.
+
+    ``noise_multiplier=None`` fixes sigma once, from the target, the sampling rate and the planned
+    rounds x steps per round (Opacus ``get_noise_multiplier``); it is then persisted with the
+    accountant state and reused after a restart. ``ghost_clipping`` asks for the faster per-sample
+    path; where the model does not support it the trainer falls back to hooks and says so.
+    """
+
+    target_epsilon: float
+    delta: float
+    max_grad_norm: float = 1.0
+    noise_multiplier: float | None = None
+    accountant: AccountantKind = AccountantKind.PRV
+    ghost_clipping: bool = True
+
+    def __post_init__(self) -> None:
+        _finite_positive("target_epsilon", self.target_epsilon)
+        _finite_positive("delta", self.delta)
+        if self.delta >= 1:
+            raise ConfigError(f"delta must be < 1, got {self.delta}")
+        _finite_positive("max_grad_norm", self.max_grad_norm)
+        if self.noise_multiplier is not None:
+            _finite_positive("noise_multiplier", self.noise_multiplier)
+        if not isinstance(self.accountant, AccountantKind):
+            raise ConfigError(f"accountant must be an AccountantKind, got {self.accountant!r}")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Local SGD settings, the same with and without DP.
+
+    ``proximal_lambda`` is FedAMP's coefficient mu of the proximal term (mu/2)||w - u||^2 towards
+    the personalised anchor u; 0 disables it.
+    """
+
+    lr: float = 0.05
+    batch_size: int = 64
+    local_epochs: int = 1
+    momentum: float = 0.0
+    proximal_lambda: float = 0.0
+
+    def __post_init__(self) -> None:
+        _finite_positive("lr", self.lr)
+        for name in ("batch_size", "local_epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if not (math.isfinite(self.proximal_lambda) and self.proximal_lambda >= 0):
+            raise ConfigError(
+                f"proximal_lambda must be finite and >= 0, got {self.proximal_lambda}"
+            )
+
+
+@dataclass(frozen=True)
+class RoundSpend:
+    """What one round charged, as recorded before its training started (for the audit ledger).
+
+    ``epsilon`` is the CUMULATIVE epsilon of the institution after this round, at ``delta``;
+    ``steps`` the DP-SGD steps of this round, each a Poisson-sampled Gaussian mechanism with
+    ``sample_rate`` and ``noise_multiplier``.
+    """
+
+    round: int
+    epsilon: float
+    delta: float
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    accountant: str
+    opacus_version: str
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)

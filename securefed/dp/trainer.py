@@ -1,0 +1,420 @@
+"""``PrivateTrainer``: an institution's local training over its whole participation.
+
+Privacy guarantee (with ``dp``): every released model is the output of DP-SGD with record-level
+(epsilon, delta)-DP accounted by one Opacus accountant over ALL rounds of the participation, at
+most ``dp.target_epsilon`` at ``dp.delta``. The unit of privacy is one record (row) of this
+institution's ``train_x``/``train_y``; other institutions have their own budgets.
+
+The rules that keep that true:
+
+* sigma is fixed once (``get_noise_multiplier`` for ``planned_rounds`` x ``steps_per_round``
+  steps at q = batch_size / n, unless given) and persisted; q and steps per round follow from the
+  data size and the :class:`TrainingConfig`;
+* before a round, the epsilon after it is computed; above the budget the round is refused with
+  :class:`~securefed.errors.PrivacyBudgetExceeded` and nothing changes;
+* otherwise the round is CHARGED FIRST: its steps are added to the accountant history and the
+  state file is replaced atomically (see :mod:`securefed.dp.state`) before the first training
+  step. A crash at any later point leaves the round charged (conservative: epsilon never goes
+  down, and the recorded epsilon is never lower than that of anything released);
+* a restart with the same ``state_dir`` reloads the history (epsilon continues, never resets)
+  and refuses a configuration that would change sigma, q, steps per round, the accountant, delta
+  or the budget (:class:`~securefed.errors.ConfigError`);
+* sampling is Poisson with rate q (Opacus's ``UniformWithReplacementSampler``); an epoch is
+  ``n // batch_size`` steps (at least 1), Opacus's default ``int(1 / q)`` computed exactly.
+
+Failure modes: ``PrivacyBudgetExceeded`` (refusal, nothing charged), ``ConfigError`` (bad
+configuration, bad anchor, inconsistent or unreadable state; raised before any charge), and any
+exception from training itself AFTER the charge (the round stays charged).
+
+Randomness: with ``seed`` (SIMULATION ONLY -- never in a deployment: anyone who knows the seed
+can subtract the noise) data order and DP noise come from ``torch.Generator`` objects reseeded
+from ``(seed, round)`` at every round, so runs and restarts are reproducible. Without ``seed``
+the generators are seeded from the operating system (``secrets``); they are still torch's
+non-cryptographic Mersenne Twister unless ``torchcsprng`` is installed, in which case Opacus
+``secure_mode`` is used (see :meth:`PrivateTrainer.hazards`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import opacus
+import torch
+from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+from torch import Tensor, nn
+
+from securefed.dp.accounting import History, epsilon_for, extend_history, noise_multiplier_for
+from securefed.dp.config import DPConfig, GradSampleMode, RoundSpend, TrainingConfig
+from securefed.dp.state import STATE_FILE, AccountantState, Charge, load_state, save_state
+from securefed.dp.steppers import DPStepper, PlainStepper, Proximal, secure_rng_available
+from securefed.errors import ConfigError, PrivacyBudgetExceeded
+
+__all__ = ["EPSILON_TOLERANCE", "PrivateTrainer"]
+
+#: A round is refused when the epsilon after it exceeds the target by more than this.
+EPSILON_TOLERANCE = 1e-9
+
+
+class PrivateTrainer:
+    """Local (DP-)SGD for one institution; see the module docstring for the guarantees.
+
+    ``model`` is trained in place (unless Opacus's ``ModuleValidator`` had to replace layers: then
+    a fixed copy is trained, see :attr:`fixes`) -- always use :meth:`model` to read or load
+    parameters. Do not run forward passes on it in training mode outside the trainer: Opacus's
+    hooks would record their activations.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_x: Tensor,
+        train_y: Tensor,
+        *,
+        training: TrainingConfig,
+        dp: DPConfig | None,
+        planned_rounds: int,
+        state_dir: Path,
+        seed: int | None = None,
+    ) -> None:
+        _check_arguments(train_x, train_y, training, dp, planned_rounds)
+        n = len(train_x)
+        self._x = train_x
+        self._y = train_y.long()
+        self._n = n
+        self._training = training
+        self._seed = seed
+        self._state_dir = Path(state_dir)
+        self._planned_rounds = planned_rounds
+        existing = load_state(self._state_dir)
+        self._stepper: DPStepper | PlainStepper
+        self._private: _Private | None = None
+        self._noise_generator: torch.Generator | None = None
+        self._secure = False
+        if dp is None:
+            if existing is not None:
+                raise ConfigError(
+                    f"{self._state_dir / STATE_FILE} holds a DP accountant state: this "
+                    "institution trained with DP before and cannot continue without it"
+                )
+            self._sample_rate: float | None = None
+            self._steps_per_epoch = math.ceil(n / training.batch_size)
+            self._stepper = PlainStepper(model, training)
+            self._sample_generator: torch.Generator | None = _os_seeded_generator()
+            return
+        if dp.delta >= 1 / n:
+            raise ConfigError(f"delta={dp.delta} must be much smaller than 1/n = {1 / n:.3g}")
+        q = min(1.0, training.batch_size / n)
+        self._sample_rate = q
+        self._steps_per_epoch = max(1, n // training.batch_size)
+        state = self._initial_state(existing, dp, q)
+        self._secure = seed is None and secure_rng_available()
+        if seed is not None:
+            self._noise_generator = torch.Generator()
+        elif not self._secure:
+            self._noise_generator = _os_seeded_generator()
+        stepper = DPStepper(
+            model,
+            train_x=train_x,
+            train_y=self._y,
+            training=training,
+            noise_multiplier=state.noise_multiplier,
+            max_grad_norm=dp.max_grad_norm,
+            expected_batch_size=q * n,
+            accountant=dp.accountant,
+            ghost_clipping=dp.ghost_clipping,
+            noise_generator=self._noise_generator,
+            secure_mode=self._secure,
+        )
+        stepper.engine.accountant.history = list(state.history)
+        self._stepper = stepper
+        self._private = _Private(config=dp, stepper=stepper, state=state)
+        self._sample_generator = stepper.secure_rng if self._secure else _os_seeded_generator()
+        if existing is None:
+            save_state(self._state_dir, state)  # persists sigma before any round
+
+    def _initial_state(
+        self, existing: AccountantState | None, dp: DPConfig, q: float
+    ) -> AccountantState:
+        steps = self.steps_per_round
+        if existing is None:
+            sigma = dp.noise_multiplier
+            if sigma is None:
+                sigma = noise_multiplier_for(
+                    dp.accountant, dp.target_epsilon, dp.delta, q, self._planned_rounds * steps
+                )
+            return AccountantState(
+                accountant=dp.accountant,
+                noise_multiplier=sigma,
+                sample_rate=q,
+                steps_per_round=steps,
+                delta=dp.delta,
+                target_epsilon=dp.target_epsilon,
+                max_grad_norm=dp.max_grad_norm,
+                opacus_version=opacus.__version__,
+            )
+        checks = [
+            ("accountant", existing.accountant.value, dp.accountant.value),
+            ("sample rate q = batch_size / n", existing.sample_rate, q),
+            ("steps per round", existing.steps_per_round, steps),
+            ("delta", existing.delta, dp.delta),
+            ("target epsilon", existing.target_epsilon, dp.target_epsilon),
+        ]
+        if dp.noise_multiplier is not None:
+            checks.append(("noise multiplier", existing.noise_multiplier, dp.noise_multiplier))
+        for name, saved, configured in checks:
+            if saved != configured:
+                raise ConfigError(
+                    f"{self._state_dir / STATE_FILE}: saved {name} {saved!r} differs from the "
+                    f"configured {configured!r}; the accountant state of a participation cannot "
+                    "change its privacy parameters"
+                )
+        return existing
+
+    # -- properties ---------------------------------------------------------------------------
+
+    @property
+    def noise_multiplier(self) -> float | None:
+        """Sigma (noise std / max_grad_norm), fixed for the participation; None without DP."""
+        return None if self._private is None else self._private.state.noise_multiplier
+
+    @property
+    def sample_rate(self) -> float | None:
+        """Poisson sampling rate q = min(1, batch_size / n); None without DP."""
+        return self._sample_rate
+
+    @property
+    def steps_per_round(self) -> int:
+        """Optimizer steps per round: local_epochs x (n // batch_size, at least 1) with DP,
+        local_epochs x ceil(n / batch_size) without."""
+        return self._training.local_epochs * self._steps_per_epoch
+
+    @property
+    def grad_sample_mode(self) -> GradSampleMode | None:
+        """The per-sample gradient path Opacus uses; None without DP."""
+        return self._stepper.grad_sample_mode
+
+    @property
+    def fixes(self) -> tuple[str, ...]:
+        """What Opacus's ``ModuleValidator`` found and fixed (empty if nothing)."""
+        return () if self._private is None else self._private.stepper.fixes
+
+    @property
+    def charges(self) -> tuple[Charge, ...]:
+        """Every charged round so far (from the persisted state); empty without DP."""
+        return () if self._private is None else self._private.state.charges
+
+    @property
+    def state_path(self) -> Path:
+        """The accountant state file (exists once a DP trainer was constructed)."""
+        return self._state_dir / STATE_FILE
+
+    def model(self) -> nn.Module:
+        """The plain module being trained (never the Opacus wrapper)."""
+        return self._stepper.module
+
+    # -- accounting ---------------------------------------------------------------------------
+
+    def epsilon(self) -> float | None:
+        """Cumulative epsilon charged so far at ``dp.delta`` (0.0 before any round); None
+        without DP."""
+        if self._private is None:
+            return None
+        return self._private.epsilon(self._private.state.history)
+
+    def epsilon_after_next_round(self) -> float | None:
+        """The cumulative epsilon the next round would reach; None without DP."""
+        if self._private is None:
+            return None
+        return self._private.epsilon(self._private.next_history(self.steps_per_round))
+
+    def hazards(self) -> list[str]:
+        """Conditions that weaken the guarantee or its evidence, one sentence each."""
+        found: list[str] = []
+        private = self._private
+        if private is None:
+            found.append(
+                "differential privacy is off: the model updates this institution releases "
+                "carry no record-level privacy guarantee"
+            )
+            return found
+        if self._seed is not None:
+            found.append(
+                f"simulation seed {self._seed} is set: DP noise and batch sampling are a "
+                "function of it (reproducible, NOT private against anyone who knows the seed; "
+                "never use a seed in a deployment)"
+            )
+        if not self._secure:
+            found.append(
+                "Opacus secure_mode is off: torchcsprng is not installed, DP noise and Poisson "
+                "sampling come from torch's non-cryptographic PRNG (Mersenne Twister), and the "
+                "floating-point noise hardening of secure_mode is not applied"
+            )
+        if private.stepper.ghost_unavailable is not None:
+            found.append(
+                "ghost clipping is unavailable for this model "
+                f"({private.stepper.ghost_unavailable}); per-sample gradients use hooks (slower)"
+            )
+        if private.stepper.fixes:
+            found.append(
+                "Opacus ModuleValidator replaced incompatible layers ("
+                + "; ".join(private.stepper.fixes)
+                + "): the trained module is a fixed copy, use PrivateTrainer.model()"
+            )
+        return found
+
+    # -- training -----------------------------------------------------------------------------
+
+    def train_round(self, round_: int, *, anchor: npt.ArrayLike | None = None) -> RoundSpend | None:
+        """Charge (with DP), then train one round from the module's current parameters.
+
+        ``anchor`` is FedAMP's u_i as a flat vector in ``model().parameters()`` order; with
+        ``training.proximal_lambda`` > 0 it adds ``(mu/2) ||w - u||^2`` (gradient ``mu (w - u)``
+        added after clipping and noise; see :mod:`securefed.dp.steppers`). Returns what the
+        round charged, or None without DP. Raises :class:`PrivacyBudgetExceeded` (nothing
+        charged, nothing trained) or :class:`ConfigError` (bad round or anchor; nothing charged).
+        """
+        if isinstance(round_, bool) or not isinstance(round_, int) or round_ < 0:
+            raise ConfigError(f"round must be an integer >= 0, got {round_!r}")
+        proximal = self._proximal(anchor)
+        private = self._private
+        spend = None if private is None else self._charge(private, round_)
+        self._reseed(round_)
+        self._stepper.reset_optimizer_state()
+        self._stepper.module.train()
+        before = 0 if private is None else private.stepper.steps_taken
+        for x, y in self._batches():
+            self._stepper.step(x, y, proximal)
+        if private is not None:
+            taken = private.stepper.steps_taken - before
+            if taken != self.steps_per_round:  # pragma: no cover -- internal invariant
+                raise RuntimeError(f"took {taken} DP steps, charged {self.steps_per_round}")
+        return spend
+
+    def _charge(self, private: _Private, round_: int) -> RoundSpend:
+        steps = self.steps_per_round
+        current = private.epsilon(private.state.history)
+        after = private.epsilon(private.next_history(steps))
+        config = private.config
+        if after > config.target_epsilon + EPSILON_TOLERANCE:
+            raise PrivacyBudgetExceeded(
+                f"round {round_} refused: it would raise epsilon from {current:.6g} to "
+                f"{after:.6g} at delta={config.delta:g}, above the budget "
+                f"{config.target_epsilon:g}; nothing was charged or trained"
+            )
+        charged = private.state.charged(round_, steps, after)
+        save_state(self._state_dir, charged)  # CHARGE FIRST: durable before any step
+        private.state = charged
+        private.stepper.engine.accountant.history = list(charged.history)
+        return RoundSpend(
+            round=round_,
+            epsilon=after,
+            delta=config.delta,
+            noise_multiplier=charged.noise_multiplier,
+            sample_rate=charged.sample_rate,
+            steps=steps,
+            accountant=config.accountant.value,
+            opacus_version=opacus.__version__,
+        )
+
+    def _proximal(self, anchor: npt.ArrayLike | None) -> Proximal | None:
+        mu = self._training.proximal_lambda
+        if anchor is None or mu == 0:
+            return None
+        params = list(self._stepper.module.parameters())
+        values = np.asarray(anchor, dtype=np.float64)
+        expected = sum(p.numel() for p in params)
+        if values.ndim != 1 or values.shape[0] != expected:
+            raise ConfigError(
+                f"anchor must be a 1-D vector of {expected} values, got shape {values.shape}"
+            )
+        if not np.all(np.isfinite(values)):
+            raise ConfigError("anchor holds NaN or infinite values")
+        flat = torch.from_numpy(values)
+        pieces: list[Tensor] = []
+        offset = 0
+        for p in params:
+            piece = flat[offset : offset + p.numel()].view_as(p).to(dtype=p.dtype, device=p.device)
+            pieces.append(piece)
+            offset += p.numel()
+        return Proximal(mu=mu, anchor=tuple(pieces))
+
+    def _reseed(self, round_: int) -> None:
+        if self._seed is None:
+            return
+        if self._noise_generator is not None:
+            self._noise_generator.manual_seed(_derived_seed(self._seed, "noise", round_))
+        if self._sample_generator is not None:
+            self._sample_generator.manual_seed(_derived_seed(self._seed, "sampling", round_))
+
+    def _batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+        size = self._training.batch_size
+        if self._sample_rate is None:  # plain SGD: shuffled batches covering every record
+            for _ in range(self._training.local_epochs):
+                order = torch.randperm(self._n, generator=self._sample_generator)
+                for start in range(0, self._n, size):
+                    index = order[start : start + size]
+                    yield self._x[index], self._y[index]
+            return
+        sampler = UniformWithReplacementSampler(
+            num_samples=self._n,
+            sample_rate=self._sample_rate,
+            generator=self._sample_generator,
+            steps=self.steps_per_round,
+        )
+        for indices in sampler:  # Poisson: each record independently with probability q
+            index = torch.tensor(indices, dtype=torch.long)
+            yield self._x[index], self._y[index]
+
+
+@dataclass
+class _Private:
+    """The DP half of a trainer: its configuration, its Opacus stepper and accountant state."""
+
+    config: DPConfig
+    stepper: DPStepper
+    state: AccountantState
+
+    def next_history(self, steps: int) -> History:
+        state = self.state
+        return extend_history(state.history, state.noise_multiplier, state.sample_rate, steps)
+
+    def epsilon(self, history: History) -> float:
+        return epsilon_for(self.config.accountant, history, self.config.delta)
+
+
+def _check_arguments(
+    train_x: Tensor,
+    train_y: Tensor,
+    training: TrainingConfig,
+    dp: DPConfig | None,
+    planned_rounds: int,
+) -> None:
+    if not isinstance(training, TrainingConfig):
+        raise ConfigError("training must be a TrainingConfig")
+    if dp is not None and not isinstance(dp, DPConfig):
+        raise ConfigError("dp must be a DPConfig or None")
+    if isinstance(planned_rounds, bool) or not isinstance(planned_rounds, int):
+        raise ConfigError(f"planned_rounds must be an integer, got {planned_rounds!r}")
+    if planned_rounds < 1:
+        raise ConfigError(f"planned_rounds must be >= 1, got {planned_rounds}")
+    n = len(train_x)
+    if n < 1 or len(train_y) != n:
+        raise ConfigError(f"need as many labels as records (>0), got {n} and {len(train_y)}")
+    if train_y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise ConfigError(f"labels must be an integer tensor, got {train_y.dtype}")
+
+
+def _os_seeded_generator() -> torch.Generator:
+    return torch.Generator().manual_seed(secrets.randbits(63))
+
+
+def _derived_seed(seed: int, purpose: str, round_: int) -> int:
+    digest = hashlib.sha256(f"securefed/dp/{purpose}/{seed}/{round_}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
