@@ -1,0 +1,197 @@
+"""The compliance mapping (``securefed/audit/compliance.toml``) and its Markdown rendering.
+
+:func:`load_compliance_mapping` reads the mapping shipped with the package (or a given text) into
+frozen dataclasses; :func:`render_compliance_markdown` renders it as the page ``docs/compliance.md``
+(``python -m securefed.audit.compliance > docs/compliance.md``; a test checks the two agree).
+
+The mapping says which requirement each mechanism *helps* with, what an auditor can check, and
+where it stops. It never says that a deployment is compliant: that depends on the institutions'
+legal arrangements, processes and assessments, listed under "not addressed".
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from securefed.errors import ConfigError
+
+__all__ = [
+    "COMPLIANCE_FORMAT",
+    "ComplianceMapping",
+    "Gap",
+    "Mechanism",
+    "load_compliance_mapping",
+    "main",
+    "render_compliance_markdown",
+]
+
+COMPLIANCE_FORMAT = "securefed/compliance/v1"
+_MECHANISM_KEYS = ("id", "mechanism", "protects", "clauses", "evidence", "limits")
+_GAP_KEYS = ("clauses", "note")
+
+
+@dataclass(frozen=True, slots=True)
+class Mechanism:
+    """One securefed mechanism and the requirements it helps meet."""
+
+    id: str
+    mechanism: str
+    protects: str
+    clauses: tuple[str, ...]
+    evidence: str
+    limits: str
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Requirements that securefed does not address, and why."""
+
+    clauses: tuple[str, ...]
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class ComplianceMapping:
+    """The whole mapping: mechanisms, then the requirements left to the deployer."""
+
+    mechanisms: tuple[Mechanism, ...]
+    not_addressed: tuple[Gap, ...]
+
+
+def load_compliance_mapping(text: str | None = None) -> ComplianceMapping:
+    """Parse ``text`` (default: the packaged ``compliance.toml``) and validate it.
+
+    Raises:
+        ConfigError: listing every problem (syntax, format, unknown or missing keys, wrong types,
+            duplicate ids, empty clause lists).
+    """
+    if text is None:
+        text = resources.files("securefed.audit").joinpath("compliance.toml").read_text("utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"compliance mapping is not valid TOML: {exc}") from None
+    problems: list[str] = []
+    if data.get("format") != COMPLIANCE_FORMAT:
+        problems.append(f"format must be {COMPLIANCE_FORMAT!r}")
+    unknown = sorted(set(data) - {"format", "mechanism", "not_addressed"})
+    if unknown:
+        problems.append(f"unknown top-level key(s): {', '.join(unknown)}")
+    rows = _tables(data, "mechanism", _MECHANISM_KEYS, problems)
+    gaps = _tables(data, "not_addressed", _GAP_KEYS, problems)
+    ids = [row.get("id") for row in rows]
+    if len(set(map(str, ids))) != len(ids):
+        problems.append("mechanism ids must be unique")
+    if problems:
+        raise ConfigError("invalid compliance mapping: " + "; ".join(problems))
+    return ComplianceMapping(
+        mechanisms=tuple(
+            Mechanism(
+                id=str(row["id"]),
+                mechanism=str(row["mechanism"]),
+                protects=str(row["protects"]),
+                clauses=_strings(row["clauses"]),
+                evidence=str(row["evidence"]),
+                limits=str(row["limits"]),
+            )
+            for row in rows
+        ),
+        not_addressed=tuple(Gap(_strings(g["clauses"]), str(g["note"])) for g in gaps),
+    )
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    return tuple(item for item in value if isinstance(item, str)) if isinstance(value, list) else ()
+
+
+def _tables(
+    data: dict[str, object], name: str, keys: tuple[str, ...], problems: list[str]
+) -> list[dict[str, object]]:
+    value = data.get(name, [])
+    if not isinstance(value, list) or not value:
+        problems.append(f"{name} must be a non-empty array of tables ([[{name}]])")
+        return []
+    rows: list[dict[str, object]] = []
+    for position, row in enumerate(value):
+        where = f"{name}[{position}]"
+        if not isinstance(row, dict) or set(row) != set(keys):
+            problems.append(f"{where} must have exactly the keys {', '.join(keys)}")
+            continue
+        clauses = row["clauses"]
+        if (
+            not isinstance(clauses, list)
+            or not clauses
+            or not all(isinstance(c, str) and c for c in clauses)
+        ):
+            problems.append(f"{where}.clauses must be a non-empty list of strings")
+            continue
+        if not all(isinstance(row[k], str) and row[k] for k in keys if k != "clauses"):
+            problems.append(f"{where}: every field but clauses must be a non-empty string")
+            continue
+        rows.append(row)
+    return rows
+
+
+_HEADER = """\
+# Compliance mapping
+
+*Generated by `python -m securefed.audit.compliance` from `securefed/audit/compliance.toml`;
+`tests/audit/test_compliance.py` checks that this file matches. Edit the TOML, not this file.*
+
+Which requirement each securefed mechanism **helps** meet, the evidence an auditor can check, and
+its limits. No mechanism makes a deployment compliant by itself: that depends on the
+institutions' legal arrangements, assessments and processes (see "Not addressed" below).
+Clauses are cited as precisely as the project's reference list supports; check them against the
+official texts before relying on them.
+"""
+
+
+def render_compliance_markdown(mapping: ComplianceMapping | None = None) -> str:
+    """``docs/compliance.md``: a table of the mechanisms, then the requirements not addressed."""
+    mapping = mapping or load_compliance_mapping()
+    lines = [
+        _HEADER,
+        "| mechanism | what it protects | requirement (clause) | evidence in securefed "
+        "| limits / residual risk |",
+        "|---|---|---|---|---|",
+    ]
+    for m in mapping.mechanisms:
+        cells = [f"**{m.mechanism}** (`{m.id}`)", m.protects, "; ".join(m.clauses), m.evidence]
+        lines.append("| " + " | ".join(_cell(c) for c in [*cells, m.limits]) + " |")
+    lines += [
+        "",
+        "## Not addressed by securefed",
+        "",
+        "| requirement (clause) | why |",
+        "|---|---|",
+    ]
+    for gap in mapping.not_addressed:
+        lines.append(f"| {_cell('; '.join(gap.clauses))} | {_cell(gap.note)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m securefed.audit.compliance [-o FILE]``: print (or write) the Markdown page."""
+    parser = argparse.ArgumentParser(prog="python -m securefed.audit.compliance")
+    parser.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    args = parser.parse_args(argv)
+    page = render_compliance_markdown()
+    if args.output is None:
+        sys.stdout.write(page)
+    else:
+        args.output.write_text(page, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,204 @@
+"""What the ledger records: the event types, and one typed record per event.
+
+:class:`EventType` names every event; its value is the string written in an entry's ``event``
+field. The record classes below fix each event's payload keys, so the runtime that writes events
+and the report that reads them agree on the names: ``ledger.record(RoundSpend(...))`` is
+``ledger.append(EventType.ROUND_SPEND, {...})`` with the keys spelled once, here. Every payload
+still passes :func:`securefed.audit.payload.check_payload` on append.
+
+Payloads hold parameters and decisions only, never data (see :mod:`securefed.audit.payload`):
+party ids, roster indices, round numbers, privacy parameters, hex SHA-256 digests, short reasons.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import ClassVar
+
+__all__ = [
+    "BudgetConfigured",
+    "BudgetRefused",
+    "EventRecord",
+    "EventType",
+    "Hazard",
+    "KeyRotation",
+    "Partition",
+    "PolicyRefusal",
+    "RoundSpend",
+    "RoundSurvivors",
+    "RunConfigured",
+    "RunFinished",
+    "Unmask",
+    "UpdateReleased",
+]
+
+
+class EventType(Enum):
+    """The events of the ledger; the value is what an entry's ``event`` field holds."""
+
+    RUN_CONFIGURED = "run.configured"
+    BUDGET_CONFIGURED = "budget.configured"
+    ROUND_SPEND = "round.spend"
+    BUDGET_REFUSED = "budget.refused"
+    UPDATE_RELEASED = "update.released"
+    ROUND_SURVIVORS = "round.survivors"
+    UNMASK = "round.unmask"
+    POLICY_REFUSAL = "policy.refusal"
+    KEY_ROTATION = "key.rotation"
+    PARTITION = "group.partition"
+    CHECKPOINT = "ledger.checkpoint"
+    HAZARD = "hazard"
+    RUN_FINISHED = "run.finished"
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord(ABC):
+    """Base of the typed records: ``event_type`` and a payload built from the fields."""
+
+    event_type: ClassVar[EventType]
+
+    def to_payload(self) -> dict[str, object]:
+        """The payload: one key per field, named as the field (tuples stay tuples here; the
+        payload guard turns them into JSON arrays)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfigured(EventRecord):
+    """The run's configuration, pinned before any work: written first by every party."""
+
+    event_type: ClassVar[EventType] = EventType.RUN_CONFIGURED
+    config_sha256: str
+    software_version: str
+    cipher_suite: str
+    roster_digest: str
+    roster_fingerprints: Mapping[str, str]  # party id -> hex identity-key fingerprint
+    mode: str
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetConfigured(EventRecord):
+    """A client's privacy budget and DP-SGD parameters, written before its first training step."""
+
+    event_type: ClassVar[EventType] = EventType.BUDGET_CONFIGURED
+    target_epsilon: float
+    delta: float
+    accountant: str
+    accountant_version: str
+    noise_multiplier: float  # sigma
+    max_grad_norm: float  # C
+    sample_rate: float  # q
+    unit_of_privacy: str = "one record of one institution"
+
+
+@dataclass(frozen=True, slots=True)
+class RoundSpend(EventRecord):
+    """Privacy spent by a client up to and including ``round`` (written before it trains)."""
+
+    event_type: ClassVar[EventType] = EventType.ROUND_SPEND
+    round: int
+    epsilon: float  # cumulative epsilon after this round
+    delta: float
+    noise_multiplier: float  # sigma
+    sample_rate: float  # q
+    steps: int  # DP-SGD steps taken in this round
+    accountant: str
+    accountant_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetRefused(EventRecord):
+    """A client refused to train ``round`` because its budget would be exceeded."""
+
+    event_type: ClassVar[EventType] = EventType.BUDGET_REFUSED
+    round: int
+    epsilon_spent: float
+    epsilon_would_be: float
+    target_epsilon: float
+    delta: float
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateReleased(EventRecord):
+    """A client sent its masked update (the digest is of the masked bytes, never of the model)."""
+
+    event_type: ClassVar[EventType] = EventType.UPDATE_RELEASED
+    round: int
+    targets: int
+    vector_length: int
+    masked_sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoundSurvivors(EventRecord):
+    """Who contributed to ``round`` (U3) and who dropped out, as the server fixed it."""
+
+    event_type: ClassVar[EventType] = EventType.ROUND_SURVIVORS
+    round: int
+    survivors: tuple[int, ...]
+    dropouts: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Unmask(EventRecord):
+    """What the server unmasked in ``round`` and whose secrets it reconstructed to do so."""
+
+    event_type: ClassVar[EventType] = EventType.UNMASK
+    round: int
+    outputs: int  # aggregates unmasked (1 in sum mode; one per target or group otherwise)
+    target_blinded: bool  # whether the unmasked outputs are still blinded for their targets
+    self_seeds_of: tuple[int, ...]  # survivors whose self-mask seeds were reconstructed
+    mask_keys_of: tuple[int, ...]  # dropped clients whose mask keys were reconstructed
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRefusal(EventRecord):
+    """A contributor refused a target's weights (``reason`` is a PolicyRule value)."""
+
+    event_type: ClassVar[EventType] = EventType.POLICY_REFUSAL
+    round: int
+    target: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRotation(EventRecord):
+    """A party's identity key was replaced (fingerprints in hex)."""
+
+    event_type: ClassVar[EventType] = EventType.KEY_ROTATION
+    party: str
+    old_fingerprint: str
+    new_fingerprint: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Partition(EventRecord):
+    """Group mode: the partition's group sizes (not its members' data) and how it was chosen."""
+
+    event_type: ClassVar[EventType] = EventType.PARTITION
+    round: int
+    group_sizes: tuple[int, ...]
+    method: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hazard(EventRecord):
+    """A condition an auditor must know about (e.g. an unencrypted key, DP off). Fixed text only:
+    never data-derived text."""
+
+    event_type: ClassVar[EventType] = EventType.HAZARD
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunFinished(EventRecord):
+    """The party's run ended (``status``: e.g. completed, aborted, budget-exhausted)."""
+
+    event_type: ClassVar[EventType] = EventType.RUN_FINISHED
+    rounds: int
+    status: str

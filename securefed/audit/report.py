@@ -1,0 +1,599 @@
+"""The audit report of a run: one self-contained HTML page and its Markdown twin.
+
+:func:`render_report` reads a run directory (:mod:`securefed.audit.rundata`), verifies its
+ledgers, and writes the report. Sections, each an element with a stable id
+(:data:`SECTION_IDS`): ``summary``, ``verification``, ``unit-of-privacy``, ``epsilon`` (ε per
+institution per round, a plot with one line per institution and a table), ``dp-parameters``
+(δ, accountant and version, sigma, C, q, steps), ``trust-model``, ``unmask-log``, ``dropouts``,
+``policy-refusals`` (policy and budget refusals), ``hazards``, ``empirical-audit``, ``accuracy``
+and ``compliance`` (the mapping of :mod:`securefed.audit.compliance`).
+
+Privacy figures come from the signed ledgers (``round.spend``, ``budget.configured``, ...);
+``metrics.json`` and ``canary.json`` are unsigned and shown as found. Anything missing is shown
+as "not recorded", never guessed. All text is escaped; the page loads nothing from anywhere.
+The report states no absolute path of the machine that rendered it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from securefed.audit.compliance import load_compliance_mapping
+from securefed.audit.document import Block, Para, Plot, Section, Table, render_html, render_markdown
+from securefed.audit.entry import LedgerEntry
+from securefed.audit.events import EventType
+from securefed.audit.rundata import RunData, load_run_data
+from securefed.audit.svg import Series, line_plot
+from securefed.errors import ConfigError
+from securefed.secagg.roster import Roster
+
+__all__ = ["NOT_RECORDED", "SECTION_IDS", "ReportSummary", "build_sections", "render_report"]
+
+NOT_RECORDED = "not recorded"
+SECTION_IDS = (
+    "summary",
+    "verification",
+    "unit-of-privacy",
+    "epsilon",
+    "dp-parameters",
+    "trust-model",
+    "unmask-log",
+    "dropouts",
+    "policy-refusals",
+    "hazards",
+    "empirical-audit",
+    "accuracy",
+    "compliance",
+)
+StrPath = str | os.PathLike[str]
+_MISSING = object()
+_SIGMA = "\N{GREEK SMALL LETTER SIGMA}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSummary:
+    """What :func:`render_report` wrote and found.
+
+    ``verified`` is True (ledgers intact), False (a problem) or None (verification could not
+    run, e.g. no roster). ``clients_plotted`` counts the ε lines, ``rounds_plotted`` the
+    distinct rounds on the ε plot.
+    """
+
+    html_path: Path
+    md_path: Path | None
+    sections: tuple[str, ...]
+    verified: bool | None
+    clients_plotted: int
+    rounds_plotted: int
+
+
+def render_report(
+    run_dir: StrPath,
+    *,
+    out_html: StrPath,
+    out_md: StrPath | None = None,
+    roster: Roster | None = None,
+) -> ReportSummary:
+    """Write the HTML report (and the Markdown twin if ``out_md``) of ``run_dir``.
+
+    ``roster`` defaults to ``<run_dir>/roster.toml``; without one the report still renders and
+    says that the ledgers could not be verified.
+
+    Raises:
+        ConfigError: ``run_dir`` is not a directory, or an output file cannot be written.
+    """
+    data = load_run_data(run_dir, roster)
+    sections = build_sections(data)
+    title = f"securefed audit report: {data.name}"
+    html_path = Path(out_html)
+    _write(html_path, render_html(title, sections))
+    md_path = None if out_md is None else Path(out_md)
+    if md_path is not None:
+        _write(md_path, render_markdown(title, sections))
+    spend = _spend_series(data)
+    return ReportSummary(
+        html_path=html_path,
+        md_path=md_path,
+        sections=tuple(s.id for s in sections),
+        verified=None if data.verification is None else data.verification.ok,
+        clients_plotted=len(spend),
+        rounds_plotted=len({x for s in spend for x, _ in s.points}),
+    )
+
+
+def build_sections(data: RunData) -> list[Section]:
+    """The report's sections, in :data:`SECTION_IDS` order."""
+    return [
+        _summary(data),
+        _verification(data),
+        _unit_of_privacy(data),
+        _epsilon(data),
+        _dp_parameters(data),
+        _trust_model(data),
+        _unmask_log(data),
+        _dropouts(data),
+        _refusals(data),
+        _hazards(data),
+        _empirical_audit(data),
+        _accuracy(data),
+        _compliance(),
+    ]
+
+
+# --- sections --------------------------------------------------------------------------------
+
+
+def _summary(data: RunData) -> Section:
+    metrics = data.metrics or {}
+    configured = _last_payload(data.events(EventType.RUN_CONFIGURED))
+    dp = metrics.get("dp", _MISSING)
+    dp_text = NOT_RECORDED if dp is _MISSING else ("off" if dp is None else "on")
+    secure = metrics.get("secure", _MISSING)
+    rows = [
+        ("run", data.name),
+        ("mode", _fmt(metrics.get("mode", configured.get("mode", _MISSING)))),
+        ("rounds", _fmt(metrics.get("rounds", _MISSING))),
+        ("secure aggregation", NOT_RECORDED if secure is _MISSING else _on_off(secure)),
+        ("differential privacy", dp_text),
+        ("mean test accuracy", _fmt(metrics.get("mean_test_accuracy", _MISSING))),
+        ("configuration SHA-256 (metrics.json)", _fmt(metrics.get("config_sha256", _MISSING))),
+        ("configuration SHA-256 (ledger)", _fmt(configured.get("config_sha256", _MISSING))),
+        ("cipher suite", _fmt(configured.get("cipher_suite", _MISSING))),
+        ("software version", _fmt(configured.get("software_version", _MISSING))),
+        ("ledgers", ", ".join(data.ledgers) or "none"),
+        ("ledger verification", _status(data)),
+    ]
+    blocks: list[Block] = [Table(("item", "value"), tuple(rows))]
+    for error in (data.metrics_error, data.canary_error):
+        if error:
+            blocks.append(Para(error, strong=True))
+    if data.metrics is None and data.metrics_error is None:
+        blocks.append(Para("metrics.json: not recorded (the file is absent)."))
+    return Section("summary", "Run summary", tuple(blocks))
+
+
+def _verification(data: RunData) -> Section:
+    result = data.verification
+    if result is None:
+        text = f"The ledgers could not be verified: {data.verification_error}"
+        return Section("verification", "Ledger verification", (Para(text, strong=True),))
+    blocks: list[Block] = [
+        Para(
+            f"{_status(data)}: {result.ledgers} ledger(s), {result.entries} intact entries "
+            "(hash chain, signatures under the roster's identity keys, sequence, and the "
+            "cross-party checkpoints).",
+            strong=not result.ok,
+        ),
+        Table(
+            ("file", "line", "seq", "kind", "detail"),
+            tuple(
+                (p.file, _fmt(p.line), _fmt(p.seq), p.kind.value, p.detail) for p in result.problems
+            ),
+            empty="No problem found.",
+        ),
+    ]
+    blocks += [Para(f"Note: {note}") for note in result.notes]
+    blocks.append(
+        Table(
+            ("party", "last seq", "head hash"),
+            tuple((h.actor, str(h.seq), h.hash) for h in result.heads),
+        )
+    )
+    blocks.append(Para("Re-run this check with: securefed audit verify RUN_DIR"))
+    return Section("verification", "Ledger verification", tuple(blocks))
+
+
+def _unit_of_privacy(data: RunData) -> Section:
+    payloads = _payloads(data, EventType.BUDGET_CONFIGURED)
+    units = sorted({str(p["unit_of_privacy"]) for p in payloads if "unit_of_privacy" in p})
+    blocks: list[Block] = [
+        Para(
+            "Unit of privacy: one record of one institution. ε bounds how much any single "
+            "record held by one institution can change the distribution of what that institution "
+            "releases (its masked updates and everything computed from them). DP-SGD runs at "
+            "each institution before its update is masked, so the bound holds against the "
+            "coordinator and the other institutions as well as against users of the final models."
+        ),
+        Para(
+            "A customer with records at k institutions, or with several records at one, is "
+            "protected by up to k·ε (group privacy). DP outputs are de-identified, not "
+            "anonymised: they remain personal information in law (PIPL Art. 73(3)/(4))."
+        ),
+        Para(f"Unit recorded in the ledgers: {', '.join(units) if units else NOT_RECORDED}."),
+    ]
+    if data.metrics is not None and data.metrics.get("dp", _MISSING) is None:
+        text = "Differential privacy was OFF in this run: no ε bound applies to any release."
+        blocks.insert(0, Para(text, strong=True))
+    return Section("unit-of-privacy", "Unit of privacy", tuple(blocks))
+
+
+def _epsilon(data: RunData) -> Section:
+    series = _spend_series(data)
+    rounds = sorted({int(x) for s in series for x, _ in s.points})
+    by_actor = {s.name: dict(s.points) for s in series}
+    rows = tuple(
+        (str(r), *(_fmt(by_actor[s.name].get(float(r), _MISSING)) for s in series)) for r in rounds
+    )
+    blocks: list[Block] = [
+        Plot(
+            line_plot(
+                series,
+                title="Cumulative ε per institution",
+                x_label="round",
+                y_label="ε",
+                element_id="epsilon-plot",
+            ),
+            "Cumulative ε after each round, one line per institution (from round.spend entries).",
+        ),
+        Table(("round", *(s.name for s in series)), rows, empty="No round.spend entries."),
+    ]
+    clients = _records(data.metrics, "clients")
+    if clients:
+        blocks.append(Para("Final privacy per institution (metrics.json):"))
+        blocks.append(
+            Table(
+                ("institution", "ε", "δ", "test accuracy"),
+                tuple(
+                    (
+                        _fmt(c.get("id", _MISSING)),
+                        _fmt(c.get("epsilon", _MISSING)),
+                        _fmt(c.get("delta", _MISSING)),
+                        _fmt(c.get("test_accuracy", _MISSING)),
+                    )
+                    for c in clients
+                ),
+            )
+        )
+    return Section("epsilon", "ε per institution per round", tuple(blocks))
+
+
+def _dp_parameters(data: RunData) -> Section:
+    budgets = {e.actor: e.payload for e in data.events(EventType.BUDGET_CONFIGURED)}
+    spends: dict[str, list[LedgerEntry]] = {}
+    for entry in data.events(EventType.ROUND_SPEND):
+        spends.setdefault(entry.actor, []).append(entry)
+    rows = []
+    for actor in sorted(set(budgets) | set(spends)):
+        budget = budgets.get(actor, {})
+        last = spends[actor][-1].payload if actor in spends else {}
+        steps = [e.payload.get("steps") for e in spends.get(actor, [])]
+        total = sum(s for s in steps if isinstance(s, int)) if steps else _MISSING
+
+        def pick(
+            key: str, budget: Mapping[str, object] = budget, last: Mapping[str, object] = last
+        ) -> str:
+            return _fmt(last.get(key, budget.get(key, _MISSING)))
+
+        rows.append(
+            (
+                actor,
+                _fmt(budget.get("target_epsilon", _MISSING)),
+                pick("delta"),
+                pick("accountant"),
+                pick("accountant_version"),
+                pick("noise_multiplier"),
+                _fmt(budget.get("max_grad_norm", _MISSING)),
+                pick("sample_rate"),
+                _fmt(total),
+            )
+        )
+    headers = ("institution", "target ε", "δ", "accountant", "version", _SIGMA, "C", "q", "steps")
+    blocks: list[Block] = [
+        Table(headers, tuple(rows), empty="No budget.configured or round.spend entries.")
+    ]
+    dp = (data.metrics or {}).get("dp", _MISSING)
+    if isinstance(dp, Mapping):
+        keys = (
+            "target_epsilon",
+            "delta",
+            "accountant",
+            "noise_multiplier",
+            "max_grad_norm",
+            "sample_rate",
+        )
+        blocks.append(Para("Configured in metrics.json (unsigned):"))
+        blocks.append(
+            Table(("parameter", "value"), tuple((k, _fmt(dp.get(k, _MISSING))) for k in keys))
+        )
+    elif dp is None:
+        blocks.append(Para("metrics.json records that DP was off in this run.", strong=True))
+    else:
+        blocks.append(Para(f"DP configuration in metrics.json: {NOT_RECORDED}."))
+    blocks.append(
+        Para(
+            f"{_SIGMA}: noise multiplier; C: per-example clipping norm; q: sampling rate; "
+            "steps: DP-SGD steps over all rounds. δ is the probability allowance of the "
+            "(ε, δ) guarantee."
+        )
+    )
+    return Section("dp-parameters", "Differential-privacy parameters", tuple(blocks))
+
+
+def _trust_model(data: RunData) -> Section:
+    secure = (data.metrics or {}).get("secure", _MISSING)
+    blocks: list[Block] = [
+        Para(
+            "Coordinator: treated as malicious for confidentiality. It may deviate from the "
+            "protocol, drop or reorder messages and claim dropouts, but it cannot forge an "
+            "institution's signature or add parties (the roster of identity keys is pinned). "
+            "With secure aggregation it sees only the aggregates it needs: the sum over at least "
+            "t surviving institutions (or, in personalized modes, outputs that stay blinded for "
+            "their target institution), plus metadata (who took part, dropouts, sizes, timing)."
+        ),
+        Para(
+            "Institutions: may collude with the coordinator up to the declared bound n_C; "
+            "beyond that the guarantees do not hold. Differential privacy is applied locally at "
+            "each institution before masking."
+        ),
+        Para(
+            "Details and measured residual risks: threat_model/README.md, "
+            "threat_model/residual_risk.md and docs/protocol.md in the securefed sources."
+        ),
+    ]
+    if secure is False:
+        text = (
+            "Secure aggregation was OFF in this run: the coordinator saw each institution's "
+            "update in the clear."
+        )
+        blocks.insert(0, Para(text, strong=True))
+    elif secure is _MISSING:
+        blocks.insert(0, Para(f"Whether secure aggregation was on: {NOT_RECORDED}."))
+    return Section("trust-model", "Trust model", tuple(blocks))
+
+
+def _unmask_log(data: RunData) -> Section:
+    rows = tuple(
+        (
+            _fmt(p.get("round", _MISSING)),
+            e.actor,
+            _fmt(p.get("outputs", _MISSING)),
+            _fmt(p.get("target_blinded", _MISSING)),
+            _parties(data, p.get("self_seeds_of", _MISSING)),
+            _parties(data, p.get("mask_keys_of", _MISSING)),
+        )
+        for e in data.events(EventType.UNMASK)
+        for p in (e.payload,)
+    )
+    headers = (
+        "round",
+        "by",
+        "outputs unmasked",
+        "target-blinded",
+        "self seeds reconstructed of",
+        "mask keys reconstructed of",
+    )
+    blocks: list[Block] = [
+        Para(
+            "What the coordinator unmasked in each round and whose secrets it reconstructed to do "
+            "so: the self-mask seeds of the institutions in the sum (U3), and the pairwise mask "
+            "keys of institutions that shared keys but are not in the sum (they dropped out "
+            "before their masked update counted). Honest institutions reveal only one of the two "
+            "secrets of any institution, so no individual update can be unmasked."
+        ),
+        Table(headers, rows, empty="No round.unmask entries."),
+    ]
+    return Section("unmask-log", "Unmask log", tuple(blocks))
+
+
+def _dropouts(data: RunData) -> Section:
+    rows = tuple(
+        (
+            _fmt(e.payload.get("round", _MISSING)),
+            e.actor,
+            _count(e.payload.get("survivors", _MISSING)),
+            _parties(data, e.payload.get("dropouts", _MISSING)),
+        )
+        for e in data.events(EventType.ROUND_SURVIVORS)
+    )
+    table = Table(
+        ("round", "by", "survivors", "dropouts"), rows, empty="No round.survivors entries."
+    )
+    return Section("dropouts", "Dropouts per round", (table,))
+
+
+def _refusals(data: RunData) -> Section:
+    rows = []
+    for e in data.events(EventType.POLICY_REFUSAL):
+        target, reason = data.party(e.payload.get("target")), e.payload.get("reason", _MISSING)
+        detail = f"target {target}: {_fmt(reason)}"
+        rows.append((_fmt(e.payload.get("round", _MISSING)), e.actor, "policy refusal", detail))
+    for e in data.events(EventType.BUDGET_REFUSED):
+        would, target_eps = e.payload.get("epsilon_would_be"), e.payload.get("target_epsilon")
+        detail = f"ε would be {_fmt(would)}, target {_fmt(target_eps)}"
+        rows.append((_fmt(e.payload.get("round", _MISSING)), e.actor, "budget refusal", detail))
+    table = Table(("round", "by", "kind", "detail"), tuple(rows), empty="No refusals recorded.")
+    return Section("policy-refusals", "Policy and budget refusals", (table,))
+
+
+def _hazards(data: RunData) -> Section:
+    rows = tuple(
+        (e.actor, str(e.seq), e.time, _fmt(e.payload.get("text", _MISSING)))
+        for e in data.events(EventType.HAZARD)
+    )
+    blocks: list[Block] = [
+        Table(("party", "seq", "time", "hazard"), rows, empty="No hazard entries.")
+    ]
+    metrics = data.metrics or {}
+    if metrics.get("secure", _MISSING) is False:
+        blocks.append(Para("Derived from metrics.json: secure aggregation was off.", strong=True))
+    if "dp" in metrics and metrics["dp"] is None:
+        blocks.append(Para("Derived from metrics.json: differential privacy was off.", strong=True))
+    return Section("hazards", "Hazards", tuple(blocks))
+
+
+def _empirical_audit(data: RunData) -> Section:
+    canary = data.canary
+    if canary is None:
+        return Section("empirical-audit", "Empirical privacy audit", (Para("Not run."),))
+    lower = canary.get("epsilon_lower_bound", _MISSING)
+    claimed = canary.get("claimed_epsilon", _MISSING)
+    rows = (
+        ("claimed ε", _fmt(claimed)),
+        ("empirical ε lower bound", _fmt(lower)),
+        ("confidence", _fmt(canary.get("confidence", _MISSING))),
+    )
+    blocks: list[Block] = [Table(("quantity", "value"), rows)]
+    low, claim = _number(lower), _number(claimed)
+    if low is not None and claim is not None:
+        if low > claim:
+            text = (
+                "VIOLATION: the empirical lower bound exceeds the claimed ε; the DP "
+                "implementation or its accounting is wrong."
+            )
+            blocks.append(Para(text, strong=True))
+        else:
+            blocks.append(
+                Para(
+                    "Consistent: the audit found no evidence against the claimed ε. A lower "
+                    "bound below the claim does not prove the claim."
+                )
+            )
+    blocks.append(Para("canary.json is not signed; it is shown as found."))
+    return Section("empirical-audit", "Empirical privacy audit", tuple(blocks))
+
+
+def _accuracy(data: RunData) -> Section:
+    metrics = data.metrics or {}
+    history = _records(metrics, "history")
+    pairs = ((_number(h.get("round")), _number(h.get("mean_test_accuracy"))) for h in history)
+    points = tuple((x, y) for x, y in pairs if x is not None and y is not None)
+    blocks: list[Block] = []
+    if points:
+        plot = line_plot(
+            [Series("mean test accuracy", points)],
+            title="Mean test accuracy per round",
+            x_label="round",
+            y_label="accuracy",
+            element_id="accuracy-plot",
+        )
+        blocks.append(Plot(plot, "Mean test accuracy over the institutions after each round."))
+    rows = tuple(
+        tuple(_fmt(h.get(key, _MISSING)) for key in ("round", "mean_test_accuracy", "max_epsilon"))
+        for h in history
+    )
+    blocks.append(
+        Table(("round", "mean test accuracy", "max ε"), rows, empty=f"History: {NOT_RECORDED}.")
+    )
+    baselines = metrics.get("baselines", _MISSING)
+    if isinstance(baselines, Mapping) and baselines:
+        baseline_rows = tuple(
+            (
+                str(name),
+                _fmt(v.get("mean_test_accuracy", _MISSING) if isinstance(v, Mapping) else v),
+            )
+            for name, v in baselines.items()
+        )
+        blocks.append(Table(("baseline", "mean test accuracy"), baseline_rows))
+    else:
+        blocks.append(Para(f"Baselines: {NOT_RECORDED}."))
+    return Section("accuracy", "Accuracy (metrics.json, unsigned)", tuple(blocks))
+
+
+def _compliance() -> Section:
+    mapping = load_compliance_mapping()
+    rows = tuple(
+        tuple(
+            _plain(text) for text in (m.id, m.mechanism, "; ".join(m.clauses), m.evidence, m.limits)
+        )
+        for m in mapping.mechanisms
+    )
+    gaps = tuple(("; ".join(g.clauses), g.note) for g in mapping.not_addressed)
+    blocks: list[Block] = [
+        Para(
+            "Which requirement each mechanism helps meet, the evidence, and the limits. No "
+            "mechanism makes a deployment compliant by itself."
+        ),
+        Table(("id", "mechanism", "requirement (clause)", "evidence", "limits"), rows),
+        Para("Not addressed by securefed:"),
+        Table(("requirement (clause)", "why"), gaps),
+    ]
+    return Section("compliance", "Compliance mapping", tuple(blocks))
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _spend_series(data: RunData) -> list[Series]:
+    by_actor: dict[str, dict[float, float]] = {}
+    for entry in data.events(EventType.ROUND_SPEND):
+        r, eps = _number(entry.payload.get("round")), _number(entry.payload.get("epsilon"))
+        if r is not None and eps is not None:
+            by_actor.setdefault(entry.actor, {})[r] = eps
+    return [
+        Series(actor, tuple(sorted(points.items()))) for actor, points in sorted(by_actor.items())
+    ]
+
+
+def _payloads(data: RunData, event: EventType) -> list[Mapping[str, object]]:
+    return [entry.payload for entry in data.events(event)]
+
+
+def _last_payload(entries: Sequence[LedgerEntry]) -> Mapping[str, object]:
+    return entries[-1].payload if entries else {}
+
+
+def _records(metrics: Mapping[str, object] | None, key: str) -> list[Mapping[str, object]]:
+    value = (metrics or {}).get(key)
+    return [item for item in value if isinstance(item, Mapping)] if isinstance(value, list) else []
+
+
+def _status(data: RunData) -> str:
+    if data.verification is None:
+        return "NOT VERIFIED"
+    return "INTACT" if data.verification.ok else "TAMPERED"
+
+
+def _parties(data: RunData, value: object) -> str:
+    if value is _MISSING:
+        return NOT_RECORDED
+    if isinstance(value, list):
+        return ", ".join(data.party(v) for v in value) or "none"
+    return _fmt(value)
+
+
+def _count(value: object) -> str:
+    return str(len(value)) if isinstance(value, list) else _fmt(value)
+
+
+def _on_off(value: object) -> str:
+    return (
+        {True: "on", False: "off"}.get(value, _fmt(value))
+        if isinstance(value, bool)
+        else _fmt(value)
+    )
+
+
+def _number(value: object) -> float | None:
+    """``value`` as a float if it is a finite int or float (not a bool), else None."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _fmt(value: object) -> str:
+    """A value for a table cell; missing and null values read "not recorded"."""
+    if value is _MISSING or value is None:
+        return NOT_RECORDED
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list | tuple):
+        return ", ".join(_fmt(v) for v in value) or "none"
+    return str(value)
+
+
+def _plain(text: str) -> str:
+    """Mapping text without its Markdown code marks (the report escapes everything)."""
+    return text.replace("`", "")
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None

@@ -1,0 +1,130 @@
+"""Everything the report reads from a run directory, read once and never trusted blindly.
+
+A run directory holds ``roster.toml``, ``ledgers/<actor>.jsonl``, ``metrics.json`` (written by
+the runtime, unsigned) and optionally ``canary.json`` (an empirical privacy audit, unsigned).
+:func:`load_run_data` reads them leniently -- a missing or unreadable file becomes a note, never
+an exception -- and runs :func:`~securefed.audit.verify.verify_run`, so the report can show both
+what the files say and whether the ledgers are intact. Ledger lines that do not parse are
+skipped here (verification reports them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from securefed.audit.entry import LedgerEntry, parse_entry
+from securefed.audit.events import EventType
+from securefed.audit.ledger import LEDGER_DIR
+from securefed.audit.verify import ROSTER_FILE, VerifyResult, verify_run
+from securefed.errors import ConfigError
+from securefed.secagg.roster import Roster, load_roster
+
+__all__ = ["CANARY_FILE", "METRICS_FILE", "RunData", "load_run_data"]
+
+METRICS_FILE = "metrics.json"
+CANARY_FILE = "canary.json"
+StrPath = str | os.PathLike[str]
+
+
+@dataclass(frozen=True, slots=True)
+class RunData:
+    """The parsed contents of a run directory (see the module docstring).
+
+    ``metrics`` / ``canary`` are None when the file is absent or unreadable (then ``*_error``
+    says why, for unreadable files). ``verification`` is None when verification could not run
+    (``verification_error`` says why, e.g. no roster).
+    """
+
+    name: str
+    ledgers: Mapping[str, tuple[LedgerEntry, ...]]
+    metrics: Mapping[str, object] | None
+    metrics_error: str | None
+    canary: Mapping[str, object] | None
+    canary_error: str | None
+    roster: Roster | None
+    verification: VerifyResult | None
+    verification_error: str | None
+
+    def events(self, event: EventType) -> list[LedgerEntry]:
+        """Every entry of type ``event``, ordered by round (when present), actor and seq."""
+        found = [e for entries in self.ledgers.values() for e in entries if e.event is event]
+        return sorted(found, key=lambda e: (_round_key(e), e.actor, e.seq))
+
+    def party(self, index: object) -> str:
+        """A roster index as ``bank-a (#0)`` when the roster names it, else ``#0``."""
+        if self.roster is not None and isinstance(index, int) and self.roster.is_member(index):
+            return f"{self.roster.client(index).party_id} (#{index})"
+        return f"#{index}"
+
+
+def load_run_data(run_dir: StrPath, roster: Roster | None = None) -> RunData:
+    """Read a run directory for the report.
+
+    Raises:
+        ConfigError: ``run_dir`` is not a directory.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} is not a directory")
+    if roster is None and (run_dir / ROSTER_FILE).is_file():
+        try:
+            roster = load_roster(run_dir / ROSTER_FILE)
+        except ConfigError:
+            roster = None  # verification below reports the reason
+    try:
+        verification, verification_error = verify_run(run_dir, roster), None
+    except ConfigError as exc:
+        verification, verification_error = None, str(exc).replace(str(run_dir), run_dir.name)
+    metrics, metrics_error = _read_json(run_dir / METRICS_FILE)
+    canary, canary_error = _read_json(run_dir / CANARY_FILE)
+    return RunData(
+        name=run_dir.resolve().name,
+        ledgers=_read_ledgers(run_dir / LEDGER_DIR),
+        metrics=metrics,
+        metrics_error=metrics_error,
+        canary=canary,
+        canary_error=canary_error,
+        roster=roster,
+        verification=verification,
+        verification_error=verification_error,
+    )
+
+
+def _read_ledgers(directory: Path) -> dict[str, tuple[LedgerEntry, ...]]:
+    ledgers: dict[str, tuple[LedgerEntry, ...]] = {}
+    if not directory.is_dir():
+        return ledgers
+    for path in sorted(directory.rglob("*.jsonl")):
+        try:
+            lines = path.read_bytes().split(b"\n")
+        except OSError:
+            continue
+        entries = []
+        for line in lines:
+            try:
+                entries.append(parse_entry(line))
+            except ValueError:
+                continue
+        ledgers.setdefault(path.stem, tuple(entries))
+    return ledgers
+
+
+def _read_json(path: Path) -> tuple[Mapping[str, object] | None, str | None]:
+    if not path.is_file():
+        return None, None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return None, f"{path.name} could not be read: {type(exc).__name__}"
+    if not isinstance(value, dict):
+        return None, f"{path.name} is not a JSON object"
+    return value, None
+
+
+def _round_key(entry: LedgerEntry) -> int:
+    value = entry.payload.get("round")
+    return value if isinstance(value, int) and not isinstance(value, bool) else -1

@@ -1,0 +1,292 @@
+"""Verifying ledgers: one file (:func:`verify_ledger`) or a whole run (:func:`verify_run`).
+
+:func:`verify_run` checks every ``*.jsonl`` under ``<run_dir>/ledgers/`` against the roster
+(``<run_dir>/roster.toml`` unless one is given): the file ``<actor>.jsonl`` must belong to a
+roster party (else UNKNOWN_ACTOR) and every entry is checked as in :mod:`securefed.audit.chain`
+under that party's identity key. Then the ledgers are checked against each other: for every
+checkpoint entry in any ledger, every party it lists must have an entry with that seq and that
+hash -- TRUNCATED if its ledger ends before (or is missing), EDITED if the hash differs -- and for
+a *final* checkpoint the listed party's next entry must be the same final checkpoint, and its last.
+So deleting the tail of any ledger (its final checkpoint included) is detected, as long as one
+other party's ledger with the final checkpoint is present (see ``docs/audit.md`` for the limits).
+
+Results carry paths relative to the run directory only, so a copied run directory verifies the
+same way. Exit codes for a command line: :attr:`VerifyResult.exit_code` is 0 (intact) or 1
+(a problem); usage errors raise :class:`~securefed.errors.ConfigError` (exit 2).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from securefed.audit.chain import Problem, ProblemKind, ScanResult, scan_ledger
+from securefed.audit.checkpoint import Checkpoint, Head
+from securefed.audit.entry import GENESIS_HASH, LedgerEntry
+from securefed.audit.events import EventType
+from securefed.audit.ledger import LEDGER_DIR
+from securefed.crypto import VerifyKey
+from securefed.errors import ConfigError
+from securefed.secagg.roster import Roster, load_roster
+
+__all__ = ["ROSTER_FILE", "VerifyResult", "verify_ledger", "verify_run"]
+
+ROSTER_FILE = "roster.toml"
+StrPath = str | os.PathLike[str]
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    """The outcome of a verification.
+
+    ``ok`` is true iff no problem was found. ``entries`` counts the entries found intact,
+    ``ledgers`` the ledger files checked. ``problem`` is the first problem (None when ok);
+    ``problems`` lists the first problem of each ledger and then every cross-ledger problem.
+    ``notes`` say what the check could *not* establish (e.g. tail truncation of a single file).
+    ``heads`` are the heads of the intact part of each ledger, by actor.
+    """
+
+    ok: bool
+    entries: int
+    ledgers: int
+    problem: Problem | None
+    problems: tuple[Problem, ...] = ()
+    notes: tuple[str, ...] = ()
+    heads: tuple[Head, ...] = field(default=())
+
+    @property
+    def note(self) -> str | None:
+        """All notes in one string, or None."""
+        return " ".join(self.notes) if self.notes else None
+
+    @property
+    def exit_code(self) -> int:
+        """0 when intact, 1 when a problem was found (usage errors are 2, via ConfigError)."""
+        return 0 if self.ok else 1
+
+    def describe(self) -> str:
+        """A few lines for a person (what ``securefed audit verify`` prints)."""
+        status = "INTACT" if self.ok else "TAMPERED"
+        lines = [f"{status}: {self.ledgers} ledger(s), {self.entries} intact entries"]
+        lines += [f"problem: {problem.describe()}" for problem in self.problems]
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def verify_ledger(
+    path: StrPath, verify_key: VerifyKey, *, actor: str | None = None
+) -> VerifyResult:
+    """Verify one ledger file on its own (its actor is the file's stem unless given).
+
+    Detects edits, reorders, deletions in the middle, bad signatures and malformed lines. It
+    cannot detect that entries were cut from the end: that needs the other parties' ledgers
+    (:func:`verify_run`); the result's note says up to which checkpoint the file is covered.
+
+    Raises:
+        ConfigError: the file cannot be read.
+    """
+    path = Path(path)
+    scan_actor = actor or path.stem
+    scan = scan_ledger(_read(path), actor=scan_actor, verify_key=verify_key, file=path.name)
+    checkpoints = [e.seq for e in scan.entries if e.event is EventType.CHECKPOINT]
+    covered = f"its last checkpoint is at seq {checkpoints[-1]}" if checkpoints else "it has none"
+    note = (
+        "Checked alone, a ledger cannot show that entries were cut from its end; other parties' "
+        f"checkpoints cover it (verify the whole run directory); {covered}."
+    )
+    problems = [] if scan.problem is None else [scan.problem]
+    return _result({scan_actor: scan}, problems, (note,), ledgers=1)
+
+
+def verify_run(run_dir: StrPath, roster: Roster | None = None) -> VerifyResult:
+    """Verify every ledger of a run directory, alone and against each other (module docstring).
+
+    Raises:
+        ConfigError: no roster given and ``<run_dir>/roster.toml`` is missing or invalid; no
+            ``ledgers/`` directory or no ``*.jsonl`` file in it; a file cannot be read.
+    """
+    run_dir = Path(run_dir)
+    if roster is None:
+        roster = load_roster(run_dir / ROSTER_FILE)
+    keys = _roster_keys(roster)
+    directory = run_dir / LEDGER_DIR
+    if not directory.is_dir():
+        raise ConfigError(f"{directory} is not a directory: is {run_dir} a run directory?")
+    files = sorted(p for p in directory.rglob("*.jsonl") if p.is_file())
+    if not files:
+        raise ConfigError(f"no ledger (*.jsonl) under {directory}")
+    scans: dict[str, ScanResult] = {}
+    files_of: dict[str, str] = {}
+    problems: list[Problem] = []
+    for path in files:
+        relative = path.relative_to(run_dir).as_posix()
+        actor = path.stem
+        if actor not in keys:
+            detail = f"{actor!r} is not a party of the roster"
+            problems.append(Problem(relative, ProblemKind.UNKNOWN_ACTOR, detail))
+            continue
+        if actor in scans:
+            problems.append(Problem(relative, ProblemKind.MALFORMED, f"second ledger of {actor!r}"))
+            continue
+        scan = scan_ledger(_read(path), actor=actor, verify_key=keys[actor], file=relative)
+        scans[actor] = scan
+        files_of[actor] = relative
+        if scan.problem is not None:
+            problems.append(scan.problem)
+    cross = _CrossCheck(scans, keys, files_of)
+    problems += cross.run()
+    notes = cross.notes(roster_parties=list(keys))
+    return _result(scans, _unique(problems), tuple(notes), ledgers=len(files))
+
+
+@dataclass
+class _CrossCheck:
+    scans: Mapping[str, ScanResult]
+    keys: Mapping[str, VerifyKey]
+    files: Mapping[str, str]
+    finals: list[str] = field(default_factory=list)
+
+    def run(self) -> list[Problem]:
+        problems: list[Problem] = []
+        for actor, scan in self.scans.items():
+            for entry in scan.entries:
+                if entry.event is EventType.CHECKPOINT:
+                    problems += self._checkpoint(actor, entry)
+        return problems
+
+    def _checkpoint(self, actor: str, entry: LedgerEntry) -> list[Problem]:
+        checkpoint = Checkpoint.from_payload(entry.payload)  # format checked by the scan
+        if checkpoint.final:
+            self.finals.append(actor)
+        where = f"{actor}'s checkpoint (seq {entry.seq})"
+        problems: list[Problem] = []
+        for head in checkpoint.heads:
+            if head.actor == actor:
+                continue  # checked within the ledger
+            if head.actor not in self.keys:
+                detail = f"the checkpoint names {head.actor!r}, not a party of the roster"
+                file = self.files[actor]
+                problems.append(
+                    Problem(file, ProblemKind.UNKNOWN_ACTOR, detail, entry.seq, entry.seq + 1)
+                )
+                continue
+            found = self._head(head, checkpoint, where)
+            if found is not None:
+                problems.append(found)
+        return problems
+
+    def _head(self, head: Head, checkpoint: Checkpoint, where: str) -> Problem | None:
+        scan = self.scans.get(head.actor)
+        file = self.files.get(head.actor, _default_file(head.actor))
+        if scan is None:
+            detail = f"ledger missing; {where} records its head at seq {head.seq}"
+            return (
+                None if head.seq == -1 else Problem(file, ProblemKind.TRUNCATED, detail, head.seq)
+            )
+        if scan.problem is not None:
+            return None  # already reported; the intact prefix says nothing about the rest
+        found = _recorded(file, head, scan.entries, where)
+        if found is None and checkpoint.final:
+            found = _final(file, head, scan.entries, checkpoint, where)
+        return found
+
+    def notes(self, *, roster_parties: list[str]) -> list[str]:
+        notes: list[str] = []
+        if not self.finals:
+            notes.append(
+                "No final checkpoint in any ledger: the run did not finish, or every ledger's end "
+                "was cut; entries after the last checkpoint are not covered."
+            )
+        absent = [party for party in roster_parties if party not in self.scans]
+        if absent:
+            notes.append(f"Roster parties without a ledger here: {', '.join(absent)}.")
+        return notes
+
+
+def _recorded(
+    file: str, head: Head, entries: tuple[LedgerEntry, ...], where: str
+) -> Problem | None:
+    """The entry ``head`` names exists in ``entries`` with that hash."""
+    if head.seq >= len(entries):
+        detail = f"ends at seq {len(entries) - 1}, but {where} records seq {head.seq}"
+        return Problem(file, ProblemKind.TRUNCATED, detail, len(entries), len(entries) + 1)
+    actual = entries[head.seq].hash if head.seq >= 0 else GENESIS_HASH
+    if actual != head.hash:
+        detail = f"hash differs from the one {where} records for this seq"
+        return Problem(file, ProblemKind.EDITED, detail, head.seq, head.seq + 1)
+    return None
+
+
+def _final(
+    file: str, head: Head, entries: tuple[LedgerEntry, ...], checkpoint: Checkpoint, where: str
+) -> Problem | None:
+    """The entry after ``head`` is the same final checkpoint, and the last of ``entries``."""
+    following = head.seq + 1
+    if following >= len(entries):
+        detail = f"its final checkpoint is missing; {where} implies one at seq {following}"
+        return Problem(file, ProblemKind.TRUNCATED, detail, following, following + 1)
+    if not _same_final(entries[following], checkpoint) or following != len(entries) - 1:
+        detail = f"does not end with the final checkpoint that {where} implies"
+        return Problem(file, ProblemKind.EDITED, detail, following, following + 1)
+    return None
+
+
+def _same_final(entry: LedgerEntry, checkpoint: Checkpoint) -> bool:
+    if entry.event is not EventType.CHECKPOINT:
+        return False
+    try:
+        return Checkpoint.from_payload(entry.payload) == checkpoint
+    except ValueError:
+        return False
+
+
+def _roster_keys(roster: Roster) -> dict[str, VerifyKey]:
+    keys = {roster.server.party_id: roster.server.identity}
+    keys.update({client.party_id: client.identity for client in roster.clients})
+    return keys
+
+
+def _default_file(actor: str) -> str:
+    return f"{LEDGER_DIR}/{actor}.jsonl"
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read ledger {path}: {exc.strerror}") from None
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
+    seen: set[tuple[str, ProblemKind, int | None]] = set()
+    result = []
+    for problem in problems:
+        key = (problem.file, problem.kind, problem.seq)
+        if key not in seen:
+            seen.add(key)
+            result.append(problem)
+    return result
+
+
+def _result(
+    scans: Mapping[str, ScanResult],
+    problems: list[Problem],
+    notes: tuple[str, ...],
+    *,
+    ledgers: int,
+) -> VerifyResult:
+    heads = []
+    for actor, scan in sorted(scans.items()):
+        last = scan.entries[-1] if scan.entries else None
+        heads.append(Head(actor, last.seq, last.hash) if last else Head(actor, -1, GENESIS_HASH))
+    return VerifyResult(
+        ok=not problems,
+        entries=sum(len(scan.entries) for scan in scans.values()),
+        ledgers=ledgers,
+        problem=problems[0] if problems else None,
+        problems=tuple(problems),
+        notes=notes,
+        heads=tuple(heads),
+    )

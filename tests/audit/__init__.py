@@ -1,0 +1,143 @@
+"""Tests of securefed.audit, and the synthetic run directory they share (:func:`build_run`)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from securefed.audit import (
+    BudgetConfigured,
+    Hazard,
+    Ledger,
+    RoundSpend,
+    RoundSurvivors,
+    RunConfigured,
+    RunFinished,
+    Unmask,
+    UpdateReleased,
+    ledger_path,
+    record_final_checkpoint,
+)
+from securefed.audit.ledger import Clock
+from securefed.crypto import SigningKey
+from securefed.secagg.roster import save_roster
+from securefed.testing import Federation, make_federation
+
+START = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def fixed_clock() -> Clock:
+    """A clock that ticks one second per call, from 2025-01-01T00:00:00Z."""
+    ticks = itertools.count()
+    return lambda: START + timedelta(seconds=next(ticks))
+
+
+@dataclass(frozen=True)
+class Run:
+    """A synthetic run directory with the private keys of its parties."""
+
+    run_dir: Path
+    federation: Federation
+    keys: dict[str, SigningKey]
+
+    @property
+    def clients(self) -> list[str]:
+        return [c.party_id for c in self.federation.roster.clients]
+
+    def path(self, actor: str) -> Path:
+        return ledger_path(self.run_dir, actor)
+
+    def lines(self, actor: str) -> list[bytes]:
+        return self.path(actor).read_bytes().splitlines(keepends=True)
+
+    def write_lines(self, actor: str, lines: list[bytes]) -> None:
+        self.path(actor).write_bytes(b"".join(lines))
+
+
+def open_ledgers(run: Run) -> dict[str, Ledger]:
+    return {
+        actor: Ledger.open(run.path(actor), actor, key, clock=fixed_clock())
+        for actor, key in run.keys.items()
+    }
+
+
+def build_run(
+    root: Path, *, clients: int = 3, rounds: int = 4, final: bool = True, hazard: str = ""
+) -> Run:
+    """A run directory: roster.toml and one ledger per party (server ``server``, clients
+    ``bank-<i>``) with configuration, budgets, ``rounds`` rounds of spends, releases, survivors
+    and unmasks (client 2 drops out of round 2), optionally a hazard, and a final checkpoint."""
+    federation = make_federation(clients)
+    run_dir = root / "run"
+    run_dir.mkdir(parents=True)
+    save_roster(federation.roster, run_dir / "roster.toml")
+    keys = {"server": federation.server_key}
+    keys.update({f"bank-{i}": key for i, key in enumerate(federation.client_keys)})
+    run = Run(run_dir, federation, keys)
+    ledgers = open_ledgers(run)
+    fingerprints = {actor: key.verify_key().fingerprint().hex() for actor, key in keys.items()}
+    for ledger in ledgers.values():
+        ledger.record(
+            RunConfigured(
+                config_sha256="ab" * 32,
+                software_version="0.1.0",
+                cipher_suite="default",
+                roster_digest=federation.roster.digest().hex(),
+                roster_fingerprints=fingerprints,
+                mode="fedavg",
+            )
+        )
+    for i in range(clients):
+        ledgers[f"bank-{i}"].record(
+            BudgetConfigured(
+                target_epsilon=8.0,
+                delta=1e-5,
+                accountant="rdp",
+                accountant_version="opacus-1.5",
+                noise_multiplier=1.1,
+                max_grad_norm=1.0,
+                sample_rate=0.01,
+            )
+        )
+    for r in range(1, rounds + 1):
+        survivors = [i for i in range(clients) if not (r == 2 and i == 2)]
+        for i in survivors:
+            ledgers[f"bank-{i}"].record(
+                RoundSpend(
+                    round=r,
+                    epsilon=round(0.5 * r * (1 + 0.25 * i), 6),
+                    delta=1e-5,
+                    noise_multiplier=1.1,
+                    sample_rate=0.01,
+                    steps=100,
+                    accountant="rdp",
+                    accountant_version="opacus-1.5",
+                )
+            )
+            ledgers[f"bank-{i}"].record(
+                UpdateReleased(round=r, targets=1, vector_length=1000, masked_sha256="cd" * 32)
+            )
+        dropouts = tuple(i for i in range(clients) if i not in survivors)
+        ledgers["server"].record(
+            RoundSurvivors(round=r, survivors=tuple(survivors), dropouts=dropouts)
+        )
+        ledgers["server"].record(
+            Unmask(
+                round=r,
+                outputs=1,
+                target_blinded=False,
+                self_seeds_of=tuple(survivors),
+                mask_keys_of=dropouts,
+            )
+        )
+    if hazard:
+        ledgers["server"].record(Hazard(text=hazard))
+    for ledger in ledgers.values():
+        ledger.record(RunFinished(rounds=rounds, status="completed"))
+    if final:
+        record_final_checkpoint(ledgers.values())
+    for ledger in ledgers.values():
+        ledger.close()
+    return run

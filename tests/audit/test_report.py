@@ -1,0 +1,201 @@
+"""The audit report: structure, plots, escaping, missing data, verification, compliance table."""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from securefed.audit import SECTION_IDS, load_compliance_mapping, render_report
+from securefed.audit.svg import Series, line_plot
+from securefed.errors import ConfigError
+from tests.audit import Run, build_run
+
+HAZARD = "<script>alert('x')</script> & <b>co</b>"
+METRICS = {
+    "mode": "fedavg",
+    "rounds": 4,
+    "secure": True,
+    "dp": {
+        "target_epsilon": 8.0,
+        "delta": 1e-5,
+        "noise_multiplier": 1.1,
+        "max_grad_norm": 1.0,
+        "sample_rate": 0.01,
+        "accountant": "rdp",
+    },
+    "history": [
+        {"round": r, "mean_test_accuracy": 0.5 + 0.1 * r, "max_epsilon": 0.5 * r}
+        for r in range(1, 5)
+    ],
+    "baselines": {"local": {"mean_test_accuracy": 0.7}, "fedavg": {"mean_test_accuracy": 0.8}},
+    "clients": [
+        {"id": f"bank-{i}", "test_accuracy": 0.8, "epsilon": 2.0, "delta": 1e-5} for i in range(3)
+    ],
+    "mean_test_accuracy": 0.85,
+    "config_sha256": "ab" * 32,
+}
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Run:
+    run = build_run(tmp_path, hazard=HAZARD)
+    (run.run_dir / "metrics.json").write_text(json.dumps(METRICS))
+    canary = {"epsilon_lower_bound": 0.9, "claimed_epsilon": 3.0, "confidence": 0.95}
+    (run.run_dir / "canary.json").write_text(json.dumps(canary))
+    return run
+
+
+def _render(run: Run, tmp_path: Path) -> tuple[str, str]:
+    summary = render_report(
+        run.run_dir, out_html=tmp_path / "report.html", out_md=tmp_path / "report.md"
+    )
+    assert summary.sections == SECTION_IDS
+    return (tmp_path / "report.html").read_text(), (tmp_path / "report.md").read_text()
+
+
+def _section(page: str, section_id: str) -> str:
+    match = re.search(rf'<section id="{section_id}">(.*?)</section>', page, re.DOTALL)
+    assert match is not None, section_id
+    return match.group(1)
+
+
+def test_report_structure_and_plot(run: Run, tmp_path: Path) -> None:
+    summary = render_report(run.run_dir, out_html=tmp_path / "r.html", out_md=tmp_path / "r.md")
+    assert (summary.verified, summary.clients_plotted, summary.rounds_plotted) == (True, 3, 4)
+    page = (tmp_path / "r.html").read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    for section_id in SECTION_IDS:
+        assert page.count(f'<section id="{section_id}">') == 1
+    epsilon = _section(page, "epsilon")
+    assert epsilon.count("<svg") == 1
+    lines = re.findall(r'<polyline class="series" data-series="([^"]+)"', epsilon)
+    assert lines == ["bank-0", "bank-1", "bank-2"]
+    assert "<td>2.25</td>" in epsilon  # bank-2, round 3
+    for svg in re.findall(r"<svg.*?</svg>", page, re.DOTALL):
+        ET.fromstring(svg)  # well-formed
+    assert "INTACT" in _section(page, "verification")
+
+
+def test_every_section_says_what_it_found(run: Run, tmp_path: Path) -> None:
+    page, _ = _render(run, tmp_path)
+    assert "one record of one institution" in _section(page, "unit-of-privacy")
+    dp = _section(page, "dp-parameters")
+    assert "opacus-1.5" in dp
+    assert "<td>400</td>" in dp  # steps over 4 rounds
+    assert "malicious" in _section(page, "trust-model")
+    unmask = _section(page, "unmask-log")
+    assert unmask.count("<tr>") == 5  # header + 4 rounds
+    assert "bank-2 (#2)" in unmask
+    assert "bank-2 (#2)" in _section(page, "dropouts")
+    assert "No refusals recorded." in _section(page, "policy-refusals")
+    assert "0.9" in _section(page, "empirical-audit")
+    assert "Consistent" in _section(page, "empirical-audit")
+    assert "accuracy-plot" in _section(page, "accuracy")
+
+
+def test_text_is_escaped_and_nothing_is_loaded(run: Run, tmp_path: Path) -> None:
+    page, markdown = _render(run, tmp_path)
+    hazards = _section(page, "hazards")
+    assert (
+        "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &lt;b&gt;co&lt;/b&gt;" in hazards
+    )
+    assert "<script" not in page
+    for needle in ("<link", "src=", "http://", "https://", "@import", "url("):
+        assert needle not in page
+    assert "<script" not in markdown
+    assert "<b>" not in markdown
+    assert str(tmp_path) not in page
+    assert str(tmp_path) not in markdown
+
+
+def test_markdown_twin(run: Run, tmp_path: Path) -> None:
+    _, markdown = _render(run, tmp_path)
+    for section_id in SECTION_IDS:
+        assert f'<a id="{section_id}"></a>' in markdown
+    assert "## Compliance mapping" in markdown
+    assert "| round | bank-0 | bank-1 | bank-2 |" in markdown
+    assert "| 2 | 1 | 1.25 | not recorded |" in markdown
+
+
+def test_compliance_table(run: Run, tmp_path: Path) -> None:
+    page, _ = _render(run, tmp_path)
+    compliance = _section(page, "compliance")
+    mapping = load_compliance_mapping()
+    for mechanism in mapping.mechanisms:
+        assert f"<td>{mechanism.id}</td>" in compliance
+    assert "GDPR Art. 25" in compliance
+
+
+def test_missing_inputs_render_as_not_recorded(tmp_path: Path) -> None:
+    run = build_run(tmp_path, rounds=1)
+    (run.run_dir / "metrics.json").write_text(json.dumps({"dp": None, "secure": False}))
+    page, _ = _render(run, tmp_path)
+    assert "not recorded" in _section(page, "summary")
+    assert "Differential privacy was OFF" in _section(page, "unit-of-privacy")
+    assert "Secure aggregation was OFF" in _section(page, "trust-model")
+    assert "Not run." in _section(page, "empirical-audit")
+    assert "History: not recorded." in _section(page, "accuracy")
+
+
+def test_a_run_without_ledgers_or_metrics_still_renders(tmp_path: Path) -> None:
+    (tmp_path / "bare").mkdir()
+    summary = render_report(tmp_path / "bare", out_html=tmp_path / "r.html")
+    assert summary.verified is None
+    assert summary.md_path is None
+    page = (tmp_path / "r.html").read_text()
+    assert "could not be verified" in _section(page, "verification")
+    assert "No round.spend entries." in _section(page, "epsilon")
+
+
+def test_tampering_shows_in_the_report(run: Run, tmp_path: Path) -> None:
+    run.write_lines("bank-1", run.lines("bank-1")[:-2])
+    summary = render_report(run.run_dir, out_html=tmp_path / "r.html")
+    assert summary.verified is False
+    verification = _section((tmp_path / "r.html").read_text(), "verification")
+    assert "TAMPERED" in verification
+    assert "ledgers/bank-1.jsonl" in verification
+    assert "truncated" in verification
+
+
+def test_an_empirical_violation_is_flagged(run: Run, tmp_path: Path) -> None:
+    canary = {"epsilon_lower_bound": 5.0, "claimed_epsilon": 3.0, "confidence": 0.95}
+    (run.run_dir / "canary.json").write_text(json.dumps(canary))
+    page, _ = _render(run, tmp_path)
+    assert "VIOLATION" in _section(page, "empirical-audit")
+
+
+def test_unreadable_metrics_are_reported(run: Run, tmp_path: Path) -> None:
+    (run.run_dir / "metrics.json").write_text("{not json")
+    page, _ = _render(run, tmp_path)
+    assert "metrics.json could not be read" in _section(page, "summary")
+
+
+def test_usage_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a directory"):
+        render_report(tmp_path / "missing", out_html=tmp_path / "r.html")
+    (tmp_path / "run").mkdir()
+    with pytest.raises(ConfigError, match="cannot write"):
+        render_report(tmp_path / "run", out_html=tmp_path / "no" / "such" / "r.html")
+
+
+def test_line_plot_escapes_names_and_handles_edge_cases() -> None:
+    svg = line_plot(
+        [Series('<x" onload="y', ((1.0, 2.0),)), Series("flat", ((1.0, 0.0), (2.0, 0.0)))],
+        title="t & u",
+        x_label="x",
+        y_label="y",
+        element_id="p",
+    )
+    root = ET.fromstring(svg)
+    assert root.get("id") == "p"
+    assert 'onload="y' not in svg
+    assert svg.count('<polyline class="series"') == 2
+    empty = line_plot([], title="empty", x_label="x", y_label="y", element_id="e")
+    assert "<polyline" not in empty
+    ET.fromstring(empty)
+    with pytest.raises(ConfigError):
+        Series("bad", ((float("nan"), 1.0),))

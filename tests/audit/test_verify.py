@@ -1,0 +1,337 @@
+"""verify_ledger / verify_run: every kind of tampering is found, with the right kind and place."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from securefed.audit import (
+    EventType,
+    Hazard,
+    Ledger,
+    LedgerEntry,
+    Problem,
+    ProblemKind,
+    RunFinished,
+    record_checkpoint,
+    verify_ledger,
+    verify_run,
+)
+from securefed.audit.canonical import encode_canonical
+from securefed.crypto import get_suite
+from securefed.errors import ConfigError
+from securefed.testing import make_federation
+from tests.audit import Run, build_run, fixed_clock, open_ledgers
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Run:
+    return build_run(tmp_path)
+
+
+def _edit(line: bytes, change: Callable[[dict[str, object]], None]) -> bytes:
+    entry = json.loads(line)
+    change(entry)
+    return encode_canonical(entry) + b"\n"
+
+
+def _rehash(entry: dict[str, object]) -> None:
+    body = {k: v for k, v in entry.items() if k not in ("hash", "signature")}
+    entry["hash"] = hashlib.sha256(encode_canonical(body)).hexdigest()  # type: ignore[arg-type]
+
+
+def _only(run: Run) -> Problem:
+    result = verify_run(run.run_dir)
+    assert not result.ok
+    assert result.exit_code == 1
+    assert result.problem is not None
+    assert result.problem == result.problems[0]
+    return result.problem
+
+
+def test_a_clean_run_verifies(run: Run) -> None:
+    result = verify_run(run.run_dir)
+    assert result.ok, result.describe()
+    assert result.exit_code == 0
+    assert result.ledgers == 4
+    assert result.entries == sum(len(run.lines(a)) for a in run.keys)
+    assert result.problem is None
+    assert result.notes == ()
+    assert [h.actor for h in result.heads] == ["bank-0", "bank-1", "bank-2", "server"]
+    assert result.describe().startswith("INTACT: 4 ledger(s)")
+
+
+def test_payload_edit_is_edited(run: Run) -> None:
+    lines = run.lines("bank-1")
+    assert json.loads(lines[4])["event"] == "round.spend"
+    lines[4] = _edit(lines[4], lambda e: e["payload"].update(epsilon=0.01))  # type: ignore[attr-defined]
+    run.write_lines("bank-1", lines)
+    problem = _only(run)
+    assert (problem.file, problem.kind, problem.seq, problem.line) == (
+        "ledgers/bank-1.jsonl",
+        ProblemKind.EDITED,
+        4,
+        5,
+    )
+
+
+def test_hash_field_edit_is_edited(run: Run) -> None:
+    lines = run.lines("server")
+    lines[2] = _edit(lines[2], lambda e: e.update(hash="ab" * 32))
+    run.write_lines("server", lines)
+    problem = _only(run)
+    assert (problem.file, problem.kind, problem.seq) == (
+        "ledgers/server.jsonl",
+        ProblemKind.EDITED,
+        2,
+    )
+
+
+def test_content_and_hash_edited_together_is_a_bad_signature(run: Run) -> None:
+    def change(entry: dict[str, object]) -> None:
+        entry["payload"]["epsilon"] = 0.01  # type: ignore[index]
+        _rehash(entry)
+
+    lines = run.lines("bank-0")
+    lines[4] = _edit(lines[4], change)
+    run.write_lines("bank-0", lines)
+    problem = _only(run)
+    assert (problem.kind, problem.seq) == (ProblemKind.BAD_SIGNATURE, 4)
+
+
+def test_swapped_entries_are_reordered(run: Run) -> None:
+    lines = run.lines("bank-2")
+    lines[3], lines[4] = lines[4], lines[3]
+    run.write_lines("bank-2", lines)
+    problem = _only(run)
+    assert (problem.file, problem.kind, problem.line, problem.seq) == (
+        "ledgers/bank-2.jsonl",
+        ProblemKind.REORDERED,
+        4,
+        4,
+    )
+
+
+def test_duplicated_entry_is_reordered(run: Run) -> None:
+    lines = run.lines("bank-2")
+    lines.insert(4, lines[3])
+    run.write_lines("bank-2", lines)
+    problem = _only(run)
+    assert (problem.kind, problem.line) == (ProblemKind.REORDERED, 5)
+    assert "twice" in problem.detail
+
+
+def test_deleted_middle_entry_is_deleted(run: Run) -> None:
+    lines = run.lines("server")
+    del lines[3]
+    run.write_lines("server", lines)
+    problem = _only(run)
+    assert (problem.file, problem.kind, problem.seq, problem.line) == (
+        "ledgers/server.jsonl",
+        ProblemKind.DELETED,
+        4,
+        4,
+    )
+    assert "seq 3 missing" in problem.detail
+
+
+@pytest.mark.parametrize("actor", ["bank-0", "server"])
+@pytest.mark.parametrize("cut", [1, 2, 5])
+def test_truncated_tail_is_found_through_the_other_parties(run: Run, actor: str, cut: int) -> None:
+    lines = run.lines(actor)
+    run.write_lines(actor, lines[:-cut])
+    problem = _only(run)
+    assert (problem.file, problem.kind) == (f"ledgers/{actor}.jsonl", ProblemKind.TRUNCATED)
+    # ...while the file checked on its own looks fine, and the result says why that is weak:
+    alone = verify_ledger(run.path(actor), run.keys[actor].verify_key())
+    assert alone.ok
+    assert alone.note is not None
+    assert "cannot show that entries were cut from its end" in alone.note
+
+
+def test_a_deleted_ledger_file_is_truncated(run: Run) -> None:
+    run.path("bank-1").unlink()
+    problem = _only(run)
+    assert (problem.file, problem.kind) == ("ledgers/bank-1.jsonl", ProblemKind.TRUNCATED)
+
+
+def test_cutting_every_final_checkpoint_is_the_documented_residual(run: Run) -> None:
+    for actor in run.keys:
+        run.write_lines(actor, run.lines(actor)[:-1])
+    result = verify_run(run.run_dir)
+    assert result.ok
+    assert result.note is not None
+    assert "No final checkpoint" in result.note
+
+
+def test_a_rewritten_history_contradicts_the_others_checkpoints(run: Run) -> None:
+    """bank-1 re-signs a different history of the same length with its own key (a fork)."""
+    length = len(run.lines("bank-1")) - 1  # its head, as recorded by the others
+    run.path("bank-1").unlink()
+    with Ledger.open(run.path("bank-1"), "bank-1", run.keys["bank-1"], clock=fixed_clock()) as led:
+        for i in range(length):
+            led.record(Hazard(text=f"rewritten {i}"))
+    result = verify_run(run.run_dir)
+    assert not result.ok
+    assert result.problem is not None
+    assert (result.problem.file, result.problem.kind) == (
+        "ledgers/bank-1.jsonl",
+        ProblemKind.EDITED,
+    )
+
+
+def test_a_mid_run_checkpoint_covers_a_truncated_unfinished_run(tmp_path: Path) -> None:
+    run = build_run(tmp_path, final=False)
+    ledgers = open_ledgers(run)
+    record_checkpoint(ledgers["bank-0"], [ledgers["bank-1"].head], final=False)
+    for ledger in ledgers.values():
+        ledger.close()
+    assert verify_run(run.run_dir).ok
+    run.write_lines("bank-1", run.lines("bank-1")[:3])
+    problem = _only(run)
+    assert (problem.file, problem.kind, problem.seq) == (
+        "ledgers/bank-1.jsonl",
+        ProblemKind.TRUNCATED,
+        3,
+    )
+
+
+def test_another_actors_key_is_a_bad_signature(run: Run) -> None:
+    run.path("bank-0").unlink()
+    with Ledger.open(run.path("bank-0"), "bank-0", run.keys["bank-1"]) as ledger:
+        ledger.record(Hazard(text="signed by bank-1"))
+    problem = _only(run)
+    assert (problem.file, problem.kind, problem.seq, problem.line) == (
+        "ledgers/bank-0.jsonl",
+        ProblemKind.BAD_SIGNATURE,
+        0,
+        1,
+    )
+
+
+def test_a_ledger_of_a_party_outside_the_roster_is_an_unknown_actor(run: Run) -> None:
+    mallory = get_suite("default").generate_signing_key()
+    with Ledger.open(run.run_dir / "ledgers" / "mallory.jsonl", "mallory", mallory) as ledger:
+        ledger.record(Hazard(text="hello"))
+    problem = _only(run)
+    assert (problem.file, problem.kind, problem.seq) == (
+        "ledgers/mallory.jsonl",
+        ProblemKind.UNKNOWN_ACTOR,
+        None,
+    )
+
+
+def test_a_whole_run_against_the_wrong_roster_fails(run: Run) -> None:
+    other = make_federation(3).roster
+    result = verify_run(run.run_dir, other)
+    assert not result.ok
+    assert result.problem is not None
+    assert result.problem.kind is ProblemKind.BAD_SIGNATURE
+    assert verify_run(run.run_dir, run.federation.roster).ok
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"garbage\n",
+        b"{}\n",
+        b'{"actor": "bank-0"}\n',
+        b"\n",
+    ],
+)
+def test_malformed_lines(run: Run, bad: bytes) -> None:
+    lines = run.lines("bank-0")
+    lines[2] = bad
+    run.write_lines("bank-0", lines)
+    problem = _only(run)
+    assert (problem.kind, problem.line) == (ProblemKind.MALFORMED, 3)
+
+
+def test_non_canonical_spacing_is_malformed(run: Run) -> None:
+    lines = run.lines("bank-0")
+    lines[2] = json.dumps(json.loads(lines[2]), sort_keys=True).encode() + b"\n"
+    run.write_lines("bank-0", lines)
+    problem = _only(run)
+    assert problem.kind is ProblemKind.MALFORMED
+    assert "canonical" in problem.detail
+
+
+def test_unknown_event_is_malformed(run: Run) -> None:
+    lines = run.lines("bank-0")
+    lines[1] = _edit(lines[1], lambda e: e.update(event="made.up"))
+    run.write_lines("bank-0", lines)
+    problem = _only(run)
+    assert (problem.kind, problem.line) == (ProblemKind.MALFORMED, 2)
+
+
+def test_a_half_written_last_line_is_truncated(run: Run) -> None:
+    data = run.path("bank-2").read_bytes()
+    run.path("bank-2").write_bytes(data[:-40])
+    problem = _only(run)
+    assert (problem.file, problem.kind, problem.line) == (
+        "ledgers/bank-2.jsonl",
+        ProblemKind.TRUNCATED,
+        len(data.splitlines()),
+    )
+
+
+def test_an_entry_after_the_final_checkpoint_is_malformed(run: Run) -> None:
+    lines = run.lines("bank-0")
+    last = json.loads(lines[-1])
+    extra = LedgerEntry.create(
+        seq=last["seq"] + 1,
+        time="2025-01-02T00:00:00.000Z",
+        actor="bank-0",
+        event=EventType.RUN_FINISHED,
+        payload=RunFinished(rounds=9, status="completed").to_payload(),  # type: ignore[arg-type]
+        prev_hash=last["hash"],
+        signing_key=run.keys["bank-0"],
+    )
+    run.write_lines("bank-0", [*lines, extra.to_line()])
+    problem = _only(run)
+    assert (problem.file, problem.kind) == ("ledgers/bank-0.jsonl", ProblemKind.MALFORMED)
+    assert "after the final checkpoint" in problem.detail
+
+
+def test_a_copied_run_directory_still_verifies(run: Run, tmp_path: Path) -> None:
+    copy = tmp_path / "elsewhere" / "copied-run"
+    shutil.copytree(run.run_dir, copy)
+    assert verify_run(copy).ok
+    lines = (copy / "ledgers" / "bank-1.jsonl").read_bytes().splitlines(keepends=True)
+    del lines[2]
+    (copy / "ledgers" / "bank-1.jsonl").write_bytes(b"".join(lines))
+    result = verify_run(copy)
+    assert result.problem is not None
+    assert result.problem.file == "ledgers/bank-1.jsonl"
+    assert str(tmp_path) not in result.describe()
+
+
+def test_usage_errors(tmp_path: Path, run: Run) -> None:
+    with pytest.raises(ConfigError, match="roster"):
+        verify_run(tmp_path / "nothing-here")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    shutil.copy(run.run_dir / "roster.toml", empty / "roster.toml")
+    with pytest.raises(ConfigError, match="not a directory"):
+        verify_run(empty)
+    (empty / "ledgers").mkdir()
+    with pytest.raises(ConfigError, match="no ledger"):
+        verify_run(empty)
+    with pytest.raises(ConfigError, match="cannot read"):
+        verify_ledger(empty / "ledgers" / "x.jsonl", run.keys["server"].verify_key())
+
+
+def test_problem_describe(run: Run) -> None:
+    lines = run.lines("server")
+    del lines[1]
+    run.write_lines("server", lines)
+    text = verify_run(run.run_dir).describe()
+    assert text.startswith("TAMPERED")
+    assert (
+        "problem: ledgers/server.jsonl line 2 (seq 2): deleted: seq 1 missing before seq 2" in text
+    )
