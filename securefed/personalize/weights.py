@@ -302,11 +302,12 @@ def local_weights(n: int) -> FloatArray:
     return np.eye(_count(n), dtype=np.float64)
 
 
-def group_weights(partition: Sequence[int], *, self_weight: float) -> FloatArray:
+def group_weights(partition: Sequence[int], *, self_weight: float | None) -> FloatArray:
     """Group mode (DESIGN §4e): ``partition[i]`` is client ``i``'s group label. Within a group G,
     ``ξ_ii = self_weight`` and ``ξ_ij = (1 - self_weight)/(|G| - 1)``; 0 across groups; a client
     alone in its group gets ``ξ_ii = 1``. The within-group weights do not depend on the target,
     so every member's output is ``self_weight·w_i`` plus a multiple of one group sum.
+    ``self_weight=None`` gives every member the plain group average (``ξ_ii = 1/|G|``).
 
     Raises:
         ConfigError: fewer than 2 clients, labels that are not integers, ``self_weight``
@@ -323,12 +324,13 @@ def group_weights(partition: Sequence[int], *, self_weight: float) -> FloatArray
         if isinstance(label, bool):
             raise ConfigError("group labels must be integers")
         groups.setdefault(key, []).append(client)
-    self_w = _fraction(self_weight, "self_weight")
+    fixed = None if self_weight is None else _fraction(self_weight, "self_weight")
     out = np.zeros((n, n), dtype=np.float64)
     for members in groups.values():
         if len(members) == 1:
             out[members[0], members[0]] = 1.0
             continue
+        self_w = 1.0 / len(members) if fixed is None else fixed
         block = np.ix_(members, members)
         out[block] = (1.0 - self_w) / (len(members) - 1)
         out[members, members] = self_w

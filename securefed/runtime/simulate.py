@@ -73,7 +73,8 @@ class SimulationParams:
     Attributes:
         alpha: FedAMP's alpha_k (off-diagonal weight scale).
         sigma_scale: FedAMP's sigma as a multiple of the round's median squared distance.
-        self_weight: xi_ii for HeurFedAMP and group mode.
+        self_weight: xi_ii for HeurFedAMP and group mode (group mode: None = the plain group
+            average, xi_ii = 1/|group|).
         temperature: HeurFedAMP's sigma (softmax temperature over cosines).
         centred: HeurFedAMP cosines of centred models (minus the mean), not raw ones.
         partition: group label per client, or ``"sketch"`` to choose it from the first round's
@@ -89,7 +90,7 @@ class SimulationParams:
 
     alpha: float = 0.5
     sigma_scale: float = 1.0
-    self_weight: float = 0.5
+    self_weight: float | None = 0.5
     temperature: float = 5.0
     centred: bool = True
     partition: tuple[int, ...] | str | None = None
@@ -144,6 +145,12 @@ def _params(n: int, raw: Mapping[str, Any]) -> SimulationParams:
     if params.similarity not in ("exact", "sketch"):
         raise ConfigError("similarity must be 'exact' or 'sketch'")
     return params
+
+
+def _self_weight(params: SimulationParams) -> float:
+    if params.self_weight is None:
+        raise ConfigError("self_weight=None (the group average) exists only in group mode")
+    return params.self_weight
 
 
 def _policy(n: int, params: SimulationParams) -> WeightPolicy:
@@ -239,14 +246,14 @@ def _weights(
         else:
             raw = heurfedamp_weights_from_cosines(
                 centred_cosines_from_sketches(stacked),
-                self_weight=params.self_weight,
+                self_weight=_self_weight(params),
                 sigma=params.temperature,
             )
     elif mode is Mode.FEDAMP:
         raw = fedamp_weights(models, alpha=params.alpha, sigma_scale=params.sigma_scale)
     else:
         raw = heurfedamp_weights(
-            models, self_weight=params.self_weight, sigma=params.temperature, centred=params.centred
+            models, self_weight=_self_weight(params), sigma=params.temperature, centred=params.centred
         )
     return enforce_policy(raw, _server_policy(n, params)), sketches
 

@@ -1,0 +1,378 @@
+"""The run configuration: one TOML file (``securefed run --config run.toml``), validated.
+
+Schema (every key optional unless marked; see docs/run-config.md for the full description)::
+
+    name = "my-run"                 # run directory runs/<name>/ unless --out is given
+    mode = "group"                  # local | fedavg | fedamp | heurfedamp | group
+    rounds = 15
+    secure = true                   # false: plaintext aggregation (comparison only)
+    seed = 0                        # simulation seed (data order, init, dither)
+    baselines = ["local", "fedavg"] # extra runs on the same split, same budget and compute
+
+    [data]
+    directory = "path/in/seed/layout"   # OR source + partition keys below
+    source = "bundled"                  # bundled digits | a seed-layout dir | an .npz file
+    tenants = 12
+    groups = 3
+    scheme = "concept-shift"
+    partition_seed = 0
+    model = "cnn"                       # cnn | mlp
+
+    [training]
+    lr = 0.5
+    batch_size = 64
+    local_epochs = 1
+    proximal_lambda = 0.0               # FedAMP's lambda/alpha (fedamp / heurfedamp only)
+
+    [dp]                                # omit the table for no DP
+    target_epsilon = 8.0
+    delta = 1e-5
+    max_grad_norm = 1.0
+    accountant = "prv"                  # prv | rdp
+    noise_multiplier = 1.1              # optional: fixed explicitly instead of from the target
+
+    [personalize]
+    segments = "declared"               # group mode: "declared" (federation.json / list) or "learned"
+    groups = 3                          # group mode, learned: number of groups
+    self_weight = 0.5                   # xi_ii (heurfedamp; group mode default: 1/|group|)
+    alpha = 0.5                         # fedamp
+    sigma_scale = 1.0                   # fedamp
+    temperature = 5.0                   # heurfedamp
+    sketch_dim = 256
+
+Unknown keys are errors (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from securefed.data import Scheme
+from securefed.errors import ConfigError
+
+E = TypeVar("E", bound=Enum)
+
+__all__ = [
+    "DataConfig",
+    "DPSettings",
+    "PersonalizeConfig",
+    "RunConfig",
+    "RunMode",
+    "SegmentSource",
+    "TrainingSettings",
+    "load_run_config",
+    "parse_run_config",
+]
+
+
+class RunMode(Enum):
+    LOCAL = "local"
+    FEDAVG = "fedavg"
+    FEDAMP = "fedamp"
+    HEURFEDAMP = "heurfedamp"
+    GROUP = "group"
+
+
+class SegmentSource(Enum):
+    """Where group mode's partition comes from."""
+
+    DECLARED = "declared"  # each institution states its segment (federation.json or a list)
+    LEARNED = "learned"  # chosen from the first round's secret sketches
+
+
+class ModelName(Enum):
+    CNN = "cnn"
+    MLP = "mlp"
+
+
+@dataclass(frozen=True, slots=True)
+class DataConfig:
+    directory: str | None = None
+    source: str = "bundled"
+    tenants: int = 12
+    groups: int = 3
+    scheme: Scheme = Scheme.CONCEPT_SHIFT
+    partition_seed: int = 0
+    model: ModelName = ModelName.CNN
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingSettings:
+    lr: float = 0.5
+    batch_size: int = 64
+    local_epochs: int = 1
+    proximal_lambda: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DPSettings:
+    target_epsilon: float = 8.0
+    delta: float = 1e-5
+    max_grad_norm: float = 1.0
+    accountant: str = "prv"
+    noise_multiplier: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PersonalizeConfig:
+    segments: SegmentSource | tuple[int, ...] = SegmentSource.DECLARED
+    groups: int = 3
+    self_weight: float | None = None
+    alpha: float = 0.5
+    sigma_scale: float = 1.0
+    temperature: float = 5.0
+    sketch_dim: int = 256
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """A validated run configuration. ``to_dict`` round-trips through :func:`parse_run_config`."""
+
+    name: str = "run"
+    mode: RunMode = RunMode.GROUP
+    rounds: int = 15
+    secure: bool = True
+    seed: int = 0
+    baselines: tuple[RunMode, ...] = ()
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    dp: DPSettings | None = field(default_factory=DPSettings)
+    personalize: PersonalizeConfig = field(default_factory=PersonalizeConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/TOML-able values (enums as their strings, no None-valued keys)."""
+        return _plain(dataclasses.asdict(self))
+
+    def sha256(self) -> str:
+        """SHA-256 of the canonical JSON of :meth:`to_dict` (recorded as ``config_sha256``)."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def to_toml(self) -> str:
+        """The configuration as TOML that :func:`parse_run_config` reads back unchanged."""
+        plain = self.to_dict()
+        lines = [f"{k} = {_toml_value(v)}" for k, v in plain.items() if not isinstance(v, dict)]
+        for table, values in plain.items():
+            if isinstance(values, dict):
+                lines.append(f"\n[{table}]")
+                lines.extend(f"{k} = {_toml_value(v)}" for k, v in values.items())
+        return "\n".join(lines) + "\n"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise ConfigError(f"cannot write {value!r} as TOML")
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """Read and validate a run configuration file.
+
+    Raises:
+        ConfigError: unreadable file, invalid TOML, unknown keys, wrong types or values (the
+            message names the key).
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the run configuration ({exc.strerror})") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    try:
+        return parse_run_config(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
+    """Validate a parsed TOML mapping into a :class:`RunConfig` (see the module docstring)."""
+    top = _Table(raw, "")
+    config = RunConfig(
+        name=top.string("name", "run"),
+        mode=top.enum("mode", RunMode, RunMode.GROUP),
+        rounds=top.integer("rounds", 15, minimum=1),
+        secure=top.boolean("secure", True),
+        seed=top.integer("seed", 0, minimum=0),
+        baselines=tuple(
+            _enum_value(RunMode, b, "baselines") for b in top.strings("baselines", [])
+        ),
+        data=_data(top.table("data")),
+        training=_training(top.table("training")),
+        dp=_dp(top.table("dp")) if "dp" in raw else None,
+        personalize=_personalize(top.table("personalize")),
+    )
+    top.finish()
+    if not config.name or "/" in config.name or config.name.startswith("."):
+        raise ConfigError(f"name must be a plain directory name, got {config.name!r}")
+    return config
+
+
+def _data(table: _Table) -> DataConfig:
+    out = DataConfig(
+        directory=table.optional_string("directory"),
+        source=table.string("source", "bundled"),
+        tenants=table.integer("tenants", 12, minimum=3),
+        groups=table.integer("groups", 3, minimum=1),
+        scheme=table.enum("scheme", Scheme, Scheme.CONCEPT_SHIFT),
+        partition_seed=table.integer("partition_seed", 0, minimum=0),
+        model=table.enum("model", ModelName, ModelName.CNN),
+    )
+    table.finish()
+    return out
+
+
+def _training(table: _Table) -> TrainingSettings:
+    out = TrainingSettings(
+        lr=table.number("lr", 0.5, positive=True),
+        batch_size=table.integer("batch_size", 64, minimum=1),
+        local_epochs=table.integer("local_epochs", 1, minimum=1),
+        proximal_lambda=table.number("proximal_lambda", 0.0),
+    )
+    table.finish()
+    return out
+
+
+def _dp(table: _Table) -> DPSettings:
+    noise = table.get("noise_multiplier")
+    out = DPSettings(
+        target_epsilon=table.number("target_epsilon", 8.0, positive=True),
+        delta=table.number("delta", 1e-5, positive=True),
+        max_grad_norm=table.number("max_grad_norm", 1.0, positive=True),
+        accountant=table.choice("accountant", ("prv", "rdp"), "prv"),
+        noise_multiplier=None if noise is None else table.number("noise_multiplier", 1.0, True),
+    )
+    table.finish()
+    if not out.delta < 1:
+        raise ConfigError("dp.delta must be < 1 (and much smaller than 1/records per institution)")
+    return out
+
+
+def _personalize(table: _Table) -> PersonalizeConfig:
+    raw_segments = table.get("segments", "declared")
+    segments: SegmentSource | tuple[int, ...]
+    if isinstance(raw_segments, list):
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in raw_segments):
+            raise ConfigError("personalize.segments must be a list of integer segment labels")
+        segments = tuple(raw_segments)
+    else:
+        segments = _enum_value(SegmentSource, raw_segments, "personalize.segments")
+    self_weight = table.get("self_weight")
+    out = PersonalizeConfig(
+        segments=segments,
+        groups=table.integer("groups", 3, minimum=1),
+        self_weight=None if self_weight is None else table.number("self_weight", 0.5),
+        alpha=table.number("alpha", 0.5, positive=True),
+        sigma_scale=table.number("sigma_scale", 1.0, positive=True),
+        temperature=table.number("temperature", 5.0, positive=True),
+        sketch_dim=table.integer("sketch_dim", 256, minimum=8),
+    )
+    table.finish()
+    if out.self_weight is not None and not 0.0 <= out.self_weight <= 1.0:
+        raise ConfigError("personalize.self_weight must be in [0, 1]")
+    return out
+
+
+def _enum_value(kind: type[E], value: object, key: str) -> E:
+    try:
+        return kind(value)
+    except ValueError:
+        known = ", ".join(repr(m.value) for m in kind)
+        raise ConfigError(f"{key} = {value!r} is not one of {known}") from None
+
+
+class _Table:
+    """Typed reads from one TOML table; :meth:`finish` rejects keys nobody read."""
+
+    def __init__(self, raw: Mapping[str, Any], prefix: str) -> None:
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"[{prefix}] must be a table")
+        self._raw, self._prefix, self._seen = raw, prefix, set[str]()
+
+    def _key(self, key: str) -> str:
+        return f"{self._prefix}.{key}" if self._prefix else key
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._seen.add(key)
+        return self._raw.get(key, default)
+
+    def table(self, key: str) -> _Table:
+        return _Table(self.get(key, {}), self._key(key))
+
+    def string(self, key: str, default: str) -> str:
+        value = self.get(key, default)
+        if not isinstance(value, str):
+            raise ConfigError(f"{self._key(key)} must be a string, got {value!r}")
+        return value
+
+    def optional_string(self, key: str) -> str | None:
+        value = self.get(key)
+        return None if value is None else self.string(key, "")
+
+    def strings(self, key: str, default: list[str]) -> list[str]:
+        value = self.get(key, default)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{self._key(key)} must be a list of strings, got {value!r}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.get(key, default)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self._key(key)} must be true or false, got {value!r}")
+        return value
+
+    def integer(self, key: str, default: int, *, minimum: int) -> int:
+        value = self.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(f"{self._key(key)} must be an integer >= {minimum}, got {value!r}")
+        return value
+
+    def number(self, key: str, default: float, positive: bool = False) -> float:
+        value = self.get(key, default)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ConfigError(f"{self._key(key)} must be a number, got {value!r}")
+        if value != value or value in (float("inf"), float("-inf")) or value < 0:
+            raise ConfigError(f"{self._key(key)} must be a finite non-negative number")
+        if positive and value == 0:
+            raise ConfigError(f"{self._key(key)} must be > 0")
+        return float(value)
+
+    def choice(self, key: str, options: tuple[str, ...], default: str) -> str:
+        value = self.string(key, default)
+        if value not in options:
+            raise ConfigError(f"{self._key(key)} must be one of {options}, got {value!r}")
+        return value
+
+    def enum(self, key: str, kind: type[E], default: E) -> E:
+        return _enum_value(kind, self.get(key, default.value), self._key(key))
+
+    def finish(self) -> None:
+        unknown = sorted(set(self._raw) - self._seen)
+        if unknown:
+            where = f"[{self._prefix}]" if self._prefix else "the top level"
+            raise ConfigError(f"unknown key(s) in {where}: {', '.join(unknown)}")
