@@ -39,7 +39,7 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -271,8 +271,18 @@ class PrivateTrainer:
 
     # -- training -----------------------------------------------------------------------------
 
-    def train_round(self, round_: int, *, anchor: npt.ArrayLike | None = None) -> RoundSpend | None:
+    def train_round(
+        self,
+        round_: int,
+        *,
+        anchor: npt.ArrayLike | None = None,
+        on_charge: Callable[[RoundSpend], None] | None = None,
+    ) -> RoundSpend | None:
         """Charge (with DP), then train one round from the module's current parameters.
+
+        ``on_charge`` (with DP) is called with the round's spend after the charge is durable and
+        before the first training step -- the place to ledger it (DESIGN §5: a spend is recorded
+        before training starts). If it raises, the round stays charged and is not trained.
 
         ``anchor`` is FedAMP's u_i as a flat vector in ``model().parameters()`` order; with
         ``training.proximal_lambda`` > 0 it adds ``(mu/2) ||w - u||^2`` (gradient ``mu (w - u)``
@@ -285,6 +295,8 @@ class PrivateTrainer:
         proximal = self._proximal(anchor)
         private = self._private
         spend = None if private is None else self._charge(private, round_)
+        if spend is not None and on_charge is not None:
+            on_charge(spend)
         self._reseed(round_)
         self._stepper.reset_optimizer_state()
         self._stepper.module.train()
