@@ -32,7 +32,8 @@ Schema (every key optional unless marked; see docs/run-config.md for the full de
     noise_multiplier = 1.1              # optional: fixed explicitly instead of from the target
 
     [personalize]
-    segments = "declared"               # group mode: "declared" (federation.json / list) or "learned"
+    segments = "declared"               # group mode: "declared" (federation.json, or a list)
+                                        #   or "learned" (from the first round's sketches)
     groups = 3                          # group mode, learned: number of groups
     self_weight = 0.5                   # xi_ii (heurfedamp; group mode default: 1/|group|)
     alpha = 0.5                         # fedamp
@@ -48,6 +49,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -61,8 +63,8 @@ from securefed.errors import ConfigError
 E = TypeVar("E", bound=Enum)
 
 __all__ = [
-    "DataConfig",
     "DPSettings",
+    "DataConfig",
     "PersonalizeConfig",
     "RunConfig",
     "RunMode",
@@ -219,9 +221,7 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
         rounds=top.integer("rounds", 15, minimum=1),
         secure=top.boolean("secure", True),
         seed=top.integer("seed", 0, minimum=0),
-        baselines=tuple(
-            _enum_value(RunMode, b, "baselines") for b in top.strings("baselines", [])
-        ),
+        baselines=tuple(_enum_value(RunMode, b, "baselines") for b in top.strings("baselines", [])),
         data=_data(top.table("data")),
         training=_training(top.table("training")),
         dp=_dp(top.table("dp")) if "dp" in raw else None,
@@ -356,7 +356,7 @@ class _Table:
         value = self.get(key, default)
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise ConfigError(f"{self._key(key)} must be a number, got {value!r}")
-        if value != value or value in (float("inf"), float("-inf")) or value < 0:
+        if not math.isfinite(value) or value < 0:
             raise ConfigError(f"{self._key(key)} must be a finite non-negative number")
         if positive and value == 0:
             raise ConfigError(f"{self._key(key)} must be > 0")

@@ -47,8 +47,16 @@ from securefed.runtime.seeded import seeded_random_bytes_unsafe
 from securefed.secagg import AggregationMode, RoundAborted, RoundConfig, Stage, default_threshold
 from securefed.secagg.messages import MaskedInput, Message
 from securefed.secagg.policy import WeightPolicy, enforce_policy
+from securefed.secagg.roster import ClientParty, Roster
 from securefed.secagg.session import commitment_context
-from securefed.testing import RoundOutcome, make_federation, run_round, run_session_setup
+from securefed.secagg.transcript import ContextItem
+from securefed.testing import (
+    Federation,
+    RoundOutcome,
+    make_federation,
+    run_round,
+    run_session_setup,
+)
 
 __all__ = ["Mode", "RoundResult", "ServerView", "SimulationParams", "simulate_round"]
 
@@ -185,12 +193,18 @@ def simulate_round(
     mode: str,
     seed: int,
     dropouts: Mapping[int, str] | None = None,
+    federation: Federation | None = None,
+    context: Sequence[ContextItem] = (),
     **params: Any,
 ) -> RoundResult:
     """Run one round of ``mode`` over ``models`` (N equal-length 1-D float arrays).
 
     ``dropouts[i] = phase`` makes client i vanish before that phase ("advertise", "share", "mask",
     "consistency", "unmask"). ``params``: see :class:`SimulationParams`.
+    ``federation`` is the roster and identity keys the parties sign with (default: fresh ones
+    for this round); in group mode each group runs with the sub-roster of its members.
+    ``context`` is extra signed context every party binds into the round's transcript (e.g. the
+    parties' ledger heads, :mod:`securefed.audit.checkpoint`).
 
     Raises:
         ConfigError: unknown mode, parameters or phase names; models of different lengths;
@@ -200,15 +214,19 @@ def simulate_round(
     n = len(vectors)
     if n < 3 or len({v.size for v in vectors}) != 1:
         raise ConfigError("need at least 3 models of equal length")
+    if federation is not None and federation.roster.size != n:
+        raise ConfigError(f"the federation has {federation.roster.size} clients, not {n}")
     try:
         chosen = Mode(mode)
     except ValueError:
         raise ConfigError(f"unknown mode {mode!r}; modes: {[m.value for m in Mode]}") from None
     schedule = _schedule(dropouts or {}, n)
     settings = _params(n, params)
+    fed = federation if federation is not None else make_federation(n)
+    extra = tuple(context)
     if chosen is Mode.GROUP:
-        return _group_round(vectors, settings, seed, schedule)
-    return _single_round(vectors, chosen, settings, seed, schedule)
+        return _group_round(vectors, settings, seed, schedule, federation=fed, extra=extra)
+    return _single_round(vectors, chosen, settings, seed, schedule, fed=fed, extra=extra)
 
 
 def _schedule(dropouts: Mapping[int, str], n: int) -> dict[int, Stage]:
@@ -253,7 +271,10 @@ def _weights(
         raw = fedamp_weights(models, alpha=params.alpha, sigma_scale=params.sigma_scale)
     else:
         raw = heurfedamp_weights(
-            models, self_weight=_self_weight(params), sigma=params.temperature, centred=params.centred
+            models,
+            self_weight=_self_weight(params),
+            sigma=params.temperature,
+            centred=params.centred,
         )
     return enforce_policy(raw, _server_policy(n, params)), sketches
 
@@ -264,16 +285,18 @@ def _single_round(
     params: SimulationParams,
     seed: int,
     schedule: dict[int, Stage],
+    *,
+    fed: Federation,
+    extra: tuple[ContextItem, ...],
 ) -> RoundResult:
     n, dim = len(vectors), vectors[0].size
-    fed = make_federation(n)
     attention = mode is not Mode.FEDAVG
     mode_of_round = AggregationMode.ATTENTION if attention else AggregationMode.SUM
     config = _round_config(fed, params, dim=dim, seed=seed, mode=mode_of_round)
-    sketch_seed, context = None, []
+    sketch_seed, context = None, list(extra)
     if attention and params.similarity == "sketch":
         sketch_seed, commitment = _session_setup(fed, config.session_id, seed)
-        context = [commitment_context(commitment)]
+        context.append(commitment_context(commitment))
     weights, sketches = (
         _weights(vectors, mode, params, sketch_seed)
         if attention
@@ -296,7 +319,7 @@ def _single_round(
     return _fedavg_result(outcome, config, n, view)
 
 
-def _session_setup(fed: Any, session_id: bytes, seed: int) -> tuple[bytes, bytes]:
+def _session_setup(fed: Federation, session_id: bytes, seed: int) -> tuple[bytes, bytes]:
     """The clients' secret sketch seed and its commitment, through the real session setup."""
     clients, _, errors = run_session_setup(
         fed, session_id=session_id, random_bytes=seeded_random_bytes_unsafe(seed ^ 0x5EED)
@@ -308,7 +331,7 @@ def _session_setup(fed: Any, session_id: bytes, seed: int) -> tuple[bytes, bytes
 
 
 def _round_config(
-    fed: Any, params: SimulationParams, *, dim: int, seed: int, mode: AggregationMode
+    fed: Federation, params: SimulationParams, *, dim: int, seed: int, mode: AggregationMode
 ) -> RoundConfig:
     n = fed.roster.size
     threshold = params.threshold or default_threshold(n)
@@ -407,12 +430,18 @@ def _fedavg_result(
 
 
 def _group_round(
-    vectors: list[Vector], params: SimulationParams, seed: int, schedule: dict[int, Stage]
+    vectors: list[Vector],
+    params: SimulationParams,
+    seed: int,
+    schedule: dict[int, Stage],
+    *,
+    federation: Federation,
+    extra: tuple[ContextItem, ...],
 ) -> RoundResult:
     n, dim = len(vectors), vectors[0].size
     sketches: dict[int, Vector] = {}
     if params.partition == "sketch":
-        partition, sketches = _partition_from_sketches(vectors, params, seed)
+        partition, sketches = _partition_from_sketches(vectors, params, seed, federation)
         params = dataclasses.replace(params, partition=partition)
     if not isinstance(params.partition, tuple) or len(params.partition) != n:
         raise ConfigError("group mode needs a partition: one group label per client, or 'sketch'")
@@ -430,7 +459,7 @@ def _group_round(
         members = [i for i in range(n) if params.partition[i] == label]
         if len(members) < 3:
             raise ConfigError(f"group {label} has {len(members)} members; groups need at least 3")
-        fed = make_federation(len(members))
+        fed = _sub_federation(federation, members)
         group_seed = seed + 7919 * (label + 1)
         config = _round_config(fed, params, dim=dim, seed=group_seed, mode=AggregationMode.SUM)
         configs.append(config)
@@ -443,6 +472,7 @@ def _group_round(
             dropouts=local,
             random_bytes=seeded_random_bytes_unsafe(seed + 104729 * (label + 1)),
             client_hook=received,
+            context=extra,
         )
         server = outcome.server
         assert server is not None  # noqa: S101
@@ -473,13 +503,27 @@ def _group_round(
     )
 
 
+def _sub_federation(federation: Federation, members: Sequence[int]) -> Federation:
+    """The roster of one group: its members (ids and identity keys kept, indices 0..m-1) and
+    the same server."""
+    roster = federation.roster
+    clients = tuple(
+        ClientParty(roster.clients[g].party_id, j, roster.clients[g].identity)
+        for j, g in enumerate(members)
+    )
+    return Federation(
+        Roster(suite=roster.suite, server=roster.server, clients=clients),
+        federation.server_key,
+        tuple(federation.client_keys[g] for g in members),
+    )
+
+
 def _partition_from_sketches(
-    vectors: list[Vector], params: SimulationParams, seed: int
+    vectors: list[Vector], params: SimulationParams, seed: int, fed: Federation
 ) -> tuple[tuple[int, ...], dict[int, Vector]]:
     """The session's partition, chosen once from the first round's secret sketches: the server
     sees only the sketches, estimates distances, and clusters them (DESIGN §4e)."""
     n = len(vectors)
-    fed = make_federation(n)
     session_id = seeded_random_bytes_unsafe(seed)(32)
     sketch_seed, _ = _session_setup(fed, session_id, seed)
     sketcher = Sketcher(
