@@ -132,9 +132,22 @@ def _md_block(block: Block) -> str:
     return "\n".join(lines)
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#<>!])")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#!~])")
+_MD_LEADING = re.compile(r"^(\d{0,9})([-+=.)])(?=[\s=-]|$)")
 
 
 def _md(text: str) -> str:
-    """Escape Markdown (and inline HTML) syntax; newlines become spaces."""
-    return _MD_SPECIAL.sub(r"\\\1", " ".join(text.split("\n"))).replace("&", "&amp;")
+    """``text`` as inert Markdown: it renders as the same characters and nothing else.
+
+    ``&``, ``<`` and ``>`` become the entities ``&amp;``, ``&lt;``, ``&gt;``, so no raw HTML tag
+    (``<script``, ``<a``, ...) and no autolink (``<http://...>``) can appear in the output, and
+    an entity in ``text`` is shown literally. The Markdown punctuation ``\\ ` * _ [ ] | # ! ~``
+    is backslash-escaped (no emphasis, code, link, image, heading, strikethrough, or new table
+    cell). Line breaks of any kind become spaces and surrounding whitespace is dropped, so a
+    value cannot start a new block, row or code block; a leading list or rule marker (``- ``,
+    ``+ ``, ``1. ``, ``1) ``, ``---``, ``===``) is escaped too. Numbers such as ``-0.5`` and
+    ``1.25`` are left as they are.
+    """
+    flat = " ".join(text.splitlines()).strip()
+    escaped = _MD_SPECIAL.sub(r"\\\1", html.escape(flat, quote=False))
+    return _MD_LEADING.sub(r"\1\\\2", escaped, count=1)

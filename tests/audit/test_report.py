@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,40 @@ def _render(run: Run, tmp_path: Path) -> tuple[str, str]:
     return (tmp_path / "report.html").read_text(), (tmp_path / "report.md").read_text()
 
 
+def _parse_svg(svg: str) -> ET.Element:
+    """Parse an SVG the report generated. It carries no DTD or entity declaration (asserted
+    first), so the XML entity-expansion attacks S314 guards against cannot apply."""
+    assert "<!DOCTYPE" not in svg
+    assert "<!ENTITY" not in svg
+    return ET.fromstring(svg)  # noqa: S314 -- our own generated text, checked DTD-free above
+
+
+class _TagChecker(HTMLParser):
+    """Checks that every non-void element of an HTML page is closed in nesting order."""
+
+    VOID = frozenset({"meta", "br", "hr", "img", "input", "link"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+        self.ids: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.ids += [value for name, value in attrs if name == "id" and value is not None]
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.ids += [value for name, value in attrs if name == "id" and value is not None]
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
+        else:
+            self.stack.pop()
+
+
 def _section(page: str, section_id: str) -> str:
     match = re.search(rf'<section id="{section_id}">(.*?)</section>', page, re.DOTALL)
     assert match is not None, section_id
@@ -76,8 +111,23 @@ def test_report_structure_and_plot(run: Run, tmp_path: Path) -> None:
     assert lines == ["bank-0", "bank-1", "bank-2"]
     assert "<td>2.25</td>" in epsilon  # bank-2, round 3
     for svg in re.findall(r"<svg.*?</svg>", page, re.DOTALL):
-        ET.fromstring(svg)  # well-formed
+        _parse_svg(svg)  # well-formed XML
     assert "INTACT" in _section(page, "verification")
+
+
+def test_the_page_is_well_nested_with_unique_ids(run: Run, tmp_path: Path) -> None:
+    page, _ = _render(run, tmp_path)
+    checker = _TagChecker()
+    checker.feed(page)
+    checker.close()
+    assert checker.errors == []
+    assert checker.stack == []
+    assert len(checker.ids) == len(set(checker.ids))
+    assert set(SECTION_IDS) <= set(checker.ids)
+    assert {"epsilon-plot", "accuracy-plot"} <= set(checker.ids)
+    contents = re.search(r'<nav id="contents">(.*?)</nav>', page, re.DOTALL)
+    assert contents is not None
+    assert re.findall(r'href="#([^"]+)"', contents.group(1)) == list(SECTION_IDS)
 
 
 def test_every_section_says_what_it_found(run: Run, tmp_path: Path) -> None:
@@ -190,12 +240,12 @@ def test_line_plot_escapes_names_and_handles_edge_cases() -> None:
         y_label="y",
         element_id="p",
     )
-    root = ET.fromstring(svg)
+    root = _parse_svg(svg)
     assert root.get("id") == "p"
     assert 'onload="y' not in svg
     assert svg.count('<polyline class="series"') == 2
     empty = line_plot([], title="empty", x_label="x", y_label="y", element_id="e")
     assert "<polyline" not in empty
-    ET.fromstring(empty)
+    _parse_svg(empty)
     with pytest.raises(ConfigError):
         Series("bad", ((float("nan"), 1.0),))
