@@ -206,6 +206,11 @@ class PrivateTrainer:
         return () if self._private is None else self._private.stepper.fixes
 
     @property
+    def accountant_state(self) -> AccountantState | None:
+        """The persisted accountant state (budget, sigma, q, history); None without DP."""
+        return None if self._private is None else self._private.state
+
+    @property
     def charges(self) -> tuple[Charge, ...]:
         """Every charged round so far (from the persisted state); empty without DP."""
         return () if self._private is None else self._private.state.charges
