@@ -3,7 +3,7 @@
 * :mod:`~securefed.audit.events` -- :class:`EventType` and one typed record per event
 * :mod:`~securefed.audit.ledger` -- :class:`Ledger`, one party's append-only, fsync'ed ledger
 * :mod:`~securefed.audit.checkpoint` -- heads, their transcript binding, end-of-run checkpoints
-* :mod:`~securefed.audit.verify` -- :func:`verify_ledger`, :func:`verify_run`
+* :mod:`~securefed.audit.verify` -- :func:`verify_ledger`, :func:`verify_run`, :func:`verify_path`
 * :mod:`~securefed.audit.report` -- :func:`render_report` (self-contained HTML + Markdown)
 * :mod:`~securefed.audit.compliance` -- the compliance mapping shipped as ``compliance.toml``
 * :mod:`~securefed.audit.canonical`, :mod:`~securefed.audit.payload`,
@@ -52,7 +52,7 @@ from securefed.audit.events import (
 from securefed.audit.ledger import Ledger, ledger_path
 from securefed.audit.payload import check_payload
 from securefed.audit.report import SECTION_IDS, ReportSummary, render_report
-from securefed.audit.verify import VerifyResult, verify_ledger, verify_run
+from securefed.audit.verify import VerifyResult, verify_ledger, verify_path, verify_run
 
 __all__ = [
     "GENESIS_HASH",
@@ -94,5 +94,6 @@ __all__ = [
     "render_compliance_markdown",
     "render_report",
     "verify_ledger",
+    "verify_path",
     "verify_run",
 ]

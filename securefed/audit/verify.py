@@ -1,4 +1,5 @@
-"""Verifying ledgers: one file (:func:`verify_ledger`) or a whole run (:func:`verify_run`).
+"""Verifying ledgers: one file (:func:`verify_ledger`) or a whole run (:func:`verify_run`);
+:func:`verify_path` picks one of the two for a path, as ``securefed audit verify`` does.
 
 :func:`verify_run` checks every ``*.jsonl`` under ``<run_dir>/ledgers/`` against the roster
 (``<run_dir>/roster.toml`` unless one is given): the file ``<actor>.jsonl`` must belong to a
@@ -31,7 +32,7 @@ from securefed.crypto import VerifyKey
 from securefed.errors import ConfigError
 from securefed.secagg.roster import Roster, load_roster
 
-__all__ = ["ROSTER_FILE", "VerifyResult", "verify_ledger", "verify_run"]
+__all__ = ["ROSTER_FILE", "VerifyResult", "verify_ledger", "verify_path", "verify_run"]
 
 ROSTER_FILE = "roster.toml"
 StrPath = str | os.PathLike[str]
@@ -66,11 +67,19 @@ class VerifyResult:
         """0 when intact, 1 when a problem was found (usage errors are 2, via ConfigError)."""
         return 0 if self.ok else 1
 
+    def summary(self) -> str:
+        """One line: ``INTACT: 4 ledgers, 53 entries verified`` or ``TAMPERED: <first problem>``
+        (the file, line and seq of the first bad entry, the kind of problem and why)."""
+        if self.problem is None:
+            plural = "" if self.ledgers == 1 else "s"
+            return f"INTACT: {self.ledgers} ledger{plural}, {self.entries} entries verified"
+        return f"TAMPERED: {self.problem.describe()}"
+
     def describe(self) -> str:
-        """A few lines for a person (what ``securefed audit verify`` prints)."""
-        status = "INTACT" if self.ok else "TAMPERED"
-        lines = [f"{status}: {self.ledgers} ledger(s), {self.entries} intact entries"]
-        lines += [f"problem: {problem.describe()}" for problem in self.problems]
+        """What ``securefed audit verify`` prints: :meth:`summary`, then one ``problem:`` line per
+        further problem and one ``note:`` line per note."""
+        lines = [self.summary()]
+        lines += [f"problem: {problem.describe()}" for problem in self.problems[1:]]
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -90,14 +99,65 @@ def verify_ledger(
     path = Path(path)
     scan_actor = actor or path.stem
     scan = scan_ledger(_read(path), actor=scan_actor, verify_key=verify_key, file=path.name)
-    checkpoints = [e.seq for e in scan.entries if e.event is EventType.CHECKPOINT]
-    covered = f"its last checkpoint is at seq {checkpoints[-1]}" if checkpoints else "it has none"
-    note = (
-        "Checked alone, a ledger cannot show that entries were cut from its end; other parties' "
-        f"checkpoints cover it (verify the whole run directory); {covered}."
-    )
     problems = [] if scan.problem is None else [scan.problem]
-    return _result({scan_actor: scan}, problems, (note,), ledgers=1)
+    return _result({scan_actor: scan}, problems, (_single_ledger_note(scan),), ledgers=1)
+
+
+def _single_ledger_note(scan: ScanResult) -> str:
+    checkpoints = [e for e in scan.entries if e.event is EventType.CHECKPOINT]
+    if checkpoints:
+        last = checkpoints[-1]
+        kind = "final" if Checkpoint.from_payload(last.payload).final else "intermediate"
+        covered = f"this file's last signed checkpoint is the {kind} one at seq {last.seq}"
+    else:
+        covered = "this file has no signed checkpoint"
+    return (
+        "Single ledger checked alone: truncation is only detectable up to the last signed "
+        "checkpoint; a ledger cannot show that entries were cut from its end, which only the "
+        "checkpoints recorded in the other parties' ledgers reveal (verify the whole run "
+        f"directory); {covered}."
+    )
+
+
+def verify_path(path: StrPath, roster: Roster | None = None) -> VerifyResult:
+    """What ``securefed audit verify PATH`` checks: a run directory or a single ledger file.
+
+    A directory is checked with :func:`verify_run`. A file is checked with :func:`verify_ledger`
+    under the identity key of the roster party its file name names (``<actor>.jsonl``; a name
+    that is not a roster party is UNKNOWN_ACTOR). Its roster is ``roster`` or else the
+    ``roster.toml`` of the run directory it sits in (``<run_dir>/ledgers/.../<actor>.jsonl``).
+
+    Raises:
+        ConfigError: ``path`` does not exist or is not a directory or regular file; no roster is
+            given and none is found; a file cannot be read.
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            return verify_run(path, roster)
+        if not path.is_file():
+            raise ConfigError(f"{path} is neither a run directory nor a ledger file")
+        roster = roster if roster is not None else load_roster(_roster_of_ledger(path))
+    except OSError as exc:  # e.g. a directory that cannot be listed
+        raise ConfigError(f"cannot read {exc.filename or path}: {exc.strerror}") from None
+    keys = _roster_keys(roster)
+    actor = path.stem
+    if actor not in keys:
+        detail = f"{actor!r} (the file name) is not a party of the roster"
+        problem = Problem(path.name, ProblemKind.UNKNOWN_ACTOR, detail)
+        return _result({}, [problem], (), ledgers=1)
+    return verify_ledger(path, keys[actor], actor=actor)
+
+
+def _roster_of_ledger(path: Path) -> Path:
+    """The roster of the run directory that holds ledger ``path`` (ConfigError if none)."""
+    for directory in path.resolve().parents:
+        if directory.name == LEDGER_DIR and (directory.parent / ROSTER_FILE).is_file():
+            return directory.parent / ROSTER_FILE
+    raise ConfigError(
+        f"no {ROSTER_FILE} found for {path.name} (it is not under <run_dir>/{LEDGER_DIR}/): "
+        "give the roster with --roster FILE"
+    )
 
 
 def verify_run(run_dir: StrPath, roster: Roster | None = None) -> VerifyResult:

@@ -13,6 +13,7 @@ import pytest
 from securefed.audit import (
     EventType,
     Hazard,
+    Head,
     Ledger,
     LedgerEntry,
     Problem,
@@ -20,10 +21,11 @@ from securefed.audit import (
     RunFinished,
     record_checkpoint,
     verify_ledger,
+    verify_path,
     verify_run,
 )
 from securefed.audit.canonical import encode_canonical
-from securefed.crypto import get_suite
+from securefed.crypto import SigningKey, get_suite
 from securefed.errors import ConfigError
 from securefed.testing import make_federation
 from tests.audit import Run, build_run, fixed_clock, open_ledgers
@@ -63,7 +65,7 @@ def test_a_clean_run_verifies(run: Run) -> None:
     assert result.problem is None
     assert result.notes == ()
     assert [h.actor for h in result.heads] == ["bank-0", "bank-1", "bank-2", "server"]
-    assert result.describe().startswith("INTACT: 4 ledger(s)")
+    assert result.describe() == f"INTACT: 4 ledgers, {result.entries} entries verified"
 
 
 def test_payload_edit_is_edited(run: Run) -> None:
@@ -330,8 +332,122 @@ def test_problem_describe(run: Run) -> None:
     lines = run.lines("server")
     del lines[1]
     run.write_lines("server", lines)
-    text = verify_run(run.run_dir).describe()
-    assert text.startswith("TAMPERED")
-    assert (
-        "problem: ledgers/server.jsonl line 2 (seq 2): deleted: seq 1 missing before seq 2" in text
+    result = verify_run(run.run_dir)
+    assert result.summary() == (
+        "TAMPERED: ledgers/server.jsonl line 2 (seq 2): deleted: seq 1 missing before seq 2"
     )
+    assert result.describe().splitlines()[0] == result.summary()
+
+
+def _resign(line: bytes, key: SigningKey, **changes: object) -> bytes:
+    """The entry of ``line`` with ``changes``, hashed and signed afresh by ``key``."""
+    entry = json.loads(line)
+    entry.update(changes)
+    return LedgerEntry.create(
+        seq=entry["seq"],
+        time=entry["time"],
+        actor=entry["actor"],
+        event=EventType(entry["event"]),
+        payload=entry["payload"],
+        prev_hash=entry["prev_hash"],
+        signing_key=key,
+    ).to_line()
+
+
+def test_a_middle_entry_signed_by_another_actor_is_a_bad_signature(run: Run) -> None:
+    lines = run.lines("bank-0")
+    lines[3] = _resign(lines[3], run.keys["bank-1"])  # same content, so the same hash
+    assert json.loads(lines[3])["hash"] == json.loads(run.lines("bank-0")[3])["hash"]
+    run.write_lines("bank-0", lines)
+    problem = _only(run)
+    assert (problem.file, problem.kind, problem.seq, problem.line) == (
+        "ledgers/bank-0.jsonl",
+        ProblemKind.BAD_SIGNATURE,
+        3,
+        4,
+    )
+
+
+def test_an_entry_claiming_another_actor_is_malformed(run: Run) -> None:
+    lines = run.lines("bank-0")
+    lines[3] = _resign(lines[3], run.keys["bank-0"], actor="bank-1")
+    run.write_lines("bank-0", lines)
+    problem = _only(run)
+    assert (problem.kind, problem.seq) == (ProblemKind.MALFORMED, 3)
+    assert "'bank-1' in the ledger of 'bank-0'" in problem.detail
+
+
+def test_a_checkpoint_naming_a_party_outside_the_roster_is_an_unknown_actor(tmp_path: Path) -> None:
+    run = build_run(tmp_path, final=False)
+    with Ledger.open(run.path("bank-0"), "bank-0", run.keys["bank-0"]) as ledger:
+        entry = record_checkpoint(ledger, [Head("mallory", 0, "ab" * 32)], final=False)
+    problem = _only(run)
+    assert (problem.file, problem.kind, problem.seq) == (
+        "ledgers/bank-0.jsonl",
+        ProblemKind.UNKNOWN_ACTOR,
+        entry.seq,
+    )
+    assert "mallory" in problem.detail
+
+
+def test_verify_path_checks_a_run_directory_like_verify_run(run: Run) -> None:
+    assert verify_path(run.run_dir) == verify_run(run.run_dir)
+    run.write_lines("server", run.lines("server")[:-1])
+    assert verify_path(run.run_dir) == verify_run(run.run_dir)
+    assert not verify_path(run.run_dir).ok
+
+
+def test_verify_path_checks_one_ledger_under_its_run_directorys_roster(run: Run) -> None:
+    result = verify_path(run.path("bank-2"))
+    assert result.ok, result.describe()
+    assert (result.ledgers, result.entries) == (1, len(run.lines("bank-2")))
+    assert result.summary() == f"INTACT: 1 ledger, {result.entries} entries verified"
+    assert result.note is not None
+    assert "truncation is only detectable up to the last signed checkpoint" in result.note
+    assert f"the final one at seq {result.entries - 1}" in result.note
+    # a truncated tail is invisible alone (that is what the note says) ...
+    run.write_lines("bank-2", run.lines("bank-2")[:-3])
+    alone = verify_path(run.path("bank-2"))
+    assert alone.ok
+    assert alone.note is not None
+    assert "has no signed checkpoint" in alone.note
+    # ... but an edit is not
+    lines = run.lines("bank-2")
+    lines[1] = _edit(lines[1], lambda e: e["payload"].update(delta=0.5))  # type: ignore[attr-defined]
+    run.write_lines("bank-2", lines)
+    edited = verify_path(run.path("bank-2"))
+    assert edited.problem is not None
+    assert (edited.problem.file, edited.problem.kind, edited.problem.seq) == (
+        "bank-2.jsonl",
+        ProblemKind.EDITED,
+        1,
+    )
+
+
+def test_verify_path_of_a_copied_ledger_needs_a_roster(run: Run, tmp_path: Path) -> None:
+    loose = tmp_path / "loose" / "bank-1.jsonl"
+    loose.parent.mkdir()
+    shutil.copy(run.path("bank-1"), loose)
+    with pytest.raises(ConfigError, match="--roster"):
+        verify_path(loose)
+    assert verify_path(loose, run.federation.roster).ok
+    assert not verify_path(loose, make_federation(3).roster).ok
+
+
+def test_verify_path_of_a_file_named_for_no_party_is_an_unknown_actor(
+    run: Run, tmp_path: Path
+) -> None:
+    stray = run.run_dir / "ledgers" / "mallory.jsonl"
+    shutil.copy(run.path("bank-1"), stray)
+    result = verify_path(stray)
+    assert result.problem is not None
+    assert (result.problem.file, result.problem.kind) == (
+        "mallory.jsonl",
+        ProblemKind.UNKNOWN_ACTOR,
+    )
+    assert result.exit_code == 1
+
+
+def test_verify_path_usage_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="neither a run directory nor a ledger file"):
+        verify_path(tmp_path / "missing")

@@ -1,0 +1,369 @@
+"""The statistics of the one-run canary audit (Steinke, Nasr, Jagielski, NeurIPS 2023).
+
+An auditor inserts ``m`` canaries into one training run, each included independently with
+probability 1/2, scores every canary after training, guesses "in" for the ``k+`` highest
+scores and "out" for the ``k-`` lowest (abstaining on the rest: ``r = k+ + k-`` guesses) and
+counts the ``v`` correct guesses. This module turns ``(m, r, v)`` into a lower bound on epsilon.
+
+The bound (the paper's Theorem 5.2 and its numerical procedure): if the training run is
+(epsilon, delta)-DP with respect to each canary, then for every ``v``
+
+    P[correct >= v] <= f(v) + 2 m delta * max_{1 <= i <= v} (f(v - i) - f(v)) / i,
+
+where ``f(v) = P[Binomial(r, e^eps / (1 + e^eps)) >= v]``; for pure DP (delta = 0) only the
+first term remains: the number of correct guesses is stochastically dominated by
+``Binomial(r, e^eps / (1 + e^eps))`` (Theorem 3.1). :func:`p_value` computes the right-hand side;
+:func:`epsilon_lower_bound` finds, by bisection, the largest epsilon whose p-value is still at
+most ``beta``. The audit therefore rejects "the run is (eps_lb, delta)-DP" at level ``beta``:
+
+**Guarantee.** If the run really is (epsilon, delta)-DP, the reported bound exceeds epsilon with
+probability at most ``beta`` (over the canary inclusion bits and the run's own randomness),
+PROVIDED that ``k+`` and ``k-`` were fixed before the scores were seen. Choosing them after
+looking at the scores (trying several and keeping the best) is multiple testing and voids the
+guarantee. A bound below the claimed epsilon is **not** evidence that the claim holds: it is a
+lower bound, not a proof of privacy.
+
+Numerics: binomial tails are summed in log space from ``math.lgamma`` (no scipy), relative error
+about 1e-12. Everything here is the standard library only (no torch), so the audit report can
+read and check results without the training stack.
+
+Also here: :func:`gaussian_epsilon`, the exact epsilon(delta) of the Gaussian mechanism (Balle
+and Wang, ICML 2018, Theorem 8), the ground truth of the audit's calibration; :func:`score_guesses`,
+the guessing rule; :class:`CanaryResult` and :func:`write_canary_result`, the result and its JSON
+file ``canary.json`` (the file :mod:`securefed.audit.rundata` reads for the report).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from securefed.audit.rundata import CANARY_FILE
+from securefed.errors import ConfigError
+
+__all__ = [
+    "CANARY_FILE",
+    "LOWER_BOUND_NOTE",
+    "CanaryResult",
+    "epsilon_lower_bound",
+    "gaussian_delta",
+    "gaussian_epsilon",
+    "p_value",
+    "score_guesses",
+    "write_canary_result",
+]
+
+#: Written into every result: what the number is and is not.
+LOWER_BOUND_NOTE = "a lower bound, not a proof of privacy"
+
+_BISECTION_STEPS = 60
+_EPSILON_CEILING = 1000.0  # far above any bound a finite number of guesses can certify
+
+
+# -- the bound --------------------------------------------------------------------------------
+
+
+def p_value(*, canaries: int, guesses: int, correct: int, epsilon: float, delta: float) -> float:
+    """Upper bound on ``P[correct guesses >= correct]`` for an (epsilon, delta)-DP run.
+
+    ``canaries`` is m (every canary, guessed or not), ``guesses`` r (abstentions excluded),
+    ``correct`` v. Returns a probability in [0, 1] (clipped at 1). Raises :class:`ConfigError`
+    for counts outside ``0 <= v <= r <= m``, a negative or non-finite epsilon, or delta outside
+    [0, 1].
+    """
+    _check_counts(canaries, guesses, correct)
+    if not (math.isfinite(epsilon) and epsilon >= 0):
+        raise ConfigError(f"epsilon must be finite and >= 0, got {epsilon!r}")
+    if not (math.isfinite(delta) and 0 <= delta <= 1):
+        raise ConfigError(f"delta must be in [0, 1], got {delta!r}")
+    log_q = -math.log1p(math.exp(-epsilon))  # q = e^eps / (1 + e^eps), P[a guess is right]
+    log_1mq = -epsilon + log_q  # 1 - q = 1 / (1 + e^eps)
+    log_pmf = [_log_binomial_pmf(guesses, k, log_q, log_1mq) for k in range(guesses + 1)]
+    tail = _exp_log_sum(log_pmf[correct:])  # f(v) = P[Binomial(r, q) >= v]
+    if delta == 0 or correct == 0:
+        return min(1.0, tail)
+    alpha = 0.0  # max over i of P[v - i <= Binomial(r, q) < v] / i
+    window = 0.0
+    for i in range(1, correct + 1):
+        window += math.exp(log_pmf[correct - i])
+        alpha = max(alpha, window / i)
+    return min(1.0, tail + 2 * canaries * delta * alpha)
+
+
+def epsilon_lower_bound(
+    *, canaries: int, guesses: int, correct: int, beta: float = 0.05, delta: float = 0.0
+) -> float:
+    """The largest epsilon (to about 1e-12 relative) whose :func:`p_value` is at most ``beta``.
+
+    The run is then not (epsilon, delta)-DP for any epsilon below the returned value, at
+    confidence ``1 - beta`` (see the module docstring for the conditions). Returns 0.0 when even
+    epsilon = 0 cannot be rejected (e.g. no correct guess, or accuracy at chance level).
+
+    Bisection keeps the invariant ``p_value(lower end) <= beta``, so the returned epsilon is
+    always one the test rejects. Raises :class:`ConfigError` for invalid counts, delta outside
+    [0, 1] or beta outside (0, 1).
+    """
+    _check_counts(canaries, guesses, correct)
+    if not (math.isfinite(beta) and 0 < beta < 1):
+        raise ConfigError(f"beta (1 - confidence) must be in (0, 1), got {beta!r}")
+
+    def rejected(epsilon: float) -> bool:
+        value = p_value(
+            canaries=canaries, guesses=guesses, correct=correct, epsilon=epsilon, delta=delta
+        )
+        return value <= beta
+
+    if not rejected(0.0):
+        return 0.0
+    low, high = 0.0, 1.0
+    while rejected(high):  # p -> 1 as epsilon grows, so this stops
+        low, high = high, 2 * high
+        if high > _EPSILON_CEILING:  # pragma: no cover -- needs ~10^400 correct guesses
+            return low
+    for _ in range(_BISECTION_STEPS):
+        middle = (low + high) / 2
+        if rejected(middle):
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def score_guesses(
+    scores: Sequence[float], included: Sequence[bool], *, k_plus: int, k_minus: int
+) -> tuple[int, int]:
+    """Guess "in" for the ``k_plus`` highest scores, "out" for the ``k_minus`` lowest.
+
+    Returns ``(guesses, correct)`` with ``guesses = k_plus + k_minus``. Ties are broken by canary
+    index (lower index counts as the lower score), a rule that does not depend on the inclusion
+    bits, so the guarantee of :func:`epsilon_lower_bound` is kept. Raises :class:`ConfigError`
+    when the lengths differ, a score is not finite, or ``k_plus + k_minus`` exceeds the number of
+    canaries.
+    """
+    m = len(scores)
+    if len(included) != m:
+        raise ConfigError(f"{m} scores but {len(included)} inclusion bits")
+    for name, k in (("k_plus", k_plus), ("k_minus", k_minus)):
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ConfigError(f"{name} must be an integer >= 0, got {k!r}")
+    if k_plus + k_minus > m:
+        raise ConfigError(f"k_plus + k_minus = {k_plus + k_minus} exceeds the {m} canaries")
+    values = [float(s) for s in scores]
+    if not all(math.isfinite(s) for s in values):
+        raise ConfigError("every canary score must be finite")
+    order = sorted(range(m), key=lambda i: (values[i], i))  # ascending
+    right_out = sum(1 for i in order[:k_minus] if not included[i])
+    right_in = sum(1 for i in order[m - k_plus :] if included[i])
+    return k_plus + k_minus, right_in + right_out
+
+
+# -- calibration: the Gaussian mechanism -----------------------------------------------------
+
+
+def gaussian_delta(epsilon: float, *, sigma: float, sensitivity: float = 1.0) -> float:
+    """The smallest delta at which the Gaussian mechanism N(f(D), sigma^2 I) is (epsilon,
+    delta)-DP, for l2-sensitivity ``sensitivity`` (Balle and Wang 2018, Theorem 8; exact)::
+
+        delta(eps) = Phi(s/(2 sigma) - eps sigma/s) - e^eps Phi(-s/(2 sigma) - eps sigma/s)
+    """
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ConfigError(f"sigma must be finite and > 0, got {sigma!r}")
+    if not (math.isfinite(sensitivity) and sensitivity > 0):
+        raise ConfigError(f"sensitivity must be finite and > 0, got {sensitivity!r}")
+    if not (math.isfinite(epsilon) and epsilon >= 0):
+        raise ConfigError(f"epsilon must be finite and >= 0, got {epsilon!r}")
+    a = sensitivity / (2 * sigma)
+    b = epsilon * sigma / sensitivity
+    first = _normal_cdf(a - b)
+    lower = _normal_cdf(-a - b)
+    second = 0.0 if lower == 0 else math.exp(epsilon + math.log(lower))
+    return max(0.0, first - second)
+
+
+def gaussian_epsilon(*, sigma: float, delta: float, sensitivity: float = 1.0) -> float:
+    """The exact epsilon at ``delta`` of the Gaussian mechanism (inverse of
+    :func:`gaussian_delta`, by bisection to about 1e-12): the smallest epsilon >= 0 with
+    ``gaussian_delta(epsilon) <= delta``. Raises :class:`ConfigError` for delta outside (0, 1)."""
+    if not (math.isfinite(delta) and 0 < delta < 1):
+        raise ConfigError(f"delta must be in (0, 1), got {delta!r}")
+    if gaussian_delta(0.0, sigma=sigma, sensitivity=sensitivity) <= delta:
+        return 0.0
+    low, high = 0.0, 1.0
+    while gaussian_delta(high, sigma=sigma, sensitivity=sensitivity) > delta:
+        low, high = high, 2 * high
+        if high > _EPSILON_CEILING:
+            raise ConfigError(f"sigma={sigma} is too small for delta={delta}: epsilon > 1000")
+    for _ in range(_BISECTION_STEPS):
+        middle = (low + high) / 2
+        if gaussian_delta(middle, sigma=sigma, sensitivity=sensitivity) > delta:
+            low = middle
+        else:
+            high = middle
+    return high  # the end that satisfies delta(eps) <= delta
+
+
+# -- the result and its file ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryResult:
+    """One canary audit: the bound, what it was computed from, and the claim it is compared to.
+
+    ``canaries`` is m, ``guesses`` r, ``correct`` v; ``confidence`` is ``1 - beta``;
+    ``claimed_epsilon`` is the epsilon the mechanism claims at ``delta`` (the accountant's, or the
+    analytical one in a calibration). ``configuration`` says in words what was audited.
+    Construction validates every field (:class:`ConfigError`), so an inconsistent result cannot
+    exist.
+    """
+
+    method: str
+    epsilon_lower_bound: float
+    confidence: float
+    claimed_epsilon: float
+    delta: float
+    canaries: int
+    guesses: int
+    correct: int
+    configuration: str
+    note: str = LOWER_BOUND_NOTE
+
+    def __post_init__(self) -> None:
+        _check_counts(self.canaries, self.guesses, self.correct)
+        for name in ("epsilon_lower_bound", "claimed_epsilon"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{name} must be a number, got {value!r}")
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name} must be finite and >= 0, got {value!r}")
+        if not (math.isfinite(self.confidence) and 0 < self.confidence < 1):
+            raise ConfigError(f"confidence must be in (0, 1), got {self.confidence!r}")
+        if not (math.isfinite(self.delta) and 0 <= self.delta < 1):
+            raise ConfigError(f"delta must be in [0, 1), got {self.delta!r}")
+        for name in ("method", "configuration", "note"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a string")
+
+    @property
+    def exceeds_claim(self) -> bool:
+        """True when the lower bound is above the claimed epsilon: the claim is refuted at
+        confidence :attr:`confidence` (a bug in the DP implementation or its accounting)."""
+        return self.epsilon_lower_bound > self.claimed_epsilon
+
+    def to_dict(self) -> dict[str, object]:
+        """The ``canary.json`` object (keys as :mod:`securefed.audit.report` reads them)."""
+        return {
+            "method": self.method,
+            "epsilon_lower_bound": float(self.epsilon_lower_bound),
+            "confidence": float(self.confidence),
+            "claimed_epsilon": float(self.claimed_epsilon),
+            "delta": float(self.delta),
+            "canaries": self.canaries,
+            "guesses": self.guesses,
+            "correct": self.correct,
+            "configuration": self.configuration,
+            "note": self.note,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> CanaryResult:
+        """Inverse of :meth:`to_dict`; raises :class:`ConfigError` on a missing, extra or
+        ill-typed key."""
+        expected = set(cls.__dataclass_fields__)
+        if set(data) != expected:
+            missing, extra = sorted(expected - set(data)), sorted(set(data) - expected)
+            raise ConfigError(f"canary result keys: missing {missing}, unexpected {extra}")
+        return cls(
+            method=_text_field(data, "method"),
+            epsilon_lower_bound=_number_field(data, "epsilon_lower_bound"),
+            confidence=_number_field(data, "confidence"),
+            claimed_epsilon=_number_field(data, "claimed_epsilon"),
+            delta=_number_field(data, "delta"),
+            canaries=_int_field(data, "canaries"),
+            guesses=_int_field(data, "guesses"),
+            correct=_int_field(data, "correct"),
+            configuration=_text_field(data, "configuration"),
+            note=_text_field(data, "note"),
+        )
+
+
+def write_canary_result(result: CanaryResult, run_dir: str | os.PathLike[str]) -> Path:
+    """Write ``result`` as JSON to ``run_dir / canary.json`` and return that path.
+
+    The file is replaced atomically (temporary file in the same directory, fsync, ``os.replace``):
+    a reader sees the old file or the new one, never half of one. JSON only (no pickle); the
+    file is not signed (the report says so). Raises :class:`ConfigError` if ``run_dir`` is not an
+    existing directory; ``OSError`` if writing fails.
+    """
+    directory = Path(run_dir)
+    if not directory.is_dir():
+        raise ConfigError(f"{directory} is not a directory")
+    text = json.dumps(result.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    target = directory / CANARY_FILE
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{CANARY_FILE}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return target
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _check_counts(canaries: int, guesses: int, correct: int) -> None:
+    for name, value in (("canaries", canaries), ("guesses", guesses), ("correct", correct)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+    if not 0 <= correct <= guesses <= canaries:
+        raise ConfigError(
+            "need 0 <= correct <= guesses <= canaries, got "
+            f"correct={correct}, guesses={guesses}, canaries={canaries}"
+        )
+
+
+def _int_field(data: Mapping[str, object], key: str) -> int:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    return value
+
+
+def _number_field(data: Mapping[str, object], key: str) -> float:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    return float(value)
+
+
+def _text_field(data: Mapping[str, object], key: str) -> str:
+    value = data[key]
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    return value
+
+
+def _log_binomial_pmf(n: int, k: int, log_p: float, log_1mp: float) -> float:
+    log_choose = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+    return log_choose + k * log_p + (n - k) * log_1mp
+
+
+def _exp_log_sum(logs: Sequence[float]) -> float:
+    """``sum(exp(x) for x in logs)`` without overflow or needless underflow (0.0 if empty)."""
+    if not logs:
+        return 0.0
+    top = max(logs)
+    return math.exp(top) * math.fsum(math.exp(x - top) for x in logs)
+
+
+def _normal_cdf(x: float) -> float:
+    return 0.5 * math.erfc(-x / math.sqrt(2))
