@@ -17,9 +17,11 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from securefed import __version__
+from securefed.audit import render_report, verify_path
 from securefed.bench import run_prg_benchmark
 from securefed.bench.personalize import run_personalize_benchmark
 from securefed.bench.secagg import Baseline, run_secagg_benchmark
@@ -208,6 +210,79 @@ def _add_keys_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     show.set_defaults(handler=_keys_show_roster)
 
 
+# --- audit: verify ledgers, render the report (docs/audit.md) --------------------------------
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    """Exit 0 (intact) with a one-line summary, or 1 naming the first bad entry and why; the
+    ``problem:`` and ``note:`` lines after it list further problems and what was not covered."""
+    roster = None if args.roster is None else load_roster(args.roster)
+    result = verify_path(args.path, roster)
+    print(result.describe())
+    return result.exit_code
+
+
+def _audit_report(args: argparse.Namespace) -> int:
+    """Write the HTML report and its Markdown twin; print both paths (exit 0 once written, also
+    for tampered ledgers: the report shows it; ``audit verify`` is the check to gate on)."""
+    html_path = Path(args.output)
+    md_path = Path(args.markdown) if args.markdown else html_path.with_suffix(".md")
+    if md_path.resolve() == html_path.resolve():
+        raise ConfigError(f"the Markdown twin would overwrite {html_path}: use -o FILE.html")
+    roster = None if args.roster is None else load_roster(args.roster)
+    try:
+        summary = render_report(args.run_dir, out_html=html_path, out_md=md_path, roster=roster)
+    except OSError as exc:  # e.g. a run directory that cannot be listed
+        raise ConfigError(f"cannot read {exc.filename or args.run_dir}: {exc.strerror}") from None
+    status = {True: "INTACT", False: "TAMPERED", None: "NOT VERIFIED"}[summary.verified]
+    print(
+        f"audit report: ledgers {status}; ε of {summary.clients_plotted} institution(s) over "
+        f"{summary.rounds_plotted} round(s); {len(summary.sections)} sections",
+        file=sys.stderr,
+    )
+    print(summary.html_path)
+    print(summary.md_path)
+    return 0
+
+
+def _add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    audit = commands.add_parser("audit", help="verify audit ledgers and render the audit report")
+    actions = audit.add_subparsers(dest="action", required=True)
+
+    verify = actions.add_parser(
+        "verify",
+        help="check ledgers: exit 0 intact, 1 tampered (first bad entry named), 2 usage/I-O error",
+    )
+    verify.add_argument(
+        "path",
+        metavar="PATH",
+        help="a run directory (all ledgers/*.jsonl, cross-checked) or one ledger file",
+    )
+    verify.add_argument(
+        "--roster",
+        metavar="FILE",
+        help="roster of identity keys (default: roster.toml of the run directory)",
+    )
+    verify.set_defaults(handler=_audit_verify)
+
+    report = actions.add_parser("report", help="self-contained HTML report plus a Markdown twin")
+    report.add_argument("run_dir", metavar="RUN_DIR", help="the run directory")
+    report.add_argument(
+        "-o", "--output", required=True, metavar="FILE.html", help="HTML report to write"
+    )
+    report.add_argument(
+        "--markdown",
+        metavar="FILE.md",
+        help="Markdown twin to write (default: the HTML path with the suffix .md)",
+    )
+    report.add_argument(
+        "--roster",
+        metavar="FILE",
+        help="roster of identity keys (default: roster.toml of the run directory)",
+    )
+    report.set_defaults(handler=_audit_report)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="securefed", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"securefed {__version__}")
@@ -237,6 +312,7 @@ def _parser() -> argparse.ArgumentParser:
     personal.set_defaults(handler=_bench_personalize)
 
     _add_keys_commands(commands)
+    _add_audit_commands(commands)
     return parser
 
 
