@@ -8,6 +8,8 @@ Schema (every key optional unless marked; see docs/run-config.md for the full de
     secure = true                   # false: plaintext aggregation (comparison only)
     seed = 0                        # simulation seed (data order, init, dither)
     baselines = ["local", "fedavg"] # extra runs on the same split, same budget and compute
+    dropout_rate = 0.0              # simulated dropouts: per client and round, at a random phase
+    value_range = 8.0               # secure aggregation accepts model weights with |w| <= this
 
     [data]
     directory = "path/in/seed/layout"   # OR source + partition keys below
@@ -144,6 +146,8 @@ class RunConfig:
     secure: bool = True
     seed: int = 0
     baselines: tuple[RunMode, ...] = ()
+    dropout_rate: float = 0.0
+    value_range: float = 8.0
     data: DataConfig = field(default_factory=DataConfig)
     training: TrainingSettings = field(default_factory=TrainingSettings)
     dp: DPSettings | None = field(default_factory=DPSettings)
@@ -222,12 +226,18 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
         secure=top.boolean("secure", True),
         seed=top.integer("seed", 0, minimum=0),
         baselines=tuple(_enum_value(RunMode, b, "baselines") for b in top.strings("baselines", [])),
+        dropout_rate=top.number("dropout_rate", 0.0),
+        value_range=top.number("value_range", 8.0, positive=True),
         data=_data(top.table("data")),
         training=_training(top.table("training")),
         dp=_dp(top.table("dp")) if "dp" in raw else None,
         personalize=_personalize(top.table("personalize")),
     )
     top.finish()
+    if config.dropout_rate >= 1:
+        raise ConfigError(f"dropout_rate must be in [0, 1), got {config.dropout_rate}")
+    if config.mode in config.baselines:
+        raise ConfigError(f"baselines repeat the main mode {config.mode.value!r}")
     if not config.name or "/" in config.name or config.name.startswith("."):
         raise ConfigError(f"name must be a plain directory name, got {config.name!r}")
     return config

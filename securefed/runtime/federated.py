@@ -1,0 +1,482 @@
+"""``run_federation``: a whole federated run in one process, round after round.
+
+Per round r (1-based):
+
+1. every party's ledger head is collected and bound into the round's signed transcript;
+2. each institution trains locally (DP-SGD; the spend is ledgered before its first step; a
+   budget refusal is ledgered and the round goes on without it);
+3. the server aggregates through the real protocol (or the plaintext reference with
+   ``secure = false``), ledgers survivors and what it unmasked, and each completed client loads
+   its personalized model (FedAMP: also its proximal anchor for the next round);
+4. every party records a checkpoint of the heads bound in step 1; every client's personalized
+   model is evaluated on its own test split.
+
+At the end every party records ``run.finished`` and the same final checkpoint, and the run
+directory holds::
+
+    roster.toml              the parties and their identity keys (public halves)
+    config.toml              the configuration as run (its SHA-256 is in every ledger)
+    metrics.json             accuracy and epsilon per round and per client (see docs/run.md)
+    ledgers/<party>.jsonl    one signed, hash-chained ledger per party
+    state/<party>/           each client's accountant state (epsilon continues on restart)
+    models/<party>.safetensors   each client's final personalized model
+    data/                    the prepared seed layout (unless the config names a directory)
+
+Identity keys are generated in memory for the run and discarded (a simulation); a deployment
+uses each institution's own key files (``securefed keys``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import opacus
+import torch
+
+from securefed import __version__
+from securefed.audit import (
+    HEADS_CONTEXT_LABEL,
+    Hazard,
+    Ledger,
+    RunConfigured,
+    RunFinished,
+    collect_heads,
+    heads_context,
+    ledger_path,
+    record_checkpoint,
+    record_final_checkpoint,
+)
+from securefed.dp import AccountantKind, DPConfig, PrivateTrainer, TrainingConfig
+from securefed.errors import ConfigError
+from securefed.models import build_model, parameter_count, save_model
+from securefed.runtime.config import ModelName, RunConfig, RunMode, SegmentSource
+from securefed.runtime.nodes import ClientNode, ServerNode
+from securefed.runtime.simulate import PHASES, SimulationParams
+from securefed.runtime.tenants import Tenants, load_run_tenants
+from securefed.secagg.roster import save_roster
+from securefed.secagg.transcript import ContextItem
+from securefed.testing import Federation, make_federation
+
+__all__ = ["METRICS_FILE", "RoundReport", "RunSummary", "run_federation"]
+
+METRICS_FILE = "metrics.json"
+CONFIG_FILE = "config.toml"
+ROSTER_FILE = "roster.toml"
+SERVER_ID = "server"
+
+ProgressFn = Callable[["RoundReport"], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RoundReport:
+    """One round's numbers, as the progress bar shows them."""
+
+    round: int
+    rounds: int
+    mean_test_accuracy: float
+    max_epsilon: float | None
+    completed: int
+    refused: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What :func:`run_federation` produced: ``metrics`` is exactly what ``metrics.json``
+    holds (for a recorded run) and ``directory`` is the run directory."""
+
+    directory: Path
+    metrics: dict[str, Any]
+    ledgers: tuple[Path, ...] = field(default=())
+
+    @property
+    def mean_test_accuracy(self) -> float:
+        return float(self.metrics["mean_test_accuracy"])
+
+
+def run_federation(
+    config: RunConfig,
+    out: str | os.PathLike[str],
+    *,
+    tenants: Tenants | None = None,
+    record: bool = True,
+    progress: ProgressFn | None = None,
+) -> RunSummary:
+    """Run ``config`` into the run directory ``out`` (created; it must be empty or absent).
+
+    ``tenants`` reuses data already loaded (baselines on the same split); ``record=False`` runs
+    without ledgers, models and metrics file (a comparison run: its accountant state still goes
+    to ``out/state``). Raises :class:`ConfigError` (bad configuration or data, a non-empty
+    ``out``) before any training, and lets protocol and training errors propagate.
+    """
+    started = time.perf_counter()
+    run_dir = _fresh_run_dir(Path(out))
+    data = tenants if tenants is not None else load_run_tenants(config.data, run_dir)
+    n = len(data.tenants)
+    federation = make_federation(n)
+    party_ids = [c.party_id for c in federation.roster.clients]
+    ledgers = _open_ledgers(run_dir, federation) if record else {}
+    if record:
+        save_roster(federation.roster, run_dir / ROSTER_FILE)
+        (run_dir / CONFIG_FILE).write_text(config.to_toml(), encoding="utf-8")
+        _record_configured(ledgers, config, federation)
+    clients = _clients(config, data, federation, run_dir, ledgers)
+    server = ServerNode(
+        mode=config.mode,
+        secure=config.secure,
+        federation=federation,
+        ledger=ledgers.get(SERVER_ID),
+        seed=config.seed,
+        params=_simulation_params(config),
+        partition=_partition(config, data),
+    )
+    if config.mode is RunMode.GROUP:
+        server.record_declared_partition()
+    if not config.secure and SERVER_ID in ledgers:
+        ledgers[SERVER_ID].record(
+            Hazard(text="plaintext aggregation (comparison run): the server sees every model")
+        )
+    history = [_history_entry(0, clients)]
+    completed_rounds = 0
+    try:
+        for round_ in range(1, config.rounds + 1):
+            report = _round(round_, config, clients, server, ledgers)
+            completed_rounds = round_
+            history.append(_history_entry(round_, clients))
+            if progress is not None:
+                progress(report)
+    finally:
+        status = "completed" if completed_rounds == config.rounds else "interrupted"
+        for ledger in ledgers.values():
+            ledger.record(RunFinished(rounds=completed_rounds, status=status))
+        if ledgers:
+            record_final_checkpoint(ledgers.values())
+            for ledger in ledgers.values():
+                ledger.close()
+    metrics = _metrics(config, data, clients, history, server)
+    metrics["seconds"] = round(time.perf_counter() - started, 3)
+    if record:
+        (run_dir / "models").mkdir(exist_ok=True)
+        for client in clients:
+            save_model(
+                client.trainer.model(),
+                run_dir / "models" / f"{client.party_id}.safetensors",
+                metadata={"party": client.party_id, "config_sha256": config.sha256()},
+            )
+        _write_json(run_dir / METRICS_FILE, metrics)
+    paths = (
+        tuple(ledger_path(run_dir, actor) for actor in [*party_ids, SERVER_ID]) if record else ()
+    )
+    return RunSummary(run_dir, metrics, paths)
+
+
+def _fresh_run_dir(run_dir: Path) -> Path:
+    if run_dir.exists():
+        if not run_dir.is_dir():
+            raise ConfigError(f"{run_dir} exists and is not a directory")
+        if any(run_dir.iterdir()):
+            raise ConfigError(
+                f"{run_dir} is not empty: a run directory holds exactly one run (choose a new "
+                "--out, or remove the old run after archiving its ledgers)"
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _open_ledgers(run_dir: Path, federation: Federation) -> dict[str, Ledger]:
+    ledgers = {
+        party.party_id: Ledger.open(ledger_path(run_dir, party.party_id), party.party_id, key)
+        for party, key in zip(federation.roster.clients, federation.client_keys, strict=True)
+    }
+    ledgers[SERVER_ID] = Ledger.open(
+        ledger_path(run_dir, SERVER_ID), SERVER_ID, federation.server_key
+    )
+    return ledgers
+
+
+def _record_configured(
+    ledgers: dict[str, Ledger], config: RunConfig, federation: Federation
+) -> None:
+    roster = federation.roster
+    fingerprints = {c.party_id: c.identity.fingerprint().hex() for c in roster.clients}
+    fingerprints[roster.server.party_id] = roster.server.identity.fingerprint().hex()
+    event = RunConfigured(
+        config_sha256=config.sha256(),
+        software_version=f"securefed {__version__}",
+        cipher_suite=roster.suite.suite_id.value,
+        roster_digest=roster.digest().hex(),
+        roster_fingerprints=fingerprints,
+        mode=config.mode.value,
+    )
+    for ledger in ledgers.values():
+        ledger.record(event)
+        ledger.record(
+            Hazard(
+                text="simulation: identity keys were generated in memory for this run and "
+                "discarded; the ledger signatures prove integrity of this directory only"
+            )
+        )
+
+
+def _clients(
+    config: RunConfig,
+    data: Tenants,
+    federation: Federation,
+    run_dir: Path,
+    ledgers: dict[str, Ledger],
+) -> list[ClientNode]:
+    training = TrainingConfig(
+        lr=config.training.lr,
+        batch_size=config.training.batch_size,
+        local_epochs=config.training.local_epochs,
+        proximal_lambda=config.training.proximal_lambda
+        if config.mode in (RunMode.FEDAMP, RunMode.HEURFEDAMP)
+        else 0.0,
+    )
+    dp = None
+    if config.dp is not None:
+        dp = DPConfig(
+            target_epsilon=config.dp.target_epsilon,
+            delta=config.dp.delta,
+            max_grad_norm=config.dp.max_grad_norm,
+            noise_multiplier=config.dp.noise_multiplier,
+            accountant=AccountantKind(config.dp.accountant),
+        )
+    clients = []
+    for index, (tenant, party) in enumerate(
+        zip(data.tenants, federation.roster.clients, strict=True)
+    ):
+        model = _model(config, data, tenant.sample_shape)
+        x, test_x = _inputs(config, tenant.train_x), _inputs(config, tenant.test_x)
+        trainer = PrivateTrainer(
+            model,
+            x,
+            torch.from_numpy(tenant.train_y),
+            training=training,
+            dp=dp,
+            planned_rounds=config.rounds,
+            state_dir=run_dir / "state" / party.party_id,
+            seed=_client_seed(config.seed, index),
+        )
+        node = ClientNode(
+            index=index,
+            party_id=party.party_id,
+            tenant=tenant,
+            trainer=trainer,
+            ledger=ledgers.get(party.party_id),
+            test_x=test_x,
+            test_y=torch.from_numpy(tenant.test_y),
+        )
+        node.record_setup()
+        clients.append(node)
+    return clients
+
+
+def _model(config: RunConfig, data: Tenants, sample_shape: tuple[int, ...]) -> torch.nn.Module:
+    """Every client starts from the same initial model (seeded by the run seed)."""
+    kind = config.data.model
+    features = int(np.prod(sample_shape))
+    if kind is ModelName.CNN and sample_shape != (1, 28, 28):
+        raise ConfigError(
+            f"the CNN takes 1x28x28 images, the data has samples of shape {sample_shape}; "
+            'use [data] model = "mlp"'
+        )
+    return build_model(
+        kind.value,
+        num_classes=data.num_classes,
+        in_features=None if kind is ModelName.CNN else features,
+        seed=config.seed,
+    )
+
+
+def _inputs(config: RunConfig, samples: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(samples)
+    if config.data.model is ModelName.MLP:
+        return x.reshape(len(x), -1)
+    return x
+
+
+def _simulation_params(config: RunConfig) -> SimulationParams:
+    p = config.personalize
+    heur = config.mode is RunMode.HEURFEDAMP
+    return SimulationParams(
+        alpha=p.alpha,
+        sigma_scale=p.sigma_scale,
+        self_weight=p.self_weight if p.self_weight is not None or not heur else 0.5,
+        temperature=p.temperature,
+        sketch_dim=p.sketch_dim,
+        groups=p.groups,
+        similarity="sketch",
+        value_range=config.value_range,
+    )
+
+
+def _partition(config: RunConfig, data: Tenants) -> tuple[int, ...] | str | None:
+    if config.mode is not RunMode.GROUP:
+        return None
+    segments = config.personalize.segments
+    if isinstance(segments, tuple):
+        if len(segments) != len(data.tenants):
+            raise ConfigError(
+                f"personalize.segments lists {len(segments)} segments for "
+                f"{len(data.tenants)} tenants"
+            )
+        return segments
+    if segments is SegmentSource.LEARNED:
+        return "sketch"
+    if data.segments is None:
+        raise ConfigError(
+            f"{data.directory} has no federation.json, so no declared segments: list them "
+            'in [personalize] segments = [...] or use segments = "learned"'
+        )
+    return data.segments
+
+
+def _round(
+    round_: int,
+    config: RunConfig,
+    clients: Sequence[ClientNode],
+    server: ServerNode,
+    ledgers: dict[str, Ledger],
+) -> RoundReport:
+    started = time.perf_counter()
+    heads = collect_heads(ledgers.values()) if ledgers else ()
+    context = [ContextItem(HEADS_CONTEXT_LABEL, heads_context(heads))] if heads else []
+    outcomes = [client.train(round_) for client in clients]
+    refused = {c.index for c, o in zip(clients, outcomes, strict=True) if not o.trained}
+    completed = len(clients) - len(refused)
+    if config.mode is not RunMode.LOCAL:
+        absent = dict.fromkeys(refused, "advertise")
+        absent.update(_injected_dropouts(config, round_, len(clients), refused))
+        result = server.aggregate(
+            round_, [c.parameters() for c in clients], absent=absent, context=context
+        )
+        anchor = config.mode in (RunMode.FEDAMP, RunMode.HEURFEDAMP)
+        for client in clients:
+            client.record_release(round_, result.masked.get(client.index, []))
+            personalized = result.personalized.get(client.index)
+            if personalized is not None:
+                client.receive(personalized, anchor=anchor)
+        completed = len(result.personalized)
+    for ledger in ledgers.values():
+        record_checkpoint(ledger, heads, final=False)
+    epsilons = [e for e in (c.trainer.epsilon() for c in clients) if e is not None]
+    return RoundReport(
+        round=round_,
+        rounds=config.rounds,
+        mean_test_accuracy=_mean_accuracy(clients),
+        max_epsilon=max(epsilons) if epsilons else None,
+        completed=completed,
+        refused=len(refused),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _injected_dropouts(config: RunConfig, round_: int, n: int, refused: set[int]) -> dict[int, str]:
+    """Simulated dropouts: client i drops in round r with probability ``dropout_rate``, before a
+    phase chosen alike -- both from SHA-256 of (seed, r, i), reproducible, never secret."""
+    if config.dropout_rate == 0:
+        return {}
+    phases = sorted(PHASES)
+    dropped = {}
+    for i in range(n):
+        if i in refused:
+            continue
+        digest = hashlib.sha256(f"securefed/dropout/{config.seed}/{round_}/{i}".encode()).digest()
+        if int.from_bytes(digest[:8], "big") / 2**64 < config.dropout_rate:
+            dropped[i] = phases[digest[8] % len(phases)]
+    return dropped
+
+
+def _mean_accuracy(clients: Sequence[ClientNode]) -> float:
+    return float(np.mean([c.test_accuracy() for c in clients]))
+
+
+def _history_entry(round_: int, clients: Sequence[ClientNode]) -> dict[str, Any]:
+    epsilons = [e for e in (c.trainer.epsilon() for c in clients) if e is not None]
+    return {
+        "round": round_,
+        "mean_test_accuracy": _mean_accuracy(clients),
+        "max_epsilon": max(epsilons) if epsilons else None,
+    }
+
+
+def _metrics(
+    config: RunConfig,
+    data: Tenants,
+    clients: Sequence[ClientNode],
+    history: list[dict[str, Any]],
+    server: ServerNode,
+) -> dict[str, Any]:
+    first = clients[0].trainer
+    dp = None
+    if config.dp is not None:
+        dp = {
+            "target_epsilon": config.dp.target_epsilon,
+            "delta": config.dp.delta,
+            "noise_multiplier": first.noise_multiplier,
+            "max_grad_norm": config.dp.max_grad_norm,
+            "sample_rate": {c.party_id: c.trainer.sample_rate for c in clients},
+            "steps_per_round": {c.party_id: c.trainer.steps_per_round for c in clients},
+            "accountant": config.dp.accountant,
+            "accountant_version": f"opacus {opacus.__version__}",
+        }
+    per_client = [
+        {
+            "id": c.party_id,
+            "tenant": c.tenant.index,
+            "train_samples": len(c.tenant.train_y),
+            "test_samples": len(c.tenant.test_y),
+            "test_accuracy": c.test_accuracy(),
+            "epsilon": c.trainer.epsilon(),
+            "delta": None if config.dp is None else config.dp.delta,
+        }
+        for c in clients
+    ]
+    partition = server.partition if isinstance(server.partition, tuple) else None
+    return {
+        "mode": config.mode.value,
+        "rounds": history[-1]["round"],
+        "secure": config.secure,
+        "dp": dp,
+        "history": history,
+        "baselines": {},
+        "clients": per_client,
+        "mean_test_accuracy": float(np.mean([c["test_accuracy"] for c in per_client])),
+        "config_sha256": config.sha256(),
+        "partition": None if partition is None else list(partition),
+        "model": {"kind": config.data.model.value, "parameters": parameter_count(first.model())},
+        "tenants": len(clients),
+        "data_directory": str(data.directory),
+        "software_version": __version__,
+    }
+
+
+def _client_seed(seed: int, index: int) -> int:
+    digest = hashlib.sha256(f"securefed/runtime/client/{seed}/{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def _write_json(path: Path, document: dict[str, Any]) -> None:
+    """Atomic: a temporary file in the same directory, fsynced, renamed over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
