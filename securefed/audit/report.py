@@ -432,11 +432,24 @@ def _empirical_audit(data: RunData) -> Section:
     lower = canary.get("epsilon_lower_bound", _MISSING)
     claimed = canary.get("claimed_epsilon", _MISSING)
     rows = (
-        ("claimed ε", _fmt(claimed)),
+        ("method", _fmt(canary.get("method", _MISSING))),
+        ("what was audited", _fmt(canary.get("configuration", _MISSING))),
+        ("claimed ε (accountant)", _fmt(claimed)),
         ("empirical ε lower bound", _fmt(lower)),
         ("confidence", _fmt(canary.get("confidence", _MISSING))),
+        ("δ", _fmt(canary.get("delta", _MISSING))),
+        ("canaries (m)", _fmt(canary.get("canaries", _MISSING))),
+        ("guesses (r)", _fmt(canary.get("guesses", _MISSING))),
+        ("correct guesses (v)", _fmt(canary.get("correct", _MISSING))),
     )
-    blocks: list[Block] = [Table(("quantity", "value"), rows)]
+    blocks: list[Block] = [
+        Table(("quantity", "value"), rows),
+        Para(
+            "The empirical ε is a LOWER bound (one-run canary audit, Steinke, Nasr and Jagielski, "
+            "NeurIPS 2023): with the stated confidence the true ε is at least this large. It "
+            "can refute a claimed ε, never confirm one."
+        ),
+    ]
     low, claim = _number(lower), _number(claimed)
     if low is not None and claim is not None:
         if low > claim:
@@ -452,6 +465,9 @@ def _empirical_audit(data: RunData) -> Section:
                     "bound below the claim does not prove the claim."
                 )
             )
+    note = canary.get("note", _MISSING)
+    if note is not _MISSING:
+        blocks.append(Para(f"Note in canary.json: {_fmt(note)}"))
     blocks.append(Para("canary.json is not signed; it is shown as found."))
     return Section("empirical-audit", "Empirical privacy audit", tuple(blocks))
 

@@ -218,6 +218,40 @@ def test_an_empirical_violation_is_flagged(run: Run, tmp_path: Path) -> None:
     assert "VIOLATION" in _section(page, "empirical-audit")
 
 
+def test_the_empirical_audit_shows_every_field_of_canary_json(run: Run, tmp_path: Path) -> None:
+    canary = {
+        "method": "one-run canary audit (Steinke, Nasr, Jagielski 2023)",
+        "epsilon_lower_bound": 0.731,
+        "confidence": 0.95,
+        "claimed_epsilon": 2.5,
+        "delta": 1e-05,
+        "canaries": 1000,
+        "guesses": 120,
+        "correct": 97,
+        "configuration": "MLP on MNIST-5k, sigma=1.1",
+        "note": "a lower bound <i>only</i>",
+    }
+    (run.run_dir / "canary.json").write_text(json.dumps(canary))
+    page, markdown = _render(run, tmp_path)
+    audit = _section(page, "empirical-audit")
+    for label, value in [
+        ("method", "one-run canary audit (Steinke, Nasr, Jagielski 2023)"),
+        ("what was audited", "MLP on MNIST-5k, sigma=1.1"),
+        ("claimed ε (accountant)", "2.5"),
+        ("empirical ε lower bound", "0.731"),
+        ("confidence", "0.95"),
+        ("δ", "1e-05"),
+        ("canaries (m)", "1000"),
+        ("guesses (r)", "120"),
+        ("correct guesses (v)", "97"),
+    ]:
+        assert f"<tr><td>{label}</td><td>{value}</td></tr>" in audit
+    assert "LOWER bound" in audit
+    assert "Consistent" in audit
+    assert "a lower bound &lt;i&gt;only&lt;/i&gt;" in audit
+    assert "| canaries (m) | 1000 |" in markdown
+
+
 def test_unreadable_metrics_are_reported(run: Run, tmp_path: Path) -> None:
     (run.run_dir / "metrics.json").write_text("{not json")
     page, _ = _render(run, tmp_path)

@@ -1,0 +1,285 @@
+"""`securefed audit verify` and `securefed audit report`: output, exit codes 0/1/2, tampering.
+
+The run directories are real: a roster and one signed ledger per party, written with the audit
+API by :func:`tests.audit.build_run` (three clients, four rounds, a final checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from securefed.audit import SECTION_IDS, Hazard, Ledger, verify_run
+from securefed.audit.canonical import encode_canonical
+from securefed.cli import main
+from securefed.crypto import get_suite
+from securefed.secagg.roster import save_roster
+from securefed.testing import make_federation
+from tests.audit import Run, build_run
+
+Capture = pytest.CaptureFixture[str]
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Run:
+    return build_run(tmp_path)
+
+
+def _verify(capsys: Capture, *argv: str) -> tuple[int, list[str], str]:
+    status = main(["audit", "verify", *argv])
+    out, err = capsys.readouterr()
+    return status, out.splitlines(), err
+
+
+# --- tampering, each through the command line ------------------------------------------------
+
+
+def _edit_payload(run: Run) -> None:
+    lines = run.lines("bank-1")
+    entry = json.loads(lines[4])
+    assert entry["event"] == "round.spend"
+    entry["payload"]["epsilon"] = 0.01
+    lines[4] = encode_canonical(entry) + b"\n"
+    run.write_lines("bank-1", lines)
+
+
+def _edit_hash(run: Run) -> None:
+    lines = run.lines("server")
+    entry = json.loads(lines[2])
+    entry["hash"] = "ab" * 32
+    lines[2] = encode_canonical(entry) + b"\n"
+    run.write_lines("server", lines)
+
+
+def _swap(run: Run) -> None:
+    lines = run.lines("bank-2")
+    lines[3], lines[4] = lines[4], lines[3]
+    run.write_lines("bank-2", lines)
+
+
+def _delete_middle(run: Run) -> None:
+    lines = run.lines("server")
+    del lines[3]
+    run.write_lines("server", lines)
+
+
+def _truncate_tail(run: Run) -> None:
+    run.write_lines("bank-0", run.lines("bank-0")[:-2])
+
+
+def _another_actors_key(run: Run) -> None:
+    run.path("bank-0").unlink()
+    with Ledger.open(run.path("bank-0"), "bank-0", run.keys["bank-1"]) as ledger:
+        ledger.record(Hazard(text="signed with bank-1's key"))
+
+
+def _unknown_actor(run: Run) -> None:
+    mallory = get_suite("default").generate_signing_key()
+    with Ledger.open(run.run_dir / "ledgers" / "mallory.jsonl", "mallory", mallory) as ledger:
+        ledger.record(Hazard(text="not in the roster"))
+
+
+def _malformed_line(run: Run) -> None:
+    lines = run.lines("bank-2")
+    lines[2] = b"this is not an entry\n"
+    run.write_lines("bank-2", lines)
+
+
+TAMPERING: list[tuple[Callable[[Run], None], str]] = [
+    (_edit_payload, "ledgers/bank-1.jsonl line 5 (seq 4): edited: "),
+    (_edit_hash, "ledgers/server.jsonl line 3 (seq 2): edited: "),
+    (_swap, "ledgers/bank-2.jsonl line 4 (seq 4): reordered: "),
+    (_delete_middle, "ledgers/server.jsonl line 4 (seq 4): deleted: seq 3 missing"),
+    (_truncate_tail, "ledgers/bank-0.jsonl line "),
+    (_another_actors_key, "ledgers/bank-0.jsonl line 1 (seq 0): bad-signature: "),
+    (_unknown_actor, "ledgers/mallory.jsonl: unknown-actor: "),
+    (_malformed_line, "ledgers/bank-2.jsonl line 3 (seq 2): malformed: "),
+]
+
+
+@pytest.mark.parametrize(
+    ("tamper", "expected"), TAMPERING, ids=lambda t: getattr(t, "__name__", "")
+)
+def test_tampering_exits_1_naming_the_first_bad_entry(
+    run: Run, capsys: Capture, tamper: Callable[[Run], None], expected: str
+) -> None:
+    tamper(run)
+    status, out, err = _verify(capsys, str(run.run_dir))
+    assert status == 1
+    assert out[0].startswith(f"TAMPERED: {expected}"), out
+    assert out[0] == verify_run(run.run_dir).summary()
+    assert err == ""
+
+
+def test_a_truncated_tail_is_named_truncated_with_the_other_parties_record(
+    run: Run, capsys: Capture
+) -> None:
+    _truncate_tail(run)
+    status, out, _ = _verify(capsys, str(run.run_dir))
+    assert status == 1
+    assert re.fullmatch(
+        r"TAMPERED: ledgers/bank-0\.jsonl line \d+ \(seq \d+\): truncated: .*'s checkpoint .*",
+        out[0],
+    ), out[0]
+
+
+# --- intact runs, single ledgers, rosters ----------------------------------------------------
+
+
+def test_an_intact_run_exits_0_with_one_line(run: Run, capsys: Capture) -> None:
+    status, out, err = _verify(capsys, str(run.run_dir))
+    entries = sum(len(run.lines(actor)) for actor in run.keys)
+    assert (status, out, err) == (0, [f"INTACT: 4 ledgers, {entries} entries verified"], "")
+
+
+def test_a_copied_run_directory_verifies_by_a_relative_path(
+    run: Run, tmp_path: Path, capsys: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copytree(run.run_dir, tmp_path / "archive" / "copy")
+    monkeypatch.chdir(tmp_path / "archive")
+    status, out, _ = _verify(capsys, "copy")
+    assert status == 0
+    assert out[0].startswith("INTACT: 4 ledgers")
+
+
+def test_one_ledger_file_says_what_it_cannot_show(run: Run, capsys: Capture) -> None:
+    status, out, _ = _verify(capsys, str(run.path("server")))
+    assert status == 0
+    assert out[0] == f"INTACT: 1 ledger, {len(run.lines('server'))} entries verified"
+    assert len(out) == 2
+    assert out[1].startswith("note: ")
+    assert "truncation is only detectable up to the last signed checkpoint" in out[1]
+
+
+def test_one_tampered_ledger_file_exits_1(run: Run, capsys: Capture) -> None:
+    _delete_middle(run)
+    status, out, _ = _verify(capsys, str(run.path("server")))
+    assert status == 1
+    assert out[0].startswith("TAMPERED: server.jsonl line 4 (seq 4): deleted: ")
+
+
+def test_a_ledger_outside_its_run_directory_needs_roster(
+    run: Run, tmp_path: Path, capsys: Capture
+) -> None:
+    loose = tmp_path / "loose" / "bank-1.jsonl"
+    loose.parent.mkdir()
+    shutil.copy(run.path("bank-1"), loose)
+    status, out, err = _verify(capsys, str(loose))
+    assert (status, out) == (2, [])
+    assert "--roster" in err
+    status, out, _ = _verify(capsys, str(loose), "--roster", str(run.run_dir / "roster.toml"))
+    assert status == 0
+    assert out[0].startswith("INTACT: 1 ledger,")
+
+
+def test_the_wrong_roster_exits_1(run: Run, tmp_path: Path, capsys: Capture) -> None:
+    other = tmp_path / "other-roster.toml"
+    save_roster(make_federation(3).roster, other)
+    status, out, _ = _verify(capsys, str(run.run_dir), "--roster", str(other))
+    assert status == 1
+    assert ": bad-signature: " in out[0]
+
+
+# --- usage and I/O errors: exit 2 ------------------------------------------------------------
+
+
+def test_verify_usage_and_io_errors_exit_2(run: Run, tmp_path: Path, capsys: Capture) -> None:
+    cases = [
+        [str(tmp_path / "missing")],
+        [str(run.run_dir), "--roster", str(tmp_path / "no-roster.toml")],
+    ]
+    (tmp_path / "not-a-run").mkdir()
+    cases.append([str(tmp_path / "not-a-run")])  # no roster.toml
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(run.run_dir / "roster.toml", bare / "roster.toml")
+    cases.append([str(bare)])  # no ledgers/
+    for argv in cases:
+        status, out, err = _verify(capsys, *argv)
+        assert (status, out) == (2, []), argv
+        assert err.startswith("securefed: configuration error: "), argv
+    with pytest.raises(SystemExit) as info:
+        main(["audit", "verify"])
+    assert info.value.code == 2
+
+
+def test_the_console_script_exits_with_the_status(run: Run) -> None:
+    _truncate_tail(run)
+    result = subprocess.run(  # noqa: S603 -- fixed argv: this interpreter, a module, a tmp path
+        [sys.executable, "-m", "securefed.cli", "audit", "verify", str(run.run_dir)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stdout.startswith("TAMPERED: ledgers/bank-0.jsonl")
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def test_report_writes_html_and_markdown_and_prints_both_paths(
+    run: Run, tmp_path: Path, capsys: Capture
+) -> None:
+    out_html = tmp_path / "out" / "report.html"
+    out_html.parent.mkdir()
+    assert main(["audit", "report", str(run.run_dir), "-o", str(out_html)]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [str(out_html), str(out_html.with_suffix(".md"))]
+    assert "ledgers INTACT" in err
+    assert "3 institution(s) over 4 round(s)" in err
+    page = out_html.read_text(encoding="utf-8")
+    markdown = out_html.with_suffix(".md").read_text(encoding="utf-8")
+    for section_id in SECTION_IDS:
+        assert page.count(f'<section id="{section_id}">') == 1
+        assert f'<a id="{section_id}"></a>' in markdown
+    assert '<svg id="epsilon-plot"' in page
+    assert "<script" not in page
+    assert "src=" not in page  # images are inline SVG, nothing is loaded
+
+
+def test_report_markdown_path_and_roster_options(run: Run, tmp_path: Path, capsys: Capture) -> None:
+    roster = tmp_path / "elsewhere.toml"
+    shutil.move(run.run_dir / "roster.toml", roster)
+    out_html, out_md = tmp_path / "r.html", tmp_path / "twin.md"
+    argv = ["audit", "report", str(run.run_dir), "-o", str(out_html), "--markdown", str(out_md)]
+    assert main([*argv, "--roster", str(roster)]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [str(out_html), str(out_md)]
+    assert "ledgers INTACT" in err
+    assert main(argv) == 0  # without any roster the report renders but cannot verify
+    assert "ledgers NOT VERIFIED" in capsys.readouterr().err
+    assert "could not be verified" in out_html.read_text(encoding="utf-8")
+
+
+def test_report_of_a_tampered_run_is_written_and_says_so(
+    run: Run, tmp_path: Path, capsys: Capture
+) -> None:
+    _edit_payload(run)
+    assert main(["audit", "report", str(run.run_dir), "-o", str(tmp_path / "r.html")]) == 0
+    assert "ledgers TAMPERED" in capsys.readouterr().err
+    assert "TAMPERED" in (tmp_path / "r.html").read_text(encoding="utf-8")
+
+
+def test_report_usage_and_io_errors_exit_2(run: Run, tmp_path: Path, capsys: Capture) -> None:
+    cases = [
+        [str(tmp_path / "missing"), "-o", str(tmp_path / "r.html")],
+        [str(run.run_dir), "-o", str(tmp_path / "no" / "dir" / "r.html")],
+        [str(run.run_dir), "-o", str(tmp_path / "same.md")],  # the twin would overwrite it
+        [str(run.run_dir), "-o", str(tmp_path / "r.html"), "--roster", str(tmp_path / "x.toml")],
+    ]
+    for argv in cases:
+        assert main(["audit", "report", *argv]) == 2, argv
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert err.startswith("securefed: configuration error: "), argv
+    with pytest.raises(SystemExit) as info:
+        main(["audit", "report", str(run.run_dir)])  # -o is required
+    assert info.value.code == 2
