@@ -291,9 +291,11 @@ def _dp_parameters(data: RunData) -> Section:
             "target_epsilon",
             "delta",
             "accountant",
+            "accountant_version",
             "noise_multiplier",
             "max_grad_norm",
             "sample_rate",
+            "steps_per_round",
         )
         blocks.append(Para("Configured in metrics.json (unsigned):"))
         blocks.append(
@@ -600,6 +602,8 @@ def _fmt(value: object) -> str:
         return f"{value:.4g}"
     if isinstance(value, list | tuple):
         return ", ".join(_fmt(v) for v in value) or "none"
+    if isinstance(value, Mapping):  # e.g. a per-institution value: "bank-0: 0.01, bank-1: 0.02"
+        return ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items()) or "none"
     return str(value)
 
 

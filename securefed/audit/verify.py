@@ -105,17 +105,21 @@ def verify_ledger(
 
 def _single_ledger_note(scan: ScanResult) -> str:
     checkpoints = [e for e in scan.entries if e.event is EventType.CHECKPOINT]
-    if checkpoints:
-        last = checkpoints[-1]
-        kind = "final" if Checkpoint.from_payload(last.payload).final else "intermediate"
-        covered = f"this file's last signed checkpoint is the {kind} one at seq {last.seq}"
+    last = checkpoints[-1] if checkpoints else None
+    if last is None:
+        status = "This file has no signed checkpoint."
+    elif Checkpoint.from_payload(last.payload).final and last is scan.entries[-1]:
+        status = f"This file ends with its final checkpoint (seq {last.seq})."
     else:
-        covered = "this file has no signed checkpoint"
+        status = (
+            f"This file's last signed checkpoint is at seq {last.seq} and it does not end with "
+            "a final checkpoint: the run was interrupted, or its end was cut."
+        )
     return (
         "Single ledger checked alone: truncation is only detectable up to the last signed "
-        "checkpoint; a ledger cannot show that entries were cut from its end, which only the "
-        "checkpoints recorded in the other parties' ledgers reveal (verify the whole run "
-        f"directory); {covered}."
+        "checkpoint, and a tail cut together with its checkpoints looks like a shorter intact "
+        "ledger; the checkpoints in the other parties' ledgers reveal such a cut (verify the "
+        f"whole run directory). {status}"
     )
 
 

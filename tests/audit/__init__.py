@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -140,4 +141,69 @@ def build_run(
         record_final_checkpoint(ledgers.values())
     for ledger in ledgers.values():
         ledger.close()
+    return run
+
+
+DOCUMENTED_HAZARD = "unencrypted identity keys (--unsafe-plaintext): test run only"
+
+
+def documented_metrics(clients: int, rounds: int) -> dict[str, object]:
+    """A ``metrics.json`` shaped as the runtime writes it, with synthetic numbers."""
+    parties = [f"bank-{i}" for i in range(clients)]
+    return {
+        "mode": "fedavg",
+        "rounds": rounds,
+        "secure": True,
+        "dp": {
+            "target_epsilon": 8.0,
+            "delta": 1e-5,
+            "noise_multiplier": 1.1,
+            "max_grad_norm": 1.0,
+            "sample_rate": dict.fromkeys(parties, 0.01),
+            "steps_per_round": dict.fromkeys(parties, 100),
+            "accountant": "rdp",
+            "accountant_version": "opacus-1.5",
+        },
+        "history": [
+            {"round": r, "mean_test_accuracy": round(0.6 + 0.05 * r, 4), "max_epsilon": 0.75 * r}
+            for r in range(rounds + 1)
+        ],
+        "baselines": {"local": {"mean_test_accuracy": 0.71}},
+        "clients": [
+            {
+                "id": party,
+                "test_accuracy": round(0.8 - 0.01 * i, 4),
+                "epsilon": 0.5 * rounds * (1 + 0.25 * i),
+                "delta": 1e-5,
+            }
+            for i, party in enumerate(parties)
+        ],
+        "mean_test_accuracy": 0.79,
+        "config_sha256": "ab" * 32,
+    }
+
+
+DOCUMENTED_CANARY = {
+    "method": "one-run canary audit (Steinke, Nasr, Jagielski, NeurIPS 2023)",
+    "epsilon_lower_bound": 0.42,
+    "confidence": 0.95,
+    "claimed_epsilon": 2.5,
+    "delta": 1e-5,
+    "canaries": 1000,
+    "guesses": 100,
+    "correct": 68,
+    "configuration": "synthetic example",
+    "note": "a lower bound on epsilon, not an estimate of it",
+}
+
+
+def build_documented_run(root: Path) -> Run:
+    """The fixture run whose report docs/audit.md shows: :func:`build_run` (3 clients, 4 rounds,
+    client 2 drops out of round 2, a hazard) plus ``metrics.json`` and ``canary.json`` with
+    synthetic numbers. Everything but keys, hashes and signatures is deterministic."""
+    run = build_run(root, hazard=DOCUMENTED_HAZARD)
+    metrics = documented_metrics(len(run.clients), 4)
+    (run.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    canary = json.dumps(DOCUMENTED_CANARY, indent=2)
+    (run.run_dir / "canary.json").write_text(canary, encoding="utf-8")
     return run

@@ -25,8 +25,10 @@ METRICS = {
         "delta": 1e-5,
         "noise_multiplier": 1.1,
         "max_grad_norm": 1.0,
-        "sample_rate": 0.01,
+        "sample_rate": {"bank-0": 0.01, "bank-1": 0.02, "bank-2": 0.01},
+        "steps_per_round": {"bank-0": 100, "bank-1": 50, "bank-2": 100},
         "accountant": "rdp",
+        "accountant_version": "opacus 1.5.4",
     },
     "history": [
         {"round": r, "mean_test_accuracy": 0.5 + 0.1 * r, "max_epsilon": 0.5 * r}
@@ -136,6 +138,8 @@ def test_every_section_says_what_it_found(run: Run, tmp_path: Path) -> None:
     dp = _section(page, "dp-parameters")
     assert "opacus-1.5" in dp
     assert "<td>400</td>" in dp  # steps over 4 rounds
+    assert "<tr><td>sample_rate</td><td>bank-0: 0.01, bank-1: 0.02, bank-2: 0.01</td></tr>" in dp
+    assert "<tr><td>accountant_version</td><td>opacus 1.5.4</td></tr>" in dp
     assert "malicious" in _section(page, "trust-model")
     unmask = _section(page, "unmask-log")
     assert unmask.count("<tr>") == 5  # header + 4 rounds

@@ -153,7 +153,7 @@ def test_truncated_tail_is_found_through_the_other_parties(run: Run, actor: str,
     alone = verify_ledger(run.path(actor), run.keys[actor].verify_key())
     assert alone.ok
     assert alone.note is not None
-    assert "cannot show that entries were cut from its end" in alone.note
+    assert "truncation is only detectable up to the last signed checkpoint" in alone.note
 
 
 def test_a_deleted_ledger_file_is_truncated(run: Run) -> None:
@@ -404,13 +404,13 @@ def test_verify_path_checks_one_ledger_under_its_run_directorys_roster(run: Run)
     assert result.summary() == f"INTACT: 1 ledger, {result.entries} entries verified"
     assert result.note is not None
     assert "truncation is only detectable up to the last signed checkpoint" in result.note
-    assert f"the final one at seq {result.entries - 1}" in result.note
+    assert result.note.endswith(f"ends with its final checkpoint (seq {result.entries - 1}).")
     # a truncated tail is invisible alone (that is what the note says) ...
     run.write_lines("bank-2", run.lines("bank-2")[:-3])
     alone = verify_path(run.path("bank-2"))
     assert alone.ok
     assert alone.note is not None
-    assert "has no signed checkpoint" in alone.note
+    assert alone.note.endswith("This file has no signed checkpoint.")
     # ... but an edit is not
     lines = run.lines("bank-2")
     lines[1] = _edit(lines[1], lambda e: e["payload"].update(delta=0.5))  # type: ignore[attr-defined]
@@ -451,3 +451,18 @@ def test_verify_path_of_a_file_named_for_no_party_is_an_unknown_actor(
 def test_verify_path_usage_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="neither a run directory nor a ledger file"):
         verify_path(tmp_path / "missing")
+
+
+def test_the_single_ledger_note_says_whether_it_ends_with_its_final_checkpoint(
+    tmp_path: Path,
+) -> None:
+    run = build_run(tmp_path, final=False)
+    with Ledger.open(run.path("bank-0"), "bank-0", run.keys["bank-0"]) as ledger:
+        checkpoint = record_checkpoint(ledger, [ledger.head], final=False)
+        ledger.record(Hazard(text="after the checkpoint"))
+    note = verify_path(run.path("bank-0")).note
+    assert note is not None
+    assert note.endswith(
+        f"last signed checkpoint is at seq {checkpoint.seq} and it does not end with a final "
+        "checkpoint: the run was interrupted, or its end was cut."
+    )
