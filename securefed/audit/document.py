@@ -121,7 +121,7 @@ def _md_block(block: Block) -> str:
     if isinstance(block, Para):
         return f"**{_md(block.text)}**" if block.strong else _md(block.text)
     if isinstance(block, Plot):
-        return f"*Plot: {_md(block.caption)} (see the HTML report; the data is in the table).*"
+        return f"*Plot in the HTML report: {_md(block.caption)} Its data is in the table below.*"
     if not block.rows:
         return _md(block.empty)
     lines = [

@@ -163,9 +163,8 @@ def _verification(data: RunData) -> Section:
         return Section("verification", "Ledger verification", (Para(text, strong=True),))
     blocks: list[Block] = [
         Para(
-            f"{_status(data)}: {result.ledgers} ledger(s), {result.entries} intact entries "
-            "(hash chain, signatures under the roster's identity keys, sequence, and the "
-            "cross-party checkpoints).",
+            f"{result.summary()} (checked: the hash chain, the signatures under the roster's "
+            "identity keys, the sequence, and the cross-party checkpoints).",
             strong=not result.ok,
         ),
         Table(
@@ -248,7 +247,32 @@ def _epsilon(data: RunData) -> Section:
                 ),
             )
         )
+        blocks.append(_epsilon_agreement(series, clients))
     return Section("epsilon", "ε per institution per round", tuple(blocks))
+
+
+def _epsilon_agreement(series: Sequence[Series], clients: Sequence[Mapping[str, object]]) -> Para:
+    """Whether metrics.json's final ε of each institution equals its last signed round.spend
+    (to 1e-9 relative): an unsigned file that understates ε must not go unnoticed."""
+    signed = {s.name: max(s.points)[1] for s in series if s.points}
+    differ = []
+    for client in clients:
+        party, claimed = client.get("id"), _number(client.get("epsilon"))
+        if not isinstance(party, str) or party not in signed or claimed is None:
+            continue
+        if not math.isclose(claimed, signed[party], rel_tol=1e-9, abs_tol=1e-12):
+            differ.append(f"{party}: metrics.json {_fmt(claimed)}, ledger {_fmt(signed[party])}")
+    if differ:
+        text = (
+            "metrics.json disagrees with the signed ledgers on the final ε of "
+            + "; ".join(differ)
+            + ". The signed round.spend entries are the record; treat metrics.json as suspect."
+        )
+        return Para(text, strong=True)
+    return Para(
+        "Every final ε in metrics.json that has a signed round.spend equals the last one "
+        "(institutions without either are not compared)."
+    )
 
 
 def _dp_parameters(data: RunData) -> Section:

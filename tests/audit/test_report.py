@@ -13,7 +13,7 @@ import pytest
 from securefed.audit import SECTION_IDS, load_compliance_mapping, render_report
 from securefed.audit.svg import Series, line_plot
 from securefed.errors import ConfigError
-from tests.audit import Run, build_run
+from tests.audit import Run, build_documented_run, build_run
 
 HAZARD = "<script>alert('x')</script> & <b>co</b>"
 METRICS = {
@@ -254,6 +254,23 @@ def test_the_empirical_audit_shows_every_field_of_canary_json(run: Run, tmp_path
     assert "Consistent" in audit
     assert "a lower bound &lt;i&gt;only&lt;/i&gt;" in audit
     assert "| canaries (m) | 1000 |" in markdown
+
+
+def test_metrics_that_disagree_with_the_signed_spend_are_flagged(run: Run, tmp_path: Path) -> None:
+    # METRICS claims epsilon 2.0 for every client; the ledgers say 2.0, 2.5 and 3.0 after round 4
+    epsilon = _section(_render(run, tmp_path)[0], "epsilon")
+    assert "metrics.json disagrees with the signed ledgers" in epsilon
+    assert "bank-1: metrics.json 2, ledger 2.5; bank-2: metrics.json 2, ledger 3." in epsilon
+    assert "bank-0: metrics.json" not in epsilon
+
+
+def test_metrics_that_agree_with_the_signed_spend_say_so(tmp_path: Path) -> None:
+    run = build_documented_run(tmp_path)
+    epsilon = _section(_render(run, tmp_path)[0], "epsilon")
+    assert "disagrees" not in epsilon
+    assert "Every final ε in metrics.json that has a signed round.spend equals the last one" in (
+        epsilon
+    )
 
 
 def test_unreadable_metrics_are_reported(run: Run, tmp_path: Path) -> None:
