@@ -27,10 +27,12 @@ Numerics: binomial tails are summed in log space from ``math.lgamma`` (no scipy)
 about 1e-12. Everything here is the standard library only (no torch), so the audit report can
 read and check results without the training stack.
 
-Also here: :func:`gaussian_epsilon`, the exact epsilon(delta) of the Gaussian mechanism (Balle
-and Wang, ICML 2018, Theorem 8), the ground truth of the audit's calibration; :func:`score_guesses`,
-the guessing rule; :class:`CanaryResult` and :func:`write_canary_result`, the result and its JSON
-file ``canary.json`` (the file :mod:`securefed.audit.rundata` reads for the report).
+Also here: :func:`score_guesses`, the guessing rule; :class:`CanaryObservation`, what a training
+run hands over (scores and inclusion bits; :class:`securefed.dp.canary.CanaryRun` is one, matched
+structurally because ``securefed.dp`` and ``securefed.audit`` are independent layers that must not
+import each other); :func:`evaluate_canaries`, observation -> :class:`CanaryResult`; and
+:func:`write_canary_result`, the JSON file ``canary.json`` that :mod:`securefed.audit.rundata`
+reads for the report.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from securefed.audit.rundata import CANARY_FILE
 from securefed.errors import ConfigError
@@ -49,10 +52,10 @@ from securefed.errors import ConfigError
 __all__ = [
     "CANARY_FILE",
     "LOWER_BOUND_NOTE",
+    "CanaryObservation",
     "CanaryResult",
     "epsilon_lower_bound",
-    "gaussian_delta",
-    "gaussian_epsilon",
+    "evaluate_canaries",
     "p_value",
     "score_guesses",
     "write_canary_result",
@@ -81,16 +84,29 @@ def p_value(*, canaries: int, guesses: int, correct: int, epsilon: float, delta:
         raise ConfigError(f"epsilon must be finite and >= 0, got {epsilon!r}")
     if not (math.isfinite(delta) and 0 <= delta <= 1):
         raise ConfigError(f"delta must be in [0, 1], got {delta!r}")
+    return _p_value(_log_choose(guesses), canaries, correct, epsilon, delta)
+
+
+def _p_value(
+    log_choose: Sequence[float], canaries: int, correct: int, epsilon: float, delta: float
+) -> float:
+    """:func:`p_value` for validated inputs; ``log_choose[k] = log C(r, k)``, ``k = 0..r``."""
+    guesses = len(log_choose) - 1
     log_q = -math.log1p(math.exp(-epsilon))  # q = e^eps / (1 + e^eps), P[a guess is right]
     log_1mq = -epsilon + log_q  # 1 - q = 1 / (1 + e^eps)
-    log_pmf = [_log_binomial_pmf(guesses, k, log_q, log_1mq) for k in range(guesses + 1)]
-    tail = _exp_log_sum(log_pmf[correct:])  # f(v) = P[Binomial(r, q) >= v]
+    first = 0 if delta > 0 else correct  # pure DP needs only the upper tail
+
+    def log_pmf(k: int) -> float:
+        return log_choose[k] + k * log_q + (guesses - k) * log_1mq
+
+    logs = [log_pmf(k) for k in range(first, guesses + 1)]
+    tail = _exp_log_sum(logs[correct - first :])  # f(v) = P[Binomial(r, q) >= v]
     if delta == 0 or correct == 0:
         return min(1.0, tail)
     alpha = 0.0  # max over i of P[v - i <= Binomial(r, q) < v] / i
     window = 0.0
     for i in range(1, correct + 1):
-        window += math.exp(log_pmf[correct - i])
+        window += math.exp(logs[correct - i])
         alpha = max(alpha, window / i)
     return min(1.0, tail + 2 * canaries * delta * alpha)
 
@@ -112,11 +128,12 @@ def epsilon_lower_bound(
     if not (math.isfinite(beta) and 0 < beta < 1):
         raise ConfigError(f"beta (1 - confidence) must be in (0, 1), got {beta!r}")
 
+    if not (math.isfinite(delta) and 0 <= delta <= 1):
+        raise ConfigError(f"delta must be in [0, 1], got {delta!r}")
+    log_choose = _log_choose(guesses)
+
     def rejected(epsilon: float) -> bool:
-        value = p_value(
-            canaries=canaries, guesses=guesses, correct=correct, epsilon=epsilon, delta=delta
-        )
-        return value <= beta
+        return _p_value(log_choose, canaries, correct, epsilon, delta) <= beta
 
     if not rejected(0.0):
         return 0.0
@@ -160,51 +177,6 @@ def score_guesses(
     right_out = sum(1 for i in order[:k_minus] if not included[i])
     right_in = sum(1 for i in order[m - k_plus :] if included[i])
     return k_plus + k_minus, right_in + right_out
-
-
-# -- calibration: the Gaussian mechanism -----------------------------------------------------
-
-
-def gaussian_delta(epsilon: float, *, sigma: float, sensitivity: float = 1.0) -> float:
-    """The smallest delta at which the Gaussian mechanism N(f(D), sigma^2 I) is (epsilon,
-    delta)-DP, for l2-sensitivity ``sensitivity`` (Balle and Wang 2018, Theorem 8; exact)::
-
-        delta(eps) = Phi(s/(2 sigma) - eps sigma/s) - e^eps Phi(-s/(2 sigma) - eps sigma/s)
-    """
-    if not (math.isfinite(sigma) and sigma > 0):
-        raise ConfigError(f"sigma must be finite and > 0, got {sigma!r}")
-    if not (math.isfinite(sensitivity) and sensitivity > 0):
-        raise ConfigError(f"sensitivity must be finite and > 0, got {sensitivity!r}")
-    if not (math.isfinite(epsilon) and epsilon >= 0):
-        raise ConfigError(f"epsilon must be finite and >= 0, got {epsilon!r}")
-    a = sensitivity / (2 * sigma)
-    b = epsilon * sigma / sensitivity
-    first = _normal_cdf(a - b)
-    lower = _normal_cdf(-a - b)
-    second = 0.0 if lower == 0 else math.exp(epsilon + math.log(lower))
-    return max(0.0, first - second)
-
-
-def gaussian_epsilon(*, sigma: float, delta: float, sensitivity: float = 1.0) -> float:
-    """The exact epsilon at ``delta`` of the Gaussian mechanism (inverse of
-    :func:`gaussian_delta`, by bisection to about 1e-12): the smallest epsilon >= 0 with
-    ``gaussian_delta(epsilon) <= delta``. Raises :class:`ConfigError` for delta outside (0, 1)."""
-    if not (math.isfinite(delta) and 0 < delta < 1):
-        raise ConfigError(f"delta must be in (0, 1), got {delta!r}")
-    if gaussian_delta(0.0, sigma=sigma, sensitivity=sensitivity) <= delta:
-        return 0.0
-    low, high = 0.0, 1.0
-    while gaussian_delta(high, sigma=sigma, sensitivity=sensitivity) > delta:
-        low, high = high, 2 * high
-        if high > _EPSILON_CEILING:
-            raise ConfigError(f"sigma={sigma} is too small for delta={delta}: epsilon > 1000")
-    for _ in range(_BISECTION_STEPS):
-        middle = (low + high) / 2
-        if gaussian_delta(middle, sigma=sigma, sensitivity=sensitivity) > delta:
-            low = middle
-        else:
-            high = middle
-    return high  # the end that satisfies delta(eps) <= delta
 
 
 # -- the result and its file ------------------------------------------------------------------
@@ -291,6 +263,71 @@ class CanaryResult:
         )
 
 
+class CanaryObservation(Protocol):
+    """What one audited training run produced, before any statistics (read-only attributes).
+
+    ``scores[i]`` is canary i's score (higher: more likely included), ``included[i]`` its secret
+    inclusion bit, ``k_plus`` / ``k_minus`` the numbers of "in" / "out" guesses fixed BEFORE the
+    run, ``claimed_epsilon`` the epsilon the mechanism claims at ``delta``.
+    """
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def scores(self) -> Sequence[float]: ...
+    @property
+    def included(self) -> Sequence[bool]: ...
+    @property
+    def k_plus(self) -> int: ...
+    @property
+    def k_minus(self) -> int: ...
+    @property
+    def confidence(self) -> float: ...
+    @property
+    def delta(self) -> float: ...
+    @property
+    def claimed_epsilon(self) -> float: ...
+    @property
+    def configuration(self) -> str: ...
+
+
+def evaluate_canaries(observation: CanaryObservation) -> CanaryResult:
+    """Guess (:func:`score_guesses`), count, and bound (:func:`epsilon_lower_bound` at
+    ``beta = 1 - confidence`` and the observation's delta).
+
+    Raises :class:`ConfigError` for inconsistent inputs (lengths, guess counts, a non-finite
+    score, confidence outside (0, 1), delta outside [0, 1)).
+    """
+    confidence = observation.confidence
+    if not (math.isfinite(confidence) and 0 < confidence < 1):
+        raise ConfigError(f"confidence must be in (0, 1), got {confidence!r}")
+    guesses, correct = score_guesses(
+        observation.scores,
+        observation.included,
+        k_plus=observation.k_plus,
+        k_minus=observation.k_minus,
+    )
+    canaries = len(observation.scores)
+    bound = epsilon_lower_bound(
+        canaries=canaries,
+        guesses=guesses,
+        correct=correct,
+        beta=1 - confidence,
+        delta=observation.delta,
+    )
+    return CanaryResult(
+        method=observation.method,
+        epsilon_lower_bound=bound,
+        confidence=confidence,
+        claimed_epsilon=observation.claimed_epsilon,
+        delta=observation.delta,
+        canaries=canaries,
+        guesses=guesses,
+        correct=correct,
+        configuration=observation.configuration,
+    )
+
+
 def write_canary_result(result: CanaryResult, run_dir: str | os.PathLike[str]) -> Path:
     """Write ``result`` as JSON to ``run_dir / canary.json`` and return that path.
 
@@ -352,9 +389,10 @@ def _text_field(data: Mapping[str, object], key: str) -> str:
     return value
 
 
-def _log_binomial_pmf(n: int, k: int, log_p: float, log_1mp: float) -> float:
-    log_choose = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-    return log_choose + k * log_p + (n - k) * log_1mp
+def _log_choose(n: int) -> list[float]:
+    """``[log C(n, k) for k in 0..n]`` from ``math.lgamma``."""
+    log_factorials = [math.lgamma(k + 1) for k in range(n + 1)]
+    return [log_factorials[n] - log_factorials[k] - log_factorials[n - k] for k in range(n + 1)]
 
 
 def _exp_log_sum(logs: Sequence[float]) -> float:
@@ -363,7 +401,3 @@ def _exp_log_sum(logs: Sequence[float]) -> float:
         return 0.0
     top = max(logs)
     return math.exp(top) * math.fsum(math.exp(x - top) for x in logs)
-
-
-def _normal_cdf(x: float) -> float:
-    return 0.5 * math.erfc(-x / math.sqrt(2))
