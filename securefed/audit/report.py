@@ -182,8 +182,28 @@ def _verification(data: RunData) -> Section:
             tuple((h.actor, str(h.seq), h.hash) for h in result.heads),
         )
     )
+    blocks.append(_roster_agreement(data))
     blocks.append(Para("Re-run this check with: securefed audit verify RUN_DIR"))
     return Section("verification", "Ledger verification", tuple(blocks))
+
+
+def _roster_agreement(data: RunData) -> Para:
+    """The roster's digest (to confirm with the institutions out of band), and whether every
+    party's run.configured entry recorded the same digest."""
+    if data.roster is None:
+        return Para(f"Roster digest: {NOT_RECORDED} (no roster).")
+    digest = data.roster.digest().hex()
+    recorded = {
+        e.actor: e.payload.get("roster_digest") for e in data.events(EventType.RUN_CONFIGURED)
+    }
+    other = sorted(actor for actor, value in recorded.items() if value != digest)
+    text = f"Roster digest (SHA-256, confirm it with every institution): {digest}. "
+    if other:
+        text += f"The run.configured entries of {', '.join(other)} record a different roster."
+        return Para(text, strong=True)
+    if not recorded:
+        return Para(text + "No run.configured entry records a roster digest.", strong=True)
+    return Para(text + f"Recorded in the run.configured entries of: {', '.join(sorted(recorded))}.")
 
 
 def _unit_of_privacy(data: RunData) -> Section:
@@ -402,7 +422,28 @@ def _unmask_log(data: RunData) -> Section:
         ),
         Table(headers, rows, empty="No round.unmask entries."),
     ]
+    blocks += _both_secrets(data)
     return Section("unmask-log", "Unmask log", tuple(blocks))
+
+
+def _both_secrets(data: RunData) -> list[Block]:
+    """A warning for every round.unmask that lists one institution in both columns: with its
+    self-mask seed and its mask key the coordinator could unmask that institution's update."""
+    warnings: list[Block] = []
+    for entry in data.events(EventType.UNMASK):
+        seeds, keys = entry.payload.get("self_seeds_of"), entry.payload.get("mask_keys_of")
+        if not isinstance(seeds, list) or not isinstance(keys, list):
+            continue
+        both = sorted({v for v in seeds if isinstance(v, int)} & set(keys))
+        if both:
+            round_ = _fmt(entry.payload.get("round", _MISSING))
+            parties = ", ".join(data.party(v) for v in both)
+            text = (
+                f"Round {round_}: {entry.actor} records reconstructing BOTH secrets of "
+                f"{parties}; that is enough to unmask an individual update."
+            )
+            warnings.append(Para(text, strong=True))
+    return warnings
 
 
 def _dropouts(data: RunData) -> Section:

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from securefed.audit import SECTION_IDS, load_compliance_mapping, render_report
+from securefed.audit import SECTION_IDS, Ledger, Unmask, load_compliance_mapping, render_report
 from securefed.audit.svg import Series, line_plot
 from securefed.errors import ConfigError
+from securefed.testing import make_federation
 from tests.audit import Run, build_documented_run, build_run
 
 HAZARD = "<script>alert('x')</script> & <b>co</b>"
@@ -270,6 +271,36 @@ def test_metrics_that_agree_with_the_signed_spend_say_so(tmp_path: Path) -> None
     assert "disagrees" not in epsilon
     assert "Every final ε in metrics.json that has a signed round.spend equals the last one" in (
         epsilon
+    )
+
+
+def test_an_unmask_of_both_secrets_of_one_institution_is_flagged(tmp_path: Path) -> None:
+    run = build_run(tmp_path, final=False)
+    with Ledger.open(run.path("server"), "server", run.keys["server"]) as ledger:
+        ledger.record(
+            Unmask(
+                round=5, outputs=1, target_blinded=False, self_seeds_of=(0, 1), mask_keys_of=(1,)
+            )
+        )
+    unmask = _section(_render(run, tmp_path)[0], "unmask-log")
+    assert "Round 5: server records reconstructing BOTH secrets of bank-1 (#1)" in unmask
+    assert unmask.count("BOTH secrets") == 1  # rounds 1-4 are fine
+
+
+def test_the_roster_digest_is_shown_and_checked_against_run_configured(
+    run: Run, tmp_path: Path
+) -> None:
+    digest = run.federation.roster.digest().hex()
+    verification = _section(_render(run, tmp_path)[0], "verification")
+    assert f"Roster digest (SHA-256, confirm it with every institution): {digest}." in verification
+    assert "run.configured entries of: bank-0, bank-1, bank-2, server." in verification
+    other = make_federation(3).roster
+    render_report(run.run_dir, out_html=tmp_path / "o.html", roster=other)
+    verification = _section((tmp_path / "o.html").read_text(), "verification")
+    assert other.digest().hex() in verification
+    assert re.search(
+        r'<p class="strong">[^<]*of bank-0, bank-1, bank-2, server record a different roster',
+        verification,
     )
 
 
