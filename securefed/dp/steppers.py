@@ -103,7 +103,8 @@ class DPStepper:
     copy). With ``ghost_clipping`` it first tries ghost clipping on a throw-away copy of the model
     with an all-zero input (no record is read); if that fails it uses hooks and
     ``ghost_unavailable`` says why. Raises :class:`ConfigError` if the module cannot be made DP
-    compatible.
+    compatible or is already attached to an Opacus engine (a module takes part in one engine
+    only: Opacus would refuse it with a bare ``ValueError``).
     """
 
     def __init__(
@@ -121,6 +122,12 @@ class DPStepper:
         noise_generator: torch.Generator | None,
         secure_mode: bool,
     ) -> None:
+        if hasattr(module, "autograd_grad_sample_hooks") or hasattr(module, "_module"):
+            raise ConfigError(
+                "this model is already attached to an Opacus engine (one engine per "
+                "participation): build a fresh model and load the weights into it "
+                "(securefed.models.load_model / load_flat_parameters)"
+            )
         module.train()
         problems = ModuleValidator.validate(module, strict=False)
         self.fixes: tuple[str, ...] = tuple(str(problem) for problem in problems)

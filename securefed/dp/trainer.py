@@ -17,8 +17,8 @@ The rules that keep that true:
   step. A crash at any later point leaves the round charged (conservative: epsilon never goes
   down, and the recorded epsilon is never lower than that of anything released);
 * a restart with the same ``state_dir`` reloads the history (epsilon continues, never resets)
-  and refuses a configuration that would change sigma, q, steps per round, the accountant, delta
-  or the budget (:class:`~securefed.errors.ConfigError`);
+  and refuses a configuration that would change sigma, q, steps per round, the accountant, delta,
+  the clipping norm or the budget (:class:`~securefed.errors.ConfigError`);
 * sampling is Poisson with rate q (Opacus's ``UniformWithReplacementSampler``); an epoch is
   ``n // batch_size`` steps (at least 1), Opacus's default ``int(1 / q)`` computed exactly.
 
@@ -165,6 +165,7 @@ class PrivateTrainer:
             ("steps per round", existing.steps_per_round, steps),
             ("delta", existing.delta, dp.delta),
             ("target epsilon", existing.target_epsilon, dp.target_epsilon),
+            ("max_grad_norm", existing.max_grad_norm, dp.max_grad_norm),
         ]
         if dp.noise_multiplier is not None:
             checks.append(("noise multiplier", existing.noise_multiplier, dp.noise_multiplier))
@@ -256,10 +257,15 @@ class PrivateTrainer:
                 "never use a seed in a deployment)"
             )
         if not self._secure:
+            reason = (
+                "a simulation seed is set"
+                if secure_rng_available()
+                else "torchcsprng is not installed"
+            )
             found.append(
-                "Opacus secure_mode is off: torchcsprng is not installed, DP noise and Poisson "
-                "sampling come from torch's non-cryptographic PRNG (Mersenne Twister), and the "
-                "floating-point noise hardening of secure_mode is not applied"
+                f"Opacus secure_mode is off ({reason}): DP noise and Poisson sampling come from "
+                "torch's non-cryptographic PRNG (Mersenne Twister), and the floating-point noise "
+                "hardening of secure_mode is not applied"
             )
         if private.stepper.ghost_unavailable is not None:
             found.append(
