@@ -23,6 +23,7 @@ from typing import Any
 from securefed import __version__
 from securefed.audit import render_report, verify_path
 from securefed.bench import run_prg_benchmark
+from securefed.bench.dp import run_dp_benchmark
 from securefed.bench.personalize import run_personalize_benchmark
 from securefed.bench.secagg import Baseline, run_secagg_benchmark
 from securefed.crypto import SuiteId, VerifyKey, encrypt_signing_key, get_suite
@@ -67,6 +68,21 @@ def _bench_personalize(args: argparse.Namespace) -> int:
     print(f"bench personalize: N={args.clients}, d={args.dim}, {args.mode} ...", file=sys.stderr)
     result = run_personalize_benchmark(
         clients=args.clients, dim=args.dim, mode=args.mode, sketch_dim=args.sketch_dim
+    )
+    _print_result(result, as_json=args.json)
+    return 0
+
+
+def _bench_dp(args: argparse.Namespace) -> int:
+    print(
+        f"bench dp: CNN, batch {args.batch_size}, {args.steps} timed steps per path ...",
+        file=sys.stderr,
+    )
+    result = run_dp_benchmark(
+        batch_size=args.batch_size,
+        steps=args.steps,
+        warmup=args.warmup,
+        include_hooks=not args.no_hooks,
     )
     _print_result(result, as_json=args.json)
     return 0
@@ -310,6 +326,13 @@ def _parser() -> argparse.ArgumentParser:
     personal.add_argument("--sketch-dim", type=int, default=256, help="sketch length k")
     personal.add_argument("--json", action="store_true", help="one JSON object on stdout")
     personal.set_defaults(handler=_bench_personalize)
+    dp_bench = benches.add_parser("dp", help="a DP-SGD step of the demo CNN vs a plain SGD step")
+    dp_bench.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    dp_bench.add_argument("--steps", type=int, default=20, help="timed steps per path (median)")
+    dp_bench.add_argument("--warmup", type=int, default=3, help="untimed steps per path first")
+    dp_bench.add_argument("--no-hooks", action="store_true", help="skip the hooks reference path")
+    dp_bench.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    dp_bench.set_defaults(handler=_bench_dp)
 
     _add_keys_commands(commands)
     _add_audit_commands(commands)
