@@ -73,11 +73,14 @@ def test_secure_fedavg_run_learns_reports_epsilon_and_verifies(
     history = metrics["history"]
     assert [h["round"] for h in history] == [0, 1, 2]
     assert history[-1]["mean_test_accuracy"] > history[0]["mean_test_accuracy"] + 0.2
-    assert metrics["rounds"] == 2 and metrics["secure"] is True and metrics["mode"] == "fedavg"
+    assert metrics["rounds"] == 2
+    assert metrics["secure"] is True
+    assert metrics["mode"] == "fedavg"
     for client in metrics["clients"]:
         assert 0 < client["epsilon"] <= config.dp.target_epsilon  # type: ignore[union-attr]
         assert client["delta"] == 1e-4
-    assert metrics["dp"]["accountant"] == "prv" and metrics["dp"]["noise_multiplier"] > 0
+    assert metrics["dp"]["accountant"] == "prv"
+    assert metrics["dp"]["noise_multiplier"] > 0
     assert set(metrics["baselines"]) == {"local"}
     assert 0 <= metrics["baselines"]["local"]["mean_test_accuracy"] <= 1
     result = verify_run(tmp_path / "run")
@@ -112,13 +115,14 @@ def test_spend_is_ledgered_before_training_and_unmask_is_recorded(
     unmasks = [p for e, p in server if e is EventType.UNMASK]
     assert [u["round"] for u in unmasks] == [1, 2]
     assert all(u["outputs"] == 1 and u["target_blinded"] is False for u in unmasks)
-    assert client[-1] is EventType.CHECKPOINT and server[-1][0] is EventType.CHECKPOINT
+    assert client[-1] is EventType.CHECKPOINT
+    assert server[-1][0] is EventType.CHECKPOINT
 
 
 def test_budget_refusal_is_ledgered_and_epsilon_stays_within_budget(
     tenant_dir: Path, tmp_path: Path
 ) -> None:
-    # sigma fixed explicitly, so the budget runs out: round 1 reaches 2.52, round 2 would reach 3.26.
+    # sigma fixed explicitly so the budget runs out: round 1 reaches 2.52, round 2 would be 3.26.
     config = _config(
         tenant_dir,
         mode=RunMode.LOCAL,
