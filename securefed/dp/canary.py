@@ -223,7 +223,7 @@ class GaussianCanaryAudit:
             raise ConfigError(f"sigma must be finite and > 0, got {self.sigma!r}")
 
     def run(self, *, seed: int | None = None) -> CanaryRun:
-        """Draw the inclusion bits and the noise, release, score. Seconds on any laptop."""
+        """Draw the inclusion bits and the noise, release, score (milliseconds)."""
         start = time.perf_counter()
         included = _inclusion_bits(self.canaries, _generator(seed, "inclusion"))
         noise = torch.randn(
