@@ -31,6 +31,7 @@ from securefed.crypto.cleartext import export_unencrypted_signing_key_unsafe
 from securefed.crypto.keyfile import MIN_PASSPHRASE_BYTES
 from securefed.data import PartitionConfig, prepare
 from securefed.errors import ConfigError, SecureFedError
+from securefed.runtime.benchmark import run_round_benchmark
 from securefed.runtime.config import RunConfig, RunMode, load_run_config
 from securefed.runtime.demo import ProgressPrinter, comparison_table, demo_config
 from securefed.runtime.federated import RunSummary, run_federation
@@ -89,6 +90,21 @@ def _bench_dp(args: argparse.Namespace) -> int:
         include_hooks=not args.no_hooks,
     )
     _print_result(result, as_json=args.json)
+    return 0
+
+
+def _bench_round(args: argparse.Namespace) -> int:
+    print(
+        f"bench round: N={args.tenants}, {args.samples_per_tenant} samples each, {args.mode} ...",
+        file=sys.stderr,
+    )
+    result = run_round_benchmark(
+        tenants=args.tenants,
+        samples_per_tenant=args.samples_per_tenant,
+        mode=args.mode,
+        repeats=args.repeats,
+    )
+    _print_result(result.to_dict(), as_json=args.json)
     return 0
 
 
@@ -452,6 +468,17 @@ def _parser() -> argparse.ArgumentParser:
     personal.add_argument("--sketch-dim", type=int, default=256, help="sketch length k")
     personal.add_argument("--json", action="store_true", help="one JSON object on stdout")
     personal.set_defaults(handler=_bench_personalize)
+    rounds = benches.add_parser("round", help="crypto share of one secure DP training round")
+    rounds.add_argument("--tenants", type=int, default=10, help="N (default 10)")
+    rounds.add_argument(
+        "--samples-per-tenant", type=int, default=500, help="train + test samples (default 500)"
+    )
+    rounds.add_argument(
+        "--mode", choices=["fedavg", "fedamp", "heurfedamp", "group"], default="fedamp"
+    )
+    rounds.add_argument("--repeats", type=int, default=2, help="measured rounds, best kept")
+    rounds.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    rounds.set_defaults(handler=_bench_round)
     dp_bench = benches.add_parser("dp", help="a DP-SGD step of the demo CNN vs a plain SGD step")
     dp_bench.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
     dp_bench.add_argument("--steps", type=int, default=20, help="timed steps per path (median)")

@@ -18,6 +18,7 @@ Schema (every key optional unless marked; see docs/run-config.md for the full de
     groups = 3
     scheme = "concept-shift"
     partition_seed = 0
+    samples_per_tenant = 400            # optional: cap per tenant, train + test (default: all)
     model = "cnn"                       # cnn | mlp
 
     [training]
@@ -105,6 +106,7 @@ class DataConfig:
     groups: int = 3
     scheme: Scheme = Scheme.CONCEPT_SHIFT
     partition_seed: int = 0
+    samples_per_tenant: int | None = None
     model: ModelName = ModelName.CNN
 
 
@@ -251,6 +253,9 @@ def _data(table: _Table) -> DataConfig:
         groups=table.integer("groups", 3, minimum=1),
         scheme=table.enum("scheme", Scheme, Scheme.CONCEPT_SHIFT),
         partition_seed=table.integer("partition_seed", 0, minimum=0),
+        samples_per_tenant=None
+        if table.get("samples_per_tenant") is None
+        else table.integer("samples_per_tenant", 0, minimum=2),
         model=table.enum("model", ModelName, ModelName.CNN),
     )
     table.finish()

@@ -68,7 +68,15 @@ from securefed.secagg.roster import save_roster
 from securefed.secagg.transcript import ContextItem
 from securefed.testing import Federation, make_federation
 
-__all__ = ["METRICS_FILE", "RoundReport", "RunSummary", "run_federation"]
+__all__ = [
+    "METRICS_FILE",
+    "RoundReport",
+    "RunSummary",
+    "build_clients",
+    "partition_for",
+    "run_federation",
+    "simulation_params",
+]
 
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.toml"
@@ -171,15 +179,15 @@ def _run_one(
         save_roster(federation.roster, run_dir / ROSTER_FILE)
         (run_dir / CONFIG_FILE).write_text(config.to_toml(), encoding="utf-8")
         _record_configured(ledgers, config, federation)
-    clients = _clients(config, data, federation, run_dir, ledgers)
+    clients = build_clients(config, data, federation, run_dir, ledgers)
     server = ServerNode(
         mode=config.mode,
         secure=config.secure,
         federation=federation,
         ledger=ledgers.get(SERVER_ID),
         seed=config.seed,
-        params=_simulation_params(config),
-        partition=_partition(config, data),
+        params=simulation_params(config),
+        partition=partition_for(config, data),
     )
     if config.mode is RunMode.GROUP:
         server.record_declared_partition()
@@ -265,13 +273,16 @@ def _record_configured(
         )
 
 
-def _clients(
+def build_clients(
     config: RunConfig,
     data: Tenants,
     federation: Federation,
     run_dir: Path,
     ledgers: dict[str, Ledger],
 ) -> list[ClientNode]:
+    """One :class:`ClientNode` per tenant, in roster order: the same initial model for all, a
+    private trainer with its state under ``run_dir/state/<party>``, the party's ledger (if in
+    ``ledgers``), the budget and hazards already ledgered."""
     training = TrainingConfig(
         lr=config.training.lr,
         batch_size=config.training.batch_size,
@@ -343,7 +354,8 @@ def _inputs(config: RunConfig, samples: np.ndarray) -> torch.Tensor:
     return x
 
 
-def _simulation_params(config: RunConfig) -> SimulationParams:
+def simulation_params(config: RunConfig) -> SimulationParams:
+    """The secure round's parameters for ``config`` (weights from secret sketches)."""
     p = config.personalize
     heur = config.mode is RunMode.HEURFEDAMP
     return SimulationParams(
@@ -358,7 +370,13 @@ def _simulation_params(config: RunConfig) -> SimulationParams:
     )
 
 
-def _partition(config: RunConfig, data: Tenants) -> tuple[int, ...] | str | None:
+def partition_for(config: RunConfig, data: Tenants) -> tuple[int, ...] | str | None:
+    """Group mode's partition: the configured list, the declared segments of
+    ``federation.json``, or ``"sketch"`` (learned in the first round); None in other modes.
+
+    Raises:
+        ConfigError: a list of the wrong length, or declared segments without federation.json.
+    """
     if config.mode is not RunMode.GROUP:
         return None
     segments = config.personalize.segments

@@ -61,6 +61,7 @@ def load_run_tenants(data: DataConfig, run_dir: Path) -> Tenants:
                 groups=data.groups,
                 scheme=data.scheme,
                 seed=data.partition_seed,
+                samples_per_tenant=data.samples_per_tenant,
             ),
         )
     tenants = tuple(load_tenants(directory))
