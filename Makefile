@@ -60,6 +60,13 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/securefed bench prg --mib 256 --json
 	$(BIN)/securefed bench secagg --clients 10 --dim 1000000 --dropouts 1 --baseline flower --json
+	$(BIN)/securefed bench personalize --clients 10 --dim 1000000 --mode fedamp --sketch-dim 256 --json
+	$(BIN)/securefed bench personalize --clients 10 --dim 1000000 --mode group --json
+	$(BIN)/securefed bench dp --json
+	$(BIN)/securefed bench round --tenants 10 --samples-per-tenant 500 --mode fedamp --json
+	$(BIN)/securefed bench round --tenants 10 --samples-per-tenant 500 --mode group --json
+	$(BIN)/securefed bench round --tenants 62 --samples-per-tenant 80 --mode fedamp --json
+	$(BIN)/securefed bench round --tenants 62 --samples-per-tenant 80 --mode group --json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -476,15 +476,26 @@ def _metrics(
     first = clients[0].trainer
     dp = None
     if config.dp is not None:
+        sigmas = {c.party_id: c.trainer.noise_multiplier for c in clients}
+        rates = {c.party_id: c.trainer.sample_rate for c in clients}
+        # One number each, the weakest any institution used (smallest sigma, largest q): sigma
+        # comes from each institution's own q = batch / n, so it differs slightly between them.
         dp = {
             "target_epsilon": config.dp.target_epsilon,
             "delta": config.dp.delta,
-            "noise_multiplier": first.noise_multiplier,
+            "noise_multiplier": min(v for v in sigmas.values() if v is not None),
             "max_grad_norm": config.dp.max_grad_norm,
-            "sample_rate": {c.party_id: c.trainer.sample_rate for c in clients},
-            "steps_per_round": {c.party_id: c.trainer.steps_per_round for c in clients},
+            "sample_rate": max(v for v in rates.values() if v is not None),
             "accountant": config.dp.accountant,
             "accountant_version": f"opacus {opacus.__version__}",
+            "by_client": {
+                c.party_id: {
+                    "noise_multiplier": sigmas[c.party_id],
+                    "sample_rate": rates[c.party_id],
+                    "steps_per_round": c.trainer.steps_per_round,
+                }
+                for c in clients
+            },
         }
     per_client = [
         {
