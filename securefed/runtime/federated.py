@@ -134,6 +134,10 @@ def run_federation(
         status ``interrupted`` and still verify.
     """
     started = time.perf_counter()
+    if config.data.directory is None and config.data.tenants < 3:
+        raise ConfigError(f"data.tenants must be >= 3, got {config.data.tenants}")
+    if config.rounds < 1:
+        raise ConfigError(f"rounds must be >= 1, got {config.rounds}")
     run_dir = _fresh_run_dir(Path(out))
     data = load_run_tenants(config.data, run_dir)
     metrics, ledgers = _run_one(config, run_dir, data, record=True, progress=progress)
