@@ -19,6 +19,7 @@ SIMULATION API: never use its seeded randomness in a deployment.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -94,6 +95,9 @@ class SimulationParams:
         k_min, cap: the weight policy (default: k_min = min(3, N - 1), cap = max(0.5, 1/(N-1))).
         value_range: the codec's bound B on |value| (default 8: models with |w| <= 4 fit).
         fractional_bits: codec resolution 2**-f.
+        colluders: group mode's n_C -- how many members of one group may collude with the
+            server. Every group needs at least ``k_min + colluders`` members (k_min default 2
+            here), so that a group sum always mixes at least k_min honest models (DESIGN §4e).
     """
 
     alpha: float = 0.5
@@ -110,6 +114,7 @@ class SimulationParams:
     cap: float | None = None
     value_range: float = 8.0
     fractional_bits: int = 16
+    colluders: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,10 +460,14 @@ def _group_round(
     used = np.zeros((n, n))
     bound = 0.0
     configs = []
+    smallest = _minimum_group_size(params)
     for label in sorted(set(params.partition)):
         members = [i for i in range(n) if params.partition[i] == label]
-        if len(members) < 3:
-            raise ConfigError(f"group {label} has {len(members)} members; groups need at least 3")
+        if len(members) < smallest:
+            raise ConfigError(
+                f"group {label} has {len(members)} members; groups need at least "
+                f"k_min + colluders = {smallest} (and 3 for secure aggregation)"
+            )
         fed = _sub_federation(federation, members)
         group_seed = seed + 7919 * (label + 1)
         config = _round_config(fed, params, dim=dim, seed=group_seed, mode=AggregationMode.SUM)
@@ -501,6 +510,16 @@ def _group_round(
     return RoundResult(
         personalized, aborted, used, bound, view, tuple(configs), partition=params.partition
     )
+
+
+def _minimum_group_size(params: SimulationParams) -> int:
+    """max(3, ceil(k_min + n_C)): k_min honest members in every group sum (DESIGN §4e)."""
+    if isinstance(params.colluders, bool) or not isinstance(params.colluders, int):
+        raise ConfigError(f"colluders must be an integer >= 0, got {params.colluders!r}")
+    if params.colluders < 0:
+        raise ConfigError(f"colluders must be >= 0, got {params.colluders}")
+    k_min = 2.0 if params.k_min is None else params.k_min
+    return max(3, math.ceil(k_min + params.colluders))
 
 
 def _sub_federation(federation: Federation, members: Sequence[int]) -> Federation:

@@ -150,3 +150,14 @@ def test_group_partition_chosen_from_sketches_finds_the_latent_groups() -> None:
     assert all((labels[i] == labels[0]) == (i % 2 == 0) for i in range(8))  # the latent groups
     assert len(result.server_view.sketches) == 8
     check_against_reference(result, models)
+
+
+def test_group_mode_refuses_groups_smaller_than_k_min_plus_colluders() -> None:
+    models = [np.full(8, float(i) / 10) for i in range(8)]
+    partition = [0, 0, 0, 0, 1, 1, 1, 1]
+    ok = securefed.simulate_round(models, mode="group", seed=0, partition=partition, colluders=2)
+    assert set(ok.personalized) == set(range(8))
+    with pytest.raises(ConfigError, match=r"k_min \+ colluders = 5"):
+        securefed.simulate_round(models, mode="group", seed=0, partition=partition, colluders=3)
+    with pytest.raises(ConfigError, match="colluders"):
+        securefed.simulate_round(models, mode="group", seed=0, partition=partition, colluders=-1)
