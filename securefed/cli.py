@@ -22,6 +22,7 @@ from typing import Any
 
 from securefed import __version__
 from securefed.audit import render_report, verify_path, verify_run
+from securefed.audit.canary_bound import evaluate_canaries, write_canary_result
 from securefed.bench import run_prg_benchmark
 from securefed.bench.dp import run_dp_benchmark
 from securefed.bench.personalize import run_personalize_benchmark
@@ -30,6 +31,7 @@ from securefed.crypto import SuiteId, VerifyKey, encrypt_signing_key, get_suite
 from securefed.crypto.cleartext import export_unencrypted_signing_key_unsafe
 from securefed.crypto.keyfile import MIN_PASSPHRASE_BYTES
 from securefed.data import PartitionConfig, prepare
+from securefed.dp.canary import run_canary_audit
 from securefed.errors import ConfigError, SecureFedError
 from securefed.runtime.benchmark import run_round_benchmark
 from securefed.runtime.config import RunConfig, RunMode, load_run_config
@@ -281,6 +283,33 @@ def _audit_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_canary(args: argparse.Namespace) -> int:
+    """Run a one-run canary audit; print the lower bound next to the claimed epsilon; with
+    ``--run-dir`` also write ``canary.json`` there (the audit report shows it)."""
+    print(f"audit canary: preset {args.preset} ...", file=sys.stderr)
+    result = evaluate_canaries(
+        run_canary_audit(args.preset, canaries=args.canaries, seed=args.seed)
+    )
+    if args.run_dir:
+        print(f"wrote {write_canary_result(result, args.run_dir)}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.to_dict(), sort_keys=True))
+        return 0
+    verdict = (
+        "VIOLATION: the lower bound exceeds the claimed epsilon -- the accounting is wrong"
+        if result.exceeds_claim
+        else "consistent: the lower bound does not exceed the claimed epsilon"
+    )
+    print(
+        f"empirical epsilon LOWER BOUND {result.epsilon_lower_bound:.3f} at "
+        f"{result.confidence:.0%} confidence (claimed epsilon {result.claimed_epsilon:.3f}, "
+        f"delta {result.delta:g}; {result.correct}/{result.guesses} guesses right, "
+        f"{result.canaries} canaries)\n{verdict}\n"
+        "A lower bound is not a proof of privacy: a run can pass and still leak more."
+    )
+    return 0
+
+
 def _add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     audit = commands.add_parser("audit", help="verify audit ledgers and render the audit report")
     actions = audit.add_subparsers(dest="action", required=True)
@@ -317,6 +346,21 @@ def _add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         help="roster of identity keys (default: roster.toml of the run directory)",
     )
     report.set_defaults(handler=_audit_report)
+
+    canary = actions.add_parser(
+        "canary", help="one-run canary audit: an empirical LOWER bound on epsilon (docs/canary.md)"
+    )
+    canary.add_argument(
+        "--preset",
+        choices=["calibration", "dp-sgd", "broken-no-noise"],
+        default="dp-sgd",
+        help="what to audit (default dp-sgd; broken-no-noise simulates an accounting bug)",
+    )
+    canary.add_argument("--canaries", type=int, help="number of canaries m (preset default)")
+    canary.add_argument("--seed", type=int, help="simulation seed (reproducible runs)")
+    canary.add_argument("--run-dir", metavar="RUN_DIR", help="also write RUN_DIR/canary.json")
+    canary.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    canary.set_defaults(handler=_audit_canary)
 
 
 # --- runs: demo, run --config, data prepare (docs/quickstart.md, docs/run-config.md) ----------

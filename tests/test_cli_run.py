@@ -72,3 +72,15 @@ def test_configuration_errors_exit_2_and_write_nothing(
     assert main(["demo", "--tenants", "2", "--out", str(out)]) == 2
     assert "tenants" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_audit_canary_flags_the_broken_configuration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["audit", "canary", "--preset", "broken-no-noise", "--canaries", "500", "--seed", "0"]
+    assert main([*argv, "--run-dir", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "LOWER BOUND" in printed
+    assert "VIOLATION" in printed
+    written = json.loads((tmp_path / "canary.json").read_text())
+    assert written["epsilon_lower_bound"] > written["claimed_epsilon"]
