@@ -90,6 +90,8 @@ class ProgressPrinter:
         bar = "#" * filled + "." * (width - filled)
         epsilon = "-" if report.max_epsilon is None else f"{report.max_epsilon:.2f}"
         extra = f", {report.refused} refused (budget)" if report.refused else ""
+        if report.own_segment_weight is not None:
+            extra += f", own-segment weight {report.own_segment_weight:.2f}"
         print(
             f"{self._label:<10} [{bar}] round {report.round:>3}/{report.rounds}  "
             f"mean accuracy {report.mean_test_accuracy:6.1%}  max ε {epsilon:>5}  "

@@ -61,7 +61,7 @@ from securefed.dp import AccountantKind, DPConfig, PrivateTrainer, TrainingConfi
 from securefed.errors import ConfigError
 from securefed.models import build_model, parameter_count, save_model
 from securefed.runtime.config import ModelName, RunConfig, RunMode, SegmentSource
-from securefed.runtime.nodes import ClientNode, ServerNode
+from securefed.runtime.nodes import ClientNode, ServerNode, own_segment_weight
 from securefed.runtime.simulate import PHASES, SimulationParams
 from securefed.runtime.tenants import Tenants, load_run_tenants
 from securefed.secagg.roster import save_roster
@@ -94,6 +94,7 @@ class RoundReport:
     rounds: int
     mean_test_accuracy: float
     max_epsilon: float | None
+    own_segment_weight: float | None
     completed: int
     refused: int
     seconds: float
@@ -203,9 +204,11 @@ def _run_one(
     completed_rounds = 0
     try:
         for round_ in range(1, config.rounds + 1):
-            report = _round(round_, config, clients, server, ledgers)
+            report = _round(round_, config, clients, server, ledgers, segments=data.segments)
             completed_rounds = round_
-            history.append(_history_entry(round_, clients))
+            entry = _history_entry(round_, clients)
+            entry["own_segment_weight"] = report.own_segment_weight
+            history.append(entry)
             if progress is not None:
                 progress(report)
     finally:
@@ -407,6 +410,8 @@ def _round(
     clients: Sequence[ClientNode],
     server: ServerNode,
     ledgers: dict[str, Ledger],
+    *,
+    segments: tuple[int, ...] | None,
 ) -> RoundReport:
     started = time.perf_counter()
     heads = collect_heads(ledgers.values()) if ledgers else ()
@@ -414,6 +419,7 @@ def _round(
     outcomes = [client.train(round_) for client in clients]
     refused = {c.index for c, o in zip(clients, outcomes, strict=True) if not o.trained}
     completed = len(clients) - len(refused)
+    own_weight = None
     if config.mode is not RunMode.LOCAL:
         absent = dict.fromkeys(refused, "advertise")
         absent.update(_injected_dropouts(config, round_, len(clients), refused))
@@ -427,6 +433,8 @@ def _round(
             if personalized is not None:
                 client.receive(personalized, anchor=anchor)
         completed = len(result.personalized)
+        if result.weights is not None and segments is not None:
+            own_weight = own_segment_weight(result.weights, segments)
     for ledger in ledgers.values():
         record_checkpoint(ledger, heads, final=False)
     epsilons = [e for e in (c.trainer.epsilon() for c in clients) if e is not None]
@@ -435,6 +443,7 @@ def _round(
         rounds=config.rounds,
         mean_test_accuracy=_mean_accuracy(clients),
         max_epsilon=max(epsilons) if epsilons else None,
+        own_segment_weight=own_weight,
         completed=completed,
         refused=len(refused),
         seconds=time.perf_counter() - started,

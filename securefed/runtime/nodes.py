@@ -54,6 +54,7 @@ __all__ = [
     "ClientNode",
     "ServerNode",
     "TrainOutcome",
+    "own_segment_weight",
 ]
 
 Vector = npt.NDArray[np.float64]
@@ -194,11 +195,13 @@ class ClientNode:
 @dataclass(frozen=True, slots=True)
 class AggregationOutcome:
     """One round's aggregation: personalized models by client index (completed clients only),
-    the clients that did not complete with the reason, and the partition in group mode."""
+    the clients that did not complete with the reason, the partition in group mode, and the
+    N x N weights xi as used (rows of clients that did not complete are zero)."""
 
     personalized: dict[int, Vector]
     aborted: dict[int, str]
     partition: tuple[int, ...] | None
+    weights: Vector | None = None
     masked: dict[int, list[npt.NDArray[np.generic]]] = field(default_factory=dict)
 
 
@@ -250,6 +253,7 @@ class ServerNode:
             personalized=result.personalized,
             aborted=result.aborted,
             partition=result.partition,
+            weights=result.weights,
             masked=_masked_by_client(result),
         )
 
@@ -301,10 +305,13 @@ class ServerNode:
         weights = self._plaintext_weights(stacked, present)
         mixed = weights @ stacked
         personalized = {i: mixed[k] for k, i in enumerate(present)}
+        full = np.zeros((len(models), len(models)))
+        full[np.ix_(present, present)] = weights
         return AggregationOutcome(
             personalized=personalized,
             aborted=dict.fromkeys(absent, "absent"),
             partition=self.partition if isinstance(self.partition, tuple) else None,
+            weights=full,
         )
 
     def _plaintext_weights(self, stacked: Vector, present: Sequence[int]) -> Vector:
@@ -326,6 +333,21 @@ class ServerNode:
             self.partition = partition_from_distances(distances, groups=params.groups)
         labels = [self.partition[i] for i in present]
         return group_weights(labels, self_weight=params.self_weight)
+
+
+def own_segment_weight(weights: Vector, segments: Sequence[int]) -> float | None:
+    """Mean over clients with off-diagonal weight of the share of it that goes to clients of
+    the same (latent) segment; None if no row has off-diagonal weight. Chance is about
+    (segment size - 1) / (N - 1)."""
+    shares = []
+    for i, row in enumerate(np.asarray(weights, dtype=np.float64)):
+        others = [j for j in range(len(row)) if j != i]
+        total = float(sum(row[j] for j in others))
+        if total <= 0:
+            continue
+        same = float(sum(row[j] for j in others if segments[j] == segments[i]))
+        shares.append(same / total)
+    return float(np.mean(shares)) if shares else None
 
 
 def _round_seed(seed: int, round_: int) -> int:
