@@ -68,5 +68,10 @@ bench: $(BENCH_STAMP)
 	$(BIN)/securefed bench round --tenants 62 --samples-per-tenant 80 --mode fedamp --json
 	$(BIN)/securefed bench round --tenants 62 --samples-per-tenant 80 --mode group --json
 
+## make experiments: every method on the same splits (hours on 2 cores; not in CI). Table in
+## runs/experiments/results.md; finished cells are reused when re-run.
+experiments: $(STAMP)
+	$(BIN)/securefed experiments --out runs/experiments
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -12,6 +12,7 @@ from the command line and never printed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -36,6 +37,7 @@ from securefed.errors import ConfigError, SecureFedError
 from securefed.runtime.benchmark import run_round_benchmark
 from securefed.runtime.config import RunConfig, RunMode, load_run_config
 from securefed.runtime.demo import ProgressPrinter, comparison_table, demo_config
+from securefed.runtime.experiments import FULL_GRID, QUICK_GRID, run_experiments
 from securefed.runtime.federated import RunSummary, run_federation
 from securefed.secagg.roster import (
     PublicIdentity,
@@ -438,6 +440,18 @@ def _data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiments(args: argparse.Namespace) -> int:
+    grid = QUICK_GRID if args.quick else FULL_GRID
+    if args.rounds is not None:
+        grid = dataclasses.replace(grid, rounds=args.rounds)
+    table = run_experiments(grid, args.out)
+    out = Path(args.out) / "results.md"
+    out.write_text(table + "\n", encoding="utf-8")
+    print(table)
+    print(f"table: {out}; every run: {args.out}/<cell>/", file=sys.stderr)
+    return 0
+
+
 def _add_run_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     modes = ["local", "fedavg", "fedamp", "heurfedamp", "group"]
     demo = commands.add_parser(
@@ -460,6 +474,14 @@ def _add_run_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     run.add_argument("--config", required=True, metavar="run.toml", help="run configuration")
     run.add_argument("--out", metavar="DIR", help="run directory (default runs/<name>)")
     run.set_defaults(handler=_run)
+
+    experiments = commands.add_parser(
+        "experiments", help="every method on the same splits, with and without DP (long)"
+    )
+    experiments.add_argument("--out", default="runs/experiments", help="directory for all runs")
+    experiments.add_argument("--quick", action="store_true", help="the reduced grid")
+    experiments.add_argument("--rounds", type=int, help="override the grid's rounds")
+    experiments.set_defaults(handler=_experiments)
 
     data = commands.add_parser("data", help="prepare tenant data in the seed layout")
     data_actions = data.add_subparsers(dest="action", required=True)
