@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from securefed.audit import SECTION_IDS
 from securefed.cli import main
 from securefed.data import load_tenants
 
@@ -52,8 +53,15 @@ def test_run_from_a_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
     printed = capsys.readouterr().out
     assert "group (secure, main)" in printed
     assert "ledgers: INTACT" in printed
-    assert (out / "report.html").is_file()
-    assert (out / "report.md").is_file()
+    html = (out / "report.html").read_text()
+    for section in SECTION_IDS:
+        assert f'id="{section}"' in html
+    epsilon_section = html.split('id="epsilon"', 1)[1].split('id="dp-parameters"', 1)[0]
+    assert "<svg" in epsilon_section  # the epsilon plot, inline
+    assert "<polyline" in epsilon_section  # with one line per institution
+    assert "bank-2" in epsilon_section
+    assert 'src="http' not in html  # self-contained: nothing loaded from elsewhere
+    assert "## Unit of privacy" in (out / "report.md").read_text()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["rounds"] == 1
     assert metrics["partition"] == [0, 0, 0]
