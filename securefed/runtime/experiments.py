@@ -15,7 +15,6 @@ The full grid (``make experiments``) takes hours on 2 cores; ``--quick`` is a re
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import statistics
 import sys
@@ -65,8 +64,7 @@ METHODS = (
 class Grid:
     """What to run: every combination of the fields' values."""
 
-    schemes: tuple[Scheme, ...]
-    scales: tuple[tuple[int, int], ...]  # (tenants, samples per tenant incl. test)
+    splits: tuple[tuple[Scheme, int, int], ...]  # (scheme, tenants, samples per tenant incl. test)
     seeds: tuple[int, ...]
     epsilons: tuple[float | None, ...]  # None: no DP
     rounds: int
@@ -75,17 +73,22 @@ class Grid:
     methods: tuple[Method, ...] = METHODS
 
 
+# 500 digits per class: a dominant-class split of N tenants needs about
+# N * samples * 0.8 / (dominant classes per group * groups) of each, hence fewer samples there.
 FULL_GRID = Grid(
-    schemes=(Scheme.CONCEPT_SHIFT, Scheme.DOMINANT_CLASS),
-    scales=((62, 80), (20, 250)),
+    splits=(
+        (Scheme.CONCEPT_SHIFT, 62, 80),
+        (Scheme.CONCEPT_SHIFT, 20, 250),
+        (Scheme.DOMINANT_CLASS, 62, 65),
+        (Scheme.DOMINANT_CLASS, 20, 200),
+    ),
     seeds=(0, 1, 2),
     epsilons=(None, 1.0, 4.0, 8.0),
     rounds=150,
     local_epochs=2,
 )
 QUICK_GRID = Grid(
-    schemes=(Scheme.CONCEPT_SHIFT, Scheme.DOMINANT_CLASS),
-    scales=((20, 250),),
+    splits=((Scheme.CONCEPT_SHIFT, 20, 250), (Scheme.DOMINANT_CLASS, 20, 200)),
     seeds=(0,),
     epsilons=(None, 8.0),
     rounds=30,
@@ -106,12 +109,11 @@ class Cell:
 
 
 def _cells(grid: Grid) -> Iterator[Cell]:
-    for scheme in grid.schemes:
-        for tenants, samples in grid.scales:
-            for epsilon in grid.epsilons:
-                for seed in grid.seeds:
-                    for method in grid.methods:
-                        yield Cell(scheme, tenants, samples, epsilon, seed, method)
+    for scheme, tenants, samples in grid.splits:
+        for epsilon in grid.epsilons:
+            for seed in grid.seeds:
+                for method in grid.methods:
+                    yield Cell(scheme, tenants, samples, epsilon, seed, method)
 
 
 def _config(grid: Grid, cell: Cell) -> RunConfig:
@@ -182,7 +184,7 @@ def run_experiments(grid: Grid, out: str | Path, *, log: Any = sys.stderr) -> st
 def _cell_name(cell: Cell) -> str:
     dp = "nodp" if cell.epsilon is None else f"eps{cell.epsilon:g}"
     method = cell.method.label.replace(" ", "-").replace("(", "").replace(")", "")
-    return f"{cell.scheme.value}-n{cell.tenants}-{dp}-seed{cell.seed}-{method}"
+    return f"{cell.scheme.value}-n{cell.tenants}x{cell.samples}-{dp}-seed{cell.seed}-{method}"
 
 
 def results_table(results: Sequence[dict[str, Any]], grid: Grid) -> str:
@@ -223,4 +225,3 @@ def _cell_text(runs: Sequence[dict[str, Any]]) -> str:
     if weights and runs[0]["method"] in ("fedamp", "heurfedamp", "group (learned)"):
         text += f" [{statistics.fmean(weights):.2f}]"
     return text
-
