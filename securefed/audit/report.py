@@ -296,67 +296,79 @@ def _epsilon_agreement(series: Sequence[Series], clients: Sequence[Mapping[str, 
 
 
 def _dp_parameters(data: RunData) -> Section:
-    budgets = {e.actor: e.payload for e in data.events(EventType.BUDGET_CONFIGURED)}
-    spends: dict[str, list[LedgerEntry]] = {}
-    for entry in data.events(EventType.ROUND_SPEND):
-        spends.setdefault(entry.actor, []).append(entry)
-    rows = []
-    for actor in sorted(set(budgets) | set(spends)):
-        budget = budgets.get(actor, {})
-        last = spends[actor][-1].payload if actor in spends else {}
-        steps = [e.payload.get("steps") for e in spends.get(actor, [])]
-        total = sum(s for s in steps if isinstance(s, int)) if steps else _MISSING
-
-        def pick(
-            key: str, budget: Mapping[str, object] = budget, last: Mapping[str, object] = last
-        ) -> str:
-            return _fmt(last.get(key, budget.get(key, _MISSING)))
-
-        rows.append(
-            (
-                actor,
-                _fmt(budget.get("target_epsilon", _MISSING)),
-                pick("delta"),
-                pick("accountant"),
-                pick("accountant_version"),
-                pick("noise_multiplier"),
-                _fmt(budget.get("max_grad_norm", _MISSING)),
-                pick("sample_rate"),
-                _fmt(total),
-            )
-        )
-    headers = ("institution", "target ε", "δ", "accountant", "version", _SIGMA, "C", "q", "steps")
-    blocks: list[Block] = [
-        Table(headers, tuple(rows), empty="No budget.configured or round.spend entries.")
-    ]
-    dp = (data.metrics or {}).get("dp", _MISSING)
-    if isinstance(dp, Mapping):
-        keys = (
-            "target_epsilon",
-            "delta",
-            "accountant",
-            "accountant_version",
-            "noise_multiplier",
-            "max_grad_norm",
-            "sample_rate",
-            "steps_per_round",
-        )
-        blocks.append(Para("Configured in metrics.json (unsigned):"))
-        blocks.append(
-            Table(("parameter", "value"), tuple((k, _fmt(dp.get(k, _MISSING))) for k in keys))
-        )
-    elif dp is None:
-        blocks.append(Para("metrics.json records that DP was off in this run.", strong=True))
-    else:
-        blocks.append(Para(f"DP configuration in metrics.json: {NOT_RECORDED}."))
+    blocks: list[Block] = [_dp_ledger_table(data), *_dp_metrics(data)]
     blocks.append(
         Para(
             f"{_SIGMA}: noise multiplier; C: per-example clipping norm; q: sampling rate; "
             "steps: DP-SGD steps over all rounds. δ is the probability allowance of the "
-            "(ε, δ) guarantee."
+            "(ε, δ) guarantee. A value that changed during the run is shown as 'a → b'."
         )
     )
     return Section("dp-parameters", "Differential-privacy parameters", tuple(blocks))
+
+
+def _dp_ledger_table(data: RunData) -> Table:
+    """One row per institution from its signed budget.configured and round.spend entries."""
+    budgets = {e.actor: e.payload for e in data.events(EventType.BUDGET_CONFIGURED)}
+    spends: dict[str, list[Mapping[str, object]]] = {}
+    for entry in data.events(EventType.ROUND_SPEND):
+        spends.setdefault(entry.actor, []).append(entry.payload)
+    rows = tuple(
+        _dp_row(actor, budgets.get(actor, {}), spends.get(actor, []))
+        for actor in sorted(set(budgets) | set(spends))
+    )
+    headers = ("institution", "target ε", "δ", "accountant", "version", _SIGMA, "C", "q", "steps")
+    return Table(headers, rows, empty="No budget.configured or round.spend entries.")
+
+
+def _dp_row(
+    actor: str, budget: Mapping[str, object], spends: Sequence[Mapping[str, object]]
+) -> tuple[str, ...]:
+    def values(key: str) -> str:
+        """Every distinct value of ``key`` in the budget and then the spends, in order."""
+        seen: list[object] = []
+        for payload in (budget, *spends):
+            value = payload.get(key, _MISSING)
+            if value is not _MISSING and value not in seen:
+                seen.append(value)
+        return " → ".join(_fmt(v) for v in seen) if seen else NOT_RECORDED
+
+    steps = [p.get("steps") for p in spends]
+    total = sum(s for s in steps if isinstance(s, int)) if steps else _MISSING
+    return (
+        actor,
+        _fmt(budget.get("target_epsilon", _MISSING)),
+        values("delta"),
+        values("accountant"),
+        values("accountant_version"),
+        values("noise_multiplier"),
+        _fmt(budget.get("max_grad_norm", _MISSING)),
+        values("sample_rate"),
+        _fmt(total),
+    )
+
+
+def _dp_metrics(data: RunData) -> list[Block]:
+    """The DP configuration as metrics.json (unsigned) states it."""
+    dp = (data.metrics or {}).get("dp", _MISSING)
+    if dp is None:
+        return [Para("metrics.json records that DP was off in this run.", strong=True)]
+    if not isinstance(dp, Mapping):
+        return [Para(f"DP configuration in metrics.json: {NOT_RECORDED}.")]
+    keys = (
+        "target_epsilon",
+        "delta",
+        "accountant",
+        "accountant_version",
+        "noise_multiplier",
+        "max_grad_norm",
+        "sample_rate",
+        "steps_per_round",
+    )
+    return [
+        Para("Configured in metrics.json (unsigned):"),
+        Table(("parameter", "value"), tuple((k, _fmt(dp.get(k, _MISSING))) for k in keys)),
+    ]
 
 
 def _trust_model(data: RunData) -> Section:

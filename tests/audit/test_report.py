@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from securefed.audit import SECTION_IDS, Ledger, Unmask, load_compliance_mapping, render_report
+from securefed.audit import (
+    SECTION_IDS,
+    Ledger,
+    RoundSpend,
+    Unmask,
+    load_compliance_mapping,
+    render_report,
+)
 from securefed.audit.svg import Series, line_plot
 from securefed.errors import ConfigError
 from securefed.testing import make_federation
@@ -301,6 +308,29 @@ def test_the_roster_digest_is_shown_and_checked_against_run_configured(
     assert re.search(
         r'<p class="strong">[^<]*of bank-0, bank-1, bank-2, server record a different roster',
         verification,
+    )
+
+
+def test_a_noise_multiplier_changed_mid_run_is_shown(tmp_path: Path) -> None:
+    run = build_run(tmp_path, final=False)
+    with Ledger.open(run.path("bank-0"), "bank-0", run.keys["bank-0"]) as ledger:
+        ledger.record(
+            RoundSpend(
+                round=5,
+                epsilon=9.0,
+                delta=1e-5,
+                noise_multiplier=0.5,
+                sample_rate=0.01,
+                steps=100,
+                accountant="rdp",
+                accountant_version="opacus-1.5",
+            )
+        )
+    dp = _section(_render(run, tmp_path)[0], "dp-parameters")
+    assert "<tr><td>bank-0</td><td>8</td><td>1e-05</td><td>rdp</td><td>opacus-1.5</td>" in dp
+    assert "<td>1.1 → 0.5</td><td>1</td><td>0.01</td><td>500</td></tr>" in dp
+    assert (
+        "<td>bank-1</td><td>8</td><td>1e-05</td><td>rdp</td><td>opacus-1.5</td><td>1.1</td>" in dp
     )
 
 
