@@ -78,18 +78,7 @@ def line_plot(
         f'x2="{_LEFT + plot_w}" y2="{_TOP + plot_h}"/><line x1="{_LEFT}" y1="{_TOP}" '
         f'x2="{_LEFT}" y2="{_TOP + plot_h}"/></g>',
     ]
-    for tick in x_ticks:
-        out.append(
-            f'<g class="tick"><line x1="{sx(tick):.1f}" y1="{_TOP + plot_h}" x2="{sx(tick):.1f}" '
-            f'y2="{_TOP + plot_h + 4}" stroke="#444"/><text x="{sx(tick):.1f}" '
-            f'y="{_TOP + plot_h + 16}" text-anchor="middle">{esc(_label(tick))}</text></g>'
-        )
-    for tick in y_ticks:
-        out.append(
-            f'<g class="tick"><line x1="{_LEFT}" y1="{sy(tick):.1f}" x2="{_LEFT + plot_w}" '
-            f'y2="{sy(tick):.1f}" stroke="#ddd"/><text x="{_LEFT - 6}" y="{sy(tick) + 4:.1f}" '
-            f'text-anchor="end">{esc(_label(tick))}</text></g>'
-        )
+    out += _tick_marks(x_ticks, y_ticks, sx, sy, plot_w=plot_w, plot_h=plot_h)
     out.append(
         f'<text x="{_LEFT + plot_w / 2:.1f}" y="{height - 8}" text-anchor="middle">'
         f"{esc(x_label)}</text>"
@@ -100,6 +89,33 @@ def line_plot(
         out.append(_series(index, line, sx, sy, legend_x=_LEFT + plot_w + 16))
     out.append("</svg>")
     return "\n".join(out)
+
+
+def _tick_marks(
+    x_ticks: list[float],
+    y_ticks: list[float],
+    sx: _Scale,
+    sy: _Scale,
+    *,
+    plot_w: float,
+    plot_h: float,
+) -> list[str]:
+    """Tick marks and labels on both axes (horizontal grid lines at the y ticks)."""
+    esc = html.escape
+    bottom = _TOP + plot_h
+    marks = [
+        f'<g class="tick"><line x1="{sx(tick):.1f}" y1="{bottom}" x2="{sx(tick):.1f}" '
+        f'y2="{bottom + 4}" stroke="#444"/><text x="{sx(tick):.1f}" '
+        f'y="{bottom + 16}" text-anchor="middle">{esc(_label(tick))}</text></g>'
+        for tick in x_ticks
+    ]
+    marks += [
+        f'<g class="tick"><line x1="{_LEFT}" y1="{sy(tick):.1f}" x2="{_LEFT + plot_w}" '
+        f'y2="{sy(tick):.1f}" stroke="#ddd"/><text x="{_LEFT - 6}" y="{sy(tick) + 4:.1f}" '
+        f'text-anchor="end">{esc(_label(tick))}</text></g>'
+        for tick in y_ticks
+    ]
+    return marks
 
 
 def _series(index: int, line: Series, sx: _Scale, sy: _Scale, *, legend_x: float) -> str:
