@@ -363,12 +363,22 @@ def _dp_metrics(data: RunData) -> list[Block]:
         "noise_multiplier",
         "max_grad_norm",
         "sample_rate",
-        "steps_per_round",
     )
-    return [
+    blocks: list[Block] = [
         Para("Configured in metrics.json (unsigned):"),
         Table(("parameter", "value"), tuple((k, _fmt(dp.get(k, _MISSING))) for k in keys)),
     ]
+    by_client = dp.get("by_client")
+    if isinstance(by_client, Mapping) and by_client:
+        columns = ("noise_multiplier", "sample_rate", "steps_per_round")
+        rows = tuple(
+            (str(party), *(_fmt(v.get(c, _MISSING)) for c in columns))
+            for party, v in by_client.items()
+            if isinstance(v, Mapping)
+        )
+        blocks.append(Para("Per institution in metrics.json (unsigned):"))
+        blocks.append(Table(("institution", _SIGMA, "q", "steps per round"), rows))
+    return blocks
 
 
 def _trust_model(data: RunData) -> Section:

@@ -159,10 +159,13 @@ def documented_metrics(clients: int, rounds: int) -> dict[str, object]:
             "delta": 1e-5,
             "noise_multiplier": 1.1,
             "max_grad_norm": 1.0,
-            "sample_rate": dict.fromkeys(parties, 0.01),
-            "steps_per_round": dict.fromkeys(parties, 100),
+            "sample_rate": 0.01,
             "accountant": "rdp",
             "accountant_version": "opacus-1.5",
+            "by_client": {
+                party: {"noise_multiplier": 1.1, "sample_rate": 0.01, "steps_per_round": 100}
+                for party in parties
+            },
         },
         "history": [
             {"round": r, "mean_test_accuracy": round(0.6 + 0.05 * r, 4), "max_epsilon": 0.75 * r}

@@ -33,10 +33,14 @@ METRICS = {
         "delta": 1e-5,
         "noise_multiplier": 1.1,
         "max_grad_norm": 1.0,
-        "sample_rate": {"bank-0": 0.01, "bank-1": 0.02, "bank-2": 0.01},
-        "steps_per_round": {"bank-0": 100, "bank-1": 50, "bank-2": 100},
+        "sample_rate": 0.02,
         "accountant": "rdp",
         "accountant_version": "opacus 1.5.4",
+        "by_client": {
+            "bank-0": {"noise_multiplier": 1.1, "sample_rate": 0.01, "steps_per_round": 100},
+            "bank-1": {"noise_multiplier": 1.1, "sample_rate": 0.02, "steps_per_round": 50},
+            "bank-2": {"noise_multiplier": 1.1, "sample_rate": 0.01, "steps_per_round": 100},
+        },
     },
     "history": [
         {"round": r, "mean_test_accuracy": 0.5 + 0.1 * r, "max_epsilon": 0.5 * r}
@@ -146,7 +150,8 @@ def test_every_section_says_what_it_found(run: Run, tmp_path: Path) -> None:
     dp = _section(page, "dp-parameters")
     assert "opacus-1.5" in dp
     assert "<td>400</td>" in dp  # steps over 4 rounds
-    assert "<tr><td>sample_rate</td><td>bank-0: 0.01, bank-1: 0.02, bank-2: 0.01</td></tr>" in dp
+    assert "<tr><td>sample_rate</td><td>0.02</td></tr>" in dp
+    assert "<tr><td>bank-1</td><td>1.1</td><td>0.02</td><td>50</td></tr>" in dp
     assert "<tr><td>accountant_version</td><td>opacus 1.5.4</td></tr>" in dp
     assert "malicious" in _section(page, "trust-model")
     unmask = _section(page, "unmask-log")
