@@ -4,9 +4,11 @@ Output convention: machine-readable results (``--json``) are one JSON object on 
 stdout; progress and diagnostics go to stderr. Exit status 0 on success, 2 on a usage or
 configuration error (a :class:`~securefed.errors.ConfigError`), 1 on any other securefed error.
 
-Commands: ``bench`` (benchmarks, ``docs/benchmarks.md``) and ``keys`` (identity keys and the
-pinned roster, ``docs/keys-and-roster.md``). Secrets (passphrases, private keys) are never taken
-from the command line and never printed.
+Commands: ``demo`` (the showcase, README), ``run --config`` (``docs/run-config.md``),
+``experiments``, ``data prepare`` (``docs/data.md``), ``audit verify|report|canary``
+(``docs/audit.md``, ``docs/canary.md``), ``bench`` (``docs/benchmarks.md``) and ``keys``
+(identity keys and the pinned roster, ``docs/keys-and-roster.md``). Secrets (passphrases,
+private keys) are never taken from the command line and never printed.
 """
 
 from __future__ import annotations

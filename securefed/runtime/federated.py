@@ -58,7 +58,7 @@ from securefed.audit import (
     record_final_checkpoint,
 )
 from securefed.dp import AccountantKind, DPConfig, PrivateTrainer, TrainingConfig
-from securefed.errors import ConfigError
+from securefed.errors import ConfigError, LedgerIntegrityError, SecureFedError
 from securefed.models import build_model, parameter_count, save_model
 from securefed.runtime.config import ModelName, RunConfig, RunMode, SegmentSource
 from securefed.runtime.nodes import ClientNode, ServerNode, own_segment_weight
@@ -211,14 +211,10 @@ def _run_one(
             history.append(entry)
             if progress is not None:
                 progress(report)
-    finally:
-        status = "completed" if completed_rounds == config.rounds else "interrupted"
-        for ledger in ledgers.values():
-            ledger.record(RunFinished(rounds=completed_rounds, status=status))
-        if ledgers:
-            record_final_checkpoint(ledgers.values())
-            for ledger in ledgers.values():
-                ledger.close()
+    except BaseException as exc:
+        _end_ledgers(ledgers, completed_rounds, "interrupted", cause=exc)
+        raise
+    _end_ledgers(ledgers, completed_rounds, "completed")
     metrics = _metrics(config, data, clients, history, server)
     if record:
         (run_dir / "models").mkdir(exist_ok=True)
@@ -230,6 +226,33 @@ def _run_one(
             )
     actors = [*party_ids, SERVER_ID] if record else []
     return metrics, tuple(ledger_path(run_dir, a) for a in actors)
+
+
+def _end_ledgers(
+    ledgers: dict[str, Ledger],
+    rounds: int,
+    status: str,
+    *,
+    cause: BaseException | None = None,
+) -> None:
+    """Every party records ``run.finished`` and the same final checkpoint, then closes.
+
+    After a failure (``cause``) this is best effort: a ledger that refused an append
+    (:class:`LedgerIntegrityError`) is not written again, and an error while closing never
+    replaces the original one -- the ledgers then simply end without a final checkpoint,
+    which ``securefed audit verify`` reports.
+    """
+    try:
+        if ledgers and not isinstance(cause, LedgerIntegrityError):
+            for ledger in ledgers.values():
+                ledger.record(RunFinished(rounds=rounds, status=status))
+            record_final_checkpoint(ledgers.values())
+    except (SecureFedError, OSError):
+        if cause is None:
+            raise
+    finally:
+        for ledger in ledgers.values():
+            ledger.close()
 
 
 def _fresh_run_dir(run_dir: Path) -> Path:
