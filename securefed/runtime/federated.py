@@ -452,6 +452,7 @@ def _round(
         anchor = config.mode in (RunMode.FEDAMP, RunMode.HEURFEDAMP)
         for client in clients:
             client.record_release(round_, result.masked.get(client.index, []))
+            client.record_refusals(round_, result.refusals.get(client.index, ()))
             personalized = result.personalized.get(client.index)
             if personalized is not None:
                 client.receive(personalized, anchor=anchor)

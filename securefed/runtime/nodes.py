@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +29,7 @@ from securefed.audit import (
     Hazard,
     Ledger,
     Partition,
+    PolicyRefusal,
     RoundSpend,
     RoundSurvivors,
     Unmask,
@@ -187,6 +189,15 @@ class ClientNode:
             )
         )
 
+    def record_refusals(self, round_: int, refusals: Sequence[tuple[int, str]]) -> None:
+        """Ledger that this contributor refused the weights of these targets (rule names only;
+        target -1 when the protocol did not say which row)."""
+        if self.ledger is None:
+            return
+        for target, rule in refusals:
+            reason = rule.value if isinstance(rule, Enum) else str(rule)
+            self.ledger.record(PolicyRefusal(round=round_, target=target, reason=reason))
+
     def test_accuracy(self) -> float:
         """Accuracy of the current model on this client's own test split."""
         return evaluate(self.trainer.model(), self._test_x, self._test_y)
@@ -202,6 +213,7 @@ class AggregationOutcome:
     aborted: dict[int, str]
     partition: tuple[int, ...] | None
     weights: Vector | None = None
+    refusals: dict[int, tuple[tuple[int, str], ...]] = field(default_factory=dict)
     masked: dict[int, list[npt.NDArray[np.generic]]] = field(default_factory=dict)
 
 
@@ -254,6 +266,7 @@ class ServerNode:
             aborted=result.aborted,
             partition=result.partition,
             weights=result.weights,
+            refusals=result.refusals,
             masked=_masked_by_client(result),
         )
 

@@ -46,6 +46,7 @@ from securefed.personalize import (
 )
 from securefed.runtime.seeded import seeded_random_bytes_unsafe
 from securefed.secagg import AggregationMode, RoundAborted, RoundConfig, Stage, default_threshold
+from securefed.secagg.events import PolicyRefused
 from securefed.secagg.messages import MaskedInput, Message
 from securefed.secagg.policy import WeightPolicy, enforce_policy
 from securefed.secagg.roster import ClientParty, Roster
@@ -142,6 +143,8 @@ class RoundResult:
     server_view: ServerView
     configs: tuple[RoundConfig, ...] = field(default=(), repr=False)
     partition: tuple[int, ...] | None = None  # group mode: the partition used (for the ledger)
+    refusals: dict[int, tuple[tuple[int, str], ...]] = field(default_factory=dict)
+    """Contributors that refused the weights: client -> ((target, rule), ...)."""
 
 
 def _params(n: int, raw: Mapping[str, Any]) -> SimulationParams:
@@ -414,7 +417,25 @@ def _attention_result(
         if mass > 0:
             bound = max(bound, len(contributors) * ulp * (1.0 - weights[target, target]) / mass)
     aborted = {i: r for i, r in _aborted(outcome).items() if i not in outcome.personalized}
-    return RoundResult(dict(outcome.personalized), aborted, used, bound, view, (config,))
+    return RoundResult(
+        dict(outcome.personalized),
+        aborted,
+        used,
+        bound,
+        view,
+        (config,),
+        refusals=_refusals(outcome),
+    )
+
+
+def _refusals(outcome: RoundOutcome) -> dict[int, tuple[tuple[int, str], ...]]:
+    """Each contributor's weight-policy refusals, from its protocol events."""
+    found: dict[int, tuple[tuple[int, str], ...]] = {}
+    for client, events in outcome.client_events.items():
+        for event in events:
+            if isinstance(event, PolicyRefused):
+                found[client] = found.get(client, ()) + (event.violations or ((-1, event.reason),))
+    return found
 
 
 def _fedavg_result(

@@ -200,7 +200,9 @@ class SecAggClient(ProtocolParty):
             verify_server_signature(self.config, message)
             replies = self._handle(message)
         except WeightPolicyViolation as exc:
-            self._events.append(PolicyRefused(self.config.round, self._stage, str(exc)))
+            self._events.append(
+                PolicyRefused(self.config.round, self._stage, str(exc), exc.violations)
+            )
             self._abort(str(exc))
             raise RemoteProtocolError(f"client {self.index} refused the weights: {exc}") from exc
         except (ProtocolError, CryptoError) as exc:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from securefed.runtime.nodes import own_segment_weight
+from securefed.audit import Ledger
+from securefed.audit.entry import parse_entry
+from securefed.crypto import get_suite
+from securefed.runtime.nodes import ClientNode, own_segment_weight
+from securefed.secagg.policy import PolicyRule
 
 
 def test_own_segment_weight_by_hand() -> None:
@@ -20,3 +26,18 @@ def test_own_segment_weight_by_hand() -> None:
     share = own_segment_weight(weights, [0, 0, 1, 1])
     assert share == pytest.approx((1.0 + 0.25 + 2 / 3) / 3)
     assert own_segment_weight(np.eye(3), [0, 0, 1]) is None
+
+
+def test_refusals_are_ledgered_with_the_rule_name(tmp_path: Path) -> None:
+    key = get_suite("default").generate_signing_key()
+    ledger = Ledger.open(tmp_path / "bank-0.jsonl", "bank-0", key)
+    node = ClientNode.__new__(ClientNode)  # only the ledger is needed here
+    node.ledger = ledger
+    node.record_refusals(3, [(1, PolicyRule.EFFECTIVE_CONTRIBUTORS), (2, "cap")])
+    ledger.close()
+    lines = (tmp_path / "bank-0.jsonl").read_bytes().splitlines()
+    payloads = [dict(parse_entry(line).payload) for line in lines]
+    assert payloads == [
+        {"round": 3, "target": 1, "reason": "effective-contributors"},
+        {"round": 3, "target": 2, "reason": "cap"},
+    ]

@@ -161,3 +161,18 @@ def test_group_mode_refuses_groups_smaller_than_k_min_plus_colluders() -> None:
         securefed.simulate_round(models, mode="group", seed=0, partition=partition, colluders=3)
     with pytest.raises(ConfigError, match="colluders"):
         securefed.simulate_round(models, mode="group", seed=0, partition=partition, colluders=-1)
+
+
+def test_policy_refusals_are_reported_per_contributor_and_target() -> None:
+    # k_min 3.5 leaves the server uniform rows over 4 contributors; when client 4 drops before
+    # the masked upload, the renormalised rows have 3 -- below k_min, so contributors refuse.
+    models = [np.full(16, i / 10) for i in range(5)]
+    result = securefed.simulate_round(
+        models, mode="fedamp", seed=0, k_min=3.5, dropouts={4: "mask"}
+    )
+    assert result.personalized == {}
+    assert sorted(result.refusals) == [0, 1, 2, 3]
+    assert [target for target, _ in result.refusals[0]] == [1, 2, 3]
+    assert {rule for _, rule in result.refusals[0]} == {"effective-contributors"}
+    fine = securefed.simulate_round(models, mode="fedamp", seed=0, dropouts={4: "mask"})
+    assert fine.refusals == {}
