@@ -39,7 +39,7 @@ from securefed.errors import ConfigError, SecureFedError
 from securefed.runtime.benchmark import run_round_benchmark
 from securefed.runtime.config import RunConfig, RunMode, load_run_config
 from securefed.runtime.demo import ProgressPrinter, comparison_table, demo_config
-from securefed.runtime.experiments import FULL_GRID, QUICK_GRID, run_experiments
+from securefed.runtime.experiments import GRIDS, run_experiments
 from securefed.runtime.federated import RunSummary, run_federation
 from securefed.secagg.roster import (
     PublicIdentity,
@@ -443,7 +443,7 @@ def _data_prepare(args: argparse.Namespace) -> int:
 
 
 def _experiments(args: argparse.Namespace) -> int:
-    grid = QUICK_GRID if args.quick else FULL_GRID
+    grid = GRIDS[args.grid]
     if args.rounds is not None:
         grid = dataclasses.replace(grid, rounds=args.rounds)
     table = run_experiments(grid, args.out)
@@ -481,7 +481,12 @@ def _add_run_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "experiments", help="every method on the same splits, with and without DP (long)"
     )
     experiments.add_argument("--out", default="runs/experiments", help="directory for all runs")
-    experiments.add_argument("--quick", action="store_true", help="the reduced grid")
+    experiments.add_argument(
+        "--grid",
+        choices=sorted(GRIDS),
+        default="full",
+        help="full (hours), quick (N = 20, one seed) or seed-scale (N = 62, cheap modes)",
+    )
     experiments.add_argument("--rounds", type=int, help="override the grid's rounds")
     experiments.set_defaults(handler=_experiments)
 

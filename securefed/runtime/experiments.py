@@ -10,7 +10,8 @@ off-diagonal weight that goes to its own latent segment (last round; chance is a
 
 Each cell is mean +- std over seeds of the mean test accuracy over tenants. Every run is a full
 recorded run directory under ``out/`` (ledgers, metrics), so every number can be checked.
-The full grid (``make experiments``) takes hours on 2 cores; ``--quick`` is a reduced grid.
+The full grid (``make experiments``) takes hours on 2 cores; ``--grid quick`` and
+``--grid seed-scale`` are reduced grids.
 """
 
 from __future__ import annotations
@@ -36,7 +37,15 @@ from securefed.runtime.config import (
 )
 from securefed.runtime.federated import run_federation
 
-__all__ = ["FULL_GRID", "QUICK_GRID", "Grid", "Method", "run_experiments"]
+__all__ = [
+    "FULL_GRID",
+    "GRIDS",
+    "QUICK_GRID",
+    "SEED_SCALE_GRID",
+    "Grid",
+    "Method",
+    "run_experiments",
+]
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,19 @@ QUICK_GRID = Grid(
     rounds=30,
     local_epochs=2,
 )
+
+
+# Seed scale (62 tenants, ~65 training records each) without the attention modes, whose
+# O(N^2 d) per-client masking costs ~30 s per round in one process at N = 62.
+SEED_SCALE_GRID = Grid(
+    splits=((Scheme.CONCEPT_SHIFT, 62, 80),),
+    seeds=(0,),
+    epsilons=(None, 8.0),
+    rounds=25,
+    local_epochs=2,
+    methods=tuple(m for m in METHODS if m.mode not in (RunMode.FEDAMP, RunMode.HEURFEDAMP)),
+)
+GRIDS = {"full": FULL_GRID, "quick": QUICK_GRID, "seed-scale": SEED_SCALE_GRID}
 
 
 @dataclass(frozen=True)
