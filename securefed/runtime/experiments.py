@@ -115,7 +115,24 @@ SEED_SCALE_GRID = Grid(
     local_epochs=2,
     methods=tuple(m for m in METHODS if m.mode not in (RunMode.FEDAMP, RunMode.HEURFEDAMP)),
 )
-GRIDS = {"full": FULL_GRID, "quick": QUICK_GRID, "seed-scale": SEED_SCALE_GRID}
+# The quick grid's concept-shift cells again with plaintext aggregation, to compare with the
+# secure ones (same seeds: any difference comes from the protocol's fixed-point encoding, or,
+# for heurfedamp, from exact cosines in place of the secret sketches).
+PLAINTEXT_GRID = Grid(
+    splits=((Scheme.CONCEPT_SHIFT, 20, 250),),
+    seeds=(0,),
+    epsilons=(None, 8.0),
+    rounds=25,
+    local_epochs=2,
+    secure=False,
+    methods=(METHODS[1], METHODS[3], METHODS[4]),  # fedavg, heurfedamp, group (declared)
+)
+GRIDS = {
+    "full": FULL_GRID,
+    "quick": QUICK_GRID,
+    "seed-scale": SEED_SCALE_GRID,
+    "plaintext": PLAINTEXT_GRID,
+}
 
 
 @dataclass(frozen=True)
@@ -128,6 +145,7 @@ class Cell:
     epsilon: float | None
     seed: int
     method: Method
+    secure: bool = True
 
 
 def _cells(grid: Grid) -> Iterator[Cell]:
@@ -135,7 +153,7 @@ def _cells(grid: Grid) -> Iterator[Cell]:
         for epsilon in grid.epsilons:
             for seed in grid.seeds:
                 for method in grid.methods:
-                    yield Cell(scheme, tenants, samples, epsilon, seed, method)
+                    yield Cell(scheme, tenants, samples, epsilon, seed, method, grid.secure)
 
 
 def _config(grid: Grid, cell: Cell) -> RunConfig:
@@ -206,7 +224,10 @@ def run_experiments(grid: Grid, out: str | Path, *, log: Any = sys.stderr) -> st
 def _cell_name(cell: Cell) -> str:
     dp = "nodp" if cell.epsilon is None else f"eps{cell.epsilon:g}"
     method = cell.method.label.replace(" ", "-").replace("(", "").replace(")", "")
-    return f"{cell.scheme.value}-n{cell.tenants}x{cell.samples}-{dp}-seed{cell.seed}-{method}"
+    plain = "" if cell.secure else "-plaintext"
+    return (
+        f"{cell.scheme.value}-n{cell.tenants}x{cell.samples}-{dp}-seed{cell.seed}-{method}{plain}"
+    )
 
 
 def results_table(results: Sequence[dict[str, Any]], grid: Grid) -> str:
