@@ -4,6 +4,7 @@ resets, and a restart cannot change the privacy parameters."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,7 @@ from securefed.dp import (
     epsilon_for,
     load_state,
 )
-from securefed.dp import state as state_module
-from securefed.errors import ConfigError
+from securefed.errors import ConfigError, PrivacyBudgetExceeded
 from tests.dp.helpers import dp_config, make_trainer, params_of
 
 
@@ -168,8 +168,8 @@ def test_a_failed_save_charges_and_trains_nothing(
     def full_disk(src: str, dst: str) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(state_module.os, "replace", full_disk)
-    with pytest.raises(ConfigError, match=r"cannot write accountant state.*No space left"):
+    monkeypatch.setattr(os, "replace", full_disk)  # the rename step of the atomic write
+    with pytest.raises(ConfigError, match=r"cannot write .*dp_accountant\.json.*No space left"):
         trainer.train_round(2)
     assert (tmp_path / STATE_FILE).read_bytes() == before  # old state intact, not torn
     assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_FILE]  # no temp file left
@@ -190,3 +190,45 @@ def test_construction_persists_sigma_before_any_round(tmp_path: Path) -> None:
 def test_delta_must_be_much_smaller_than_one_over_n(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"much smaller than 1/n"):
         make_trainer(tmp_path, n=100, dp=DPConfig(target_epsilon=1.0, delta=0.01))
+
+
+def test_on_charge_sees_a_durable_charge_before_training_and_never_a_refusal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one_round = epsilon_for(AccountantKind.RDP, ((1.0, 0.1, 10),), 1e-5)
+    trainer = make_trainer(tmp_path, dp=dp_config(target_epsilon=one_round))
+    events: list[str] = []
+    real_step = trainer._stepper.step
+
+    def step(x: torch.Tensor, y: torch.Tensor, proximal: object) -> None:
+        events.append("step")
+        real_step(x, y, proximal)  # type: ignore[arg-type]
+
+    def on_charge(spend: object) -> None:
+        saved = load_state(tmp_path)
+        assert saved is not None
+        events.append(f"charge {len(saved.charges)}")
+
+    monkeypatch.setattr(trainer._stepper, "step", step)
+    spend = trainer.train_round(1, on_charge=on_charge)
+    assert spend is not None
+    assert events[0] == "charge 1"
+    assert events[1:] == ["step"] * 10
+    events.clear()
+    with pytest.raises(PrivacyBudgetExceeded):
+        trainer.train_round(2, on_charge=on_charge)
+    assert events == []
+
+
+def test_a_failing_on_charge_leaves_the_round_charged_and_untrained(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, dp=dp_config())
+    params = params_of(trainer)
+
+    def ledger_down(spend: object) -> None:
+        raise SimulatedCrash("ledger unavailable")
+
+    with pytest.raises(SimulatedCrash):
+        trainer.train_round(1, on_charge=ledger_down)
+    np.testing.assert_array_equal(params_of(trainer), params)
+    assert [c.round for c in trainer.charges] == [1]
+    assert make_trainer(tmp_path, dp=dp_config()).epsilon() == trainer.epsilon() > 0
