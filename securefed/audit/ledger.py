@@ -41,6 +41,7 @@ from securefed.audit.events import EventRecord, EventType
 from securefed.audit.payload import check_payload
 from securefed.crypto import SigningKey, VerifyKey
 from securefed.errors import ConfigError, LedgerIntegrityError
+from securefed.files import fsync_directory
 
 if sys.platform != "win32":
     import fcntl
@@ -130,7 +131,7 @@ class Ledger:
                     "Move it aside and inspect it with `securefed audit verify`."
                 )
             if created:
-                _fsync_directory(path.parent)
+                fsync_directory(path.parent)
         except BaseException:
             os.close(fd)
             raise
@@ -311,13 +312,3 @@ def _read_all(fd: int) -> bytes:
         chunks.append(chunk)
         offset += len(chunk)
     return b"".join(chunks)
-
-
-def _fsync_directory(directory: Path) -> None:
-    if os.name != "posix":  # pragma: no cover -- directories cannot be opened for fsync
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

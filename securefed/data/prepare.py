@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from securefed.data.layout import DataFormatError, write_tenants
 from securefed.data.partition import Federation, PartitionConfig, Scheme, partition
 from securefed.data.source import Source, SourceData, load_source
 from securefed.errors import ConfigError
+from securefed.files import write_atomic
 
 __all__ = [
     "METADATA_FILE",
@@ -250,15 +250,7 @@ def load_federation_metadata(directory: str | os.PathLike[str]) -> FederationMet
 
 
 def _write_json_atomic(path: Path, document: dict[str, Any]) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            json.dump(document, f, indent=2)
-            f.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomic(path, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
 
 
 def prepare(

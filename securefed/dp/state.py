@@ -23,8 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from typing import Any
 from securefed.dp.accounting import History, extend_history
 from securefed.dp.config import AccountantKind
 from securefed.errors import ConfigError
+from securefed.files import write_atomic
 
 __all__ = ["STATE_FILE", "AccountantState", "Charge", "load_state", "save_state"]
 
@@ -172,25 +171,8 @@ def load_state(state_dir: Path) -> AccountantState | None:
 def save_state(state_dir: Path, state: AccountantState) -> None:
     """Atomically replace ``state_dir/dp_accountant.json`` with ``state`` (durable on return)."""
     path = state_dir / STATE_FILE
-    data = state.to_json().encode("utf-8")
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=state_dir, prefix=f".{STATE_FILE}.", suffix=".tmp")
     except OSError as exc:
         raise ConfigError(f"cannot write accountant state {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except OSError as exc:
-        raise ConfigError(f"cannot write accountant state {path}: {exc.strerror}") from None
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
-    if os.name == "posix":
-        dir_fd = os.open(state_dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    write_atomic(path, state.to_json().encode("utf-8"))

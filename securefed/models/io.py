@@ -9,7 +9,6 @@ sees the old file or the complete new one, never a torn write.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from securefed.errors import ConfigError
+from securefed.files import write_atomic
 from securefed.models.params import unwrap
 
 __all__ = ["load_model", "save_model"]
@@ -49,7 +49,7 @@ def save_model(
         # clone: safetensors refuses tensors that share storage (e.g. tied weights).
         tensors[key] = tensor.detach().to("cpu").contiguous().clone()
     data = safetensors.torch.save(tensors, metadata=meta or None)
-    _write_atomic(target, data)
+    write_atomic(target, data)
 
 
 def load_model(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, str]:
@@ -87,27 +87,3 @@ def load_model(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, str]
         )
     target.load_state_dict(tensors, strict=True)
     return metadata
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Temporary file in the same directory, write, flush, fsync, os.replace, fsync directory."""
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
-    if os.name == "posix":
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)

@@ -33,7 +33,6 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +58,7 @@ from securefed.audit import (
 )
 from securefed.dp import AccountantKind, DPConfig, PrivateTrainer, TrainingConfig
 from securefed.errors import ConfigError, LedgerIntegrityError, SecureFedError
+from securefed.files import write_atomic
 from securefed.models import build_model, parameter_count, save_model
 from securefed.runtime.config import ModelName, RunConfig, RunMode, SegmentSource
 from securefed.runtime.nodes import ClientNode, ServerNode, own_segment_weight
@@ -571,16 +571,7 @@ def _client_seed(seed: int, index: int) -> int:
 
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:
-    """Atomic: a temporary file in the same directory, fsynced, renamed over ``path``."""
+    """Atomic and durable (:func:`securefed.files.write_atomic`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    text = json.dumps(document, indent=2, sort_keys=True) + "\n"
+    write_atomic(path, text.encode("utf-8"))

@@ -56,7 +56,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -64,6 +63,7 @@ from pathlib import Path
 
 from securefed.crypto import CipherSuite, VerifyKey, get_suite
 from securefed.errors import CipherSuiteUnavailable, ConfigError, InvalidKey
+from securefed.files import write_atomic
 
 __all__ = [
     "MIN_CLIENTS",
@@ -354,7 +354,7 @@ def save_roster(roster: Roster, path: StrPath, *, overwrite: bool = False) -> No
     Raises:
         ConfigError: ``path`` exists and ``overwrite`` is false, or it cannot be written.
     """
-    _write_atomic(
+    write_atomic(
         Path(path), roster.to_toml().encode("ascii"), mode=_PUBLIC_FILE_MODE, overwrite=overwrite
     )
 
@@ -377,7 +377,7 @@ def save_public_identity(
     Raises:
         ConfigError: ``path`` exists and ``overwrite`` is false, or it cannot be written.
     """
-    _write_atomic(
+    write_atomic(
         Path(path), identity.to_toml().encode("ascii"), mode=_PUBLIC_FILE_MODE, overwrite=overwrite
     )
 
@@ -408,7 +408,7 @@ def save_identity_files(
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create directory {folder}: {exc.strerror}") from None
-    _write_atomic(key_path, private_key_file, mode=_PRIVATE_FILE_MODE, overwrite=False)
+    write_atomic(key_path, private_key_file, mode=_PRIVATE_FILE_MODE, overwrite=False)
     save_public_identity(identity, pub_path)
     return key_path, pub_path
 
@@ -646,55 +646,3 @@ def _read_text(path: Path, what: str) -> str:
         raise ConfigError(f"cannot read {what} file {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{what} file {path} is not UTF-8 text") from None
-
-
-def _write_atomic(path: Path, data: bytes, *, mode: int, overwrite: bool) -> None:
-    """Write ``data`` to ``path`` so that readers see the old state or the whole new file.
-
-    A temporary file in the same directory (created 0o600 by mkstemp) is written, fsynced and
-    given ``mode``; then it is renamed over ``path`` (``overwrite``) or hard-linked to it, which
-    fails if ``path`` exists; finally the directory is fsynced. No temporary file is left behind.
-    """
-    if not overwrite and path.exists():
-        raise ConfigError(f"refusing to overwrite existing file {path}")
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.chmod(mode)
-        _publish(tmp, path, overwrite=overwrite)
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_directory(path.parent)
-
-
-def _publish(tmp: Path, path: Path, *, overwrite: bool) -> None:
-    if overwrite:
-        tmp.replace(path)
-        return
-    try:
-        os.link(tmp, path)  # atomic and exclusive: fails if path exists
-    except FileExistsError:
-        raise ConfigError(f"refusing to overwrite existing file {path}") from None
-    except OSError:  # a file system without hard links: check, then rename
-        if path.exists():
-            raise ConfigError(f"refusing to overwrite existing file {path}") from None
-        tmp.replace(path)
-
-
-def _fsync_directory(directory: Path) -> None:
-    if os.name != "posix":  # pragma: no cover -- directories cannot be opened for fsync
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,0 +1,78 @@
+"""Durable, atomic file writes: one implementation for every file securefed writes whole
+(roster, key files, accountant state, models, metrics, ``federation.json``, ``canary.json``).
+
+:func:`write_atomic` guarantees that a reader sees either the old file or the complete new one,
+and that the new one is on stable storage when it returns (file and directory fsynced). It never
+leaves a temporary file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from securefed.errors import ConfigError
+
+__all__ = ["fsync_directory", "write_atomic"]
+
+
+def write_atomic(
+    path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644, overwrite: bool = True
+) -> None:
+    """Write ``data`` to ``path`` atomically and durably.
+
+    A temporary file in the same directory (created 0o600 by mkstemp) is written, fsynced and
+    given ``mode``; then it is renamed over ``path`` (``overwrite``) or hard-linked to it, which
+    fails if ``path`` exists; finally the directory is fsynced.
+
+    Raises:
+        ConfigError: ``path`` exists and ``overwrite`` is false, or it cannot be written (the
+            message names the file and the operating system's reason).
+    """
+    target = Path(path)
+    if not overwrite and target.exists():
+        raise ConfigError(f"refusing to overwrite existing file {target}")
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {target}: {exc.strerror}") from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.chmod(mode)
+        _publish(tmp, target, overwrite=overwrite)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {target}: {exc.strerror}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_directory(target.parent)
+
+
+def _publish(tmp: Path, path: Path, *, overwrite: bool) -> None:
+    if overwrite:
+        tmp.replace(path)
+        return
+    try:
+        os.link(tmp, path)  # atomic and exclusive: fails if path exists
+    except FileExistsError:
+        raise ConfigError(f"refusing to overwrite existing file {path}") from None
+    except OSError:  # a file system without hard links: check, then rename
+        if path.exists():
+            raise ConfigError(f"refusing to overwrite existing file {path}") from None
+        tmp.replace(path)
+
+
+def fsync_directory(directory: str | os.PathLike[str]) -> None:
+    """Make a rename or a new file in ``directory`` durable (no-op where directories cannot be
+    opened, i.e. not POSIX)."""
+    if os.name != "posix":  # pragma: no cover -- directories cannot be opened for fsync
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
