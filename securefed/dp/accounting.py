@@ -17,6 +17,7 @@ smallest sigma on its search grid whose epsilon after ``steps`` steps is at most
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,7 +29,6 @@ from opacus.accountants import PRVAccountant, RDPAccountant
 from opacus.accountants.analysis import rdp as rdp_analysis
 from opacus.accountants.analysis.prv import PoissonSubsampledGaussianPRV
 from opacus.accountants.analysis.prv.domain import Domain
-from opacus.accountants.utils import get_noise_multiplier
 
 from securefed.dp.config import AccountantKind
 from securefed.errors import ConfigError
@@ -147,23 +147,41 @@ def noise_multiplier_for(
 ) -> float:
     """Opacus ``get_noise_multiplier`` for ``steps`` steps at ``sample_rate`` (memoised).
 
-    Raises :class:`ConfigError` if no sigma up to Opacus's limit reaches the target.
+    The same search as Opacus 1.6 (double sigma from 20 until epsilon is below the target, then
+    bisect until it is within 0.01 below it; return the upper end), run on :func:`epsilon_for`,
+    which returns exactly Opacus's epsilon for each candidate but reuses the per-step RDP
+    curves -- so the sigma is Opacus's, several times faster (tests compare the two).
+
+    Raises :class:`ConfigError` if no sigma up to Opacus's limit (10^6) reaches the target.
     """
-    try:
-        with _quiet():
-            sigma = get_noise_multiplier(
-                target_epsilon=target_epsilon,
-                target_delta=delta,
-                sample_rate=sample_rate,
-                steps=steps,
-                accountant=kind.value,
+    if steps < 1:
+        raise ConfigError(f"steps must be >= 1, got {steps}")
+
+    def epsilon(sigma: float) -> float:
+        return epsilon_for(kind, ((sigma, sample_rate, steps),), delta)
+
+    sigma_low, sigma_high, eps_high = 0.0, 10.0, math.inf
+    while eps_high > target_epsilon:
+        sigma_high *= 2
+        eps_high = epsilon(sigma_high)
+        if sigma_high > _MAX_SIGMA:
+            raise ConfigError(
+                f"no noise multiplier reaches epsilon={target_epsilon} at delta={delta} after "
+                f"{steps} steps at sample rate {sample_rate:.6g}: the privacy budget is too low"
             )
-    except ValueError as exc:
-        raise ConfigError(
-            f"no noise multiplier reaches epsilon={target_epsilon} at delta={delta} after "
-            f"{steps} steps at sample rate {sample_rate:.6g}: {exc}"
-        ) from None
-    return float(sigma)
+    while target_epsilon - eps_high > _EPSILON_TOLERANCE:
+        sigma = (sigma_low + sigma_high) / 2
+        eps = epsilon(sigma)
+        if eps < target_epsilon:
+            sigma_high, eps_high = sigma, eps
+        else:
+            sigma_low = sigma
+    return float(sigma_high)
+
+
+#: Opacus ``get_noise_multiplier``'s limits, restated (opacus 1.6 ``accountants/utils.py``).
+_MAX_SIGMA = 1e6
+_EPSILON_TOLERANCE = 0.01
 
 
 @contextmanager

@@ -66,14 +66,24 @@ def test_prv_is_within_a_few_percent_of_pld_and_never_below_it_by_much(
     assert prv >= 0.99 * independent  # an upper bound, not an underestimate
 
 
-def test_noise_multiplier_for_is_opacus_get_noise_multiplier() -> None:
-    ours = noise_multiplier_for(AccountantKind.RDP, 3.0, 1e-5, 0.1, 40)
+@pytest.mark.parametrize(
+    ("kind", "target", "q", "steps"),
+    [
+        (AccountantKind.RDP, 3.0, 0.1, 40),
+        (AccountantKind.PRV, 8.0, 64 / 331, 100),  # the demo's setting
+        (AccountantKind.PRV, 2.0, 0.5, 10),
+    ],
+)
+def test_noise_multiplier_for_is_opacus_get_noise_multiplier(
+    kind: AccountantKind, target: float, q: float, steps: int
+) -> None:
+    ours = noise_multiplier_for(kind, target, 1e-5, q, steps)
     theirs = get_noise_multiplier(
-        target_epsilon=3.0, target_delta=1e-5, sample_rate=0.1, steps=40, accountant="rdp"
+        target_epsilon=target, target_delta=1e-5, sample_rate=q, steps=steps, accountant=kind.value
     )
     assert ours == theirs
-    reached = epsilon_for(AccountantKind.RDP, ((ours, 0.1, 40),), 1e-5)
-    assert 3.0 - 0.02 <= reached <= 3.0
+    reached = epsilon_for(kind, ((ours, q, steps),), 1e-5)
+    assert target - 0.02 <= reached <= target
 
 
 def test_an_unreachable_target_is_a_config_error() -> None:
