@@ -42,9 +42,12 @@ from securefed.errors import ConfigError, PrivacyBudgetExceeded
 from securefed.models import evaluate, flat_parameters, load_flat_parameters
 from securefed.personalize import (
     fedamp_weights,
+    fedavg_weights,
     group_weights,
     heurfedamp_weights,
     partition_from_distances,
+    personalized_models,
+    squared_distances,
 )
 from securefed.runtime.config import RunMode
 from securefed.runtime.simulate import RoundResult, SimulationParams, simulate_round
@@ -316,7 +319,7 @@ class ServerNode:
         present = [i for i in range(len(models)) if i not in absent]
         stacked = np.stack([models[i] for i in present])
         weights = self._plaintext_weights(stacked, present)
-        mixed = weights @ stacked
+        mixed = personalized_models(weights, stacked)
         personalized = {i: mixed[k] for k, i in enumerate(present)}
         full = np.zeros((len(models), len(models)))
         full[np.ix_(present, present)] = weights
@@ -331,7 +334,7 @@ class ServerNode:
         m = len(present)
         params = self.params
         if self.mode is RunMode.FEDAVG:
-            return np.full((m, m), 1.0 / m)
+            return fedavg_weights(m)
         if self.mode is RunMode.FEDAMP:
             return fedamp_weights(stacked, alpha=params.alpha, sigma_scale=params.sigma_scale)
         if self.mode is RunMode.HEURFEDAMP:
@@ -340,9 +343,7 @@ class ServerNode:
                 stacked, self_weight=self_weight, sigma=params.temperature, centred=params.centred
             )
         if not isinstance(self.partition, tuple):
-            gram = stacked @ stacked.T
-            norms = np.diag(gram)
-            distances = np.maximum(norms[:, None] + norms[None, :] - 2.0 * gram, 0.0)
+            distances = squared_distances(stacked)
             self.partition = partition_from_distances(distances, groups=params.groups)
         labels = [self.partition[i] for i in present]
         return group_weights(labels, self_weight=params.self_weight)

@@ -201,3 +201,17 @@ def test_a_run_directory_holds_one_run(tenant_dir: Path, tmp_path: Path) -> None
     with pytest.raises(ConfigError, match="not empty"):
         run_federation(_config(tenant_dir), tmp_path / "run")
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["old.txt"]
+
+
+def test_plaintext_runs_average_in_the_clear_and_say_so(tenant_dir: Path, tmp_path: Path) -> None:
+    summary = run_federation(_config(tenant_dir, secure=False, rounds=1, dp=None), tmp_path / "r")
+    assert summary.metrics["secure"] is False
+    hazards = [p["text"] for e, p in _events(tmp_path / "r", "server") if e is EventType.HAZARD]
+    assert any("plaintext aggregation" in str(text) for text in hazards)
+    assert not [e for e, _ in _events(tmp_path / "r", "server") if e is EventType.UNMASK]
+    models = []
+    for i in range(4):
+        model = mlp(784, 10)
+        load_model(model, tmp_path / "r" / "models" / f"bank-{i}.safetensors")
+        models.append(torch.cat([p.reshape(-1) for p in model.parameters()]))
+    assert all(torch.equal(models[0], m) for m in models[1:])  # the exact average, no encoding
