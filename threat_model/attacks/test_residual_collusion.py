@@ -41,7 +41,7 @@ OUTCOME:
     (N_eff = 3 = k_min, each share 1/3 <= cap) because the policy counts colluders as effective
     contributors; target 0 subtracts the colluders' terms and divides: w_v exact up to codec
     rounding (MEASURED 2.3e-5). Not mitigated; only group mode's
-    |G| >= k_min + n_C rule addresses it (and that rule is not enforced in code yet).
+    |G| >= k_min + n_C rule addresses it (enforced per group by simulate_round(colluders=...)).
 """
 
 from __future__ import annotations
