@@ -143,9 +143,20 @@ def epsilon_for(kind: AccountantKind, history: History, delta: float) -> float:
 
 @lru_cache(maxsize=256)
 def noise_multiplier_for(
-    kind: AccountantKind, target_epsilon: float, delta: float, sample_rate: float, steps: int
+    kind: AccountantKind,
+    target_epsilon: float,
+    delta: float,
+    sample_rate: float,
+    steps: int,
+    *,
+    prefix: History = (),
 ) -> float:
     """Opacus ``get_noise_multiplier`` for ``steps`` steps at ``sample_rate`` (memoised).
+
+    ``prefix`` is history spent (or reserved) before those steps -- e.g. the one Gaussian
+    release of a similarity statistic: sigma is then the smallest for which the WHOLE history,
+    prefix included, stays within ``target_epsilon``. With an empty prefix this is exactly
+    Opacus's search.
 
     The same search as Opacus 1.6 (double sigma from 20 until epsilon is below the target, then
     bisect until it is within 0.01 below it; return the upper end), run on :func:`epsilon_for`,
@@ -157,8 +168,14 @@ def noise_multiplier_for(
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}")
 
+    if epsilon_for(kind, prefix, delta) >= target_epsilon:
+        raise ConfigError(
+            f"the reserved history alone reaches epsilon={target_epsilon} at delta={delta}: "
+            "no budget is left for training"
+        )
+
     def epsilon(sigma: float) -> float:
-        return epsilon_for(kind, ((sigma, sample_rate, steps),), delta)
+        return epsilon_for(kind, (*prefix, (sigma, sample_rate, steps)), delta)
 
     sigma_low, sigma_high, eps_high = 0.0, 10.0, math.inf
     while eps_high > target_epsilon:
@@ -187,7 +204,9 @@ _EPSILON_TOLERANCE = 0.01
 @contextmanager
 def _quiet() -> Iterator[None]:
     """Silence Opacus's RDP advice "Optimal order is the largest alpha": the PRV accountant
-    triggers it while sizing its domain at tiny deltas, and it concerns no result we report."""
-    with warnings.catch_warnings():
+    triggers it while sizing its domain at tiny deltas, and it concerns no result we report. Also
+    silence numpy's divide-by-zero in the PRV of a sample rate of 1 (``log(1 - q)``, in a branch
+    that ``np.where`` discards: the result is exact)."""
+    with warnings.catch_warnings(), np.errstate(divide="ignore"):
         warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
         yield

@@ -46,6 +46,13 @@ class DPConfig:
     rounds x steps per round (Opacus ``get_noise_multiplier``); it is then persisted with the
     accountant state and reused after a restart. ``ghost_clipping`` asks for the faster per-sample
     path; where the model does not support it the trainer falls back to hooks and says so.
+
+    ``statistic_epsilon`` reserves part of the budget for ONE Gaussian release of a similarity
+    statistic of L2 sensitivity 1 (:meth:`~securefed.dp.PrivateTrainer.release_statistic`): its
+    noise is the smallest that costs at most ``statistic_epsilon`` on its own, and the DP-SGD
+    noise is then chosen so that the statistic and every planned round TOGETHER stay within
+    ``target_epsilon`` (composition by the accountant, not by adding epsilons). None: no
+    statistic is planned, and :meth:`release_statistic` refuses.
     """
 
     target_epsilon: float
@@ -54,6 +61,7 @@ class DPConfig:
     noise_multiplier: float | None = None
     accountant: AccountantKind = AccountantKind.PRV
     ghost_clipping: bool = True
+    statistic_epsilon: float | None = None
 
     def __post_init__(self) -> None:
         _finite_positive("target_epsilon", self.target_epsilon)
@@ -65,6 +73,13 @@ class DPConfig:
             _finite_positive("noise_multiplier", self.noise_multiplier)
         if not isinstance(self.accountant, AccountantKind):
             raise ConfigError(f"accountant must be an AccountantKind, got {self.accountant!r}")
+        if self.statistic_epsilon is not None:
+            _finite_positive("statistic_epsilon", self.statistic_epsilon)
+            if self.statistic_epsilon >= self.target_epsilon:
+                raise ConfigError(
+                    f"statistic_epsilon ({self.statistic_epsilon}) must be below target_epsilon "
+                    f"({self.target_epsilon}): the rest of the budget pays for training"
+                )
 
 
 @dataclass(frozen=True)
@@ -101,7 +116,9 @@ class RoundSpend:
 
     ``epsilon`` is the CUMULATIVE epsilon of the institution after this round, at ``delta``;
     ``steps`` the DP-SGD steps of this round, each a Poisson-sampled Gaussian mechanism with
-    ``sample_rate`` and ``noise_multiplier``.
+    ``sample_rate`` and ``noise_multiplier``. ``mechanism`` is ``"dp-sgd"`` for a training round
+    and ``"gaussian-statistic"`` for the one release of a similarity statistic (``steps`` 1,
+    ``sample_rate`` 1: every record, once).
     """
 
     round: int
@@ -112,6 +129,7 @@ class RoundSpend:
     steps: int
     accountant: str
     opacus_version: str
+    mechanism: str = "dp-sgd"
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

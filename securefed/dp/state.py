@@ -8,8 +8,13 @@ File ``dp_accountant.json`` in the client's state directory::
       "steps_per_round": 5, "delta": 1e-05, "target_epsilon": 3.0, "max_grad_norm": 1.0,
       "opacus_version": "1.6.0",
       "history": [[1.12, 0.19393939393939394, 10]],
-      "charges": [{"round": 1, "steps": 5, "epsilon": 1.02}, {"round": 2, ...}]
+      "charges": [{"round": 1, "steps": 5, "epsilon": 1.02, "mechanism": "dp-sgd"}, ...],
+      "statistic_noise_multiplier": null
     }
+
+``statistic_noise_multiplier`` is the sigma of the planned similarity-statistic release (null if
+none is planned); its charge is a history entry ``[sigma, 1.0, 1]`` and a charge with
+``"mechanism": "gaussian-statistic"``. Files written before these keys existed load unchanged.
 
 ``history`` is the Opacus accountant history (``state_dict()["history"]``); ``charges`` lists
 every charged round in order (a retried round appears twice: both runs drew noise). Floats are
@@ -35,17 +40,22 @@ from securefed.files import write_atomic
 __all__ = ["STATE_FILE", "AccountantState", "Charge", "load_state", "save_state"]
 
 STATE_FILE = "dp_accountant.json"
+#: ``Charge.mechanism`` of a training round and of the similarity statistic's release.
+TRAINING_MECHANISM = "dp-sgd"
+STATISTIC_MECHANISM = "gaussian-statistic"
 _FORMAT = "securefed-dp-accountant"
 _VERSION = 1
 
 
 @dataclass(frozen=True)
 class Charge:
-    """One charged round: its number, its steps and the cumulative epsilon after it."""
+    """One charged round: its number, its steps and the cumulative epsilon after it.
+    ``mechanism`` is ``"dp-sgd"`` for training, ``"gaussian-statistic"`` for the statistic."""
 
     round: int
     steps: int
     epsilon: float
+    mechanism: str = TRAINING_MECHANISM
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,7 @@ class AccountantState:
     opacus_version: str
     history: History = ()
     charges: tuple[Charge, ...] = ()
+    statistic_noise_multiplier: float | None = None
 
     @property
     def total_steps(self) -> int:
@@ -71,6 +82,16 @@ class AccountantState:
         """This state with ``steps`` more steps at the configured sigma and q, for ``round_``."""
         history = extend_history(self.history, self.noise_multiplier, self.sample_rate, steps)
         charge = Charge(round=round_, steps=steps, epsilon=epsilon)
+        return dataclasses.replace(self, history=history, charges=(*self.charges, charge))
+
+    def charged_statistic(self, round_: int, epsilon: float) -> AccountantState:
+        """This state with the similarity statistic's Gaussian release (sigma
+        ``statistic_noise_multiplier``, every record once) charged for ``round_``."""
+        sigma = self.statistic_noise_multiplier
+        if sigma is None:
+            raise ConfigError("no similarity statistic was planned for this participation")
+        history = extend_history(self.history, sigma, 1.0, 1)
+        charge = Charge(round=round_, steps=1, epsilon=epsilon, mechanism=STATISTIC_MECHANISM)
         return dataclasses.replace(self, history=history, charges=(*self.charges, charge))
 
     def to_json(self) -> str:
@@ -87,6 +108,7 @@ class AccountantState:
             "opacus_version": self.opacus_version,
             "history": [list(entry) for entry in self.history],
             "charges": [dataclasses.asdict(charge) for charge in self.charges],
+            "statistic_noise_multiplier": self.statistic_noise_multiplier,
         }
         return json.dumps(document, indent=2, allow_nan=False) + "\n"
 
@@ -136,9 +158,11 @@ def _parse(document: Any) -> AccountantState:
             round=_count(c["round"], minimum=0),
             steps=_count(c["steps"]),
             epsilon=_number(c["epsilon"], positive=False),
+            mechanism=_mechanism(c.get("mechanism", TRAINING_MECHANISM)),
         )
         for c in document["charges"]
     )
+    statistic_sigma = document.get("statistic_noise_multiplier")
     if not isinstance(document["opacus_version"], str):
         raise TypeError("opacus_version must be a string")
     return AccountantState(
@@ -152,7 +176,14 @@ def _parse(document: Any) -> AccountantState:
         opacus_version=document["opacus_version"],
         history=tuple(history),
         charges=charges,
+        statistic_noise_multiplier=None if statistic_sigma is None else _number(statistic_sigma),
     )
+
+
+def _mechanism(value: Any) -> str:
+    if value not in (TRAINING_MECHANISM, STATISTIC_MECHANISM):
+        raise ValueError(f"unknown charge mechanism {value!r}")
+    return str(value)
 
 
 def load_state(state_dir: Path) -> AccountantState | None:

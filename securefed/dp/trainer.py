@@ -16,6 +16,9 @@ The rules that keep that true:
   state file is replaced atomically (see :mod:`securefed.dp.state`) before the first training
   step. A crash at any later point leaves the round charged (conservative: epsilon never goes
   down, and the recorded epsilon is never lower than that of anything released);
+* a similarity statistic (``dp.statistic_epsilon``) is ONE more Gaussian mechanism on the same
+  records (:meth:`PrivateTrainer.release_statistic`): reserved when sigma is fixed (the
+  training noise leaves room for it), charged first like a round, in the same history;
 * a restart with the same ``state_dir`` reloads the history (epsilon continues, never resets)
   and refuses a configuration that would change sigma, q, steps per round, the accountant, delta,
   the clipping norm or the budget (:class:`~securefed.errors.ConfigError`);
@@ -52,7 +55,14 @@ from torch import Tensor, nn
 
 from securefed.dp.accounting import History, epsilon_for, extend_history, noise_multiplier_for
 from securefed.dp.config import DPConfig, GradSampleMode, RoundSpend, TrainingConfig
-from securefed.dp.state import STATE_FILE, AccountantState, Charge, load_state, save_state
+from securefed.dp.state import (
+    STATE_FILE,
+    STATISTIC_MECHANISM,
+    AccountantState,
+    Charge,
+    load_state,
+    save_state,
+)
 from securefed.dp.steppers import DPStepper, PlainStepper, Proximal, secure_rng_available
 from securefed.errors import ConfigError, PrivacyBudgetExceeded
 
@@ -143,11 +153,22 @@ class PrivateTrainer:
         self, existing: AccountantState | None, dp: DPConfig, q: float
     ) -> AccountantState:
         steps = self.steps_per_round
+        statistic_sigma = (
+            None
+            if dp.statistic_epsilon is None
+            else noise_multiplier_for(dp.accountant, dp.statistic_epsilon, dp.delta, 1.0, 1)
+        )
         if existing is None:
             sigma = dp.noise_multiplier
             if sigma is None:
+                reserved: History = () if statistic_sigma is None else ((statistic_sigma, 1.0, 1),)
                 sigma = noise_multiplier_for(
-                    dp.accountant, dp.target_epsilon, dp.delta, q, self._planned_rounds * steps
+                    dp.accountant,
+                    dp.target_epsilon,
+                    dp.delta,
+                    q,
+                    self._planned_rounds * steps,
+                    prefix=reserved,
                 )
             return AccountantState(
                 accountant=dp.accountant,
@@ -158,6 +179,7 @@ class PrivateTrainer:
                 target_epsilon=dp.target_epsilon,
                 max_grad_norm=dp.max_grad_norm,
                 opacus_version=opacus.__version__,
+                statistic_noise_multiplier=statistic_sigma,
             )
         checks = [
             ("accountant", existing.accountant.value, dp.accountant.value),
@@ -166,6 +188,7 @@ class PrivateTrainer:
             ("delta", existing.delta, dp.delta),
             ("target epsilon", existing.target_epsilon, dp.target_epsilon),
             ("max_grad_norm", existing.max_grad_norm, dp.max_grad_norm),
+            ("statistic noise multiplier", existing.statistic_noise_multiplier, statistic_sigma),
         ]
         if dp.noise_multiplier is not None:
             checks.append(("noise multiplier", existing.noise_multiplier, dp.noise_multiplier))
@@ -344,6 +367,89 @@ class PrivateTrainer:
             steps=steps,
             accountant=config.accountant.value,
             opacus_version=opacus.__version__,
+        )
+
+    def release_statistic(
+        self,
+        round_: int,
+        contributions: npt.ArrayLike,
+        *,
+        on_charge: Callable[[RoundSpend], None] | None = None,
+    ) -> npt.NDArray[np.float64]:
+        """Release ``sum of contributions + N(0, sigma_s^2 I)``: the Gaussian mechanism on a
+        statistic of L2 sensitivity 1, charged to this participation's accountant FIRST.
+
+        ``contributions`` has one row per training record (``n`` rows, in ``train_x`` order),
+        each a function of that record alone; rows are clipped to L2 norm 1 here, so the
+        sensitivity of the sum is at most 1 whatever the caller computed. sigma_s is fixed at
+        construction from ``dp.statistic_epsilon`` (see :class:`DPConfig`). As with a round: the
+        epsilon after the release is checked against the budget (:class:`PrivacyBudgetExceeded`,
+        nothing charged), the charge is made durable, ``on_charge`` is called with the spend
+        (``mechanism="gaussian-statistic"``), and only then is the noise drawn.
+
+        Without DP the exact sum is returned and nothing is charged (the trainer's hazards say
+        that DP is off). Raises :class:`ConfigError` for a malformed array or when no statistic
+        was planned (``dp.statistic_epsilon`` is None); nothing is charged then.
+        """
+        if isinstance(round_, bool) or not isinstance(round_, int) or round_ < 0:
+            raise ConfigError(f"round must be an integer >= 0, got {round_!r}")
+        rows = np.asarray(contributions, dtype=np.float64)
+        if rows.ndim != 2 or rows.shape[0] != self._n or rows.shape[1] < 1:
+            raise ConfigError(
+                f"contributions must have one row per training record ({self._n} rows), "
+                f"got shape {rows.shape}"
+            )
+        if not np.isfinite(rows).all():
+            raise ConfigError("contributions hold NaN or infinite values")
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        total = (rows / np.maximum(norms, 1.0)).sum(axis=0)
+        private = self._private
+        if private is None:
+            return total
+        sigma = private.state.statistic_noise_multiplier
+        if sigma is None:
+            raise ConfigError(
+                "no similarity statistic was planned: set DPConfig.statistic_epsilon so that "
+                "the training noise leaves room for it"
+            )
+        spend = self._charge_statistic(private, round_, sigma)
+        if on_charge is not None:
+            on_charge(spend)
+        generator = self._noise_generator
+        if generator is not None and self._seed is not None:
+            generator.manual_seed(_derived_seed(self._seed, "statistic", round_))
+        if generator is None:  # secure mode: Opacus's cryptographically secure generator
+            generator = private.stepper.secure_rng
+        noise = torch.normal(
+            0.0, sigma, size=(total.shape[0],), generator=generator, dtype=torch.float64
+        )
+        result: npt.NDArray[np.float64] = total + noise.numpy()
+        return result
+
+    def _charge_statistic(self, private: _Private, round_: int, sigma: float) -> RoundSpend:
+        config = private.config
+        current = private.epsilon(private.state.history)
+        after = private.epsilon(extend_history(private.state.history, sigma, 1.0, 1))
+        if after > config.target_epsilon + EPSILON_TOLERANCE:
+            raise PrivacyBudgetExceeded(
+                f"similarity statistic refused: it would raise epsilon from {current:.6g} to "
+                f"{after:.6g} at delta={config.delta:g}, above the budget "
+                f"{config.target_epsilon:g}; nothing was charged or released"
+            )
+        charged = private.state.charged_statistic(round_, after)
+        save_state(self._state_dir, charged)  # CHARGE FIRST: durable before any noise is drawn
+        private.state = charged
+        private.stepper.engine.accountant.history = list(charged.history)
+        return RoundSpend(
+            round=round_,
+            epsilon=after,
+            delta=config.delta,
+            noise_multiplier=sigma,
+            sample_rate=1.0,
+            steps=1,
+            accountant=config.accountant.value,
+            opacus_version=opacus.__version__,
+            mechanism=STATISTIC_MECHANISM,
         )
 
     def _proximal(self, anchor: npt.ArrayLike | None) -> Proximal | None:
