@@ -485,8 +485,9 @@ def _add_run_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "--grid",
         choices=sorted(GRIDS),
         default="full",
-        help="full (hours), quick (N = 20, one seed), seed-scale (N = 62, cheap modes) or "
-        "plaintext (quick's concept-shift cells aggregated in the clear)",
+        help="full (hours), quick (N = 20, one seed), seed-scale (N = 62, cheap modes), "
+        "plaintext (quick's concept-shift cells aggregated in the clear), statistic and "
+        "statistic-seed-scale (learned similarity under DP, 3 seeds)",
     )
     experiments.add_argument("--rounds", type=int, help="override the grid's rounds")
     experiments.set_defaults(handler=_experiments)

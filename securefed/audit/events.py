@@ -97,7 +97,11 @@ class BudgetConfigured(EventRecord):
 
 @dataclass(frozen=True, slots=True)
 class RoundSpend(EventRecord):
-    """Privacy spent by a client up to and including ``round`` (written before it trains)."""
+    """Privacy spent by a client up to and including ``round`` (written before it trains).
+
+    ``mechanism`` is ``"dp-sgd"`` for a training round (``steps`` DP-SGD steps) and
+    ``"gaussian-statistic"`` for the one release of the similarity statistic (``round`` 0,
+    ``steps`` 1, ``sample_rate`` 1: every record, once)."""
 
     event_type: ClassVar[EventType] = EventType.ROUND_SPEND
     round: int
@@ -108,6 +112,7 @@ class RoundSpend(EventRecord):
     steps: int  # DP-SGD steps taken in this round
     accountant: str
     accountant_version: str
+    mechanism: str = "dp-sgd"
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,8 @@ Schema (every key optional unless marked; see docs/run-config.md for the full de
     max_grad_norm = 1.0
     accountant = "prv"                  # prv | rdp
     noise_multiplier = 1.1              # optional: fixed explicitly instead of from the target
+    statistic_epsilon = 2.0             # similarity = "statistic": its share of target_epsilon
+                                        #   (default target_epsilon / 4)
 
     [personalize]
     segments = "declared"               # group mode: "declared" (federation.json, or a list)
@@ -43,6 +45,10 @@ Schema (every key optional unless marked; see docs/run-config.md for the full de
     sigma_scale = 1.0                   # fedamp
     temperature = 5.0                   # heurfedamp
     sketch_dim = 256
+    similarity = "model"                # what learned similarities use: "model" (the models'
+                                        #   sketches) or "statistic" (a DP statistic of each
+                                        #   institution's data, released once; see docs/dp.md)
+    statistic_dim = 8                   # statistic: projection size per class
 
 Unknown keys are errors (a typo must not silently fall back to a default).
 """
@@ -62,6 +68,7 @@ from typing import Any, TypeVar
 
 from securefed.data import Scheme
 from securefed.errors import ConfigError
+from securefed.personalize.statistic import MAX_STATISTIC_DIM
 
 E = TypeVar("E", bound=Enum)
 
@@ -72,6 +79,7 @@ __all__ = [
     "RunConfig",
     "RunMode",
     "SegmentSource",
+    "SimilaritySource",
     "TrainingSettings",
     "load_run_config",
     "parse_run_config",
@@ -91,6 +99,14 @@ class SegmentSource(Enum):
 
     DECLARED = "declared"  # each institution states its segment (federation.json or a list)
     LEARNED = "learned"  # chosen from the first round's secret sketches
+
+
+class SimilaritySource(Enum):
+    """What learned similarities (fedamp, heurfedamp, group mode with learned segments) are
+    computed from."""
+
+    MODEL = "model"  # the secret sketches of the models, every round
+    STATISTIC = "statistic"  # the sketches of each institution's DP similarity statistic
 
 
 class ModelName(Enum):
@@ -125,6 +141,7 @@ class DPSettings:
     max_grad_norm: float = 1.0
     accountant: str = "prv"
     noise_multiplier: float | None = None
+    statistic_epsilon: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +153,8 @@ class PersonalizeConfig:
     sigma_scale: float = 1.0
     temperature: float = 5.0
     sketch_dim: int = 256
+    similarity: SimilaritySource = SimilaritySource.MODEL
+    statistic_dim: int = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +173,30 @@ class RunConfig:
     training: TrainingSettings = field(default_factory=TrainingSettings)
     dp: DPSettings | None = field(default_factory=DPSettings)
     personalize: PersonalizeConfig = field(default_factory=PersonalizeConfig)
+
+    @property
+    def learns_similarity(self) -> bool:
+        """Whether this run's mode learns similarities (attention, or learned segments)."""
+        if self.mode in (RunMode.FEDAMP, RunMode.HEURFEDAMP):
+            return True
+        return self.mode is RunMode.GROUP and self.personalize.segments is SegmentSource.LEARNED
+
+    @property
+    def uses_statistic(self) -> bool:
+        """Whether institutions release the DP similarity statistic in this run."""
+        return self.learns_similarity and (
+            self.personalize.similarity is SimilaritySource.STATISTIC
+        )
+
+    @property
+    def statistic_epsilon(self) -> float | None:
+        """The part of each institution's budget the statistic spends (None: no statistic or
+        no DP): ``dp.statistic_epsilon``, by default a quarter of the target."""
+        if not self.uses_statistic or self.dp is None:
+            return None
+        if self.dp.statistic_epsilon is not None:
+            return self.dp.statistic_epsilon
+        return self.dp.target_epsilon / 4
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/TOML-able values (enums as their strings, no None-valued keys)."""
@@ -275,14 +318,22 @@ def _training(table: _Table) -> TrainingSettings:
 
 def _dp(table: _Table) -> DPSettings:
     noise = table.get("noise_multiplier")
+    statistic = table.get("statistic_epsilon")
     out = DPSettings(
         target_epsilon=table.number("target_epsilon", 8.0, positive=True),
         delta=table.number("delta", 1e-5, positive=True),
         max_grad_norm=table.number("max_grad_norm", 1.0, positive=True),
         accountant=table.choice("accountant", ("prv", "rdp"), "prv"),
         noise_multiplier=None if noise is None else table.number("noise_multiplier", 1.0, True),
+        statistic_epsilon=None
+        if statistic is None
+        else table.number("statistic_epsilon", 2.0, positive=True),
     )
     table.finish()
+    if out.statistic_epsilon is not None and out.statistic_epsilon >= out.target_epsilon:
+        raise ConfigError(
+            "dp.statistic_epsilon must be below dp.target_epsilon: the rest pays for training"
+        )
     if not out.delta < 1:
         raise ConfigError("dp.delta must be < 1 (and much smaller than 1/records per institution)")
     return out
@@ -306,8 +357,12 @@ def _personalize(table: _Table) -> PersonalizeConfig:
         sigma_scale=table.number("sigma_scale", 1.0, positive=True),
         temperature=table.number("temperature", 5.0, positive=True),
         sketch_dim=table.integer("sketch_dim", 256, minimum=8),
+        similarity=table.enum("similarity", SimilaritySource, SimilaritySource.MODEL),
+        statistic_dim=table.integer("statistic_dim", 8, minimum=1),
     )
     table.finish()
+    if out.statistic_dim > MAX_STATISTIC_DIM:
+        raise ConfigError(f"personalize.statistic_dim must be at most {MAX_STATISTIC_DIM}")
     if out.self_weight is not None and not 0.0 <= out.self_weight <= 1.0:
         raise ConfigError("personalize.self_weight must be in [0, 1]")
     return out

@@ -33,6 +33,7 @@ from securefed.runtime.config import (
     RunConfig,
     RunMode,
     SegmentSource,
+    SimilaritySource,
     TrainingSettings,
 )
 from securefed.runtime.federated import run_federation
@@ -57,8 +58,17 @@ class Method:
     segments: SegmentSource = SegmentSource.DECLARED
     lr: float = 0.1
     dp_lr: float = 0.5
+    similarity: SimilaritySource = SimilaritySource.MODEL
+
+    @property
+    def learned(self) -> bool:
+        """Whether this method learns similarities (its cells show the own-segment weight)."""
+        return self.mode in (RunMode.FEDAMP, RunMode.HEURFEDAMP) or (
+            self.segments is SegmentSource.LEARNED
+        )
 
 
+_STATISTIC = SimilaritySource.STATISTIC
 METHODS = (
     Method("local", RunMode.LOCAL),
     Method("fedavg", RunMode.FEDAVG),
@@ -66,6 +76,12 @@ METHODS = (
     Method("heurfedamp", RunMode.HEURFEDAMP),
     Method("group (declared)", RunMode.GROUP),
     Method("group (learned)", RunMode.GROUP, SegmentSource.LEARNED),
+    # Similarities from each institution's DP statistic (released once; its epsilon is part
+    # of the same budget): docs/dp.md "The similarity statistic".
+    Method("heurfedamp (statistic)", RunMode.HEURFEDAMP, similarity=_STATISTIC),
+    Method(
+        "group (learned, statistic)", RunMode.GROUP, SegmentSource.LEARNED, similarity=_STATISTIC
+    ),
 )
 
 
@@ -127,8 +143,43 @@ PLAINTEXT_GRID = Grid(
     secure=False,
     methods=(METHODS[1], METHODS[3], METHODS[4]),  # fedavg, heurfedamp, group (declared)
 )
+# Learned similarity under DP (ε = 8): the DP similarity statistic against the models' own
+# sketches, with the baselines and the declared partition on the same splits, 3 seeds.
+_BY_LABEL = {m.label: m for m in METHODS}
+STATISTIC_GRID = Grid(
+    splits=((Scheme.CONCEPT_SHIFT, 20, 250), (Scheme.DOMINANT_CLASS, 20, 200)),
+    seeds=(0, 1, 2),
+    epsilons=(8.0,),
+    rounds=25,
+    local_epochs=2,
+    methods=tuple(
+        _BY_LABEL[label]
+        for label in (
+            "local",
+            "fedavg",
+            "group (declared)",
+            "group (learned)",
+            "heurfedamp (statistic)",
+            "group (learned, statistic)",
+        )
+    ),
+)
+# The same at seed scale (62 tenants), group mode only (attention is ~30 s per round there).
+STATISTIC_SEED_SCALE_GRID = Grid(
+    splits=((Scheme.CONCEPT_SHIFT, 62, 80),),
+    seeds=(0, 1, 2),
+    epsilons=(8.0,),
+    rounds=25,
+    local_epochs=2,
+    methods=tuple(
+        _BY_LABEL[label]
+        for label in ("local", "group (declared)", "group (learned)", "group (learned, statistic)")
+    ),
+)
 GRIDS = {
     "full": FULL_GRID,
+    "statistic": STATISTIC_GRID,
+    "statistic-seed-scale": STATISTIC_SEED_SCALE_GRID,
     "quick": QUICK_GRID,
     "seed-scale": SEED_SCALE_GRID,
     "plaintext": PLAINTEXT_GRID,
@@ -178,7 +229,9 @@ def _config(grid: Grid, cell: Cell) -> RunConfig:
             local_epochs=grid.local_epochs,
         ),
         dp=dp,
-        personalize=PersonalizeConfig(segments=method.segments, groups=3),
+        personalize=PersonalizeConfig(
+            segments=method.segments, groups=3, similarity=method.similarity
+        ),
     )
 
 
@@ -205,6 +258,7 @@ def run_experiments(grid: Grid, out: str | Path, *, log: Any = sys.stderr) -> st
                 "epsilon": cell.epsilon,
                 "seed": cell.seed,
                 "method": cell.method.label,
+                "learned": cell.method.learned,
                 "accuracy": metrics["mean_test_accuracy"],
                 "own_segment_weight": last.get("own_segment_weight"),
                 "max_epsilon": last.get("max_epsilon"),
@@ -223,7 +277,7 @@ def run_experiments(grid: Grid, out: str | Path, *, log: Any = sys.stderr) -> st
 
 def _cell_name(cell: Cell) -> str:
     dp = "nodp" if cell.epsilon is None else f"eps{cell.epsilon:g}"
-    method = cell.method.label.replace(" ", "-").replace("(", "").replace(")", "")
+    method = cell.method.label.replace(" ", "-").replace("(", "").replace(")", "").replace(",", "")
     plain = "" if cell.secure else "-plaintext"
     return (
         f"{cell.scheme.value}-n{cell.tenants}x{cell.samples}-{dp}-seed{cell.seed}-{method}{plain}"
@@ -265,6 +319,6 @@ def _cell_text(runs: Sequence[dict[str, Any]]) -> str:
     if len(accuracies) > 1:
         text += f" ± {statistics.stdev(accuracies):.1f}"
     weights = [r["own_segment_weight"] for r in runs if r["own_segment_weight"] is not None]
-    if weights and runs[0]["method"] in ("fedamp", "heurfedamp", "group (learned)"):
+    if weights and runs[0].get("learned", False):
         text += f" [{statistics.fmean(weights):.2f}]"
     return text

@@ -60,7 +60,13 @@ from securefed.dp import AccountantKind, DPConfig, PrivateTrainer, TrainingConfi
 from securefed.errors import ConfigError, LedgerIntegrityError, SecureFedError
 from securefed.files import write_atomic
 from securefed.models import build_model, parameter_count, save_model
-from securefed.runtime.config import ModelName, RunConfig, RunMode, SegmentSource
+from securefed.runtime.config import (
+    ModelName,
+    RunConfig,
+    RunMode,
+    SegmentSource,
+    SimilaritySource,
+)
 from securefed.runtime.nodes import ClientNode, ServerNode, own_segment_weight
 from securefed.runtime.simulate import PHASES, SimulationParams
 from securefed.runtime.tenants import Tenants, load_run_tenants
@@ -139,6 +145,11 @@ def run_federation(
         raise ConfigError(f"data.tenants must be >= 3, got {config.data.tenants}")
     if config.rounds < 1:
         raise ConfigError(f"rounds must be >= 1, got {config.rounds}")
+    if config.personalize.similarity is SimilaritySource.STATISTIC and not config.learns_similarity:
+        raise ConfigError(
+            f'personalize.similarity = "statistic" needs a mode that learns similarities '
+            f'(fedamp, heurfedamp, or group with segments = "learned"), not {config.mode.value}'
+        )
     run_dir = _fresh_run_dir(Path(out))
     data = load_run_tenants(config.data, run_dir)
     metrics, ledgers = _run_one(config, run_dir, data, record=True, progress=progress)
@@ -185,6 +196,11 @@ def _run_one(
         (run_dir / CONFIG_FILE).write_text(config.to_toml(), encoding="utf-8")
         _record_configured(ledgers, config, federation)
     clients = build_clients(config, data, federation, run_dir, ledgers)
+    if config.uses_statistic:
+        for client in clients:
+            client.release_statistic(
+                num_classes=data.num_classes, dim=config.personalize.statistic_dim
+            )
     server = ServerNode(
         mode=config.mode,
         secure=config.secure,
@@ -329,6 +345,7 @@ def build_clients(
             max_grad_norm=config.dp.max_grad_norm,
             noise_multiplier=config.dp.noise_multiplier,
             accountant=AccountantKind(config.dp.accountant),
+            statistic_epsilon=config.statistic_epsilon,
         )
     clients = []
     for index, (tenant, party) in enumerate(
@@ -446,8 +463,16 @@ def _round(
     if config.mode is not RunMode.LOCAL:
         absent = dict.fromkeys(refused, "advertise")
         absent.update(_injected_dropouts(config, round_, len(clients), refused))
+        statistics = [c.statistic for c in clients]
+        similarity_inputs = None
+        if config.uses_statistic:
+            similarity_inputs = [s for s in statistics if s is not None]
         result = server.aggregate(
-            round_, [c.parameters() for c in clients], absent=absent, context=context
+            round_,
+            [c.parameters() for c in clients],
+            absent=absent,
+            context=context,
+            similarity_inputs=similarity_inputs,
         )
         anchor = config.mode in (RunMode.FEDAMP, RunMode.HEURFEDAMP)
         for client in clients:
@@ -525,6 +550,10 @@ def _metrics(
             "sample_rate": max(v for v in rates.values() if v is not None),
             "accountant": config.dp.accountant,
             "accountant_version": f"opacus {opacus.__version__}",
+            "statistic_epsilon": config.statistic_epsilon,
+            "statistic_noise_multiplier": None
+            if first.accountant_state is None
+            else first.accountant_state.statistic_noise_multiplier,
             "by_client": {
                 c.party_id: {
                     "noise_multiplier": sigmas[c.party_id],
@@ -558,6 +587,7 @@ def _metrics(
         "mean_test_accuracy": float(np.mean([c["test_accuracy"] for c in per_client])),
         "config_sha256": config.sha256(),
         "partition": None if partition is None else list(partition),
+        "similarity": config.personalize.similarity.value if config.learns_similarity else None,
         "model": {"kind": config.data.model.value, "parameters": parameter_count(first.model())},
         "tenants": len(clients),
         "data_directory": str(data.directory),

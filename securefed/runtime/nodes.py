@@ -49,6 +49,7 @@ from securefed.personalize import (
     personalized_models,
     squared_distances,
 )
+from securefed.personalize.statistic import label_projection_contributions
 from securefed.runtime.config import RunMode
 from securefed.runtime.simulate import RoundResult, SimulationParams, simulate_round
 from securefed.secagg.transcript import ContextItem
@@ -97,6 +98,21 @@ class ClientNode:
         self._test_x = test_x
         self._test_y = test_y
         self._anchor: Vector | None = None
+        self.statistic: Vector | None = None
+
+    def release_statistic(self, *, num_classes: int, dim: int) -> None:
+        """Release this institution's DP similarity statistic once, before round 1 (round 0):
+        the label-conditional input projection of its training records
+        (:mod:`securefed.personalize.statistic`), through the trainer's Gaussian release --
+        charged and ledgered (``round.spend``, mechanism ``gaussian-statistic``) before the
+        noise is drawn. :attr:`statistic` is the released sum divided by the number of records
+        (post-processing: the record count is treated as public, as the expected batch size is
+        in DP-SGD). Raises what :meth:`PrivateTrainer.release_statistic` raises."""
+        rows = label_projection_contributions(
+            self.tenant.train_x, self.tenant.train_y, num_classes=num_classes, dim=dim
+        )
+        released = self.trainer.release_statistic(0, rows, on_charge=self._record_spend)
+        self.statistic = released / len(rows)
 
     def record_setup(self) -> None:
         """Ledger the budget and the hazards of this client's training, before any round."""
@@ -145,6 +161,7 @@ class ClientNode:
                 steps=spend.steps,
                 accountant=spend.accountant,
                 accountant_version=f"opacus {spend.opacus_version}",
+                mechanism=spend.mechanism,
             )
         )
 
@@ -245,13 +262,15 @@ class ServerNode:
         *,
         absent: Mapping[int, str],
         context: Sequence[ContextItem] = (),
+        similarity_inputs: Sequence[Vector] | None = None,
     ) -> AggregationOutcome:
         """Aggregate one round. ``absent[i] = phase`` makes client i drop out before that
-        protocol phase (``"advertise"``: it does not take part at all)."""
+        protocol phase (``"advertise"``: it does not take part at all). ``similarity_inputs``
+        (one per client) replace the models in the similarities: the DP statistics."""
         if self.mode is RunMode.LOCAL:
             raise ConfigError("local mode does not aggregate")
         if not self.secure:
-            return self._plaintext(round_, models, absent)
+            return self._plaintext(round_, models, absent, similarity_inputs)
         params = {f.name: getattr(self.params, f.name) for f in dataclasses.fields(self.params)}
         params["partition"] = self.partition if self.mode is RunMode.GROUP else None
         result = simulate_round(
@@ -261,6 +280,7 @@ class ServerNode:
             dropouts=dict(absent),
             federation=self.federation,
             context=context,
+            similarity_inputs=similarity_inputs,
             **params,
         )
         self._record_secure(round_, len(models), absent, result)
@@ -313,12 +333,17 @@ class ServerNode:
         self.ledger.record(Partition(round=round_, group_sizes=sizes, method=method))
 
     def _plaintext(
-        self, round_: int, models: Sequence[Vector], absent: Mapping[int, str]
+        self,
+        round_: int,
+        models: Sequence[Vector],
+        absent: Mapping[int, str],
+        similarity_inputs: Sequence[Vector] | None,
     ) -> AggregationOutcome:
         """The plaintext reference (comparison only: the server would see every model)."""
         present = [i for i in range(len(models)) if i not in absent]
         stacked = np.stack([models[i] for i in present])
-        weights = self._plaintext_weights(stacked, present)
+        similar = models if similarity_inputs is None else similarity_inputs
+        weights = self._plaintext_weights(np.stack([similar[i] for i in present]), present)
         mixed = personalized_models(weights, stacked)
         personalized = {i: mixed[k] for k, i in enumerate(present)}
         full = np.zeros((len(models), len(models)))
@@ -331,6 +356,7 @@ class ServerNode:
         )
 
     def _plaintext_weights(self, stacked: Vector, present: Sequence[int]) -> Vector:
+        """xi from ``stacked`` (the present clients' similarity vectors: models or statistics)."""
         m = len(present)
         params = self.params
         if self.mode is RunMode.FEDAVG:

@@ -203,6 +203,7 @@ def simulate_round(
     dropouts: Mapping[int, str] | None = None,
     federation: Federation | None = None,
     context: Sequence[ContextItem] = (),
+    similarity_inputs: Sequence[npt.ArrayLike] | None = None,
     **params: Any,
 ) -> RoundResult:
     """Run one round of ``mode`` over ``models`` (N equal-length 1-D float arrays).
@@ -213,10 +214,14 @@ def simulate_round(
     for this round); in group mode each group runs with the sub-roster of its members.
     ``context`` is extra signed context every party binds into the round's transcript (e.g. the
     parties' ledger heads, :mod:`securefed.audit.checkpoint`).
+    ``similarity_inputs`` are the vectors the clients sketch for the similarities (attention
+    weights, or group mode's learned partition) in place of their models -- e.g. each client's
+    DP similarity statistic (:mod:`securefed.personalize.statistic`); one per client, of equal
+    length. Only the aggregation uses the models.
 
     Raises:
-        ConfigError: unknown mode, parameters or phase names; models of different lengths;
-            fewer than 3 clients.
+        ConfigError: unknown mode, parameters or phase names; models (or similarity inputs) of
+            different lengths or count; fewer than 3 clients.
     """
     vectors = [np.asarray(m, dtype=np.float64).reshape(-1) for m in models]
     n = len(vectors)
@@ -232,9 +237,21 @@ def simulate_round(
     settings = _params(n, params)
     fed = federation if federation is not None else make_federation(n)
     extra = tuple(context)
+    similar = vectors if similarity_inputs is None else _similarity_vectors(similarity_inputs, n)
     if chosen is Mode.GROUP:
-        return _group_round(vectors, settings, seed, schedule, federation=fed, extra=extra)
-    return _single_round(vectors, chosen, settings, seed, schedule, fed=fed, extra=extra)
+        return _group_round(vectors, similar, settings, seed, schedule, federation=fed, extra=extra)
+    return _single_round(
+        vectors, chosen, settings, seed, schedule, similar=similar, fed=fed, extra=extra
+    )
+
+
+def _similarity_vectors(inputs: Sequence[npt.ArrayLike], n: int) -> list[Vector]:
+    vectors = [np.asarray(v, dtype=np.float64).reshape(-1) for v in inputs]
+    if len(vectors) != n or len({v.size for v in vectors}) != 1 or vectors[0].size < 1:
+        raise ConfigError(f"need {n} similarity inputs of equal, non-zero length")
+    if not all(np.isfinite(v).all() for v in vectors):
+        raise ConfigError("similarity inputs hold NaN or infinite values")
+    return vectors
 
 
 def _schedule(dropouts: Mapping[int, str], n: int) -> dict[int, Stage]:
@@ -294,6 +311,7 @@ def _single_round(
     seed: int,
     schedule: dict[int, Stage],
     *,
+    similar: list[Vector],
     fed: Federation,
     extra: tuple[ContextItem, ...],
 ) -> RoundResult:
@@ -306,7 +324,7 @@ def _single_round(
         sketch_seed, commitment = _session_setup(fed, config.session_id, seed)
         context.append(commitment_context(commitment))
     weights, sketches = (
-        _weights(vectors, mode, params, sketch_seed)
+        _weights(similar, mode, params, sketch_seed)
         if attention
         else (np.full((n, n), 1.0 / n), {})
     )
@@ -457,6 +475,7 @@ def _fedavg_result(
 
 def _group_round(
     vectors: list[Vector],
+    similar: list[Vector],
     params: SimulationParams,
     seed: int,
     schedule: dict[int, Stage],
@@ -467,7 +486,7 @@ def _group_round(
     n, dim = len(vectors), vectors[0].size
     sketches: dict[int, Vector] = {}
     if params.partition == "sketch":
-        partition, sketches = _partition_from_sketches(vectors, params, seed, federation)
+        partition, sketches = _partition_from_sketches(similar, params, seed, federation)
         params = dataclasses.replace(params, partition=partition)
     if not isinstance(params.partition, tuple) or len(params.partition) != n:
         raise ConfigError("group mode needs a partition: one group label per client, or 'sketch'")

@@ -12,6 +12,7 @@ from securefed.errors import ConfigError
 from securefed.runtime.config import (
     RunMode,
     SegmentSource,
+    SimilaritySource,
     load_run_config,
     parse_run_config,
 )
@@ -27,8 +28,12 @@ def test_defaults_and_a_full_round_trip() -> None:
         "dropout_rate": 0.1,
         "data": {"tenants": 6, "groups": 2, "scheme": "dominant-class", "samples_per_tenant": 90},
         "training": {"lr": 0.1, "proximal_lambda": 0.1},
-        "dp": {"target_epsilon": 4.0, "delta": 1e-6, "accountant": "rdp"},
-        "personalize": {"segments": [0, 0, 0, 1, 1, 1], "sketch_dim": 64},
+        "dp": {"target_epsilon": 4.0, "delta": 1e-6, "accountant": "rdp", "statistic_epsilon": 0.5},
+        "personalize": {
+            "segments": [0, 0, 0, 1, 1, 1],
+            "sketch_dim": 64,
+            "similarity": "statistic",
+        },
     }
     config = parse_run_config(raw)
     assert config.mode is RunMode.FEDAMP
@@ -56,11 +61,41 @@ def test_defaults_and_a_full_round_trip() -> None:
         ({"dropout_rate": 1.0}, "dropout_rate"),
         ({"mode": "local", "baselines": ["local"]}, "baselines"),
         ({"name": "../escape"}, "name"),
+        ({"personalize": {"similarity": "gradients"}}, "personalize.similarity"),
+        ({"personalize": {"statistic_dim": 0}}, "personalize.statistic_dim"),
+        ({"personalize": {"statistic_dim": 5000}}, "personalize.statistic_dim"),
+        ({"dp": {"target_epsilon": 2.0, "statistic_epsilon": 2.0}}, "dp.statistic_epsilon"),
     ],
 )
 def test_bad_values_are_refused_with_the_key_named(raw: dict[str, object], names: str) -> None:
     with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
         parse_run_config(raw)
+
+
+def test_which_runs_release_the_statistic_and_with_what_epsilon() -> None:
+    statistic = {"similarity": "statistic"}
+    learned = parse_run_config(
+        {
+            "mode": "group",
+            "dp": {"target_epsilon": 8.0},
+            "personalize": {**statistic, "segments": "learned"},
+        }
+    )
+    assert learned.personalize.similarity is SimilaritySource.STATISTIC
+    assert learned.uses_statistic
+    assert learned.statistic_epsilon == 2.0  # a quarter of the target by default
+    explicit = parse_run_config(
+        {"mode": "heurfedamp", "dp": {"statistic_epsilon": 1.0}, "personalize": statistic}
+    )
+    assert explicit.uses_statistic
+    assert explicit.statistic_epsilon == 1.0
+    declared = parse_run_config({"mode": "group", "dp": {}, "personalize": statistic})
+    assert not declared.uses_statistic  # declared segments learn nothing
+    assert declared.statistic_epsilon is None
+    no_dp = parse_run_config({"mode": "fedamp", "personalize": statistic})
+    assert no_dp.uses_statistic  # released exactly, without noise
+    assert no_dp.statistic_epsilon is None
+    assert not parse_run_config({"mode": "fedamp"}).uses_statistic
 
 
 def test_load_names_the_file(tmp_path: Path) -> None:

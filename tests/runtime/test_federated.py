@@ -27,6 +27,8 @@ from securefed.runtime.config import (
     PersonalizeConfig,
     RunConfig,
     RunMode,
+    SegmentSource,
+    SimilaritySource,
     TrainingSettings,
 )
 from securefed.runtime.federated import run_federation
@@ -215,3 +217,66 @@ def test_plaintext_runs_average_in_the_clear_and_say_so(tenant_dir: Path, tmp_pa
         load_model(model, tmp_path / "r" / "models" / f"bank-{i}.safetensors")
         models.append(torch.cat([p.reshape(-1) for p in model.parameters()]))
     assert all(torch.equal(models[0], m) for m in models[1:])  # the exact average, no encoding
+
+
+@pytest.fixture(scope="module")
+def segmented_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six tenants in two concept-shift segments (each segment its own label permutation)."""
+    directory = tmp_path_factory.mktemp("segmented")
+    prepare(
+        "bundled",
+        out=directory,
+        config=PartitionConfig(
+            tenants=6, groups=2, scheme=Scheme.CONCEPT_SHIFT, samples_per_tenant=400
+        ),
+    )
+    return directory
+
+
+def test_learned_partition_from_the_dp_statistic_finds_the_segments_within_budget(
+    segmented_dir: Path, tmp_path: Path
+) -> None:
+    """Group mode, segments learned from each institution's DP statistic (released once before
+    round 1, charged and ledgered first): the partition is the declared one, every ε -- the
+    statistic's included -- stays within the budget, and the ledgers verify."""
+    config = _config(
+        segmented_dir,
+        mode=RunMode.GROUP,
+        rounds=1,
+        dp=DPSettings(target_epsilon=8.0, delta=1e-5, statistic_epsilon=2.0),
+        personalize=PersonalizeConfig(
+            segments=SegmentSource.LEARNED, groups=2, similarity=SimilaritySource.STATISTIC
+        ),
+    )
+    summary = run_federation(config, tmp_path / "run")
+    declared = json.loads((segmented_dir / "federation.json").read_text())
+    truth = [declared["group_of_tenant"][str(i)] for i in range(6)]
+    partition = summary.metrics["partition"]
+    assert [partition[i] == partition[j] for i in range(6) for j in range(6)] == [
+        truth[i] == truth[j] for i in range(6) for j in range(6)
+    ]
+    assert summary.metrics["similarity"] == "statistic"
+    assert summary.metrics["dp"]["statistic_epsilon"] == 2.0
+    assert summary.metrics["dp"]["statistic_noise_multiplier"] > 1.0
+    spends = [p for e, p in _events(tmp_path / "run", "bank-2") if e is EventType.ROUND_SPEND]
+    assert [(s["round"], s["mechanism"]) for s in spends] == [
+        (0, "gaussian-statistic"),
+        (1, "dp-sgd"),
+    ]
+    assert 1.0 < spends[0]["epsilon"] <= 2.0 < spends[1]["epsilon"] <= 8.0
+    state = load_state(tmp_path / "run" / "state" / "bank-2")
+    assert state is not None
+    assert [c.mechanism for c in state.charges] == ["gaussian-statistic", "dp-sgd"]
+    result = verify_run(tmp_path / "run")
+    assert result.ok, result.describe()
+
+
+def test_the_statistic_needs_a_mode_that_learns_similarities(
+    segmented_dir: Path, tmp_path: Path
+) -> None:
+    config = _config(
+        segmented_dir, personalize=PersonalizeConfig(similarity=SimilaritySource.STATISTIC)
+    )
+    with pytest.raises(ConfigError, match="learns similarities"):
+        run_federation(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

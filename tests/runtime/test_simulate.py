@@ -152,6 +152,40 @@ def test_group_partition_chosen_from_sketches_finds_the_latent_groups() -> None:
     check_against_reference(result, models)
 
 
+def test_similarity_inputs_replace_the_models_in_the_similarities_only() -> None:
+    """The partition (and the attention weights) follow the similarity inputs -- here grouped
+    by i < 4, against the models' i % 2 -- while the aggregate is still of the models."""
+    models = make_models(8, dim=300)
+    rng = np.random.default_rng(4)
+    centres = rng.normal(0, 5, (2, 40))
+    inputs = [centres[int(i >= 4)] + rng.normal(0, 0.1, 40) for i in range(8)]
+    result = securefed.simulate_round(
+        models, mode="group", seed=9, partition="sketch", groups=2, similarity_inputs=inputs
+    )
+    assert result.partition is not None
+    assert all((result.partition[i] == result.partition[0]) == (i < 4) for i in range(8))
+    assert all(s.shape == (256,) for s in result.server_view.sketches.values())
+    check_against_reference(result, models)
+    attention = securefed.simulate_round(
+        models, mode="heurfedamp", seed=5, similarity="sketch", similarity_inputs=inputs
+    )
+    for i in range(8):
+        row = attention.weights[i].copy()
+        row[i] = -1
+        assert (int(np.argmax(row)) < 4) == (i < 4)
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [[np.zeros(5)] * 7, [np.zeros(5)] * 7 + [np.zeros(6)], [np.full(5, np.nan)] * 8],
+)
+def test_bad_similarity_inputs_are_refused(inputs: list[np.ndarray]) -> None:
+    with pytest.raises(ConfigError, match="similarity inputs"):
+        securefed.simulate_round(
+            make_models(8), mode="group", seed=0, partition="sketch", similarity_inputs=inputs
+        )
+
+
 def test_group_mode_refuses_groups_smaller_than_k_min_plus_colluders() -> None:
     models = [np.full(8, float(i) / 10) for i in range(8)]
     partition = [0, 0, 0, 0, 1, 1, 1, 1]
