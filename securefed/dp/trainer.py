@@ -345,19 +345,14 @@ class PrivateTrainer:
 
     def _charge(self, private: _Private, round_: int) -> RoundSpend:
         steps = self.steps_per_round
-        current = private.epsilon(private.state.history)
-        after = private.epsilon(private.next_history(steps))
         config = private.config
-        if after > config.target_epsilon + EPSILON_TOLERANCE:
-            raise PrivacyBudgetExceeded(
-                f"round {round_} refused: it would raise epsilon from {current:.6g} to "
-                f"{after:.6g} at delta={config.delta:g}, above the budget "
-                f"{config.target_epsilon:g}; nothing was charged or trained"
-            )
-        charged = private.state.charged(round_, steps, after)
-        save_state(self._state_dir, charged)  # CHARGE FIRST: durable before any step
-        private.state = charged
-        private.stepper.engine.accountant.history = list(charged.history)
+        after = self._commit_charge(
+            private,
+            f"round {round_}",
+            private.next_history(steps),
+            lambda epsilon: private.state.charged(round_, steps, epsilon),
+        )
+        charged = private.state
         return RoundSpend(
             round=round_,
             epsilon=after,
@@ -428,18 +423,12 @@ class PrivateTrainer:
 
     def _charge_statistic(self, private: _Private, round_: int, sigma: float) -> RoundSpend:
         config = private.config
-        current = private.epsilon(private.state.history)
-        after = private.epsilon(extend_history(private.state.history, sigma, 1.0, 1))
-        if after > config.target_epsilon + EPSILON_TOLERANCE:
-            raise PrivacyBudgetExceeded(
-                f"similarity statistic refused: it would raise epsilon from {current:.6g} to "
-                f"{after:.6g} at delta={config.delta:g}, above the budget "
-                f"{config.target_epsilon:g}; nothing was charged or released"
-            )
-        charged = private.state.charged_statistic(round_, after)
-        save_state(self._state_dir, charged)  # CHARGE FIRST: durable before any noise is drawn
-        private.state = charged
-        private.stepper.engine.accountant.history = list(charged.history)
+        after = self._commit_charge(
+            private,
+            "similarity statistic",
+            extend_history(private.state.history, sigma, 1.0, 1),
+            lambda epsilon: private.state.charged_statistic(round_, epsilon),
+        )
         return RoundSpend(
             round=round_,
             epsilon=after,
@@ -451,6 +440,31 @@ class PrivateTrainer:
             opacus_version=opacus.__version__,
             mechanism=STATISTIC_MECHANISM,
         )
+
+    def _commit_charge(
+        self,
+        private: _Private,
+        what: str,
+        history_after: History,
+        charged: Callable[[float], AccountantState],
+    ) -> float:
+        """Refuse ``what`` if ``history_after`` exceeds the budget (nothing changes); otherwise
+        make ``charged(epsilon_after)`` the durable state -- CHARGE FIRST, before any noise is
+        drawn or step taken -- and return epsilon after it."""
+        config = private.config
+        current = private.epsilon(private.state.history)
+        after = private.epsilon(history_after)
+        if after > config.target_epsilon + EPSILON_TOLERANCE:
+            raise PrivacyBudgetExceeded(
+                f"{what} refused: it would raise epsilon from {current:.6g} to "
+                f"{after:.6g} at delta={config.delta:g}, above the budget "
+                f"{config.target_epsilon:g}; nothing was charged, trained or released"
+            )
+        state = charged(after)
+        save_state(self._state_dir, state)
+        private.state = state
+        private.stepper.engine.accountant.history = list(state.history)
+        return after
 
     def _proximal(self, anchor: npt.ArrayLike | None) -> Proximal | None:
         mu = self._training.proximal_lambda

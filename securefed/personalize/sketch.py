@@ -75,6 +75,7 @@ __all__ = [
     "centred_cosines_from_sketches",
     "cosines_from_sketches",
     "squared_distances_from_sketches",
+    "standard_normals",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -162,7 +163,7 @@ class SketchConfig:
             raise ConfigError(f"offset_scale must be in (0, {MAX_OFFSET_SCALE:g}]")
 
 
-def _gaussians(stream: KeyStream, count: int) -> FloatArray:
+def standard_normals(stream: KeyStream, count: int) -> FloatArray:
     """The next ``count`` standard normals of ``stream`` (Box-Muller; one 64-bit word each)."""
     pairs = (count + 1) // 2
     words = cast(npt.NDArray[np.uint64], stream.words(2 * pairs, np.uint64))
@@ -218,7 +219,7 @@ class _HaarRotation:
 
     @classmethod
     def from_stream(cls, stream: KeyStream, dim: int) -> _HaarRotation:
-        normals = _gaussians(stream, dim * (dim + 1) // 2)
+        normals = standard_normals(stream, dim * (dim + 1) // 2)
         vectors: list[FloatArray] = []
         betas = np.empty(max(dim - 1, 0), dtype=np.float64)
         signs = np.empty(dim, dtype=np.float64)
@@ -342,7 +343,9 @@ class Sketcher:
         if k * d > BASE_MATRIX_MAX_ENTRIES:
             raise ConfigError("base_matrix is limited to 2**24 entries")
         if self._base_index is None:
-            return _gaussians(self._stream(_Stream.BASE, 0), k * d).reshape(d, k).T / math.sqrt(k)
+            return standard_normals(self._stream(_Stream.BASE, 0), k * d).reshape(
+                d, k
+            ).T / math.sqrt(k)
         blocks = self._base_index.shape[0]
         rows_per_block = k // blocks
         matrix = np.zeros((k, d), dtype=np.float64)
@@ -369,7 +372,7 @@ class Sketcher:
         out = np.zeros(k, dtype=np.float64)
         for start in range(0, self._model_dim, columns):
             stop = min(self._model_dim, start + columns)
-            block = _gaussians(stream, (stop - start) * k).reshape(stop - start, k)
+            block = standard_normals(stream, (stop - start) * k).reshape(stop - start, k)
             out += w[start:stop] @ block
         out *= 1.0 / math.sqrt(k)
         return out
@@ -399,7 +402,7 @@ class Sketcher:
         """``η_r``, the secret offset common to all distance sketches of round ``round_``."""
         k = self._config.dim
         scale = self._config.offset_scale * math.sqrt(self._model_dim / k)
-        return _read_only(scale * _gaussians(self._stream(_Stream.OFFSET, round_), k))
+        return _read_only(scale * standard_normals(self._stream(_Stream.OFFSET, round_), k))
 
     # --- sketches ---------------------------------------------------------------------------
     def round_matrix_apply(

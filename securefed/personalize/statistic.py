@@ -31,13 +31,13 @@ from __future__ import annotations
 import hashlib
 import math
 from functools import lru_cache
-from typing import cast
 
 import numpy as np
 import numpy.typing as npt
 
 from securefed.crypto import KdfContext, KeyPurpose, KeyStream, derive_stream_key, get_suite
 from securefed.errors import ConfigError
+from securefed.personalize.sketch import standard_normals
 
 __all__ = [
     "DEFAULT_PROJECTION_LABEL",
@@ -52,7 +52,6 @@ FloatArray = npt.NDArray[np.float64]
 DEFAULT_PROJECTION_LABEL = b"securefed/label-conditional-projection/v1"
 #: Largest accepted projection size per class.
 MAX_STATISTIC_DIM = 1024
-_TWO_POW_MINUS_53 = 2.0**-53
 
 
 def projection_matrix(
@@ -76,16 +75,8 @@ def _projection(features: int, dim: int, label: bytes) -> FloatArray:
     key = derive_stream_key(
         get_suite("default"), seed, purpose=KeyPurpose.SKETCH, context=context, target=dim
     )
-    count = features * dim
-    pairs = (count + 1) // 2
-    words = cast(npt.NDArray[np.uint64], KeyStream(key, parallel=False).words(2 * pairs, np.uint64))
-    uniform = ((words >> 11).astype(np.float64) + 0.5) * _TWO_POW_MINUS_53
-    radius = np.sqrt(-2.0 * np.log(uniform[0::2]))
-    angle = (2.0 * math.pi) * uniform[1::2]
-    normals = np.empty(2 * pairs, dtype=np.float64)
-    normals[0::2] = radius * np.cos(angle)
-    normals[1::2] = radius * np.sin(angle)
-    matrix = normals[:count].reshape(features, dim) / math.sqrt(dim)
+    normals = standard_normals(KeyStream(key, parallel=False), features * dim)
+    matrix = normals.reshape(features, dim) / math.sqrt(dim)
     matrix.setflags(write=False)
     return matrix
 
