@@ -175,8 +175,21 @@ STATISTIC_SEED_SCALE_GRID = Grid(
         for label in ("local", "group (declared)", "group (learned)", "group (learned, statistic)")
     ),
 )
+# Smaller budgets (ε = 1 and 4) on the concept-shift split, one seed.
+BUDGETS_GRID = Grid(
+    splits=((Scheme.CONCEPT_SHIFT, 20, 250),),
+    seeds=(0,),
+    epsilons=(1.0, 4.0),
+    rounds=25,
+    local_epochs=2,
+    methods=tuple(
+        _BY_LABEL[label]
+        for label in ("local", "fedavg", "group (declared)", "group (learned, statistic)")
+    ),
+)
 GRIDS = {
     "full": FULL_GRID,
+    "budgets": BUDGETS_GRID,
     "statistic": STATISTIC_GRID,
     "statistic-seed-scale": STATISTIC_SEED_SCALE_GRID,
     "quick": QUICK_GRID,
