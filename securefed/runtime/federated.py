@@ -317,6 +317,24 @@ def _record_configured(
                 "discarded; the ledger signatures prove integrity of this directory only"
             )
         )
+        if config.baselines:
+            ledger.record(Hazard(text=_baselines_hazard(config)))
+
+
+def _baselines_hazard(config: RunConfig) -> str:
+    """The comparison runs retrain every institution's records: their privacy loss adds up."""
+    methods = ", ".join(mode.value for mode in config.baselines)
+    text = (
+        f"comparison run: the baselines ({methods}) train every institution's records again "
+        "after this run, with the same budget each, and write no ledger of their own"
+    )
+    if config.dp is not None:
+        runs = 1 + len(config.baselines)
+        text += (
+            "; over all methods the records' privacy loss is bounded only by composition, up "
+            f"to epsilon {runs * config.dp.target_epsilon:g} at delta {runs * config.dp.delta:g}"
+        )
+    return text + "; a real federation runs one method"
 
 
 def build_clients(

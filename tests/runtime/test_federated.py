@@ -88,6 +88,13 @@ def test_secure_fedavg_run_learns_reports_epsilon_and_verifies(
     result = verify_run(tmp_path / "run")
     assert result.ok, result.describe()
     assert result.ledgers == 5
+    # The baseline retrains every institution's records: each ledger says so, with the total.
+    for actor in ("server", "bank-0", "bank-3"):
+        hazards = [
+            str(p["text"]) for e, p in _events(tmp_path / "run", actor) if e is EventType.HAZARD
+        ]
+        [baseline_hazard] = [h for h in hazards if "baselines (local)" in h]
+        assert f"up to epsilon {2 * config.dp.target_epsilon:g}" in baseline_hazard  # type: ignore[union-attr]
     # FedAvg: every client ends with the same (average) model, saved without wrapper prefixes.
     models = []
     for i in range(4):
@@ -182,6 +189,7 @@ def test_group_mode_with_declared_segments_runs_securely(tenant_dir: Path, tmp_p
     assert partitions == [{"round": 0, "group_sizes": [4], "method": "declared"}]
     hazards = [p["text"] for e, p in _events(tmp_path / "run", "bank-1") if e is EventType.HAZARD]
     assert any("differential privacy is off" in str(text) for text in hazards)
+    assert not any("comparison run" in str(text) for text in hazards)  # no baselines here
 
 
 def test_simulated_dropouts_leave_clients_out_and_the_run_completes(
