@@ -487,7 +487,8 @@ def _add_run_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         default="full",
         help="full (hours), quick (N = 20, one seed), seed-scale (N = 62, cheap modes), "
         "plaintext (quick's concept-shift cells aggregated in the clear), statistic and "
-        "statistic-seed-scale (learned similarity under DP, 3 seeds), budgets (ε 1 and 4)",
+        "statistic-seed-scale (learned similarity under DP, 3 seeds), budgets (ε 1 and 4), "
+        "secure-seeds and plaintext-seeds (fedavg and group, 3 seeds, secure vs in the clear)",
     )
     experiments.add_argument("--rounds", type=int, help="override the grid's rounds")
     experiments.set_defaults(handler=_experiments)

@@ -16,6 +16,7 @@ The full grid (``make experiments``) takes hours on 2 cores; ``--grid quick`` an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import sys
@@ -187,6 +188,17 @@ BUDGETS_GRID = Grid(
         for label in ("local", "fedavg", "group (declared)", "group (learned, statistic)")
     ),
 )
+# Secure vs plaintext over 3 seeds for the two modes whose secure and plaintext aggregates are
+# the same sum (any difference is the fixed-point encoding's stochastic rounding).
+SECURE_SEEDS_GRID = Grid(
+    splits=((Scheme.CONCEPT_SHIFT, 20, 250),),
+    seeds=(0, 1, 2),
+    epsilons=(None, 8.0),
+    rounds=25,
+    local_epochs=2,
+    methods=(_BY_LABEL["fedavg"], _BY_LABEL["group (declared)"]),
+)
+PLAINTEXT_SEEDS_GRID = dataclasses.replace(SECURE_SEEDS_GRID, secure=False)
 GRIDS = {
     "full": FULL_GRID,
     "budgets": BUDGETS_GRID,
@@ -195,6 +207,8 @@ GRIDS = {
     "quick": QUICK_GRID,
     "seed-scale": SEED_SCALE_GRID,
     "plaintext": PLAINTEXT_GRID,
+    "secure-seeds": SECURE_SEEDS_GRID,
+    "plaintext-seeds": PLAINTEXT_SEEDS_GRID,
 }
 
 
