@@ -270,7 +270,7 @@ def markdown_tables(runs: Sequence[tuple[str, Path, list[BankResult]]]) -> str:
         out.append(_row(cells))
         out.append("")
 
-        out.append(f"#### {dataset}: accuracy (P(default) > 0.5) on each bank's own test split\n")
+        out.append(f"#### {dataset}: accuracy (P(label 1) > 0.5) on each bank's own test split\n")
         out.append(_row(["bank", "majority class", *labels]))
         out.append("|" + "---|" * (2 + len(labels)))
         for row, bank in enumerate(first):
