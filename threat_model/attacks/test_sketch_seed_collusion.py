@@ -6,19 +6,27 @@ and S_0 for every round. They want victim v's model.
 
 ASSUMPTIONS: the victim's model does not change over the R rounds (the attacker's best case:
 repeated looks at one vector). ``Sketcher`` with its default sparse-sign S_0, k = 8, d = 32 (so
-k/d = 1/4 -- in deployment k/d is far smaller, e.g. 256/10^6). Sketches are not wired into
-``simulate_round`` yet (``similarity="sketch"`` raises), so this drives ``Sketcher`` directly.
+k/d = 1/4 -- in deployment k/d is far smaller, e.g. 256/10^6). ``simulate_round`` and the
+simulation runtime sketch with the same ``Sketcher``; this test drives it directly, so that
+rounds and seeds can be chosen one by one.
 
 OUTCOME (expected and measured):
-* securefed (S_r = Q_r S_0, fixed S_0): from each round's sketch the coalition reads S_0 w_v
-  (undo eta_r and Q_r) -- the same k linear functionals every round. The least-squares estimate
-  is the projection of w_v on the row space of S_0; its error does not improve with more rounds.
-  MEASURED relative error 0.90 after 1, 4 and 12 rounds (for comparison sqrt(1 - k/d) = 0.87).
-  This is the residual leak: k fixed linear functionals of every model, every round (not
-  mitigated; it is small when k << d).
-* Counterfactual (a fresh S_0 every round, what DESIGN §4a rejects): the stacked functionals
-  reach rank d after d/k = 4 rounds and the victim is recovered exactly (MEASURED 0.87 after one
-  round, 2.6e-11 after 4, 1.4e-12 after 12).
+* S_0 fixed for the session (DESIGN §4a: S_r = Q_r S_0 with one sketch seed for every round):
+  from each round's sketch the coalition reads S_0 w_v (undo eta_r and Q_r) -- the same k linear
+  functionals every round. The least-squares estimate is the projection of w_v on the row space
+  of S_0; its error does not improve with more rounds. MEASURED relative error 0.90 after 1, 4
+  and 12 rounds (for comparison sqrt(1 - k/d) = 0.87). This is the residual leak when one
+  session, with one seed, spans the rounds: k fixed linear functionals of every model, every round
+  (not mitigated; small when k << d).
+* A fresh S_0 every round: the stacked functionals reach rank d after d/k = 4 rounds and the
+  victim is recovered exactly (MEASURED 0.87 after one round, 2.6e-11 after 4, 1.4e-12 after 12).
+  DESIGN §4a rejects this, but it is what the simulation runtime does today: ``ServerNode``
+  (securefed/runtime/nodes.py) calls ``simulate_round`` once per round, each call is a new
+  protocol session, and in attention mode it deals a new sketch seed, hence a new S_0
+  (``_session_setup`` in securefed/runtime/simulate.py; docs/design-notes.md, note 34). In the
+  runtime this second case applies: the leak GROWS by k functionals per round, towards the whole
+  model after about d/k rounds for a model that changes little (threat_model/residual_risk.md,
+  R4).
 """
 
 from __future__ import annotations
