@@ -78,7 +78,9 @@ __all__ = [
     "METRICS_FILE",
     "RoundReport",
     "RunSummary",
+    "build_client",
     "build_clients",
+    "client_seed",
     "partition_for",
     "run_federation",
     "simulation_params",
@@ -347,6 +349,39 @@ def build_clients(
     """One :class:`ClientNode` per tenant, in roster order: the same initial model for all, a
     private trainer with its state under ``run_dir/state/<party>``, the party's ledger (if in
     ``ledgers``), the budget and hazards already ledgered."""
+    clients = []
+    for index, (tenant, party) in enumerate(
+        zip(data.tenants, federation.roster.clients, strict=True)
+    ):
+        node = build_client(
+            config,
+            data,
+            index=index,
+            party_id=party.party_id,
+            state_dir=run_dir / "state" / party.party_id,
+            ledger=ledgers.get(party.party_id),
+            seed=client_seed(config.seed, index),
+        )
+        node.record_setup()
+        clients.append(node)
+    return clients
+
+
+def build_client(
+    config: RunConfig,
+    data: Tenants,
+    *,
+    index: int,
+    party_id: str,
+    state_dir: Path,
+    ledger: Ledger | None,
+    seed: int | None,
+) -> ClientNode:
+    """The :class:`ClientNode` of tenant ``index`` (roster index ``index``): the run's initial
+    model, a private trainer with its accountant state in ``state_dir`` (continued if present),
+    and ``ledger``. ``seed`` seeds the trainer (SIMULATION ONLY; None in a deployment: data
+    order and DP noise from the operating system). Nothing is ledgered here
+    (:meth:`ClientNode.record_setup` does that)."""
     training = TrainingConfig(
         lr=config.training.lr,
         batch_size=config.training.batch_size,
@@ -365,34 +400,28 @@ def build_clients(
             accountant=AccountantKind(config.dp.accountant),
             statistic_epsilon=config.statistic_epsilon,
         )
-    clients = []
-    for index, (tenant, party) in enumerate(
-        zip(data.tenants, federation.roster.clients, strict=True)
-    ):
-        model = _model(config, data, tenant.sample_shape)
-        x, test_x = _inputs(config, tenant.train_x), _inputs(config, tenant.test_x)
-        trainer = PrivateTrainer(
-            model,
-            x,
-            torch.from_numpy(tenant.train_y),
-            training=training,
-            dp=dp,
-            planned_rounds=config.rounds,
-            state_dir=run_dir / "state" / party.party_id,
-            seed=_client_seed(config.seed, index),
-        )
-        node = ClientNode(
-            index=index,
-            party_id=party.party_id,
-            tenant=tenant,
-            trainer=trainer,
-            ledger=ledgers.get(party.party_id),
-            test_x=test_x,
-            test_y=torch.from_numpy(tenant.test_y),
-        )
-        node.record_setup()
-        clients.append(node)
-    return clients
+    tenant = data.tenants[index]
+    model = _model(config, data, tenant.sample_shape)
+    x, test_x = _inputs(config, tenant.train_x), _inputs(config, tenant.test_x)
+    trainer = PrivateTrainer(
+        model,
+        x,
+        torch.from_numpy(tenant.train_y),
+        training=training,
+        dp=dp,
+        planned_rounds=config.rounds,
+        state_dir=state_dir,
+        seed=seed,
+    )
+    return ClientNode(
+        index=index,
+        party_id=party_id,
+        tenant=tenant,
+        trainer=trainer,
+        ledger=ledger,
+        test_x=test_x,
+        test_y=torch.from_numpy(tenant.test_y),
+    )
 
 
 def _model(config: RunConfig, data: Tenants, sample_shape: tuple[int, ...]) -> torch.nn.Module:
@@ -613,7 +642,8 @@ def _metrics(
     }
 
 
-def _client_seed(seed: int, index: int) -> int:
+def client_seed(seed: int, index: int) -> int:
+    """The trainer seed of client ``index`` in a simulation of run seed ``seed``."""
     digest = hashlib.sha256(f"securefed/runtime/client/{seed}/{index}".encode()).digest()
     return int.from_bytes(digest[:4], "big")
 
