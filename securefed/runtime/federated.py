@@ -56,6 +56,7 @@ from securefed.audit import (
     record_checkpoint,
     record_final_checkpoint,
 )
+from securefed.data import TenantData
 from securefed.dp import AccountantKind, DPConfig, PrivateTrainer, TrainingConfig
 from securefed.errors import ConfigError, LedgerIntegrityError, SecureFedError
 from securefed.files import write_atomic
@@ -355,7 +356,8 @@ def build_clients(
     ):
         node = build_client(
             config,
-            data,
+            tenant,
+            num_classes=data.num_classes,
             index=index,
             party_id=party.party_id,
             state_dir=run_dir / "state" / party.party_id,
@@ -369,16 +371,17 @@ def build_clients(
 
 def build_client(
     config: RunConfig,
-    data: Tenants,
+    tenant: TenantData,
     *,
+    num_classes: int,
     index: int,
     party_id: str,
     state_dir: Path,
     ledger: Ledger | None,
     seed: int | None,
 ) -> ClientNode:
-    """The :class:`ClientNode` of tenant ``index`` (roster index ``index``): the run's initial
-    model, a private trainer with its accountant state in ``state_dir`` (continued if present),
+    """The :class:`ClientNode` of ``tenant`` at roster index ``index``: the run's initial
+    model (``num_classes`` outputs), a private trainer with its accountant state in ``state_dir`` (continued if present),
     and ``ledger``. ``seed`` seeds the trainer (SIMULATION ONLY; None in a deployment: data
     order and DP noise from the operating system). Nothing is ledgered here
     (:meth:`ClientNode.record_setup` does that)."""
@@ -400,8 +403,7 @@ def build_client(
             accountant=AccountantKind(config.dp.accountant),
             statistic_epsilon=config.statistic_epsilon,
         )
-    tenant = data.tenants[index]
-    model = _model(config, data, tenant.sample_shape)
+    model = _model(config, num_classes, tenant.sample_shape)
     x, test_x = _inputs(config, tenant.train_x), _inputs(config, tenant.test_x)
     trainer = PrivateTrainer(
         model,
@@ -424,7 +426,7 @@ def build_client(
     )
 
 
-def _model(config: RunConfig, data: Tenants, sample_shape: tuple[int, ...]) -> torch.nn.Module:
+def _model(config: RunConfig, num_classes: int, sample_shape: tuple[int, ...]) -> torch.nn.Module:
     """Every client starts from the same initial model (seeded by the run seed)."""
     kind = config.data.model
     features = int(np.prod(sample_shape))
@@ -435,7 +437,7 @@ def _model(config: RunConfig, data: Tenants, sample_shape: tuple[int, ...]) -> t
         )
     return build_model(
         kind.value,
-        num_classes=data.num_classes,
+        num_classes=num_classes,
         in_features=None if kind is ModelName.CNN else features,
         seed=config.seed,
     )

@@ -591,7 +591,9 @@ def _group_round(
     )
 
 
-def group_personalized(model: Vector, group_sum: Vector, *, contributors: int, own: float) -> Vector:
+def group_personalized(
+    model: Vector, group_sum: Vector, *, contributors: int, own: float
+) -> Vector:
     """Group mode's personalized model of a member that contributed ``model`` to ``group_sum``
     (the decoded sum of ``contributors`` >= 2 members): u_i = xi_ii w_i + (1 - xi_ii) * the mean
     of the other contributors' models (DESIGN §4e). Computed by the member itself in a

@@ -163,6 +163,7 @@ class Coordinator:
         self._pause = pause_before
         self.node_of: dict[str, int] = {}
         self.traffic = _Traffic()
+        self._dim: int | None = None
         self.history: list[dict[str, Any]] = []
         smallest = minimum_group_size(self.params)
         for label in sorted(set(self.partition)):
@@ -256,9 +257,15 @@ class Coordinator:
                     party = message.text("party")
                     actor, seq, digest = message.text("head").split(" ")
                     head = Head(actor, int(seq), digest)
+                    dim = message.integer("dim")
                 except (SecureFedError, ValueError):
                     continue
                 if head.actor != party or party not in {c.party_id for c in self.roster.clients}:
+                    continue
+                if self._dim is None:
+                    self._dim = dim  # every party builds the model from the same configuration
+                elif dim != self._dim:
+                    log.warning("%s reports %d parameters, not %d: left out", party, dim, self._dim)
                     continue
                 self.node_of[party] = node
                 heads[party] = head
@@ -356,11 +363,13 @@ class Coordinator:
                     continue
                 self._deliver(group_of[i], i, unpack_blobs(reply.get("messages")))
             phase_seconds[phase] = time.perf_counter() - phase_started
-        return self._finish_round(round_, groups, heads, all_heads, absent, refused, started, phase_seconds)
+        return self._finish_round(
+            round_, groups, heads, all_heads, absent, refused, started, phase_seconds
+        )
 
     def _groups(self, round_: int, context: Sequence[ContextItem]) -> list[_Group]:
         groups = []
-        dim = self._dim()
+        dim = self._dimension()
         for label in sorted(set(self.partition)):
             members = tuple(i for i in range(self.roster.size) if self.partition[i] == label)
             config = round_config(
@@ -371,13 +380,17 @@ class Coordinator:
                 round_=round_,
                 mode=AggregationMode.SUM,
             )
-            groups.append(_Group(label, members, SecAggServer(config, identity=self._identity, context=context)))
+            groups.append(
+                _Group(
+                    label, members, SecAggServer(config, identity=self._identity, context=context)
+                )
+            )
         return groups
 
-    def _dim(self) -> int:
-        from securefed.runtime.flower.model_size import model_dimension  # noqa: PLC0415
-
-        return model_dimension(self.config)
+    def _dimension(self) -> int:
+        if self._dim is None:
+            raise ProtocolError("no party answered hello: the model dimension is unknown")
+        return self._dim
 
     def _deliver(self, group: _Group, index: int, messages: Sequence[bytes]) -> None:
         """Protocol messages from party ``index`` to its group's server; anything malformed or
@@ -387,7 +400,9 @@ class Coordinator:
                 return
             try:
                 message = decode(data)
-                if getattr(message, "sender", group.members.index(index)) != group.members.index(index):
+                if getattr(message, "sender", group.members.index(index)) != group.members.index(
+                    index
+                ):
                     raise RemoteProtocolError("a party sent a message in another party's name")
                 group.server.receive(message)
             except ProtocolError as exc:
@@ -445,7 +460,9 @@ class Coordinator:
                 "test_accuracy": unpack_float(reply.get("accuracy")),
                 "epsilon": unpack_float(reply.get("epsilon")),
             }
-        accuracies = [c["test_accuracy"] for c in clients.values() if c["test_accuracy"] is not None]
+        accuracies = [
+            c["test_accuracy"] for c in clients.values() if c["test_accuracy"] is not None
+        ]
         return {
             "round": round_,
             "seconds": time.perf_counter() - started,
@@ -455,7 +472,10 @@ class Coordinator:
             "completed": sorted(p for p, c in clients.items() if c["completed"]),
             "clients": clients,
             "mean_test_accuracy": float(np.mean(accuracies)) if accuracies else None,
-            "sums": {str(label): list(np.frombuffer(s, dtype="<f8")[:0]) for label, (s, _) in sums.items()},
+            "sums": {
+                str(label): list(np.frombuffer(s, dtype="<f8")[:0])
+                for label, (s, _) in sums.items()
+            },
         }
 
     def _end(self, rounds: int, status: str) -> None:
@@ -463,9 +483,7 @@ class Coordinator:
         try:
             self._progress(rounds, "end")
             requests = {
-                party: DeployMessage(
-                    "end", {"rounds": u64(rounds), "status": status.encode()}
-                )
+                party: DeployMessage("end", {"rounds": u64(rounds), "status": status.encode()})
                 for party in self.node_of
             }
             replies = self._send(requests, timeout=self.timeouts.phase)

@@ -47,6 +47,7 @@ from securefed.audit import (
     record_checkpoint,
 )
 from securefed.crypto import SigningKey
+from securefed.data import TenantData
 from securefed.errors import ConfigError, ProtocolError, RemoteProtocolError, SecureFedError
 from securefed.models import load_model, save_model
 from securefed.runtime.config import RunConfig, RunMode
@@ -67,7 +68,6 @@ from securefed.runtime.simulate import (
     round_config,
     sub_roster,
 )
-from securefed.runtime.tenants import Tenants
 from securefed.secagg import AggregationMode, SecAggClient, Stage
 from securefed.secagg.messages import MaskedInput, decode
 from securefed.secagg.roster import Roster
@@ -132,7 +132,8 @@ class Institution:
         roster: Roster,
         identity: SigningKey,
         party_id: str,
-        data: Tenants,
+        tenant: TenantData,
+        num_classes: int,
         state_dir: Path,
         reproducible: bool = False,
     ) -> None:
@@ -152,7 +153,8 @@ class Institution:
         seed = client_seed(config.seed, self.index) if reproducible else None
         self.node = build_client(
             config,
-            data,
+            tenant,
+            num_classes=num_classes,
             index=self.index,
             party_id=party_id,
             state_dir=self.state_dir / "trainer",
@@ -213,7 +215,11 @@ class Institution:
     def _hello(self, message: DeployMessage) -> DeployMessage:
         return DeployMessage(
             "hello",
-            {"party": self.party_id.encode(), "head": head_bytes(self.ledger.head)},
+            {
+                "party": self.party_id.encode(),
+                "head": head_bytes(self.ledger.head),
+                "dim": u64(self.node.parameters().size),
+            },
         )
 
     def _train(self, message: DeployMessage) -> DeployMessage:
@@ -242,7 +248,9 @@ class Institution:
             context=[ContextItem(HEADS_CONTEXT_LABEL, heads)],
         )
         advert = self._client.start(self.node.parameters())
-        return DeployMessage("train", {"trained": b"\x01", "messages": pack_blobs([advert.to_bytes()])})
+        return DeployMessage(
+            "train", {"trained": b"\x01", "messages": pack_blobs([advert.to_bytes()])}
+        )
 
     def _protocol(self, message: DeployMessage) -> DeployMessage:
         client = self._client

@@ -109,9 +109,11 @@ def u64(value: int) -> bytes:
 
 def pack_blobs(items: Sequence[bytes]) -> bytes:
     """A list of byte strings (e.g. several protocol messages for one recipient)."""
-    return Writer().items(
-        list(items), lambda w, b: w.blob(b, limit=MAX_FIELD_BYTES), limit=MAX_ITEMS
-    ).getvalue()
+    return (
+        Writer()
+        .items(list(items), lambda w, b: w.blob(b, limit=MAX_FIELD_BYTES), limit=MAX_ITEMS)
+        .getvalue()
+    )
 
 
 def unpack_blobs(data: bytes) -> tuple[bytes, ...]:
