@@ -37,6 +37,7 @@ import numpy as np
 from securefed import __version__
 from securefed.audit import (
     HEADS_CONTEXT_LABEL,
+    Hazard,
     Head,
     Ledger,
     RunConfigured,
@@ -51,6 +52,7 @@ from securefed.files import write_atomic
 from securefed.runtime.config import RunConfig
 from securefed.runtime.federated import simulation_params
 from securefed.runtime.flower.institution import (
+    UNSAFE_KEY_HAZARD,
     deployment_partition,
     head_bytes,
     heads_to_bytes,
@@ -148,6 +150,7 @@ class Coordinator:
         exchange: Exchange,
         timeouts: PhaseTimeouts = PhaseTimeouts(),
         pause_before: frozenset[tuple[int, str]] = frozenset(),
+        unsafe_key: bool = False,
     ) -> None:
         if identity.verify_key() != roster.server.identity:
             raise ConfigError("the server key is not the roster's server identity")
@@ -182,6 +185,8 @@ class Coordinator:
         )
         if self.ledger.head.seq == -1:
             self._record_configured()
+            if unsafe_key:
+                self.ledger.record(Hazard(text=UNSAFE_KEY_HAZARD))
             self.server_node.record_declared_partition()
 
     def _record_configured(self) -> None:
@@ -364,7 +369,14 @@ class Coordinator:
                 self._deliver(group_of[i], i, unpack_blobs(reply.get("messages")))
             phase_seconds[phase] = time.perf_counter() - phase_started
         return self._finish_round(
-            round_, groups, heads, all_heads, absent, refused, started, phase_seconds
+            round_,
+            groups=groups,
+            heads=heads,
+            all_heads=all_heads,
+            absent=absent,
+            refused=refused,
+            started=started,
+            phase_seconds=phase_seconds,
         )
 
     def _groups(self, round_: int, context: Sequence[ContextItem]) -> list[_Group]:
@@ -411,6 +423,7 @@ class Coordinator:
     def _finish_round(
         self,
         round_: int,
+        *,
         groups: Sequence[_Group],
         heads: Mapping[str, Head],
         all_heads: tuple[Head, ...],
@@ -451,7 +464,7 @@ class Coordinator:
         replies = self._send(requests, timeout=self.timeouts.phase)
         view = ServerView({}, {}, outputs, seeds, keys, np.zeros((n, n)))
         result = RoundResult({}, aborted, np.zeros((n, n)), 0.0, view, partition=self.partition)
-        self.server_node._record_secure(round_, n, absent, result)  # noqa: SLF001 - same records
+        self.server_node._record_secure(round_, n, absent, result)
         record_checkpoint(self.ledger, all_heads, final=False)
         clients = {}
         for party, reply in replies.items():

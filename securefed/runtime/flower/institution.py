@@ -78,6 +78,10 @@ __all__ = ["SOCKET_NAME", "Institution", "deployment_partition", "heads_from_byt
 log = logging.getLogger(__name__)
 
 SOCKET_NAME = "agent.sock"
+UNSAFE_KEY_HAZARD = (
+    "the identity key was stored unencrypted (a throwaway test key): anyone who can read the "
+    "file can sign as this party"
+)
 MODEL_FILE = "model.safetensors"
 _FRAME = struct.Struct(">Q")
 MAX_FRAME = 1 << 31
@@ -136,6 +140,7 @@ class Institution:
         num_classes: int,
         state_dir: Path,
         reproducible: bool = False,
+        unsafe_key: bool = False,
     ) -> None:
         self.config = config
         self.roster = roster
@@ -162,7 +167,7 @@ class Institution:
             seed=seed,
         )
         if fresh:
-            self._record_configured(reproducible)
+            self._record_configured(reproducible, unsafe_key)
             self.node.record_setup()
         model_file = self.state_dir / MODEL_FILE
         if model_file.exists():
@@ -174,7 +179,7 @@ class Institution:
             i for i in range(roster.size) if self.partition[i] == self.partition[self.index]
         )
 
-    def _record_configured(self, reproducible: bool) -> None:
+    def _record_configured(self, reproducible: bool, unsafe_key: bool) -> None:
         roster = self.roster
         fingerprints = {c.party_id: c.identity.fingerprint().hex() for c in roster.clients}
         fingerprints[roster.server.party_id] = roster.server.identity.fingerprint().hex()
@@ -188,6 +193,8 @@ class Institution:
                 mode=self.config.mode.value,
             )
         )
+        if unsafe_key:
+            self.ledger.record(Hazard(text=UNSAFE_KEY_HAZARD))
         if reproducible:
             self.ledger.record(
                 Hazard(

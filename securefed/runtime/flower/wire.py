@@ -10,6 +10,7 @@ Decoding never evaluates anything (no pickle): every problem is a
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -157,4 +158,4 @@ def unpack_float(data: bytes) -> float | None:
     if len(data) != 8:
         raise RemoteProtocolError("not a float64")
     (value,) = struct.unpack(">d", data)
-    return None if value != value else float(value)
+    return None if math.isnan(value) else float(value)
