@@ -2,7 +2,8 @@
 
 ``flwr run`` starts it on the SuperLink's machine. It reads its settings from the Flower run
 configuration (the keys of :data:`~securefed.runtime.flower.agent.SERVER_RUN_CONFIG`,
-overridden with ``flwr run -c``), loads the securefed run configuration, the pinned roster and the server's identity key, and runs
+overridden with ``flwr run -c``), loads the securefed run configuration, the pinned roster and
+the server's identity key, and runs
 :class:`~securefed.runtime.flower.coordinator.Coordinator` with :class:`GridExchange`: every
 deployment message travels as one ``bytes`` value (``content["securefed"]["request"]``) of a
 Flower ``query`` message, the reply the same way back. Flower never parses securefed's bytes.
