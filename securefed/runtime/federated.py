@@ -383,8 +383,8 @@ def build_client(
     """The :class:`ClientNode` of ``tenant`` at roster index ``index``: the run's initial
     model (``num_classes`` outputs), a private trainer with its accountant state in
     ``state_dir`` (continued if present), and ``ledger``. ``seed`` seeds the trainer
-    (SIMULATION ONLY; None in a deployment: data order and DP noise from the operating system). Nothing is ledgered here
-    (:meth:`ClientNode.record_setup` does that)."""
+    (SIMULATION ONLY; None in a deployment: data order and DP noise from the operating system).
+    Nothing is ledgered here (:meth:`ClientNode.record_setup` does that)."""
     training = TrainingConfig(
         lr=config.training.lr,
         batch_size=config.training.batch_size,
