@@ -19,7 +19,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from securefed.errors import ConfigError
-from securefed.runtime.flower.institution import ask
+from securefed.runtime.flower.relay import ask
 
 __all__ = ["RECORD", "app"]
 

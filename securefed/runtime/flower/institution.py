@@ -27,7 +27,6 @@ import contextlib
 import logging
 import os
 import socket
-import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,6 +51,7 @@ from securefed.errors import ConfigError, ProtocolError, RemoteProtocolError, Se
 from securefed.models import load_model, save_model
 from securefed.runtime.config import RunConfig, RunMode
 from securefed.runtime.federated import build_client, client_seed, simulation_params
+from securefed.runtime.flower.relay import read_frame, socket_path, write_frame
 from securefed.runtime.flower.wire import (
     DeployMessage,
     decode_deploy,
@@ -73,18 +73,15 @@ from securefed.secagg.messages import MaskedInput, decode
 from securefed.secagg.roster import Roster
 from securefed.secagg.transcript import ContextItem
 
-__all__ = ["SOCKET_NAME", "Institution", "deployment_partition", "heads_from_bytes", "serve"]
+__all__ = ["Institution", "deployment_partition", "heads_from_bytes", "serve"]
 
 log = logging.getLogger(__name__)
 
-SOCKET_NAME = "agent.sock"
 UNSAFE_KEY_HAZARD = (
     "the identity key was stored unencrypted (a throwaway test key): anyone who can read the "
     "file can sign as this party"
 )
 MODEL_FILE = "model.safetensors"
-_FRAME = struct.Struct(">Q")
-MAX_FRAME = 1 << 31
 
 
 def deployment_partition(config: RunConfig, roster: Roster) -> tuple[int, ...]:
@@ -337,42 +334,7 @@ class Institution:
         self.ledger.close()
 
 
-# -- the local socket ----------------------------------------------------------------------
-
-
-def socket_path(state_dir: Path) -> Path:
-    return Path(state_dir) / SOCKET_NAME
-
-
-def _recv_exact(conn: socket.socket, size: int) -> bytes:
-    chunks, remaining = [], size
-    while remaining:
-        chunk = conn.recv(min(remaining, 1 << 20))
-        if not chunk:
-            raise RemoteProtocolError("the connection closed mid-frame")
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
-
-
-def read_frame(conn: socket.socket) -> bytes:
-    (size,) = _FRAME.unpack(_recv_exact(conn, _FRAME.size))
-    if size > MAX_FRAME:
-        raise RemoteProtocolError("frame too large")
-    return _recv_exact(conn, size)
-
-
-def write_frame(conn: socket.socket, data: bytes) -> None:
-    conn.sendall(_FRAME.pack(len(data)) + data)
-
-
-def ask(state_dir: Path, request: bytes, *, timeout: float) -> bytes:
-    """One request to the agent of ``state_dir`` (the ClientApp's relay); OSError if down."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-        conn.settimeout(timeout)
-        conn.connect(str(socket_path(state_dir)))
-        write_frame(conn, request)
-        return read_frame(conn)
+# -- the local socket (framing in .relay) ----------------------------------------
 
 
 def serve(institution: Institution, *, stop: Callable[[], bool] = lambda: False) -> None:
