@@ -96,6 +96,15 @@ def _bench_dp(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_deploy(args: argparse.Namespace) -> int:
+    from securefed.runtime.flower.bench import run_deploy_benchmark  # noqa: PLC0415
+
+    print(f"bench deploy: {args.clients} SuperNodes on 127.0.0.1 with TLS ...", file=sys.stderr)
+    result = run_deploy_benchmark(clients=args.clients, rounds=args.rounds)
+    _print_result(result.to_dict(), as_json=args.json)
+    return 0
+
+
 def _bench_round(args: argparse.Namespace) -> int:
     print(
         f"bench round: N={args.tenants}, {args.samples_per_tenant} samples each, {args.mode} ...",
@@ -625,6 +634,14 @@ def _parser() -> argparse.ArgumentParser:
     dp_bench.add_argument("--no-hooks", action="store_true", help="skip the hooks reference path")
     dp_bench.add_argument("--json", action="store_true", help="one JSON object on stdout")
     dp_bench.set_defaults(handler=_bench_dp)
+
+    deploy = benches.add_parser(
+        "deploy", help="a Flower deployment (TLS, loopback) vs the simulation (needs flwr)"
+    )
+    deploy.add_argument("--clients", type=int, default=4, help="institutions (default 4)")
+    deploy.add_argument("--rounds", type=int, default=2, help="rounds (default 2)")
+    deploy.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    deploy.set_defaults(handler=_bench_deploy)
 
     _add_keys_commands(commands)
     _add_audit_commands(commands)
