@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -54,7 +54,6 @@ from securefed.runtime.federated import simulation_params
 from securefed.runtime.flower.institution import (
     UNSAFE_KEY_HAZARD,
     deployment_partition,
-    head_bytes,
     heads_to_bytes,
 )
 from securefed.runtime.flower.wire import (
@@ -66,6 +65,7 @@ from securefed.runtime.flower.wire import (
     u64,
     unpack_blobs,
     unpack_float,
+    unpack_ints,
 )
 from securefed.runtime.nodes import ServerNode
 from securefed.runtime.simulate import (
@@ -442,13 +442,13 @@ class Coordinator:
             server = group.server
             seeds.update({group.members[u]: s for u, s in server.reconstructed_self_seeds.items()})
             keys.update({group.members[u]: k for u, k in server.reconstructed_mask_keys.items()})
-            result = server.result
-            if result is None:
+            outcome = server.result
+            if outcome is None:
                 aborted.update(dict.fromkeys(group.members, f"group round {server.stage.value}"))
                 continue
-            outputs[group.label] = result.ring_sum
-            contributors = tuple(group.members[j] for j in result.contributors)
-            sums[group.label] = (pack_floats(result.values), pack_ints(contributors))
+            outputs[group.label] = outcome.ring_sum
+            contributors = tuple(group.members[j] for j in outcome.contributors)
+            sums[group.label] = (pack_floats(outcome.values), pack_ints(contributors))
             for i in group.members:
                 if i not in contributors:
                     aborted.setdefault(i, absent.get(i, "dropped out"))
@@ -464,7 +464,7 @@ class Coordinator:
         replies = self._send(requests, timeout=self.timeouts.phase)
         view = ServerView({}, {}, outputs, seeds, keys, np.zeros((n, n)))
         result = RoundResult({}, aborted, np.zeros((n, n)), 0.0, view, partition=self.partition)
-        self.server_node._record_secure(round_, n, absent, result)
+        self.server_node.record_secure_round(round_, n, absent, result)
         record_checkpoint(self.ledger, all_heads, final=False)
         clients = {}
         for party, reply in replies.items():
@@ -485,9 +485,8 @@ class Coordinator:
             "completed": sorted(p for p, c in clients.items() if c["completed"]),
             "clients": clients,
             "mean_test_accuracy": float(np.mean(accuracies)) if accuracies else None,
-            "sums": {
-                str(label): list(np.frombuffer(s, dtype="<f8")[:0])
-                for label, (s, _) in sums.items()
+            "group_sizes": {
+                str(label): len(unpack_ints(members)) for label, (_, members) in sums.items()
             },
         }
 
@@ -535,10 +534,3 @@ class Coordinator:
             "config_sha256": self.config.sha256(),
             "software_version": __version__,
         }
-
-
-def _unused(*_: Callable[..., Any]) -> None:  # pragma: no cover
-    return None
-
-
-_ = head_bytes

@@ -53,10 +53,15 @@ class DeployMessage:
         """The canonical encoding. Raises ConfigError for an oversized kind, name or field."""
         if len(self.fields) > MAX_FIELDS:
             raise ConfigError(f"a deployment message has at most {MAX_FIELDS} fields")
-        w = Writer().fixed(MAGIC, 2).u8(DEPLOY_VERSION).blob(self.kind.encode(), limit=_NAME_LIMIT)
+        try:
+            kind = self.kind.encode("ascii")
+            names = {name: name.encode("ascii") for name in self.fields}
+        except UnicodeEncodeError:
+            raise ConfigError("deployment message kinds and field names are ASCII") from None
+        w = Writer().fixed(MAGIC, 2).u8(DEPLOY_VERSION).blob(kind, limit=_NAME_LIMIT)
         w.u32(len(self.fields))
         for name in sorted(self.fields):
-            w.blob(name.encode(), limit=_NAME_LIMIT).blob(self.fields[name], limit=MAX_FIELD_BYTES)
+            w.blob(names[name], limit=_NAME_LIMIT).blob(self.fields[name], limit=MAX_FIELD_BYTES)
         return w.getvalue()
 
     def get(self, name: str) -> bytes:
@@ -97,8 +102,8 @@ def decode_deploy(data: bytes) -> DeployMessage:
             name = r.blob(limit=_NAME_LIMIT).decode("ascii")
         except UnicodeDecodeError:
             raise RemoteProtocolError("malformed field name") from None
-        if name in fields:
-            raise RemoteProtocolError(f"duplicate field {name!r}")
+        if fields and name <= next(reversed(fields)):
+            raise RemoteProtocolError("fields out of order or repeated (the encoding is canonical)")
         fields[name] = r.blob(limit=MAX_FIELD_BYTES)
     r.finish()
     return DeployMessage(kind, fields)
