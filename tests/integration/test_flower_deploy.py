@@ -146,10 +146,9 @@ def test_a_killed_supernode_is_recovered_charged_and_rejoins(tmp_path: Path) -> 
             "round 2 to start",
             deployment,
         )
-        deployment.start_institution(victim)
-        time.sleep(8.0)  # the new SuperNode registers with the SuperLink
+        deployment.start_institution(victim)  # returns once its new SuperNode is registered
         (coordinator / "resume-2-hello").touch()
-        _wait(lambda: (coordinator / "metrics.json").exists(), 400, "the run to end", deployment)
+        _wait((coordinator / "metrics.json").exists, 400, "the run to end", deployment)
 
     metrics = json.loads((coordinator / "metrics.json").read_text())
     first, second = metrics["history"]

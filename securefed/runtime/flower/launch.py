@@ -34,6 +34,7 @@ from securefed.runtime.flower.relay import socket_path
 __all__ = ["InstitutionSpec", "LocalDeployment", "free_port"]
 
 STOP_GRACE_S = 10.0
+_REGISTERED = "SuperNode ID:"  # what flower-supernode logs once the SuperLink has registered it
 
 
 def free_port() -> int:
@@ -184,7 +185,8 @@ class LocalDeployment:
         _wait_for_port(self.port, timeout, "the SuperLink")
 
     def start_institution(self, spec: InstitutionSpec, timeout: float = 120.0) -> None:
-        """The institution's agent (waits for its socket), then its SuperNode."""
+        """The institution's agent (waits for its socket), then its SuperNode (waits until the
+        SuperLink has registered it, so the coordinator's next hello reaches it)."""
         socket_file = socket_path(spec.state)
         with contextlib.suppress(FileNotFoundError):
             socket_file.unlink()
@@ -225,6 +227,7 @@ class LocalDeployment:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the agent of {spec.party} did not start in {timeout:.0f} s")
             time.sleep(0.2)
+        registered = self._log_count(f"supernode-{spec.party}", _REGISTERED)
         self._start(
             f"supernode-{spec.party}",
             [
@@ -239,6 +242,14 @@ class LocalDeployment:
                 str(free_port()),
             ],
         )
+        while self._log_count(f"supernode-{spec.party}", _REGISTERED) <= registered:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the SuperNode of {spec.party} did not register in time")
+            time.sleep(0.2)
+
+    def _log_count(self, name: str, marker: str) -> int:
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace").count(marker) if path.exists() else 0
 
     def kill_institution(self, party: str) -> None:
         """SIGKILL the institution's SuperNode (with its ClientApps) and agent: a crash."""
