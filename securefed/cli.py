@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +30,7 @@ from securefed.bench.personalize import run_personalize_benchmark
 from securefed.bench.secagg import Baseline, run_secagg_benchmark
 from securefed.crypto import SuiteId, VerifyKey, encrypt_signing_key, get_suite
 from securefed.crypto.cleartext import export_unencrypted_signing_key_unsafe
-from securefed.crypto.keyfile import MIN_PASSPHRASE_BYTES
+from securefed.crypto.keyfile import passphrase_from_env
 from securefed.data import PartitionConfig, prepare
 from securefed.dp.canary import run_canary_audit
 from securefed.errors import ConfigError, SecureFedError
@@ -52,7 +50,6 @@ from securefed.secagg.roster import (
 
 __all__ = ["main"]
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _UNSAFE_WARNING = """\
 WARNING: --unsafe-plaintext: the identity key of {party!r} is written WITHOUT encryption.
 WARNING: anyone who can read the .key file can impersonate {party!r} in every session.
@@ -99,6 +96,15 @@ def _bench_dp(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_deploy(args: argparse.Namespace) -> int:
+    from securefed.runtime.flower.bench import run_deploy_benchmark  # noqa: PLC0415
+
+    print(f"bench deploy: {args.clients} SuperNodes on 127.0.0.1 with TLS ...", file=sys.stderr)
+    result = run_deploy_benchmark(clients=args.clients, rounds=args.rounds)
+    _print_result(result.to_dict(), as_json=args.json)
+    return 0
+
+
 def _bench_round(args: argparse.Namespace) -> int:
     print(
         f"bench round: N={args.tenants}, {args.samples_per_tenant} samples each, {args.mode} ...",
@@ -132,27 +138,9 @@ def _bench_secagg(args: argparse.Namespace) -> int:
     return 0
 
 
-def _passphrase_from_env(variable: str) -> bytes:
-    """The passphrase held in environment variable ``variable`` (never taken from argv)."""
-    if not _ENV_NAME.fullmatch(variable):  # do not echo it: it may be a passphrase typed by mistake
-        raise ConfigError("--passphrase-env takes the NAME of an environment variable")
-    value = os.environ.get(variable)
-    if not value:
-        raise ConfigError(
-            f"environment variable {variable} is not set or empty; it must hold "
-            "the passphrase that encrypts the identity key"
-        )
-    passphrase = value.encode("utf-8")
-    if len(passphrase) < MIN_PASSPHRASE_BYTES:
-        raise ConfigError(
-            f"the passphrase in {variable} is too short: use at least {MIN_PASSPHRASE_BYTES} bytes"
-        )
-    return passphrase
-
-
 def _keys_generate(args: argparse.Namespace) -> int:
     suite = get_suite(args.suite)
-    passphrase = None if args.unsafe_plaintext else _passphrase_from_env(args.passphrase_env)
+    passphrase = None if args.unsafe_plaintext else passphrase_from_env(args.passphrase_env)
     key = suite.generate_signing_key()
     identity = PublicIdentity(args.id, key.verify_key())
     if passphrase is None:
@@ -517,6 +505,90 @@ def _add_run_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     prep.set_defaults(handler=_data_prepare)
 
 
+# --- deploy: the institution's agent, the Flower App, test certificates (docs/deploy.md) -----
+
+
+def _deploy_agent(args: argparse.Namespace) -> int:
+    from securefed.runtime.flower.agent import AgentSettings, run_agent  # noqa: PLC0415
+
+    settings = AgentSettings(
+        config=Path(args.config),
+        roster=Path(args.roster),
+        key=Path(args.key),
+        passphrase_env=None if args.unsafe_plaintext_key else args.passphrase_env,
+        unsafe_plaintext_key=args.unsafe_plaintext_key,
+        party=args.party,
+        data=Path(args.data),
+        tenant=args.tenant,
+        num_classes=args.num_classes,
+        state=Path(args.state),
+        reproducible_unsafe=args.reproducible_unsafe,
+    )
+    print(f"agent of {args.party}: serving on {Path(args.state) / 'agent.sock'}", file=sys.stderr)
+    run_agent(settings)
+    return 0
+
+
+def _deploy_app(args: argparse.Namespace) -> int:
+    from securefed.runtime.flower.agent import write_flower_app  # noqa: PLC0415
+
+    path = write_flower_app(Path(args.out))
+    print(f"wrote {path}: submit it with flwr run {args.out} <superlink>", file=sys.stderr)
+    return 0
+
+
+def _deploy_certs(args: argparse.Namespace) -> int:
+    from securefed.runtime.flower.certs import write_test_certificates  # noqa: PLC0415
+
+    files = write_test_certificates(Path(args.out))
+    print(
+        f"wrote {files.ca_certificate}, {files.server_certificate}, {files.server_key} "
+        "(a throwaway CA for localhost / 127.0.0.1: loopback tests only)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _add_deploy_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    deploy = commands.add_parser("deploy", help="run across processes on Flower (docs/deploy.md)")
+    actions = deploy.add_subparsers(dest="action", required=True)
+
+    agent = actions.add_parser("agent", help="an institution's agent, beside its SuperNode")
+    agent.add_argument("--config", required=True, help="the run configuration (run.toml)")
+    agent.add_argument("--roster", required=True, help="the pinned roster (roster.toml)")
+    agent.add_argument("--key", required=True, help="this institution's identity key file")
+    protection = agent.add_mutually_exclusive_group(required=True)
+    protection.add_argument(
+        "--passphrase-env", metavar="VAR", help="the environment variable holding its passphrase"
+    )
+    protection.add_argument(
+        "--unsafe-plaintext-key",
+        action="store_true",
+        help="the key file is unencrypted (throwaway test keys; ledgered as a hazard)",
+    )
+    agent.add_argument("--party", required=True, help="this institution's party id")
+    agent.add_argument("--data", required=True, help="seed-layout directory with its tenant")
+    agent.add_argument("--tenant", required=True, type=int, help="its tenant index in --data")
+    agent.add_argument(
+        "--num-classes", required=True, type=int, help="classes of the joint model (all agree)"
+    )
+    agent.add_argument("--state", required=True, help="its state directory (ledger, accountant)")
+    agent.add_argument(
+        "--reproducible-unsafe",
+        action="store_true",
+        help="TESTS ONLY: seed the DP noise from the run seed (ledgered as a hazard)",
+    )
+    agent.set_defaults(handler=_deploy_agent)
+
+    app = actions.add_parser("app", help="write the Flower App directory that flwr run submits")
+    app.add_argument("--out", required=True, help="directory for its pyproject.toml")
+    app.set_defaults(handler=_deploy_app)
+
+    certs = actions.add_parser("test-certs", help="a throwaway TLS CA and localhost certificate")
+    certs.add_argument("--out", required=True, help="directory for ca.crt, server.pem, server.key")
+    certs.set_defaults(handler=_deploy_certs)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="securefed", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"securefed {__version__}")
@@ -563,9 +635,18 @@ def _parser() -> argparse.ArgumentParser:
     dp_bench.add_argument("--json", action="store_true", help="one JSON object on stdout")
     dp_bench.set_defaults(handler=_bench_dp)
 
+    deploy = benches.add_parser(
+        "deploy", help="a Flower deployment (TLS, loopback) vs the simulation (needs flwr)"
+    )
+    deploy.add_argument("--clients", type=int, default=4, help="institutions (default 4)")
+    deploy.add_argument("--rounds", type=int, default=2, help="rounds (default 2)")
+    deploy.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    deploy.set_defaults(handler=_bench_deploy)
+
     _add_keys_commands(commands)
     _add_audit_commands(commands)
     _add_run_commands(commands)
+    _add_deploy_commands(commands)
     return parser
 
 

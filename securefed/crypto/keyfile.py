@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
@@ -28,7 +29,14 @@ from securefed.crypto.keys import SigningKey
 from securefed.crypto.suites import CipherSuite, SuiteId, get_suite
 from securefed.errors import ConfigError, DecryptionError, InvalidKey
 
-__all__ = ["DEFAULT_WORK_FACTOR_LOG2", "encrypt_signing_key", "load_signing_key"]
+__all__ = [
+    "DEFAULT_WORK_FACTOR_LOG2",
+    "encrypt_signing_key",
+    "load_signing_key",
+    "passphrase_from_env",
+]
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 MAGIC = b"SFK1"
 ENCRYPTED_LABEL = "SECUREFED ENCRYPTED PRIVATE KEY"
@@ -151,3 +159,27 @@ def load_signing_key(data: bytes, passphrase: bytes) -> SigningKey:
     except Exception:  # InvalidTag, or a malformed passphrase type
         raise DecryptionError("could not decrypt the key file") from None
     return suite.signing_key(secret)
+
+
+def passphrase_from_env(variable: str) -> bytes:
+    """The passphrase held in environment variable ``variable`` (never taken from argv, where
+    other users of the machine could read it).
+
+    Raises:
+        ConfigError: ``variable`` is not a valid name, is unset or empty, or holds fewer than
+            ``MIN_PASSPHRASE_BYTES`` bytes (the message never contains the value).
+    """
+    if not _ENV_NAME.fullmatch(variable):  # do not echo it: it may be a passphrase typed by mistake
+        raise ConfigError("--passphrase-env takes the NAME of an environment variable")
+    value = os.environ.get(variable)
+    if not value:
+        raise ConfigError(
+            f"environment variable {variable} is not set or empty; it must hold "
+            "the passphrase that encrypts the identity key"
+        )
+    passphrase = value.encode("utf-8")
+    if len(passphrase) < MIN_PASSPHRASE_BYTES:
+        raise ConfigError(
+            f"the passphrase in {variable} is too short: use at least {MIN_PASSPHRASE_BYTES} bytes"
+        )
+    return passphrase

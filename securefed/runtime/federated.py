@@ -56,6 +56,7 @@ from securefed.audit import (
     record_checkpoint,
     record_final_checkpoint,
 )
+from securefed.data import TenantData
 from securefed.dp import AccountantKind, DPConfig, PrivateTrainer, TrainingConfig
 from securefed.errors import ConfigError, LedgerIntegrityError, SecureFedError
 from securefed.files import write_atomic
@@ -78,7 +79,9 @@ __all__ = [
     "METRICS_FILE",
     "RoundReport",
     "RunSummary",
+    "build_client",
     "build_clients",
+    "client_seed",
     "partition_for",
     "run_federation",
     "simulation_params",
@@ -347,6 +350,41 @@ def build_clients(
     """One :class:`ClientNode` per tenant, in roster order: the same initial model for all, a
     private trainer with its state under ``run_dir/state/<party>``, the party's ledger (if in
     ``ledgers``), the budget and hazards already ledgered."""
+    clients = []
+    for index, (tenant, party) in enumerate(
+        zip(data.tenants, federation.roster.clients, strict=True)
+    ):
+        node = build_client(
+            config,
+            tenant,
+            num_classes=data.num_classes,
+            index=index,
+            party_id=party.party_id,
+            state_dir=run_dir / "state" / party.party_id,
+            ledger=ledgers.get(party.party_id),
+            seed=client_seed(config.seed, index),
+        )
+        node.record_setup()
+        clients.append(node)
+    return clients
+
+
+def build_client(
+    config: RunConfig,
+    tenant: TenantData,
+    *,
+    num_classes: int,
+    index: int,
+    party_id: str,
+    state_dir: Path,
+    ledger: Ledger | None,
+    seed: int | None,
+) -> ClientNode:
+    """The :class:`ClientNode` of ``tenant`` at roster index ``index``: the run's initial
+    model (``num_classes`` outputs), a private trainer with its accountant state in
+    ``state_dir`` (continued if present), and ``ledger``. ``seed`` seeds the trainer
+    (SIMULATION ONLY; None in a deployment: data order and DP noise from the operating system).
+    Nothing is ledgered here (:meth:`ClientNode.record_setup` does that)."""
     training = TrainingConfig(
         lr=config.training.lr,
         batch_size=config.training.batch_size,
@@ -365,37 +403,30 @@ def build_clients(
             accountant=AccountantKind(config.dp.accountant),
             statistic_epsilon=config.statistic_epsilon,
         )
-    clients = []
-    for index, (tenant, party) in enumerate(
-        zip(data.tenants, federation.roster.clients, strict=True)
-    ):
-        model = _model(config, data, tenant.sample_shape)
-        x, test_x = _inputs(config, tenant.train_x), _inputs(config, tenant.test_x)
-        trainer = PrivateTrainer(
-            model,
-            x,
-            torch.from_numpy(tenant.train_y),
-            training=training,
-            dp=dp,
-            planned_rounds=config.rounds,
-            state_dir=run_dir / "state" / party.party_id,
-            seed=_client_seed(config.seed, index),
-        )
-        node = ClientNode(
-            index=index,
-            party_id=party.party_id,
-            tenant=tenant,
-            trainer=trainer,
-            ledger=ledgers.get(party.party_id),
-            test_x=test_x,
-            test_y=torch.from_numpy(tenant.test_y),
-        )
-        node.record_setup()
-        clients.append(node)
-    return clients
+    model = _model(config, num_classes, tenant.sample_shape)
+    x, test_x = _inputs(config, tenant.train_x), _inputs(config, tenant.test_x)
+    trainer = PrivateTrainer(
+        model,
+        x,
+        torch.from_numpy(tenant.train_y),
+        training=training,
+        dp=dp,
+        planned_rounds=config.rounds,
+        state_dir=state_dir,
+        seed=seed,
+    )
+    return ClientNode(
+        index=index,
+        party_id=party_id,
+        tenant=tenant,
+        trainer=trainer,
+        ledger=ledger,
+        test_x=test_x,
+        test_y=torch.from_numpy(tenant.test_y),
+    )
 
 
-def _model(config: RunConfig, data: Tenants, sample_shape: tuple[int, ...]) -> torch.nn.Module:
+def _model(config: RunConfig, num_classes: int, sample_shape: tuple[int, ...]) -> torch.nn.Module:
     """Every client starts from the same initial model (seeded by the run seed)."""
     kind = config.data.model
     features = int(np.prod(sample_shape))
@@ -406,7 +437,7 @@ def _model(config: RunConfig, data: Tenants, sample_shape: tuple[int, ...]) -> t
         )
     return build_model(
         kind.value,
-        num_classes=data.num_classes,
+        num_classes=num_classes,
         in_features=None if kind is ModelName.CNN else features,
         seed=config.seed,
     )
@@ -613,7 +644,8 @@ def _metrics(
     }
 
 
-def _client_seed(seed: int, index: int) -> int:
+def client_seed(seed: int, index: int) -> int:
+    """The trainer seed of client ``index`` in a simulation of run seed ``seed``."""
     digest = hashlib.sha256(f"securefed/runtime/client/{seed}/{index}".encode()).digest()
     return int.from_bytes(digest[:4], "big")
 

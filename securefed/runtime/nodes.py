@@ -283,7 +283,7 @@ class ServerNode:
             similarity_inputs=similarity_inputs,
             **params,
         )
-        self._record_secure(round_, len(models), absent, result)
+        self.record_secure_round(round_, len(models), absent, result)
         return AggregationOutcome(
             personalized=result.personalized,
             aborted=result.aborted,
@@ -293,9 +293,11 @@ class ServerNode:
             masked=_masked_by_client(result),
         )
 
-    def _record_secure(
+    def record_secure_round(
         self, round_: int, n: int, absent: Mapping[int, str], result: RoundResult
     ) -> None:
+        """Ledger a secure round: survivors and dropouts, then what was unmasked (the
+        deployment's coordinator calls this with the round it ran over the network)."""
         if self.mode is RunMode.GROUP and not isinstance(self.partition, tuple):
             assert result.partition is not None  # noqa: S101 - group rounds report it
             self.partition = result.partition

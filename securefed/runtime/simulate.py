@@ -60,7 +60,19 @@ from securefed.testing import (
     run_session_setup,
 )
 
-__all__ = ["Mode", "RoundResult", "ServerView", "SimulationParams", "simulate_round"]
+__all__ = [
+    "Mode",
+    "RoundResult",
+    "ServerView",
+    "SimulationParams",
+    "group_personalized",
+    "group_self_weight",
+    "minimum_group_size",
+    "policy",
+    "round_config",
+    "simulate_round",
+    "sub_roster",
+]
 
 Vector = npt.NDArray[np.float64]
 PHASES = {
@@ -161,6 +173,11 @@ def _params(n: int, raw: Mapping[str, Any]) -> SimulationParams:
     if params.similarity not in ("exact", "sketch"):
         raise ConfigError("similarity must be 'exact' or 'sketch'")
     return params
+
+
+def policy(n: int, params: SimulationParams) -> WeightPolicy:
+    """The weight policy contributors check in a round of ``n`` clients."""
+    return _policy(n, params)
 
 
 def _self_weight(params: SimulationParams) -> float:
@@ -359,12 +376,34 @@ def _session_setup(fed: Federation, session_id: bytes, seed: int) -> tuple[bytes
 def _round_config(
     fed: Federation, params: SimulationParams, *, dim: int, seed: int, mode: AggregationMode
 ) -> RoundConfig:
-    n = fed.roster.size
+    return round_config(
+        fed.roster,
+        params,
+        dim=dim,
+        session_id=seeded_random_bytes_unsafe(seed)(32),
+        round_=1,
+        mode=mode,
+    )
+
+
+def round_config(
+    roster: Roster,
+    params: SimulationParams,
+    *,
+    dim: int,
+    session_id: bytes,
+    round_: int,
+    mode: AggregationMode,
+) -> RoundConfig:
+    """The protocol parameters of one round of ``roster`` (threshold, codec, policy) from
+    ``params``: what the simulation runs, and what every party of a deployment derives from the
+    shared run configuration (only ``session_id`` and ``round_`` come from the coordinator)."""
+    n = roster.size
     threshold = params.threshold or default_threshold(n)
     return RoundConfig(
-        roster=fed.roster,
-        session_id=seeded_random_bytes_unsafe(seed)(32),
-        round=1,
+        roster=roster,
+        session_id=session_id,
+        round=round_,
         vector_length=dim,
         codec=CodecConfig(RingBits.BITS32, params.fractional_bits, params.value_range),
         threshold=threshold,
@@ -540,8 +579,8 @@ def _group_round(
                 continue
             others = len(contributors) - 1
             own = weights[i, i]
-            personalized[i] = (
-                own * vectors[i] + (1 - own) * (outcome.result.values - vectors[i]) / others
+            personalized[i] = group_personalized(
+                vectors[i], outcome.result.values, contributors=len(contributors), own=own
             )
             used[i, [c for c in contributors if c != i]] = (1 - own) / others
             used[i, i] = own
@@ -550,6 +589,39 @@ def _group_round(
     return RoundResult(
         personalized, aborted, used, bound, view, tuple(configs), partition=params.partition
     )
+
+
+def group_personalized(
+    model: Vector, group_sum: Vector, *, contributors: int, own: float
+) -> Vector:
+    """Group mode's personalized model of a member that contributed ``model`` to ``group_sum``
+    (the decoded sum of ``contributors`` >= 2 members): u_i = xi_ii w_i + (1 - xi_ii) * the mean
+    of the other contributors' models (DESIGN §4e). Computed by the member itself in a
+    deployment (the server never has w_i)."""
+    if contributors < 2:
+        raise ConfigError("a group model needs at least 2 contributors")
+    others = contributors - 1
+    result: Vector = own * model + (1 - own) * (group_sum - model) / others
+    return result
+
+
+def group_self_weight(partition: Sequence[int], member: int, self_weight: float | None) -> float:
+    """xi_ii of ``member`` in group mode (None: the plain group average, 1/|group|)."""
+    return float(group_weights(partition, self_weight=self_weight)[member, member])
+
+
+def minimum_group_size(params: SimulationParams) -> int:
+    """Public alias of the group-size rule (deployments check it before the first round)."""
+    return _minimum_group_size(params)
+
+
+def sub_roster(roster: Roster, members: Sequence[int]) -> Roster:
+    """The roster of one group (see :func:`_sub_federation`): its members re-indexed 0..m-1."""
+    clients = tuple(
+        ClientParty(roster.clients[g].party_id, j, roster.clients[g].identity)
+        for j, g in enumerate(members)
+    )
+    return Roster(suite=roster.suite, server=roster.server, clients=clients)
 
 
 def _minimum_group_size(params: SimulationParams) -> int:
@@ -565,13 +637,8 @@ def _minimum_group_size(params: SimulationParams) -> int:
 def _sub_federation(federation: Federation, members: Sequence[int]) -> Federation:
     """The roster of one group: its members (ids and identity keys kept, indices 0..m-1) and
     the same server."""
-    roster = federation.roster
-    clients = tuple(
-        ClientParty(roster.clients[g].party_id, j, roster.clients[g].identity)
-        for j, g in enumerate(members)
-    )
     return Federation(
-        Roster(suite=roster.suite, server=roster.server, clients=clients),
+        sub_roster(federation.roster, members),
         federation.server_key,
         tuple(federation.client_keys[g] for g in members),
     )
