@@ -10,9 +10,11 @@ of the same configuration and seeds in this process. Reported:
 * ``overhead``: ``round_s / sim_round_s``;
 * ``bytes_per_client``: securefed message bytes per institution per round, both directions,
   as carried inside Flower messages (Flower's own framing, HTTP and TLS are not counted);
-* ``correct``: every institution's final model equals the simulation's within 1e-3 (the
-  fixed-point codec's stochastic rounding is the only difference; the DP noise is seeded from
-  the run seed for this comparison -- a hazard every ledger records).
+* ``correct``: every institution's final model equals the simulation's up to the fixed-point
+  codec's stochastic rounding, which is the only difference (the DP noise is seeded from the
+  run seed for this comparison -- a hazard every ledger records): ``relative_difference``, the
+  largest ||w_deployed - w_simulated|| / ||w_simulated - w_initial|| over institutions, is below
+  1e-2, i.e. the two differ by under 1 % of what training moved the model.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class DeployBenchmark:
     bytes_per_client: float
     correct: bool
     max_abs_difference: float
+    relative_difference: float
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -156,13 +159,16 @@ def run_deploy_benchmark(
         reports: list[RoundReport] = []
         run_federation(load_run_config(config_path), root / "sim", progress=reports.append)
 
-        differences = []
+        differences, relative = [], []
+        initial = flat_parameters(cnn(10, seed=load_run_config(config_path).seed))
         for spec in specs:
             deployed, simulated = cnn(10), cnn(10)
             load_model(deployed, spec.state / MODEL_FILE)
             load_model(simulated, root / "sim" / "models" / f"{spec.party}.safetensors")
-            gap = np.abs(flat_parameters(deployed) - flat_parameters(simulated))
-            differences.append(float(gap.max()))
+            gap = flat_parameters(deployed) - flat_parameters(simulated)
+            moved = flat_parameters(simulated) - initial
+            differences.append(float(np.abs(gap).max()))
+            relative.append(float(np.linalg.norm(gap) / np.linalg.norm(moved)))
         round_s = statistics.fmean(entry["seconds"] for entry in metrics["history"])
         sim_round_s = statistics.fmean(report.seconds for report in reports)
         traffic = [
@@ -177,6 +183,7 @@ def run_deploy_benchmark(
             sim_round_s=round(sim_round_s, 3),
             overhead=round(round_s / sim_round_s, 2),
             bytes_per_client=round(statistics.fmean(traffic) / len(metrics["history"])),
-            correct=max(differences) < 1e-3 and len(metrics["history"]) == rounds,
+            correct=max(relative) < 1e-2 and len(metrics["history"]) == rounds,
             max_abs_difference=max(differences),
+            relative_difference=max(relative),
         )
