@@ -71,7 +71,7 @@ from securefed.runtime.config import (
 from securefed.runtime.nodes import ClientNode, ServerNode, own_segment_weight
 from securefed.runtime.simulate import PHASES, SimulationParams
 from securefed.runtime.tenants import Tenants, load_run_tenants
-from securefed.secagg.roster import save_roster
+from securefed.secagg.roster import Roster, save_roster
 from securefed.secagg.transcript import ContextItem
 from securefed.testing import Federation, make_federation
 
@@ -83,6 +83,7 @@ __all__ = [
     "build_clients",
     "client_seed",
     "partition_for",
+    "run_configured",
     "run_federation",
     "simulation_params",
 ]
@@ -298,13 +299,12 @@ def _open_ledgers(run_dir: Path, federation: Federation) -> dict[str, Ledger]:
     return ledgers
 
 
-def _record_configured(
-    ledgers: dict[str, Ledger], config: RunConfig, federation: Federation
-) -> None:
-    roster = federation.roster
+def run_configured(config: RunConfig, roster: Roster) -> RunConfigured:
+    """The ``run.configured`` event every party records first: the configuration's digest, the
+    software, the suite and the roster (digest and every party's key fingerprint)."""
     fingerprints = {c.party_id: c.identity.fingerprint().hex() for c in roster.clients}
     fingerprints[roster.server.party_id] = roster.server.identity.fingerprint().hex()
-    event = RunConfigured(
+    return RunConfigured(
         config_sha256=config.sha256(),
         software_version=f"securefed {__version__}",
         cipher_suite=roster.suite.suite_id.value,
@@ -312,6 +312,12 @@ def _record_configured(
         roster_fingerprints=fingerprints,
         mode=config.mode.value,
     )
+
+
+def _record_configured(
+    ledgers: dict[str, Ledger], config: RunConfig, federation: Federation
+) -> None:
+    event = run_configured(config, federation.roster)
     for ledger in ledgers.values():
         ledger.record(event)
         ledger.record(

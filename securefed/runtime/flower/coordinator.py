@@ -40,7 +40,6 @@ from securefed.audit import (
     Hazard,
     Head,
     Ledger,
-    RunConfigured,
     RunFinished,
     heads_context,
     ledger_path,
@@ -50,7 +49,7 @@ from securefed.crypto import SigningKey
 from securefed.errors import ConfigError, ProtocolError, RemoteProtocolError, SecureFedError
 from securefed.files import write_atomic
 from securefed.runtime.config import RunConfig
-from securefed.runtime.federated import simulation_params
+from securefed.runtime.federated import run_configured, simulation_params
 from securefed.runtime.flower.institution import (
     UNSAFE_KEY_HAZARD,
     deployment_partition,
@@ -190,19 +189,7 @@ class Coordinator:
             self.server_node.record_declared_partition()
 
     def _record_configured(self) -> None:
-        roster = self.roster
-        fingerprints = {c.party_id: c.identity.fingerprint().hex() for c in roster.clients}
-        fingerprints[roster.server.party_id] = roster.server.identity.fingerprint().hex()
-        self.ledger.record(
-            RunConfigured(
-                config_sha256=self.config.sha256(),
-                software_version=f"securefed {__version__}",
-                cipher_suite=roster.suite.suite_id.value,
-                roster_digest=roster.digest().hex(),
-                roster_fingerprints=fingerprints,
-                mode=self.config.mode.value,
-            )
-        )
+        self.ledger.record(run_configured(self.config, self.roster))
 
     # -- transport helpers ---------------------------------------------------------------
 

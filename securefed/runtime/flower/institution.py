@@ -34,13 +34,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from securefed import __version__
 from securefed.audit import (
     HEADS_CONTEXT_LABEL,
     Hazard,
     Head,
     Ledger,
-    RunConfigured,
     RunFinished,
     ledger_path,
     record_checkpoint,
@@ -50,7 +48,12 @@ from securefed.data import TenantData
 from securefed.errors import ConfigError, ProtocolError, RemoteProtocolError, SecureFedError
 from securefed.models import load_model, save_model
 from securefed.runtime.config import RunConfig, RunMode
-from securefed.runtime.federated import build_client, client_seed, simulation_params
+from securefed.runtime.federated import (
+    build_client,
+    client_seed,
+    run_configured,
+    simulation_params,
+)
 from securefed.runtime.flower.relay import read_frame, socket_path, write_frame
 from securefed.runtime.flower.wire import (
     DeployMessage,
@@ -177,19 +180,7 @@ class Institution:
         )
 
     def _record_configured(self, reproducible: bool, unsafe_key: bool) -> None:
-        roster = self.roster
-        fingerprints = {c.party_id: c.identity.fingerprint().hex() for c in roster.clients}
-        fingerprints[roster.server.party_id] = roster.server.identity.fingerprint().hex()
-        self.ledger.record(
-            RunConfigured(
-                config_sha256=self.config.sha256(),
-                software_version=f"securefed {__version__}",
-                cipher_suite=roster.suite.suite_id.value,
-                roster_digest=roster.digest().hex(),
-                roster_fingerprints=fingerprints,
-                mode=self.config.mode.value,
-            )
-        )
+        self.ledger.record(run_configured(self.config, self.roster))
         if unsafe_key:
             self.ledger.record(Hazard(text=UNSAFE_KEY_HAZARD))
         if reproducible:
