@@ -19,8 +19,10 @@ def test_bench_prg_prints_one_json_line(capsys: pytest.CaptureFixture[str]) -> N
         assert key in result
     assert result["prg_gbps"] > 0
     assert result["aes_ctr_limit_gbps"] > 0
+    # ratio is printed to 3 decimals: at a small ratio (a loaded machine) that rounding alone
+    # exceeds 1 %, so allow half a unit in the last place as well.
     assert result["ratio"] == pytest.approx(
-        result["prg_gbps"] / result["aes_ctr_limit_gbps"], rel=0.01
+        result["prg_gbps"] / result["aes_ctr_limit_gbps"], rel=0.01, abs=5e-4
     )
     assert result["target_met"] == (result["ratio"] >= result["target_ratio"])
     assert "bench prg" in err
