@@ -67,11 +67,13 @@ __all__ = [
     "SimulationParams",
     "group_personalized",
     "group_self_weight",
+    "make_sketcher",
     "minimum_group_size",
     "policy",
     "round_config",
     "simulate_round",
     "sub_roster",
+    "weights_from_sketches",
 ]
 
 Vector = npt.NDArray[np.float64]
@@ -289,27 +291,11 @@ def _weights(
     n = len(vectors)
     sketches: dict[int, Vector] = {}
     if sketch_seed is not None:
-        sketcher = Sketcher(
-            get_suite("default"),
-            sketch_seed,  # shared by the clients through the session setup, unknown to the server
-            SketchConfig(dim=params.sketch_dim),
-            model_dim=models.shape[1],
-        )
+        sketcher = make_sketcher(sketch_seed, params, model_dim=models.shape[1])
         sketches = {i: sketcher.distance_sketch(v, round_=1) for i, v in enumerate(vectors)}
         stacked = np.stack([sketches[i] for i in range(n)])
-        if mode is Mode.FEDAMP:
-            raw = fedamp_weights_from_distances(
-                squared_distances_from_sketches(stacked),
-                alpha=params.alpha,
-                sigma_scale=params.sigma_scale,
-            )
-        else:
-            raw = heurfedamp_weights_from_cosines(
-                centred_cosines_from_sketches(stacked),
-                self_weight=_self_weight(params),
-                sigma=params.temperature,
-            )
-    elif mode is Mode.FEDAMP:
+        return weights_from_sketches(stacked, mode, params), sketches
+    if mode is Mode.FEDAMP:
         raw = fedamp_weights(models, alpha=params.alpha, sigma_scale=params.sigma_scale)
     else:
         raw = heurfedamp_weights(
@@ -319,6 +305,33 @@ def _weights(
             centred=params.centred,
         )
     return enforce_policy(raw, _server_policy(n, params)), sketches
+
+
+def make_sketcher(sketch_seed: bytes, params: SimulationParams, *, model_dim: int) -> Sketcher:
+    """The distance sketcher every client of a session builds from the session's secret sketch
+    seed (shared by the clients through the session setup, unknown to the server)."""
+    return Sketcher(
+        get_suite("default"), sketch_seed, SketchConfig(dim=params.sketch_dim), model_dim=model_dim
+    )
+
+
+def weights_from_sketches(stacked: Vector, mode: Mode, params: SimulationParams) -> Vector:
+    """xi from the clients' distance sketches (one row each), as the server computes it, with
+    the server's weight policy enforced (DESIGN §4a, §4d)."""
+    if mode is Mode.FEDAMP:
+        raw = fedamp_weights_from_distances(
+            squared_distances_from_sketches(stacked),
+            alpha=params.alpha,
+            sigma_scale=params.sigma_scale,
+        )
+    else:
+        raw = heurfedamp_weights_from_cosines(
+            centred_cosines_from_sketches(stacked),
+            self_weight=_self_weight(params),
+            sigma=params.temperature,
+        )
+    result: Vector = enforce_policy(raw, _server_policy(stacked.shape[0], params))
+    return result
 
 
 def _single_round(

@@ -1,14 +1,18 @@
 """A real deployment on Flower: SuperLink and 4 SuperNodes as processes on 127.0.0.1 with TLS.
 
-Secure group mode with DP, 2 rounds. In round 1, after every institution has trained and sent
-its key advertisement, and before the masked inputs are asked for, one institution's SuperNode
+Secure FedAMP with DP, 2 rounds (attention weights from secret sketches of the models, the
+sketch seed set up among the institutions each round, target-blinded personalized outputs).
+In round 1, after every institution has trained and sent its key advertisement, and before the
+masked inputs are asked for, one institution's SuperNode
 and agent are killed (SIGKILL: a crash). The round must complete for the other three through
 dropout recovery; the killed institution's accountant must show the round it started (it was
 charged before training, DESIGN §5); it is restarted from its state directory before round 2
 and must take part in it; all five ledgers must verify together; and the models must equal
 those of the same deployment logic run in one process with the same kill point
 (`tests/runtime/test_deploy_loopback.py`, which in turn equals the simulation when nobody
-drops), within the fixed-point codec's bounds.
+drops) -- up to the fixed-point codec's rounding and the sketch's estimation error (each
+round's sketch seed is drawn afresh by a client, so the two runs' xi differ slightly): under
+1 % of what training moved each model.
 
 Needs ``securefed[flower]`` (skipped without flwr); run by ``make test-integration`` (which
 ``.ci/run`` calls). Every process is started and stopped by the test.
@@ -42,7 +46,7 @@ N = 4
 VICTIM = "bank-2"
 RUN_TOML = """\
 name = "deploy-test"
-mode = "group"
+mode = "fedamp"
 rounds = 2
 seed = 3
 
@@ -58,8 +62,6 @@ batch_size = 32
 target_epsilon = 4.0
 delta = 1e-4
 
-[personalize]
-segments = [0, 0, 0, 0]
 """
 
 
@@ -170,10 +172,12 @@ def test_a_killed_supernode_is_recovered_charged_and_rejoins(tmp_path: Path) -> 
     assert result.ok, result
 
     expected = _in_process_reference(tmp_path / "reference", config)
+    initial = flat_parameters(mlp(784, 10, seed=load_run_config(config).seed))
     for spec in specs:
         model = mlp(784, 10)
         load_model(model, spec.state / MODEL_FILE)
-        assert np.max(np.abs(flat_parameters(model) - expected[spec.party])) < 1e-3, spec.party
+        gap = np.linalg.norm(flat_parameters(model) - expected[spec.party])
+        assert gap < 1e-2 * np.linalg.norm(expected[spec.party] - initial), spec.party
 
 
 def _in_process_reference(out: Path, config: Path) -> dict[str, np.ndarray]:

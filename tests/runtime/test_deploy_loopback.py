@@ -52,10 +52,10 @@ def tenant_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def _config(tenant_dir: Path) -> RunConfig:
+def _config(tenant_dir: Path, mode: RunMode = RunMode.GROUP) -> RunConfig:
     return RunConfig(
         name="deploy",
-        mode=RunMode.GROUP,
+        mode=mode,
         rounds=2,
         seed=3,
         data=DataConfig(directory=str(tenant_dir), model=ModelName.MLP),
@@ -103,10 +103,11 @@ def test_the_deployment_computes_what_the_simulation_computes(
     assert verify_run(_gather_ledgers(tmp_path / "deploy", federation)).ok
 
 
+@pytest.mark.parametrize("mode", [RunMode.GROUP, RunMode.FEDAMP, RunMode.HEURFEDAMP])
 def test_a_party_lost_mid_round_is_recovered_charged_and_rejoins_after_restart(
-    tenant_dir: Path, tmp_path: Path
+    tenant_dir: Path, tmp_path: Path, mode: RunMode
 ) -> None:
-    config = _config(tenant_dir)
+    config = _config(tenant_dir, mode)
     federation = make_federation(N)
     out = tmp_path / "deploy"
     metrics = run_loopback(config, federation, out, crash="bank-2")
@@ -121,3 +122,29 @@ def test_a_party_lost_mid_round_is_recovered_charged_and_rejoins_after_restart(
     ledger = (out / "institutions" / "bank-2" / "ledgers" / "bank-2.jsonl").read_bytes()
     events = [parse_entry(line).event for line in ledger.splitlines()]
     assert events.count(EventType.RUN_CONFIGURED) == 1  # the restart continued its ledger
+
+
+@pytest.mark.parametrize("mode", [RunMode.FEDAMP, RunMode.HEURFEDAMP])
+def test_attention_mode_deploys_close_to_the_simulation(
+    tenant_dir: Path, tmp_path: Path, mode: RunMode
+) -> None:
+    """Attention mode cannot match the simulation bit for bit: the sketch seed is drawn by a
+    client in each round (the simulation derives it from the run seed), so xi differs by the
+    sketch's estimation error. The personalized models must still be close, and learned."""
+    config = _config(tenant_dir, mode)
+    federation = make_federation(N)
+    metrics = run_loopback(config, federation, tmp_path / "deploy")
+    run_federation(config, tmp_path / "sim")
+    assert [sorted(r["completed"]) for r in metrics["history"]] == [
+        [f"bank-{i}" for i in range(N)]
+    ] * 2
+    initial = flat_parameters(mlp(784, 10, seed=config.seed))
+    for i in range(N):
+        party = federation.roster.client(i).party_id
+        deployed = _model_vector(tmp_path / "deploy" / "institutions" / party / MODEL_FILE)
+        simulated = _model_vector(tmp_path / "sim" / "models" / f"{party}.safetensors")
+        moved = np.linalg.norm(simulated - initial)
+        assert moved > 0.1
+        # measured: at most 0.11 % of the training step (group mode: 0.03 %)
+        assert np.linalg.norm(deployed - simulated) < 1e-2 * moved
+    assert verify_run(_gather_ledgers(tmp_path / "deploy", federation)).ok

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from securefed import __version__
 from securefed.audit import (
@@ -51,6 +52,7 @@ from securefed.files import write_atomic
 from securefed.runtime.config import RunConfig
 from securefed.runtime.federated import run_configured, simulation_params
 from securefed.runtime.flower.institution import (
+    ATTENTION_MODES,
     UNSAFE_KEY_HAZARD,
     deployment_partition,
     heads_to_bytes,
@@ -64,19 +66,23 @@ from securefed.runtime.flower.wire import (
     u64,
     unpack_blobs,
     unpack_float,
+    unpack_floats,
     unpack_ints,
 )
 from securefed.runtime.nodes import ServerNode
 from securefed.runtime.simulate import (
+    Mode,
     RoundResult,
     ServerView,
     minimum_group_size,
     round_config,
     sub_roster,
+    weights_from_sketches,
 )
-from securefed.secagg import AggregationMode, SecAggServer
+from securefed.secagg import AggregationMode, SecAggServer, Stage
 from securefed.secagg.messages import decode
 from securefed.secagg.roster import Roster
+from securefed.secagg.session import SessionSetupServer, commitment_context
 from securefed.secagg.transcript import ContextItem
 from securefed.testing import Federation
 
@@ -165,6 +171,8 @@ class Coordinator:
         self._pause = pause_before
         self.node_of: dict[str, int] = {}
         self.traffic = _Traffic()
+        self.attention = config.mode in ATTENTION_MODES
+        self._setup_keys: dict[str, bytes] = {}
         self._dim: int | None = None
         self.history: list[dict[str, Any]] = []
         smallest = minimum_group_size(self.params)
@@ -232,13 +240,16 @@ class Coordinator:
                 self.traffic.add(party, len(data), 0)
         return decoded
 
-    def _hello(self, round_: int, *, wait_for_all: bool) -> dict[str, Head]:
+    def _hello(self, round_: int, *, wait_for_all: bool, session: bytes | None) -> dict[str, Head]:
         """Map connected nodes to parties (a party that reconnected from a new node moves to
-        it) and collect their ledger heads."""
+        it) and collect their ledger heads; in attention mode also each party's session key
+        for the round's sketch-seed setup (into ``self._setup_keys``)."""
         deadline = time.monotonic() + (self.timeouts.join if wait_for_all else 0.0)
+        self._setup_keys = {}
         while True:
             nodes = list(self._exchange.nodes())
-            request = DeployMessage("hello", {}).to_bytes()
+            fields = {} if session is None else {"session": session}
+            request = DeployMessage("hello", fields).to_bytes()
             replies = self._exchange.exchange(
                 dict.fromkeys(nodes, request), timeout=self.timeouts.hello
             )
@@ -261,6 +272,8 @@ class Coordinator:
                     continue
                 self.node_of[party] = node
                 heads[party] = head
+                if session is not None and "setup" in message.fields:
+                    self._setup_keys[party] = message.get("setup")
                 self.traffic.add(party, len(request), len(data))
             if len(heads) == self.roster.size or time.monotonic() >= deadline:
                 return heads
@@ -293,29 +306,61 @@ class Coordinator:
         started = time.perf_counter()
         n = self.roster.size
         self._progress(round_, "hello")
-        heads = self._hello(round_, wait_for_all=round_ == 1)
+        sessions = {label: os.urandom(32) for label in sorted(set(self.partition))}
+        setup_session = sessions[0] if self.attention else None
+        heads = self._hello(round_, wait_for_all=round_ == 1, session=setup_session)
         all_heads = tuple(sorted([*heads.values(), self.ledger.head], key=lambda h: h.actor))
         context_bytes = heads_context(all_heads)
         context = [ContextItem(HEADS_CONTEXT_LABEL, context_bytes)]
         present = {self.roster.index_of(p) for p in heads}
         absent: dict[int, str] = {i: "advertise" for i in range(n) if i not in present}
-        groups = self._groups(round_, context)
-        group_of = {i: g for g in groups for i in g.members}
-        session_of = {g.label: g.server.config.session_id for g in groups}
+        deliveries: dict[int, bytes] = {}
+        if setup_session is not None:
+            self._progress(round_, "setup")
+            deliveries, commitment = self._session_setup(setup_session, present)
+            context.append(commitment_context(commitment))
         self._progress(round_, "train", present=sorted(present))
-        requests = {
-            self.roster.client(i).party_id: DeployMessage(
-                "train",
-                {
-                    "round": u64(round_),
-                    "session": session_of[self.partition[i]],
-                    "heads": context_bytes,
-                },
-            )
-            for i in sorted(present)
-        }
+        requests = {}
+        for i in sorted(present):
+            fields = {
+                "round": u64(round_),
+                "session": sessions[self.partition[i]],
+                "heads": context_bytes,
+            }
+            if i in deliveries:
+                fields["delivery"] = deliveries[i]
+            requests[self.roster.client(i).party_id] = DeployMessage("train", fields)
+        adverts, sketches, refused = self._train(requests, present, absent)
+        weights = self._attention_weights(sketches) if self.attention else None
+        groups = self._groups(round_, context, sessions, weights)
+        group_of = {i: g for g in groups for i in g.members}
+        for i, messages in adverts.items():
+            self._deliver(group_of[i], i, messages)
+        phase_seconds = {"train": time.perf_counter() - started}
+        phase_seconds.update(self._protocol(round_, groups, group_of, absent))
+        return self._finish_round(
+            round_,
+            groups=groups,
+            heads=heads,
+            all_heads=all_heads,
+            absent=absent,
+            refused=refused,
+            started=started,
+            phase_seconds=phase_seconds,
+        )
+
+    def _train(
+        self,
+        requests: Mapping[str, DeployMessage],
+        present: set[int],
+        absent: dict[int, str],
+    ) -> tuple[dict[int, tuple[bytes, ...]], dict[int, npt.NDArray[np.float64]], list[int]]:
+        """The train exchange: each party's key advertisement (and sketch, in attention mode);
+        a silent, refusing or malformed party is absent from ``advertise`` on."""
         replies = self._send(requests, timeout=self.timeouts.train)
         refused = []
+        adverts: dict[int, tuple[bytes, ...]] = {}
+        sketches: dict[int, npt.NDArray[np.float64]] = {}
         for i in sorted(present):
             reply = replies.get(self.roster.client(i).party_id)
             if reply is None:
@@ -325,8 +370,26 @@ class Coordinator:
                 absent[i] = "advertise"
                 refused.append(i)
                 continue
-            self._deliver(group_of[i], i, unpack_blobs(reply.get("messages")))
-        phase_seconds: dict[str, float] = {"train": time.perf_counter() - started}
+            if self.attention:
+                try:
+                    sketches[i] = unpack_floats(reply.get("sketch"))
+                except RemoteProtocolError:
+                    absent[i] = "advertise"
+                    continue
+            adverts[i] = unpack_blobs(reply.get("messages"))
+        return adverts, sketches, refused
+
+    def _protocol(
+        self,
+        round_: int,
+        groups: Sequence[_Group],
+        group_of: Mapping[int, _Group],
+        absent: dict[int, str],
+    ) -> dict[str, float]:
+        """The protocol phases, one exchange each, until every group's server is done or
+        aborted; a party silent in a phase is absent from that phase on. Returns the seconds
+        each phase took."""
+        phase_seconds: dict[str, float] = {}
         while any(not g.server.stage.terminal for g in groups):
             outgoing: dict[int, list[bytes]] = {}
             phase = ""
@@ -355,36 +418,80 @@ class Coordinator:
                     continue
                 self._deliver(group_of[i], i, unpack_blobs(reply.get("messages")))
             phase_seconds[phase] = time.perf_counter() - phase_started
-        return self._finish_round(
-            round_,
-            groups=groups,
-            heads=heads,
-            all_heads=all_heads,
-            absent=absent,
-            refused=refused,
-            started=started,
-            phase_seconds=phase_seconds,
-        )
+        return phase_seconds
 
-    def _groups(self, round_: int, context: Sequence[ContextItem]) -> list[_Group]:
+    def _groups(
+        self,
+        round_: int,
+        context: Sequence[ContextItem],
+        sessions: Mapping[int, bytes],
+        weights: npt.NDArray[np.float64] | None,
+    ) -> list[_Group]:
+        """One protocol server per group (attention mode: one group of everyone, with xi)."""
         groups = []
         dim = self._dimension()
+        mode = AggregationMode.ATTENTION if self.attention else AggregationMode.SUM
         for label in sorted(set(self.partition)):
             members = tuple(i for i in range(self.roster.size) if self.partition[i] == label)
             config = round_config(
                 sub_roster(self.roster, members),
                 self.params,
                 dim=dim,
-                session_id=os.urandom(32),
+                session_id=sessions[label],
                 round_=round_,
-                mode=AggregationMode.SUM,
+                mode=mode,
             )
-            groups.append(
-                _Group(
-                    label, members, SecAggServer(config, identity=self._identity, context=context)
-                )
-            )
+            server = SecAggServer(config, identity=self._identity, context=context, weights=weights)
+            groups.append(_Group(label, members, server))
         return groups
+
+    def _session_setup(self, session: bytes, present: set[int]) -> tuple[dict[int, bytes], bytes]:
+        """Attention mode: relay the round's sketch-seed setup (the server learns no seed).
+        Returns each non-dealer's sealed delivery and the seed's commitment. Raises
+        ProtocolError if the dealer (the lowest index that sent a session key) did not offer
+        a seed: the round cannot compute weights without one."""
+        setup = SessionSetupServer(self.roster, session_id=session, identity=self._identity)
+        for party, data in self._setup_keys.items():
+            if self.roster.index_of(party) in present:
+                self._receive_setup(setup, data, party)
+        directory = DeployMessage("setup", {"directory": setup.directory().to_bytes()})
+        replies = self._send(
+            {self.roster.client(i).party_id: directory for i in sorted(present)},
+            timeout=self.timeouts.phase,
+        )
+        for party, reply in replies.items():
+            for data in unpack_blobs(reply.get("messages")):
+                self._receive_setup(setup, data, party)
+        try:
+            deliveries = {i: d.to_bytes() for i, d in setup.deliveries()}
+        except ProtocolError:
+            raise ProtocolError("the sketch-seed dealer did not offer a seed") from None
+        if setup.commitment is None:
+            raise ProtocolError("the sketch-seed setup ended without a commitment")
+        return deliveries, setup.commitment
+
+    @staticmethod
+    def _receive_setup(setup: SessionSetupServer, data: bytes, party: str) -> None:
+        try:
+            setup.receive(decode(data))
+        except ProtocolError as exc:
+            log.warning("dropped a setup message from %s: %s", party, type(exc).__name__)
+
+    def _attention_weights(
+        self, sketches: Mapping[int, npt.NDArray[np.float64]]
+    ) -> npt.NDArray[np.float64]:
+        """xi over the parties that trained and sent a sketch, embedded in the roster's N x N
+        matrix (a party without a sketch keeps only itself and gets weight from nobody; it does
+        not advertise, so the protocol treats it as a dropout before advertise)."""
+        n = self.roster.size
+        weights = np.eye(n)
+        present = sorted(sketches)
+        if len(present) < 2 or len({sketches[i].size for i in present}) != 1:
+            return weights
+        stacked = np.stack([sketches[i] for i in present])
+        xi = weights_from_sketches(stacked, Mode(self.config.mode.value), self.params)
+        weights[np.ix_(present, present)] = xi
+        return weights
 
     def _dimension(self) -> int:
         if self._dim is None:
@@ -429,6 +536,16 @@ class Coordinator:
             server = group.server
             seeds.update({group.members[u]: s for u, s in server.reconstructed_self_seeds.items()})
             keys.update({group.members[u]: k for u, k in server.reconstructed_mask_keys.items()})
+            if self.attention:
+                if server.stage is not Stage.DONE:
+                    aborted.update(dict.fromkeys(group.members, f"round {server.stage.value}"))
+                    continue
+                outputs.update(server.blinded_outputs)
+                survivors = {group.members[u] for u in server.survivors}
+                for i in group.members:
+                    if i not in survivors:
+                        aborted.setdefault(i, absent.get(i, "dropped out"))
+                continue
             outcome = server.result
             if outcome is None:
                 aborted.update(dict.fromkeys(group.members, f"group round {server.stage.value}"))

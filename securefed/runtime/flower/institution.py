@@ -47,7 +47,7 @@ from securefed.crypto import SigningKey
 from securefed.data import TenantData
 from securefed.errors import ConfigError, ProtocolError, RemoteProtocolError, SecureFedError
 from securefed.models import load_model, save_model
-from securefed.runtime.config import RunConfig, RunMode
+from securefed.runtime.config import RunConfig, RunMode, SimilaritySource
 from securefed.runtime.federated import (
     build_client,
     client_seed,
@@ -60,6 +60,7 @@ from securefed.runtime.flower.wire import (
     decode_deploy,
     pack_blobs,
     pack_float,
+    pack_floats,
     u64,
     unpack_blobs,
     unpack_floats,
@@ -68,12 +69,14 @@ from securefed.runtime.flower.wire import (
 from securefed.runtime.simulate import (
     group_personalized,
     group_self_weight,
+    make_sketcher,
     round_config,
     sub_roster,
 )
 from securefed.secagg import AggregationMode, SecAggClient, Stage
 from securefed.secagg.messages import MaskedInput, decode
 from securefed.secagg.roster import Roster
+from securefed.secagg.session import SessionSetupClient, commitment_context
 from securefed.secagg.transcript import ContextItem
 
 __all__ = ["Institution", "deployment_partition", "heads_from_bytes", "serve"]
@@ -87,18 +90,30 @@ UNSAFE_KEY_HAZARD = (
 MODEL_FILE = "model.safetensors"
 
 
+ATTENTION_MODES = (RunMode.FEDAMP, RunMode.HEURFEDAMP)
+
+
 def deployment_partition(config: RunConfig, roster: Roster) -> tuple[int, ...]:
-    """The declared partition of a deployment (group mode with ``segments = [...]`` listed in
-    the run configuration every party holds). Raises ConfigError for what a deployment does
-    not run yet (other modes, learned segments, DP statistics)."""
+    """The groups of a deployment: group mode's declared partition (``segments = [...]`` listed
+    in the run configuration every party holds), or one group of everyone in attention mode
+    (FedAMP / HeurFedAMP with similarities from secret sketches of the models). Raises
+    ConfigError for what a deployment does not run yet (FedAvg and local, learned segments, the
+    DP similarity statistic, plaintext)."""
+    if not config.secure:
+        raise ConfigError("a deployment always aggregates securely (secure = true)")
+    if config.mode in ATTENTION_MODES:
+        if config.personalize.similarity is not SimilaritySource.MODEL:
+            raise ConfigError(
+                "a Flower deployment computes attention weights from sketches of the models "
+                '(personalize.similarity = "model"); the DP statistic runs in the simulation only'
+            )
+        return (0,) * roster.size
     segments = config.personalize.segments
     if config.mode is not RunMode.GROUP or not isinstance(segments, tuple):
         raise ConfigError(
             "a Flower deployment runs secure group mode with declared segments "
-            '(mode = "group", [personalize] segments = [...]) in this version'
+            '(mode = "group", [personalize] segments = [...]), fedamp or heurfedamp'
         )
-    if not config.secure:
-        raise ConfigError("a deployment always aggregates securely (secure = true)")
     if len(segments) != roster.size:
         raise ConfigError(f"segments lists {len(segments)} groups for {roster.size} clients")
     return segments
@@ -173,6 +188,8 @@ class Institution:
         if model_file.exists():
             load_model(self.node.trainer.model(), model_file)
         self._client: SecAggClient | None = None
+        self._setup: SessionSetupClient | None = None
+        self.attention = config.mode in ATTENTION_MODES
         self._masked: list[npt.NDArray[Any]] = []
         self._round = 0
         self.members = tuple(
@@ -196,6 +213,7 @@ class Institution:
     def handle(self, message: DeployMessage) -> DeployMessage:
         handlers: dict[str, Callable[[DeployMessage], DeployMessage]] = {
             "hello": self._hello,
+            "setup": self._session_keys,
             "train": self._train,
             "protocol": self._protocol,
             "finish": self._finish,
@@ -208,44 +226,75 @@ class Institution:
         return handler(message)
 
     def _hello(self, message: DeployMessage) -> DeployMessage:
-        return DeployMessage(
-            "hello",
-            {
-                "party": self.party_id.encode(),
-                "head": head_bytes(self.ledger.head),
-                "dim": u64(self.node.parameters().size),
-            },
-        )
+        """Who this is, its ledger head and model size; in attention mode also the first
+        message of the round's sketch-seed setup (a fresh session key)."""
+        fields = {
+            "party": self.party_id.encode(),
+            "head": head_bytes(self.ledger.head),
+            "dim": u64(self.node.parameters().size),
+        }
+        self._setup = None
+        if self.attention and "session" in message.fields:
+            self._setup = SessionSetupClient(
+                self.roster,
+                session_id=message.get("session"),
+                index=self.index,
+                identity=self._identity,
+            )
+            fields["setup"] = self._setup.start().to_bytes()
+        return DeployMessage("hello", fields)
+
+    def _session_keys(self, message: DeployMessage) -> DeployMessage:
+        """Attention mode: the session-key directory in; the dealer's sealed seed offer out."""
+        if self._setup is None:
+            raise RemoteProtocolError("no session setup in progress")
+        offers = self._setup.receive(decode(message.get("directory")))
+        return DeployMessage("setup", {"messages": pack_blobs([m.to_bytes() for m in offers])})
 
     def _train(self, message: DeployMessage) -> DeployMessage:
         round_ = message.integer("round")
         session_id = message.get("session")
         heads = message.get("heads")
         self._client, self._masked, self._round = None, [], round_
+        context = [ContextItem(HEADS_CONTEXT_LABEL, heads)]
+        sketch_seed = None
+        if self.attention:
+            sketch_seed, commitment = self._sketch_seed(message)
+            context.append(commitment_context(commitment))
         outcome = self.node.train(round_)
         model = self.node.trainer.model()
         save_model(model, self.state_dir / MODEL_FILE, metadata={"round": str(round_)})
         if not outcome.trained:
             return DeployMessage("train", {"trained": b"\x00"})
+        parameters = self.node.parameters()
         local = self.members.index(self.index)
         config = round_config(
             sub_roster(self.roster, self.members),
             self.params,
-            dim=self.node.parameters().size,
+            dim=parameters.size,
             session_id=session_id,
             round_=round_,
-            mode=AggregationMode.SUM,
+            mode=AggregationMode.ATTENTION if self.attention else AggregationMode.SUM,
         )
-        self._client = SecAggClient(
-            config,
-            index=local,
-            identity=self._identity,
-            context=[ContextItem(HEADS_CONTEXT_LABEL, heads)],
-        )
-        advert = self._client.start(self.node.parameters())
-        return DeployMessage(
-            "train", {"trained": b"\x01", "messages": pack_blobs([advert.to_bytes()])}
-        )
+        self._client = SecAggClient(config, index=local, identity=self._identity, context=context)
+        advert = self._client.start(parameters)
+        fields = {"trained": b"\x01", "messages": pack_blobs([advert.to_bytes()])}
+        if sketch_seed is not None:
+            sketcher = make_sketcher(sketch_seed, self.params, model_dim=parameters.size)
+            fields["sketch"] = pack_floats(sketcher.distance_sketch(parameters, round_=1))
+        return DeployMessage("train", fields)
+
+    def _sketch_seed(self, message: DeployMessage) -> tuple[bytes, bytes]:
+        """The session's secret sketch seed and its commitment: drawn by this client if it is
+        the dealer, else opened from the delivery the coordinator relays."""
+        setup = self._setup
+        if setup is None:
+            raise RemoteProtocolError("no session setup in progress")
+        if setup.sketch_seed is None and "delivery" in message.fields:
+            setup.receive(decode(message.get("delivery")))
+        if setup.sketch_seed is None or setup.commitment is None:
+            raise RemoteProtocolError("the sketch seed did not arrive")
+        return setup.sketch_seed, setup.commitment
 
     def _protocol(self, message: DeployMessage) -> DeployMessage:
         client = self._client
@@ -274,6 +323,19 @@ class Institution:
         client, completed = self._client, False
         self.node.record_release(round_, self._masked)
         if (
+            self.attention
+            and client is not None
+            and round_ == self._round
+            and client.personalized is not None
+        ):
+            self.node.receive(client.personalized, anchor=True)
+            save_model(
+                self.node.trainer.model(),
+                self.state_dir / MODEL_FILE,
+                metadata={"round": str(round_)},
+            )
+            completed = True
+        elif (
             client is not None
             and round_ == self._round
             and client.stage is Stage.DONE
