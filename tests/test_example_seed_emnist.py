@@ -63,8 +63,20 @@ def test_check_layout_summarises_a_prepared_directory(
     data = tmp_path / "data"
     assert (
         main(
-            ["data", "prepare", "--source", "bundled", "--tenants", "9", "--groups", "3",
-             "--samples-per-tenant", "20", "--out", str(data)]
+            [
+                "data",
+                "prepare",
+                "--source",
+                "bundled",
+                "--tenants",
+                "9",
+                "--groups",
+                "3",
+                "--samples-per-tenant",
+                "20",
+                "--out",
+                str(data),
+            ]
         )
         == 0
     )
@@ -104,8 +116,20 @@ def test_check_layout_warns_about_a_segment_too_small_for_group_mode(
     data = tmp_path / "data"
     assert (
         main(
-            ["data", "prepare", "--source", "bundled", "--tenants", "5", "--groups", "3",
-             "--samples-per-tenant", "20", "--out", str(data)]
+            [
+                "data",
+                "prepare",
+                "--source",
+                "bundled",
+                "--tenants",
+                "5",
+                "--groups",
+                "3",
+                "--samples-per-tenant",
+                "20",
+                "--out",
+                str(data),
+            ]
         )
         == 0
     )
@@ -161,7 +185,8 @@ def test_real_emnist_config_runs_on_files_in_the_samples_layout(
     data = tmp_path / "FedAMP" / "EMNIST"
     _write_seed_files(data, 9, classes=62)
     text = (EXAMPLE / "real-emnist.toml").read_text()
-    assert 'directory = "FedAMP/EMNIST"' in text and "rounds = 25" in text
+    assert 'directory = "FedAMP/EMNIST"' in text
+    assert "rounds = 25" in text
     config = tmp_path / "run.toml"
     config.write_text(
         text.replace('directory = "FedAMP/EMNIST"', f'directory = "{data.as_posix()}"')
