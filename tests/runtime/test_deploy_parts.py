@@ -18,7 +18,13 @@ from hypothesis import strategies as st
 from securefed.crypto.cleartext import export_unencrypted_signing_key_unsafe
 from securefed.crypto.keyfile import encrypt_signing_key
 from securefed.errors import ConfigError, DecryptionError, RemoteProtocolError
-from securefed.runtime.config import PersonalizeConfig, RunConfig, RunMode
+from securefed.runtime.config import (
+    PersonalizeConfig,
+    RunConfig,
+    RunMode,
+    SegmentSource,
+    SimilaritySource,
+)
 from securefed.runtime.flower.agent import SERVER_RUN_CONFIG, write_flower_app
 from securefed.runtime.flower.certs import write_test_certificates
 from securefed.runtime.flower.identity import load_identity_key
@@ -145,14 +151,22 @@ def test_the_flower_app_names_securefeds_apps_and_every_setting(tmp_path: Path) 
         write_flower_app(tmp_path)
 
 
-def test_a_deployment_runs_secure_declared_group_mode_only() -> None:
+def test_a_deployment_runs_secure_attention_or_declared_group_mode_only() -> None:
     roster = make_federation(4).roster
-    base = RunConfig(mode=RunMode.GROUP, personalize=PersonalizeConfig(segments=(0, 0, 0, 0)))
-    assert deployment_partition(base, roster) == (0, 0, 0, 0)
+    base = RunConfig(mode=RunMode.GROUP, personalize=PersonalizeConfig(segments=(0, 1, 0, 1)))
+    assert deployment_partition(base, roster) == (0, 1, 0, 1)
+    for mode in (RunMode.FEDAMP, RunMode.HEURFEDAMP):  # attention: one group of everyone
+        attention = dataclasses.replace(base, mode=mode, personalize=PersonalizeConfig())
+        assert deployment_partition(attention, roster) == (0, 0, 0, 0)
+    statistic = PersonalizeConfig(similarity=SimilaritySource.STATISTIC)
     refused = [
-        dataclasses.replace(base, mode=RunMode.FEDAMP),
-        dataclasses.replace(base, personalize=PersonalizeConfig()),
+        dataclasses.replace(base, mode=RunMode.FEDAVG),
+        dataclasses.replace(base, mode=RunMode.LOCAL),
+        dataclasses.replace(base, personalize=PersonalizeConfig()),  # segments not listed
+        dataclasses.replace(base, personalize=PersonalizeConfig(segments=SegmentSource.LEARNED)),
+        dataclasses.replace(base, mode=RunMode.HEURFEDAMP, personalize=statistic),
         dataclasses.replace(base, secure=False),
+        dataclasses.replace(base, mode=RunMode.FEDAMP, secure=False),
         dataclasses.replace(base, personalize=PersonalizeConfig(segments=(0, 0, 0))),
     ]
     for config in refused:
