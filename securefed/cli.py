@@ -476,7 +476,8 @@ def _add_run_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         help="full (hours), quick (N = 20, one seed), seed-scale (N = 62, cheap modes), "
         "plaintext (quick's concept-shift cells aggregated in the clear), statistic and "
         "statistic-seed-scale (learned similarity under DP, 3 seeds), budgets (ε 1 and 4), "
-        "secure-seeds and plaintext-seeds (fedavg and group, 3 seeds, secure vs in the clear)",
+        "secure-seeds and plaintext-seeds (fedavg and group, 3 seeds, secure vs in the clear), "
+        "fedavg-seeds and fedavg-plaintext-seeds (fedavg without DP, seeds 3-9)",
     )
     experiments.add_argument("--rounds", type=int, help="override the grid's rounds")
     experiments.set_defaults(handler=_experiments)
