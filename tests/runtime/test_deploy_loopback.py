@@ -12,6 +12,7 @@ SuperNodes is `tests/integration/test_flower_deploy.py`.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,8 @@ from securefed.runtime.config import (
 )
 from securefed.runtime.federated import run_federation
 from securefed.runtime.flower.institution import MODEL_FILE
-from securefed.runtime.flower.loopback import run_loopback
+from securefed.runtime.flower.loopback import LoopbackExchange, run_loopback
+from securefed.runtime.flower.wire import DeployMessage, decode_deploy
 from securefed.secagg.roster import save_roster
 from securefed.testing import Federation, make_federation
 
@@ -147,4 +149,47 @@ def test_attention_mode_deploys_close_to_the_simulation(
         assert moved > 0.1
         # measured: at most 0.11 % of the training step (group mode: 0.03 %)
         assert np.linalg.norm(deployed - simulated) < 1e-2 * moved
+    assert verify_run(_gather_ledgers(tmp_path / "deploy", federation)).ok
+
+
+class RogueNodeExchange(LoopbackExchange):
+    """One extra node, admitted like any SuperNode, that answers every hello claiming to be
+    bank-1: in round 1 with bank-1's genuine reply stripped of its signature, later with that
+    genuine signed reply replayed. It answers nothing else. Its replies come after the genuine
+    ones, so a coordinator that believed them would route bank-1's messages to it."""
+
+    ROGUE = 999
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.recorded: bytes | None = None
+        self.claims = 0
+
+    def nodes(self) -> list[int]:
+        return [*super().nodes(), self.ROGUE]
+
+    def exchange(self, requests: Mapping[int, bytes], *, timeout: float) -> dict[int, bytes]:
+        genuine = {n: d for n, d in requests.items() if n != self.ROGUE}
+        replies = super().exchange(genuine, timeout=timeout)
+        if self.ROGUE in requests and decode_deploy(requests[self.ROGUE]).kind == "hello":
+            (bank_1,) = [n for n, inst in self.live.items() if inst.party_id == "bank-1"]
+            if self.recorded is None:
+                self.recorded = replies[bank_1]
+                signed = decode_deploy(self.recorded)
+                unsigned = {k: v for k, v in signed.fields.items() if k != "signature"}
+                replies[self.ROGUE] = DeployMessage("hello", unsigned).to_bytes()
+            else:
+                replies[self.ROGUE] = self.recorded
+            self.claims += 1
+        return replies
+
+
+def test_a_rogue_node_cannot_take_an_institutions_place(tenant_dir: Path, tmp_path: Path) -> None:
+    config = _config(tenant_dir)
+    federation = make_federation(N)
+    exchange = RogueNodeExchange()
+    metrics = run_loopback(config, federation, tmp_path / "deploy", exchange=exchange)
+    assert exchange.claims == 2  # an unsigned claim in round 1, a replayed signed one in round 2
+    everyone = [f"bank-{i}" for i in range(N)]
+    assert [sorted(r["completed"]) for r in metrics["history"]] == [everyone, everyone]
     assert verify_run(_gather_ledgers(tmp_path / "deploy", federation)).ok

@@ -27,6 +27,7 @@ from securefed.runtime.config import (
 )
 from securefed.runtime.flower.agent import SERVER_RUN_CONFIG, write_flower_app
 from securefed.runtime.flower.certs import write_test_certificates
+from securefed.runtime.flower.hello import new_challenge, sign_hello, verified_party
 from securefed.runtime.flower.identity import load_identity_key
 from securefed.runtime.flower.institution import deployment_partition
 from securefed.runtime.flower.relay import ask, read_frame, socket_path, write_frame
@@ -34,6 +35,7 @@ from securefed.runtime.flower.wire import (
     DeployMessage,
     decode_deploy,
     pack_blobs,
+    u64,
     unpack_blobs,
     unpack_floats,
 )
@@ -172,3 +174,39 @@ def test_a_deployment_runs_secure_attention_or_declared_group_mode_only() -> Non
     for config in refused:
         with pytest.raises(ConfigError):
             deployment_partition(config, roster)
+
+
+def _hello_reply(party: str = "bank-1") -> DeployMessage:
+    return DeployMessage("hello", {"party": party.encode(), "head": b"x", "dim": u64(7)})
+
+
+def test_a_signed_hello_names_its_party() -> None:
+    fed = make_federation(4)
+    challenge = new_challenge()
+    signed = sign_hello(fed.client_keys[1], challenge, _hello_reply())
+    assert verified_party(fed.roster, challenge, decode_deploy(signed.to_bytes())) == "bank-1"
+
+
+def test_a_hello_that_does_not_verify_is_refused() -> None:
+    fed = make_federation(4)
+    challenge = new_challenge()
+    genuine = sign_hello(fed.client_keys[1], challenge, _hello_reply())
+    refused = {
+        "unsigned": _hello_reply(),
+        "another party's key": sign_hello(fed.client_keys[0], challenge, _hello_reply()),
+        "the server's key": sign_hello(fed.server_key, challenge, _hello_reply()),
+        "another challenge": sign_hello(fed.client_keys[1], new_challenge(), _hello_reply()),
+        "a field changed": DeployMessage("hello", {**genuine.fields, "dim": u64(8)}),
+        "a field added": DeployMessage("hello", {**genuine.fields, "setup": b"k"}),
+        "relabelled": DeployMessage("hello", {**genuine.fields, "party": b"bank-2"}),
+        "not in the roster": sign_hello(fed.client_keys[1], challenge, _hello_reply("bank-9")),
+        "no party": DeployMessage("hello", {"signature": genuine.fields["signature"]}),
+    }
+    for case, reply in refused.items():
+        try:
+            verified_party(fed.roster, challenge, reply)
+        except RemoteProtocolError:
+            continue
+        pytest.fail(f"accepted a hello with {case}")
+    with pytest.raises(RemoteProtocolError, match="challenge"):
+        sign_hello(fed.client_keys[1], b"short", _hello_reply())

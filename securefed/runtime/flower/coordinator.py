@@ -51,6 +51,7 @@ from securefed.errors import ConfigError, ProtocolError, RemoteProtocolError, Se
 from securefed.files import write_atomic
 from securefed.runtime.config import RunConfig
 from securefed.runtime.federated import run_configured, simulation_params
+from securefed.runtime.flower.hello import new_challenge, verified_party
 from securefed.runtime.flower.institution import (
     ATTENTION_MODES,
     UNSAFE_KEY_HAZARD,
@@ -248,7 +249,10 @@ class Coordinator:
         self._setup_keys = {}
         while True:
             nodes = list(self._exchange.nodes())
-            fields = {} if session is None else {"session": session}
+            challenge = new_challenge()
+            fields = {"challenge": challenge}
+            if session is not None:
+                fields["session"] = session
             request = DeployMessage("hello", fields).to_bytes()
             replies = self._exchange.exchange(
                 dict.fromkeys(nodes, request), timeout=self.timeouts.hello
@@ -257,13 +261,14 @@ class Coordinator:
             for node, data in replies.items():
                 try:
                     message = decode_deploy(data)
-                    party = message.text("party")
+                    party = verified_party(self.roster, challenge, message)
                     actor, seq, digest = message.text("head").split(" ")
                     head = Head(actor, int(seq), digest)
                     dim = message.integer("dim")
-                except (SecureFedError, ValueError):
+                except (SecureFedError, ValueError) as exc:
+                    log.warning("node %s: hello ignored (%s)", node, exc)
                     continue
-                if head.actor != party or party not in {c.party_id for c in self.roster.clients}:
+                if head.actor != party:
                     continue
                 if self._dim is None:
                     self._dim = dim  # every party builds the model from the same configuration

@@ -54,6 +54,7 @@ from securefed.runtime.federated import (
     run_configured,
     simulation_params,
 )
+from securefed.runtime.flower.hello import sign_hello
 from securefed.runtime.flower.relay import read_frame, socket_path, write_frame
 from securefed.runtime.flower.wire import (
     DeployMessage,
@@ -227,7 +228,9 @@ class Institution:
 
     def _hello(self, message: DeployMessage) -> DeployMessage:
         """Who this is, its ledger head and model size; in attention mode also the first
-        message of the round's sketch-seed setup (a fresh session key)."""
+        message of the round's sketch-seed setup (a fresh session key). Signed over the
+        coordinator's challenge (:mod:`.hello`); a request without one is refused."""
+        challenge = message.get("challenge")
         fields = {
             "party": self.party_id.encode(),
             "head": head_bytes(self.ledger.head),
@@ -242,7 +245,7 @@ class Institution:
                 identity=self._identity,
             )
             fields["setup"] = self._setup.start().to_bytes()
-        return DeployMessage("hello", fields)
+        return sign_hello(self._identity, challenge, DeployMessage("hello", fields))
 
     def _session_keys(self, message: DeployMessage) -> DeployMessage:
         """Attention mode: the session-key directory in; the dealer's sealed seed offer out."""

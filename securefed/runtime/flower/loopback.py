@@ -82,13 +82,15 @@ def run_loopback(
     out: Path,
     *,
     crash: str | None = None,
+    exchange: LoopbackExchange | None = None,
 ) -> dict[str, Any]:
     """Run ``config`` (its data directory holds every institution's tenant, in roster order)
     with institutions under ``out/institutions/<party>`` and the coordinator under
     ``out/coordinator``; returns the coordinator's metrics.
 
     ``crash``: this party is lost before round 1's mask exchange (after it trained and
-    advertised) and restarted from its state directory when round 1 ends.
+    advertised) and restarted from its state directory when round 1 ends. ``exchange``: a
+    (test) subclass of :class:`LoopbackExchange` to use instead of a plain one.
     """
     if config.data.directory is None:
         raise ValueError("run_loopback needs a config with [data] directory")
@@ -108,7 +110,7 @@ def run_loopback(
             reproducible=True,
         )
 
-    exchange = LoopbackExchange()
+    exchange = LoopbackExchange() if exchange is None else exchange
     for index in range(federation.roster.size):
         exchange.attach(institution(index))
     protocol_exchanges, restarted = 0, False
