@@ -54,33 +54,23 @@ def _write_seed_files(
             np.save(directory / f"client_{part}_labels_{i}.npy", labels, allow_pickle=False)
 
 
+def _prepare(tmp_path: Path, *, tenants: int, capsys: pytest.CaptureFixture[str]) -> Path:
+    """`securefed data prepare` of ``tenants`` x 20 bundled records in 3 segments."""
+    data = tmp_path / "data"
+    argv = ["data", "prepare", "--source", "bundled", "--tenants", str(tenants)]
+    argv += ["--groups", "3", "--samples-per-tenant", "20", "--out", str(data)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    return data
+
+
 # --- check_layout.py ---------------------------------------------------------------------------
 
 
 def test_check_layout_summarises_a_prepared_directory(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data = tmp_path / "data"
-    assert (
-        main(
-            [
-                "data",
-                "prepare",
-                "--source",
-                "bundled",
-                "--tenants",
-                "9",
-                "--groups",
-                "3",
-                "--samples-per-tenant",
-                "20",
-                "--out",
-                str(data),
-            ]
-        )
-        == 0
-    )
-    capsys.readouterr()
+    data = _prepare(tmp_path, tenants=9, capsys=capsys)
     assert check_layout.main([str(data)]) == 0
     printed = capsys.readouterr().out
     assert "tenants        9 (indices 0..8)" in printed
@@ -113,27 +103,7 @@ def test_check_layout_refuses_a_pickle_bearing_file_and_names_it(
 def test_check_layout_warns_about_a_segment_too_small_for_group_mode(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data = tmp_path / "data"
-    assert (
-        main(
-            [
-                "data",
-                "prepare",
-                "--source",
-                "bundled",
-                "--tenants",
-                "5",
-                "--groups",
-                "3",
-                "--samples-per-tenant",
-                "20",
-                "--out",
-                str(data),
-            ]
-        )
-        == 0
-    )
-    capsys.readouterr()
+    data = _prepare(tmp_path, tenants=5, capsys=capsys)
     assert check_layout.main([str(data)]) == 0  # other modes can still run
     assert "needs at least 3 per segment" in capsys.readouterr().out
 
