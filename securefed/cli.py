@@ -35,7 +35,7 @@ from securefed.data import PartitionConfig, prepare
 from securefed.dp.canary import run_canary_audit
 from securefed.errors import ConfigError, SecureFedError
 from securefed.runtime.benchmark import run_round_benchmark
-from securefed.runtime.config import RunConfig, RunMode, load_run_config
+from securefed.runtime.config import RunConfig, PersonalizationMode, load_run_config
 from securefed.runtime.demo import ProgressPrinter, comparison_table, demo_config
 from securefed.runtime.experiments import GRIDS, run_experiments
 from securefed.runtime.federated import RunSummary, run_federation
@@ -397,7 +397,7 @@ def _demo(args: argparse.Namespace) -> int:
     config = demo_config(
         rounds=args.rounds,
         tenants=args.tenants,
-        mode=RunMode(args.mode) if args.mode else None,
+        mode=PersonalizationMode(args.mode) if args.mode else None,
         dp=not args.no_dp,
         secure=not args.plaintext,
         data_directory=args.data,

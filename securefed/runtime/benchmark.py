@@ -27,7 +27,7 @@ from typing import Any
 
 from securefed.errors import ConfigError
 from securefed.models import parameter_count
-from securefed.runtime.config import DataConfig, DPSettings, RunConfig, RunMode, TrainingSettings
+from securefed.runtime.config import DataConfig, DPSettings, RunConfig, PersonalizationMode, TrainingSettings
 from securefed.runtime.federated import build_clients, partition_for, simulation_params
 from securefed.runtime.nodes import ServerNode
 from securefed.runtime.tenants import load_run_tenants
@@ -67,10 +67,10 @@ def run_round_benchmark(
     than 3 tenants, an unknown or non-aggregating mode, or repeats < 1.
     """
     try:
-        chosen = RunMode(mode)
+        chosen = PersonalizationMode(mode)
     except ValueError:
         raise ConfigError(f"unknown mode {mode!r}") from None
-    if chosen is RunMode.LOCAL or tenants < 3 or repeats < 1:
+    if chosen is PersonalizationMode.LOCAL or tenants < 3 or repeats < 1:
         raise ConfigError("bench round needs an aggregating mode, >= 3 tenants, repeats >= 1")
     groups = 3 if tenants >= 9 else 1
     config = RunConfig(

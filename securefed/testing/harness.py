@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from securefed.crypto import SigningKey, get_suite
+from securefed.crypto import SigningKey
 from securefed.errors import ProtocolError
 from securefed.secagg.client import SecAggClient
 from securefed.secagg.config import RoundConfig
 from securefed.secagg.events import ProtocolEvent
 from securefed.secagg.messages import Message, decode, sign_message
-from securefed.secagg.roster import ClientParty, Roster, ServerParty
+from securefed.secagg.federation import Federation, make_federation
 from securefed.secagg.server import AggregateResult, Envelope, SecAggServer
 from securefed.secagg.stages import Stage
 from securefed.secagg.transcript import ContextItem
@@ -40,30 +40,6 @@ DelayHook = Callable[[Stage], Sequence[tuple[int, Message]]]
 
 def _nothing_delayed(stage: Stage) -> Sequence[tuple[int, Message]]:
     return ()
-
-
-@dataclass(frozen=True, slots=True)
-class Federation:
-    """A roster with the private identity keys of every party (test fixture)."""
-
-    roster: Roster
-    server_key: SigningKey
-    client_keys: tuple[SigningKey, ...]
-
-
-def make_federation(n_clients: int, *, suite: str = "default") -> Federation:
-    """A roster of ``n_clients`` fresh clients and a server (ids ``bank-<i>``, ``server``)."""
-    cipher_suite = get_suite(suite)
-    server_key = cipher_suite.generate_signing_key()
-    client_keys = tuple(cipher_suite.generate_signing_key() for _ in range(n_clients))
-    roster = Roster(
-        suite=cipher_suite,
-        server=ServerParty("server", server_key.verify_key()),
-        clients=tuple(
-            ClientParty(f"bank-{i}", i, k.verify_key()) for i, k in enumerate(client_keys)
-        ),
-    )
-    return Federation(roster, server_key, client_keys)
 
 
 def resign(message: Message, key: SigningKey, **changes: Any) -> Message:

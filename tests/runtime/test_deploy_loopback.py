@@ -30,7 +30,7 @@ from securefed.runtime.config import (
     ModelName,
     PersonalizeConfig,
     RunConfig,
-    RunMode,
+    PersonalizationMode,
     TrainingSettings,
 )
 from securefed.runtime.federated import run_federation
@@ -54,7 +54,7 @@ def tenant_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def _config(tenant_dir: Path, mode: RunMode = RunMode.GROUP) -> RunConfig:
+def _config(tenant_dir: Path, mode: PersonalizationMode = PersonalizationMode.GROUP) -> RunConfig:
     return RunConfig(
         name="deploy",
         mode=mode,
@@ -105,9 +105,9 @@ def test_the_deployment_computes_what_the_simulation_computes(
     assert verify_run(_gather_ledgers(tmp_path / "deploy", federation)).ok
 
 
-@pytest.mark.parametrize("mode", [RunMode.GROUP, RunMode.FEDAMP, RunMode.HEURFEDAMP])
+@pytest.mark.parametrize("mode", [PersonalizationMode.GROUP, PersonalizationMode.FEDAMP, PersonalizationMode.HEURFEDAMP])
 def test_a_party_lost_mid_round_is_recovered_charged_and_rejoins_after_restart(
-    tenant_dir: Path, tmp_path: Path, mode: RunMode
+    tenant_dir: Path, tmp_path: Path, mode: PersonalizationMode
 ) -> None:
     config = _config(tenant_dir, mode)
     federation = make_federation(N)
@@ -126,9 +126,9 @@ def test_a_party_lost_mid_round_is_recovered_charged_and_rejoins_after_restart(
     assert events.count(EventType.RUN_CONFIGURED) == 1  # the restart continued its ledger
 
 
-@pytest.mark.parametrize("mode", [RunMode.FEDAMP, RunMode.HEURFEDAMP])
+@pytest.mark.parametrize("mode", [PersonalizationMode.FEDAMP, PersonalizationMode.HEURFEDAMP])
 def test_attention_mode_deploys_close_to_the_simulation(
-    tenant_dir: Path, tmp_path: Path, mode: RunMode
+    tenant_dir: Path, tmp_path: Path, mode: PersonalizationMode
 ) -> None:
     """Attention mode cannot match the simulation bit for bit: the sketch seed is drawn by a
     client in each round (the simulation derives it from the run seed), so xi differs by the

@@ -21,7 +21,7 @@ from securefed.errors import ConfigError, DecryptionError, RemoteProtocolError
 from securefed.runtime.config import (
     PersonalizeConfig,
     RunConfig,
-    RunMode,
+    PersonalizationMode,
     SegmentSource,
     SimilaritySource,
 )
@@ -155,20 +155,20 @@ def test_the_flower_app_names_securefeds_apps_and_every_setting(tmp_path: Path) 
 
 def test_a_deployment_runs_secure_attention_or_declared_group_mode_only() -> None:
     roster = make_federation(4).roster
-    base = RunConfig(mode=RunMode.GROUP, personalize=PersonalizeConfig(segments=(0, 1, 0, 1)))
+    base = RunConfig(mode=PersonalizationMode.GROUP, personalize=PersonalizeConfig(segments=(0, 1, 0, 1)))
     assert deployment_partition(base, roster) == (0, 1, 0, 1)
-    for mode in (RunMode.FEDAMP, RunMode.HEURFEDAMP):  # attention: one group of everyone
+    for mode in (PersonalizationMode.FEDAMP, PersonalizationMode.HEURFEDAMP):  # attention: one group of everyone
         attention = dataclasses.replace(base, mode=mode, personalize=PersonalizeConfig())
         assert deployment_partition(attention, roster) == (0, 0, 0, 0)
     statistic = PersonalizeConfig(similarity=SimilaritySource.STATISTIC)
     refused = [
-        dataclasses.replace(base, mode=RunMode.FEDAVG),
-        dataclasses.replace(base, mode=RunMode.LOCAL),
+        dataclasses.replace(base, mode=PersonalizationMode.FEDAVG),
+        dataclasses.replace(base, mode=PersonalizationMode.LOCAL),
         dataclasses.replace(base, personalize=PersonalizeConfig()),  # segments not listed
         dataclasses.replace(base, personalize=PersonalizeConfig(segments=SegmentSource.LEARNED)),
-        dataclasses.replace(base, mode=RunMode.HEURFEDAMP, personalize=statistic),
+        dataclasses.replace(base, mode=PersonalizationMode.HEURFEDAMP, personalize=statistic),
         dataclasses.replace(base, secure=False),
-        dataclasses.replace(base, mode=RunMode.FEDAMP, secure=False),
+        dataclasses.replace(base, mode=PersonalizationMode.FEDAMP, secure=False),
         dataclasses.replace(base, personalize=PersonalizeConfig(segments=(0, 0, 0))),
     ]
     for config in refused:

@@ -26,7 +26,7 @@ from securefed.runtime.config import (
     ModelName,
     PersonalizeConfig,
     RunConfig,
-    RunMode,
+    PersonalizationMode,
     SegmentSource,
     SimilaritySource,
     TrainingSettings,
@@ -48,7 +48,7 @@ def tenant_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _config(tenant_dir: Path, **changes: object) -> RunConfig:
     base = RunConfig(
         name="t",
-        mode=RunMode.FEDAVG,
+        mode=PersonalizationMode.FEDAVG,
         rounds=2,
         seed=1,
         data=DataConfig(directory=str(tenant_dir), model=ModelName.MLP),
@@ -68,7 +68,7 @@ def _events(run_dir: Path, actor: str) -> list[tuple[EventType, dict[str, object
 def test_secure_fedavg_run_learns_reports_epsilon_and_verifies(
     tenant_dir: Path, tmp_path: Path
 ) -> None:
-    config = _config(tenant_dir, baselines=(RunMode.LOCAL,))
+    config = _config(tenant_dir, baselines=(PersonalizationMode.LOCAL,))
     summary = run_federation(config, tmp_path / "run")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics == summary.metrics
@@ -134,7 +134,7 @@ def test_budget_refusal_is_ledgered_and_epsilon_stays_within_budget(
     # sigma fixed explicitly so the budget runs out: round 1 reaches 2.52, round 2 would be 3.26.
     config = _config(
         tenant_dir,
-        mode=RunMode.LOCAL,
+        mode=PersonalizationMode.LOCAL,
         rounds=3,
         dp=DPSettings(target_epsilon=2.9, delta=1e-4, noise_multiplier=1.0),
     )
@@ -179,7 +179,7 @@ def test_a_crash_during_training_leaves_a_verifying_ledger_and_the_spend_charged
 
 
 def test_group_mode_with_declared_segments_runs_securely(tenant_dir: Path, tmp_path: Path) -> None:
-    config = _config(tenant_dir, mode=RunMode.GROUP, rounds=1, dp=None)
+    config = _config(tenant_dir, mode=PersonalizationMode.GROUP, rounds=1, dp=None)
     summary = run_federation(config, tmp_path / "run")
     assert summary.metrics["partition"] == [0, 0, 0, 0]
     assert summary.metrics["dp"] is None
@@ -249,7 +249,7 @@ def test_learned_partition_from_the_dp_statistic_finds_the_segments_within_budge
     statistic's included -- stays within the budget, and the ledgers verify."""
     config = _config(
         segmented_dir,
-        mode=RunMode.GROUP,
+        mode=PersonalizationMode.GROUP,
         rounds=1,
         dp=DPSettings(target_epsilon=8.0, delta=1e-5, statistic_epsilon=2.0),
         personalize=PersonalizeConfig(

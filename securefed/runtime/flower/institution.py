@@ -47,7 +47,7 @@ from securefed.crypto import SigningKey
 from securefed.data import TenantData
 from securefed.errors import ConfigError, ProtocolError, RemoteProtocolError, SecureFedError
 from securefed.models import load_model, save_model
-from securefed.runtime.config import RunConfig, RunMode, SimilaritySource
+from securefed.runtime.config import RunConfig, PersonalizationMode, SimilaritySource
 from securefed.runtime.federated import (
     build_client,
     client_seed,
@@ -91,7 +91,7 @@ UNSAFE_KEY_HAZARD = (
 MODEL_FILE = "model.safetensors"
 
 
-ATTENTION_MODES = (RunMode.FEDAMP, RunMode.HEURFEDAMP)
+ATTENTION_MODES = (PersonalizationMode.FEDAMP, PersonalizationMode.HEURFEDAMP)
 
 
 def deployment_partition(config: RunConfig, roster: Roster) -> tuple[int, ...]:
@@ -110,7 +110,7 @@ def deployment_partition(config: RunConfig, roster: Roster) -> tuple[int, ...]:
             )
         return (0,) * roster.size
     segments = config.personalize.segments
-    if config.mode is not RunMode.GROUP or not isinstance(segments, tuple):
+    if config.mode is not PersonalizationMode.GROUP or not isinstance(segments, tuple):
         raise ConfigError(
             "a Flower deployment runs secure group mode with declared segments "
             '(mode = "group", [personalize] segments = [...]), fedamp or heurfedamp'
