@@ -78,7 +78,15 @@ from securefed.secagg.roster import Roster
 from securefed.secagg.session import SessionSetupServer, commitment_context
 from securefed.secagg.transcript import ContextItem
 
-__all__ = ["ROUND_FLOW", "Coordinator", "CoordinatorPhase", "Flow", "Outbox", "Wait"]
+__all__ = [
+    "ROUND_FLOW",
+    "Coordinator",
+    "CoordinatorPhase",
+    "Flow",
+    "Outbox",
+    "RoundView",
+    "Wait",
+]
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +170,22 @@ class _Group:
     server: SecAggServer
 
 
+@dataclass(frozen=True, slots=True)
+class RoundView:
+    """What the coordinator saw in one finished round, for observers (tests, attack code,
+    benchmarks): its protocol servers by group (``members`` are roster indices), the weights it
+    used (attention, plaintext), the sketches it received, the partition, and the dropouts."""
+
+    number: int
+    flow: Flow
+    groups: tuple[tuple[tuple[int, ...], SecAggServer], ...]
+    weights: Vector | None
+    sketches: Mapping[int, Vector]
+    partition: tuple[int, ...] | None
+    dropouts: Mapping[int, str]
+    refused: Mapping[int, str]
+
+
 @dataclass
 class _Round:
     """What the coordinator holds about the round in progress."""
@@ -214,6 +238,7 @@ class Coordinator:
         random_bytes: Callable[[int], bytes] = os.urandom,
         join_timeout: float = 0.0,
         segments: Sequence[int] | None = None,
+        on_round_end: Callable[[RoundView], None] | None = None,
     ) -> None:
         if identity.verify_key() != roster.server.identity:
             raise ConfigError("the server key is not the roster's server identity")
@@ -227,6 +252,7 @@ class Coordinator:
         self._join_deadline = 0.0
         self._join_timeout = join_timeout
         self._segments = tuple(segments) if segments is not None else None
+        self._on_round_end = on_round_end
         self.phase = CoordinatorPhase.JOIN
         self.partition = settings.fixed_partition(roster.size)
         self._party_of: dict[int, int] = {}  # node -> roster index
@@ -855,6 +881,19 @@ class Coordinator:
         entry.exchanges = round_.exchanges
         entry.seconds = self._clock() - round_.started
         entry.own_segment_weight = self._own_segment_weight(round_)
+        if self._on_round_end is not None:
+            self._on_round_end(
+                RoundView(
+                    number=round_.number,
+                    flow=round_.flow,
+                    groups=tuple((g.members, g.server) for g in round_.groups),
+                    weights=round_.weights,
+                    sketches=dict(round_.sketches),
+                    partition=self.partition,
+                    dropouts=dict(round_.dropouts),
+                    refused=dict(round_.refused),
+                )
+            )
         self._completed_rounds = round_.number
         if round_.number < self.settings.rounds:
             return self._begin_round(round_.number + 1, nodes)
