@@ -46,6 +46,7 @@ from securefed.models import build_model, save_model
 from securefed.runtime.config import ModelName, PersonalizationMode, RunConfig, SimilaritySource
 from securefed.runtime.engine.coordinator import Coordinator
 from securefed.runtime.engine.institution import Institution
+from securefed.runtime.engine.learner import Learner
 from securefed.runtime.engine.memory import STAGES, Drop, Dropouts, MemoryTransport, drive
 from securefed.runtime.engine.metrics import RunMetrics, write_metrics
 from securefed.runtime.engine.settings import EngineSettings
@@ -57,6 +58,8 @@ from securefed.secagg.roster import Roster, save_roster
 
 __all__ = [
     "METRICS_FILE",
+    "EngineRun",
+    "build_engine_run",
     "RoundReport",
     "RunSummary",
     "build_client",
@@ -152,15 +155,34 @@ def run_federation(
     return RunSummary(run_dir, metrics.to_dict(), ledgers)
 
 
-def _run_one(
+@dataclass
+class EngineRun:
+    """One method's parties, built and ready to drive: the coordinator, the institutions (by
+    node id = roster index) over a :class:`MemoryTransport`, their learners and ledgers."""
+
+    federation: Federation
+    coordinator: Coordinator
+    transport: MemoryTransport
+    clients: list[ClientNode]
+    ledgers: dict[str, Ledger]
+
+    def close(self) -> None:
+        for ledger in self.ledgers.values():
+            ledger.close()
+
+
+def build_engine_run(
     config: RunConfig,
     run_dir: Path,
     data: Tenants,
     *,
-    main: bool,
-    progress: ProgressFn | None,
-) -> tuple[RunMetrics, tuple[Path, ...]]:
-    """One method over ``data`` on the engine; its metrics and ledger paths."""
+    main: bool = True,
+    learner: Callable[[ClientNode], Learner] | None = None,
+) -> EngineRun:
+    """Everything :func:`run_federation` drives for one method over ``data`` in ``run_dir``:
+    the roster, every ledger with its configuration records, the clients (statistics released
+    when the configuration asks), the coordinator and the institutions. ``learner`` may wrap
+    each client (benchmarks time it)."""
     n = len(data.tenants)
     federation = make_federation(n)
     settings = EngineSettings.from_run_config(config, parties=n, declared=data.segments)
@@ -197,7 +219,7 @@ def _run_one(
             roster=federation.roster,
             identity=federation.client_keys[client.index],
             party_id=client.party_id,
-            learner=client,
+            learner=client if learner is None else learner(client),
             ledger=ledgers[client.party_id],
             random_bytes=seeded_random_bytes_unsafe(
                 client_seed(config.seed, client.index) ^ 0x5EC1
@@ -206,12 +228,24 @@ def _run_one(
         for client in clients
     }
     transport = MemoryTransport(institutions, faults=_dropouts(config, n))
+    return EngineRun(federation, coordinator, transport, clients, ledgers)
+
+
+def _run_one(
+    config: RunConfig,
+    run_dir: Path,
+    data: Tenants,
+    *,
+    main: bool,
+    progress: ProgressFn | None,
+) -> tuple[RunMetrics, tuple[Path, ...]]:
+    """One method over ``data`` on the engine; its metrics and ledger paths."""
+    run = build_engine_run(config, run_dir, data, main=main)
     reporter = _Progress(config.rounds, progress)
     try:
-        metrics = drive(coordinator, transport, on_exchange=reporter.check)
+        metrics = drive(run.coordinator, run.transport, on_exchange=reporter.check)
     finally:
-        for ledger in ledgers.values():
-            ledger.close()
+        run.close()
     reporter.flush(metrics)
     metrics.data_directory = str(data.directory)
     metrics.clients = [
@@ -219,13 +253,13 @@ def _run_one(
     ]
     if main:
         (run_dir / "models").mkdir(exist_ok=True)
-        for client in clients:
+        for client in run.clients:
             save_model(
                 client.trainer.model(),
                 run_dir / "models" / f"{client.party_id}.safetensors",
                 metadata={"party": client.party_id, "config_sha256": config.sha256()},
             )
-    actors = [*(c.party_id for c in federation.roster.clients), SERVER_ID]
+    actors = [*(c.party_id for c in run.federation.roster.clients), SERVER_ID]
     return metrics, tuple(ledger_path(run_dir, a) for a in actors)
 
 
