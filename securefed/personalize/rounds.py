@@ -18,13 +18,13 @@ from securefed.crypto import get_suite
 from securefed.encoding import CodecConfig, RingBits
 from securefed.errors import ConfigError
 from securefed.personalize.modes import PersonalizationMode
+from securefed.personalize.partition import partition_from_distances
 from securefed.personalize.sketch import (
     SketchConfig,
     Sketcher,
     centred_cosines_from_sketches,
     squared_distances_from_sketches,
 )
-from securefed.personalize.partition import partition_from_distances
 from securefed.personalize.weights import (
     fedamp_weights,
     fedamp_weights_from_distances,
@@ -45,8 +45,8 @@ __all__ = [
     "group_self_weight",
     "learned_partition",
     "make_sketcher",
-    "plaintext_weights",
     "minimum_group_size",
+    "plaintext_weights",
     "round_config",
     "server_policy",
     "weights_from_sketches",

@@ -76,9 +76,9 @@ E = TypeVar("E", bound=Enum)
 __all__ = [
     "DPSettings",
     "DataConfig",
+    "PersonalizationMode",
     "PersonalizeConfig",
     "RunConfig",
-    "PersonalizationMode",
     "SegmentSource",
     "SimilaritySource",
     "TrainingSettings",
@@ -172,7 +172,10 @@ class RunConfig:
         """Whether this run's mode learns similarities (attention, or learned segments)."""
         if self.mode in (PersonalizationMode.FEDAMP, PersonalizationMode.HEURFEDAMP):
             return True
-        return self.mode is PersonalizationMode.GROUP and self.personalize.segments is SegmentSource.LEARNED
+        return (
+            self.mode is PersonalizationMode.GROUP
+            and self.personalize.segments is SegmentSource.LEARNED
+        )
 
     @property
     def uses_statistic(self) -> bool:
@@ -193,7 +196,8 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/TOML-able values (enums as their strings, no None-valued keys)."""
-        return _plain(dataclasses.asdict(self))
+        plain: dict[str, Any] = _plain(dataclasses.asdict(self))
+        return plain
 
     def sha256(self) -> str:
         """SHA-256 of the canonical JSON of :meth:`to_dict` (recorded as ``config_sha256``)."""
@@ -263,7 +267,9 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
         rounds=top.integer("rounds", 15, minimum=1),
         secure=top.boolean("secure", True),
         seed=top.integer("seed", 0, minimum=0),
-        baselines=tuple(_enum_value(PersonalizationMode, b, "baselines") for b in top.strings("baselines", [])),
+        baselines=tuple(
+            _enum_value(PersonalizationMode, b, "baselines") for b in top.strings("baselines", [])
+        ),
         dropout_rate=top.number("dropout_rate", 0.0),
         value_range=top.number("value_range", 8.0, positive=True),
         data=_data(top.table("data")),

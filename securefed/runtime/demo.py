@@ -24,9 +24,9 @@ from typing import Any, TextIO
 from securefed.runtime.config import (
     DataConfig,
     DPSettings,
+    PersonalizationMode,
     PersonalizeConfig,
     RunConfig,
-    PersonalizationMode,
     SegmentSource,
     TrainingSettings,
 )
@@ -71,7 +71,9 @@ def demo_config(
         mode=main,
         rounds=config.rounds if rounds is None else rounds,
         secure=secure,
-        baselines=tuple(b for b in (PersonalizationMode.LOCAL, PersonalizationMode.FEDAVG) if b is not main),
+        baselines=tuple(
+            b for b in (PersonalizationMode.LOCAL, PersonalizationMode.FEDAVG) if b is not main
+        ),
         data=data,
         dp=config.dp if dp else None,
     )

@@ -30,9 +30,9 @@ from securefed.data import Scheme
 from securefed.runtime.config import (
     DataConfig,
     DPSettings,
+    PersonalizationMode,
     PersonalizeConfig,
     RunConfig,
-    PersonalizationMode,
     SegmentSource,
     SimilaritySource,
     TrainingSettings,
@@ -81,7 +81,10 @@ METHODS = (
     # of the same budget): docs/dp.md "The similarity statistic".
     Method("heurfedamp (statistic)", PersonalizationMode.HEURFEDAMP, similarity=_STATISTIC),
     Method(
-        "group (learned, statistic)", PersonalizationMode.GROUP, SegmentSource.LEARNED, similarity=_STATISTIC
+        "group (learned, statistic)",
+        PersonalizationMode.GROUP,
+        SegmentSource.LEARNED,
+        similarity=_STATISTIC,
     ),
 )
 
@@ -130,7 +133,11 @@ SEED_SCALE_GRID = Grid(
     epsilons=(None, 8.0),
     rounds=25,
     local_epochs=2,
-    methods=tuple(m for m in METHODS if m.mode not in (PersonalizationMode.FEDAMP, PersonalizationMode.HEURFEDAMP)),
+    methods=tuple(
+        m
+        for m in METHODS
+        if m.mode not in (PersonalizationMode.FEDAMP, PersonalizationMode.HEURFEDAMP)
+    ),
 )
 # The quick grid's concept-shift cells again with plaintext aggregation, to compare with the
 # secure ones (same seeds: any difference comes from the protocol's fixed-point encoding, or,

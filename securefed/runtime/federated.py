@@ -1,9 +1,9 @@
 """``run_federation``: a whole federated run in one process, on the one engine.
 
 The coordinator and every institution are the engine's (:mod:`securefed.runtime.engine`), the
-same objects a Flower deployment runs; here :class:`~securefed.runtime.engine.memory.MemoryTransport`
-carries their messages in memory. Per round: every party binds its ledger head into the round's
-signed transcript; each institution trains locally (DP-SGD; the spend is ledgered before its
+same objects a Flower deployment runs; here the in-memory transport
+(:class:`~securefed.runtime.engine.memory.MemoryTransport`) carries their messages. Per round:
+every party binds its ledger head into the round's signed transcript; each institution trains locally (DP-SGD; the spend is ledgered before its
 first step; a budget refusal is ledgered and the round goes on without it); the round's
 protocol aggregates (or the plaintext reference with ``secure = false``); each completed party
 computes or receives its personalized model, and checkpoints the round's heads. At the end every
@@ -59,11 +59,11 @@ from securefed.secagg.roster import Roster, save_roster
 __all__ = [
     "METRICS_FILE",
     "EngineRun",
-    "build_engine_run",
     "RoundReport",
     "RunSummary",
     "build_client",
     "build_clients",
+    "build_engine_run",
     "client_seed",
     "run_configured",
     "run_federation",

@@ -296,7 +296,7 @@ class Coordinator:
         decoded = self._decode(replies)
         try:
             return self._after(decoded, nodes)
-        except ProtocolError as exc:
+        except (ProtocolError, ConfigError) as exc:
             self._hazard(f"the run cannot go on: {exc}")
             self._status = m.RunStatus.FAILED
             return self._finish()
@@ -430,16 +430,15 @@ class Coordinator:
 
     def _after(self, replies: dict[int, m.Reply], nodes: Sequence[int]) -> Outbox | None:
         phase = self.phase
-        if phase is C.JOIN:
-            return self._after_join(replies, nodes)
-        if phase is C.SETUP:
-            return self._after_setup(replies, nodes)
-        if phase is C.FINISH:
-            return self._after_finish(replies)
-        if phase is C.SEAL:
-            return self._after_seal(replies)
-        if phase is C.DONE:
-            return None
+        outside: dict[CoordinatorPhase, Callable[[], Outbox | None]] = {
+            C.JOIN: lambda: self._after_join(replies, nodes),
+            C.SETUP: lambda: self._after_setup(replies, nodes),
+            C.FINISH: lambda: self._after_finish(replies),
+            C.SEAL: lambda: self._after_seal(replies),
+            C.DONE: lambda: None,
+        }
+        if phase in outside:
+            return outside[phase]()
         round_ = self._round
         assert round_ is not None  # noqa: S101 - every other phase is inside a round
         handler = {
@@ -679,22 +678,12 @@ class Coordinator:
                 if isinstance(reply, m.Joined):
                     self._on_joined(node, reply)
                 continue
-            assert isinstance(reply, m.Trained)  # noqa: S101
+            assert isinstance(reply, m.Trained)  # noqa: S101 - _decode checked the kind
             self._evaluate(index, reply.evaluation)
-            if index not in round_.participants:
-                continue
-            if not reply.trained or reply.refused:
-                round_.refused[index] = reply.refused or "did not train"
-                continue
-            trained_heads[index] = reply.head
-            if reply.sketch is not None:
-                round_.sketches[index] = reply.sketch
-            if reply.model is not None:
-                round_.models[index] = reply.model
-                if reply.similarity is not None:
-                    round_.similarity[index] = reply.similarity
-            if index in group_of:
-                self._deliver(group_of[index], index, reply.messages)
+            if index in round_.participants and self._took_part(round_, index, reply):
+                trained_heads[index] = reply.head
+                if index in group_of:
+                    self._deliver(group_of[index], index, reply.messages)
         for index in round_.participants:
             if index not in trained_heads and index not in round_.refused:
                 round_.dropouts[index] = _DROPOUT_PHASE[C.TRAIN]
@@ -704,6 +693,20 @@ class Coordinator:
             self._plaintext(round_)
         elif round_.flow is Flow.ATTENTION:
             self._attention_groups(round_)
+
+    @staticmethod
+    def _took_part(round_: _Round, index: int, reply: m.Trained) -> bool:
+        """Keep what a participant's training reply brings; False if it did not train."""
+        if not reply.trained or reply.refused:
+            round_.refused[index] = reply.refused or "did not train"
+            return False
+        if reply.sketch is not None:
+            round_.sketches[index] = reply.sketch
+        if reply.model is not None:
+            round_.models[index] = reply.model
+            if reply.similarity is not None:
+                round_.similarity[index] = reply.similarity
+        return True
 
     def _plaintext(self, round_: _Round) -> None:
         """The plaintext reference (comparison runs only: the coordinator sees every model)."""
@@ -813,9 +816,8 @@ class Coordinator:
                 continue
             answered.add(index)
             if reply.error:
-                self._hazard(
-                    f"round {round_.number}: {self.roster.client(index).party_id} aborted: {reply.error[:300]}"
-                )
+                party = self.roster.client(index).party_id
+                self._hazard(f"round {round_.number}: {party} aborted: {reply.error[:300]}")
             if index in group_of:
                 self._deliver(group_of[index], index, reply.messages)
             if reply.advert is not None:
@@ -1025,6 +1027,7 @@ class Coordinator:
         return self._outbox(requests, Wait.PHASE)
 
     def _after_seal(self, replies: dict[int, m.Reply]) -> None:
+        """The final checkpoint; the run is over."""
         for node, reply in replies.items():
             index = self._party_of.get(node)
             if index is not None and isinstance(reply, m.Sealed):

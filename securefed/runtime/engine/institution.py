@@ -19,6 +19,7 @@ save the model after every change so that a restart continues from it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -43,6 +44,7 @@ from securefed.errors import (
     ConfigError,
     EncodingRangeError,
     LocalProtocolError,
+    ProtocolError,
     RemoteProtocolError,
     SecureFedError,
 )
@@ -211,7 +213,7 @@ class Institution:
             raise RemoteProtocolError(
                 f"{type(request).__name__} is not accepted in phase {self.phase.value}"
             )
-        handler: Callable[[Any], Reply] = {
+        handlers: dict[Kind, Callable[[Any], Reply]] = {
             Kind.JOIN: self._join,
             Kind.SETUP: self._setup_keys,
             Kind.ADVERT: self._advert,
@@ -219,8 +221,8 @@ class Institution:
             Kind.STEP: self._step,
             Kind.FINISH: self._finish,
             Kind.SEAL: self._seal,
-        }[request.KIND]
-        return handler(request)
+        }
+        return handlers[request.KIND](request)
 
     def close(self) -> None:
         self.ledger.close()
@@ -350,8 +352,10 @@ class Institution:
             self._abandon()
             self.phase = InstitutionPhase.IDLE
             return Trained(evaluation, self.ledger.head, trained=False, refused="not in this round")
-        if r <= self._trained_round:
-            raise RemoteProtocolError(f"round {r} was already trained")
+        self._check_train_request(request, pending)
+        if request.sketch and self._sketch_seed is None:
+            self._abandon()
+            return Trained(evaluation, self.ledger.head, trained=False, refused="no sketch seed")
         self._trained_round = r
         outcome = self.learner.train(r)
         if not outcome.trained:
@@ -365,7 +369,11 @@ class Institution:
         refused = self._provide(pending, parameters)
         messages: tuple[bytes, ...] = ()
         if request.messages and self._pending is not None:
-            messages = self._protocol(request.messages, context=request.context)
+            try:
+                messages = self._protocol(request.messages, context=request.context)
+            except RemoteProtocolError as exc:
+                self._abandon()
+                refused = str(exc)
         if not self.settings.secure or not self.settings.aggregates:
             self._reported[r] = self.ledger.head
         self.phase = InstitutionPhase.ROUND
@@ -379,6 +387,19 @@ class Institution:
             model=None if self.settings.secure else parameters,
             similarity=None if self.settings.secure else self.learner.similarity_input(),
         )
+
+    def _check_train_request(self, request: Train, pending: _Round | None) -> None:
+        """Refuse, before anything is trained or charged, a request this party cannot answer:
+        a round it already trained (a replay), protocol messages for a round it holds no keys
+        for, or a transcript that binds another head than the one it reported."""
+        if request.round <= self._trained_round:
+            raise RemoteProtocolError(f"round {request.round} was already trained")
+        if request.messages and pending is None:
+            raise RemoteProtocolError(
+                f"protocol messages for round {request.round}, which this party has no keys for"
+            )
+        if request.context:
+            self._check_own_head(request.round, request.context)
 
     def _provide(self, pending: _Round | None, parameters: Vector) -> str:
         if pending is None:
@@ -468,12 +489,20 @@ class Institution:
         """Apply round ``round_``'s result (if this party completed it) and checkpoint the
         heads bound into it."""
         if result is not None:
-            if result.round != round_:
-                raise RemoteProtocolError(f"a result of round {result.round}, not {round_}")
-            self._apply(result)
+            try:
+                if result.round != round_:
+                    raise RemoteProtocolError(f"a result of round {result.round}, not {round_}")
+                self._apply(result)
+            except ProtocolError as exc:
+                self._note(f"round {round_}: the coordinator's result was not applied: {exc}")
+        self._finishing = None
         self._evaluated = max(self._evaluated, round_)
         if heads:
-            self._check_own_head(round_, heads)
+            try:
+                self._check_own_head(round_, heads)
+            except RemoteProtocolError as exc:
+                self._note(f"round {round_}: checkpoint not recorded: {exc}")
+                return
             record_checkpoint(self.ledger, heads, final=False)
 
     def _check_own_head(self, round_: int, heads: Sequence[Head]) -> None:
@@ -553,18 +582,21 @@ class Institution:
         """Drop a round this party can no longer finish (its secrets go with it)."""
         self._pending = None
 
+    def _note(self, text: str) -> None:
+        """Ledger something the coordinator sent that this party did not accept."""
+        log.warning("%s: %s", self.party_id, text)
+        self.ledger.record(Hazard(text=text[:1000]))
+
     def _refuse(self, exc: SecureFedError) -> Refused:
         log.warning("%s refused a request: %s", self.party_id, type(exc).__name__)
         if self.phase is InstitutionPhase.SEALED:
             return Refused(type(exc).__name__, str(exc))
-        try:
+        with contextlib.suppress(SecureFedError, OSError):
             self.ledger.record(
                 Hazard(
                     text=f"refused a coordinator request ({type(exc).__name__}): {str(exc)[:300]}"
                 )
             )
-        except (SecureFedError, OSError):
-            pass
         return Refused(type(exc).__name__, str(exc))
 
 

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from securefed.errors import SecureFedError
 from securefed.runtime.engine import messages as m
-from securefed.runtime.engine.coordinator import Coordinator, Wait
+from securefed.runtime.engine.coordinator import Coordinator, Outbox, Wait
 from securefed.runtime.engine.institution import Institution
 from securefed.runtime.engine.metrics import RunMetrics
 
@@ -85,11 +85,11 @@ class Dropouts:
         return self._drops.get((node, round_))
 
     def request(self, node: int, request: m.Request) -> m.Request | None:
-        if isinstance(request, m.Advert | m.Join) and request.next is not None:
-            if self._from(node, request.next.round) == 0:
-                return None if isinstance(request, m.Advert) else replace(request, next=None)
-        if isinstance(request, m.Step) and request.next is not None:
-            if self._from(node, request.next.round) == 0:
+        if isinstance(request, m.Advert | m.Join | m.Step):
+            upcoming = request.next
+            if upcoming is not None and self._from(node, upcoming.round) == 0:
+                if isinstance(request, m.Advert):
+                    return None
                 request = replace(request, next=None)
         stage = self._stage_of(request)
         if stage is None:
@@ -173,7 +173,7 @@ def drive(
     records ``run.finished`` and the final checkpoint), then propagates.
     """
     limits = timeouts or {}
-    outbox = coordinator.start(transport.nodes())
+    outbox: Outbox | None = coordinator.start(transport.nodes())
     count = 0
     try:
         while outbox is not None:

@@ -153,7 +153,7 @@ def _float(w: Writer, value: float | None) -> None:
 
 
 def _read_float(r: Reader) -> float | None:
-    (value,) = struct.unpack(">d", r.fixed(8))
+    value = float(struct.unpack(">d", r.fixed(8))[0])
     if math.isnan(value):
         return None
     if not math.isfinite(value):

@@ -94,7 +94,9 @@ class BaselineMetrics:
 
 @dataclass(slots=True)
 class RunMetrics:
-    """Everything ``metrics.json`` holds (see docs/run-config.md)."""
+    """Everything ``metrics.json`` holds (see docs/run-config.md). ``echo_rtt_s``: a Flower
+    deployment's median round trip of an empty message to every node before the run (the
+    transport's floor for one exchange, docs/deploy.md); None for the in-memory transport."""
 
     mode: str
     rounds: int
@@ -116,6 +118,7 @@ class RunMetrics:
     bytes_sent: dict[str, int] = field(default_factory=dict)
     bytes_received: dict[str, int] = field(default_factory=dict)
     baselines: dict[str, BaselineMetrics] = field(default_factory=dict)
+    echo_rtt_s: float | None = None
     schema: int = METRICS_SCHEMA
 
     def to_dict(self) -> dict[str, Any]:

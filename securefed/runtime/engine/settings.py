@@ -8,7 +8,7 @@ the number of rounds, the round parameters or a declared partition.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from securefed.errors import ConfigError
 from securefed.personalize.modes import PersonalizationMode
@@ -37,7 +37,7 @@ class EngineSettings:
     mode: PersonalizationMode
     rounds: int
     secure: bool = True
-    params: RoundParams = RoundParams()
+    params: RoundParams = field(default_factory=RoundParams)
     partition: tuple[int, ...] | None = None
     learn_partition: bool = False
     statistic: bool = False

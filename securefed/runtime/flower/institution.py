@@ -47,7 +47,7 @@ from securefed.crypto import SigningKey
 from securefed.data import TenantData
 from securefed.errors import ConfigError, ProtocolError, RemoteProtocolError, SecureFedError
 from securefed.models import load_model, save_model
-from securefed.runtime.config import RunConfig, PersonalizationMode, SimilaritySource
+from securefed.runtime.config import PersonalizationMode, RunConfig, SimilaritySource
 from securefed.runtime.federated import (
     build_client,
     client_seed,
