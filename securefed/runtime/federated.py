@@ -3,10 +3,11 @@
 The coordinator and every institution are the engine's (:mod:`securefed.runtime.engine`), the
 same objects a Flower deployment runs; here the in-memory transport
 (:class:`~securefed.runtime.engine.memory.MemoryTransport`) carries their messages. Per round:
-every party binds its ledger head into the round's signed transcript; each institution trains locally (DP-SGD; the spend is ledgered before its
-first step; a budget refusal is ledgered and the round goes on without it); the round's
-protocol aggregates (or the plaintext reference with ``secure = false``); each completed party
-computes or receives its personalized model, and checkpoints the round's heads. At the end every
+every party binds its ledger head into the round's signed transcript; each institution trains
+locally (DP-SGD; the spend is ledgered before its first step; a budget refusal is ledgered and the
+round goes on without it); the round's protocol aggregates (or the plaintext reference with
+``secure = false``); each completed party computes or receives its personalized model, and
+checkpoints the round's heads. At the end every
 party records ``run.finished`` and the same final checkpoint, and the run directory holds::
 
     roster.toml              the parties and their identity keys (public halves)

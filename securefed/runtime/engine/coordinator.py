@@ -14,9 +14,10 @@ sender's name. What follows each phase is one table, :data:`ROUND_FLOW`.
 
 Exchanges per round (docs/deploy.md): fedavg and group mode TRAIN (with the key directory),
 MASK, CONFIRM, UNMASK (with the next round's key advertisements) = 4; attention mode adds KEYS
-(the directory carries the weights computed from the sketches that came with training) = 5;
-the first round adds ADVERT, and a round that learns its partition adds REGROUP and KEYS.
-Results go back with the next round's TRAIN (or FINISH).
+(the directory carries the weights computed from the sketches that came with training) = 5.
+Round 1's advertisements come with JOIN; a round whose advertisements are missing begins with
+ADVERT, and the round that learns group mode's partition adds REGROUP and KEYS. Results go back
+with the next round's TRAIN (or FINISH). Before round 1: JOIN, and SETUP when sketches are used.
 
 The coordinator holds no client secret: it sees what a secure-aggregation server sees
 (advertisements, sealed shares, masked vectors, reconstructed dropout secrets, the group sums
@@ -287,7 +288,13 @@ class Coordinator:
         """The first exchange: invite every node to join."""
         self._join_deadline = self._clock() + self._join_timeout
         self._setup_session = self._random_bytes(32) if self.settings.sketches else b""
-        return self._joins(nodes, next_round=None, wait=Wait.JOIN)
+        if self._flow() in (Flow.SUM, Flow.ATTENTION):  # round 1's keys come with the join
+            self._adverts = _Adverts(self._next_round(1))
+        return self._joins(nodes, next_round=self._first_round(), wait=Wait.JOIN)
+
+    def _first_round(self) -> m.NextRound | None:
+        adverts = self._adverts
+        return adverts.next if adverts is not None and adverts.next.round == 1 else None
 
     def receive(self, replies: Mapping[int, bytes], nodes: Sequence[int]) -> Outbox | None:
         """The replies to the last exchange; returns the next exchange, or None when the run
@@ -479,7 +486,8 @@ class Coordinator:
             and unjoined
             and self._clock() < self._join_deadline
         ):
-            return self._outbox(self._join_requests(unjoined, None), Wait.JOIN, delay=1.0)
+            requests = self._join_requests(unjoined, self._first_round())
+            return self._outbox(requests, Wait.JOIN, delay=1.0)
         if len(self._node_of) < 3:
             raise ProtocolError(f"only {len(self._node_of)} institutions joined; a run needs 3")
         if self.settings.sketches:
@@ -638,6 +646,9 @@ class Coordinator:
             assert adverts is not None  # noqa: S101 - _begin_round collected them
             round_.participants = set(adverts.adverts) & set(self._node_of)
             round_.refused.update(adverts.declined)
+            for index in range(self.roster.size):
+                if index not in round_.participants and index not in round_.refused:
+                    round_.dropouts[index] = "advertise"
             round_.heads = self._bound_heads(
                 {i: h for i, h in adverts.heads.items() if i in round_.participants}
             )
