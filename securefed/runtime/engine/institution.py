@@ -456,7 +456,7 @@ class Institution:
         if context:
             bound = [ContextItem(HEADS_CONTEXT_LABEL, heads_context(context))]
             self._check_own_head(pending.round, context)
-            if self._sketch_seed is not None and self.settings.sketches:
+            if self.settings.sketches:  # the session's sketch seed, as the server binds it
                 bound.append(commitment_context(self._commitment()))
             client.bind_context(bound)
         replies: list[bytes] = []

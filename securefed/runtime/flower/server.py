@@ -23,8 +23,8 @@ Nothing here imports flwr: the tests drive it over an in-process exchange.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -285,13 +285,11 @@ def drive_deployment(
 
 def _wind_down(coordinator: Coordinator, exchange: Exchange, *, timeout: float) -> None:
     """Best effort after a failure: finish and seal with whoever still answers."""
-    try:
+    with contextlib.suppress(Exception):  # the original error propagates, not this one
         outbox = coordinator.abort()
         while outbox is not None:
             replies = exchange.exchange(outbox.requests, timeout=timeout)
             outbox = coordinator.receive(replies, list(exchange.nodes()))
-    except Exception:  # noqa: BLE001, S110 - the original error propagates, not this one
-        pass
 
 
 def run_server(
@@ -340,7 +338,3 @@ def run_server(
     metrics.echo_rtt_s = echo
     write_metrics(state_dir / METRICS_FILE, metrics)
     return metrics
-
-
-def _unused(_: object = os) -> None:  # pragma: no cover - keeps imports stable for re-exports
-    return None
