@@ -43,7 +43,15 @@ from securefed.runtime.flower.agent import (
 from securefed.runtime.flower.deployment import add_agent_arguments
 from securefed.runtime.seeded import seeded_random_bytes_unsafe
 
-__all__ = ["CRASH_STATUS", "CrashPoint", "crashing", "main", "request_round", "seeded_hazard", "seeded_institution"]
+__all__ = [
+    "CRASH_STATUS",
+    "CrashPoint",
+    "crashing",
+    "main",
+    "request_round",
+    "seeded_hazard",
+    "seeded_institution",
+]
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SecureFedError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    handler = institution.handle_bytes
+    handler: Callable[[bytes], bytes] = institution.handle_bytes
     if point is not None:
         handler = crashing(handler, point)
     print(f"test agent of {settings.party}: serving on {settings.state}", file=sys.stderr)

@@ -7,9 +7,8 @@ the same files a real one reads (run configuration, roster, key files, data dire
 production code paths (:func:`securefed.runtime.flower.server.run_server` and the agent's
 :func:`~securefed.runtime.flower.agent.open_institution`), optionally with one institution that
 crashes at a request (:class:`~securefed.testing.agent.CrashPoint`, as ``--crash-at`` makes the
-test agent do) and is restarted from its state directory before the next exchange. It is the
-in-process reference the Flower integration test compares against, and what the fast tests use.
-TESTS ONLY.
+test agent do) and is restarted from its state directory later. It is the in-process reference
+the Flower integration test compares against, and what the fast tests use. TESTS ONLY.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from securefed.runtime.engine import messages as m
 from securefed.runtime.engine.coordinator import Wait
 from securefed.runtime.engine.institution import Institution
 from securefed.runtime.engine.metrics import RunMetrics
@@ -32,36 +32,50 @@ class _Crashed(Exception):
     """The in-process stand-in for the test agent's ``os._exit``."""
 
 
-class LoopbackExchange:
-    """Engine requests to in-process handlers by node id; a missing handler is a dead node.
+def _matches(point: CrashPoint, data: bytes) -> bool:
+    request = m.decode(data)
+    return not isinstance(request, m.Reply) and point.matches(request)
 
-    ``before(call, requests)`` runs before every exchange (1, 2, ...); it may attach, detach or
-    replace handlers (a handler attached there answers that same exchange)."""
+
+class LoopbackExchange:
+    """Engine requests to in-process handlers by node id.
+
+    A node whose handler is None is a SuperNode whose agent is down: its requests fail, and --
+    as :class:`~securefed.runtime.flower.server_app.GridExchange` does with a failed reply -- it
+    is left out of :meth:`nodes` until the next exchange. ``before(call, requests)`` runs before
+    every exchange (1, 2, ...); it may replace handlers (a handler set there answers that same
+    exchange)."""
 
     def __init__(self) -> None:
-        self.handlers: dict[int, Callable[[bytes], bytes]] = {}
+        self.handlers: dict[int, Callable[[bytes], bytes] | None] = {}
         self.calls = 0
         self.before: Callable[[int, Mapping[int, bytes]], None] = lambda call, requests: None
         self.crashed: list[int] = []
+        self._failed: set[int] = set()
 
     def nodes(self) -> list[int]:
-        return sorted(self.handlers)
+        return sorted(set(self.handlers) - self._failed)
 
     def exchange(self, requests: Mapping[int, bytes], *, timeout: float) -> dict[int, bytes]:
         self.calls += 1
+        self._failed = set()
         self.before(self.calls, requests)
         replies: dict[int, bytes] = {}
         for node, data in requests.items():
-            handler = self.handlers.get(node)
-            if handler is None:
+            if node not in self.handlers:
                 continue
             if not data:
                 replies[node] = b""  # an echo, answered by the relay itself
                 continue
+            handler = self.handlers[node]
+            if handler is None:
+                self._failed.add(node)
+                continue
             try:
                 replies[node] = handler(data)
             except _Crashed:
-                del self.handlers[node]
+                self.handlers[node] = None
+                self._failed.add(node)
                 self.crashed.append(node)
         return replies
 
@@ -115,6 +129,7 @@ def run_loopback(
     *,
     seed: int | None,
     crash: tuple[str, CrashPoint] | None = None,
+    restart_after: CrashPoint | None = None,
     exchange: LoopbackExchange | None = None,
 ) -> RunMetrics:
     """Run the deployment of ``files`` in this process: institutions under
@@ -123,12 +138,15 @@ def run_loopback(
 
     ``seed``: as the test agent's ``--seed`` (None: the operating system's randomness).
     ``crash``: that party's institution dies when it receives that request (it answers
-    nothing) and is restarted from its state directory before the next exchange.
+    nothing; its node stays, with nothing behind it) and is restarted from its state directory
+    before the exchange that follows the first exchange carrying a ``restart_after`` request
+    to any party (None: before the exchange after the crash).
     ``exchange``: a (test) subclass of :class:`LoopbackExchange` to use instead.
     """
     exchange = LoopbackExchange() if exchange is None else exchange
     live: dict[int, Institution] = {}
-    pending_restart: list[int] = []
+    down: list[int] = []
+    restart_due = restart_after is None
 
     def die() -> None:
         raise _Crashed
@@ -138,7 +156,7 @@ def run_loopback(
             files.agent(index, out / "nodes" / files.parties[index]), seed=seed
         )
         live[index] = institution
-        handler = institution.handle_bytes
+        handler: Callable[[bytes], bytes] = institution.handle_bytes
         if point is not None:
             handler = crashing(handler, point, die=die)
         exchange.handlers[index] = handler
@@ -149,12 +167,16 @@ def run_loopback(
     wrapped = exchange.before
 
     def before(call: int, requests: Mapping[int, bytes]) -> None:
+        nonlocal restart_due
         while exchange.crashed:
             node = exchange.crashed.pop()
             live.pop(node).close()
-            pending_restart.append(node)
-        while pending_restart:
-            start(pending_restart.pop(), None)
+            down.append(node)
+        while down and restart_due:
+            start(down.pop(), None)
+        if down and not restart_due and restart_after is not None:
+            # from the exchange after the first one that carries such a request (to anyone)
+            restart_due = any(bool(d) and _matches(restart_after, d) for d in requests.values())
         wrapped(call, requests)
 
     exchange.before = before

@@ -261,6 +261,8 @@ class Coordinator:
         self._challenges: dict[int, bytes] = {}
         self._sent: dict[int, m.Request] = {}
         self._last_sent: dict[int, m.Request] = {}
+        self._sent_to: dict[int, int] = {}  # node -> roster index, as mapped when sent
+        self._last_sent_to: dict[int, int] = {}
         self._info: dict[int, m.ClientInfo] = {}
         self._evaluations: dict[int, m.Evaluation] = {}
         self._dim: int | None = None
@@ -354,6 +356,7 @@ class Coordinator:
                 continue
             decoded[node] = reply
         self._last_sent, self._sent = self._sent, {}
+        self._last_sent_to, self._sent_to = self._sent_to, {}
         return decoded
 
     def _name(self, node: int) -> str:
@@ -375,6 +378,7 @@ class Coordinator:
 
     def _outbox(self, requests: Mapping[int, m.Request], wait: Wait, delay: float = 0.0) -> Outbox:
         self._sent = dict(requests)
+        self._sent_to = {n: self._party_of[n] for n in requests if n in self._party_of}
         encoded = {node: m.encode(request) for node, request in requests.items()}
         for node, data in encoded.items():
             name = self._name(node)
@@ -481,11 +485,9 @@ class Coordinator:
             assert isinstance(reply, m.Joined)  # noqa: S101 - _decode checked the kind
             self._on_joined(node, reply)
         unjoined = [n for n in nodes if n not in self._party_of]
-        if (
-            len(self._node_of) < self.roster.size
-            and unjoined
-            and self._clock() < self._join_deadline
-        ):
+        # keep inviting until the deadline, also while no unjoined node is connected yet (a
+        # deployment's nodes may still be registering): an empty exchange then only waits
+        if len(self._node_of) < self.roster.size and self._clock() < self._join_deadline:
             requests = self._join_requests(unjoined, self._first_round())
             return self._outbox(requests, Wait.JOIN, delay=1.0)
         if len(self._node_of) < 3:
@@ -815,10 +817,10 @@ class Coordinator:
 
     def _protocol_replies(self, round_: _Round, replies: dict[int, m.Reply]) -> None:
         group_of = {i: g for g in round_.groups for i in g.members}
-        asked = {
-            self._party_of[n]
+        asked = {  # as mapped when asked: a node gone since is still this phase's dropout
+            self._last_sent_to[n]
             for n, request in self._last_sent.items()
-            if isinstance(request, m.Step) and n in self._party_of
+            if isinstance(request, m.Step) and n in self._last_sent_to
         }
         answered = set()
         for node, reply in replies.items():
@@ -869,6 +871,8 @@ class Coordinator:
         )
         outgoing = self._advance(round_)
         for index, messages in outgoing.items():
+            if index in round_.dropouts:  # lost before unmasking: it cannot open its output
+                continue
             for data in messages:
                 output = decode_protocol(data)
                 if isinstance(output, BlindedOutput):
@@ -926,6 +930,8 @@ class Coordinator:
             if len(contributors) < 2:
                 continue
             for index in contributors:
+                if index in round_.dropouts:  # in the sum, but lost before it completed the
+                    continue  # round: it holds no finished round to apply the sum to
                 self._results[index] = m.Result(
                     round_.number,
                     m.ResultKind.GROUP_SUM,

@@ -9,8 +9,9 @@ bytes (:meth:`Institution.handle_bytes`) and carries its answer back.
 Which request is legal when is one table, :data:`TRANSITIONS`. A request that is malformed,
 illegal now, or inconsistent with what this party itself recorded is refused with a
 :class:`~securefed.runtime.engine.messages.Refused` reply naming the error; the refusal is
-ledgered and the institution's state is unchanged, except that a protocol round it could not
-continue is abandoned (its secrets are dropped; the round recovers it as a dropout).
+ledgered (until ``run.finished``, whose head the final checkpoint records) and the institution's
+state is unchanged, except that a protocol round it could not continue is abandoned (its
+secrets are dropped; the round recovers it as a dropout).
 
 Persistence happens through the learner (accountant state, charged before training) and the
 ledger (appended before the action it records takes effect); ``on_model`` lets a deployment
@@ -179,6 +180,7 @@ class Institution:
         self._partition: tuple[int, ...] | None = settings.fixed_partition(roster.size)
         self._advertised_round = 0  # the highest round this party advertised keys for
         self._trained_round = 0  # the highest round this party trained for
+        self._begun_round = 0  # the highest round a Train request began here (trained or not)
         self._evaluated = 0
         self._final_head: Head | None = None
 
@@ -282,6 +284,7 @@ class Institution:
     # -- advertising -----------------------------------------------------------------------------
 
     def _advert(self, request: Advert) -> Advertised:
+        self._check_new_round(request.next)  # a replay or a bad partition changes nothing
         self._accept_delivery(request.delivery)
         self._abandon()
         advert = self._advertise(request.next)
@@ -296,8 +299,7 @@ class Institution:
     def _advertise(self, next_round: NextRound) -> AdvertPart:
         """Fresh keys for ``next_round`` in this party's group, or why it declines."""
         r = next_round.round
-        if r <= self._advertised_round or r < self._trained_round or r > self.settings.rounds:
-            raise RemoteProtocolError(f"round {r} is not a new round of this run")
+        self._check_new_round(next_round)
         partition = self._checked_partition(next_round.partition)
         self._advertised_round = r
         refusal = self.learner.budget_refusal(r)
@@ -324,19 +326,32 @@ class Institution:
         self._reported[r] = self.ledger.head
         return AdvertPart(r, self.ledger.head, advert=advert.to_bytes())
 
-    def _checked_partition(self, partition: tuple[int, ...]) -> tuple[int, ...]:
-        """The coordinator's partition, if it is the one this party may accept: the declared or
-        single group, or -- learned -- one that fits the rules and then stays fixed."""
+    def _check_new_round(self, next_round: NextRound) -> None:
+        """Raise unless this party may advertise keys for ``next_round`` now: a round of this
+        run it has neither advertised nor trained for yet, with a partition it accepts. Changes
+        nothing."""
+        r = next_round.round
+        if r <= self._advertised_round or r < self._trained_round or r > self.settings.rounds:
+            raise RemoteProtocolError(f"round {r} is not a new round of this run")
+        self._check_partition(next_round.partition)
+
+    def _check_partition(self, partition: tuple[int, ...]) -> None:
+        """Raise unless this party may accept the coordinator's partition: the declared or
+        single group, or -- learned -- one that fits the rules (and then stays fixed)."""
         if self._partition is not None:
             if partition != self._partition:
                 raise RemoteProtocolError("the coordinator sent a different partition")
-            return partition
+            return
         try:
             self.settings.check_partition(partition, self.roster.size)
         except ConfigError as exc:
             raise RemoteProtocolError(
                 f"the coordinator's partition is not allowed: {exc}"
             ) from None
+
+    def _checked_partition(self, partition: tuple[int, ...]) -> tuple[int, ...]:
+        """The coordinator's partition once accepted (a learned one then stays fixed)."""
+        self._check_partition(partition)
         self._partition = partition
         return partition
 
@@ -344,6 +359,9 @@ class Institution:
 
     def _train(self, request: Train) -> Trained:
         r = request.round
+        if r <= self._begun_round:  # before anything is applied, checkpointed or abandoned
+            raise RemoteProtocolError(f"round {r} has begun here already (a replayed Train)")
+        self._begun_round = r
         self._accept_delivery(request.delivery)
         self._close_round(request.result, request.heads, round_=r - 1)
         evaluation = self._evaluation(r - 1)
@@ -589,7 +607,9 @@ class Institution:
 
     def _refuse(self, exc: SecureFedError) -> Refused:
         log.warning("%s refused a request: %s", self.party_id, type(exc).__name__)
-        if self.phase is InstitutionPhase.SEALED:
+        if self.phase in (InstitutionPhase.FINISHED, InstitutionPhase.SEALED):
+            # after run.finished the head is the one reported for the final checkpoint: an
+            # entry now would make the seal impossible (and after it none is accepted)
             return Refused(type(exc).__name__, str(exc))
         with contextlib.suppress(SecureFedError, OSError):
             self.ledger.record(

@@ -147,17 +147,22 @@ def _read_flag(r: Reader) -> bool:
     return value == 1
 
 
+_NONE_FLOAT = struct.pack(">d", math.nan)  # the one encoding of an absent number
+
+
 def _float(w: Writer, value: float | None) -> None:
-    """An optional finite float64 (NaN stands for None)."""
-    w.fixed(struct.pack(">d", math.nan if value is None else value), 8)
+    """An optional finite float64 (one NaN bit pattern stands for None; any NaN is sent so)."""
+    absent = value is None or math.isnan(value)
+    w.fixed(_NONE_FLOAT if absent else struct.pack(">d", value), 8)
 
 
 def _read_float(r: Reader) -> float | None:
-    value = float(struct.unpack(">d", r.fixed(8))[0])
-    if math.isnan(value):
+    raw = r.fixed(8)
+    if raw == _NONE_FLOAT:
         return None
-    if not math.isfinite(value):
-        raise RemoteProtocolError("a number is infinite")
+    value = float(struct.unpack(">d", raw)[0])
+    if not math.isfinite(value):  # another NaN would be a second encoding of None
+        raise RemoteProtocolError("a number is NaN or infinite")
     return value
 
 

@@ -175,8 +175,8 @@ def open_institution(
     :mod:`securefed.testing.agent`, ledgers that as a hazard).
 
     Raises ConfigError: a fresh ledger in a state directory that holds another run's model,
-    sketch seed or statistic; what :func:`~securefed.runtime.engine.settings.EngineSettings.from_run_config`
-    raises (a listed partition of the wrong length or with too small a group).
+    sketch seed or statistic; a listed partition of the wrong length or with too small a group
+    (:meth:`~securefed.runtime.engine.settings.EngineSettings.from_run_config`).
     """
     config, party = parts.config, parts.party
     settings = EngineSettings.from_run_config(config, parties=parts.roster.size)
@@ -245,7 +245,9 @@ def _statistic(node: ClientNode, parts: AgentParts, path: Path) -> None:
             raise ConfigError(f"{path} does not hold a similarity statistic")
         node.statistic = values
         return
-    node.release_statistic(num_classes=parts.num_classes, dim=parts.config.personalize.statistic_dim)
+    node.release_statistic(
+        num_classes=parts.num_classes, dim=parts.config.personalize.statistic_dim
+    )
     assert node.statistic is not None  # noqa: S101 - set by release_statistic
     write_atomic(path, np.ascontiguousarray(node.statistic, dtype="<f8").tobytes(), mode=0o600)
 
@@ -256,9 +258,7 @@ def build_institution(settings: AgentSettings) -> Institution:
     return open_institution(load_parts(settings))
 
 
-def serve(
-    state_dir: Path, handler: Callable[[bytes], bytes], *, stop: Callable[[], bool]
-) -> None:
+def serve(state_dir: Path, handler: Callable[[bytes], bytes], *, stop: Callable[[], bool]) -> None:
     """Answer framed requests on ``state_dir/agent.sock`` (mode 0600) with ``handler``, one per
     connection, until ``stop()`` (checked every second). A local failure while answering (the
     disk, the ledger) is answered with a ``Refused`` naming it, so the coordinator ledgers it,

@@ -236,8 +236,23 @@ class LocalDeployment:
         if supernode:
             self.start_supernode(spec, timeout)
 
+    def start_institutions(self, specs: Sequence[InstitutionSpec], timeout: float = 180.0) -> None:
+        """Every institution of ``specs``: all agents at once (each loads its data and model on
+        its own), then all SuperNodes; returns once every SuperNode is registered."""
+        for spec in specs:
+            self._launch_agent(spec)
+        for spec in specs:
+            self._await_agent(spec, timeout)
+        before = {spec.party: self._launch_supernode(spec) for spec in specs}
+        for spec in specs:
+            self._await_supernode(spec, before[spec.party], timeout)
+
     def start_agent(self, spec: InstitutionSpec, timeout: float = 120.0) -> None:
         """The institution's agent; returns once it listens on its socket."""
+        self._launch_agent(spec)
+        self._await_agent(spec, timeout)
+
+    def _launch_agent(self, spec: InstitutionSpec) -> None:
         socket_file = socket_path(spec.state)
         with contextlib.suppress(FileNotFoundError):
             socket_file.unlink()
@@ -262,7 +277,11 @@ class LocalDeployment:
             str(spec.state),
             *spec.extra_args,
         ]
-        agent = self._start(f"agent-{spec.party}", argv)
+        self._start(f"agent-{spec.party}", argv)
+
+    def _await_agent(self, spec: InstitutionSpec, timeout: float) -> None:
+        agent = self._processes[f"agent-{spec.party}"]
+        socket_file = socket_path(spec.state)
         deadline = time.monotonic() + timeout
         while not socket_file.exists():
             if agent.poll() is not None:
@@ -276,7 +295,10 @@ class LocalDeployment:
 
     def start_supernode(self, spec: InstitutionSpec, timeout: float = 120.0) -> None:
         """The institution's SuperNode; returns once the SuperLink has registered it."""
-        deadline = time.monotonic() + timeout
+        self._await_supernode(spec, self._launch_supernode(spec), timeout)
+
+    def _launch_supernode(self, spec: InstitutionSpec) -> int:
+        """Start the SuperNode; how many registrations its log held before."""
         registered = self._log_count(f"supernode-{spec.party}", _REGISTERED)
         self._start(
             f"supernode-{spec.party}",
@@ -292,6 +314,10 @@ class LocalDeployment:
                 str(free_port()),
             ],
         )
+        return registered
+
+    def _await_supernode(self, spec: InstitutionSpec, registered: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
         while self._log_count(f"supernode-{spec.party}", _REGISTERED) <= registered:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the SuperNode of {spec.party} did not register in time")

@@ -36,6 +36,7 @@ from securefed.audit import Hazard, Ledger, ledger_path
 from securefed.crypto import SigningKey
 from securefed.errors import ConfigError
 from securefed.runtime.config import RunConfig, load_run_config
+from securefed.runtime.engine import messages as m
 from securefed.runtime.engine.coordinator import (
     Coordinator,
     CoordinatorPhase,
@@ -61,6 +62,7 @@ __all__ = [
     "Progress",
     "ServerSettings",
     "drive_deployment",
+    "is_join_request",
     "measure_echo",
     "open_coordinator",
     "run_server",
@@ -156,6 +158,12 @@ def _seconds(values: Mapping[str, object], key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
         raise ConfigError(f"run config {key!r} must be a number >= 0")
     return float(value)
+
+
+def is_join_request(data: bytes) -> bool:
+    """Whether ``data`` is an engine join request (by its header alone: nothing is decoded)."""
+    header = m.MAGIC + bytes([m.VERSION, m.Kind.JOIN])
+    return data[: len(header)] == header
 
 
 def open_coordinator(

@@ -18,7 +18,8 @@ from collections.abc import Callable, Mapping
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from securefed.runtime.flower.server import ServerSettings, run_server
+from securefed.runtime.engine.coordinator import Wait
+from securefed.runtime.flower.server import ServerSettings, is_join_request, run_server
 
 __all__ = ["RECORD", "GridExchange", "app"]
 
@@ -33,6 +34,15 @@ class GridExchange:
     It pushes one message per node and pulls the replies every ``poll_interval`` seconds
     itself: Flower's own ``send_and_receive`` waits 3 s between pulls, which would put up to
     3 s on every exchange (docs/deploy.md, "Where the time goes").
+
+    A node whose reply was an error (its ClientApp failed: the agent behind it is down) is left
+    out of :meth:`nodes` until the next exchange: the coordinator then forgets which party was
+    there, and its next join request finds out whether the agent is back. A node that is merely
+    slow stays (silence is a dropout of that phase, not a departure).
+
+    A join request to a node that is not (or no longer) an institution's is waited for at most
+    ``join_timeout`` seconds, whatever the exchange's own timeout: a silent rogue node then
+    slows an exchange that carries joins by that much, never by a training timeout.
     """
 
     def __init__(
@@ -40,21 +50,25 @@ class GridExchange:
         grid: Grid,
         *,
         poll_interval: float = 0.1,
+        join_timeout: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._grid = grid
         self._poll = poll_interval
+        self._join_timeout = join_timeout
         self._clock = clock
         self._sleep = sleep
+        self._failed: set[int] = set()
 
     def nodes(self) -> list[int]:
-        return sorted(self._grid.get_node_ids())
+        return sorted(set(self._grid.get_node_ids()) - self._failed)
 
     def exchange(self, requests: Mapping[int, bytes], *, timeout: float) -> dict[int, bytes]:
         """One message to each node, the replies that came within ``timeout`` seconds; a reply
         that is an error (the node's agent is down, its ClientApp failed), malformed or from
         another node than the one asked counts as silence."""
+        self._failed = set()
         if not requests:
             return {}
         nodes = list(requests)
@@ -71,21 +85,32 @@ class GridExchange:
             for message_id, node in zip(self._grid.push_messages(messages), nodes, strict=True)
             if message_id
         }
-        deadline = self._clock() + timeout
+        started = self._clock()
+        deadline = started + timeout
+        joins = {n for n, data in requests.items() if is_join_request(data)}
+        join_deadline = deadline
+        if self._join_timeout is not None:
+            join_deadline = min(deadline, started + self._join_timeout)
         replies: dict[int, bytes] = {}
         while pending:
             for reply in self._grid.pull_messages(list(pending)):
                 node = pending.pop(reply.metadata.reply_to_message_id, None)
-                if node is None or reply.metadata.src_node_id != node or reply.has_error():
+                if node is None:
                     continue
-                if RECORD not in reply.content:
+                if reply.has_error():
+                    self._failed.add(node)
+                    continue
+                if reply.metadata.src_node_id != node or RECORD not in reply.content:
                     continue
                 data = reply.content[RECORD].get("reply")
                 if isinstance(data, bytes):
                     replies[node] = data
-            if not pending or self._clock() >= deadline:
+            now = self._clock()
+            waiting_for_joins_only = set(pending.values()) <= joins
+            until = join_deadline if waiting_for_joins_only else deadline
+            if not pending or now >= until:
                 break
-            self._sleep(min(self._poll, max(0.0, deadline - self._clock())))
+            self._sleep(min(self._poll, max(0.0, until - now)))
         return replies
 
 
@@ -93,4 +118,7 @@ class GridExchange:
 def main(grid: Grid, context: Context) -> None:
     """Run the configured deployment; ledger, progress and metrics go to ``state-dir``."""
     settings = ServerSettings.from_run_config(dict(context.run_config))
-    run_server(settings, GridExchange(grid, poll_interval=settings.poll_interval))
+    exchange = GridExchange(
+        grid, poll_interval=settings.poll_interval, join_timeout=settings.timeouts[Wait.JOIN]
+    )
+    run_server(settings, exchange)
