@@ -20,7 +20,12 @@ import pytest
 
 from securefed.cli import main
 from securefed.data import Scheme
-from securefed.runtime.config import PersonalizationMode, SegmentSource, SimilaritySource, load_run_config
+from securefed.runtime.config import (
+    PersonalizationMode,
+    SegmentSource,
+    SimilaritySource,
+    load_run_config,
+)
 from securefed.runtime.experiments import SEED_SCALE_GRID
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "seed_emnist"

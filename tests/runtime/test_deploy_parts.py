@@ -41,8 +41,10 @@ from securefed.runtime.config import (
 )
 from securefed.runtime.engine import messages as m
 from securefed.runtime.engine.coordinator import Wait
+from securefed.runtime.engine.settings import EngineSettings
 from securefed.runtime.engine.signing import sign_joined, verified_party
 from securefed.runtime.flower.agent import build_institution, load_parts, serve
+from securefed.runtime.flower.bench import deployable_config
 from securefed.runtime.flower.certs import write_test_certificates
 from securefed.runtime.flower.deployment import (
     MODEL_FILE,
@@ -622,3 +624,22 @@ def test_a_join_that_does_not_verify_is_refused() -> None:
         pytest.fail(f"accepted a join with {case}")
     with pytest.raises(RemoteProtocolError, match="challenge"):
         sign_joined(fed.client_keys[1], fed.roster, b"short", _joined())
+
+
+def test_the_benchmark_makes_any_configuration_deployable_for_both_runs(tmp_path: Path) -> None:
+    source = RunConfig(
+        mode=PersonalizationMode.GROUP,
+        baselines=(PersonalizationMode.LOCAL,),
+        dropout_rate=0.2,
+        data=DataConfig(tenants=6, groups=2, samples_per_tenant=40, model=ModelName.MLP),
+    )
+    config, adjusted = deployable_config(source, tmp_path)
+    check_deployable(config)
+    assert config.baselines == ()
+    assert config.dropout_rate == 0
+    assert config.data == DataConfig(directory=str(tmp_path / "data"), model=ModelName.MLP)
+    assert config.personalize.segments == (0, 0, 0, 1, 1, 1)  # listed from federation.json
+    EngineSettings.from_run_config(config, parties=6)  # groups of 3: the engine runs it
+    assert len(adjusted) == 4
+    with pytest.raises(ConfigError, match="secure = false"):
+        deployable_config(dataclasses.replace(config, secure=False), tmp_path)

@@ -132,11 +132,12 @@ def deployable_config(config: RunConfig, root: Path) -> tuple[RunConfig, list[st
         config = dataclasses.replace(config, dropout_rate=0.0)
         adjusted.append("dropout_rate set to 0 (simulated dropouts: simulation only)")
     tenants = load_run_tenants(config.data, root)
+    data = DataConfig(directory=str(tenants.directory), model=config.data.model)
     if config.data.directory is None:
-        config = dataclasses.replace(
-            config, data=DataConfig(directory=str(tenants.directory), model=config.data.model)
-        )
         adjusted.append(f"the partition prepared into {tenants.directory}")
+    elif config.data != data:
+        adjusted.append("[data] partition keys dropped (a data directory is read as it is)")
+    config = dataclasses.replace(config, data=data)
     segments = config.personalize.segments
     if config.mode is PersonalizationMode.GROUP and segments is SegmentSource.DECLARED:
         if tenants.segments is None:

@@ -207,7 +207,16 @@ def open_coordinator(
     return coordinator
 
 
-_OUTSIDE_ROUNDS = {CoordinatorPhase.JOIN, CoordinatorPhase.SETUP}
+#: The coordinator's phases outside any round: before the first, and after the last.
+_OUTSIDE_ROUNDS = frozenset(
+    {
+        CoordinatorPhase.JOIN,
+        CoordinatorPhase.SETUP,
+        CoordinatorPhase.FINISH,
+        CoordinatorPhase.SEAL,
+        CoordinatorPhase.DONE,
+    }
+)
 
 
 class Progress:
@@ -224,13 +233,8 @@ class Progress:
 
     def exchange(self, coordinator: Coordinator, outbox: Outbox) -> None:
         phase = coordinator.phase
-        inside = phase not in _OUTSIDE_ROUNDS and phase not in (
-            CoordinatorPhase.FINISH,
-            CoordinatorPhase.SEAL,
-            CoordinatorPhase.DONE,
-        )
         line = {
-            "round": self.completed + 1 if inside else self.completed,
+            "round": self.completed if phase in _OUTSIDE_ROUNDS else self.completed + 1,
             "phase": phase.value,
             "time": self._clock(),
             "requests": len(outbox.requests),
