@@ -386,7 +386,8 @@ def _baselines_hazard(config: RunConfig) -> str:
     methods = ", ".join(mode.value for mode in config.baselines)
     text = (
         f"comparison run: the baselines ({methods}) train every institution's records again "
-        "after this run, with the same budget each, and write no ledger of their own"
+        "after this run, with the same budget each (their ledgers, under another roster, are "
+        "in baselines/<mode>/)"
     )
     if config.dp is not None:
         runs = 1 + len(config.baselines)

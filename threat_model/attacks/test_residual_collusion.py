@@ -33,7 +33,7 @@ OUTCOME:
     makes from the group sum alone -- versus 7e-5 in (a).
 (d) group mode, server alone, two rounds, v "drops" (the server ignores its input) in the second:
     the server decodes both group sums and differences them: w_v exact up to codec rounding
-    (MEASURED 8.2e-6).
+    (MEASURED 9.3e-6).
     This is the known sum-differencing limitation (docs/protocol.md §1); group mode does not
     remove it. Not mitigated.
 (e) attention mode, ONE round, no differencing: the server spreads target 0's off-diagonal weight

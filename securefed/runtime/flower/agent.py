@@ -264,16 +264,19 @@ def serve(state_dir: Path, handler: Callable[[bytes], bytes], *, stop: Callable[
     disk, the ledger) is answered with a ``Refused`` naming it, so the coordinator ledgers it,
     and the agent goes on."""
     path = socket_path(state_dir)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    pending = path.with_name(path.name + ".new")
+    for stale in (path, pending):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
         old = os.umask(0o177)
         try:
-            listener.bind(str(path))
+            listener.bind(str(pending))
         finally:
             os.umask(old)
         listener.listen(8)
         listener.settimeout(1.0)
+        pending.rename(path)  # the socket appears only once it accepts connections
         try:
             while not stop():
                 try:
