@@ -57,8 +57,9 @@ contracts: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -q --ignore=tests/integration
 
-## make test-integration: a real Flower deployment (SuperLink + 4 SuperNodes, TLS, one killed
-## mid-round) on 127.0.0.1; installs the `flower` extra into .venv first. About 5 minutes.
+## make test-integration: a real Flower deployment (SuperLink + 7 SuperNodes, TLS, group mode
+## learning its partition from the DP statistic, one institution killed mid-round and restarted)
+## on 127.0.0.1; installs the `flower` extra into .venv first. About 4 to 5 minutes.
 test-integration: $(FLOWER_STAMP)
 	$(BIN)/pytest -q tests/integration
 
