@@ -171,6 +171,7 @@ class Institution:
         self._on_model = on_model or (lambda round_: None)
         self._seed_file = seed_file
         self.phase = InstitutionPhase.NEW
+        self._dim = int(learner.parameters().size)  # the model's size never changes
         self._setup: SessionSetupClient | None = None
         self._sketch_seed, self._seed_commitment = _load_seed(seed_file)
         self._sketcher: Sketcher | None = None
@@ -248,7 +249,7 @@ class Institution:
         reply = Joined(
             party=self.party_id,
             head=self.ledger.head,
-            dim=int(self.learner.parameters().size),
+            dim=self._dim,
             info=self.learner.info(),
             evaluation=self._evaluation(self._evaluated),
             setup_key=setup_key,
@@ -310,7 +311,7 @@ class Institution:
         config = round_config(
             self.roster.sub_roster(members),
             self.settings.params,
-            dim=int(self.learner.parameters().size),
+            dim=self._dim,
             session_id=next_round.sessions[partition[self.index]],
             round_=r,
             mode=self.settings.aggregation,
@@ -568,7 +569,7 @@ class Institution:
         self._personalize(result.round, personalized)
 
     def _personalize(self, round_: int, personalized: Vector) -> None:
-        if personalized.size != self.learner.parameters().size:
+        if personalized.size != self._dim:
             raise RemoteProtocolError("a personalized model of the wrong size")
         self.learner.receive(personalized, anchor=self.settings.anchor)
         self._on_model(round_)
