@@ -71,7 +71,11 @@ from securefed.runtime.engine.metrics import (
     RunMetrics,
 )
 from securefed.runtime.engine.settings import EngineSettings
-from securefed.runtime.engine.signing import verified_party
+from securefed.runtime.engine.signing import (
+    sign_final_head,
+    verified_party,
+    verify_final_heads,
+)
 from securefed.secagg import SecAggServer, Stage
 from securefed.secagg.messages import BlindedOutput
 from securefed.secagg.messages import decode as decode_protocol
@@ -93,6 +97,8 @@ log = logging.getLogger(__name__)
 
 Vector = npt.NDArray[np.float64]
 SERVER_ID = "server"
+#: No sketch of a model within the codec's range comes near this; a larger one is refused.
+MAX_SKETCH_VALUE = 1e12
 
 
 class Wait(Enum):
@@ -264,7 +270,8 @@ class Coordinator:
         self._sent_to: dict[int, int] = {}  # node -> roster index, as mapped when sent
         self._last_sent_to: dict[int, int] = {}
         self._info: dict[int, m.ClientInfo] = {}
-        self._evaluations: dict[int, m.Evaluation] = {}
+        self._evaluations: dict[int, m.Evaluation] = {}  # each party's latest
+        self._scores: dict[int, dict[int, m.Evaluation]] = {}  # round -> party -> first
         self._dim: int | None = None
         self._setup: SessionSetupServer | None = None
         self._setup_keys: dict[int, bytes] = {}
@@ -306,6 +313,11 @@ class Coordinator:
         try:
             return self._after(decoded, nodes)
         except (ProtocolError, ConfigError) as exc:
+            if self.phase in (C.FINISH, C.SEAL, C.DONE):  # never finish twice
+                log.warning("the run's end failed: %s", exc)
+                self._status = m.RunStatus.FAILED
+                self.phase = C.DONE
+                return None
             self._hazard(f"the run cannot go on: {exc}")
             self._status = m.RunStatus.FAILED
             return self._finish()
@@ -373,8 +385,11 @@ class Coordinator:
             del self._node_of[index]
 
     def _hazard(self, text: str) -> None:
+        """Ledger a problem -- except while sealing: the server's last head is already in the
+        final checkpoint then, so the problem is only logged."""
         log.warning("%s", text)
-        self.ledger.record(Hazard(text=text[:1000]))
+        if self.phase not in (C.SEAL, C.DONE):
+            self.ledger.record(Hazard(text=text[:1000]))
 
     def _outbox(self, requests: Mapping[int, m.Request], wait: Wait, delay: float = 0.0) -> Outbox:
         self._sent = dict(requests)
@@ -428,10 +443,26 @@ class Coordinator:
             self._collect_advert(index, reply.advert)
         return index
 
+    def _common_dimension(self, joined: Mapping[int, m.Joined]) -> int | None:
+        """The model size most verified join replies report: no single party decides it."""
+        sizes: list[int] = []
+        for node, reply in joined.items():
+            try:
+                verified_party(self.roster, self._challenges.get(node, b""), reply)
+            except RemoteProtocolError:
+                continue
+            sizes.append(reply.dim)
+        if not sizes:
+            return None
+        return max(sorted(set(sizes)), key=sizes.count)
+
     def _evaluate(self, index: int, evaluation: m.Evaluation) -> None:
+        """A party's evaluation; the first one reported for a round is the one that counts."""
         self._evaluations[index] = evaluation
+        round_scores = self._scores.setdefault(evaluation.round, {})
+        round_scores.setdefault(index, evaluation)
         entry = self._history.setdefault(evaluation.round, RoundMetrics(round=evaluation.round))
-        scores = [e for e in self._evaluations.values() if e.round == evaluation.round]
+        scores = list(round_scores.values())
         accuracies = [e.accuracy for e in scores if e.accuracy is not None]
         epsilons = [e.epsilon for e in scores if e.epsilon is not None]
         entry.mean_test_accuracy = float(np.mean(accuracies)) if accuracies else None
@@ -481,8 +512,10 @@ class Coordinator:
     # -- join and setup --------------------------------------------------------------------------
 
     def _after_join(self, replies: dict[int, m.Reply], nodes: Sequence[int]) -> Outbox | None:
-        for node, reply in replies.items():
-            assert isinstance(reply, m.Joined)  # noqa: S101 - _decode checked the kind
+        joined = {n: r for n, r in replies.items() if isinstance(r, m.Joined)}
+        if self._dim is None:
+            self._dim = self._common_dimension(joined)
+        for node, reply in joined.items():
             self._on_joined(node, reply)
         unjoined = [n for n in nodes if n not in self._party_of]
         # keep inviting until the deadline, also while no unjoined node is connected yet (a
@@ -693,6 +726,10 @@ class Coordinator:
                 continue
             assert isinstance(reply, m.Trained)  # noqa: S101 - _decode checked the kind
             self._evaluate(index, reply.evaluation)
+            if reply.head.actor != self.roster.client(index).party_id:
+                self._hazard(f"{self.roster.client(index).party_id}: another party's head")
+                round_.refused.setdefault(index, "reported another party's head")
+                continue
             if index in round_.participants and self._took_part(round_, index, reply):
                 trained_heads[index] = reply.head
                 if index in group_of:
@@ -707,11 +744,18 @@ class Coordinator:
         elif round_.flow is Flow.ATTENTION:
             self._attention_groups(round_)
 
-    @staticmethod
-    def _took_part(round_: _Round, index: int, reply: m.Trained) -> bool:
-        """Keep what a participant's training reply brings; False if it did not train."""
+    def _took_part(self, round_: _Round, index: int, reply: m.Trained) -> bool:
+        """Keep what a participant's training reply brings; False if it did not train or
+        brought something unusable (ledgered: a sketch or model of the wrong size, or a sketch
+        so large it would swamp every distance)."""
         if not reply.trained or reply.refused:
             round_.refused[index] = reply.refused or "did not train"
+            return False
+        problem = self._unusable(round_, reply)
+        if problem:
+            party = self.roster.client(index).party_id
+            self._hazard(f"round {round_.number}: {party} left out: {problem}")
+            round_.refused[index] = problem
             return False
         if reply.sketch is not None:
             round_.sketches[index] = reply.sketch
@@ -720,6 +764,23 @@ class Coordinator:
             if reply.similarity is not None:
                 round_.similarity[index] = reply.similarity
         return True
+
+    def _unusable(self, round_: _Round, reply: m.Trained) -> str:
+        if reply.sketch is not None and (
+            reply.sketch.size != self.settings.params.sketch_dim
+            or float(np.max(np.abs(reply.sketch), initial=0.0)) > MAX_SKETCH_VALUE
+        ):
+            return "its sketch has the wrong size or values beyond any model's"
+        if reply.model is not None and reply.model.size != self._dim:
+            return f"its model has {reply.model.size} values, not {self._dim}"
+        similar = next(iter(round_.similarity.values()), None)
+        if (
+            reply.similarity is not None
+            and similar is not None
+            and reply.similarity.size != similar.size
+        ):
+            return "its similarity vector has another size than the others'"
+        return ""
 
     def _plaintext(self, round_: _Round) -> None:
         """The plaintext reference (comparison runs only: the coordinator sees every model)."""
@@ -1021,20 +1082,30 @@ class Coordinator:
         return self._outbox(requests, Wait.PHASE)
 
     def _after_finish(self, replies: dict[int, m.Reply]) -> Outbox:
-        self.ledger.record(RunFinished(rounds=self._completed_rounds, status=self._status.value))
-        heads = [self.ledger.head]
+        """Every reply checked (and any problem ledgered) first; then ``run.finished`` and the
+        server's last head, signed like the others', go into the seal."""
+        heads: list[tuple[Head, bytes]] = []
         for node, reply in replies.items():
             index = self._party_of.get(node)
             if index is None or not isinstance(reply, m.Finished):
                 continue
-            if reply.head.actor != self.roster.client(index).party_id:
-                self._hazard(f"{self.roster.client(index).party_id}: another party's head")
+            party = self.roster.client(index).party_id
+            try:
+                if reply.head.actor != party:
+                    raise RemoteProtocolError("another party's head")
+                verify_final_heads(self.roster, (reply.head,), (reply.signature,))
+            except RemoteProtocolError as exc:
+                self._hazard(f"{party}: its last head is left out of the seal: {exc}")
                 continue
             self._evaluate(index, reply.evaluation)
-            heads.append(reply.head)
-        self._final_heads = sorted(heads, key=lambda h: h.actor)
+            heads.append((reply.head, reply.signature))
+        self.ledger.record(RunFinished(rounds=self._completed_rounds, status=self._status.value))
+        own = self.ledger.head
+        heads.append((own, sign_final_head(self._identity, self.roster, own)))
+        heads.sort(key=lambda item: item[0].actor)
+        self._final_heads = [head for head, _ in heads]
         self.phase = C.SEAL
-        seal = m.Seal(tuple(self._final_heads))
+        seal = m.Seal(tuple(self._final_heads), tuple(signature for _, signature in heads))
         actors = {h.actor for h in self._final_heads}
         requests = {
             node: seal

@@ -21,10 +21,11 @@ save the model after every change so that a restart continues from it.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -88,7 +89,7 @@ from securefed.runtime.engine.messages import (
     encode,
 )
 from securefed.runtime.engine.settings import EngineSettings
-from securefed.runtime.engine.signing import sign_joined
+from securefed.runtime.engine.signing import sign_final_head, sign_joined, verify_final_heads
 from securefed.secagg import SecAggClient, Stage
 from securefed.secagg.events import PolicyRefused
 from securefed.secagg.messages import MaskedInput
@@ -133,7 +134,6 @@ class _Round:
     client: SecAggClient
     members: tuple[int, ...]  # roster indices of its group, in order
     partition: tuple[int, ...]
-    masked: list[npt.NDArray[Any]] = field(default_factory=list)
 
 
 class Institution:
@@ -178,10 +178,14 @@ class Institution:
         self._pending: _Round | None = None  # advertised, or in progress
         self._finishing: _Round | None = None  # unmasked, waiting for its result
         self._reported: dict[int, Head] = {}  # the head this party reported for each round
+        self._bound: dict[int, tuple[Head, ...]] = {}  # the heads bound into each round
         self._partition: tuple[int, ...] | None = settings.fixed_partition(roster.size)
         self._advertised_round = 0  # the highest round this party advertised keys for
         self._trained_round = 0  # the highest round this party trained for
         self._begun_round = 0  # the highest round a Train request began here (trained or not)
+        # A restart continues from what the ledger says this party already did, so that a
+        # replayed request cannot make it advertise or train a round again.
+        self._trained_round = self._advertised_round = self._begun_round = _last_round(ledger)
         self._evaluated = 0
         self._final_head: Head | None = None
 
@@ -244,7 +248,12 @@ class Institution:
                 random_bytes=self._random_bytes,
             )
             setup_key = self._setup.start().to_bytes()
-        advert = self._advertise(request.next) if request.next is not None else None
+        advert = None
+        if request.next is not None:
+            try:
+                advert = self._advertise(request.next)
+            except RemoteProtocolError as exc:  # still join; just no keys for that round
+                self._note(f"joined without keys for round {request.next.round}: {exc}")
         self.phase = InstitutionPhase.ADVERTISED if self._pending else InstitutionPhase.IDLE
         reply = Joined(
             party=self.party_id,
@@ -303,7 +312,8 @@ class Institution:
         self._check_new_round(next_round)
         partition = self._checked_partition(next_round.partition)
         self._advertised_round = r
-        refusal = self.learner.budget_refusal(r)
+        # keys for the round just trained (a partition learned from its sketches): it is paid
+        refusal = None if self._trained_round == r else self.learner.budget_refusal(r)
         if refusal is not None:
             self._reported[r] = self.ledger.head
             return AdvertPart(r, self.ledger.head, declined=refusal)
@@ -413,6 +423,8 @@ class Institution:
         for, or a transcript that binds another head than the one it reported."""
         if request.round <= self._trained_round:
             raise RemoteProtocolError(f"round {request.round} was already trained")
+        if request.round > self.settings.rounds:
+            raise RemoteProtocolError(f"round {request.round} is beyond this run's rounds")
         if request.messages and pending is None:
             raise RemoteProtocolError(
                 f"protocol messages for round {request.round}, which this party has no keys for"
@@ -457,8 +469,6 @@ class Institution:
             return StepReply(error=str(exc))
         advert = None
         if request.phase is StepPhase.UNMASK:
-            self.learner.record_release(pending.round, pending.masked)
-            pending.masked = []
             self._finishing, self._pending = pending, None
             self.phase = InstitutionPhase.IDLE
             if request.next is not None:
@@ -475,18 +485,22 @@ class Institution:
         if context:
             bound = [ContextItem(HEADS_CONTEXT_LABEL, heads_context(context))]
             self._check_own_head(pending.round, context)
+            self._bound[pending.round] = _sorted_heads(context)
             if self.settings.sketches:  # the session's sketch seed, as the server binds it
                 bound.append(commitment_context(self._commitment()))
             client.bind_context(bound)
         replies: list[bytes] = []
+        masked: list[npt.NDArray[Any]] = []
         try:
             for data in messages:
                 for reply in client.receive(decode_protocol(data)):
                     if isinstance(reply, MaskedInput):
-                        pending.masked.append(np.asarray(reply.vector))
+                        masked.append(np.asarray(reply.vector))
                     replies.append(reply.to_bytes())
         finally:
             self._record_refusals(pending.round, client)
+        if masked:  # ledgered before the masked update leaves this party
+            self.learner.record_release(pending.round, masked)
         return tuple(replies)
 
     def _commitment(self) -> bytes:
@@ -518,11 +532,27 @@ class Institution:
         self._evaluated = max(self._evaluated, round_)
         if heads:
             try:
-                self._check_own_head(round_, heads)
+                checkpoint = self._checkpoint_heads(round_, heads)
             except RemoteProtocolError as exc:
                 self._note(f"round {round_}: checkpoint not recorded: {exc}")
                 return
-            record_checkpoint(self.ledger, heads, final=False)
+            record_checkpoint(self.ledger, checkpoint, final=False)
+
+    def _checkpoint_heads(self, round_: int, heads: Sequence[Head]) -> tuple[Head, ...]:
+        """The heads this party checkpoints for ``round_``: exactly those it bound into the
+        round's signed transcript, or -- in a round without one (local, plaintext) -- only its
+        own, which it can vouch for. A coordinator cannot make it record another party's head
+        that no transcript it signed holds (that would frame an intact ledger as edited)."""
+        self._check_own_head(round_, heads)
+        bound = self._bound.pop(round_, None)
+        if bound is None:
+            own = tuple(h for h in heads if h.actor == self.party_id)
+            if not own:
+                raise RemoteProtocolError("a checkpoint without this party's head")
+            return own
+        if _sorted_heads(heads) != bound:
+            raise RemoteProtocolError("the checkpoint differs from the heads bound into the round")
+        return bound
 
     def _check_own_head(self, round_: int, heads: Sequence[Head]) -> None:
         """The coordinator must bind or checkpoint exactly the head this party reported."""
@@ -533,7 +563,17 @@ class Institution:
                 f"{round_}, not the head this party reported"
             )
 
+    def _expected_result(self) -> ResultKind:
+        if not self.settings.secure:
+            return ResultKind.PLAIN
+        return ResultKind.BLINDED if self.settings.attention else ResultKind.GROUP_SUM
+
     def _apply(self, result: Result) -> None:
+        if result.kind is not self._expected_result():
+            raise RemoteProtocolError(
+                f"a {result.kind.name} result in a run whose results are "
+                f"{self._expected_result().name}"
+            )
         if result.kind is ResultKind.PLAIN:
             assert result.values is not None  # noqa: S101 - the message's own check
             self._personalize(result.round, result.values)
@@ -576,18 +616,30 @@ class Institution:
 
     def _finish(self, request: Finish) -> Finished:
         if self.phase is InstitutionPhase.FINISHED and self._final_head is not None:
-            return Finished(self._evaluation(self._evaluated), self._final_head)
+            return self._finished()
+        if request.round > self.settings.rounds:
+            raise RemoteProtocolError(
+                f"the run cannot have finished {request.round} of its {self.settings.rounds} rounds"
+            )
         self._close_round(request.result, request.heads, round_=request.round)
         self._abandon()
         self.ledger.record(RunFinished(rounds=request.round, status=request.status.value))
         self._final_head = self.ledger.head
         self.phase = InstitutionPhase.FINISHED
-        return Finished(self._evaluation(self._evaluated), self._final_head)
+        return self._finished()
+
+    def _finished(self) -> Finished:
+        assert self._final_head is not None  # noqa: S101 - set before
+        signature = sign_final_head(self._identity, self.roster, self._final_head)
+        return Finished(self._evaluation(self._evaluated), self._final_head, signature)
 
     def _seal(self, request: Seal) -> Sealed:
         own = next((h for h in request.heads if h.actor == self.party_id), None)
         if own != self._final_head:
             raise RemoteProtocolError("the final checkpoint does not hold this party's last head")
+        # only heads their owners signed: nobody can be framed through this ledger (refused
+        # otherwise; a coordinator that withholds the seal is what verify reports then)
+        verify_final_heads(self.roster, request.heads, request.signatures)
         record_checkpoint(self.ledger, request.heads, final=True)
         self.phase = InstitutionPhase.SEALED
         return Sealed(self._evaluation(self._evaluated))
@@ -619,6 +671,27 @@ class Institution:
                 )
             )
         return Refused(type(exc).__name__, str(exc))
+
+
+_ROUND_EVENTS = frozenset({"round.spend", "budget.refused", "update.released", "policy.refusal"})
+
+
+def _last_round(ledger: Ledger) -> int:
+    """The highest round this party's own ledger shows it took part in (0 if none)."""
+    last = 0
+    try:
+        with open(ledger.path, encoding="utf-8") as handle:
+            for line in handle:
+                entry = json.loads(line)
+                if entry.get("event") in _ROUND_EVENTS:
+                    last = max(last, int(entry.get("payload", {}).get("round", 0)))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return last
+    return last
+
+
+def _sorted_heads(heads: Sequence[Head]) -> tuple[Head, ...]:
+    return tuple(sorted(heads, key=lambda h: h.actor))
 
 
 def _load_seed(path: os.PathLike[str] | None) -> tuple[bytes | None, bytes | None]:

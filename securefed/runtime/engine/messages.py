@@ -69,6 +69,7 @@ MAX_MESSAGES = 1 << 16  # secure-aggregation messages in one request or reply
 MAX_PARTIES = 1 << 16
 MAX_VECTOR = 1 << 27  # float64 values in one vector (1 GiB)
 MAX_TEXT = 4096
+ERROR_NAME_BYTES = 64
 CHALLENGE_BYTES = 32
 SESSION_BYTES = 32
 
@@ -125,13 +126,22 @@ def _bytes(w: Writer, data: bytes, limit: int = MAX_BLOB_BYTES) -> None:
     w.blob(data, limit=limit)
 
 
-def _text(w: Writer, text: str) -> None:
-    w.blob(text.encode("utf-8"), limit=MAX_TEXT)
+def _clipped(text: str, limit: int) -> bytes:
+    """``text`` in UTF-8, cut to at most ``limit`` bytes at a character boundary (an error
+    text is informative, never worth failing a reply over)."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return data
+    return data[:limit].decode("utf-8", errors="ignore").encode("utf-8")
 
 
-def _read_text(r: Reader) -> str:
+def _text(w: Writer, text: str, limit: int = MAX_TEXT) -> None:
+    w.blob(_clipped(text, limit), limit=limit)
+
+
+def _read_text(r: Reader, limit: int = MAX_TEXT) -> str:
     try:
-        return r.blob(limit=MAX_TEXT).decode("utf-8")
+        return r.blob(limit=limit).decode("utf-8")
     except UnicodeDecodeError:
         raise RemoteProtocolError("a text field is not UTF-8") from None
 
@@ -578,17 +588,24 @@ class Finish:
 
 @dataclass(frozen=True, slots=True)
 class Seal:
-    """Record the final checkpoint of every party's last head."""
+    """Record the final checkpoint of every party's last head. ``signatures[i]`` is the owner's
+    signature of ``heads[i]`` (the institutions' from their :class:`Finished` replies, the
+    server's own), so a party seals no head its owner did not vouch for."""
 
     KIND: ClassVar[Kind] = Kind.SEAL
     heads: tuple[Head, ...]
+    signatures: tuple[bytes, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check(len(self.signatures) == len(self.heads), "one signature per sealed head")
 
     def write(self, w: Writer) -> None:
         _heads(w, self.heads)
+        w.items(list(self.signatures), lambda wr, b: wr.blob(b, limit=1024), limit=MAX_PARTIES)
 
     @classmethod
     def read(cls, r: Reader) -> Seal:
-        return cls(_read_heads(r))
+        return cls(_read_heads(r), r.items(lambda rd: rd.blob(limit=1024), limit=MAX_PARTIES))
 
 
 # --- replies ------------------------------------------------------------------------------------
@@ -733,20 +750,25 @@ class StepReply:
 
 @dataclass(frozen=True, slots=True)
 class Finished:
+    """The party's evaluation after the run and its last head, with its identity key's
+    signature of that head (:func:`~securefed.runtime.engine.signing.sign_final_head`)."""
+
     KIND: ClassVar[Kind] = Kind.FINISHED
     evaluation: Evaluation
     head: Head
+    signature: bytes = b""
 
     def write(self, w: Writer) -> None:
         self.evaluation.write(w)
         _optional_head(w, self.head)
+        _bytes(w, self.signature, limit=1024)
 
     @classmethod
     def read(cls, r: Reader) -> Finished:
         evaluation, head = Evaluation.read(r), _read_optional_head(r)
         _check(head is not None, "a finish reply carries the party's head")
         assert head is not None  # noqa: S101 - checked above
-        return cls(evaluation, head)
+        return cls(evaluation, head, r.blob(limit=1024))
 
 
 @dataclass(frozen=True, slots=True)
@@ -771,12 +793,12 @@ class Refused:
     reason: str
 
     def write(self, w: Writer) -> None:
-        _text(w, self.error[:64])
-        _text(w, self.reason[:MAX_TEXT])
+        _text(w, self.error, ERROR_NAME_BYTES)
+        _text(w, self.reason)
 
     @classmethod
     def read(cls, r: Reader) -> Refused:
-        return cls(_read_text(r), _read_text(r))
+        return cls(_read_text(r, ERROR_NAME_BYTES), _read_text(r))
 
 
 Request = Join | Setup | Advert | Train | Step | Finish | Seal

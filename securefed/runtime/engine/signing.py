@@ -15,16 +15,26 @@ cannot take an institution's place, a reply recorded for an earlier challenge do
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
+from securefed.audit import Head
 from securefed.crypto import SigningKey
-from securefed.errors import CryptoError, RemoteProtocolError, SecureFedError
+from securefed.errors import ConfigError, CryptoError, RemoteProtocolError, SecureFedError
 from securefed.runtime.engine.messages import CHALLENGE_BYTES, Joined
 from securefed.secagg.roster import Roster
 from securefed.secagg.wire import Writer
 
-__all__ = ["JOIN_DOMAIN", "sign_joined", "verified_party"]
+__all__ = [
+    "FINAL_HEAD_DOMAIN",
+    "JOIN_DOMAIN",
+    "sign_final_head",
+    "sign_joined",
+    "verified_party",
+    "verify_final_heads",
+]
 
 JOIN_DOMAIN = b"securefed/engine/join/v1\x00"
+FINAL_HEAD_DOMAIN = b"securefed/engine/final-head/v1\x00"
 
 
 def _payload(roster: Roster, challenge: bytes, reply: Joined) -> bytes:
@@ -63,3 +73,34 @@ def verified_party(roster: Roster, challenge: bytes, reply: Joined) -> int:
     if reply.head.actor != reply.party:
         raise RemoteProtocolError("a join reply's head names another party")
     return index
+
+
+def _final_payload(roster: Roster, head: Head) -> bytes:
+    return FINAL_HEAD_DOMAIN + roster.digest() + head.to_bytes()
+
+
+def sign_final_head(identity: SigningKey, roster: Roster, head: Head) -> bytes:
+    """A party's signature of its last head, for the run's final checkpoint."""
+    return identity.sign(_final_payload(roster, head))
+
+
+def verify_final_heads(roster: Roster, heads: Sequence[Head], signatures: Sequence[bytes]) -> None:
+    """Check that each head's owner (a roster client, or the server) signed it.
+
+    Raises:
+        RemoteProtocolError: a head of a party outside the roster, a missing signature, or one
+            that does not verify.
+    """
+    if len(heads) != len(signatures):
+        raise RemoteProtocolError("one signature per sealed head")
+    for head, signature in zip(heads, signatures, strict=True):
+        try:
+            if head.actor == roster.server.party_id:
+                key = roster.server.identity
+            else:
+                key = roster.client(roster.index_of(head.actor)).identity
+            key.verify(signature, _final_payload(roster, head))
+        except (CryptoError, ConfigError):
+            raise RemoteProtocolError(
+                f"the sealed head of {head.actor} is not signed by it"
+            ) from None

@@ -59,7 +59,7 @@ def samples() -> list[m.Request | m.Reply]:
         m.Finish(
             2, m.RunStatus.INTERRUPTED, m.Result(2, m.ResultKind.PLAIN, values=VECTOR), (HEAD,)
         ),
-        m.Seal((HEAD, SERVER_HEAD)),
+        m.Seal((HEAD, SERVER_HEAD), (b"s" * 64, b"t" * 64)),
         m.Joined("bank-1", HEAD, 3, m.ClientInfo(1, 1), m.Evaluation(0, None, None)),
         m.Joined("bank-1", HEAD, 3, info, evaluation, b"setup key", part, b"signature"),
         m.SetupReply(),
