@@ -10,7 +10,6 @@ The engine (:mod:`securefed.runtime.engine`) drives it through the
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -173,17 +172,7 @@ class ClientNode:
         """Ledger that this client's masked update left it (digest of the masked bytes only)."""
         if self.ledger is None or not masked:
             return
-        digest = hashlib.sha256()
-        for vector in masked:
-            digest.update(np.ascontiguousarray(vector).tobytes())
-        self.ledger.record(
-            UpdateReleased(
-                round=round_,
-                targets=len(masked),
-                vector_length=int(masked[0].size),
-                masked_sha256=digest.hexdigest(),
-            )
-        )
+        self.ledger.record(UpdateReleased.of(round_, masked))
 
     def record_refusals(self, round_: int, refusals: Sequence[tuple[int, str]]) -> None:
         """Ledger that this contributor refused the weights of these targets (rule names only;

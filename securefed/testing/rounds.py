@@ -180,17 +180,7 @@ class VectorLearner:
             return
         self.released[round_] = [np.array(v) for v in masked]
         if self.ledger is not None:
-            digest = hashlib.sha256()
-            for vector in masked:
-                digest.update(np.ascontiguousarray(vector).tobytes())
-            self.ledger.record(
-                UpdateReleased(
-                    round=round_,
-                    targets=len(masked),
-                    vector_length=int(masked[0].size),
-                    masked_sha256=digest.hexdigest(),
-                )
-            )
+            self.ledger.record(UpdateReleased.of(round_, masked))
 
     def record_refusals(self, round_: int, refusals: Sequence[tuple[int, str]]) -> None:
         self.refusals.setdefault(round_, []).extend(refusals)
@@ -514,22 +504,10 @@ class RoundResult:
 
 
 @dataclass(frozen=True, slots=True)
-class _Params:
+class _Params(RoundParams):
     """:func:`simulate_round`'s keyword parameters: the round's, plus where the partition and
     the similarities come from."""
 
-    alpha: float = 0.5
-    sigma_scale: float = 1.0
-    self_weight: float | None = 0.5
-    temperature: float = 5.0
-    groups: int = 2
-    sketch_dim: int = 256
-    threshold: int | None = None
-    k_min: float | None = None
-    cap: float | None = None
-    value_range: float = 8.0
-    fractional_bits: int = 16
-    colluders: int = 1
     partition: tuple[int, ...] | str | None = None
     similarity: str = "exact"
 

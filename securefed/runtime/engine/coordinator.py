@@ -922,11 +922,7 @@ class Coordinator:
     def _after_unmask(
         self, round_: _Round, replies: dict[int, m.Reply], nodes: Sequence[int]
     ) -> None:
-        for node, reply in replies.items():
-            if isinstance(reply, m.Joined):
-                self._on_joined(node, reply)
-            elif isinstance(reply, m.Advertised) and node in self._party_of:
-                self._collect_advert(self._party_of[node], reply.advert)
+        self._after_advert(round_, replies, nodes)  # joins and standby parties' keys
         self._protocol_replies(
             round_, {n: r for n, r in replies.items() if isinstance(r, m.StepReply)}
         )
