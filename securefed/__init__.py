@@ -4,24 +4,13 @@ Record-level differential privacy (Opacus), malicious-server-hardened secure agg
 dropout recovery, FedAMP personalization that never reveals a personalized aggregate to the
 server, and a signed, hash-chained audit ledger. See README.md and docs/.
 
-``securefed.simulate_round`` runs one round of the real protocol in memory (see
-:mod:`securefed.runtime.simulate`); it is imported lazily so that ``import securefed`` stays light.
+A whole run in one process: :func:`securefed.runtime.federated.run_federation` (``securefed
+run``), on the one engine (:mod:`securefed.runtime.engine`). One round of that engine over plain
+numpy vectors, for tests and external checks: ``securefed.testing.rounds.simulate_round`` (a test
+harness: nothing in the package imports it).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 __version__ = "0.1.0"
-__all__ = ["RoundResult", "__version__", "simulate_round"]
-
-if TYPE_CHECKING:
-    from securefed.runtime.simulate import RoundResult, simulate_round
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("simulate_round", "RoundResult"):
-        from securefed.runtime import simulate  # noqa: PLC0415 - lazy: keeps the root import light
-
-        return getattr(simulate, name)
-    raise AttributeError(f"module 'securefed' has no attribute {name!r}")
+__all__ = ["__version__"]

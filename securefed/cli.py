@@ -35,10 +35,11 @@ from securefed.data import PartitionConfig, prepare
 from securefed.dp.canary import run_canary_audit
 from securefed.errors import ConfigError, SecureFedError
 from securefed.runtime.benchmark import run_round_benchmark
-from securefed.runtime.config import RunConfig, RunMode, load_run_config
+from securefed.runtime.config import PersonalizationMode, RunConfig, load_run_config
 from securefed.runtime.demo import ProgressPrinter, comparison_table, demo_config
 from securefed.runtime.experiments import GRIDS, run_experiments
 from securefed.runtime.federated import RunSummary, run_federation
+from securefed.runtime.flower.deployment import add_agent_arguments
 from securefed.secagg.roster import (
     PublicIdentity,
     Roster,
@@ -99,8 +100,10 @@ def _bench_dp(args: argparse.Namespace) -> int:
 def _bench_deploy(args: argparse.Namespace) -> int:
     from securefed.runtime.flower.bench import run_deploy_benchmark  # noqa: PLC0415
 
-    print(f"bench deploy: {args.clients} SuperNodes on 127.0.0.1 with TLS ...", file=sys.stderr)
-    result = run_deploy_benchmark(clients=args.clients, rounds=args.rounds)
+    what = args.config or f"the default ({args.clients} institutions, {args.rounds} rounds)"
+    print(f"bench deploy: {what}, on Flower (TLS, loopback) and simulated ...", file=sys.stderr)
+    config = None if args.config is None else Path(args.config)
+    result = run_deploy_benchmark(config, clients=args.clients, rounds=args.rounds)
     _print_result(result.to_dict(), as_json=args.json)
     return 0
 
@@ -397,7 +400,7 @@ def _demo(args: argparse.Namespace) -> int:
     config = demo_config(
         rounds=args.rounds,
         tenants=args.tenants,
-        mode=RunMode(args.mode) if args.mode else None,
+        mode=PersonalizationMode(args.mode) if args.mode else None,
         dp=not args.no_dp,
         secure=not args.plaintext,
         data_directory=args.data,
@@ -512,26 +515,14 @@ def _add_run_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
 def _deploy_agent(args: argparse.Namespace) -> int:
     from securefed.runtime.flower.agent import AgentSettings, run_agent  # noqa: PLC0415
 
-    settings = AgentSettings(
-        config=Path(args.config),
-        roster=Path(args.roster),
-        key=Path(args.key),
-        passphrase_env=None if args.unsafe_plaintext_key else args.passphrase_env,
-        unsafe_plaintext_key=args.unsafe_plaintext_key,
-        party=args.party,
-        data=Path(args.data),
-        tenant=args.tenant,
-        num_classes=args.num_classes,
-        state=Path(args.state),
-        reproducible_unsafe=args.reproducible_unsafe,
-    )
+    settings = AgentSettings.from_args(args)
     print(f"agent of {args.party}: serving on {Path(args.state) / 'agent.sock'}", file=sys.stderr)
     run_agent(settings)
     return 0
 
 
 def _deploy_app(args: argparse.Namespace) -> int:
-    from securefed.runtime.flower.agent import write_flower_app  # noqa: PLC0415
+    from securefed.runtime.flower.deployment import write_flower_app  # noqa: PLC0415
 
     path = write_flower_app(Path(args.out))
     print(f"wrote {path}: submit it with flwr run {args.out} <superlink>", file=sys.stderr)
@@ -555,30 +546,7 @@ def _add_deploy_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     actions = deploy.add_subparsers(dest="action", required=True)
 
     agent = actions.add_parser("agent", help="an institution's agent, beside its SuperNode")
-    agent.add_argument("--config", required=True, help="the run configuration (run.toml)")
-    agent.add_argument("--roster", required=True, help="the pinned roster (roster.toml)")
-    agent.add_argument("--key", required=True, help="this institution's identity key file")
-    protection = agent.add_mutually_exclusive_group(required=True)
-    protection.add_argument(
-        "--passphrase-env", metavar="VAR", help="the environment variable holding its passphrase"
-    )
-    protection.add_argument(
-        "--unsafe-plaintext-key",
-        action="store_true",
-        help="the key file is unencrypted (throwaway test keys; ledgered as a hazard)",
-    )
-    agent.add_argument("--party", required=True, help="this institution's party id")
-    agent.add_argument("--data", required=True, help="seed-layout directory with its tenant")
-    agent.add_argument("--tenant", required=True, type=int, help="its tenant index in --data")
-    agent.add_argument(
-        "--num-classes", required=True, type=int, help="classes of the joint model (all agree)"
-    )
-    agent.add_argument("--state", required=True, help="its state directory (ledger, accountant)")
-    agent.add_argument(
-        "--reproducible-unsafe",
-        action="store_true",
-        help="TESTS ONLY: seed the DP noise from the run seed (ledgered as a hazard)",
-    )
+    add_agent_arguments(agent)
     agent.set_defaults(handler=_deploy_agent)
 
     app = actions.add_parser("app", help="write the Flower App directory that flwr run submits")
@@ -639,8 +607,13 @@ def _parser() -> argparse.ArgumentParser:
     deploy = benches.add_parser(
         "deploy", help="a Flower deployment (TLS, loopback) vs the simulation (needs flwr)"
     )
-    deploy.add_argument("--clients", type=int, default=4, help="institutions (default 4)")
-    deploy.add_argument("--rounds", type=int, default=2, help="rounds (default 2)")
+    deploy.add_argument(
+        "--config", metavar="FILE", help="a run configuration (default: group mode, DP, the CNN)"
+    )
+    deploy.add_argument(
+        "--clients", type=int, default=4, help="institutions of the default (default 4)"
+    )
+    deploy.add_argument("--rounds", type=int, default=3, help="rounds of the default (default 3)")
     deploy.add_argument("--json", action="store_true", help="one JSON object on stdout")
     deploy.set_defaults(handler=_bench_deploy)
 

@@ -20,7 +20,12 @@ import pytest
 
 from securefed.cli import main
 from securefed.data import Scheme
-from securefed.runtime.config import RunMode, SegmentSource, SimilaritySource, load_run_config
+from securefed.runtime.config import (
+    PersonalizationMode,
+    SegmentSource,
+    SimilaritySource,
+    load_run_config,
+)
 from securefed.runtime.experiments import SEED_SCALE_GRID
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "seed_emnist"
@@ -119,7 +124,7 @@ def test_check_layout_usage(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_seed_scale_config_is_the_seed_scale_grid_cell_its_readme_quotes() -> None:
     config = load_run_config(EXAMPLE / "seed-scale.toml")
-    assert config.mode is RunMode.GROUP
+    assert config.mode is PersonalizationMode.GROUP
     assert config.secure
     assert config.personalize.segments is SegmentSource.DECLARED
     assert config.dp is not None
@@ -137,7 +142,7 @@ def test_seed_scale_config_is_the_seed_scale_grid_cell_its_readme_quotes() -> No
 
 def test_real_emnist_config_learns_segments_from_the_dp_statistic() -> None:
     config = load_run_config(EXAMPLE / "real-emnist.toml")
-    assert config.mode is RunMode.GROUP
+    assert config.mode is PersonalizationMode.GROUP
     assert config.secure
     assert config.data.directory == "FedAMP/EMNIST"
     assert config.personalize.segments is SegmentSource.LEARNED

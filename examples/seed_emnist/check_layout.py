@@ -25,7 +25,8 @@ from securefed.runtime.tenants import Tenants, load_run_tenants
 USAGE = "usage: check_layout.py DIR"
 
 # Group mode's smallest segment with the runtime's defaults: max(3, k_min 2 + colluders 1)
-# (securefed/runtime/simulate.py, _minimum_group_size). A smaller one is refused at round 1.
+# (securefed/personalize/rounds.py, minimum_group_size). A smaller one is refused before the run
+# starts (securefed/runtime/engine/settings.py, EngineSettings.check_partition).
 MIN_SEGMENT = 3
 
 

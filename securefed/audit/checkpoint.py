@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from securefed.audit.canonical import JsonValue
 from securefed.audit.entry import GENESIS_HASH, LedgerEntry
 from securefed.audit.events import EventType
-from securefed.errors import ConfigError
+from securefed.errors import ConfigError, RemoteProtocolError
 
 if TYPE_CHECKING:
     from securefed.audit.ledger import Ledger
@@ -87,6 +87,29 @@ class Head:
                 bytes.fromhex(self.hash),
             ]
         )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Head:
+        """The inverse of :meth:`to_bytes`: the one codec of a ledger head on any wire.
+
+        Raises:
+            RemoteProtocolError: anything but exactly one well-formed head.
+        """
+        size = len(_HEAD_LABEL)
+        if len(data) < size + 1 + 8 + 32 or data[:size] != _HEAD_LABEL:
+            raise RemoteProtocolError("malformed ledger head")
+        length = data[size]
+        if len(data) != size + 1 + length + 8 + 32:
+            raise RemoteProtocolError("malformed ledger head")
+        body = data[size + 1 :]
+        try:
+            return cls(
+                body[:length].decode("ascii"),
+                int.from_bytes(body[length : length + 8], "big", signed=True),
+                body[length + 8 :].hex(),
+            )
+        except (UnicodeDecodeError, ConfigError):
+            raise RemoteProtocolError("malformed ledger head") from None
 
 
 def head_context(source: Head | Ledger) -> bytes:

@@ -13,11 +13,15 @@ party ids, roster indices, round numbers, privacy parameters, hex SHA-256 digest
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from abc import ABC
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar
+
+import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "BudgetConfigured",
@@ -136,6 +140,20 @@ class UpdateReleased(EventRecord):
     targets: int
     vector_length: int
     masked_sha256: str
+
+    @classmethod
+    def of(cls, round_: int, masked: Sequence[npt.NDArray[np.generic]]) -> UpdateReleased:
+        """The record of ``masked`` (one or more masked vectors) leaving a client in
+        ``round_``: their count, length and the SHA-256 of their bytes, nothing else."""
+        digest = hashlib.sha256()
+        for vector in masked:
+            digest.update(np.ascontiguousarray(vector).tobytes())
+        return cls(
+            round=round_,
+            targets=len(masked),
+            vector_length=int(masked[0].size),
+            masked_sha256=digest.hexdigest(),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,8 +34,9 @@ from securefed.encoding import CodecConfig, RingBits
 from securefed.errors import ConfigError
 from securefed.personalize import SketchConfig, Sketcher
 from securefed.secagg import AggregationMode, RoundConfig
+from securefed.secagg.federation import make_federation
+from securefed.secagg.inmemory import run_round
 from securefed.secagg.policy import WeightPolicy
-from securefed.testing import make_federation, run_round
 
 __all__ = ["run_personalize_benchmark"]
 

@@ -33,7 +33,8 @@ from securefed.bench.prg import time_keystream_limit
 from securefed.encoding import CodecConfig
 from securefed.errors import ConfigError
 from securefed.secagg import RoundConfig, Stage
-from securefed.testing import RoundOutcome, make_federation, run_round
+from securefed.secagg.federation import make_federation
+from securefed.secagg.inmemory import RoundOutcome, run_round
 
 __all__ = ["Baseline", "run_secagg_benchmark"]
 

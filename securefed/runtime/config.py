@@ -68,6 +68,7 @@ from typing import Any, TypeVar
 
 from securefed.data import Scheme
 from securefed.errors import ConfigError
+from securefed.personalize.modes import PersonalizationMode
 from securefed.personalize.statistic import MAX_STATISTIC_DIM
 
 E = TypeVar("E", bound=Enum)
@@ -75,23 +76,15 @@ E = TypeVar("E", bound=Enum)
 __all__ = [
     "DPSettings",
     "DataConfig",
+    "PersonalizationMode",
     "PersonalizeConfig",
     "RunConfig",
-    "RunMode",
     "SegmentSource",
     "SimilaritySource",
     "TrainingSettings",
     "load_run_config",
     "parse_run_config",
 ]
-
-
-class RunMode(Enum):
-    LOCAL = "local"
-    FEDAVG = "fedavg"
-    FEDAMP = "fedamp"
-    HEURFEDAMP = "heurfedamp"
-    GROUP = "group"
 
 
 class SegmentSource(Enum):
@@ -162,11 +155,11 @@ class RunConfig:
     """A validated run configuration. ``to_dict`` round-trips through :func:`parse_run_config`."""
 
     name: str = "run"
-    mode: RunMode = RunMode.GROUP
+    mode: PersonalizationMode = PersonalizationMode.GROUP
     rounds: int = 15
     secure: bool = True
     seed: int = 0
-    baselines: tuple[RunMode, ...] = ()
+    baselines: tuple[PersonalizationMode, ...] = ()
     dropout_rate: float = 0.0
     value_range: float = 8.0
     data: DataConfig = field(default_factory=DataConfig)
@@ -177,9 +170,12 @@ class RunConfig:
     @property
     def learns_similarity(self) -> bool:
         """Whether this run's mode learns similarities (attention, or learned segments)."""
-        if self.mode in (RunMode.FEDAMP, RunMode.HEURFEDAMP):
+        if self.mode in (PersonalizationMode.FEDAMP, PersonalizationMode.HEURFEDAMP):
             return True
-        return self.mode is RunMode.GROUP and self.personalize.segments is SegmentSource.LEARNED
+        return (
+            self.mode is PersonalizationMode.GROUP
+            and self.personalize.segments is SegmentSource.LEARNED
+        )
 
     @property
     def uses_statistic(self) -> bool:
@@ -200,7 +196,8 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/TOML-able values (enums as their strings, no None-valued keys)."""
-        return _plain(dataclasses.asdict(self))
+        plain: dict[str, Any] = _plain(dataclasses.asdict(self))
+        return plain
 
     def sha256(self) -> str:
         """SHA-256 of the canonical JSON of :meth:`to_dict` (recorded as ``config_sha256``)."""
@@ -266,11 +263,13 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
     top = _Table(raw, "")
     config = RunConfig(
         name=top.string("name", "run"),
-        mode=top.enum("mode", RunMode, RunMode.GROUP),
+        mode=top.enum("mode", PersonalizationMode, PersonalizationMode.GROUP),
         rounds=top.integer("rounds", 15, minimum=1),
         secure=top.boolean("secure", True),
         seed=top.integer("seed", 0, minimum=0),
-        baselines=tuple(_enum_value(RunMode, b, "baselines") for b in top.strings("baselines", [])),
+        baselines=tuple(
+            _enum_value(PersonalizationMode, b, "baselines") for b in top.strings("baselines", [])
+        ),
         dropout_rate=top.number("dropout_rate", 0.0),
         value_range=top.number("value_range", 8.0, positive=True),
         data=_data(top.table("data")),

@@ -24,9 +24,9 @@ from typing import Any, TextIO
 from securefed.runtime.config import (
     DataConfig,
     DPSettings,
+    PersonalizationMode,
     PersonalizeConfig,
     RunConfig,
-    RunMode,
     SegmentSource,
     TrainingSettings,
 )
@@ -36,11 +36,11 @@ __all__ = ["DEMO_CONFIG", "ProgressPrinter", "comparison_table", "demo_config"]
 
 DEMO_CONFIG = RunConfig(
     name="demo",
-    mode=RunMode.GROUP,
+    mode=PersonalizationMode.GROUP,
     rounds=20,
     secure=True,
     seed=0,
-    baselines=(RunMode.LOCAL, RunMode.FEDAVG),
+    baselines=(PersonalizationMode.LOCAL, PersonalizationMode.FEDAVG),
     data=DataConfig(tenants=12, groups=3),
     training=TrainingSettings(lr=0.5, batch_size=64, local_epochs=1),
     dp=DPSettings(target_epsilon=8.0, delta=1e-5, max_grad_norm=1.0),
@@ -52,7 +52,7 @@ def demo_config(
     *,
     rounds: int | None = None,
     tenants: int | None = None,
-    mode: RunMode | None = None,
+    mode: PersonalizationMode | None = None,
     dp: bool = True,
     secure: bool = True,
     data_directory: str | None = None,
@@ -71,7 +71,9 @@ def demo_config(
         mode=main,
         rounds=config.rounds if rounds is None else rounds,
         secure=secure,
-        baselines=tuple(b for b in (RunMode.LOCAL, RunMode.FEDAVG) if b is not main),
+        baselines=tuple(
+            b for b in (PersonalizationMode.LOCAL, PersonalizationMode.FEDAVG) if b is not main
+        ),
         data=data,
         dp=config.dp if dp else None,
     )

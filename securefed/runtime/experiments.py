@@ -30,9 +30,9 @@ from securefed.data import Scheme
 from securefed.runtime.config import (
     DataConfig,
     DPSettings,
+    PersonalizationMode,
     PersonalizeConfig,
     RunConfig,
-    RunMode,
     SegmentSource,
     SimilaritySource,
     TrainingSettings,
@@ -55,7 +55,7 @@ class Method:
     """One column of the table: a mode, how group mode gets its partition, learning rates."""
 
     label: str
-    mode: RunMode
+    mode: PersonalizationMode
     segments: SegmentSource = SegmentSource.DECLARED
     lr: float = 0.1
     dp_lr: float = 0.5
@@ -64,24 +64,27 @@ class Method:
     @property
     def learned(self) -> bool:
         """Whether this method learns similarities (its cells show the own-segment weight)."""
-        return self.mode in (RunMode.FEDAMP, RunMode.HEURFEDAMP) or (
+        return self.mode in (PersonalizationMode.FEDAMP, PersonalizationMode.HEURFEDAMP) or (
             self.segments is SegmentSource.LEARNED
         )
 
 
 _STATISTIC = SimilaritySource.STATISTIC
 METHODS = (
-    Method("local", RunMode.LOCAL),
-    Method("fedavg", RunMode.FEDAVG),
-    Method("fedamp", RunMode.FEDAMP),
-    Method("heurfedamp", RunMode.HEURFEDAMP),
-    Method("group (declared)", RunMode.GROUP),
-    Method("group (learned)", RunMode.GROUP, SegmentSource.LEARNED),
+    Method("local", PersonalizationMode.LOCAL),
+    Method("fedavg", PersonalizationMode.FEDAVG),
+    Method("fedamp", PersonalizationMode.FEDAMP),
+    Method("heurfedamp", PersonalizationMode.HEURFEDAMP),
+    Method("group (declared)", PersonalizationMode.GROUP),
+    Method("group (learned)", PersonalizationMode.GROUP, SegmentSource.LEARNED),
     # Similarities from each institution's DP statistic (released once; its epsilon is part
     # of the same budget): docs/dp.md "The similarity statistic".
-    Method("heurfedamp (statistic)", RunMode.HEURFEDAMP, similarity=_STATISTIC),
+    Method("heurfedamp (statistic)", PersonalizationMode.HEURFEDAMP, similarity=_STATISTIC),
     Method(
-        "group (learned, statistic)", RunMode.GROUP, SegmentSource.LEARNED, similarity=_STATISTIC
+        "group (learned, statistic)",
+        PersonalizationMode.GROUP,
+        SegmentSource.LEARNED,
+        similarity=_STATISTIC,
     ),
 )
 
@@ -130,7 +133,11 @@ SEED_SCALE_GRID = Grid(
     epsilons=(None, 8.0),
     rounds=25,
     local_epochs=2,
-    methods=tuple(m for m in METHODS if m.mode not in (RunMode.FEDAMP, RunMode.HEURFEDAMP)),
+    methods=tuple(
+        m
+        for m in METHODS
+        if m.mode not in (PersonalizationMode.FEDAMP, PersonalizationMode.HEURFEDAMP)
+    ),
 )
 # The quick grid's concept-shift cells again with plaintext aggregation, to compare with the
 # secure ones (same seeds: any difference comes from the protocol's fixed-point encoding, or,

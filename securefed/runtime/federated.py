@@ -1,26 +1,23 @@
-"""``run_federation``: a whole federated run in one process, round after round.
+"""``run_federation``: a whole federated run in one process, on the one engine.
 
-Per round r (1-based):
-
-1. every party's ledger head is collected and bound into the round's signed transcript;
-2. each institution trains locally (DP-SGD; the spend is ledgered before its first step; a
-   budget refusal is ledgered and the round goes on without it);
-3. the server aggregates through the real protocol (or the plaintext reference with
-   ``secure = false``), ledgers survivors and what it unmasked, and each completed client loads
-   its personalized model (FedAMP: also its proximal anchor for the next round);
-4. every party records a checkpoint of the heads bound in step 1; every client's personalized
-   model is evaluated on its own test split.
-
-At the end every party records ``run.finished`` and the same final checkpoint, and the run
-directory holds::
+The coordinator and every institution are the engine's (:mod:`securefed.runtime.engine`), the
+same objects a Flower deployment runs; here the in-memory transport
+(:class:`~securefed.runtime.engine.memory.MemoryTransport`) carries their messages. Per round:
+every party binds its ledger head into the round's signed transcript; each institution trains
+locally (DP-SGD; the spend is ledgered before its first step; a budget refusal is ledgered and the
+round goes on without it); the round's protocol aggregates (or the plaintext reference with
+``secure = false``); each completed party computes or receives its personalized model, and
+checkpoints the round's heads. At the end every
+party records ``run.finished`` and the same final checkpoint, and the run directory holds::
 
     roster.toml              the parties and their identity keys (public halves)
     config.toml              the configuration as run (its SHA-256 is in every ledger)
-    metrics.json             accuracy and epsilon per round and per client (see docs/run.md)
+    metrics.json             the run's record (docs/run-config.md, "metrics.json")
     ledgers/<party>.jsonl    one signed, hash-chained ledger per party
     state/<party>/           each client's accountant state (epsilon continues on restart)
     models/<party>.safetensors   each client's final personalized model
     data/                    the prepared seed layout (unless the config names a directory)
+    baselines/<mode>/        each comparison run: its roster, ledgers and accountant state
 
 Identity keys are generated in memory for the run and discarded (a simulation); a deployment
 uses each institution's own key files (``securefed keys``).
@@ -31,61 +28,46 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import opacus
 import torch
 
 from securefed import __version__
-from securefed.audit import (
-    HEADS_CONTEXT_LABEL,
-    Hazard,
-    Ledger,
-    RunConfigured,
-    RunFinished,
-    collect_heads,
-    heads_context,
-    ledger_path,
-    record_checkpoint,
-    record_final_checkpoint,
-)
+from securefed.audit import Hazard, Ledger, RunConfigured, ledger_path
 from securefed.data import TenantData
 from securefed.dp import AccountantKind, DPConfig, PrivateTrainer, TrainingConfig
-from securefed.errors import ConfigError, LedgerIntegrityError, SecureFedError
-from securefed.files import write_atomic
-from securefed.models import build_model, parameter_count, save_model
-from securefed.runtime.config import (
-    ModelName,
-    RunConfig,
-    RunMode,
-    SegmentSource,
-    SimilaritySource,
-)
-from securefed.runtime.nodes import ClientNode, ServerNode, own_segment_weight
-from securefed.runtime.simulate import PHASES, SimulationParams
+from securefed.errors import ConfigError
+from securefed.models import build_model, save_model
+from securefed.runtime.config import ModelName, PersonalizationMode, RunConfig, SimilaritySource
+from securefed.runtime.engine.coordinator import Coordinator
+from securefed.runtime.engine.institution import Institution
+from securefed.runtime.engine.learner import Learner
+from securefed.runtime.engine.memory import STAGES, Drop, Dropouts, MemoryTransport, drive
+from securefed.runtime.engine.metrics import RunMetrics, write_metrics
+from securefed.runtime.engine.settings import EngineSettings
+from securefed.runtime.nodes import ClientNode
+from securefed.runtime.seeded import seeded_random_bytes_unsafe
 from securefed.runtime.tenants import Tenants, load_run_tenants
+from securefed.secagg.federation import Federation, make_federation
 from securefed.secagg.roster import Roster, save_roster
-from securefed.secagg.transcript import ContextItem
-from securefed.testing import Federation, make_federation
 
 __all__ = [
     "METRICS_FILE",
+    "EngineRun",
     "RoundReport",
     "RunSummary",
     "build_client",
     "build_clients",
+    "build_engine_run",
     "client_seed",
-    "partition_for",
     "run_configured",
     "run_federation",
-    "simulation_params",
 ]
 
 METRICS_FILE = "metrics.json"
@@ -113,7 +95,7 @@ class RoundReport:
 @dataclass(frozen=True)
 class RunSummary:
     """What :func:`run_federation` produced: ``metrics`` is exactly what ``metrics.json``
-    holds (for a recorded run) and ``directory`` is the run directory."""
+    holds and ``directory`` is the run directory."""
 
     directory: Path
     metrics: dict[str, Any]
@@ -129,20 +111,20 @@ def run_federation(
     out: str | os.PathLike[str],
     *,
     progress: ProgressFn | None = None,
-    baseline_progress: Callable[[RunMode, RoundReport], None] | None = None,
+    baseline_progress: Callable[[PersonalizationMode, RoundReport], None] | None = None,
 ) -> RunSummary:
     """Run ``config`` into the run directory ``out`` (created; it must be empty or absent), then
     each of ``config.baselines`` on the same tenants with the same budget and compute.
 
-    Baseline runs are comparisons: they keep their accountant state under
-    ``out/baselines/<mode>/`` but write no ledger, model or metrics file of their own; their
-    results go into ``metrics.json`` under ``baselines``. (A real federation runs one method:
-    each extra method would spend each institution's budget again.)
+    Baseline runs are comparisons: each keeps its roster, ledgers and accountant state under
+    ``out/baselines/<mode>/`` and writes no model or metrics file of its own; its results go
+    into ``metrics.json`` under ``baselines``. (A real federation runs one method: each extra
+    method spends each institution's budget again.)
 
     Raises:
         ConfigError: bad configuration or data, or a non-empty ``out`` -- before any training.
-        Protocol and training errors propagate; the ledgers then end with ``run.finished``
-        status ``interrupted`` and still verify.
+        Training errors propagate; the ledgers then end with ``run.finished`` status
+        ``interrupted`` and still verify.
     """
     started = time.perf_counter()
     if config.data.directory is None and config.data.tenants < 3:
@@ -156,7 +138,7 @@ def run_federation(
         )
     run_dir = _fresh_run_dir(Path(out))
     data = load_run_tenants(config.data, run_dir)
-    metrics, ledgers = _run_one(config, run_dir, data, record=True, progress=progress)
+    metrics, ledgers = _run_one(config, run_dir, data, main=True, progress=progress)
     for mode in config.baselines:
         report = None
         if baseline_progress is not None:
@@ -165,21 +147,89 @@ def run_federation(
             dataclasses.replace(config, mode=mode, baselines=()),
             run_dir / "baselines" / mode.value,
             data,
-            record=False,
+            main=False,
             progress=report,
         )
-        metrics["baselines"][mode.value] = {
-            "mean_test_accuracy": baseline["mean_test_accuracy"],
-            "history": baseline["history"],
-            "secure": baseline["secure"],
-            "clients": [
-                {"id": c["id"], "test_accuracy": c["test_accuracy"], "epsilon": c["epsilon"]}
-                for c in baseline["clients"]
-            ],
-        }
-    metrics["seconds"] = round(time.perf_counter() - started, 3)
-    _write_json(run_dir / METRICS_FILE, metrics)
-    return RunSummary(run_dir, metrics, ledgers)
+        metrics.baselines[mode.value] = baseline.baseline()
+    metrics.seconds = round(time.perf_counter() - started, 3)
+    write_metrics(run_dir / METRICS_FILE, metrics)
+    return RunSummary(run_dir, metrics.to_dict(), ledgers)
+
+
+@dataclass
+class EngineRun:
+    """One method's parties, built and ready to drive: the coordinator, the institutions (by
+    node id = roster index) over a :class:`MemoryTransport`, their learners and ledgers."""
+
+    federation: Federation
+    coordinator: Coordinator
+    transport: MemoryTransport
+    clients: list[ClientNode]
+    ledgers: dict[str, Ledger]
+
+    def close(self) -> None:
+        for ledger in self.ledgers.values():
+            ledger.close()
+
+
+def build_engine_run(
+    config: RunConfig,
+    run_dir: Path,
+    data: Tenants,
+    *,
+    main: bool = True,
+    learner: Callable[[ClientNode], Learner] | None = None,
+) -> EngineRun:
+    """Everything :func:`run_federation` drives for one method over ``data`` in ``run_dir``:
+    the roster, every ledger with its configuration records, the clients (statistics released
+    when the configuration asks), the coordinator and the institutions. ``learner`` may wrap
+    each client (benchmarks time it)."""
+    n = len(data.tenants)
+    federation = make_federation(n)
+    settings = EngineSettings.from_run_config(config, parties=n, declared=data.segments)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ledgers = _open_ledgers(run_dir, federation)
+    save_roster(federation.roster, run_dir / ROSTER_FILE)
+    if main:
+        (run_dir / CONFIG_FILE).write_text(config.to_toml(), encoding="utf-8")
+    _record_configured(ledgers, config, federation, main=main)
+    clients = build_clients(config, data, federation, run_dir, ledgers)
+    if config.uses_statistic:
+        for client in clients:
+            client.release_statistic(
+                num_classes=data.num_classes, dim=config.personalize.statistic_dim
+            )
+    coordinator = Coordinator(
+        config=config,
+        settings=settings,
+        roster=federation.roster,
+        identity=federation.server_key,
+        ledger=ledgers[SERVER_ID],
+        transport="memory",
+        random_bytes=seeded_random_bytes_unsafe(config.seed ^ 0x5EC0),
+        segments=data.segments,
+    )
+    coordinator.record_declared_partition()
+    if not config.secure:
+        ledgers[SERVER_ID].record(
+            Hazard(text="plaintext aggregation (comparison run): the server sees every model")
+        )
+    institutions = {
+        client.index: Institution(
+            settings=settings,
+            roster=federation.roster,
+            identity=federation.client_keys[client.index],
+            party_id=client.party_id,
+            learner=client if learner is None else learner(client),
+            ledger=ledgers[client.party_id],
+            random_bytes=seeded_random_bytes_unsafe(
+                client_seed(config.seed, client.index) ^ 0x5EC1
+            ),
+        )
+        for client in clients
+    }
+    transport = MemoryTransport(institutions, faults=_dropouts(config, n))
+    return EngineRun(federation, coordinator, transport, clients, ledgers)
 
 
 def _run_one(
@@ -187,92 +237,88 @@ def _run_one(
     run_dir: Path,
     data: Tenants,
     *,
-    record: bool,
+    main: bool,
     progress: ProgressFn | None,
-) -> tuple[dict[str, Any], tuple[Path, ...]]:
-    """One method over ``data``; returns its metrics and (``record``) its ledger paths."""
-    n = len(data.tenants)
-    federation = make_federation(n)
-    party_ids = [c.party_id for c in federation.roster.clients]
-    ledgers = _open_ledgers(run_dir, federation) if record else {}
-    if record:
-        save_roster(federation.roster, run_dir / ROSTER_FILE)
-        (run_dir / CONFIG_FILE).write_text(config.to_toml(), encoding="utf-8")
-        _record_configured(ledgers, config, federation)
-    clients = build_clients(config, data, federation, run_dir, ledgers)
-    if config.uses_statistic:
-        for client in clients:
-            client.release_statistic(
-                num_classes=data.num_classes, dim=config.personalize.statistic_dim
-            )
-    server = ServerNode(
-        mode=config.mode,
-        secure=config.secure,
-        federation=federation,
-        ledger=ledgers.get(SERVER_ID),
-        seed=config.seed,
-        params=simulation_params(config),
-        partition=partition_for(config, data),
-    )
-    if config.mode is RunMode.GROUP:
-        server.record_declared_partition()
-    if not config.secure and SERVER_ID in ledgers:
-        ledgers[SERVER_ID].record(
-            Hazard(text="plaintext aggregation (comparison run): the server sees every model")
-        )
-    history = [_history_entry(0, clients)]
-    completed_rounds = 0
+) -> tuple[RunMetrics, tuple[Path, ...]]:
+    """One method over ``data`` on the engine; its metrics and ledger paths."""
+    run = build_engine_run(config, run_dir, data, main=main)
+    reporter = _Progress(config.rounds, progress)
     try:
-        for round_ in range(1, config.rounds + 1):
-            report = _round(round_, config, clients, server, ledgers, segments=data.segments)
-            completed_rounds = round_
-            entry = _history_entry(round_, clients)
-            entry["own_segment_weight"] = report.own_segment_weight
-            history.append(entry)
-            if progress is not None:
-                progress(report)
-    except BaseException as exc:
-        _end_ledgers(ledgers, completed_rounds, "interrupted", cause=exc)
-        raise
-    _end_ledgers(ledgers, completed_rounds, "completed")
-    metrics = _metrics(config, data, clients, history, server)
-    if record:
+        metrics = drive(run.coordinator, run.transport, on_exchange=reporter.check)
+    finally:
+        run.close()
+    reporter.flush(metrics)
+    metrics.data_directory = str(data.directory)
+    metrics.clients = [
+        dataclasses.replace(c, tenant=data.tenants[i].index) for i, c in enumerate(metrics.clients)
+    ]
+    if main:
         (run_dir / "models").mkdir(exist_ok=True)
-        for client in clients:
+        for client in run.clients:
             save_model(
                 client.trainer.model(),
                 run_dir / "models" / f"{client.party_id}.safetensors",
                 metadata={"party": client.party_id, "config_sha256": config.sha256()},
             )
-    actors = [*party_ids, SERVER_ID] if record else []
+    actors = [*(c.party_id for c in run.federation.roster.clients), SERVER_ID]
     return metrics, tuple(ledger_path(run_dir, a) for a in actors)
 
 
-def _end_ledgers(
-    ledgers: dict[str, Ledger],
-    rounds: int,
-    status: str,
-    *,
-    cause: BaseException | None = None,
-) -> None:
-    """Every party records ``run.finished`` and the same final checkpoint, then closes.
+class _Progress:
+    """Reports each round once its evaluations are in (they come back with the next round's
+    first exchange)."""
 
-    After a failure (``cause``) this is best effort: a ledger that refused an append
-    (:class:`LedgerIntegrityError`) is not written again, and an error while closing never
-    replaces the original one -- the ledgers then simply end without a final checkpoint,
-    which ``securefed audit verify`` reports.
-    """
-    try:
-        if ledgers and not isinstance(cause, LedgerIntegrityError):
-            for ledger in ledgers.values():
-                ledger.record(RunFinished(rounds=rounds, status=status))
-            record_final_checkpoint(ledgers.values())
-    except (SecureFedError, OSError):
-        if cause is None:
-            raise
-    finally:
-        for ledger in ledgers.values():
-            ledger.close()
+    def __init__(self, rounds: int, progress: ProgressFn | None) -> None:
+        self._rounds = rounds
+        self._progress = progress
+        self._reported = 0
+
+    def check(self, exchange: int, coordinator: Coordinator) -> None:
+        if self._progress is None:
+            return
+        self._report(coordinator.metrics(), final=False)
+
+    def flush(self, metrics: RunMetrics) -> None:
+        if self._progress is not None:
+            self._report(metrics, final=True)
+
+    def _report(self, metrics: RunMetrics, *, final: bool) -> None:
+        assert self._progress is not None  # noqa: S101 - callers check
+        entries = {e.round: e for e in metrics.history}
+        while self._reported + 1 in entries:
+            entry = entries[self._reported + 1]
+            if entry.mean_test_accuracy is None or (not final and entry.exchanges == 0):
+                return
+            self._reported += 1
+            self._progress(
+                RoundReport(
+                    round=entry.round,
+                    rounds=self._rounds,
+                    mean_test_accuracy=entry.mean_test_accuracy,
+                    max_epsilon=entry.max_epsilon,
+                    own_segment_weight=entry.own_segment_weight,
+                    completed=entry.completed,
+                    refused=len(entry.refused),
+                    seconds=entry.seconds,
+                )
+            )
+
+
+def _dropouts(config: RunConfig, n: int) -> Dropouts | None:
+    """Simulated dropouts: party i drops in round r with probability ``dropout_rate``, before a
+    stage chosen alike -- both from SHA-256 of (seed, r, i), reproducible, never secret."""
+    if config.dropout_rate == 0:
+        return None
+    phases = sorted(STAGES)
+    drops = []
+    for round_ in range(1, config.rounds + 1):
+        for i in range(n):
+            digest = hashlib.sha256(
+                f"securefed/dropout/{config.seed}/{round_}/{i}".encode()
+            ).digest()
+            if int.from_bytes(digest[:8], "big") / 2**64 < config.dropout_rate:
+                drops.append(Drop(i, round_, phases[digest[8] % len(phases)]))
+    return Dropouts(tuple(drops))
 
 
 def _fresh_run_dir(run_dir: Path) -> Path:
@@ -289,6 +335,7 @@ def _fresh_run_dir(run_dir: Path) -> Path:
 
 
 def _open_ledgers(run_dir: Path, federation: Federation) -> dict[str, Ledger]:
+    """One ledger per party of ``federation`` under ``run_dir/ledgers``."""
     ledgers = {
         party.party_id: Ledger.open(ledger_path(run_dir, party.party_id), party.party_id, key)
         for party, key in zip(federation.roster.clients, federation.client_keys, strict=True)
@@ -315,7 +362,7 @@ def run_configured(config: RunConfig, roster: Roster) -> RunConfigured:
 
 
 def _record_configured(
-    ledgers: dict[str, Ledger], config: RunConfig, federation: Federation
+    ledgers: dict[str, Ledger], config: RunConfig, federation: Federation, *, main: bool
 ) -> None:
     event = run_configured(config, federation.roster)
     for ledger in ledgers.values():
@@ -328,6 +375,10 @@ def _record_configured(
         )
         if config.baselines:
             ledger.record(Hazard(text=_baselines_hazard(config)))
+        if not main:
+            ledger.record(
+                Hazard(text=f"comparison run ({config.mode.value}) on the records of the main run")
+            )
 
 
 def _baselines_hazard(config: RunConfig) -> str:
@@ -335,7 +386,8 @@ def _baselines_hazard(config: RunConfig) -> str:
     methods = ", ".join(mode.value for mode in config.baselines)
     text = (
         f"comparison run: the baselines ({methods}) train every institution's records again "
-        "after this run, with the same budget each, and write no ledger of their own"
+        "after this run, with the same budget each (their ledgers, under another roster, are "
+        "in baselines/<mode>/)"
     )
     if config.dp is not None:
         runs = 1 + len(config.baselines)
@@ -396,7 +448,7 @@ def build_client(
         batch_size=config.training.batch_size,
         local_epochs=config.training.local_epochs,
         proximal_lambda=config.training.proximal_lambda
-        if config.mode in (RunMode.FEDAMP, RunMode.HEURFEDAMP)
+        if config.mode in (PersonalizationMode.FEDAMP, PersonalizationMode.HEURFEDAMP)
         else 0.0,
     )
     dp = None
@@ -456,208 +508,7 @@ def _inputs(config: RunConfig, samples: np.ndarray) -> torch.Tensor:
     return x
 
 
-def simulation_params(config: RunConfig) -> SimulationParams:
-    """The secure round's parameters for ``config`` (weights from secret sketches)."""
-    p = config.personalize
-    heur = config.mode is RunMode.HEURFEDAMP
-    return SimulationParams(
-        alpha=p.alpha,
-        sigma_scale=p.sigma_scale,
-        self_weight=p.self_weight if p.self_weight is not None or not heur else 0.5,
-        temperature=p.temperature,
-        sketch_dim=p.sketch_dim,
-        groups=p.groups,
-        similarity="sketch",
-        value_range=config.value_range,
-    )
-
-
-def partition_for(config: RunConfig, data: Tenants) -> tuple[int, ...] | str | None:
-    """Group mode's partition: the configured list, the declared segments of
-    ``federation.json``, or ``"sketch"`` (learned in the first round); None in other modes.
-
-    Raises:
-        ConfigError: a list of the wrong length, or declared segments without federation.json.
-    """
-    if config.mode is not RunMode.GROUP:
-        return None
-    segments = config.personalize.segments
-    if isinstance(segments, tuple):
-        if len(segments) != len(data.tenants):
-            raise ConfigError(
-                f"personalize.segments lists {len(segments)} segments for "
-                f"{len(data.tenants)} tenants"
-            )
-        return segments
-    if segments is SegmentSource.LEARNED:
-        return "sketch"
-    if data.segments is None:
-        raise ConfigError(
-            f"{data.directory} has no federation.json, so no declared segments: list them "
-            'in [personalize] segments = [...] or use segments = "learned"'
-        )
-    return data.segments
-
-
-def _round(
-    round_: int,
-    config: RunConfig,
-    clients: Sequence[ClientNode],
-    server: ServerNode,
-    ledgers: dict[str, Ledger],
-    *,
-    segments: tuple[int, ...] | None,
-) -> RoundReport:
-    started = time.perf_counter()
-    heads = collect_heads(ledgers.values()) if ledgers else ()
-    context = [ContextItem(HEADS_CONTEXT_LABEL, heads_context(heads))] if heads else []
-    outcomes = [client.train(round_) for client in clients]
-    refused = {c.index for c, o in zip(clients, outcomes, strict=True) if not o.trained}
-    completed = len(clients) - len(refused)
-    own_weight = None
-    if config.mode is not RunMode.LOCAL:
-        absent = dict.fromkeys(refused, "advertise")
-        absent.update(_injected_dropouts(config, round_, len(clients), refused))
-        statistics = [c.statistic for c in clients]
-        similarity_inputs = None
-        if config.uses_statistic:
-            similarity_inputs = [s for s in statistics if s is not None]
-        result = server.aggregate(
-            round_,
-            [c.parameters() for c in clients],
-            absent=absent,
-            context=context,
-            similarity_inputs=similarity_inputs,
-        )
-        anchor = config.mode in (RunMode.FEDAMP, RunMode.HEURFEDAMP)
-        for client in clients:
-            client.record_release(round_, result.masked.get(client.index, []))
-            client.record_refusals(round_, result.refusals.get(client.index, ()))
-            personalized = result.personalized.get(client.index)
-            if personalized is not None:
-                client.receive(personalized, anchor=anchor)
-        completed = len(result.personalized)
-        if result.weights is not None and segments is not None:
-            own_weight = own_segment_weight(result.weights, segments)
-    for ledger in ledgers.values():
-        record_checkpoint(ledger, heads, final=False)
-    epsilons = [e for e in (c.trainer.epsilon() for c in clients) if e is not None]
-    return RoundReport(
-        round=round_,
-        rounds=config.rounds,
-        mean_test_accuracy=_mean_accuracy(clients),
-        max_epsilon=max(epsilons) if epsilons else None,
-        own_segment_weight=own_weight,
-        completed=completed,
-        refused=len(refused),
-        seconds=time.perf_counter() - started,
-    )
-
-
-def _injected_dropouts(config: RunConfig, round_: int, n: int, refused: set[int]) -> dict[int, str]:
-    """Simulated dropouts: client i drops in round r with probability ``dropout_rate``, before a
-    phase chosen alike -- both from SHA-256 of (seed, r, i), reproducible, never secret."""
-    if config.dropout_rate == 0:
-        return {}
-    phases = sorted(PHASES)
-    dropped = {}
-    for i in range(n):
-        if i in refused:
-            continue
-        digest = hashlib.sha256(f"securefed/dropout/{config.seed}/{round_}/{i}".encode()).digest()
-        if int.from_bytes(digest[:8], "big") / 2**64 < config.dropout_rate:
-            dropped[i] = phases[digest[8] % len(phases)]
-    return dropped
-
-
-def _mean_accuracy(clients: Sequence[ClientNode]) -> float:
-    return float(np.mean([c.test_accuracy() for c in clients]))
-
-
-def _history_entry(round_: int, clients: Sequence[ClientNode]) -> dict[str, Any]:
-    epsilons = [e for e in (c.trainer.epsilon() for c in clients) if e is not None]
-    return {
-        "round": round_,
-        "mean_test_accuracy": _mean_accuracy(clients),
-        "max_epsilon": max(epsilons) if epsilons else None,
-    }
-
-
-def _metrics(
-    config: RunConfig,
-    data: Tenants,
-    clients: Sequence[ClientNode],
-    history: list[dict[str, Any]],
-    server: ServerNode,
-) -> dict[str, Any]:
-    first = clients[0].trainer
-    dp = None
-    if config.dp is not None:
-        sigmas = {c.party_id: c.trainer.noise_multiplier for c in clients}
-        rates = {c.party_id: c.trainer.sample_rate for c in clients}
-        # One number each, the weakest any institution used (smallest sigma, largest q): sigma
-        # comes from each institution's own q = batch / n, so it differs slightly between them.
-        dp = {
-            "target_epsilon": config.dp.target_epsilon,
-            "delta": config.dp.delta,
-            "noise_multiplier": min(v for v in sigmas.values() if v is not None),
-            "max_grad_norm": config.dp.max_grad_norm,
-            "sample_rate": max(v for v in rates.values() if v is not None),
-            "accountant": config.dp.accountant,
-            "accountant_version": f"opacus {opacus.__version__}",
-            "statistic_epsilon": config.statistic_epsilon,
-            "statistic_noise_multiplier": None
-            if first.accountant_state is None
-            else first.accountant_state.statistic_noise_multiplier,
-            "by_client": {
-                c.party_id: {
-                    "noise_multiplier": sigmas[c.party_id],
-                    "sample_rate": rates[c.party_id],
-                    "steps_per_round": c.trainer.steps_per_round,
-                }
-                for c in clients
-            },
-        }
-    per_client = [
-        {
-            "id": c.party_id,
-            "tenant": c.tenant.index,
-            "train_samples": len(c.tenant.train_y),
-            "test_samples": len(c.tenant.test_y),
-            "test_accuracy": c.test_accuracy(),
-            "epsilon": c.trainer.epsilon(),
-            "delta": None if config.dp is None else config.dp.delta,
-        }
-        for c in clients
-    ]
-    partition = server.partition if isinstance(server.partition, tuple) else None
-    return {
-        "mode": config.mode.value,
-        "rounds": history[-1]["round"],
-        "secure": config.secure,
-        "dp": dp,
-        "history": history,
-        "baselines": {},
-        "clients": per_client,
-        "mean_test_accuracy": float(np.mean([c["test_accuracy"] for c in per_client])),
-        "config_sha256": config.sha256(),
-        "partition": None if partition is None else list(partition),
-        "similarity": config.personalize.similarity.value if config.learns_similarity else None,
-        "model": {"kind": config.data.model.value, "parameters": parameter_count(first.model())},
-        "tenants": len(clients),
-        "data_directory": str(data.directory),
-        "software_version": __version__,
-    }
-
-
 def client_seed(seed: int, index: int) -> int:
     """The trainer seed of client ``index`` in a simulation of run seed ``seed``."""
     digest = hashlib.sha256(f"securefed/runtime/client/{seed}/{index}".encode()).digest()
     return int.from_bytes(digest[:4], "big")
-
-
-def _write_json(path: Path, document: dict[str, Any]) -> None:
-    """Atomic and durable (:func:`securefed.files.write_atomic`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(document, indent=2, sort_keys=True) + "\n"
-    write_atomic(path, text.encode("utf-8"))

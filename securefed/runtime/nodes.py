@@ -1,21 +1,17 @@
-"""The parties of a simulated federation: :class:`ClientNode` (one institution) and
-:class:`ServerNode` (the coordinator).
+"""One institution's local side: :class:`ClientNode`, the engine's learner of every real run.
 
 A client node owns its tenant data, its :class:`~securefed.dp.PrivateTrainer` (one Opacus engine
 for its whole participation, accountant state in its own state directory) and its audit ledger.
-The server node owns the aggregation step -- the real protocol objects through
-:func:`~securefed.runtime.simulate.simulate_round`, or the plaintext reference with
-``secure=False`` -- and its own ledger. Both write their events *before* the action takes effect:
-a client's spend before its training starts (through ``train_round(on_charge=...)``), the
-server's unmask record before the personalized models are handed to the clients.
+It writes its events *before* the action takes effect: a spend before its training starts
+(through ``train_round(on_charge=...)``), a budget refusal before the round goes on without it.
+The engine (:mod:`securefed.runtime.engine`) drives it through the
+:class:`~securefed.runtime.engine.learner.Learner` protocol.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
@@ -28,40 +24,19 @@ from securefed.audit import (
     BudgetRefused,
     Hazard,
     Ledger,
-    Partition,
     PolicyRefusal,
     RoundSpend,
-    RoundSurvivors,
-    Unmask,
     UpdateReleased,
 )
 from securefed.data import TenantData
-from securefed.dp import PrivateTrainer
+from securefed.dp import EPSILON_TOLERANCE, PrivateTrainer
 from securefed.dp import RoundSpend as TrainerSpend
-from securefed.errors import ConfigError, PrivacyBudgetExceeded
+from securefed.errors import PrivacyBudgetExceeded
 from securefed.models import evaluate, flat_parameters, load_flat_parameters
-from securefed.personalize import (
-    fedamp_weights,
-    fedavg_weights,
-    group_weights,
-    heurfedamp_weights,
-    partition_from_distances,
-    personalized_models,
-    squared_distances,
-)
 from securefed.personalize.statistic import label_projection_contributions
-from securefed.runtime.config import RunMode
-from securefed.runtime.simulate import RoundResult, SimulationParams, simulate_round
-from securefed.secagg.transcript import ContextItem
-from securefed.testing import Federation
+from securefed.runtime.engine.messages import ClientInfo
 
-__all__ = [
-    "AggregationOutcome",
-    "ClientNode",
-    "ServerNode",
-    "TrainOutcome",
-    "own_segment_weight",
-]
+__all__ = ["ClientNode", "TrainOutcome"]
 
 Vector = npt.NDArray[np.float64]
 
@@ -197,17 +172,7 @@ class ClientNode:
         """Ledger that this client's masked update left it (digest of the masked bytes only)."""
         if self.ledger is None or not masked:
             return
-        digest = hashlib.sha256()
-        for vector in masked:
-            digest.update(np.ascontiguousarray(vector).tobytes())
-        self.ledger.record(
-            UpdateReleased(
-                round=round_,
-                targets=len(masked),
-                vector_length=int(masked[0].size),
-                masked_sha256=digest.hexdigest(),
-            )
-        )
+        self.ledger.record(UpdateReleased.of(round_, masked))
 
     def record_refusals(self, round_: int, refusals: Sequence[tuple[int, str]]) -> None:
         """Ledger that this contributor refused the weights of these targets (rule names only;
@@ -219,186 +184,45 @@ class ClientNode:
             self.ledger.record(PolicyRefusal(round=round_, target=target, reason=reason))
 
     def test_accuracy(self) -> float:
-        """Accuracy of the current model on this client's own test split."""
+        """Accuracy of the current model on this client's own test split (0.0 without test
+        records)."""
+        if len(self._test_y) == 0:
+            return 0.0
         return evaluate(self.trainer.model(), self._test_x, self._test_y)
 
+    # -- the engine's Learner protocol -------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class AggregationOutcome:
-    """One round's aggregation: personalized models by client index (completed clients only),
-    the clients that did not complete with the reason, the partition in group mode, and the
-    N x N weights xi as used (rows of clients that did not complete are zero)."""
+    def accuracy(self) -> float | None:
+        return self.test_accuracy()
 
-    personalized: dict[int, Vector]
-    aborted: dict[int, str]
-    partition: tuple[int, ...] | None
-    weights: Vector | None = None
-    refusals: dict[int, tuple[tuple[int, str], ...]] = field(default_factory=dict)
-    masked: dict[int, list[npt.NDArray[np.generic]]] = field(default_factory=dict)
+    def epsilon(self) -> float | None:
+        return self.trainer.epsilon()
 
+    def similarity_input(self) -> Vector | None:
+        return self.statistic
 
-@dataclass
-class ServerNode:
-    """The coordinator: aggregates with the run's mode and ledgers what it learned.
-
-    ``params`` are :func:`simulate_round`'s parameters (weights, sketches, policy); their
-    ``partition`` is ignored in favour of :attr:`partition`.
-    ``partition`` is group mode's partition: group labels, or ``"sketch"`` until the first
-    round has chosen one from the clients' secret sketches (then fixed for the session).
-    """
-
-    mode: RunMode
-    secure: bool
-    federation: Federation
-    ledger: Ledger | None
-    seed: int
-    params: SimulationParams
-    partition: tuple[int, ...] | str | None = None
-
-    def aggregate(
-        self,
-        round_: int,
-        models: Sequence[Vector],
-        *,
-        absent: Mapping[int, str],
-        context: Sequence[ContextItem] = (),
-        similarity_inputs: Sequence[Vector] | None = None,
-    ) -> AggregationOutcome:
-        """Aggregate one round. ``absent[i] = phase`` makes client i drop out before that
-        protocol phase (``"advertise"``: it does not take part at all). ``similarity_inputs``
-        (one per client) replace the models in the similarities: the DP statistics."""
-        if self.mode is RunMode.LOCAL:
-            raise ConfigError("local mode does not aggregate")
-        if not self.secure:
-            return self._plaintext(round_, models, absent, similarity_inputs)
-        params = {f.name: getattr(self.params, f.name) for f in dataclasses.fields(self.params)}
-        params["partition"] = self.partition if self.mode is RunMode.GROUP else None
-        result = simulate_round(
-            models,
-            mode=self.mode.value,
-            seed=_round_seed(self.seed, round_),
-            dropouts=dict(absent),
-            federation=self.federation,
-            context=context,
-            similarity_inputs=similarity_inputs,
-            **params,
-        )
-        self.record_secure_round(round_, len(models), absent, result)
-        return AggregationOutcome(
-            personalized=result.personalized,
-            aborted=result.aborted,
-            partition=result.partition,
-            weights=result.weights,
-            refusals=result.refusals,
-            masked=_masked_by_client(result),
+    def budget_refusal(self, round_: int) -> str | None:
+        """Why round ``round_`` would exceed the budget (ledgered as ``budget.refused``), or
+        None if it fits: asked before this party advertises keys for the round."""
+        after = self.trainer.epsilon_after_next_round()
+        state = self.trainer.accountant_state
+        if after is None or state is None:
+            return None
+        if after <= state.target_epsilon + EPSILON_TOLERANCE:
+            return None
+        self._record_refusal(round_)
+        return (
+            f"round {round_} would raise epsilon to {after:.6g} at delta={state.delta:g}, above "
+            f"the budget {state.target_epsilon:g}"
         )
 
-    def record_secure_round(
-        self, round_: int, n: int, absent: Mapping[int, str], result: RoundResult
-    ) -> None:
-        """Ledger a secure round: survivors and dropouts, then what was unmasked (the
-        deployment's coordinator calls this with the round it ran over the network)."""
-        if self.mode is RunMode.GROUP and not isinstance(self.partition, tuple):
-            assert result.partition is not None  # noqa: S101 - group rounds report it
-            self.partition = result.partition
-            self._record_partition(round_, result.partition, method="learned from sketches")
-        if self.ledger is None:
-            return
-        view = result.server_view
-        dropped = sorted(set(absent) | set(result.aborted))
-        self.ledger.record(
-            RoundSurvivors(
-                round=round_,
-                survivors=tuple(i for i in range(n) if i not in dropped),
-                dropouts=tuple(dropped),
-            )
+    def info(self) -> ClientInfo:
+        state = self.trainer.accountant_state
+        return ClientInfo(
+            train_samples=len(self.tenant.train_y),
+            test_samples=len(self.tenant.test_y),
+            noise_multiplier=self.trainer.noise_multiplier,
+            sample_rate=self.trainer.sample_rate,
+            steps_per_round=self.trainer.steps_per_round,
+            statistic_noise_multiplier=None if state is None else state.statistic_noise_multiplier,
         )
-        self.ledger.record(
-            Unmask(
-                round=round_,
-                outputs=len(view.outputs),
-                target_blinded=self.mode in (RunMode.FEDAMP, RunMode.HEURFEDAMP),
-                self_seeds_of=tuple(sorted(view.self_seeds)),
-                mask_keys_of=tuple(sorted(view.mask_keys)),
-            )
-        )
-
-    def record_declared_partition(self) -> None:
-        """Ledger a partition given by configuration (group mode), before the first round."""
-        if isinstance(self.partition, tuple):
-            self._record_partition(0, self.partition, method="declared")
-
-    def _record_partition(self, round_: int, partition: Sequence[int], *, method: str) -> None:
-        if self.ledger is None:
-            return
-        sizes = tuple(sorted(partition.count(g) for g in set(partition)))
-        self.ledger.record(Partition(round=round_, group_sizes=sizes, method=method))
-
-    def _plaintext(
-        self,
-        round_: int,
-        models: Sequence[Vector],
-        absent: Mapping[int, str],
-        similarity_inputs: Sequence[Vector] | None,
-    ) -> AggregationOutcome:
-        """The plaintext reference (comparison only: the server would see every model)."""
-        present = [i for i in range(len(models)) if i not in absent]
-        stacked = np.stack([models[i] for i in present])
-        similar = models if similarity_inputs is None else similarity_inputs
-        weights = self._plaintext_weights(np.stack([similar[i] for i in present]), present)
-        mixed = personalized_models(weights, stacked)
-        personalized = {i: mixed[k] for k, i in enumerate(present)}
-        full = np.zeros((len(models), len(models)))
-        full[np.ix_(present, present)] = weights
-        return AggregationOutcome(
-            personalized=personalized,
-            aborted=dict.fromkeys(absent, "absent"),
-            partition=self.partition if isinstance(self.partition, tuple) else None,
-            weights=full,
-        )
-
-    def _plaintext_weights(self, stacked: Vector, present: Sequence[int]) -> Vector:
-        """xi from ``stacked`` (the present clients' similarity vectors: models or statistics)."""
-        m = len(present)
-        params = self.params
-        if self.mode is RunMode.FEDAVG:
-            return fedavg_weights(m)
-        if self.mode is RunMode.FEDAMP:
-            return fedamp_weights(stacked, alpha=params.alpha, sigma_scale=params.sigma_scale)
-        if self.mode is RunMode.HEURFEDAMP:
-            self_weight = 0.5 if params.self_weight is None else params.self_weight
-            return heurfedamp_weights(
-                stacked, self_weight=self_weight, sigma=params.temperature, centred=params.centred
-            )
-        if not isinstance(self.partition, tuple):
-            distances = squared_distances(stacked)
-            self.partition = partition_from_distances(distances, groups=params.groups)
-        labels = [self.partition[i] for i in present]
-        return group_weights(labels, self_weight=params.self_weight)
-
-
-def own_segment_weight(weights: Vector, segments: Sequence[int]) -> float | None:
-    """Mean over clients with off-diagonal weight of the share of it that goes to clients of
-    the same (latent) segment; None if no row has off-diagonal weight. Chance is about
-    (segment size - 1) / (N - 1)."""
-    shares = []
-    for i, row in enumerate(np.asarray(weights, dtype=np.float64)):
-        others = [j for j in range(len(row)) if j != i]
-        total = float(sum(row[j] for j in others))
-        if total <= 0:
-            continue
-        same = float(sum(row[j] for j in others if segments[j] == segments[i]))
-        shares.append(same / total)
-    return float(np.mean(shares)) if shares else None
-
-
-def _round_seed(seed: int, round_: int) -> int:
-    digest = hashlib.sha256(f"securefed/runtime/round/{seed}/{round_}".encode()).digest()
-    return int.from_bytes(digest[:4], "big")
-
-
-def _masked_by_client(result: RoundResult) -> dict[int, list[npt.NDArray[np.generic]]]:
-    by_client: dict[int, list[tuple[int, npt.NDArray[np.generic]]]] = {}
-    for (sender, target), vector in result.server_view.masked_inputs.items():
-        by_client.setdefault(sender, []).append((-1 if target is None else target, vector))
-    return {u: [v for _, v in sorted(items, key=lambda t: t[0])] for u, items in by_client.items()}

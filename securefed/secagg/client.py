@@ -148,7 +148,8 @@ class SecAggClient(ProtocolParty):
 
     # --- entry points ---------------------------------------------------------------------------
     def start(self, values: npt.ArrayLike) -> AdvertiseKeys:
-        """Encode ``values`` and advertise fresh keys.
+        """Encode ``values`` and advertise fresh keys (:meth:`advertise` then
+        :meth:`provide_input`, with the input checked first).
 
         Raises:
             LocalProtocolError: not in IDLE.
@@ -156,16 +157,23 @@ class SecAggClient(ProtocolParty):
             EncodingRangeError: a value is out of the codec's range; the client stays IDLE.
             LocalProtocolError: the guard says this round was already started (a replay).
         """
+        start_stage(Role.CLIENT, self._stage)
+        checked = self._checked_input(values)
+        advert = self.advertise()
+        self._values = checked
+        return advert
+
+    def advertise(self) -> AdvertiseKeys:
+        """Advertise fresh keys before the input exists (a deployment advertises round r + 1's
+        keys with round r's last message); :meth:`provide_input` must follow before the key
+        directory arrives.
+
+        Raises:
+            LocalProtocolError: not in IDLE, or the guard says this round was already started.
+        """
         next_ = start_stage(Role.CLIENT, self._stage)
-        flat = np.asarray(values).reshape(-1)
-        if flat.size != self.config.vector_length:
-            raise ConfigError(
-                f"input has {flat.size} values, the round expects {self.config.vector_length}"
-            )
-        values = FixedPointCodec(self.config.codec).check_range(flat).copy()
         if self._guard is not None:
             self._guard.claim(self.config.session_id, self.config.round)
-        self._values = values
         self._encryption_key = self.config.suite.generate_agreement_key()
         self._mask_key = self.config.suite.generate_agreement_key()
         target_key = b""
@@ -182,6 +190,38 @@ class SecAggClient(ProtocolParty):
         self._stage = next_
         return self._advertisement
 
+    def provide_input(self, values: npt.ArrayLike) -> None:
+        """Give the round's input after :meth:`advertise`, before the key directory.
+
+        Raises:
+            LocalProtocolError: not in ADVERTISE, or an input was already given.
+            ConfigError: wrong input length.
+            EncodingRangeError: a value is out of the codec's range (the client stays as it is).
+        """
+        if self._stage is not Stage.ADVERTISE or self._values is not None:
+            raise LocalProtocolError("the input is given once, after advertising, before shares")
+        self._values = self._checked_input(values)
+
+    def bind_context(self, context: Sequence[ContextItem]) -> None:
+        """Add signed context (e.g. the parties' ledger heads) known only after advertising; it
+        enters the transcript every party signs at the consistency check.
+
+        Raises:
+            LocalProtocolError: the key directory was already processed.
+        """
+        if self._stage not in (Stage.IDLE, Stage.ADVERTISE):
+            raise LocalProtocolError("context is bound before the key directory arrives")
+        self._context = (*self._context, *context)
+
+    def _checked_input(self, values: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        flat = np.asarray(values).reshape(-1)
+        if flat.size != self.config.vector_length:
+            raise ConfigError(
+                f"input has {flat.size} values, the round expects {self.config.vector_length}"
+            )
+        checked: npt.NDArray[np.float64] = FixedPointCodec(self.config.codec).check_range(flat)
+        return checked.copy()
+
     def receive(self, message: Message) -> list[Message]:
         """Process one message from the server; return the messages to send to it.
 
@@ -194,6 +234,8 @@ class SecAggClient(ProtocolParty):
             raise LocalProtocolError(f"the round is over for this client ({self._stage.value})")
         if self._processed.get(message.TYPE) == message:
             return []  # an exact re-delivery of a message already processed
+        if isinstance(message, KeyDirectory) and self._values is None:
+            raise LocalProtocolError("provide_input() must come before the key directory")
         try:
             next_ = next_stage(Role.CLIENT, self._stage, message.TYPE)
             check_round(self.config, message)

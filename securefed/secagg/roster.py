@@ -265,6 +265,21 @@ class Roster:
             raise ConfigError(f"{party_id!r} is the server, not a client; it has no roster index")
         raise ConfigError(f"{party_id!r} is not a client in the roster")
 
+    def sub_roster(self, members: Sequence[int]) -> Roster:
+        """The roster of one group: ``members`` (roster indices, in order) re-indexed 0..m-1,
+        with their ids and identity keys, and the same server.
+
+        Raises:
+            ConfigError: a member that is not in this roster, or a repeated member.
+        """
+        if len(set(members)) != len(members):
+            raise ConfigError("a group lists a member twice")
+        clients = tuple(
+            ClientParty(self.client(g).party_id, j, self.client(g).identity)
+            for j, g in enumerate(members)
+        )
+        return Roster(suite=self.suite, server=self.server, clients=clients)
+
     def digest(self) -> bytes:
         """SHA-256 of the canonical encoding (32 bytes); protocol transcripts bind this value.
 

@@ -1,28 +1,36 @@
-"""A real deployment on Flower: SuperLink and 4 SuperNodes as processes on 127.0.0.1 with TLS.
+"""A real deployment on Flower: a SuperLink and 7 SuperNodes as processes on 127.0.0.1 with TLS.
 
-Secure FedAMP with DP, 2 rounds (attention weights from secret sketches of the models, the
-sketch seed set up among the institutions each round, target-blinded personalized outputs).
-In round 1, after every institution has trained and sent its key advertisement, and before the
-masked inputs are asked for, one institution's SuperNode
-and agent are killed (SIGKILL: a crash). The round must complete for the other three through
-dropout recovery; the killed institution's accountant must show the round it started (it was
-charged before training, DESIGN §5); it is restarted from its state directory before round 2
-and must take part in it; all five ledgers must verify together; and the models must equal
-those of the same deployment logic run in one process with the same kill point
-(`tests/runtime/test_deploy_loopback.py`, which in turn equals the simulation when nobody
-drops) -- up to the fixed-point codec's rounding and the sketch's estimation error (each
-round's sketch seed is drawn afresh by a client, so the two runs' xi differ slightly): under
-1 % of what training moved each model.
+Secure group mode with a LEARNED partition (2 groups, chosen in round 1 from secret sketches of
+each institution's DP similarity statistic, released once before round 1), DP training, 3
+rounds; the agents are test agents (``python -m securefed.testing.agent --seed 3``), seeded as
+the simulation seeds its institutions. One institution's agent dies (``--crash-at
+1:step:mask``: ``os._exit`` when round 1's masking request reaches it, after it trained, sent
+its sketch, advertised its keys and shared its mask secrets); its SuperNode keeps running, so
+every further request to it fails and the coordinator forgets the party. Once round 2 has
+started the agent is restarted from its state directory. Then:
 
-Needs ``securefed[flower]`` (skipped without flwr); run by ``make test-integration`` (which
-``.ci/run`` calls). Every process is started and stopped by the test.
+* round 1 completes for the other six through dropout recovery (the survivors' shares of its
+  mask key remove its pairwise masks), and the learned partition is the data's two segments;
+* the restarted institution rejoins (its next join request carries round 3's keys), sits
+  round 2 out and takes part in round 3; its accountant shows the statistic and the rounds it
+  started, round 1 included (charged before training, DESIGN §5), and its ledger continued;
+* all eight ledgers verify together (``securefed audit verify``);
+* every model equals the one the same deployment computes in one process with the same seeds
+  and the same crash (:func:`securefed.testing.loopback.run_loopback`, which equals the
+  simulation when nobody crashes: ``tests/runtime/test_deploy_loopback.py``) within 1 % of what
+  training moved it: the codec's stochastic rounding is the only difference.
+
+Needs ``securefed[flower]`` (skipped without flwr); run by ``make test-integration``. Every
+process is started and stopped by the test. About 4 to 5 minutes on 2 cores.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +44,22 @@ from securefed.cli import main as securefed_main
 from securefed.data import PartitionConfig, Scheme, prepare
 from securefed.dp import load_state
 from securefed.models import flat_parameters, load_model, mlp
-from securefed.runtime.config import load_run_config
-from securefed.runtime.flower.institution import MODEL_FILE
+from securefed.runtime.flower.deployment import MODEL_FILE, PROGRESS_FILE
 from securefed.runtime.flower.launch import InstitutionSpec, LocalDeployment
-from securefed.runtime.flower.loopback import run_loopback
-from securefed.testing import make_federation
+from securefed.testing.agent import CRASH_STATUS, CrashPoint
+from securefed.testing.loopback import DeploymentFiles, run_loopback
 
-N = 4
-VICTIM = "bank-2"
+N = 7
+SEED = 3
+VICTIM = "bank-1"
+CRASH = "1:step:mask"
+TEST_AGENT = (sys.executable, "-m", "securefed.testing.agent")
+TOLERANCE = 1e-2
 RUN_TOML = """\
 name = "deploy-test"
-mode = "fedamp"
-rounds = 2
-seed = 3
+mode = "group"
+rounds = 3
+seed = {seed}
 
 [data]
 directory = "{data}"
@@ -62,10 +73,16 @@ batch_size = 32
 target_epsilon = 4.0
 delta = 1e-4
 
+[personalize]
+segments = "learned"
+groups = 2
+similarity = "statistic"
 """
 
 
-def _wait(predicate: Any, timeout: float, what: str, deployment: LocalDeployment) -> None:
+def _wait(
+    predicate: Callable[[], bool], timeout: float, what: str, deployment: LocalDeployment
+) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -78,114 +95,139 @@ def _wait(predicate: Any, timeout: float, what: str, deployment: LocalDeployment
 
 
 def _progress(state: Path) -> list[dict[str, Any]]:
-    path = state / "progress.jsonl"
+    path = state / PROGRESS_FILE
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _setup(root: Path) -> tuple[Path, Path, list[InstitutionSpec]]:
+def _setup(root: Path) -> DeploymentFiles:
+    """Seven institutions of two latent segments (4 + 3), keys and roster made with the CLI."""
     data = root / "data"
     prepare(
         "bundled",
         out=data,
-        config=PartitionConfig(tenants=N, groups=1, scheme=Scheme.IID, samples_per_tenant=200),
+        config=PartitionConfig(
+            tenants=N, groups=2, scheme=Scheme.CONCEPT_SHIFT, samples_per_tenant=200
+        ),
     )
     keys = root / "keys"
-    for party in ["server", *(f"bank-{i}" for i in range(N))]:
+    parties = tuple(f"bank-{i}" for i in range(N))
+    for party in ["server", *parties]:
         argv = ["keys", "generate", "--id", party, "--out", str(keys), "--unsafe-plaintext"]
         assert securefed_main(argv) == 0
     roster = root / "roster.toml"
-    clients = [arg for i in range(N) for arg in ("--client", str(keys / f"bank-{i}.pub.toml"))]
+    clients = [arg for party in parties for arg in ("--client", str(keys / f"{party}.pub.toml"))]
     argv = ["keys", "roster", "--server", str(keys / "server.pub.toml"), *clients]
     assert securefed_main([*argv, "--out", str(roster)]) == 0
     config = root / "run.toml"
-    config.write_text(RUN_TOML.format(data=data), encoding="utf-8")
-    specs = [
-        InstitutionSpec(f"bank-{i}", keys / f"bank-{i}.key", data, i, root / "nodes" / f"bank-{i}")
-        for i in range(N)
-    ]
-    return config, roster, specs
+    config.write_text(RUN_TOML.format(seed=SEED, data=data), encoding="utf-8")
+    return DeploymentFiles(config, roster, keys, data, 10, parties)
 
 
-def test_a_killed_supernode_is_recovered_charged_and_rejoins(tmp_path: Path) -> None:
-    config, roster, specs = _setup(tmp_path)
+def _model(path: Path) -> np.ndarray:
+    model = mlp(784, 10)
+    load_model(model, path)
+    return flat_parameters(model)
+
+
+def test_a_crashed_institution_is_recovered_charged_and_rejoins(tmp_path: Path) -> None:
+    files = _setup(tmp_path)
     coordinator = tmp_path / "coordinator"
+    specs = [
+        InstitutionSpec(
+            party,
+            files.keys / f"{party}.key",
+            files.data,
+            i,
+            tmp_path / "nodes" / party,
+            ("--seed", str(SEED), *(("--crash-at", CRASH) if party == VICTIM else ())),
+        )
+        for i, party in enumerate(files.parties)
+    ]
+    victim = next(s for s in specs if s.party == VICTIM)
+    started = time.monotonic()
     with LocalDeployment(
-        tmp_path / "flower", config=config, roster=roster, num_classes=10, reproducible=True
+        tmp_path / "flower",
+        config=files.config,
+        roster=files.roster,
+        num_classes=files.num_classes,
+        agent=TEST_AGENT,
     ) as deployment:
         deployment.start_superlink()
-        for spec in specs:
-            deployment.start_institution(spec)
+        deployment.start_institutions(specs)
         deployment.submit(
             {
-                "run-config": str(config),
-                "roster": str(roster),
-                "server-key": str(tmp_path / "keys" / "server.key"),
+                "run-config": str(files.config),
+                "roster": str(files.roster),
+                "server-key": str(files.keys / "server.key"),
                 "unsafe-plaintext-key": True,
                 "state-dir": str(coordinator),
-                "phase-timeout": 45.0,
-                "hello-timeout": 30.0,
-                "join-timeout": 90.0,
-                "pause-before": "1:mask,2:hello",
+                "join-timeout": 60.0,
+                "join-reply-timeout": 60.0,
+                "phase-timeout": 60.0,
+                "train-timeout": 120.0,
+                "echo-probes": 1.0,
             }
         )
-        victim = next(s for s in specs if s.party == VICTIM)
+        assert deployment.wait_for_agent_exit(VICTIM, 300) == CRASH_STATUS
+        # Restart once round 1 is over (its unmasking exchange answered): whether the agent is
+        # back for round 2's first exchange or only for its last, it rejoins with round 3's keys.
         _wait(
-            lambda: (
-                (coordinator / "resume-1-mask").exists()
-                or any(p["phase"] == "mask" and p["round"] == 1 for p in _progress(coordinator))
-            ),
-            300,
-            "round 1 to reach the mask phase",
-            deployment,
-        )
-        deployment.kill_institution(VICTIM)
-        (coordinator / "resume-1-mask").touch()
-        _wait(
-            lambda: any(p["phase"] == "hello" and p["round"] == 2 for p in _progress(coordinator)),
+            lambda: any(p["round"] == 2 for p in _progress(coordinator)),
             300,
             "round 2 to start",
             deployment,
         )
-        deployment.start_institution(victim)  # returns once its new SuperNode is registered
-        (coordinator / "resume-2-hello").touch()
+        restarted = InstitutionSpec(
+            victim.party, victim.key, victim.data, victim.tenant, victim.state, ("--seed", "3")
+        )
+        deployment.start_agent(restarted)
         _wait((coordinator / "metrics.json").exists, 400, "the run to end", deployment)
+    deployed_s = time.monotonic() - started
 
     metrics = json.loads((coordinator / "metrics.json").read_text())
-    first, second = metrics["history"]
-    assert VICTIM in first["dropouts"]
-    assert sorted(first["completed"]) == ["bank-0", "bank-1", "bank-3"]
-    assert sorted(second["completed"]) == [f"bank-{i}" for i in range(N)]
+    assert metrics["transport"] == "flower"
+    assert metrics["echo_rtt_s"] is not None
+    assert metrics["echo_rtt_s"] > 0
+    assert metrics["partition"] == [0, 0, 0, 0, 1, 1, 1]  # the data's two segments
+    first, second, third = (e for e in metrics["history"] if e["round"] >= 1)
+    assert first["dropouts"] == {VICTIM: "mask"}
+    assert first["completed"] == N - 1
+    assert second["dropouts"] == {VICTIM: "advertise"}
+    assert second["completed"] == N - 1
+    assert third["dropouts"] == {}
+    assert third["completed"] == N
     state = load_state(victim.state / "trainer")
     assert state is not None
-    assert [c.round for c in state.charges] == [1, 2]
+    assert [c.round for c in state.charges] == [0, 1, 3]  # the statistic, rounds 1 and 3
     assert all(c.epsilon <= 4.0 for c in state.charges)
+    ledger = (victim.state / "ledgers" / f"{VICTIM}.jsonl").read_text()
+    assert ledger.count('"event":"run.configured"') == 1  # the restart continued its ledger
 
     audit = tmp_path / "audit"
     (audit / "ledgers").mkdir(parents=True)
-    shutil.copy(roster, audit / "roster.toml")
-    for ledger in sorted(tmp_path.rglob("ledgers/*.jsonl")):
-        shutil.copy(ledger, audit / "ledgers" / ledger.name)
+    shutil.copy(files.roster, audit / "roster.toml")
+    for ledger_file in sorted(tmp_path.glob("*/**/ledgers/*.jsonl")):
+        shutil.copy(ledger_file, audit / "ledgers" / ledger_file.name)
     assert len(list((audit / "ledgers").iterdir())) == N + 1
-    result = verify_run(audit)
-    assert result.ok, result
+    assert securefed_main(["audit", "verify", str(audit)]) == 0
+    assert verify_run(audit).ok
 
-    expected = _in_process_reference(tmp_path / "reference", config)
-    initial = flat_parameters(mlp(784, 10, seed=load_run_config(config).seed))
+    reference = tmp_path / "reference"
+    expected = run_loopback(
+        files,
+        reference,
+        seed=SEED,
+        crash=(VICTIM, CrashPoint.parse(CRASH)),
+        restart_after=CrashPoint.parse("2:train"),
+    )
+    assert [e.completed for e in expected.history] == [e["completed"] for e in metrics["history"]]
+    initial = flat_parameters(mlp(784, 10, seed=SEED))
     for spec in specs:
-        model = mlp(784, 10)
-        load_model(model, spec.state / MODEL_FILE)
-        gap = np.linalg.norm(flat_parameters(model) - expected[spec.party])
-        assert gap < 1e-2 * np.linalg.norm(expected[spec.party] - initial), spec.party
-
-
-def _in_process_reference(out: Path, config: Path) -> dict[str, np.ndarray]:
-    """The same deployment (same run seed, same crash point) through the loopback exchange."""
-    run_loopback(load_run_config(config), make_federation(N), out, crash=VICTIM)
-    vectors = {}
-    for i in range(N):
-        model = mlp(784, 10)
-        load_model(model, out / "institutions" / f"bank-{i}" / MODEL_FILE)
-        vectors[f"bank-{i}"] = flat_parameters(model)
-    return vectors
+        deployed = _model(spec.state / MODEL_FILE)
+        simulated = _model(reference / "nodes" / spec.party / MODEL_FILE)
+        moved = np.linalg.norm(simulated - initial)
+        assert moved > 0.1, spec.party
+        assert np.linalg.norm(deployed - simulated) < TOLERANCE * moved, spec.party
+    print(f"deployed in {deployed_s:.0f} s; echo {metrics['echo_rtt_s']:.2f} s")

@@ -10,7 +10,7 @@ import pytest
 from securefed.data import Scheme
 from securefed.errors import ConfigError
 from securefed.runtime.config import (
-    RunMode,
+    PersonalizationMode,
     SegmentSource,
     SimilaritySource,
     load_run_config,
@@ -36,8 +36,8 @@ def test_defaults_and_a_full_round_trip() -> None:
         },
     }
     config = parse_run_config(raw)
-    assert config.mode is RunMode.FEDAMP
-    assert config.baselines == (RunMode.LOCAL,)
+    assert config.mode is PersonalizationMode.FEDAMP
+    assert config.baselines == (PersonalizationMode.LOCAL,)
     assert config.data.scheme is Scheme.DOMINANT_CLASS
     assert config.personalize.segments == (0, 0, 0, 1, 1, 1)
     again = parse_run_config(tomllib.loads(config.to_toml()))
@@ -108,12 +108,12 @@ def test_load_names_the_file(tmp_path: Path) -> None:
 
 
 def test_the_demo_configuration() -> None:
-    assert DEMO_CONFIG.mode is RunMode.GROUP
+    assert DEMO_CONFIG.mode is PersonalizationMode.GROUP
     assert DEMO_CONFIG.secure
     assert DEMO_CONFIG.dp is not None
-    assert set(DEMO_CONFIG.baselines) == {RunMode.LOCAL, RunMode.FEDAVG}
-    fedavg = demo_config(mode=RunMode.FEDAVG, dp=False, secure=False, rounds=2)
-    assert fedavg.baselines == (RunMode.LOCAL,)
+    assert set(DEMO_CONFIG.baselines) == {PersonalizationMode.LOCAL, PersonalizationMode.FEDAVG}
+    fedavg = demo_config(mode=PersonalizationMode.FEDAVG, dp=False, secure=False, rounds=2)
+    assert fedavg.baselines == (PersonalizationMode.LOCAL,)
     assert fedavg.dp is None
     assert not fedavg.secure
     assert fedavg.rounds == 2

@@ -1,12 +1,14 @@
-"""The deployment's coordinator and institution agents, wired together in one process.
+"""The deployment's coordinator and agents, wired together in one process.
 
-No Flower here: :class:`~securefed.runtime.flower.loopback.LoopbackExchange` moves each
-deployment message as bytes straight to the institution's ``handle``, so these tests check the
-deployment logic itself: that it is the simulation's protocol (same models out for the same
-seeds), that a party lost in the middle of a round becomes a dropout the protocol recovers
-from, that its spend is charged for every round it started, that it rejoins with its state
-after a restart, and that all ledgers verify together. The same logic over a real SuperLink and
-SuperNodes is `tests/integration/test_flower_deploy.py`.
+No Flower here: :class:`~securefed.testing.loopback.LoopbackExchange` moves each engine request
+as bytes straight to the institution an agent builds (:func:`run_loopback` runs the ServerApp's
+driver, :func:`securefed.runtime.flower.server.run_server`, over it). These tests check the
+deployment logic itself: that every mode computes the simulation's models for the same seeds,
+that a party lost in the middle of a round becomes a dropout the protocol recovers from, that
+its spend is charged for every round it started, that it rejoins with its state after a
+restart, that a rogue node cannot take an institution's place, and that all ledgers verify
+together. The same logic over a real SuperLink and SuperNodes is
+`tests/integration/test_flower_deploy.py`.
 """
 
 from __future__ import annotations
@@ -19,144 +21,183 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from securefed.audit import EventType, verify_run
-from securefed.audit.entry import parse_entry
+from securefed.audit import verify_run
 from securefed.data import PartitionConfig, Scheme, prepare
 from securefed.dp import load_state
 from securefed.models import flat_parameters, load_model, mlp
-from securefed.runtime.config import (
-    DataConfig,
-    DPSettings,
-    ModelName,
-    PersonalizeConfig,
-    RunConfig,
-    RunMode,
-    TrainingSettings,
-)
+from securefed.runtime.config import load_run_config
+from securefed.runtime.engine import messages as m
 from securefed.runtime.federated import run_federation
-from securefed.runtime.flower.institution import MODEL_FILE
-from securefed.runtime.flower.loopback import LoopbackExchange, run_loopback
-from securefed.runtime.flower.wire import DeployMessage, decode_deploy
-from securefed.secagg.roster import save_roster
-from securefed.testing import Federation, make_federation
+from securefed.runtime.flower.deployment import METRICS_FILE, MODEL_FILE, SEED_FILE, STATISTIC_FILE
+from securefed.runtime.flower.launch import write_test_parties
+from securefed.testing.agent import CrashPoint
+from securefed.testing.loopback import DeploymentFiles, LoopbackExchange, run_loopback
 
 N = 4
+SEED = 3
+TOLERANCE = 1e-2  # of what training moved a model: the codec's rounding is the only difference
+PARTIES = tuple(f"bank-{i}" for i in range(N))
+CONFIG = """\
+name = "deploy"
+rounds = {rounds}
+seed = {seed}
+{mode}
+[data]
+directory = "{data}"
+model = "mlp"
+
+[training]
+lr = 0.5
+batch_size = 32
+
+[dp]
+target_epsilon = 4.0
+delta = 1e-4
+
+[personalize]
+{personalize}
+"""
+GROUP = ('mode = "group"', "segments = [0, 0, 0, 0]")
+LEARNED = ('mode = "group"', 'segments = "learned"\ngroups = 1\nsimilarity = "statistic"')
+MODES = {
+    "group": GROUP,
+    "group-learned-statistic": LEARNED,
+    "fedavg": ('mode = "fedavg"', ""),
+    "fedamp": ('mode = "fedamp"', ""),
+    "heurfedamp": ('mode = "heurfedamp"', ""),
+    "fedamp-statistic": ('mode = "fedamp"', 'similarity = "statistic"'),
+    "local": ('mode = "local"', ""),
+}
 
 
 @pytest.fixture(scope="module")
-def tenant_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("tenants")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tenants, keys and roster every test's deployment reads."""
+    root = tmp_path_factory.mktemp("deployment")
     prepare(
         "bundled",
-        out=directory,
+        out=root / "data",
         config=PartitionConfig(tenants=N, groups=1, scheme=Scheme.IID, samples_per_tenant=200),
     )
-    return directory
+    write_test_parties(root, N)
+    return root
 
 
-def _config(tenant_dir: Path, mode: RunMode = RunMode.GROUP) -> RunConfig:
-    return RunConfig(
-        name="deploy",
-        mode=mode,
-        rounds=2,
-        seed=3,
-        data=DataConfig(directory=str(tenant_dir), model=ModelName.MLP),
-        training=TrainingSettings(lr=0.5, batch_size=32),
-        dp=DPSettings(target_epsilon=4.0, delta=1e-4),
-        personalize=PersonalizeConfig(segments=(0,) * N),
+def _files(shared: Path, tmp_path: Path, mode: str = "group", rounds: int = 2) -> DeploymentFiles:
+    top, personalize = MODES[mode]
+    config = tmp_path / "run.toml"
+    config.write_text(
+        CONFIG.format(
+            rounds=rounds, seed=SEED, mode=top, data=shared / "data", personalize=personalize
+        )
+    )
+    return DeploymentFiles(
+        config, shared / "roster.toml", shared / "keys", shared / "data", 10, PARTIES
     )
 
 
-def _gather_ledgers(out: Path, federation: Federation) -> Path:
+def _gather_ledgers(files: DeploymentFiles, out: Path) -> Path:
     """What an auditor gets: the roster and every party's ledger, in one run-like directory."""
-    ledgers = sorted(out.rglob("ledgers/*.jsonl"))
+    ledgers = sorted(out.glob("*/**/ledgers/*.jsonl"))
     assert len(ledgers) == N + 1
     audit = out.parent / f"{out.name}-audit"
     (audit / "ledgers").mkdir(parents=True)
-    save_roster(federation.roster, audit / "roster.toml")
+    shutil.copy(files.roster, audit / "roster.toml")
     for ledger in ledgers:
         shutil.copy(ledger, audit / "ledgers" / ledger.name)
     return audit
 
 
-def _model_vector(path: Path) -> npt.NDArray[np.float64]:
+def _model(path: Path) -> npt.NDArray[np.float64]:
     model = mlp(784, 10)
     load_model(model, path)
     return flat_parameters(model)
 
 
-def test_the_deployment_computes_what_the_simulation_computes(
-    tenant_dir: Path, tmp_path: Path
+def _deployed(out: Path, party: str) -> npt.NDArray[np.float64]:
+    return _model(out / "nodes" / party / MODEL_FILE)
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_every_mode_deploys_and_computes_what_the_simulation_computes(
+    shared: Path, tmp_path: Path, mode: str
 ) -> None:
-    config = _config(tenant_dir)
-    federation = make_federation(N)
-    metrics = run_loopback(config, federation, tmp_path / "deploy")
-    run_federation(config, tmp_path / "sim")
-    assert metrics["rounds"] == 2
-    initial = flat_parameters(mlp(784, 10, seed=config.seed))
-    for i in range(N):
-        party = federation.roster.client(i).party_id
-        deployed = _model_vector(tmp_path / "deploy" / "institutions" / party / MODEL_FILE)
-        simulated = _model_vector(tmp_path / "sim" / "models" / f"{party}.safetensors")
-        # Same seeds, same data order and DP noise: the only difference is the fixed-point
-        # encoding's stochastic rounding of the secure sum (2^-16 per coordinate and client).
-        assert np.max(np.abs(deployed - simulated)) < 1e-3
-        assert np.max(np.abs(deployed - initial)) > 1e-2, "nothing trained"
-    assert verify_run(_gather_ledgers(tmp_path / "deploy", federation)).ok
-
-
-@pytest.mark.parametrize("mode", [RunMode.GROUP, RunMode.FEDAMP, RunMode.HEURFEDAMP])
-def test_a_party_lost_mid_round_is_recovered_charged_and_rejoins_after_restart(
-    tenant_dir: Path, tmp_path: Path, mode: RunMode
-) -> None:
-    config = _config(tenant_dir, mode)
-    federation = make_federation(N)
-    out = tmp_path / "deploy"
-    metrics = run_loopback(config, federation, out, crash="bank-2")
-    first, second = metrics["history"]
-    assert first["dropouts"] == {"bank-2": "mask"}
-    assert sorted(first["completed"]) == ["bank-0", "bank-1", "bank-3"]
-    assert sorted(second["completed"]) == ["bank-0", "bank-1", "bank-2", "bank-3"]
-    state = load_state(out / "institutions" / "bank-2" / "trainer")
-    assert state is not None
-    assert [c.round for c in state.charges] == [1, 2]  # round 1 charged though it died there
-    assert verify_run(_gather_ledgers(out, federation)).ok
-    ledger = (out / "institutions" / "bank-2" / "ledgers" / "bank-2.jsonl").read_bytes()
-    events = [parse_entry(line).event for line in ledger.splitlines()]
-    assert events.count(EventType.RUN_CONFIGURED) == 1  # the restart continued its ledger
-
-
-@pytest.mark.parametrize("mode", [RunMode.FEDAMP, RunMode.HEURFEDAMP])
-def test_attention_mode_deploys_close_to_the_simulation(
-    tenant_dir: Path, tmp_path: Path, mode: RunMode
-) -> None:
-    """Attention mode cannot match the simulation bit for bit: the sketch seed is drawn by a
-    client in each round (the simulation derives it from the run seed), so xi differs by the
-    sketch's estimation error. The personalized models must still be close, and learned."""
-    config = _config(tenant_dir, mode)
-    federation = make_federation(N)
-    metrics = run_loopback(config, federation, tmp_path / "deploy")
-    run_federation(config, tmp_path / "sim")
-    assert [sorted(r["completed"]) for r in metrics["history"]] == [
-        [f"bank-{i}" for i in range(N)]
-    ] * 2
-    initial = flat_parameters(mlp(784, 10, seed=config.seed))
-    for i in range(N):
-        party = federation.roster.client(i).party_id
-        deployed = _model_vector(tmp_path / "deploy" / "institutions" / party / MODEL_FILE)
-        simulated = _model_vector(tmp_path / "sim" / "models" / f"{party}.safetensors")
+    files = _files(shared, tmp_path, mode)
+    metrics = run_loopback(files, tmp_path / "deploy", seed=SEED)
+    run_federation(load_run_config(files.config), tmp_path / "sim")
+    assert metrics.rounds == 2
+    assert metrics.transport == "flower"
+    assert metrics.echo_rtt_s is not None
+    assert [e.completed for e in metrics.history] == [0, N, N]
+    assert (tmp_path / "deploy" / "coordinator" / METRICS_FILE).exists()
+    initial = flat_parameters(mlp(784, 10, seed=SEED))
+    for party in PARTIES:
+        deployed = _deployed(tmp_path / "deploy", party)
+        simulated = _model(tmp_path / "sim" / "models" / f"{party}.safetensors")
         moved = np.linalg.norm(simulated - initial)
-        assert moved > 0.1
-        # measured: at most 0.11 % of the training step (group mode: 0.03 %)
-        assert np.linalg.norm(deployed - simulated) < 1e-2 * moved
-    assert verify_run(_gather_ledgers(tmp_path / "deploy", federation)).ok
+        assert moved > 0.1, "nothing trained"
+        # Same seeds: same data order, DP noise, sketch seed and partition; the only difference
+        # is the fixed-point codec's stochastic rounding in the secure aggregation.
+        assert np.linalg.norm(deployed - simulated) < TOLERANCE * moved, party
+        if mode == "group":  # 2^-16 per coordinate and client, through round 2's training
+            assert np.max(np.abs(deployed - simulated)) < 1e-3
+    assert verify_run(_gather_ledgers(files, tmp_path / "deploy")).ok
+
+
+@pytest.mark.parametrize("mode", ["group", "fedamp", "heurfedamp", "group-learned-statistic"])
+def test_a_party_lost_mid_round_is_recovered_charged_and_rejoins_after_restart(
+    shared: Path, tmp_path: Path, mode: str
+) -> None:
+    files = _files(shared, tmp_path, mode)
+    out = tmp_path / "deploy"
+    metrics = run_loopback(files, out, seed=SEED, crash=("bank-2", CrashPoint.parse("1:step:mask")))
+    first, second = (e for e in metrics.history if e.round >= 1)
+    assert first.dropouts == {"bank-2": "mask"}
+    assert first.completed == N - 1
+    assert second.dropouts == {}  # restarted before round 1 ended: back for round 2
+    assert second.completed == N
+    state = load_state(out / "nodes" / "bank-2" / "trainer")
+    assert state is not None
+    statistic = [0] if mode.endswith("statistic") else []
+    assert [c.round for c in state.charges] == [*statistic, 1, 2]  # round 1 charged though lost
+    assert verify_run(_gather_ledgers(files, out)).ok
+    ledger = (out / "nodes" / "bank-2" / "ledgers" / "bank-2.jsonl").read_text()
+    assert ledger.count('"event":"run.configured"') == 1  # the restart continued its ledger
+    if mode != "group":  # the sketch seed, kept across the restart
+        assert (out / "nodes" / "bank-2" / SEED_FILE).stat().st_mode & 0o077 == 0
+    if mode.endswith("statistic"):
+        assert ledger.count('"mechanism":"gaussian-statistic"') == 1  # released once, kept
+
+
+def test_a_party_back_only_after_round_2_began_sits_it_out(shared: Path, tmp_path: Path) -> None:
+    files = _files(shared, tmp_path, "group-learned-statistic", rounds=3)
+    out = tmp_path / "deploy"
+    metrics = run_loopback(
+        files,
+        out,
+        seed=SEED,
+        crash=("bank-1", CrashPoint.parse("1:step:mask")),
+        restart_after=CrashPoint.parse("2:train"),
+    )
+    assert [e.dropouts for e in metrics.history] == [
+        {},
+        {"bank-1": "mask"},
+        {"bank-1": "advertise"},  # its keys for round 2 were asked for while it was down
+        {},
+    ]
+    assert [e.completed for e in metrics.history] == [0, N - 1, N - 1, N]
+    state = load_state(out / "nodes" / "bank-1" / "trainer")
+    assert state is not None
+    assert [c.round for c in state.charges] == [0, 1, 3]
+    assert (out / "nodes" / "bank-1" / STATISTIC_FILE).exists()
+    assert verify_run(_gather_ledgers(files, out)).ok
 
 
 class RogueNodeExchange(LoopbackExchange):
-    """One extra node, admitted like any SuperNode, that answers every hello claiming to be
-    bank-1: in round 1 with bank-1's genuine reply stripped of its signature, later with that
+    """One extra node, admitted like any SuperNode, that answers every join claiming to be
+    bank-1: first with bank-1's genuine reply stripped of its signature, later with that
     genuine signed reply replayed. It answers nothing else. Its replies come after the genuine
-    ones, so a coordinator that believed them would route bank-1's messages to it."""
+    ones, so a coordinator that believed them would route bank-1's requests to it."""
 
     ROGUE = 999
 
@@ -171,25 +212,30 @@ class RogueNodeExchange(LoopbackExchange):
     def exchange(self, requests: Mapping[int, bytes], *, timeout: float) -> dict[int, bytes]:
         genuine = {n: d for n, d in requests.items() if n != self.ROGUE}
         replies = super().exchange(genuine, timeout=timeout)
-        if self.ROGUE in requests and decode_deploy(requests[self.ROGUE]).kind == "hello":
-            (bank_1,) = [n for n, inst in self.live.items() if inst.party_id == "bank-1"]
-            if self.recorded is None:
-                self.recorded = replies[bank_1]
-                signed = decode_deploy(self.recorded)
-                unsigned = {k: v for k, v in signed.fields.items() if k != "signature"}
-                replies[self.ROGUE] = DeployMessage("hello", unsigned).to_bytes()
-            else:
+        rogue = requests.get(self.ROGUE)
+        if rogue and isinstance(m.decode(rogue), m.Join):
+            bank_1 = replies.get(1)
+            if self.recorded is None and bank_1 is not None:
+                self.recorded = bank_1
+                signed = m.decode(bank_1)
+                assert isinstance(signed, m.Joined)
+                unsigned = m.Joined(
+                    signed.party, signed.head, signed.dim, signed.info, signed.evaluation,
+                    signed.setup_key, signed.advert,
+                )  # fmt: skip
+                replies[self.ROGUE] = m.encode(unsigned)
+            elif self.recorded is not None:
                 replies[self.ROGUE] = self.recorded
             self.claims += 1
         return replies
 
 
-def test_a_rogue_node_cannot_take_an_institutions_place(tenant_dir: Path, tmp_path: Path) -> None:
-    config = _config(tenant_dir)
-    federation = make_federation(N)
+def test_a_rogue_node_cannot_take_an_institutions_place(shared: Path, tmp_path: Path) -> None:
+    files = _files(shared, tmp_path)
     exchange = RogueNodeExchange()
-    metrics = run_loopback(config, federation, tmp_path / "deploy", exchange=exchange)
-    assert exchange.claims == 2  # an unsigned claim in round 1, a replayed signed one in round 2
-    everyone = [f"bank-{i}" for i in range(N)]
-    assert [sorted(r["completed"]) for r in metrics["history"]] == [everyone, everyone]
-    assert verify_run(_gather_ledgers(tmp_path / "deploy", federation)).ok
+    metrics = run_loopback(files, tmp_path / "deploy", seed=SEED, exchange=exchange)
+    assert exchange.claims >= 2  # an unsigned claim first, then replayed signed ones
+    assert [e.completed for e in metrics.history] == [0, N, N]
+    assert verify_run(_gather_ledgers(files, tmp_path / "deploy")).ok
+    server = (tmp_path / "deploy" / "coordinator" / "ledgers" / "server.jsonl").read_text()
+    assert "node 999: join refused" in server  # ledgered by the coordinator

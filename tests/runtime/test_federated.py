@@ -24,9 +24,9 @@ from securefed.runtime.config import (
     DataConfig,
     DPSettings,
     ModelName,
+    PersonalizationMode,
     PersonalizeConfig,
     RunConfig,
-    RunMode,
     SegmentSource,
     SimilaritySource,
     TrainingSettings,
@@ -48,7 +48,7 @@ def tenant_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _config(tenant_dir: Path, **changes: object) -> RunConfig:
     base = RunConfig(
         name="t",
-        mode=RunMode.FEDAVG,
+        mode=PersonalizationMode.FEDAVG,
         rounds=2,
         seed=1,
         data=DataConfig(directory=str(tenant_dir), model=ModelName.MLP),
@@ -68,7 +68,7 @@ def _events(run_dir: Path, actor: str) -> list[tuple[EventType, dict[str, object
 def test_secure_fedavg_run_learns_reports_epsilon_and_verifies(
     tenant_dir: Path, tmp_path: Path
 ) -> None:
-    config = _config(tenant_dir, baselines=(RunMode.LOCAL,))
+    config = _config(tenant_dir, baselines=(PersonalizationMode.LOCAL,))
     summary = run_federation(config, tmp_path / "run")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics == summary.metrics
@@ -83,8 +83,30 @@ def test_secure_fedavg_run_learns_reports_epsilon_and_verifies(
         assert client["delta"] == 1e-4
     assert metrics["dp"]["accountant"] == "prv"
     assert metrics["dp"]["noise_multiplier"] > 0
+    assert set(metrics["dp"]["by_client"]) == {f"bank-{i}" for i in range(4)}
     assert set(metrics["baselines"]) == {"local"}
     assert 0 <= metrics["baselines"]["local"]["mean_test_accuracy"] <= 1
+    # metrics.json, schema 2 (docs/run-config.md): the engine's record of the run
+    assert metrics["schema"] == 2
+    assert metrics["transport"] == "memory"
+    assert metrics["tenants"] == 4
+    assert metrics["model"] == {
+        "kind": "mlp",
+        "parameters": sum(p.numel() for p in mlp(784, 10).parameters()),
+    }
+    assert [h["exchanges"] for h in history] == [0, 4, 4]  # round 1's keys came with the join
+    assert [h["completed"] for h in history] == [0, 4, 4]
+    assert all(h["dropouts"] == {} and h["refused"] == [] for h in history)
+    assert all(h["seconds"] > 0 for h in history[1:])
+    assert metrics["exchanges"] == 1 + 4 + 4 + 2  # join, two rounds, finish and seal
+    for party in (f"bank-{i}" for i in range(4)):
+        assert metrics["bytes_sent"][party] > 0
+        assert metrics["bytes_received"][party] > 0
+    assert [c["id"] for c in metrics["clients"]] == [f"bank-{i}" for i in range(4)]
+    assert all(c["train_samples"] + c["test_samples"] == 300 for c in metrics["clients"])
+    local = metrics["baselines"]["local"]
+    assert [h["exchanges"] for h in local["history"]] == [0, 1, 1]  # train only
+    assert local["secure"] is True
     result = verify_run(tmp_path / "run")
     assert result.ok, result.describe()
     assert result.ledgers == 5
@@ -134,7 +156,7 @@ def test_budget_refusal_is_ledgered_and_epsilon_stays_within_budget(
     # sigma fixed explicitly so the budget runs out: round 1 reaches 2.52, round 2 would be 3.26.
     config = _config(
         tenant_dir,
-        mode=RunMode.LOCAL,
+        mode=PersonalizationMode.LOCAL,
         rounds=3,
         dp=DPSettings(target_epsilon=2.9, delta=1e-4, noise_multiplier=1.0),
     )
@@ -146,6 +168,28 @@ def test_budget_refusal_is_ledgered_and_epsilon_stays_within_budget(
     assert all(r["epsilon_would_be"] > 2.9 >= r["epsilon_spent"] for r in refusals)
     assert all(c["epsilon"] <= 2.9 for c in summary.metrics["clients"])
     assert verify_run(tmp_path / "run").ok
+
+
+def test_budget_refusal_in_a_secure_round_declines_the_keys_and_is_reported(
+    tenant_dir: Path, tmp_path: Path
+) -> None:
+    """FedAvg with the same budget: every institution declines round 2's keys (ledgered as
+    budget.refused before it advertises), so round 2 aggregates nothing; nobody overspends."""
+    config = _config(
+        tenant_dir, rounds=2, dp=DPSettings(target_epsilon=2.9, delta=1e-4, noise_multiplier=1.0)
+    )
+    summary = run_federation(config, tmp_path / "run")
+    history = summary.metrics["history"]
+    assert history[1]["completed"] == 4
+    assert history[2]["refused"] == [f"bank-{i}" for i in range(4)]
+    assert history[2]["completed"] == 0
+    refusals = [p for e, p in _events(tmp_path / "run", "bank-2") if e is EventType.BUDGET_REFUSED]
+    spends = [p for e, p in _events(tmp_path / "run", "bank-2") if e is EventType.ROUND_SPEND]
+    assert [s["round"] for s in spends] == [1]
+    assert [r["round"] for r in refusals] == [2]
+    assert all(c["epsilon"] <= 2.9 for c in summary.metrics["clients"])
+    result = verify_run(tmp_path / "run")
+    assert result.ok, result.describe()
 
 
 def test_a_crash_during_training_leaves_a_verifying_ledger_and_the_spend_charged(
@@ -179,7 +223,7 @@ def test_a_crash_during_training_leaves_a_verifying_ledger_and_the_spend_charged
 
 
 def test_group_mode_with_declared_segments_runs_securely(tenant_dir: Path, tmp_path: Path) -> None:
-    config = _config(tenant_dir, mode=RunMode.GROUP, rounds=1, dp=None)
+    config = _config(tenant_dir, mode=PersonalizationMode.GROUP, rounds=1, dp=None)
     summary = run_federation(config, tmp_path / "run")
     assert summary.metrics["partition"] == [0, 0, 0, 0]
     assert summary.metrics["dp"] is None
@@ -195,13 +239,25 @@ def test_group_mode_with_declared_segments_runs_securely(tenant_dir: Path, tmp_p
 def test_simulated_dropouts_leave_clients_out_and_the_run_completes(
     tenant_dir: Path, tmp_path: Path
 ) -> None:
-    config = _config(tenant_dir, rounds=3, dropout_rate=0.3, dp=None)
-    run_federation(config, tmp_path / "run")
-    survivors = [
-        p for e, p in _events(tmp_path / "run", "server") if e is EventType.ROUND_SURVIVORS
-    ]
+    # Seed 5's schedule (SHA-256 of seed, round, party): round 1 bank-1 before sharing; round 3
+    # bank-0 before sharing, bank-2 before masking, bank-3 before the consistency check.
+    config = _config(tenant_dir, rounds=3, dropout_rate=0.3, dp=None, seed=5)
+    summary = run_federation(config, tmp_path / "run")
+    server = _events(tmp_path / "run", "server")
+    survivors = [p for e, p in server if e is EventType.ROUND_SURVIVORS]
     assert len(survivors) == 3
     assert any(s["dropouts"] for s in survivors)
+    history = summary.metrics["history"][1:]
+    for record, entry in zip(survivors, history, strict=True):
+        # a party left out of the sum is a dropout in the ledger and in metrics.json
+        dropped = record["dropouts"]
+        assert isinstance(dropped, list)
+        assert {f"bank-{i}" for i in dropped} <= set(entry["dropouts"])
+    assert history[0]["dropouts"] == {"bank-1": "share"}
+    assert history[0]["completed"] == 3  # the others got the average of the three
+    assert history[2]["completed"] == 0  # too few left to unmask: nobody gets a model
+    finished = [p for e, p in server if e is EventType.RUN_FINISHED]
+    assert finished == [{"rounds": 3, "status": "completed"}]
     assert verify_run(tmp_path / "run").ok
 
 
@@ -249,7 +305,7 @@ def test_learned_partition_from_the_dp_statistic_finds_the_segments_within_budge
     statistic's included -- stays within the budget, and the ledgers verify."""
     config = _config(
         segmented_dir,
-        mode=RunMode.GROUP,
+        mode=PersonalizationMode.GROUP,
         rounds=1,
         dp=DPSettings(target_epsilon=8.0, delta=1e-5, statistic_epsilon=2.0),
         personalize=PersonalizeConfig(

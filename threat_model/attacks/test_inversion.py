@@ -7,11 +7,13 @@ every client's model w_j from everything it sees in one attention-mode round (``
 ASSUMPTIONS: the server knows the broadcast weights xi (it computes them). In the NAIVE design --
 built only inside this test -- the server unmasks a_i = sum_{j != i} xi_ij w_j for every target i
 (the sum it would get if unmasking removed every mask, as in sum mode: each term encoded with the
-round's codec). In the REAL design it holds ``RoundResult.server_view``: every masked input
-y_(u, i), the unmasked-but-still-target-blinded outputs, every reconstructed self seed b_u, the
-mask keys of dropped clients, the advertised mask keys and xi. It does not hold any client's
-target-blinding private key t_u (never sent, never Shamir-shared) and cannot break X25519 or
-AES-CTR.
+round's codec). In the REAL design -- one round of the engine (``securefed.testing.rounds.
+simulate_round``, xi computed by the coordinator from the parties' secret sketches, as in a run) --
+it holds ``RoundResult.server_view``: every masked input y_(u, i), the
+unmasked-but-still-target-blinded outputs, every reconstructed self seed b_u, the mask keys of
+dropped clients, the advertised mask keys, the sketches (without the sketch seed) and xi. It
+does not hold any client's target-blinding private key t_u (never sent, never Shamir-shared)
+and cannot break X25519 or AES-CTR.
 
 OUTCOME (expected): against the naive design, least squares on the N x N system (xi with its
 diagonal removed) recovers every w_j up to codec rounding: ~1e-6 relative with 24 fractional bits
@@ -20,9 +22,11 @@ Against securefed the same attacker -- and two other variants -- does no better 
 the all-zero vector (the prior mean; relative error exactly 1): the blinded outputs are uniform in
 the ring. Asserted: relative error >= 0.5 and |correlation with the true models| < 0.3.
 
-OUTCOME (measured, N = 6, d = 48; run ``pytest -s`` to print): naive 5.1e-7 (24 bits) and
-1.4e-4 (16 bits); real, varying with the fresh keys of each run: (A) ~7e2 (24 bits) / ~2e5
-(16 bits), (B) ~2e2 / ~5e4, (C) ~2.0; |correlation| <= 0.14 (see ``residual_risk.md``).
+OUTCOME (measured, N = 6, d = 48, xi from sketches with cond(xi_off) = 19.6; run ``pytest -s`` to
+print): naive 4.9e-7 (24 bits) and 1.2e-4 (16 bits); real, varying with the fresh keys of each
+run: (A) ~6e2 (24 bits) / ~2e5 (16 bits), (B) ~2e2 / ~5e4, (C) ~2.0; |correlation| <= 0.14 (see
+``residual_risk.md``, measured when xi came from exact similarities: cond 26.1, naive 5.1e-7 and
+1.4e-4).
 """
 
 from __future__ import annotations
@@ -33,10 +37,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-import securefed
 from securefed.crypto import KeyStream
 from securefed.encoding import DitherStream, FixedPointCodec, SumKind
 from securefed.secagg.masking import Output, dither_key, self_mask
+from securefed.testing.rounds import simulate_round
 from threat_model.attacks import seeded_rng
 
 N = 6
@@ -100,8 +104,12 @@ def test_naive_design_is_inverted_but_securefed_is_not(
     """24 fractional bits: codec rounding ~6e-8 absolute, so the naive inversion reaches ~1e-6.
     16 bits (the simulation default): rounding ~1.5e-5 absolute, amplified by 1/xi_ij (~10)."""
     models = make_models()
-    result = securefed.simulate_round(
-        list(models), mode="heurfedamp", seed=SEED, fractional_bits=fractional_bits
+    result = simulate_round(
+        list(models),
+        mode="heurfedamp",
+        seed=SEED,
+        fractional_bits=fractional_bits,
+        similarity="sketch",
     )
     assert set(result.personalized) == set(range(N))  # an honest, complete round
     weights = result.weights
@@ -171,7 +179,9 @@ def test_blinded_outputs_do_not_depend_on_the_models() -> None:
     """The blinded outputs of two rounds over different models are indistinguishable: both are
     uniform in the ring (top byte of every word spread over all 256 values about evenly)."""
     for seed in (1, 2):
-        result = securefed.simulate_round(list(make_models(seed)), mode="heurfedamp", seed=seed)
+        result = simulate_round(
+            list(make_models(seed)), mode="heurfedamp", seed=seed, similarity="sketch"
+        )
         words = np.concatenate([result.server_view.outputs[i] for i in range(N)])
         top = (words >> 24).astype(np.int64)
         # 288 words into 8 bins of the top 3 bits: each bin expects 36.

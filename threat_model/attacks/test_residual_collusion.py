@@ -7,7 +7,7 @@ clients ((e)) -- never more than the declared n_C = 3 for N = 6. The colluders a
 knows its own model w_i, its personalized output u_i, the whole xi (every client does) and the
 survivor set, and they pool this. In (d) the server acts alone.
 
-ASSUMPTIONS: policy k_min = 3, cap = 0.5, min_contributors = 3 (what ``simulate_round`` uses for
+ASSUMPTIONS: policy k_min = 3, cap = 0.5, min_contributors = 3 (what the engine's rounds use for
 N = 6); every row the server broadcasts passes it. In (b) and (d) the models do not change
 between the two rounds (the most favourable case for the attacker; in training every model moves
 between rounds, and that movement then pollutes the difference -- measured in (b)).
@@ -33,7 +33,7 @@ OUTCOME:
     makes from the group sum alone -- versus 7e-5 in (a).
 (d) group mode, server alone, two rounds, v "drops" (the server ignores its input) in the second:
     the server decodes both group sums and differences them: w_v exact up to codec rounding
-    (MEASURED 8.2e-6).
+    (MEASURED 9.3e-6).
     This is the known sum-differencing limitation (docs/protocol.md §1); group mode does not
     remove it. Not mitigated.
 (e) attention mode, ONE round, no differencing: the server spreads target 0's off-diagonal weight
@@ -41,7 +41,11 @@ OUTCOME:
     (N_eff = 3 = k_min, each share 1/3 <= cap) because the policy counts colluders as effective
     contributors; target 0 subtracts the colluders' terms and divides: w_v exact up to codec
     rounding (MEASURED 2.3e-5). Not mitigated; only group mode's
-    |G| >= k_min + n_C rule addresses it (enforced per group by simulate_round(colluders=...)).
+    |G| >= k_min + n_C rule addresses it (enforced per group by the engine's settings:
+    ``personalize.rounds.minimum_group_size``, ``colluders`` in the round parameters).
+(a), (b), (e) drive the protocol objects directly (``securefed.testing.run_round``: the server's
+crafted xi); (c) and (d) run group-mode rounds on the engine (``securefed.testing.rounds.
+simulate_round``).
 """
 
 from __future__ import annotations
@@ -50,12 +54,12 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-import securefed
 from securefed.encoding import CodecConfig, FixedPointCodec, RingBits
 from securefed.runtime.seeded import seeded_random_bytes_unsafe
 from securefed.secagg import AggregationMode, RoundConfig
 from securefed.secagg.policy import WeightPolicy, check_weights
 from securefed.testing import Federation, make_federation, run_round
+from securefed.testing.rounds import simulate_round
 from threat_model.attacks import seeded_rng
 
 N = 6
@@ -173,7 +177,7 @@ GROUPS = (0, 0, 0, 0, 0, 1, 1, 1, 1, 1)
 
 
 def group_outputs(w: Array, seed: int = 5) -> tuple[dict[int, Array], Array, float]:
-    result = securefed.simulate_round(list(w), mode="group", seed=seed, partition=GROUPS)
+    result = simulate_round(list(w), mode="group", seed=seed, partition=GROUPS)
     assert set(result.personalized) == set(range(len(GROUPS)))
     return result.personalized, result.weights, result.error_bound
 
@@ -214,8 +218,8 @@ def test_c_group_mode_differencing_gives_nothing_beyond_the_group_sum() -> None:
 
 def test_d_group_mode_server_differences_group_sums_across_rounds() -> None:
     w = models(n=len(GROUPS))
-    first = securefed.simulate_round(list(w), mode="group", seed=7, partition=GROUPS)
-    second = securefed.simulate_round(
+    first = simulate_round(list(w), mode="group", seed=7, partition=GROUPS)
+    second = simulate_round(
         list(w), mode="group", seed=8, partition=GROUPS, dropouts={VICTIM: "mask"}
     )
     codec = FixedPointCodec(first.configs[0].codec)

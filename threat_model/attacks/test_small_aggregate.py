@@ -12,15 +12,16 @@ target they contribute to has at least ``min_contributors`` surviving contributo
 binds all targets at once.
 
 OUTCOME (expected and measured):
-* ``simulate_round``, N = 6, t = 5: two dropouts before masking, before the consistency check or
-  before unmasking -> the round aborts, ``personalized`` is empty, every client is in
+* one round of the engine (``securefed.testing.rounds.simulate_round``), N = 6, t = 5: two
+  parties vanish before masking, before the consistency check or before unmasking -> the round
+  aborts, ``personalized`` is empty, every client is in
   ``aborted``, the server holds no output and reconstructed no seed and no mask key (before
   unmasking: the four responders' b-shares are fewer than t). One
   dropout (control) completes for the five others.
 * ``run_round`` with min_contributors = 5 (N = 6): no dropout completes (5 contributors per
   target); one dropout before masking leaves 4 per target -> every contributor refuses
   (``PolicyRefused``: "would aggregate only 4 contributors"), no unmask share is revealed, no
-  output. With the simulation's defaults (min_contributors = min(3, t - 1)) this rule never binds
+  output. With the engine's defaults (min_contributors = min(3, t - 1)) this rule never binds
   before the threshold does.
 """
 
@@ -31,12 +32,12 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-import securefed
 from securefed.encoding import CodecConfig, RingBits
 from securefed.secagg import AggregationMode, PolicyRefused, RoundConfig, Stage
 from securefed.secagg.messages import Message, UnmaskResponse
 from securefed.secagg.policy import WeightPolicy
 from securefed.testing import Federation, make_federation, run_round
+from securefed.testing.rounds import simulate_round
 from threat_model.attacks import seeded_rng
 
 N = 6
@@ -50,9 +51,7 @@ def models() -> list[np.ndarray]:
 
 @pytest.mark.parametrize("phase", ["mask", "consistency", "unmask"])
 def test_too_many_dropouts_abort_with_no_output(phase: str) -> None:
-    result = securefed.simulate_round(
-        models(), mode="heurfedamp", seed=3, dropouts={4: phase, 5: phase}
-    )
+    result = simulate_round(models(), mode="heurfedamp", seed=3, dropouts={4: phase, 5: phase})
     print(f"\n[small-aggregate] 2 of {N} drop before {phase}: aborted={sorted(result.aborted)}")
     assert result.personalized == {}
     assert set(result.aborted) == set(range(N))
@@ -62,7 +61,7 @@ def test_too_many_dropouts_abort_with_no_output(phase: str) -> None:
 
 
 def test_control_one_dropout_completes() -> None:
-    result = securefed.simulate_round(models(), mode="heurfedamp", seed=3, dropouts={5: "mask"})
+    result = simulate_round(models(), mode="heurfedamp", seed=3, dropouts={5: "mask"})
     assert set(result.personalized) == set(range(5))
     assert set(result.aborted) == {5}
 

@@ -7,7 +7,7 @@ u_0 = xi_00 w_0 + (1 - xi_00) w_1, from which target 0 reads w_1 directly.
 ASSUMPTIONS: pinned roster; xi travels in the signed key directory and is bound into the
 consistency transcript (all clients saw the same xi); every honest client runs
 ``check_broadcast_weights`` on xi and ``check_survivor_weights`` on the renormalised rows after
-the survivor set U3 is known; policy k_min = 3, cap = 0.5 (what ``simulate_round`` uses for
+the survivor set U3 is known; policy k_min = 3, cap = 0.5 (what the engine's rounds use for
 N = 6). The server may also claim that contributors dropped out (it decides U3).
 
 OUTCOME (expected and measured): every contributor refuses -- a ``PolicyRefused`` event naming

@@ -1,44 +1,81 @@
 """An institution's agent process: ``securefed deploy agent`` (docs/deploy.md).
 
-It loads the institution's own tenant from a seed-layout directory, its identity key, the
-pinned roster and the run configuration every party holds; opens (or continues) its ledger and
-accountant under ``--state``; and answers deployment messages on ``<state>/agent.sock`` until
-SIGTERM or SIGINT. The SuperNode next to it is started with
-``--node-config "state-dir='<state>'"`` so that its ClientApp relays to this socket.
+The agent is the institution's side of the engine: one
+:class:`~securefed.runtime.engine.institution.Institution` whose learner is the institution's
+:class:`~securefed.runtime.nodes.ClientNode` (its own tenant, DP trainer, accountant), with its
+identity key, the pinned roster and the run configuration every party holds. It answers each
+framed request on ``<state>/agent.sock`` with
+:meth:`~securefed.runtime.engine.institution.Institution.handle_bytes` until SIGTERM or SIGINT.
+The SuperNode next to it is started with ``--node-config "state-dir='<state>'"`` so that its
+ClientApp relays to this socket (:mod:`.client_app`). Its state directory holds::
 
-:func:`write_flower_app` writes the Flower App directory that ``flwr run`` submits: only a
-``pyproject.toml`` naming securefed's ServerApp and ClientApp, which the SuperLink and the
-SuperNodes import from the securefed installed beside them (no code travels in the FAB).
+    ledgers/<party>.jsonl   the signed ledger (re-opened and verified on restart)
+    trainer/                the accountant state (epsilon continues on restart)
+    model.safetensors       the model after every local training and every personalized update
+    sketch-seed             the session's secret sketch seed and its commitment (mode 0600)
+    statistic.f64           the released DP similarity statistic (similarity = "statistic")
+    agent.sock              the local socket the ClientApp relays through (mode 0600)
+
+A restart with the same ``--state`` continues from them: the coordinator maps the party to its
+node again at its next join.
 """
 
 from __future__ import annotations
 
-import json
+import argparse
+import contextlib
+import logging
+import os
 import signal
+import socket
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from securefed import __version__
-from securefed.data import load_tenants
+import numpy as np
+
+from securefed.audit import Hazard, Ledger, ledger_path
+from securefed.crypto import SigningKey
+from securefed.data import TenantData, load_tenants
+from securefed.errors import ConfigError, SecureFedError
 from securefed.files import write_atomic
-from securefed.runtime.config import load_run_config
+from securefed.models import load_model, save_model
+from securefed.runtime.config import RunConfig, load_run_config
+from securefed.runtime.engine import messages as m
+from securefed.runtime.engine.institution import Institution
+from securefed.runtime.engine.settings import EngineSettings
+from securefed.runtime.federated import build_client, run_configured
+from securefed.runtime.flower.deployment import (
+    MODEL_FILE,
+    SEED_FILE,
+    STATISTIC_FILE,
+    UNSAFE_KEY_HAZARD,
+    check_deployable,
+)
 from securefed.runtime.flower.identity import load_identity_key
-from securefed.runtime.flower.institution import Institution, serve
-from securefed.secagg.roster import load_roster
+from securefed.runtime.flower.relay import read_frame, socket_path, write_frame
+from securefed.runtime.nodes import ClientNode
+from securefed.secagg.roster import Roster, load_roster
 
 __all__ = [
-    "SERVER_RUN_CONFIG",
+    "AgentParts",
     "AgentSettings",
     "build_institution",
+    "load_parts",
+    "open_institution",
     "run_agent",
-    "write_flower_app",
+    "serve",
+    "serve_until_signalled",
 ]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class AgentSettings:
-    """What ``securefed deploy agent`` was given (see ``securefed deploy agent --help``)."""
+    """What ``securefed deploy agent`` was given (see ``securefed deploy agent --help``).
+    ``data`` None: the run configuration's ``[data] directory``."""
 
     config: Path
     roster: Path
@@ -46,40 +83,231 @@ class AgentSettings:
     passphrase_env: str | None
     unsafe_plaintext_key: bool
     party: str
-    data: Path
+    data: Path | None
     tenant: int
     num_classes: int
     state: Path
-    reproducible_unsafe: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> AgentSettings:
+        """From the arguments :func:`~.deployment.add_agent_arguments` defines."""
+        return cls(
+            config=Path(args.config),
+            roster=Path(args.roster),
+            key=Path(args.key),
+            passphrase_env=None if args.unsafe_plaintext_key else args.passphrase_env,
+            unsafe_plaintext_key=bool(args.unsafe_plaintext_key),
+            party=args.party,
+            data=None if args.data is None else Path(args.data),
+            tenant=args.tenant,
+            num_classes=args.num_classes,
+            state=Path(args.state),
+        )
 
 
-def build_institution(settings: AgentSettings) -> Institution:
-    """The institution of ``settings`` (its ledger opened, its accountant loaded).
+@dataclass(frozen=True, slots=True)
+class AgentParts:
+    """What an institution is built from, loaded and checked (:func:`load_parts`)."""
 
-    Raises ConfigError / DataFormatError / CryptoError with the reason (bad files, a key that is
-    not the party's key in the roster, a tenant index absent from the data directory).
+    config: RunConfig
+    roster: Roster
+    identity: SigningKey
+    party: str
+    index: int
+    tenant: TenantData
+    num_classes: int
+    state: Path
+    unsafe_key: bool
+
+
+def load_parts(settings: AgentSettings) -> AgentParts:
+    """Read and check everything the agent needs.
+
+    Raises ConfigError / DataFormatError / CryptoError with the reason: a configuration a
+    deployment does not run (:func:`~.deployment.check_deployable`), bad files, a party not in
+    the roster or a key that is not its key there, no data directory, a tenant index absent
+    from it.
     """
-    (tenant,) = load_tenants(settings.data, indices=[settings.tenant])
-    return Institution(
-        config=load_run_config(settings.config),
-        roster=load_roster(settings.roster),
-        identity=load_identity_key(
-            settings.key,
-            passphrase_env=settings.passphrase_env,
-            unsafe_plaintext=settings.unsafe_plaintext_key,
-        ),
-        party_id=settings.party,
+    config = load_run_config(settings.config)
+    check_deployable(config)
+    roster = load_roster(settings.roster)
+    index = roster.index_of(settings.party)
+    identity = load_identity_key(
+        settings.key,
+        passphrase_env=settings.passphrase_env,
+        unsafe_plaintext=settings.unsafe_plaintext_key,
+    )
+    if identity.verify_key() != roster.client(index).identity:
+        raise ConfigError(f"the identity key is not {settings.party}'s key in the roster")
+    data = settings.data
+    if data is None and config.data.directory is not None:
+        data = Path(config.data.directory)
+    if data is None:
+        raise ConfigError("give the institution's data directory (--data or [data] directory)")
+    (tenant,) = load_tenants(data, indices=[settings.tenant])
+    return AgentParts(
+        config=config,
+        roster=roster,
+        identity=identity,
+        party=settings.party,
+        index=index,
         tenant=tenant,
         num_classes=settings.num_classes,
-        state_dir=settings.state,
-        reproducible=settings.reproducible_unsafe,
+        state=settings.state,
         unsafe_key=settings.unsafe_plaintext_key,
     )
 
 
-def run_agent(settings: AgentSettings) -> None:
-    """Serve until SIGTERM or SIGINT; the ledger is closed on the way out."""
-    institution = build_institution(settings)
+def open_institution(
+    parts: AgentParts,
+    *,
+    trainer_seed: int | None = None,
+    random_bytes: Callable[[int], bytes] = os.urandom,
+    hazards: Sequence[str] = (),
+) -> Institution:
+    """The engine institution of ``parts``, its state under ``parts.state`` (created, 0700).
+
+    On a fresh ledger it records ``run.configured``, ``hazards``, the budget and the trainer's
+    hazards, and releases the DP similarity statistic when the configuration uses it (charged
+    and ledgered first); on a continued ledger it reloads the model, the statistic and (in the
+    engine) the sketch seed. ``trainer_seed`` and ``random_bytes`` are the operating system's
+    in production: a seeded trainer or protocol stream is for tests only (the test agent,
+    :mod:`securefed.testing.agent`, ledgers that as a hazard).
+
+    Raises ConfigError: a fresh ledger in a state directory that holds another run's model,
+    sketch seed or statistic; a listed partition of the wrong length or with too small a group
+    (:meth:`~securefed.runtime.engine.settings.EngineSettings.from_run_config`).
+    """
+    config, party = parts.config, parts.party
+    settings = EngineSettings.from_run_config(config, parties=parts.roster.size)
+    state = parts.state
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ledger = Ledger.open(ledger_path(state, party), party, parts.identity)
+    try:
+        fresh = ledger.head.seq == -1
+        leftovers = [f for f in (MODEL_FILE, SEED_FILE, STATISTIC_FILE) if (state / f).exists()]
+        if fresh and leftovers:
+            raise ConfigError(
+                f"{state} holds {', '.join(leftovers)} but no ledger: another run's state; "
+                "give each run a fresh state directory"
+            )
+        node = build_client(
+            config,
+            parts.tenant,
+            num_classes=parts.num_classes,
+            index=parts.index,
+            party_id=party,
+            state_dir=state / "trainer",
+            ledger=ledger,
+            seed=trainer_seed,
+        )
+        if fresh:
+            ledger.record(run_configured(config, parts.roster))
+            if parts.unsafe_key:
+                ledger.record(Hazard(text=UNSAFE_KEY_HAZARD))
+            for text in hazards:
+                ledger.record(Hazard(text=text))
+            node.record_setup()
+        elif (state / MODEL_FILE).exists():
+            load_model(node.trainer.model(), state / MODEL_FILE)
+        if config.uses_statistic:
+            _statistic(node, parts, state / STATISTIC_FILE)
+
+        def on_model(round_: int) -> None:
+            save_model(
+                node.trainer.model(),
+                state / MODEL_FILE,
+                metadata={"party": party, "round": str(round_), "config_sha256": config.sha256()},
+            )
+
+        return Institution(
+            settings=settings,
+            roster=parts.roster,
+            identity=parts.identity,
+            party_id=party,
+            learner=node,
+            ledger=ledger,
+            random_bytes=random_bytes,
+            on_model=on_model,
+            seed_file=state / SEED_FILE,
+        )
+    except BaseException:
+        ledger.close()
+        raise
+
+
+def _statistic(node: ClientNode, parts: AgentParts, path: Path) -> None:
+    """The DP similarity statistic: released once (charged and ledgered before its noise is
+    drawn) and kept in ``path``; a restart reads it back instead of releasing it again."""
+    if path.exists():
+        values = np.frombuffer(path.read_bytes(), dtype="<f8").astype(np.float64)
+        if values.size == 0 or not np.isfinite(values).all():
+            raise ConfigError(f"{path} does not hold a similarity statistic")
+        node.statistic = values
+        return
+    node.release_statistic(
+        num_classes=parts.num_classes, dim=parts.config.personalize.statistic_dim
+    )
+    assert node.statistic is not None  # noqa: S101 - set by release_statistic
+    write_atomic(path, np.ascontiguousarray(node.statistic, dtype="<f8").tobytes(), mode=0o600)
+
+
+def build_institution(settings: AgentSettings) -> Institution:
+    """The production institution of ``settings``: its randomness from the operating system,
+    an unencrypted key ledgered as a hazard (see :func:`load_parts`, :func:`open_institution`)."""
+    return open_institution(load_parts(settings))
+
+
+def serve(state_dir: Path, handler: Callable[[bytes], bytes], *, stop: Callable[[], bool]) -> None:
+    """Answer framed requests on ``state_dir/agent.sock`` (mode 0600) with ``handler``, one per
+    connection, until ``stop()`` (checked every second). A local failure while answering (the
+    disk, the ledger) is answered with a ``Refused`` naming it, so the coordinator ledgers it,
+    and the agent goes on."""
+    path = socket_path(state_dir)
+    pending = path.with_name(path.name + ".new")
+    for stale in (path, pending):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        old = os.umask(0o177)
+        try:
+            listener.bind(str(pending))
+        finally:
+            os.umask(old)
+        listener.listen(8)
+        listener.settimeout(1.0)
+        pending.rename(path)  # the socket appears only once it accepts connections
+        try:
+            while not stop():
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                with conn:
+                    _answer(conn, handler)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+def _answer(conn: socket.socket, handler: Callable[[bytes], bytes]) -> None:
+    conn.settimeout(600)
+    try:
+        request = read_frame(conn)
+    except (SecureFedError, OSError) as exc:
+        log.warning("dropped a connection: %s", type(exc).__name__)
+        return
+    try:
+        reply = handler(request)
+    except (SecureFedError, OSError) as exc:
+        log.warning("could not answer a request: %s", type(exc).__name__)
+        reply = m.encode(m.Refused(type(exc).__name__, str(exc)))
+    with contextlib.suppress(OSError):
+        write_frame(conn, reply)
+
+
+def serve_until_signalled(state_dir: Path, handler: Callable[[bytes], bytes]) -> None:
+    """:func:`serve` until SIGTERM or SIGINT."""
     stopping = False
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -88,72 +316,13 @@ def run_agent(settings: AgentSettings) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    serve(state_dir, handler, stop=lambda: stopping)
+
+
+def run_agent(settings: AgentSettings) -> None:
+    """Serve until SIGTERM or SIGINT; the ledger is closed on the way out."""
+    institution = build_institution(settings)
     try:
-        serve(institution, stop=lambda: stopping)
+        serve_until_signalled(settings.state, institution.handle_bytes)
     finally:
         institution.close()
-
-
-#: The Flower run-configuration keys the ServerApp reads, with their defaults (docs/deploy.md);
-#: ``flwr run APP -c 'key="value" ...'`` overrides them.
-SERVER_RUN_CONFIG: dict[str, str | float | bool] = {
-    "run-config": "",  # the securefed run TOML every party holds
-    "roster": "",  # the pinned roster.toml
-    "server-key": "",  # the server's identity key file
-    "passphrase-env": "SECUREFED_SERVER_PASSPHRASE",  # the variable holding its passphrase
-    "unsafe-plaintext-key": False,  # throwaway test keys only (ledgered as a hazard)
-    "state-dir": "",  # the coordinator's directory: ledger, metrics.json, progress.jsonl
-    "hello-timeout": 20.0,
-    "train-timeout": 600.0,
-    "phase-timeout": 60.0,
-    "join-timeout": 120.0,
-    "pause-before": "",  # TESTS ONLY: "1:mask,2:hello" waits for state-dir/resume-<r>-<phase>
-}
-
-
-def _toml_table(values: dict[str, str | float | bool]) -> str:
-    lines = []
-    for key, value in values.items():
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, str):
-            text = json.dumps(value)  # a JSON string is a valid TOML basic string
-        else:
-            text = repr(float(value))
-        lines.append(f"{key} = {text}\n")
-    return "".join(lines)
-
-
-FLOWER_APP_TOML = """\
-# The Flower App that `flwr run` submits for a securefed deployment (docs/deploy.md).
-# No code travels with it: the SuperLink and every SuperNode import securefed's apps from the
-# securefed {version} installed beside them.
-[build-system]
-requires = ["setuptools>=69"]
-build-backend = "setuptools.build_meta"
-
-[project]
-name = "securefed-deploy"
-version = "{version}"
-description = "securefed: secure personalized aggregation with DP and a signed ledger"
-license = "Apache-2.0"
-dependencies = []
-
-[tool.flwr.app]
-publisher = "securefed"
-
-[tool.flwr.app.components]
-serverapp = "securefed.runtime.flower.server_app:app"
-clientapp = "securefed.runtime.flower.client_app:app"
-
-[tool.flwr.app.config]
-{config}"""
-
-
-def write_flower_app(directory: Path) -> Path:
-    """Write ``directory/pyproject.toml`` (never overwritten); return its path."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "pyproject.toml"
-    text = FLOWER_APP_TOML.format(version=__version__, config=_toml_table(SERVER_RUN_CONFIG))
-    write_atomic(path, text.encode(), overwrite=False)
-    return path

@@ -7,7 +7,11 @@ all (SIGTERM, then SIGKILL after a grace period), so nothing is left running. Fl
 state lives in ``<root>/flwr-home`` (``FLWR_HOME``), never in the user's home directory.
 
 TLS is on between every SuperNode and the SuperLink and between ``flwr`` and the SuperLink;
-the certificates are throwaway ones from :mod:`.certs` unless given.
+the certificates are throwaway ones from :mod:`.certs` unless given. Each SuperNode's SuperExec
+looks for new ClientApp tasks every :data:`TASK_POLL_INTERVAL_S` (Flower's default: 1 s).
+
+:func:`write_test_parties` writes throwaway unencrypted identity keys and their roster for such a
+trial.
 """
 
 from __future__ import annotations
@@ -21,19 +25,34 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from securefed.crypto.cleartext import export_unencrypted_signing_key_unsafe
 from securefed.errors import ConfigError
-from securefed.runtime.flower.agent import write_flower_app
 from securefed.runtime.flower.certs import TestCertificates, write_test_certificates
+from securefed.runtime.flower.deployment import write_flower_app
 from securefed.runtime.flower.relay import socket_path
+from securefed.secagg.federation import make_federation
+from securefed.secagg.roster import PublicIdentity, Roster, save_identity_files, save_roster
 
-__all__ = ["InstitutionSpec", "LocalDeployment", "free_port"]
+__all__ = [
+    "PRODUCTION_AGENT",
+    "TASK_POLL_INTERVAL_S",
+    "InstitutionSpec",
+    "LocalDeployment",
+    "free_port",
+    "write_test_parties",
+]
 
 STOP_GRACE_S = 10.0
+#: How often each SuperNode's SuperExec asks for a new ClientApp task (Flower's
+#: ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``; its default, 1 s, would add up to 1 s per exchange).
+TASK_POLL_INTERVAL_S = 0.05
+#: The production agent: ``securefed deploy agent`` (its arguments follow).
+PRODUCTION_AGENT: tuple[str, ...] = (sys.executable, "-m", "securefed.cli", "deploy", "agent")
 _REGISTERED = "SuperNode ID:"  # what flower-supernode logs once the SuperLink has registered it
 
 
@@ -78,24 +97,45 @@ def _kill(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def write_test_parties(root: Path, clients: int) -> Roster:
+    """Throwaway unencrypted identity keys ``root/keys/<party>.key`` (``server``, ``bank-0``,
+    ...) and their roster ``root/roster.toml`` (TESTS AND BENCHMARKS ONLY: every party then
+    ledgers the unencrypted key as a hazard)."""
+    federation = make_federation(clients)
+    keys = root / "keys"
+    parties = [(federation.roster.server.party_id, federation.server_key)]
+    parties += [
+        (federation.roster.client(i).party_id, federation.client_keys[i]) for i in range(clients)
+    ]
+    for party, key in parties:
+        identity = PublicIdentity(party, key.verify_key())
+        save_identity_files(keys, identity, export_unencrypted_signing_key_unsafe(key))
+    save_roster(federation.roster, root / "roster.toml")
+    return federation.roster
+
+
 @dataclass(frozen=True, slots=True)
 class InstitutionSpec:
-    """One institution: its party id, key file, and its tenant in a seed-layout directory."""
+    """One institution: its party id, key file, its tenant in a seed-layout directory, its
+    state directory, and arguments added to the agent's command line (a test agent's)."""
 
     party: str
     key: Path
     data: Path
     tenant: int
     state: Path
+    extra_args: tuple[str, ...] = ()
 
 
 class LocalDeployment:
     """A SuperLink, one SuperNode + agent per institution, and a run, all on 127.0.0.1.
 
-    ``common`` holds the paths every party shares: ``config`` (run TOML), ``roster``; plus
-    ``num_classes``. Keys are throwaway unencrypted test keys (``--unsafe-plaintext-key``),
-    and ``reproducible`` seeds the DP noise from the run seed (TESTS ONLY): both are ledgered
-    as hazards by every party.
+    ``config`` (run TOML) and ``roster`` are the paths every party shares, ``num_classes``
+    the model's output size. Keys are throwaway unencrypted test keys
+    (``--unsafe-plaintext-key``, ledgered as a hazard by every party). ``agent`` is the
+    command that starts an agent, before its arguments: the production ``securefed deploy
+    agent`` by default, or the test agent (``python -m securefed.testing.agent``, which takes
+    ``--seed`` and ``--crash-at`` through :attr:`InstitutionSpec.extra_args`).
     """
 
     def __init__(
@@ -105,14 +145,14 @@ class LocalDeployment:
         config: Path,
         roster: Path,
         num_classes: int,
-        reproducible: bool = False,
+        agent: Sequence[str] = PRODUCTION_AGENT,
         certificates: TestCertificates | None = None,
     ) -> None:
         self.root = Path(root)
         self.logs = self.root / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.config, self.roster, self.num_classes = config, roster, num_classes
-        self.reproducible = reproducible
+        self.agent = tuple(agent)
         self.certs = certificates or write_test_certificates(self.root / "certs")
         self.home = self.root / "flwr-home"
         self.home.mkdir(exist_ok=True)
@@ -125,6 +165,7 @@ class LocalDeployment:
             # Flower starts flower-superexec / flwr-serverapp / flwr-clientapp from PATH.
             "PATH": os.pathsep.join([str(self._bin), os.environ.get("PATH", "")]),
             "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": str(TASK_POLL_INTERVAL_S),
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
         }
         (self.home / "config.toml").write_text(
@@ -184,18 +225,39 @@ class LocalDeployment:
         )
         _wait_for_port(self.port, timeout, "the SuperLink")
 
-    def start_institution(self, spec: InstitutionSpec, timeout: float = 120.0) -> None:
-        """The institution's agent (waits for its socket), then its SuperNode (waits until the
-        SuperLink has registered it, so the coordinator's next hello reaches it)."""
+    def start_institution(
+        self, spec: InstitutionSpec, timeout: float = 120.0, *, supernode: bool = True
+    ) -> None:
+        """The institution's agent (waits for its socket), then -- unless ``supernode`` is
+        False (an agent restarted beside a SuperNode that kept running) -- its SuperNode (waits
+        until the SuperLink has registered it, so that the coordinator's next join reaches
+        it)."""
+        self.start_agent(spec, timeout)
+        if supernode:
+            self.start_supernode(spec, timeout)
+
+    def start_institutions(self, specs: Sequence[InstitutionSpec], timeout: float = 180.0) -> None:
+        """Every institution of ``specs``: all agents at once (each loads its data and model on
+        its own), then all SuperNodes; returns once every SuperNode is registered."""
+        for spec in specs:
+            self._launch_agent(spec)
+        for spec in specs:
+            self._await_agent(spec, timeout)
+        before = {spec.party: self._launch_supernode(spec) for spec in specs}
+        for spec in specs:
+            self._await_supernode(spec, before[spec.party], timeout)
+
+    def start_agent(self, spec: InstitutionSpec, timeout: float = 120.0) -> None:
+        """The institution's agent; returns once it listens on its socket."""
+        self._launch_agent(spec)
+        self._await_agent(spec, timeout)
+
+    def _launch_agent(self, spec: InstitutionSpec) -> None:
         socket_file = socket_path(spec.state)
         with contextlib.suppress(FileNotFoundError):
             socket_file.unlink()
         argv = [
-            sys.executable,
-            "-m",
-            "securefed.cli",
-            "deploy",
-            "agent",
+            *self.agent,
             "--config",
             str(self.config),
             "--roster",
@@ -213,10 +275,13 @@ class LocalDeployment:
             str(self.num_classes),
             "--state",
             str(spec.state),
+            *spec.extra_args,
         ]
-        if self.reproducible:
-            argv.append("--reproducible-unsafe")
-        agent = self._start(f"agent-{spec.party}", argv)
+        self._start(f"agent-{spec.party}", argv)
+
+    def _await_agent(self, spec: InstitutionSpec, timeout: float) -> None:
+        agent = self._processes[f"agent-{spec.party}"]
+        socket_file = socket_path(spec.state)
         deadline = time.monotonic() + timeout
         while not socket_file.exists():
             if agent.poll() is not None:
@@ -227,6 +292,13 @@ class LocalDeployment:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the agent of {spec.party} did not start in {timeout:.0f} s")
             time.sleep(0.2)
+
+    def start_supernode(self, spec: InstitutionSpec, timeout: float = 120.0) -> None:
+        """The institution's SuperNode; returns once the SuperLink has registered it."""
+        self._await_supernode(spec, self._launch_supernode(spec), timeout)
+
+    def _launch_supernode(self, spec: InstitutionSpec) -> int:
+        """Start the SuperNode; how many registrations its log held before."""
         registered = self._log_count(f"supernode-{spec.party}", _REGISTERED)
         self._start(
             f"supernode-{spec.party}",
@@ -242,6 +314,10 @@ class LocalDeployment:
                 str(free_port()),
             ],
         )
+        return registered
+
+    def _await_supernode(self, spec: InstitutionSpec, registered: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
         while self._log_count(f"supernode-{spec.party}", _REGISTERED) <= registered:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the SuperNode of {spec.party} did not register in time")
@@ -250,6 +326,20 @@ class LocalDeployment:
     def _log_count(self, name: str, marker: str) -> int:
         path = self.logs / f"{name}.log"
         return path.read_text(errors="replace").count(marker) if path.exists() else 0
+
+    def wait_for_agent_exit(self, party: str, timeout: float) -> int:
+        """Wait until the agent of ``party`` has exited; its exit status. TimeoutError if it
+        is still running after ``timeout`` seconds."""
+        process = self._processes[f"agent-{party}"]
+        try:
+            return process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"the agent of {party} still runs after {timeout:.0f} s") from None
+
+    def finished(self, name: str) -> bool:
+        """Whether the process ``name`` (``superlink``, ``agent-<party>``, ...) has exited."""
+        process = self._processes.get(name)
+        return process is not None and process.poll() is not None
 
     def kill_institution(self, party: str) -> None:
         """SIGKILL the institution's SuperNode (with its ClientApps) and agent: a crash."""

@@ -1,32 +1,27 @@
-"""The Flower ServerApp: the coordinator's protocol, driven over Flower's grid.
+"""The Flower ServerApp: the engine's coordinator, driven over Flower's grid.
 
 ``flwr run`` starts it on the SuperLink's machine. It reads its settings from the Flower run
-configuration (the keys of :data:`~securefed.runtime.flower.agent.SERVER_RUN_CONFIG`,
-overridden with ``flwr run -c``), loads the securefed run configuration, the pinned roster and
-the server's identity key, and runs
-:class:`~securefed.runtime.flower.coordinator.Coordinator` with :class:`GridExchange`: every
-deployment message travels as one ``bytes`` value (``content["securefed"]["request"]``) of a
-Flower ``query`` message, the reply the same way back. Flower never parses securefed's bytes.
+configuration (the keys of :data:`~securefed.runtime.flower.deployment.SERVER_RUN_CONFIG`,
+overridden with ``flwr run -c``) and runs :func:`~securefed.runtime.flower.server.run_server`
+over :class:`GridExchange`: every engine request travels as one ``bytes`` value
+(``content["securefed"]["request"]``) of a Flower ``query`` message to its node, the reply the
+same way back (``["reply"]``). Flower never parses securefed's bytes.
 
 Needs the ``flower`` extra (``pip install 'securefed[flower]'``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
+import time
+from collections.abc import Callable, Mapping
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from securefed.errors import ConfigError
-from securefed.runtime.config import load_run_config
-from securefed.runtime.flower.agent import SERVER_RUN_CONFIG
-from securefed.runtime.flower.coordinator import Coordinator, PhaseTimeouts
-from securefed.runtime.flower.identity import load_identity_key
-from securefed.secagg.roster import load_roster
+from securefed.runtime.engine.coordinator import Wait
+from securefed.runtime.flower.server import ServerSettings, is_join_request, run_server
 
-__all__ = ["GridExchange", "app"]
+__all__ = ["RECORD", "GridExchange", "app"]
 
 RECORD = "securefed"
 
@@ -34,79 +29,96 @@ app = ServerApp()
 
 
 class GridExchange:
-    """The coordinator's :class:`~securefed.runtime.flower.coordinator.Exchange` on a grid."""
+    """The coordinator's exchange on a Flower grid.
 
-    def __init__(self, grid: Grid) -> None:
+    It pushes one message per node and pulls the replies every ``poll_interval`` seconds
+    itself: Flower's own ``send_and_receive`` waits 3 s between pulls, which would put up to
+    3 s on every exchange (docs/deploy.md, "Where the time goes").
+
+    A node whose reply was an error (its ClientApp failed: the agent behind it is down) is left
+    out of :meth:`nodes` until the next exchange: the coordinator then forgets which party was
+    there, and its next join request finds out whether the agent is back. A node that is merely
+    slow stays (silence is a dropout of that phase, not a departure).
+
+    A join request to a node that is not (or no longer) an institution's is waited for at most
+    ``join_timeout`` seconds, whatever the exchange's own timeout: a silent rogue node then
+    slows an exchange that carries joins by that much, never by a training timeout.
+    """
+
+    def __init__(
+        self,
+        grid: Grid,
+        *,
+        poll_interval: float = 0.1,
+        join_timeout: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._grid = grid
+        self._poll = poll_interval
+        self._join_timeout = join_timeout
+        self._clock = clock
+        self._sleep = sleep
+        self._failed: set[int] = set()
 
     def nodes(self) -> list[int]:
-        return sorted(self._grid.get_node_ids())
+        return sorted(set(self._grid.get_node_ids()) - self._failed)
 
     def exchange(self, requests: Mapping[int, bytes], *, timeout: float) -> dict[int, bytes]:
         """One message to each node, the replies that came within ``timeout`` seconds; a reply
-        that is an error (the node's agent is down, its ClientApp failed) counts as silence."""
+        that is an error (the node's agent is down, its ClientApp failed), malformed or from
+        another node than the one asked counts as silence."""
+        self._failed = set()
+        if not requests:
+            return {}
+        nodes = list(requests)
         messages = [
             Message(
-                RecordDict({RECORD: ConfigRecord({"request": data})}),
+                RecordDict({RECORD: ConfigRecord({"request": requests[node]})}),
                 dst_node_id=node,
                 message_type="query",
             )
-            for node, data in requests.items()
+            for node in nodes
         ]
+        pending = {
+            message_id: node
+            for message_id, node in zip(self._grid.push_messages(messages), nodes, strict=True)
+            if message_id
+        }
+        started = self._clock()
+        deadline = started + timeout
+        joins = {n for n, data in requests.items() if is_join_request(data)}
+        join_deadline = deadline
+        if self._join_timeout is not None:
+            join_deadline = min(deadline, started + self._join_timeout)
         replies: dict[int, bytes] = {}
-        for reply in self._grid.send_and_receive(messages, timeout=timeout):
-            if reply.has_error() or RECORD not in reply.content:
-                continue
-            data = reply.content[RECORD].get("reply")
-            if isinstance(data, bytes):
-                replies[reply.metadata.src_node_id] = data
+        while pending:
+            for reply in self._grid.pull_messages(list(pending)):
+                node = pending.pop(reply.metadata.reply_to_message_id, None)
+                if node is None:
+                    continue
+                if reply.has_error():
+                    self._failed.add(node)
+                    continue
+                if reply.metadata.src_node_id != node or RECORD not in reply.content:
+                    continue
+                data = reply.content[RECORD].get("reply")
+                if isinstance(data, bytes):
+                    replies[node] = data
+            now = self._clock()
+            waiting_for_joins_only = set(pending.values()) <= joins
+            until = join_deadline if waiting_for_joins_only else deadline
+            if not pending or now >= until:
+                break
+            self._sleep(min(self._poll, max(0.0, until - now)))
         return replies
-
-
-def _setting(context: Context, key: str) -> str | float | bool:
-    value = context.run_config.get(key, SERVER_RUN_CONFIG[key])
-    if not isinstance(value, (str, float, int, bool)):
-        raise ConfigError(f"run config {key!r} must be a string, number or boolean")
-    return value
-
-
-def _path(context: Context, key: str) -> Path:
-    value = _setting(context, key)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"set the run config {key!r} (flwr run -c '{key}=\"...\"')")
-    return Path(value)
-
-
-def _pauses(text: str) -> frozenset[tuple[int, str]]:
-    pauses = set()
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        round_, _, phase = item.partition(":")
-        if not round_.isdigit() or not phase:
-            raise ConfigError(f"pause-before takes 'round:phase,...', not {item!r}")
-        pauses.add((int(round_), phase))
-    return frozenset(pauses)
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Run every round of the configured deployment; metrics go to ``state-dir``."""
-    unsafe = bool(_setting(context, "unsafe-plaintext-key"))
-    passphrase_env = None if unsafe else str(_setting(context, "passphrase-env"))
-    coordinator = Coordinator(
-        config=load_run_config(_path(context, "run-config")),
-        roster=load_roster(_path(context, "roster")),
-        identity=load_identity_key(
-            _path(context, "server-key"), passphrase_env=passphrase_env, unsafe_plaintext=unsafe
-        ),
-        state_dir=_path(context, "state-dir"),
-        exchange=GridExchange(grid),
-        timeouts=PhaseTimeouts(
-            hello=float(_setting(context, "hello-timeout")),
-            train=float(_setting(context, "train-timeout")),
-            phase=float(_setting(context, "phase-timeout")),
-            join=float(_setting(context, "join-timeout")),
-        ),
-        pause_before=_pauses(str(_setting(context, "pause-before"))),
-        unsafe_key=unsafe,
+    """Run the configured deployment; ledger, progress and metrics go to ``state-dir``."""
+    settings = ServerSettings.from_run_config(dict(context.run_config))
+    exchange = GridExchange(
+        grid, poll_interval=settings.poll_interval, join_timeout=settings.timeouts[Wait.JOIN]
     )
-    coordinator.run()
+    run_server(settings, exchange)

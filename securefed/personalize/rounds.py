@@ -1,0 +1,256 @@
+"""The maths of one personalized round, shared by the coordinator and the institutions.
+
+Everything here is pure (numpy, no I/O, no torch): the round's protocol parameters from the run's
+settings, the weight policy, xi from the clients' secret sketches, and group mode's personalized
+model. See docs/fedamp.md for the formulas and what each party learns.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from securefed.crypto import get_suite
+from securefed.encoding import CodecConfig, RingBits
+from securefed.errors import ConfigError
+from securefed.personalize.modes import PersonalizationMode
+from securefed.personalize.partition import partition_from_distances
+from securefed.personalize.sketch import (
+    SketchConfig,
+    Sketcher,
+    centred_cosines_from_sketches,
+    squared_distances_from_sketches,
+)
+from securefed.personalize.weights import (
+    fedamp_weights,
+    fedamp_weights_from_distances,
+    fedavg_weights,
+    group_weights,
+    heurfedamp_weights,
+    heurfedamp_weights_from_cosines,
+    squared_distances,
+)
+from securefed.secagg import AggregationMode, RoundConfig, default_threshold
+from securefed.secagg.policy import WeightPolicy, enforce_policy
+from securefed.secagg.roster import Roster
+
+__all__ = [
+    "RoundParams",
+    "client_policy",
+    "group_personalized",
+    "group_self_weight",
+    "learned_partition",
+    "make_sketcher",
+    "minimum_group_size",
+    "plaintext_weights",
+    "round_config",
+    "server_policy",
+    "weights_from_sketches",
+]
+
+Vector = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class RoundParams:
+    """The parameters of a personalized round that every party derives from the run
+    configuration.
+
+    Attributes:
+        alpha: FedAMP's alpha_k (off-diagonal weight scale).
+        sigma_scale: FedAMP's sigma as a multiple of the round's median squared distance.
+        self_weight: xi_ii for HeurFedAMP and group mode (group mode: None = the plain group
+            average, xi_ii = 1/|group|).
+        temperature: HeurFedAMP's sigma (softmax temperature over cosines).
+        groups: number of groups when group mode learns its partition.
+        sketch_dim: the size of the secret sketches.
+        threshold: Shamir threshold t (default floor(2N/3) + 1).
+        k_min, cap: the weight policy (default: k_min = min(3, N - 1), cap = max(0.5, 1/(N-1))).
+        value_range: the codec's bound B on |value|.
+        fractional_bits: codec resolution 2**-f.
+        colluders: group mode's n_C -- how many members of one group may collude with the
+            server; every group needs at least ``k_min + colluders`` members.
+    """
+
+    alpha: float = 0.5
+    sigma_scale: float = 1.0
+    self_weight: float | None = 0.5
+    temperature: float = 5.0
+    groups: int = 2
+    sketch_dim: int = 256
+    threshold: int | None = None
+    k_min: float | None = None
+    cap: float | None = None
+    value_range: float = 8.0
+    fractional_bits: int = 16
+    colluders: int = 1
+
+    @property
+    def attention_self_weight(self) -> float:
+        """xi_ii of HeurFedAMP (0.5 when unset)."""
+        return 0.5 if self.self_weight is None else self.self_weight
+
+
+def client_policy(n: int, params: RoundParams) -> WeightPolicy:
+    """The policy contributors check in a round of ``n`` clients. Defaults leave room for
+    N - t dropouts: after D of the N - 1 contributors of a target drop, N - 1 - D remain, and
+    k_min stays below that."""
+    threshold = params.threshold or default_threshold(n)
+    remaining = n - 1 - (n - threshold)
+    k_min = params.k_min if params.k_min is not None else min(3.0, max(1.0, 0.75 * remaining))
+    cap = params.cap if params.cap is not None else max(0.5, 1.0 / remaining)
+    return WeightPolicy(k_min=k_min, cap=cap)
+
+
+def server_policy(n: int, params: RoundParams) -> WeightPolicy:
+    """What the server enforces when it computes xi: the contributors' policy with a margin for
+    D = N - t dropouts, so that honest runs pass the re-check on renormalised weights.
+
+    If every off-diagonal weight is at most c times its row's off-diagonal sum, removing D of them
+    leaves each remaining one at most c / (1 - D c) of the rest: c = cap / (1 + D cap) keeps that
+    within the cap. k_min is raised by D (removing D contributors lowers N_eff by about D).
+    Both are relaxed to what N - 1 contributors can satisfy.
+    """
+    policy = client_policy(n, params)
+    dropouts = n - (params.threshold or default_threshold(n))
+    cap = max(1.0 / (n - 1), policy.cap / (1 + dropouts * policy.cap))
+    k_min = min(n - 1.0, policy.k_min + dropouts)
+    return WeightPolicy(k_min=k_min, cap=cap)
+
+
+def make_sketcher(sketch_seed: bytes, params: RoundParams, *, model_dim: int) -> Sketcher:
+    """The distance sketcher every client of a session builds from the session's secret sketch
+    seed (shared by the clients through the session setup, unknown to the server)."""
+    return Sketcher(
+        get_suite("default"), sketch_seed, SketchConfig(dim=params.sketch_dim), model_dim=model_dim
+    )
+
+
+def weights_from_sketches(
+    stacked: Vector, mode: PersonalizationMode, params: RoundParams
+) -> Vector:
+    """xi from the clients' distance sketches (one row each), as the server computes it, with
+    the server's weight policy enforced (docs/fedamp.md)."""
+    if mode is PersonalizationMode.FEDAMP:
+        raw = fedamp_weights_from_distances(
+            squared_distances_from_sketches(stacked),
+            alpha=params.alpha,
+            sigma_scale=params.sigma_scale,
+        )
+    elif mode is PersonalizationMode.HEURFEDAMP:
+        raw = heurfedamp_weights_from_cosines(
+            centred_cosines_from_sketches(stacked),
+            self_weight=params.attention_self_weight,
+            sigma=params.temperature,
+        )
+    else:
+        raise ConfigError(f"{mode.value} does not compute attention weights")
+    result: Vector = enforce_policy(raw, server_policy(stacked.shape[0], params))
+    return result
+
+
+def round_config(
+    roster: Roster,
+    params: RoundParams,
+    *,
+    dim: int,
+    session_id: bytes,
+    round_: int,
+    mode: AggregationMode,
+) -> RoundConfig:
+    """The protocol parameters of one round of ``roster`` (threshold, codec, policy): what every
+    party derives from the shared run configuration (only ``session_id`` and ``round_`` come
+    from the coordinator)."""
+    n = roster.size
+    threshold = params.threshold or default_threshold(n)
+    return RoundConfig(
+        roster=roster,
+        session_id=session_id,
+        round=round_,
+        vector_length=dim,
+        codec=CodecConfig(RingBits.BITS32, params.fractional_bits, params.value_range),
+        threshold=threshold,
+        mode=mode,
+        policy=client_policy(n, params),
+        min_contributors=max(1, min(3, threshold - 1)),
+    )
+
+
+def group_personalized(
+    model: Vector, group_sum: Vector, *, contributors: int, own: float
+) -> Vector:
+    """Group mode's personalized model of a member that contributed ``model`` to ``group_sum``
+    (the decoded sum of ``contributors`` >= 2 members): u_i = xi_ii w_i + (1 - xi_ii) * the mean
+    of the other contributors' models. Computed by the member itself (the server never has w_i).
+
+    Raises:
+        ConfigError: fewer than 2 contributors.
+    """
+    if contributors < 2:
+        raise ConfigError("a group model needs at least 2 contributors")
+    others = contributors - 1
+    result: Vector = own * model + (1 - own) * (group_sum - model) / others
+    return result
+
+
+def group_self_weight(partition: Sequence[int], member: int, self_weight: float | None) -> float:
+    """xi_ii of ``member`` in group mode (None: the plain group average, 1/|group|)."""
+    return float(group_weights(partition, self_weight=self_weight)[member, member])
+
+
+def minimum_group_size(params: RoundParams) -> int:
+    """max(3, ceil(k_min + n_C)): k_min honest members in every group sum.
+
+    Raises:
+        ConfigError: ``colluders`` is not an integer >= 0.
+    """
+    if isinstance(params.colluders, bool) or not isinstance(params.colluders, int):
+        raise ConfigError(f"colluders must be an integer >= 0, got {params.colluders!r}")
+    if params.colluders < 0:
+        raise ConfigError(f"colluders must be >= 0, got {params.colluders}")
+    k_min = 2.0 if params.k_min is None else params.k_min
+    return max(3, math.ceil(k_min + params.colluders))
+
+
+def learned_partition(sketches: Vector, params: RoundParams) -> tuple[int, ...]:
+    """Group mode's partition, chosen once from one round's secret distance sketches (one row
+    per party): the server sees only the sketches, estimates distances, and clusters them."""
+    distances = squared_distances_from_sketches(sketches)
+    return tuple(int(g) for g in partition_from_distances(distances, groups=params.groups))
+
+
+def plaintext_weights(
+    mode: PersonalizationMode,
+    similar: Vector,
+    params: RoundParams,
+    *,
+    partition: Sequence[int] | None,
+) -> tuple[Vector, tuple[int, ...] | None]:
+    """xi from the present parties' similarity vectors (models or statistics, one row each) --
+    the plaintext reference of comparison runs, where the server sees every model. Group mode
+    learns a partition from exact distances when ``partition`` is None; it is returned."""
+    m = similar.shape[0]
+    if mode is PersonalizationMode.FEDAVG:
+        return fedavg_weights(m), None
+    if mode is PersonalizationMode.FEDAMP:
+        return fedamp_weights(similar, alpha=params.alpha, sigma_scale=params.sigma_scale), None
+    if mode is PersonalizationMode.HEURFEDAMP:
+        weights = heurfedamp_weights(
+            similar, self_weight=params.attention_self_weight, sigma=params.temperature
+        )
+        return weights, None
+    if mode is not PersonalizationMode.GROUP:
+        raise ConfigError(f"{mode.value} does not aggregate")
+    labels = (
+        tuple(partition)
+        if partition is not None
+        else tuple(
+            int(g)
+            for g in partition_from_distances(squared_distances(similar), groups=params.groups)
+        )
+    )
+    return group_weights(labels, self_weight=params.self_weight), labels
