@@ -2,7 +2,8 @@
 
 Output convention: machine-readable results (``--json``) are one JSON object on one line of
 stdout; progress and diagnostics go to stderr. Exit status 0 on success, 2 on a usage or
-configuration error (a :class:`~securefed.errors.ConfigError`), 1 on any other securefed error.
+configuration error (a :class:`~securefed.errors.ConfigError`), 1 on any other securefed error;
+``run`` and ``demo`` exit 3 for a degraded run and 4 for a failed one (``RUN_EXIT_CODES``).
 
 Commands: ``demo`` (the showcase, README), ``run --config`` (``docs/run-config.md``),
 ``experiments``, ``data prepare`` (``docs/data.md``), ``audit verify|report|canary``
@@ -247,8 +248,10 @@ def _add_keys_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    """Exit 0 (intact) with a one-line summary, or 1 naming the first bad entry and why; the
-    ``problem:`` and ``note:`` lines after it list further problems and what was not covered."""
+    """Exit 0 (INTACT) with a one-line summary, 1 (TAMPERED) naming the first bad entry and why,
+    or 3 (INCOMPLETE) naming the first party whose ledger lacks its genesis entry, its
+    ``run.configured`` entry or its final checkpoint; the ``problem:``, ``incomplete:`` and
+    ``note:`` lines after it list further problems, missing pieces and what was not covered."""
     roster = None if args.roster is None else load_roster(args.roster)
     result = verify_path(args.path, roster)
     print(result.describe())
@@ -311,7 +314,11 @@ def _add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
 
     verify = actions.add_parser(
         "verify",
-        help="check ledgers: exit 0 intact, 1 tampered (first bad entry named), 2 usage/I-O error",
+        help=(
+            "check ledgers: exit 0 intact, 1 tampered (first bad entry named), 2 usage/I-O "
+            "error, 3 incomplete (a party's ledger, genesis, run.configured or final checkpoint "
+            "missing)"
+        ),
     )
     verify.add_argument(
         "path",
@@ -361,6 +368,11 @@ def _add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
 # --- runs: demo, run --config, data prepare (docs/quickstart.md, docs/run-config.md) ----------
 
 
+#: Exit codes of ``run`` and ``demo`` for runs that end without every round aggregating
+#: (docs/run-config.md, "Exit codes"); 0 completed, 1 ledgers not intact, 2 configuration.
+RUN_EXIT_CODES = {"degraded": 3, "failed": 4, "interrupted": 4}
+
+
 def _finish_run(summary: RunSummary, *, report: bool) -> int:
     """Print the comparison table, verify the ledgers, render the audit report."""
 
@@ -374,7 +386,21 @@ def _finish_run(summary: RunSummary, *, report: bool) -> int:
         )
         print(f"audit report: {rendered.html_path} (Markdown twin: {rendered.md_path})")
     print(f"metrics: {run_dir / 'metrics.json'}; models: {run_dir / 'models'}")
-    return 0 if verdict.ok else 1
+    if not verdict.ok:
+        return 1
+    status = summary.metrics.get("status", "completed")
+    if status in RUN_EXIT_CODES:
+        failed = [
+            f"{h['round']} ({h['status']})"
+            for h in summary.metrics["history"]
+            if h.get("status", "completed") != "completed"
+        ]
+        print(
+            f"warning: the run is {status}: round(s) {', '.join(failed) or 'none'} produced no "
+            f"aggregate (exit {RUN_EXIT_CODES[status]})",
+        )
+        return RUN_EXIT_CODES[status]
+    return 0
 
 
 def _run_config_and_go(config: RunConfig, out: str | None) -> int:

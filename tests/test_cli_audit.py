@@ -187,6 +187,71 @@ def test_the_wrong_roster_exits_1(run: Run, tmp_path: Path, capsys: Capture) -> 
     assert ": bad-signature: " in out[0]
 
 
+# --- incomplete ledgers: exit 3 (issue 19, "Wiped ledgers verify as INTACT") -----------------
+
+
+def _empty_all(run: Run) -> None:
+    for actor in run.keys:
+        run.path(actor).write_bytes(b"")
+
+
+def _cut_all_to_six_lines(run: Run) -> None:
+    for actor in run.keys:
+        run.write_lines(actor, run.lines(actor)[:6])
+
+
+def _delete_all(run: Run) -> None:
+    for actor in run.keys:
+        run.path(actor).unlink()
+
+
+@pytest.mark.parametrize(
+    "wipe", [_empty_all, _cut_all_to_six_lines, _delete_all], ids=lambda t: t.__name__
+)
+def test_wiped_ledgers_exit_3_incomplete_naming_each_party(
+    run: Run, capsys: Capture, wipe: Callable[[Run], None]
+) -> None:
+    wipe(run)
+    status, out, err = _verify(capsys, str(run.run_dir))
+    assert status == 3
+    assert out[0].startswith("INCOMPLETE: ledgers/"), out
+    assert not any("INTACT" in line for line in out)
+    named = [line for line in out if line.startswith(("INCOMPLETE: ", "incomplete: "))]
+    assert len(named) == 4
+    for actor in run.keys:
+        assert any(f"'{actor}'" in line for line in named), (actor, out)
+    assert err == ""
+
+
+def test_one_emptied_ledger_checked_alone_exits_3(run: Run, capsys: Capture) -> None:
+    run.path("bank-2").write_bytes(b"")
+    status, out, _ = _verify(capsys, str(run.path("bank-2")))
+    assert status == 3
+    assert out[0].startswith(
+        "INCOMPLETE: bank-2.jsonl: incomplete: the ledger of 'bank-2' is empty"
+    )
+
+
+def test_the_console_script_exits_3_for_an_incomplete_run(run: Run) -> None:
+    _empty_all(run)
+    result = subprocess.run(  # noqa: S603 -- fixed argv: this interpreter, a module, a tmp path
+        [sys.executable, "-m", "securefed.cli", "audit", "verify", str(run.run_dir)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 3
+    assert result.stdout.startswith("INCOMPLETE: ")
+
+
+def test_a_complete_run_and_each_of_its_ledgers_exit_0(run: Run, capsys: Capture) -> None:
+    status, out, _ = _verify(capsys, str(run.run_dir))
+    assert (status, out[0][:8]) == (0, "INTACT: ")
+    for actor in run.keys:
+        status, out, _ = _verify(capsys, str(run.path(actor)))
+        assert (status, out[0][:8]) == (0, "INTACT: "), out
+
+
 # --- usage and I/O errors: exit 2 ------------------------------------------------------------
 
 

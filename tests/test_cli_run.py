@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from securefed.audit import SECTION_IDS
@@ -92,3 +93,100 @@ def test_audit_canary_flags_the_broken_configuration(
     assert "VIOLATION" in printed
     written = json.loads((tmp_path / "canary.json").read_text())
     assert written["epsilon_lower_bound"] > written["claimed_epsilon"]
+
+
+def _tenants(directory: Path, count: int = 4) -> Path:
+    assert (
+        main(
+            [
+                "data",
+                "prepare",
+                "--tenants",
+                str(count),
+                "--groups",
+                "1",
+                "--samples-per-tenant",
+                "120",
+                "--out",
+                str(directory),
+            ]
+        )
+        == 0
+    )
+    return directory
+
+
+def _run_config(path: Path, data: Path, extra: str = "") -> Path:
+    path.write_text(
+        f'name = "cli"\nmode = "fedavg"\n{extra}'
+        f'[data]\ndirectory = "{data}"\nmodel = "mlp"\n[training]\nbatch_size = 32\n'
+    )
+    return path
+
+
+def test_degraded_and_failed_runs_exit_3_and_4_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _tenants(tmp_path / "tenants")
+    # seed 5, rate 0.3: rounds 1 and 2 aggregate, round 3 aborts (tests/runtime/test_federated.py)
+    degraded = _run_config(tmp_path / "d.toml", data, "rounds = 3\nseed = 5\ndropout_rate = 0.3\n")
+    capsys.readouterr()
+    assert main(["run", "--config", str(degraded), "--out", str(tmp_path / "d")]) == 3
+    printed = capsys.readouterr().out
+    assert "warning: the run is degraded: round(s) 3 (aborted)" in printed
+    assert json.loads((tmp_path / "d" / "metrics.json").read_text())["status"] == "degraded"
+    failed = _run_config(tmp_path / "f.toml", data, "rounds = 1\nseed = 5\ndropout_rate = 0.95\n")
+    assert main(["run", "--config", str(failed), "--out", str(tmp_path / "f")]) == 4
+    assert "warning: the run is failed" in capsys.readouterr().out
+
+
+def test_an_intolerable_dropout_rate_exits_2_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _tenants(tmp_path / "tenants", 3)
+    config = _run_config(tmp_path / "c.toml", data, "rounds = 1\ndropout_rate = 0.9\n")
+    capsys.readouterr()
+    assert main(["run", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be tolerated" in err
+    assert "tolerates 0 dropouts" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_huge_label_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _tenants(tmp_path / "tenants", 3)
+    y = np.load(data / "client_train_labels_1.npy")
+    y[0] = 10**9
+    np.save(data / "client_train_labels_1.npy", y)
+    config = _run_config(tmp_path / "c.toml", data, "rounds = 1\n")
+    capsys.readouterr()
+    assert main(["run", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 2  # the start banner, then the error
+    assert "client_train_labels_1.npy" in err
+    assert "label 1000000000 is too large" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_empty_test_split_runs_through_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _tenants(tmp_path / "tenants", 3)
+    for part in ("client_test_samples_0.npy", "client_test_labels_0.npy"):
+        np.save(data / part, np.load(data / part)[:0])
+    config = _run_config(tmp_path / "c.toml", data, "rounds = 1\n")
+    assert main(["run", "--config", str(config), "--out", str(tmp_path / "run")]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["clients"][0]["test_accuracy"] is None
+    assert metrics["status"] == "completed"
+
+
+def test_out_under_a_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("x")
+    status = main(
+        ["demo", "--tenants", "3", "--rounds", "1", "--out", str(tmp_path / "file" / "r")]
+    )
+    assert status == 2
+    assert "is a file, not a directory" in capsys.readouterr().err

@@ -36,7 +36,10 @@ __all__ = ["Problem", "ProblemKind", "ScanResult", "scan_ledger"]
 
 
 class ProblemKind(Enum):
-    """What is wrong with a ledger."""
+    """What is wrong with a ledger. Every kind but INCOMPLETE is tampering (or damage);
+    INCOMPLETE says that a required piece -- a party's ledger, its genesis entry, its
+    ``run.configured`` entry or its final checkpoint -- is absent from an otherwise intact chain
+    (:mod:`securefed.audit.verify`; :func:`scan_ledger` never reports it)."""
 
     EDITED = "edited"
     REORDERED = "reordered"
@@ -45,6 +48,7 @@ class ProblemKind(Enum):
     BAD_SIGNATURE = "bad-signature"
     UNKNOWN_ACTOR = "unknown-actor"
     MALFORMED = "malformed"
+    INCOMPLETE = "incomplete"
 
 
 @dataclass(frozen=True, slots=True)

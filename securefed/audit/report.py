@@ -649,7 +649,7 @@ def _records(metrics: Mapping[str, object] | None, key: str) -> list[Mapping[str
 def _status(data: RunData) -> str:
     if data.verification is None:
         return "NOT VERIFIED"
-    return "INTACT" if data.verification.ok else "TAMPERED"
+    return data.verification.status.value
 
 
 def _parties(data: RunData, value: object) -> str:

@@ -11,9 +11,17 @@ a *final* checkpoint the listed party's next entry must be the same final checkp
 So deleting the tail of any ledger (its final checkpoint included) is detected, as long as one
 other party's ledger with the final checkpoint is present (see ``docs/audit.md`` for the limits).
 
+Completeness: every roster party must have a non-empty ledger whose intact chain holds its
+genesis entry (seq 0), a ``run.configured`` entry and, as its last entry, a final checkpoint.
+A missing piece is an INCOMPLETE problem in :attr:`VerifyResult.missing`, naming the party and
+the piece (and, when the ledger ends with ``run.finished`` of a status other than ``completed``,
+that status), so an emptied, cut or deleted set of ledgers, or a crashed run, is never INTACT.
+:func:`verify_ledger` applies the same rules to its one party.
+
 Results carry paths relative to the run directory only, so a copied run directory verifies the
-same way. Exit codes for a command line: :attr:`VerifyResult.exit_code` is 0 (intact) or 1
-(a problem); usage errors raise :class:`~securefed.errors.ConfigError` (exit 2).
+same way. Exit codes for a command line (:attr:`VerifyResult.exit_code`): 0 INTACT, 1 TAMPERED
+(any problem but INCOMPLETE; it wins over INCOMPLETE), 3 INCOMPLETE; usage errors raise
+:class:`~securefed.errors.ConfigError` (exit 2).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 from securefed.audit.chain import Problem, ProblemKind, ScanResult, scan_ledger
@@ -32,19 +41,57 @@ from securefed.crypto import VerifyKey
 from securefed.errors import ConfigError
 from securefed.secagg.roster import Roster, load_roster
 
-__all__ = ["ROSTER_FILE", "VerifyResult", "verify_ledger", "verify_path", "verify_run"]
+__all__ = [
+    "EXIT_INCOMPLETE",
+    "EXIT_INTACT",
+    "EXIT_TAMPERED",
+    "ROSTER_FILE",
+    "VerifyResult",
+    "VerifyStatus",
+    "verify_ledger",
+    "verify_path",
+    "verify_run",
+]
 
 ROSTER_FILE = "roster.toml"
 StrPath = str | os.PathLike[str]
+
+EXIT_INTACT = 0
+EXIT_TAMPERED = 1
+EXIT_INCOMPLETE = 3  # 2 is a usage or I/O error (ConfigError)
+_COMPLETED = "completed"
+
+
+class VerifyStatus(Enum):
+    """The verdict: INTACT (nothing wrong, nothing missing), TAMPERED (a chain, signature or
+    cross-ledger problem), INCOMPLETE (intact chains, but a required piece is missing)."""
+
+    INTACT = "INTACT"
+    TAMPERED = "TAMPERED"
+    INCOMPLETE = "INCOMPLETE"
+
+    @property
+    def exit_code(self) -> int:
+        """0, 1 or 3 (2 is reserved for usage and I/O errors)."""
+        return {
+            VerifyStatus.INTACT: EXIT_INTACT,
+            VerifyStatus.TAMPERED: EXIT_TAMPERED,
+            VerifyStatus.INCOMPLETE: EXIT_INCOMPLETE,
+        }[self]
 
 
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
     """The outcome of a verification.
 
-    ``ok`` is true iff no problem was found. ``entries`` counts the entries found intact,
-    ``ledgers`` the ledger files checked. ``problem`` is the first problem (None when ok);
-    ``problems`` lists the first problem of each ledger and then every cross-ledger problem.
+    ``ok`` is true iff no tampering was found (the chains, signatures and cross-ledger checks
+    hold); it says nothing about completeness: gate on :attr:`status` / :attr:`exit_code`
+    (INTACT only when ``ok`` and nothing is ``missing``). ``entries`` counts the entries found
+    intact, ``ledgers`` the ledger files checked. ``problem`` is the first problem (None when
+    ok); ``problems`` lists the first problem of each ledger and then every cross-ledger
+    problem. ``missing`` lists one INCOMPLETE problem per roster party whose ledger is absent,
+    empty, without ``run.configured`` or without its final checkpoint (a party whose ledger
+    already has a problem is not listed again).
     ``notes`` say what the check could *not* establish (e.g. tail truncation of a single file).
     ``heads`` are the heads of the intact part of each ledger, by actor.
     """
@@ -56,6 +103,7 @@ class VerifyResult:
     problems: tuple[Problem, ...] = ()
     notes: tuple[str, ...] = ()
     heads: tuple[Head, ...] = field(default=())
+    missing: tuple[Problem, ...] = ()
 
     @property
     def note(self) -> str | None:
@@ -63,23 +111,38 @@ class VerifyResult:
         return " ".join(self.notes) if self.notes else None
 
     @property
+    def status(self) -> VerifyStatus:
+        """TAMPERED if a problem was found, else INCOMPLETE if a piece is missing, else
+        INTACT."""
+        if self.problem is not None:
+            return VerifyStatus.TAMPERED
+        if self.missing:
+            return VerifyStatus.INCOMPLETE
+        return VerifyStatus.INTACT
+
+    @property
     def exit_code(self) -> int:
-        """0 when intact, 1 when a problem was found (usage errors are 2, via ConfigError)."""
-        return 0 if self.ok else 1
+        """0 intact, 1 tampered, 3 incomplete (usage errors are 2, via ConfigError)."""
+        return self.status.exit_code
 
     def summary(self) -> str:
-        """One line: ``INTACT: 4 ledgers, 53 entries verified`` or ``TAMPERED: <first problem>``
-        (the file, line and seq of the first bad entry, the kind of problem and why)."""
-        if self.problem is None:
-            plural = "" if self.ledgers == 1 else "s"
-            return f"INTACT: {self.ledgers} ledger{plural}, {self.entries} entries verified"
-        return f"TAMPERED: {self.problem.describe()}"
+        """One line: ``INTACT: 4 ledgers, 53 entries verified``, ``TAMPERED: <first problem>``
+        (the file, line and seq of the first bad entry, the kind of problem and why) or
+        ``INCOMPLETE: <first missing piece>`` (the party and what its ledger lacks)."""
+        if self.problem is not None:
+            return f"TAMPERED: {self.problem.describe()}"
+        if self.missing:
+            return f"INCOMPLETE: {self.missing[0].describe()}"
+        plural = "" if self.ledgers == 1 else "s"
+        return f"INTACT: {self.ledgers} ledger{plural}, {self.entries} entries verified"
 
     def describe(self) -> str:
         """What ``securefed audit verify`` prints: :meth:`summary`, then one ``problem:`` line per
-        further problem and one ``note:`` line per note."""
+        further problem (``incomplete:`` for a missing piece) and one ``note:`` line per note."""
         lines = [self.summary()]
         lines += [f"problem: {problem.describe()}" for problem in self.problems[1:]]
+        further = self.missing if self.problem is not None else self.missing[1:]
+        lines += [f"incomplete: {gap.describe()}" for gap in further]
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -89,9 +152,12 @@ def verify_ledger(
 ) -> VerifyResult:
     """Verify one ledger file on its own (its actor is the file's stem unless given).
 
-    Detects edits, reorders, deletions in the middle, bad signatures and malformed lines. It
-    cannot detect that entries were cut from the end: that needs the other parties' ledgers
-    (:func:`verify_run`); the result's note says up to which checkpoint the file is covered.
+    Detects edits, reorders, deletions in the middle, bad signatures and malformed lines, and
+    (INCOMPLETE) an empty file or a chain without ``run.configured`` or a final checkpoint, so
+    a file cut anywhere before its final checkpoint is never INTACT. What it cannot show is
+    whether the final checkpoint it ends with is the one the other parties sealed, i.e. whether
+    a shorter chain was re-sealed: that needs the other parties' ledgers (:func:`verify_run`);
+    the result's note says up to which checkpoint the file is covered.
 
     Raises:
         ConfigError: the file cannot be read.
@@ -100,7 +166,10 @@ def verify_ledger(
     scan_actor = actor or path.stem
     scan = scan_ledger(_read(path), actor=scan_actor, verify_key=verify_key, file=path.name)
     problems = [] if scan.problem is None else [scan.problem]
-    return _result({scan_actor: scan}, problems, (_single_ledger_note(scan),), ledgers=1)
+    gap = _gap(scan_actor, scan, path.name)
+    missing = [] if gap is None else [gap]
+    note = (_single_ledger_note(scan),)
+    return _result({scan_actor: scan}, problems, note, ledgers=1, missing=missing)
 
 
 def _single_ledger_note(scan: ScanResult) -> str:
@@ -117,9 +186,9 @@ def _single_ledger_note(scan: ScanResult) -> str:
         )
     return (
         "Single ledger checked alone: truncation is only detectable up to the last signed "
-        "checkpoint, and a tail cut together with its checkpoints looks like a shorter intact "
-        "ledger; the checkpoints in the other parties' ledgers reveal such a cut (verify the "
-        f"whole run directory). {status}"
+        "checkpoint, and a tail cut together with its checkpoints shows only as a missing final "
+        "checkpoint (INCOMPLETE); the checkpoints in the other parties' ledgers show where it was "
+        f"cut (verify the whole run directory). {status}"
     )
 
 
@@ -179,8 +248,6 @@ def verify_run(run_dir: StrPath, roster: Roster | None = None) -> VerifyResult:
     if not directory.is_dir():
         raise ConfigError(f"{directory} is not a directory: is {run_dir} a run directory?")
     files = sorted(p for p in directory.rglob("*.jsonl") if p.is_file())
-    if not files:
-        raise ConfigError(f"no ledger (*.jsonl) under {directory}")
     scans: dict[str, ScanResult] = {}
     files_of: dict[str, str] = {}
     problems: list[Problem] = []
@@ -202,7 +269,61 @@ def verify_run(run_dir: StrPath, roster: Roster | None = None) -> VerifyResult:
     cross = _CrossCheck(scans, keys, files_of)
     problems += cross.run()
     notes = cross.notes(roster_parties=list(keys))
-    return _result(scans, _unique(problems), tuple(notes), ledgers=len(files))
+    # a party whose ledger already has a problem is not also named incomplete
+    damaged = {problem.file for problem in problems}
+    missing = []
+    for party in keys:
+        file = files_of.get(party, _default_file(party))
+        gap = None if file in damaged else _gap(party, scans.get(party), file)
+        if gap is not None:
+            missing.append(gap)
+    return _result(scans, _unique(problems), tuple(notes), ledgers=len(files), missing=missing)
+
+
+def _gap(party: str, scan: ScanResult | None, file: str) -> Problem | None:
+    """The INCOMPLETE problem of ``party``'s ledger (None when complete, or when its scan found
+    tampering: the intact prefix of a tampered chain says nothing about what follows)."""
+    if scan is None:
+        detail = (
+            f"no ledger of roster party {party!r}: no genesis entry, no run.configured entry, "
+            "no final checkpoint"
+        )
+        return Problem(file, ProblemKind.INCOMPLETE, detail)
+    if scan.problem is not None:
+        return None
+    entries = scan.entries
+    if not entries:
+        detail = (
+            f"the ledger of {party!r} is empty: no genesis entry, no run.configured entry, "
+            "no final checkpoint"
+        )
+        return Problem(file, ProblemKind.INCOMPLETE, detail)
+    missing = []
+    if not any(entry.event is EventType.RUN_CONFIGURED for entry in entries):
+        missing.append("no run.configured entry")
+    last = entries[-1]
+    if not (last.event is EventType.CHECKPOINT and Checkpoint.from_payload(last.payload).final):
+        missing.append(f"no final checkpoint ({_why_unfinished(entries)})")
+    if not missing:
+        return None
+    detail = f"the ledger of {party!r} has {' and '.join(missing)}"
+    return Problem(file, ProblemKind.INCOMPLETE, detail, seq=len(entries))
+
+
+def _why_unfinished(entries: tuple[LedgerEntry, ...]) -> str:
+    finished = [e for e in entries if e.event is EventType.RUN_FINISHED]
+    if not finished:
+        return (
+            f"it ends at seq {entries[-1].seq} without run.finished: the run was interrupted, "
+            "or its end was cut"
+        )
+    status = finished[-1].payload.get("status")
+    if status != _COMPLETED:
+        return f"the run ended {status!r} (run.finished at seq {finished[-1].seq})"
+    return (
+        f"run.finished {_COMPLETED!r} at seq {finished[-1].seq}, but the run was not sealed, or "
+        "its end was cut"
+    )
 
 
 @dataclass
@@ -340,6 +461,7 @@ def _result(
     notes: tuple[str, ...],
     *,
     ledgers: int,
+    missing: list[Problem] | None = None,
 ) -> VerifyResult:
     heads = []
     for actor, scan in sorted(scans.items()):
@@ -353,4 +475,5 @@ def _result(
         problems=tuple(problems),
         notes=notes,
         heads=tuple(heads),
+        missing=tuple(missing or ()),
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from securefed.data.bundled import bundled_digits_path, load_bundled_digits
 from securefed.data.layout import (
+    MAX_CLASSES,
     DataFormatError,
     TenantData,
     load_tenants,
@@ -36,6 +37,7 @@ from securefed.data.prepare import (
 from securefed.data.source import Source, SourceData, load_source
 
 __all__ = [
+    "MAX_CLASSES",
     "METADATA_FILE",
     "DataFormatError",
     "Federation",

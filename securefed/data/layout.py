@@ -25,8 +25,9 @@ minimum is >= 0 and its maximum is > 1.5 and <= 255. Data already in [0, 1] and 
 decision is taken once per tenant over its train and test samples together, so both splits of a
 tenant are scaled alike. Every value must be finite.
 
-**Labels**: float or integer arrays of shape ``(n,)`` or ``(n, 1)`` whose values are integral and
->= 0; in memory they are ``int64`` of shape ``(n,)``.
+**Labels**: float or integer arrays of shape ``(n,)`` or ``(n, 1)`` whose values are integral,
+>= 0 and below :data:`MAX_CLASSES` (the class count is the largest label + 1, and the model's
+output layer has that many units); in memory they are ``int64`` of shape ``(n,)``.
 
 Files are read with ``np.load(path, allow_pickle=False)``: an object array (which would need
 pickle) is refused with :class:`DataFormatError`, never executed.
@@ -47,9 +48,13 @@ import numpy.typing as npt
 
 from securefed.errors import ConfigError
 
+#: The most classes a data set may have: every label is < MAX_CLASSES (docs/data.md).
+MAX_CLASSES = 10_000
+
 __all__ = [
     "FILE_PATTERN",
     "IMAGE_SIDE",
+    "MAX_CLASSES",
     "DataFormatError",
     "Part",
     "TenantData",
@@ -130,6 +135,11 @@ class TenantData:
                 raise ConfigError(f"{where}: {name} must be an int64 array of shape (n,)")
             if y.size and int(y.min()) < 0:
                 raise ConfigError(f"{where}: {name} holds negative labels")
+            if y.size and int(y.max()) >= MAX_CLASSES:
+                raise ConfigError(
+                    f"{where}: {name} holds label {int(y.max())}: labels must be < "
+                    f"{MAX_CLASSES} (at most {MAX_CLASSES} classes)"
+                )
         if self.train_x.shape[1:] != self.test_x.shape[1:]:
             raise ConfigError(
                 f"{where}: train samples have shape {self.train_x.shape[1:]} per sample, "
@@ -251,8 +261,11 @@ def as_labels(array: npt.ArrayLike, *, where: str) -> npt.NDArray[np.int64]:
             raise DataFormatError(f"{where}: labels are too large")
     if y.size and y.min() < 0:
         raise DataFormatError(f"{where}: labels must be >= 0, found {y.min()}")
-    if y.dtype.kind == "u" and y.size and int(y.max()) > np.iinfo(np.int64).max:
-        raise DataFormatError(f"{where}: labels are too large")
+    if y.size and y.max() >= MAX_CLASSES:
+        raise DataFormatError(
+            f"{where}: label {int(y.max())} is too large: labels must be < {MAX_CLASSES} "
+            f"(at most {MAX_CLASSES} classes; the class count is the largest label + 1)"
+        )
     result: npt.NDArray[np.int64] = y.astype(np.int64)
     return result
 

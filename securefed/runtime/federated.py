@@ -30,7 +30,7 @@ import functools
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,16 +44,23 @@ from securefed.data import TenantData
 from securefed.dp import AccountantKind, DPConfig, PrivateTrainer, TrainingConfig
 from securefed.errors import ConfigError
 from securefed.models import build_model, save_model
-from securefed.runtime.config import ModelName, PersonalizationMode, RunConfig, SimilaritySource
+from securefed.runtime.config import (
+    ModelName,
+    PersonalizationMode,
+    RunConfig,
+    SegmentSource,
+    SimilaritySource,
+)
 from securefed.runtime.engine.coordinator import Coordinator
 from securefed.runtime.engine.institution import Institution
 from securefed.runtime.engine.learner import Learner
 from securefed.runtime.engine.memory import STAGES, Drop, Dropouts, MemoryTransport, drive
 from securefed.runtime.engine.metrics import RunMetrics, write_metrics
-from securefed.runtime.engine.settings import EngineSettings
+from securefed.runtime.engine.settings import EngineSettings, round_params
 from securefed.runtime.nodes import ClientNode
 from securefed.runtime.seeded import seeded_random_bytes_unsafe
 from securefed.runtime.tenants import Tenants, load_run_tenants
+from securefed.secagg import default_threshold
 from securefed.secagg.federation import Federation, make_federation
 from securefed.secagg.roster import Roster, save_roster
 
@@ -65,6 +72,7 @@ __all__ = [
     "build_client",
     "build_clients",
     "build_engine_run",
+    "check_dropout_tolerance",
     "client_seed",
     "run_configured",
     "run_federation",
@@ -136,8 +144,16 @@ def run_federation(
             f'personalize.similarity = "statistic" needs a mode that learns similarities '
             f'(fedamp, heurfedamp, or group with segments = "learned"), not {config.mode.value}'
         )
-    run_dir = _fresh_run_dir(Path(out))
-    data = load_run_tenants(config.data, run_dir)
+    run_dir = _check_run_dir(Path(out))
+    if config.data.directory is None:
+        # the bundled source's tenant count is known; a declared partition comes with the data
+        check_dropout_tolerance(config, config.data.tenants, None)
+        data = load_run_tenants(config.data, _fresh_run_dir(run_dir))
+        check_dropout_tolerance(config, len(data.tenants), data.segments)
+    else:  # read (and checked) before anything is written
+        data = load_run_tenants(config.data, run_dir)
+        check_dropout_tolerance(config, len(data.tenants), data.segments)
+        _fresh_run_dir(run_dir)
     metrics, ledgers = _run_one(config, run_dir, data, main=True, progress=progress)
     for mode in config.baselines:
         report = None
@@ -321,6 +337,64 @@ def _dropouts(config: RunConfig, n: int) -> Dropouts | None:
     return Dropouts(tuple(drops))
 
 
+def check_dropout_tolerance(config: RunConfig, n: int, declared: Sequence[int] | None) -> None:
+    """Refuse a ``dropout_rate`` > 0 that secure aggregation cannot survive for ``n``
+    parties: a group of m members with Shamir threshold t(m) (floor(2m/3) + 1 by default)
+    tolerates m - t(m) dropouts, and where that is 0 (a group of 3) any dropout aborts the
+    round. The main mode and every baseline are checked; plaintext and local runs have no
+    threshold. A partition learned during the run cannot be checked in advance.
+
+    Raises:
+        ConfigError: naming the group size, its threshold and the tolerance.
+    """
+    if config.dropout_rate <= 0 or not config.secure:
+        return
+    for mode in (config.mode, *config.baselines):
+        if mode is PersonalizationMode.LOCAL:
+            continue
+        variant = dataclasses.replace(config, mode=mode, baselines=())
+        if mode is PersonalizationMode.GROUP:
+            segments = config.personalize.segments
+            if segments is SegmentSource.LEARNED:
+                continue
+            chosen = segments if isinstance(segments, tuple) else declared
+            if chosen is None or len(chosen) != n:
+                continue  # unknown yet, or refused later with its own message
+            sizes = sorted({list(chosen).count(g) for g in set(chosen)})
+        else:
+            sizes = [n]
+        params = round_params(variant)
+        for size in sizes:
+            threshold = params.threshold or default_threshold(size)
+            if size - threshold <= 0:
+                where = "a group" if mode is PersonalizationMode.GROUP else "the federation"
+                raise ConfigError(
+                    f"dropout_rate = {config.dropout_rate:g} cannot be tolerated: {where} of "
+                    f"{size} parties ({mode.value}) needs t = {threshold} survivors of "
+                    f"{size} (t = floor(2m/3) + 1), so it tolerates {size - threshold} "
+                    "dropouts and any dropout aborts the round; use dropout_rate = 0 or more "
+                    "parties per group"
+                )
+
+
+def _check_run_dir(run_dir: Path) -> Path:
+    """``run_dir`` usable as a fresh run directory (nothing created): ConfigError if not."""
+    for parent in run_dir.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"--out {run_dir}: {parent} is a file, not a directory")
+            break
+    if run_dir.exists():
+        if not run_dir.is_dir():
+            raise ConfigError(f"{run_dir} exists and is not a directory")
+        if any(run_dir.iterdir()):
+            raise ConfigError(
+                f"{run_dir} is not empty: a run directory holds exactly one run (choose a new "
+                "--out, or remove the old run after archiving its ledgers)"
+            )
+    return run_dir
+
+
 def _fresh_run_dir(run_dir: Path) -> Path:
     if run_dir.exists():
         if not run_dir.is_dir():
@@ -330,7 +404,10 @@ def _fresh_run_dir(run_dir: Path) -> Path:
                 f"{run_dir} is not empty: a run directory holds exactly one run (choose a new "
                 "--out, or remove the old run after archiving its ledgers)"
             )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {run_dir}: cannot create it: {exc.strerror}") from None
     return run_dir
 
 
@@ -504,7 +581,7 @@ def _model(config: RunConfig, num_classes: int, sample_shape: tuple[int, ...]) -
 def _inputs(config: RunConfig, samples: np.ndarray) -> torch.Tensor:
     x = torch.from_numpy(samples)
     if config.data.model is ModelName.MLP:
-        return x.reshape(len(x), -1)
+        return x.reshape(len(x), int(np.prod(samples.shape[1:])))
     return x
 
 

@@ -193,6 +193,10 @@ class ClientNode:
     # -- the engine's Learner protocol -------------------------------------------------------
 
     def accuracy(self) -> float | None:
+        """The test accuracy, or None without test records (an empty test split is allowed:
+        metrics.json then says ``test_accuracy: null`` and means leave this client out)."""
+        if len(self._test_y) == 0:
+            return None
         return self.test_accuracy()
 
     def epsilon(self) -> float | None:

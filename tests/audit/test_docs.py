@@ -116,10 +116,13 @@ def test_the_example_session_is_what_the_cli_prints(
     tampered.write_bytes(b"".join(lines))
     truncated = shutil.copytree(run.run_dir, tmp_path / "truncated") / "ledgers" / "bank-0.jsonl"
     truncated.write_bytes(b"".join(truncated.read_bytes().splitlines(keepends=True)[:-2]))
+    wiped = shutil.copytree(run.run_dir, tmp_path / "wiped") / "ledgers"
+    for ledger in wiped.glob("*.jsonl"):
+        ledger.write_bytes(b"")
     monkeypatch.chdir(tmp_path)
     statuses = []
     session = _session()
-    assert len(session) == 6
+    assert len(session) == 7
     for argv, expected in session:
         statuses.append(main(argv))
         out, err = capsys.readouterr()

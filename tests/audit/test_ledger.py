@@ -23,6 +23,7 @@ from securefed.audit import (
     verify_ledger,
 )
 from securefed.audit.entry import SIGNATURE_LABEL
+from securefed.audit.verify import VerifyStatus
 from securefed.crypto import SigningKey, get_suite
 from securefed.errors import ConfigError, LedgerIntegrityError
 from tests.audit import fixed_clock
@@ -106,7 +107,7 @@ def test_reopen_continues_the_chain(path: Path, key: SigningKey) -> None:
     assert third.prev_hash == second.hash
     assert second.prev_hash == first.hash
     result = verify_ledger(path, key.verify_key())
-    assert result.ok
+    assert result.status is VerifyStatus.INCOMPLETE  # an intact chain, never configured or sealed
     assert result.entries == 3
 
 
@@ -196,7 +197,8 @@ def test_failed_write_poisons_the_ledger(
         ledger.record(Hazard(text="z"))
     ledger.close()
     assert path.stat().st_size == size  # the partial line was removed
-    assert verify_ledger(path, key.verify_key()).ok
+    # an intact chain (never configured or sealed: incomplete, not tampered)
+    assert verify_ledger(path, key.verify_key()).status is VerifyStatus.INCOMPLETE
 
 
 def test_final_checkpoint_seals(path: Path, key: SigningKey) -> None:
@@ -229,7 +231,8 @@ def test_checkpoint_rules(path: Path, key: SigningKey, tmp_path: Path) -> None:
         forged = type(stale)("bank-0", 0, "ab" * 32)
         with pytest.raises(ConfigError, match="does not have"):
             record_checkpoint(ledger, [forged], final=False)
-    assert verify_ledger(path, key.verify_key()).ok
+    # an intact chain (never configured or sealed: incomplete, not tampered)
+    assert verify_ledger(path, key.verify_key()).status is VerifyStatus.INCOMPLETE
 
 
 def test_misuse_is_refused(path: Path, key: SigningKey) -> None:

@@ -25,6 +25,7 @@ from securefed.audit import (
     verify_run,
 )
 from securefed.audit.canonical import encode_canonical
+from securefed.audit.verify import VerifyStatus
 from securefed.crypto import SigningKey, get_suite
 from securefed.errors import ConfigError
 from securefed.testing import make_federation
@@ -149,9 +150,11 @@ def test_truncated_tail_is_found_through_the_other_parties(run: Run, actor: str,
     run.write_lines(actor, lines[:-cut])
     problem = _only(run)
     assert (problem.file, problem.kind) == (f"ledgers/{actor}.jsonl", ProblemKind.TRUNCATED)
-    # ...while the file checked on its own looks fine, and the result says why that is weak:
+    # ...while the file checked on its own shows no tampering, but it is INCOMPLETE: its final
+    # checkpoint is gone (and the note says what a single file cannot show):
     alone = verify_ledger(run.path(actor), run.keys[actor].verify_key())
-    assert alone.ok
+    assert alone.status is VerifyStatus.INCOMPLETE
+    assert alone.exit_code == 3
     assert alone.note is not None
     assert "truncation is only detectable up to the last signed checkpoint" in alone.note
 
@@ -163,10 +166,16 @@ def test_a_deleted_ledger_file_is_truncated(run: Run) -> None:
 
 
 def test_cutting_every_final_checkpoint_is_the_documented_residual(run: Run) -> None:
+    """Formerly INTACT with a note (the residual); now INCOMPLETE, every party named."""
     for actor in run.keys:
         run.write_lines(actor, run.lines(actor)[:-1])
     result = verify_run(run.run_dir)
-    assert result.ok
+    assert result.ok  # nothing tampered with ...
+    assert result.status is VerifyStatus.INCOMPLETE  # ... but nothing is sealed
+    assert result.exit_code == 3
+    assert {p.kind for p in result.missing} == {ProblemKind.INCOMPLETE}
+    assert sorted(p.file for p in result.missing) == sorted(f"ledgers/{a}.jsonl" for a in run.keys)
+    assert all("no final checkpoint" in p.detail for p in result.missing)
     assert result.note is not None
     assert "No final checkpoint" in result.note
 
@@ -193,7 +202,7 @@ def test_a_mid_run_checkpoint_covers_a_truncated_unfinished_run(tmp_path: Path) 
     record_checkpoint(ledgers["bank-0"], [ledgers["bank-1"].head], final=False)
     for ledger in ledgers.values():
         ledger.close()
-    assert verify_run(run.run_dir).ok
+    assert verify_run(run.run_dir).status is VerifyStatus.INCOMPLETE  # not sealed
     run.write_lines("bank-1", run.lines("bank-1")[:3])
     problem = _only(run)
     assert (problem.file, problem.kind, problem.seq) == (
@@ -321,9 +330,12 @@ def test_usage_errors(tmp_path: Path, run: Run) -> None:
     shutil.copy(run.run_dir / "roster.toml", empty / "roster.toml")
     with pytest.raises(ConfigError, match="not a directory"):
         verify_run(empty)
-    (empty / "ledgers").mkdir()
-    with pytest.raises(ConfigError, match="no ledger"):
-        verify_run(empty)
+    (empty / "ledgers").mkdir()  # every ledger deleted: INCOMPLETE, every party named
+    result = verify_run(empty)
+    assert (result.status, result.exit_code, result.ledgers) == (VerifyStatus.INCOMPLETE, 3, 0)
+    assert sorted(p.file for p in result.missing) == [
+        f"ledgers/{a}.jsonl" for a in sorted(run.keys)
+    ]
     with pytest.raises(ConfigError, match="cannot read"):
         verify_ledger(empty / "ledgers" / "x.jsonl", run.keys["server"].verify_key())
 
@@ -405,10 +417,11 @@ def test_verify_path_checks_one_ledger_under_its_run_directorys_roster(run: Run)
     assert result.note is not None
     assert "truncation is only detectable up to the last signed checkpoint" in result.note
     assert result.note.endswith(f"ends with its final checkpoint (seq {result.entries - 1}).")
-    # a truncated tail is invisible alone (that is what the note says) ...
+    # a truncated tail shows no tampering alone, but the final checkpoint is missing ...
     run.write_lines("bank-2", run.lines("bank-2")[:-3])
     alone = verify_path(run.path("bank-2"))
-    assert alone.ok
+    assert alone.status is VerifyStatus.INCOMPLETE
+    assert alone.summary().startswith("INCOMPLETE: bank-2.jsonl (seq ")
     assert alone.note is not None
     assert alone.note.endswith("This file has no signed checkpoint.")
     # ... but an edit is not

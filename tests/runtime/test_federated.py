@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -31,7 +33,7 @@ from securefed.runtime.config import (
     SimilaritySource,
     TrainingSettings,
 )
-from securefed.runtime.federated import run_federation
+from securefed.runtime.federated import check_dropout_tolerance, run_federation
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +238,7 @@ def test_group_mode_with_declared_segments_runs_securely(tenant_dir: Path, tmp_p
     assert not any("comparison run" in str(text) for text in hazards)  # no baselines here
 
 
-def test_simulated_dropouts_leave_clients_out_and_the_run_completes(
+def test_simulated_dropouts_leave_clients_out_and_a_failed_round_degrades_the_run(
     tenant_dir: Path, tmp_path: Path
 ) -> None:
     # Seed 5's schedule (SHA-256 of seed, round, party): round 1 bank-1 before sharing; round 3
@@ -256,9 +258,110 @@ def test_simulated_dropouts_leave_clients_out_and_the_run_completes(
     assert history[0]["dropouts"] == {"bank-1": "share"}
     assert history[0]["completed"] == 3  # the others got the average of the three
     assert history[2]["completed"] == 0  # too few left to unmask: nobody gets a model
+    assert [h["status"] for h in history] == ["completed", "completed", "aborted"]
     finished = [p for e, p in server if e is EventType.RUN_FINISHED]
-    assert finished == [{"rounds": 3, "status": "completed"}]
+    assert finished == [{"rounds": 3, "status": "degraded"}]  # not "completed"
+    assert summary.metrics["status"] == "degraded"
+    for party in ("bank-0", "bank-1", "bank-2", "bank-3"):
+        ends = [p for e, p in _events(tmp_path / "run", party) if e is EventType.RUN_FINISHED]
+        assert ends == [{"rounds": 3, "status": "degraded"}]
     assert verify_run(tmp_path / "run").ok
+
+
+def test_every_round_without_an_aggregate_fails_the_run(tenant_dir: Path, tmp_path: Path) -> None:
+    config = _config(tenant_dir, rounds=1, dropout_rate=0.95, dp=None, seed=5)
+    summary = run_federation(config, tmp_path / "run")
+    assert summary.metrics["status"] == "failed"
+    assert summary.metrics["history"][1]["status"] in ("aborted", "no aggregate")
+    server = _events(tmp_path / "run", "server")
+    assert [p for e, p in server if e is EventType.RUN_FINISHED] == [
+        {"rounds": 1, "status": "failed"}
+    ]
+
+
+def test_a_completed_run_says_so(tenant_dir: Path, tmp_path: Path) -> None:
+    summary = run_federation(_config(tenant_dir, rounds=1, dp=None), tmp_path / "run")
+    assert summary.metrics["status"] == "completed"
+    assert [h["status"] for h in summary.metrics["history"]] == ["completed", "completed"]
+
+
+def test_a_dropout_rate_the_protocol_cannot_tolerate_is_refused_before_any_write(
+    tenant_dir: Path, tmp_path: Path
+) -> None:
+    # N = 3: t = 3, so any dropout aborts the round
+    config = dataclasses.replace(
+        _config(tenant_dir, dropout_rate=0.3),
+        data=DataConfig(tenants=3, groups=1, samples_per_tenant=60, model=ModelName.MLP),
+    )
+    with pytest.raises(ConfigError, match=r"dropout_rate = 0.3 cannot be tolerated.*3 parties"):
+        run_federation(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    # group mode: checked per group
+    group = _config(
+        tenant_dir,
+        mode=PersonalizationMode.GROUP,
+        dropout_rate=0.1,
+        personalize=PersonalizeConfig(segments=(0, 0, 0, 0)),
+    )
+    check = _config(tenant_dir, mode=PersonalizationMode.GROUP, dropout_rate=0.1)
+    check_dropout_tolerance(group, 4, None)  # one group of 4 tolerates one dropout
+    with pytest.raises(ConfigError, match="a group of 3 parties"):
+        check_dropout_tolerance(check, 6, (0, 0, 0, 1, 1, 1))
+    check_dropout_tolerance(dataclasses.replace(check, secure=False), 6, (0, 0, 0, 1, 1, 1))
+    check_dropout_tolerance(dataclasses.replace(check, dropout_rate=0.0), 3, None)
+    with pytest.raises(ConfigError, match="fedamp"):  # baselines are checked too
+        check_dropout_tolerance(
+            _config(
+                tenant_dir,
+                mode=PersonalizationMode.LOCAL,
+                dropout_rate=0.1,
+                baselines=(PersonalizationMode.FEDAMP,),
+            ),
+            3,
+            None,
+        )
+    # a data directory's tenants are read, and the rate refused, before --out is created
+    three = tmp_path / "three"
+    prepare(
+        "bundled",
+        out=three,
+        config=PartitionConfig(tenants=3, groups=1, scheme=Scheme.IID, samples_per_tenant=60),
+    )
+    with pytest.raises(ConfigError, match="cannot be tolerated"):
+        run_federation(_config(three, dropout_rate=0.5), tmp_path / "run2")
+    assert not (tmp_path / "run2").exists()
+
+
+def test_an_empty_test_split_runs_and_says_there_is_no_test_data(
+    tenant_dir: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(tenant_dir, data)
+    for part in ("client_test_samples_0.npy", "client_test_labels_0.npy"):
+        array = np.load(data / part)
+        np.save(data / part, array[:0])
+    for model in (ModelName.MLP, ModelName.CNN):
+        config = _config(tenant_dir, rounds=1, dp=None)
+        config = dataclasses.replace(config, data=DataConfig(directory=str(data), model=model))
+        summary = run_federation(config, tmp_path / f"run-{model.value}")
+        clients = {c["id"]: c for c in summary.metrics["clients"]}
+        assert clients["bank-0"]["test_samples"] == 0
+        assert clients["bank-0"]["test_accuracy"] is None  # no test data, not 0.0
+        others = [clients[f"bank-{i}"]["test_accuracy"] for i in (1, 2, 3)]
+        assert all(isinstance(a, float) for a in others)
+        assert summary.metrics["mean_test_accuracy"] == pytest.approx(sum(others) / 3)
+        assert summary.metrics["status"] == "completed"
+
+
+def test_out_under_a_regular_file_is_a_configuration_error(
+    tenant_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a directory"):
+        run_federation(_config(tenant_dir), tmp_path / "file" / "run")
+    with pytest.raises(ConfigError, match="is a file, not a directory"):
+        run_federation(_config(tenant_dir), tmp_path / "file" / "deeper" / "run")
+    assert (tmp_path / "file").read_text() == "x"
 
 
 def test_a_run_directory_holds_one_run(tenant_dir: Path, tmp_path: Path) -> None:

@@ -283,6 +283,7 @@ class Coordinator:
         self._round: _Round | None = None
         self._completed_rounds = 0
         self._status = m.RunStatus.COMPLETED
+        self._aggregated: dict[int, bool] = {}  # aggregating round -> whether it produced one
         self._final_heads: list[Head] = []
         self._history: dict[int, RoundMetrics] = {0: RoundMetrics(round=0)}
         self._exchanges = 0
@@ -955,6 +956,11 @@ class Coordinator:
         entry.exchanges = round_.exchanges
         entry.seconds = self._clock() - round_.started
         entry.own_segment_weight = self._own_segment_weight(round_)
+        entry.status = self._round_status(round_, completed)
+        if round_.flow is not Flow.LOCAL:
+            self._aggregated[round_.number] = entry.status == "completed"
+        if entry.status != "completed":
+            self._hazard(f"round {round_.number}: {entry.status}: no party got an aggregate")
         if self._on_round_end is not None:
             self._on_round_end(
                 RoundView(
@@ -972,6 +978,22 @@ class Coordinator:
         if round_.number < self.settings.rounds:
             return self._begin_round(round_.number + 1, nodes)
         return self._finish()
+
+    def _round_status(self, round_: _Round, completed: int) -> str:
+        """The round's outcome (:attr:`RoundMetrics.status`): a local round always completes;
+        an aggregating one completes when at least one party got its aggregate."""
+        if round_.flow is Flow.LOCAL or completed > 0:
+            return "completed"
+        if round_.groups and all(g.server.stage is Stage.ABORTED for g in round_.groups):
+            return "aborted"
+        return "no aggregate"
+
+    def _run_outcome(self) -> m.RunStatus:
+        """``completed`` unless aggregating rounds failed: ``degraded`` when some did,
+        ``failed`` when none succeeded (a status already set by an error or abort stays)."""
+        if self._status is not m.RunStatus.COMPLETED or all(self._aggregated.values()):
+            return self._status
+        return m.RunStatus.DEGRADED if any(self._aggregated.values()) else m.RunStatus.FAILED
 
     def _round_results(self, round_: _Round) -> int:
         """Each completed party's result of the round (sent with the next request)."""
@@ -1067,6 +1089,7 @@ class Coordinator:
     def _finish(self) -> Outbox:
         self.phase = C.FINISH
         self._round = None
+        self._status = self._run_outcome()
         requests: dict[int, m.Request] = {}
         for index, node in self._node_of.items():
             requests[node] = m.Finish(
@@ -1171,6 +1194,7 @@ class Coordinator:
             exchanges=self._exchanges,
             bytes_sent=dict(self.bytes_sent),
             bytes_received=dict(self.bytes_received),
+            status=self._status.value,
         )
 
     def _dp_metrics(self) -> DPMetrics | None:

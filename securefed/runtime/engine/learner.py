@@ -55,7 +55,8 @@ class Learner(Protocol):
         ...
 
     def accuracy(self) -> float | None:
-        """Test accuracy of the current model on the party's own test split."""
+        """Test accuracy of the current model on the party's own test split (None without
+        test records)."""
         ...
 
     def epsilon(self) -> float | None:

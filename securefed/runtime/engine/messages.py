@@ -114,7 +114,12 @@ class ResultKind(IntEnum):
 
 
 class RunStatus(Enum):
+    """How a run ended. ``completed``: every aggregating round produced an aggregate;
+    ``degraded``: some did not (no survivors, an aborted protocol); ``failed``: none did, or the
+    run could not go on; ``interrupted``: the driver gave up (an error outside the engine)."""
+
     COMPLETED = "completed"
+    DEGRADED = "degraded"
     INTERRUPTED = "interrupted"
     FAILED = "failed"
 

@@ -17,6 +17,7 @@ from securefed.files import write_atomic
 
 __all__ = [
     "METRICS_SCHEMA",
+    "ROUND_STATUSES",
     "BaselineMetrics",
     "ClientDP",
     "ClientMetrics",
@@ -27,6 +28,8 @@ __all__ = [
 ]
 
 METRICS_SCHEMA = 2
+#: The outcomes a round can have (:attr:`RoundMetrics.status`).
+ROUND_STATUSES = ("completed", "aborted", "no aggregate")
 
 
 @dataclass(slots=True)
@@ -35,7 +38,10 @@ class RoundMetrics:
 
     ``completed``: parties that got their personalized model; ``refused``: budget refusals;
     ``dropouts``: party -> the phase it was lost in; ``exchanges``: transport round trips the
-    round took; ``seconds``: wall time from its first exchange to its last.
+    round took; ``seconds``: wall time from its first exchange to its last. ``status``: the
+    round's outcome, one of :data:`ROUND_STATUSES` -- ``completed`` (an aggregate reached at
+    least one party; a local round always), ``aborted`` (every group's protocol aborted) or
+    ``no aggregate`` (nobody got an aggregate: no survivors, or every party refused).
     """
 
     round: int
@@ -47,6 +53,7 @@ class RoundMetrics:
     dropouts: dict[str, str] = field(default_factory=dict)
     exchanges: int = 0
     seconds: float = 0.0
+    status: str = "completed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +103,9 @@ class BaselineMetrics:
 class RunMetrics:
     """Everything ``metrics.json`` holds (see docs/run-config.md). ``echo_rtt_s``: a Flower
     deployment's median round trip of an empty message to every node before the run (the
-    transport's floor for one exchange, docs/deploy.md); None for the in-memory transport."""
+    transport's floor for one exchange, docs/deploy.md); None for the in-memory transport.
+    ``status``: how the run ended (``run.finished`` in the ledgers, :class:`RunStatus` of
+    :mod:`securefed.runtime.engine.messages`): completed, degraded, failed or interrupted."""
 
     mode: str
     rounds: int
@@ -119,6 +128,7 @@ class RunMetrics:
     bytes_received: dict[str, int] = field(default_factory=dict)
     baselines: dict[str, BaselineMetrics] = field(default_factory=dict)
     echo_rtt_s: float | None = None
+    status: str = "completed"
     schema: int = METRICS_SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
