@@ -33,13 +33,15 @@ from securefed.crypto import SuiteId, VerifyKey, encrypt_signing_key, get_suite
 from securefed.crypto.cleartext import export_unencrypted_signing_key_unsafe
 from securefed.crypto.keyfile import passphrase_from_env
 from securefed.data import PartitionConfig, prepare
+from securefed.data.layout import discover_indices
 from securefed.dp.canary import run_canary_audit
+from securefed.dp.spend import describe, load_spend, reset_spend
 from securefed.errors import ConfigError, SecureFedError
 from securefed.runtime.benchmark import run_round_benchmark
 from securefed.runtime.config import PersonalizationMode, RunConfig, load_run_config
 from securefed.runtime.demo import ProgressPrinter, comparison_table, demo_config
 from securefed.runtime.experiments import GRIDS, run_experiments
-from securefed.runtime.federated import RunSummary, run_federation
+from securefed.runtime.federated import RunSummary, resume_federation, run_federation
 from securefed.runtime.flower.deployment import add_agent_arguments
 from securefed.secagg.roster import (
     PublicIdentity,
@@ -251,11 +253,60 @@ def _audit_verify(args: argparse.Namespace) -> int:
     """Exit 0 (INTACT) with a one-line summary, 1 (TAMPERED) naming the first bad entry and why,
     or 3 (INCOMPLETE) naming the first party whose ledger lacks its genesis entry, its
     ``run.configured`` entry or its final checkpoint; the ``problem:``, ``incomplete:`` and
-    ``note:`` lines after it list further problems, missing pieces and what was not covered."""
+    ``note:`` lines after it list further problems, missing pieces and what was not covered.
+    With ``--anchor FILE`` (a run directory only), a ledger that does not end at the head the
+    anchor records is also TAMPERED (exit 1), and a bad anchor file is a usage error (exit 2)."""
+    from securefed.audit.anchor import load_anchor, verify_anchored  # noqa: PLC0415
+
     roster = None if args.roster is None else load_roster(args.roster)
-    result = verify_path(args.path, roster)
+    if args.anchor is None:
+        result = verify_path(args.path, roster)
+    else:
+        anchor = load_anchor(args.anchor)
+        if not Path(args.path).is_dir():
+            raise ConfigError(
+                f"--anchor checks a whole run directory; {args.path} is not a directory"
+            )
+        result = verify_anchored(args.path, anchor, roster, source=f"anchor {args.anchor}")
     print(result.describe())
     return result.exit_code
+
+
+def _audit_anchor(args: argparse.Namespace) -> int:
+    """Write the anchor (the signed final heads) of a sealed run that verifies INTACT to a new
+    file outside the run directory; print one line saying what to keep where (exit 0). A run
+    that is not INTACT is refused: its ``verify`` output on stdout, exit 1 (tampered) or 3
+    (incomplete); usage errors (an existing --out, one inside the run directory) exit 2."""
+    from securefed.audit.anchor import AnchorRefused, make_anchor, write_anchor  # noqa: PLC0415
+
+    run_dir, out = Path(args.run_dir), Path(args.out)
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} is not a run directory")
+    if out.resolve().is_relative_to(run_dir.resolve()):
+        raise ConfigError(
+            f"{out} is inside the run directory: keep the anchor where whoever can change the "
+            "ledgers cannot change it"
+        )
+    if out.exists():
+        raise ConfigError(f"refusing to overwrite existing file {out}")
+    roster = None if args.roster is None else load_roster(args.roster)
+    try:
+        anchor = make_anchor(run_dir, roster)
+    except AnchorRefused as exc:
+        print(exc.result.describe())
+        print(
+            f"securefed: refusing to anchor {run_dir}: its ledgers are {exc.result.status.value}; "
+            "only a sealed run that verifies INTACT can be anchored",
+            file=sys.stderr,
+        )
+        return exc.result.exit_code
+    write_anchor(anchor, out)
+    print(
+        f"anchor: wrote {out} (the final heads of {len(anchor.heads)} parties of {run_dir}): "
+        f"keep it outside the run directory, out of reach of whoever can change the ledgers; "
+        f"check the run with: securefed audit verify {run_dir} --anchor {out}"
+    )
+    return 0
 
 
 def _audit_report(args: argparse.Namespace) -> int:
@@ -330,7 +381,36 @@ def _add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         metavar="FILE",
         help="roster of identity keys (default: roster.toml of the run directory)",
     )
+    verify.add_argument(
+        "--anchor",
+        metavar="FILE",
+        help=(
+            "also check a run directory against its anchor (securefed audit anchor): a ledger "
+            "cut before, or rewritten at, its anchored final head is tampered (exit 1)"
+        ),
+    )
     verify.set_defaults(handler=_audit_verify)
+
+    anchor = actions.add_parser(
+        "anchor",
+        help=(
+            "export the signed final heads of a sealed, intact run to a small file to keep "
+            "elsewhere; verify --anchor FILE then catches any truncation (docs/audit.md)"
+        ),
+    )
+    anchor.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (sealed, intact)")
+    anchor.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE",
+        help="the anchor file to write (new, outside the run directory; mode 0644)",
+    )
+    anchor.add_argument(
+        "--roster",
+        metavar="FILE",
+        help="roster of identity keys (default: roster.toml of the run directory)",
+    )
+    anchor.set_defaults(handler=_audit_anchor)
 
     report = actions.add_parser("report", help="self-contained HTML report plus a Markdown twin")
     report.add_argument("run_dir", metavar="RUN_DIR", help="the run directory")
@@ -403,7 +483,11 @@ def _finish_run(summary: RunSummary, *, report: bool) -> int:
     return 0
 
 
-def _run_config_and_go(config: RunConfig, out: str | None) -> int:
+def _notice(text: str) -> None:
+    print(f"securefed: {text}", file=sys.stderr)
+
+
+def _run_config_and_go(config: RunConfig, out: str | None, *, copy_data: bool = False) -> int:
     run_dir = Path(out) if out else Path("runs") / config.name
     dp = config.dp
     budget = "DP off" if dp is None else f"DP ε={dp.target_epsilon:g}, δ={dp.delta:g} each"
@@ -418,6 +502,8 @@ def _run_config_and_go(config: RunConfig, out: str | None) -> int:
         run_dir,
         progress=ProgressPrinter(config.mode.value),
         baseline_progress=lambda mode, r: ProgressPrinter(mode.value)(r),
+        copy_data=copy_data,
+        notify=_notice,
     )
     return _finish_run(summary, report=True)
 
@@ -431,11 +517,53 @@ def _demo(args: argparse.Namespace) -> int:
         secure=not args.plaintext,
         data_directory=args.data,
     )
-    return _run_config_and_go(config, args.out)
+    # the bundled digits are public: each demo prepares its own copy (repeatable); a --data
+    # directory is the user's records, whose spend every run continues
+    return _run_config_and_go(config, args.out, copy_data=True)
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.resume is not None:
+        if args.config is not None or args.out is not None:
+            raise ConfigError("--resume DIR takes the run's own configuration: no --config/--out")
+        summary = resume_federation(
+            args.resume,
+            progress=ProgressPrinter("resumed"),
+            baseline_progress=lambda mode, r: ProgressPrinter(mode.value)(r),
+            notify=_notice,
+        )
+        return _finish_run(summary, report=True)
+    if args.config is None:
+        raise ConfigError("give --config run.toml (or --resume DIR to continue a killed run)")
     return _run_config_and_go(load_run_config(args.config), args.out)
+
+
+def _budget_show(args: argparse.Namespace) -> int:
+    directory = Path(args.records)
+    indices = args.tenant or sorted(discover_indices(directory))
+    if not indices:
+        raise ConfigError(f"{directory}: no tenant files in the seed layout")
+    for index in indices:
+        record = load_spend(directory, index)
+        print("no spend recorded" if record is None else describe(record), f"(tenant {index})")
+        for reset in () if record is None else record.resets:
+            print(f"    reset {reset.time}: {reset.reason}")
+    return 0
+
+
+def _budget_reset(args: argparse.Namespace) -> int:
+    directory = Path(args.records)
+    for index in args.tenant:
+        reset = reset_spend(directory, index, reason=args.reason)
+        if reset is None:
+            print(f"tenant {index}: no spend recorded; nothing to reset")
+            continue
+        before = "unbounded" if reset.epsilon_before is None else f"{reset.epsilon_before:.4g}"
+        print(
+            f"tenant {index}: reset (epsilon {before} before, {len(reset.participations)} "
+            "participations archived); every later run ledgers this reset as a hazard"
+        )
+    return 0
 
 
 def _data_prepare(args: argparse.Namespace) -> int:
@@ -490,9 +618,32 @@ def _add_run_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     demo.set_defaults(handler=_demo)
 
     run = commands.add_parser("run", help="a run from a TOML configuration (docs/run-config.md)")
-    run.add_argument("--config", required=True, metavar="run.toml", help="run configuration")
+    run.add_argument("--config", metavar="run.toml", help="run configuration")
     run.add_argument("--out", metavar="DIR", help="run directory (default runs/<name>)")
+    run.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the killed run of DIR (its DIR.partial): same ledgers, budget, models",
+    )
     run.set_defaults(handler=_run)
+
+    budget = commands.add_parser(
+        "budget", help="the privacy spend kept next to the records (docs/dp.md)"
+    )
+    budget_actions = budget.add_subparsers(dest="action", required=True)
+    show = budget_actions.add_parser("show", help="each tenant's epsilon spent on its records")
+    show.add_argument("records", metavar="DATA_DIR", help="a seed-layout directory")
+    show.add_argument("--tenant", type=int, action="append", help="only this tenant (repeat)")
+    show.set_defaults(handler=_budget_show)
+    reset = budget_actions.add_parser(
+        "reset", help="start a tenant's budget again, recorded and shown in later reports"
+    )
+    reset.add_argument("records", metavar="DATA_DIR", help="a seed-layout directory")
+    reset.add_argument(
+        "--tenant", type=int, action="append", required=True, help="tenant index (repeat)"
+    )
+    reset.add_argument("--reason", required=True, help="why (kept in the spend record)")
+    reset.set_defaults(handler=_budget_reset)
 
     experiments = commands.add_parser(
         "experiments", help="every method on the same splits, with and without DP (long)"

@@ -348,3 +348,205 @@ def test_report_usage_and_io_errors_exit_2(run: Run, tmp_path: Path, capsys: Cap
     with pytest.raises(SystemExit) as info:
         main(["audit", "report", str(run.run_dir)])  # -o is required
     assert info.value.code == 2
+
+
+# --- audit anchor and verify --anchor (issue 19: every ledger cut to a common prefix) ---------
+
+
+def _anchor(capsys: Capture, run_dir: Path, out: Path, *argv: str) -> tuple[int, list[str], str]:
+    status = main(["audit", "anchor", str(run_dir), "--out", str(out), *argv])
+    stdout, err = capsys.readouterr()
+    return status, stdout.splitlines(), err
+
+
+def _kept_anchor(run: Run, tmp_path: Path, capsys: Capture) -> Path:
+    out = tmp_path / "kept" / "run.anchor"
+    out.parent.mkdir()
+    status, lines, err = _anchor(capsys, run.run_dir, out)
+    assert (status, len(lines), err) == (0, 1, "")
+    return out
+
+
+def test_anchor_writes_the_final_heads_and_verify_anchor_exits_0(
+    run: Run, tmp_path: Path, capsys: Capture
+) -> None:
+    out = tmp_path / "kept" / "run.anchor"
+    out.parent.mkdir()
+    status, lines, err = _anchor(capsys, run.run_dir, out)
+    assert (status, err) == (0, "")
+    assert len(lines) == 1
+    assert lines[0].startswith(f"anchor: wrote {out} (the final heads of 4 parties of ")
+    assert "keep it outside the run directory" in lines[0]
+    assert lines[0].endswith(f"securefed audit verify {run.run_dir} --anchor {out}")
+    assert out.stat().st_mode & 0o777 == 0o644
+    anchored = json.loads(out.read_bytes())
+    assert (anchored["format"], anchored["version"]) == ("securefed-audit-anchor", 1)
+    assert sorted(anchored["heads"]) == sorted(run.keys)
+    for actor in run.keys:
+        last = json.loads(run.lines(actor)[-1])
+        assert anchored["heads"][actor] == {
+            "hash": last["hash"],
+            "seq": last["seq"],
+            "signature": last["signature"],
+        }
+    status, out_lines, err = _verify(capsys, str(run.run_dir), "--anchor", str(out))
+    assert (status, err) == (0, "")
+    assert out_lines[0] == verify_run(run.run_dir).summary()
+    assert out_lines[0].startswith("INTACT: 4 ledgers, ")
+    assert out_lines[-1].startswith("note: Checked against an anchor of the final heads of 4 ")
+
+
+def test_anchor_usage_errors_exit_2_and_write_nothing(
+    run: Run, tmp_path: Path, capsys: Capture
+) -> None:
+    existing = tmp_path / "existing.anchor"
+    existing.write_bytes(b"keep me\n")
+    status, lines, err = _anchor(capsys, run.run_dir, existing)
+    assert (status, lines) == (2, [])
+    assert (
+        err == f"securefed: configuration error: refusing to overwrite existing file {existing}\n"
+    )
+    assert existing.read_bytes() == b"keep me\n"
+    inside = run.run_dir / "run.anchor"
+    status, lines, err = _anchor(capsys, run.run_dir, inside)
+    assert (status, lines) == (2, [])
+    assert "is inside the run directory" in err
+    assert not inside.exists()
+    for argv in (
+        [str(tmp_path / "missing"), "--out", str(tmp_path / "a.anchor")],
+        [str(run.run_dir), "--out", str(tmp_path / "no" / "dir" / "a.anchor")],
+        [str(run.run_dir), "--out", str(tmp_path / "a.anchor"), "--roster", str(tmp_path / "x")],
+    ):
+        assert main(["audit", "anchor", *argv]) == 2, argv
+        stdout, err = capsys.readouterr()
+        assert stdout == ""
+        assert err.startswith("securefed: configuration error: "), argv
+    assert not (tmp_path / "a.anchor").exists()
+    with pytest.raises(SystemExit) as info:
+        main(["audit", "anchor", str(run.run_dir)])  # --out is required
+    assert info.value.code == 2
+
+
+def test_anchor_refuses_an_unsealed_or_tampered_run_with_the_verify_status(
+    tmp_path: Path, capsys: Capture
+) -> None:
+    unsealed = build_run(tmp_path / "unsealed", final=False)
+    out = tmp_path / "unsealed.anchor"
+    status, lines, err = _anchor(capsys, unsealed.run_dir, out)
+    assert status == 3
+    assert lines[0].startswith("INCOMPLETE: ")
+    assert err.startswith(f"securefed: refusing to anchor {unsealed.run_dir}: ")
+    assert "only a sealed run that verifies INTACT can be anchored" in err
+    assert not out.exists()
+    tampered = build_run(tmp_path / "tampered")
+    _edit_payload(tampered)
+    status, lines, err = _anchor(capsys, tampered.run_dir, out)
+    assert status == 1
+    assert lines[0].startswith("TAMPERED: ledgers/bank-1.jsonl line 5 (seq 4): edited: ")
+    assert "its ledgers are TAMPERED" in err
+    assert not out.exists()
+
+
+def _drop_final_checkpoints(run: Run) -> None:
+    for actor in run.keys:
+        run.write_lines(actor, run.lines(actor)[:-1])
+
+
+@pytest.mark.parametrize(
+    "cut", [_drop_final_checkpoints, _cut_all_to_six_lines, _empty_all, _delete_all]
+)
+def test_verify_anchor_catches_every_ledger_cut_to_a_common_prefix(
+    run: Run, tmp_path: Path, capsys: Capture, cut: Callable[[Run], None]
+) -> None:
+    anchor = _kept_anchor(run, tmp_path, capsys)
+    final = {actor: len(run.lines(actor)) - 1 for actor in run.keys}
+    cut(run)
+    status, lines, _ = _verify(capsys, str(run.run_dir))
+    assert status == 3  # without the anchor: a run that never finished
+    assert lines[0].startswith("INCOMPLETE: ")
+    status, lines, err = _verify(capsys, str(run.run_dir), "--anchor", str(anchor))
+    assert (status, err) == (1, "")
+    assert lines[0].startswith("TAMPERED: ledgers/bank-0.jsonl")
+    assert not any(line.startswith("incomplete: ") for line in lines)
+    named = [line for line in lines if line.startswith(("TAMPERED: ", "problem: "))]
+    assert len(named) == 4
+    for actor in run.keys:
+        (line,) = [line for line in named if f"ledgers/{actor}.jsonl" in line]
+        assert ": truncated: " in line
+        assert f"the anchor records its final head at seq {final[actor]} (hash " in line
+
+
+def test_verify_anchor_names_the_cut_ledger_with_anchored_and_found_heads(
+    run: Run, tmp_path: Path, capsys: Capture
+) -> None:
+    anchor = _kept_anchor(run, tmp_path, capsys)
+    _cut_all_to_six_lines(run)
+    status, lines, _ = _verify(capsys, str(run.run_dir), "--anchor", str(anchor))
+    assert status == 1
+    assert re.fullmatch(
+        r"TAMPERED: ledgers/bank-0\.jsonl line 7 \(seq 6\): truncated: the ledger of 'bank-0' "
+        r"ends at seq 5, but the anchor records its final head at seq 11 \(hash [0-9a-f]{16}"
+        r"\.\.\.\): cut",
+        lines[0],
+    ), lines[0]
+
+
+def _anchor_edit(path: Path, field: str, new: object, *, actor: str | None = None) -> None:
+    """Set ``field`` of the anchor file (of ``actor``'s head if given), in canonical form."""
+    value = json.loads(path.read_bytes())
+    target = value if actor is None else value["heads"][actor]
+    target[field] = new
+    path.write_bytes(encode_canonical(value) + b"\n")
+
+
+def test_verify_with_a_bad_anchor_exits_2_in_one_line(
+    run: Run, tmp_path: Path, capsys: Capture
+) -> None:
+    good = _kept_anchor(run, tmp_path, capsys)
+    malformed = tmp_path / "malformed.anchor"
+    malformed.write_bytes(b"not an anchor\n")
+    oversized = tmp_path / "oversized.anchor"
+    oversized.write_bytes(b" " * (2 << 20))
+    tampered = tmp_path / "tampered.anchor"
+    shutil.copy(good, tampered)
+    _anchor_edit(tampered, "hash", "ab" * 32, actor="bank-1")
+    other_version = tmp_path / "v2.anchor"
+    shutil.copy(good, other_version)
+    _anchor_edit(other_version, "version", 2)
+    cases = {
+        malformed: "is not a securefed anchor: not JSON",
+        oversized: "is not a securefed anchor: larger than 1048576 bytes",
+        tampered: "does not match the roster it names, so it was altered: the head of 'bank-1'",
+        other_version: "is not a securefed anchor: version 2 is not supported",
+        tmp_path / "nowhere.anchor": "is not a file",
+    }
+    for path, why in cases.items():
+        status, lines, err = _verify(capsys, str(run.run_dir), "--anchor", str(path))
+        assert (status, lines) == (2, []), path
+        assert err.startswith(f"securefed: configuration error: anchor {path} "), err
+        assert why in err, err
+        assert err.count("\n") == 1, err
+    status, lines, err = _verify(capsys, str(run.path("bank-0")), "--anchor", str(good))
+    assert (status, lines) == (2, [])
+    assert "--anchor checks a whole run directory" in err
+
+
+def test_the_console_script_anchors_and_exits_1_for_a_cut_run(run: Run, tmp_path: Path) -> None:
+    anchor = tmp_path / "run.anchor"
+    command = [sys.executable, "-m", "securefed.cli", "audit"]
+    made = subprocess.run(  # noqa: S603 -- fixed argv: this interpreter, a module, tmp paths
+        [*command, "anchor", str(run.run_dir), "--out", str(anchor)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (made.returncode, made.stderr) == (0, "")
+    _drop_final_checkpoints(run)
+    checked = subprocess.run(  # noqa: S603 -- fixed argv: this interpreter, a module, tmp paths
+        [*command, "verify", str(run.run_dir), "--anchor", str(anchor)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 1
+    assert checked.stdout.startswith("TAMPERED: ledgers/bank-0.jsonl line 12 (seq 11): truncated")

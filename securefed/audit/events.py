@@ -97,6 +97,8 @@ class BudgetConfigured(EventRecord):
     max_grad_norm: float  # C
     sample_rate: float  # q
     unit_of_privacy: str = "one record of one institution"
+    prior_epsilon: float = 0.0  # what earlier participations on the same records had spent
+    records_sha256: str = ""  # the records this budget protects (their spend record's digest)
 
 
 @dataclass(frozen=True, slots=True)

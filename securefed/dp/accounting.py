@@ -34,6 +34,7 @@ from securefed.dp.config import AccountantKind
 from securefed.errors import ConfigError
 
 __all__ = [
+    "PLANNING_TOLERANCE",
     "FastPRVAccountant",
     "FastRDPAccountant",
     "History",
@@ -168,7 +169,7 @@ def noise_multiplier_for(
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}")
 
-    if epsilon_for(kind, prefix, delta) >= target_epsilon:
+    if prefix and epsilon_for(kind, prefix, delta) >= target_epsilon - PLANNING_TOLERANCE:
         raise ConfigError(
             f"the reserved history alone reaches epsilon={target_epsilon} at delta={delta}: "
             "no budget is left for training"
@@ -186,7 +187,7 @@ def noise_multiplier_for(
                 f"no noise multiplier reaches epsilon={target_epsilon} at delta={delta} after "
                 f"{steps} steps at sample rate {sample_rate:.6g}: the privacy budget is too low"
             )
-    while target_epsilon - eps_high > _EPSILON_TOLERANCE:
+    while target_epsilon - eps_high > PLANNING_TOLERANCE:
         sigma = (sigma_low + sigma_high) / 2
         eps = epsilon(sigma)
         if eps < target_epsilon:
@@ -198,7 +199,8 @@ def noise_multiplier_for(
 
 #: Opacus ``get_noise_multiplier``'s limits, restated (opacus 1.6 ``accountants/utils.py``).
 _MAX_SIGMA = 1e6
-_EPSILON_TOLERANCE = 0.01
+#: The search stops within this much below the target: less budget left cannot be planned for.
+PLANNING_TOLERANCE = 0.01
 
 
 @contextmanager

@@ -19,6 +19,10 @@ The rules that keep that true:
 * a similarity statistic (``dp.statistic_epsilon``) is ONE more Gaussian mechanism on the same
   records (:meth:`PrivateTrainer.release_statistic`): reserved when sigma is fixed (the
   training noise leaves room for it), charged first like a round, in the same history;
+* with a ``spend`` account (:mod:`securefed.dp.spend`) the budget follows the RECORDS, not the
+  state directory: sigma is planned for what earlier participations on the same records left,
+  every charge is composed with theirs, checked and written next to the records under a lock
+  before the round trains, and :meth:`PrivateTrainer.epsilon` is the records' epsilon;
 * a restart with the same ``state_dir`` reloads the history (epsilon continues, never resets)
   and refuses a configuration that would change sigma, q, steps per round, the accountant, delta,
   the clipping norm or the budget (:class:`~securefed.errors.ConfigError`);
@@ -53,8 +57,15 @@ import torch
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 from torch import Tensor, nn
 
-from securefed.dp.accounting import History, epsilon_for, extend_history, noise_multiplier_for
+from securefed.dp.accounting import (
+    PLANNING_TOLERANCE,
+    History,
+    epsilon_for,
+    extend_history,
+    noise_multiplier_for,
+)
 from securefed.dp.config import DPConfig, GradSampleMode, RoundSpend, TrainingConfig
+from securefed.dp.spend import SpendAccount
 from securefed.dp.state import (
     STATE_FILE,
     STATISTIC_MECHANISM,
@@ -92,6 +103,7 @@ class PrivateTrainer:
         planned_rounds: int,
         state_dir: Path,
         seed: int | None = None,
+        spend: SpendAccount | None = None,
     ) -> None:
         _check_arguments(train_x, train_y, training, dp, planned_rounds)
         n = len(train_x)
@@ -102,6 +114,7 @@ class PrivateTrainer:
         self._seed = seed
         self._state_dir = Path(state_dir)
         self._planned_rounds = planned_rounds
+        self._spend = spend
         existing = load_state(self._state_dir)
         self._stepper: DPStepper | PlainStepper
         self._private: _Private | None = None
@@ -123,7 +136,8 @@ class PrivateTrainer:
         q = min(1.0, training.batch_size / n)
         self._sample_rate = q
         self._steps_per_epoch = max(1, n // training.batch_size)
-        state = self._initial_state(existing, dp, q)
+        prior = _prior(spend)
+        state = self._initial_state(existing, dp, q, prior)
         self._secure = seed is None and secure_rng_available()
         if seed is not None:
             self._noise_generator = torch.Generator()
@@ -144,13 +158,13 @@ class PrivateTrainer:
         )
         stepper.engine.accountant.history = list(state.history)
         self._stepper = stepper
-        self._private = _Private(config=dp, stepper=stepper, state=state)
+        self._private = _Private(config=dp, stepper=stepper, state=state, prior=prior)
         self._sample_generator = stepper.secure_rng if self._secure else _os_seeded_generator()
-        if existing is None:
+        if existing is None or state is not existing:
             save_state(self._state_dir, state)  # persists sigma before any round
 
     def _initial_state(
-        self, existing: AccountantState | None, dp: DPConfig, q: float
+        self, existing: AccountantState | None, dp: DPConfig, q: float, prior: History
     ) -> AccountantState:
         steps = self.steps_per_round
         statistic_sigma = (
@@ -159,16 +173,29 @@ class PrivateTrainer:
             else noise_multiplier_for(dp.accountant, dp.statistic_epsilon, dp.delta, 1.0, 1)
         )
         if existing is None:
+            if self._spend is not None and self._spend.own_history():
+                raise ConfigError(
+                    f"{self._state_dir / STATE_FILE} is missing, but this participation "
+                    f"({self._spend.run_id}) has charges recorded next to the records: its "
+                    "accountant state was lost; it cannot continue (start a new run)"
+                )
             sigma = dp.noise_multiplier
             if sigma is None:
                 reserved: History = () if statistic_sigma is None else ((statistic_sigma, 1.0, 1),)
+                spent = epsilon_for(dp.accountant, prior, dp.delta)
+                if prior and spent >= dp.target_epsilon - PLANNING_TOLERANCE:
+                    raise PrivacyBudgetExceeded(
+                        "earlier participations on these records already spent epsilon "
+                        f"{spent:.4g} of the budget "
+                        f"{dp.target_epsilon:g} at delta {dp.delta:g}: nothing is left to train"
+                    )
                 sigma = noise_multiplier_for(
                     dp.accountant,
                     dp.target_epsilon,
                     dp.delta,
                     q,
                     self._planned_rounds * steps,
-                    prefix=reserved,
+                    prefix=(*prior, *reserved),
                 )
             return AccountantState(
                 accountant=dp.accountant,
@@ -199,7 +226,30 @@ class PrivateTrainer:
                     f"configured {configured!r}; the accountant state of a participation cannot "
                     "change its privacy parameters"
                 )
-        return existing
+        return self._catch_up(existing)
+
+    def _catch_up(self, state: AccountantState) -> AccountantState:
+        """``state`` with any charge the records' spend record holds beyond it (a crash between
+        the two durable writes of a charge: the spend record is written first)."""
+        if self._spend is None:
+            return state
+        own = self._spend.own_history()
+        if own == state.history:
+            return state
+        steps = sum(s for _, _, s in own) - state.total_steps
+        last = max((c.round for c in state.charges), default=0)
+        sigma_s = state.statistic_noise_multiplier
+        if steps > 0 and own == extend_history(
+            state.history, state.noise_multiplier, state.sample_rate, steps
+        ):
+            return state.charged(last + 1, steps, epsilon_for(state.accountant, own, state.delta))
+        if sigma_s is not None and own == extend_history(state.history, sigma_s, 1.0, 1):
+            return state.charged_statistic(0, epsilon_for(state.accountant, own, state.delta))
+        raise ConfigError(
+            f"{self._state_dir / STATE_FILE} does not continue the participation recorded next "
+            "to the records (their charges differ): this state directory belongs to another "
+            "participation"
+        )
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -240,6 +290,11 @@ class PrivateTrainer:
         return () if self._private is None else self._private.state.charges
 
     @property
+    def spend(self) -> SpendAccount | None:
+        """The participation's account in the records' spend record, if it has one."""
+        return self._spend
+
+    @property
     def state_path(self) -> Path:
         """The accountant state file (exists once a DP trainer was constructed)."""
         return self._state_dir / STATE_FILE
@@ -251,8 +306,9 @@ class PrivateTrainer:
     # -- accounting ---------------------------------------------------------------------------
 
     def epsilon(self) -> float | None:
-        """Cumulative epsilon charged so far at ``dp.delta`` (0.0 before any round); None
-        without DP."""
+        """Cumulative epsilon charged so far at ``dp.delta`` (0.0 before any round), composed
+        with earlier participations on the same records (with a spend account); None without
+        DP."""
         if self._private is None:
             return None
         return self._private.epsilon(self._private.state.history)
@@ -315,8 +371,8 @@ class PrivateTrainer:
         """Charge (with DP), then train one round from the module's current parameters.
 
         ``on_charge`` (with DP) is called with the round's spend after the charge is durable and
-        before the first training step -- the place to ledger it (DESIGN §5: a spend is recorded
-        before training starts). If it raises, the round stays charged and is not trained.
+        before the first training step -- the place to ledger it (docs/audit.md: a spend is
+        recorded before training starts). If it raises, the round stays charged and is not trained.
 
         ``anchor`` is FedAMP's u_i as a flat vector in ``model().parameters()`` order; with
         ``training.proximal_lambda`` > 0 it adds ``(mu/2) ||w - u||^2`` (gradient ``mu (w - u)``
@@ -328,6 +384,8 @@ class PrivateTrainer:
             raise ConfigError(f"round must be an integer >= 0, got {round_!r}")
         proximal = self._proximal(anchor)
         private = self._private
+        if private is None and self._spend is not None:
+            self._spend.mark_unbounded()  # recorded next to the records before the release
         spend = None if private is None else self._charge(private, round_)
         if spend is not None and on_charge is not None:
             on_charge(spend)
@@ -452,14 +510,23 @@ class PrivateTrainer:
         make ``charged(epsilon_after)`` the durable state -- CHARGE FIRST, before any noise is
         drawn or step taken -- and return epsilon after it."""
         config = private.config
-        current = private.epsilon(private.state.history)
-        after = private.epsilon(history_after)
-        if after > config.target_epsilon + EPSILON_TOLERANCE:
-            raise PrivacyBudgetExceeded(
-                f"{what} refused: it would raise epsilon from {current:.6g} to "
-                f"{after:.6g} at delta={config.delta:g}, above the budget "
-                f"{config.target_epsilon:g}; nothing was charged, trained or released"
+        limit = config.target_epsilon + EPSILON_TOLERANCE
+        if self._spend is not None:  # composed with the records' other participations, locked
+            after = self._spend.charge(
+                history_after,
+                lambda history: epsilon_for(config.accountant, history, config.delta),
+                limit,
+                what,
             )
+        else:
+            current = private.epsilon(private.state.history)
+            after = private.epsilon(history_after)
+            if after > limit:
+                raise PrivacyBudgetExceeded(
+                    f"{what} refused: it would raise epsilon from {current:.6g} to "
+                    f"{after:.6g} at delta={config.delta:g}, above the budget "
+                    f"{config.target_epsilon:g}; nothing was charged, trained or released"
+                )
         state = charged(after)
         save_state(self._state_dir, state)
         private.state = state
@@ -523,13 +590,28 @@ class _Private:
     config: DPConfig
     stepper: DPStepper
     state: AccountantState
+    prior: History = ()  # earlier participations on the same records, composed first
 
     def next_history(self, steps: int) -> History:
         state = self.state
         return extend_history(state.history, state.noise_multiplier, state.sample_rate, steps)
 
     def epsilon(self, history: History) -> float:
-        return epsilon_for(self.config.accountant, history, self.config.delta)
+        return epsilon_for(self.config.accountant, (*self.prior, *history), self.config.delta)
+
+
+def _prior(spend: SpendAccount | None) -> History:
+    """What earlier participations on the records spent; refuses when that is unbounded."""
+    if spend is None:
+        return ()
+    prior = spend.others()
+    if prior is None:
+        raise PrivacyBudgetExceeded(
+            "models trained on these records without DP were released before "
+            f"({spend.records_dir}): no DP guarantee is left to spend; reset explicitly "
+            "(securefed budget reset) only if that release did not happen"
+        )
+    return prior
 
 
 def _check_arguments(

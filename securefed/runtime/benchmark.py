@@ -182,7 +182,7 @@ def run_round_benchmark(
     clock = _Clock()
     with tempfile.TemporaryDirectory(prefix="securefed-bench-round-") as scratch:
         run_dir = Path(scratch)
-        data = load_run_tenants(config.data, run_dir)
+        data = load_run_tenants(config.data, run_dir, copy=True)
         run = build_engine_run(
             config, run_dir, data, learner=lambda client: _TimedLearner(client, clock)
         )

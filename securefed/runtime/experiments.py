@@ -289,7 +289,7 @@ def run_experiments(grid: Grid, out: str | Path, *, log: Any = sys.stderr) -> st
         if metrics_file.is_file():
             metrics = json.loads(metrics_file.read_text())
         else:
-            metrics = run_federation(_config(grid, cell), run_dir).metrics
+            metrics = run_federation(_config(grid, cell), run_dir, copy_data=True).metrics
         last = metrics["history"][-1]
         results.append(
             {

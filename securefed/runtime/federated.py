@@ -12,15 +12,29 @@ party records ``run.finished`` and the same final checkpoint, and the run direct
 
     roster.toml              the parties and their identity keys (public halves)
     config.toml              the configuration as run (its SHA-256 is in every ledger)
+    run.json                 the run's id (its participations in the records' spend records)
     metrics.json             the run's record (docs/run-config.md, "metrics.json")
     ledgers/<party>.jsonl    one signed, hash-chained ledger per party
-    state/<party>/           each client's accountant state (epsilon continues on restart)
+    state/<party>/           each client's accountant state, last model and statistic
     models/<party>.safetensors   each client's final personalized model
-    data/                    the prepared seed layout (unless the config names a directory)
-    baselines/<mode>/        each comparison run: its roster, ledgers and accountant state
+    data/                    the prepared seed layout (demonstrations on public data only)
+    baselines/<mode>/        each comparison run: its roster, ledgers and state
 
-Identity keys are generated in memory for the run and discarded (a simulation); a deployment
-uses each institution's own key files (``securefed keys``).
+The directory is built as ``<out>.partial`` and renamed to ``<out>`` when the run ends, so a
+directory named ``<out>`` always holds a finished run. A killed run leaves ``<out>.partial``;
+``securefed run --resume <out>`` continues it (:func:`resume_federation`): the same ledgers,
+accountants, models and identity keys (kept unencrypted in ``<out>.partial/keys/`` while the
+run is in progress, deleted at its end), from the round after the last one the ledgers show.
+
+The privacy budget follows the RECORDS (docs/dp.md): every participation charges the spend
+record next to the tenant's records (:mod:`securefed.dp.spend`) before it trains, and a run on
+records that already carry spend continues it (or is refused when nothing is left, before
+anything is written). A source (the bundled digits) is prepared once into the data home
+(:func:`~securefed.runtime.tenants.load_run_tenants`) so that a rerun trains the same records;
+only demonstrations on public data ask for a copy of their own.
+
+Identity keys are generated for the run (a simulation); a deployment uses each institution's
+own key files (``securefed keys``).
 """
 
 from __future__ import annotations
@@ -28,7 +42,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,29 +56,45 @@ import torch
 
 from securefed import __version__
 from securefed.audit import Hazard, Ledger, RunConfigured, ledger_path
+from securefed.crypto import SigningKey
+from securefed.crypto.cleartext import (
+    export_unencrypted_signing_key_unsafe,
+    load_unencrypted_signing_key_unsafe,
+)
 from securefed.data import TenantData
 from securefed.dp import AccountantKind, DPConfig, PrivateTrainer, TrainingConfig
+from securefed.dp.accounting import PLANNING_TOLERANCE
+from securefed.dp.spend import (
+    SpendAccount,
+    describe,
+    load_spend,
+    records_fingerprint,
+    spend_path,
+    spent_epsilon,
+)
 from securefed.errors import ConfigError
-from securefed.models import build_model, save_model
+from securefed.files import write_atomic
+from securefed.models import build_model, load_model, save_model
 from securefed.runtime.config import (
     ModelName,
     PersonalizationMode,
     RunConfig,
     SegmentSource,
     SimilaritySource,
+    load_run_config,
 )
 from securefed.runtime.engine.coordinator import Coordinator
 from securefed.runtime.engine.institution import Institution
 from securefed.runtime.engine.learner import Learner
 from securefed.runtime.engine.memory import STAGES, Drop, Dropouts, MemoryTransport, drive
-from securefed.runtime.engine.metrics import RunMetrics, write_metrics
+from securefed.runtime.engine.metrics import RunMetrics
 from securefed.runtime.engine.settings import EngineSettings, round_params
 from securefed.runtime.nodes import ClientNode
 from securefed.runtime.seeded import seeded_random_bytes_unsafe
-from securefed.runtime.tenants import Tenants, load_run_tenants
+from securefed.runtime.tenants import DATA_DIR, Tenants, load_run_tenants
 from securefed.secagg import default_threshold
 from securefed.secagg.federation import Federation, make_federation
-from securefed.secagg.roster import Roster, save_roster
+from securefed.secagg.roster import Roster, load_roster, save_roster
 
 __all__ = [
     "METRICS_FILE",
@@ -74,6 +106,8 @@ __all__ = [
     "build_engine_run",
     "check_dropout_tolerance",
     "client_seed",
+    "partial_directory",
+    "resume_federation",
     "run_configured",
     "run_federation",
 ]
@@ -81,6 +115,13 @@ __all__ = [
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.toml"
 ROSTER_FILE = "roster.toml"
+RUN_FILE = "run.json"
+KEYS_DIR = "keys"
+MODEL_FILE = "model.safetensors"
+STATISTIC_FILE = "statistic.f64"
+SEED_FILE = "sketch-seed"
+PARTIAL_SUFFIX = ".partial"
+METHOD_METRICS_FILE = "method-metrics.json"
 SERVER_ID = "server"
 
 ProgressFn = Callable[["RoundReport"], None]
@@ -120,21 +161,185 @@ def run_federation(
     *,
     progress: ProgressFn | None = None,
     baseline_progress: Callable[[PersonalizationMode, RoundReport], None] | None = None,
+    copy_data: bool = False,
+    notify: Callable[[str], None] | None = None,
 ) -> RunSummary:
-    """Run ``config`` into the run directory ``out`` (created; it must be empty or absent), then
-    each of ``config.baselines`` on the same tenants with the same budget and compute.
+    """Run ``config`` into the run directory ``out`` (it must be empty or absent), then each of
+    ``config.baselines`` on the same tenants with the same budget and compute.
 
-    Baseline runs are comparisons: each keeps its roster, ledgers and accountant state under
+    The directory is built as ``<out>.partial`` and renamed to ``out`` at the end (module
+    docstring). ``copy_data``: prepare the data source into the run directory (a fresh copy
+    of public demonstration data, whose budget starts at zero) instead of the data home.
+    ``notify`` receives one line per tenant whose records already carry spend.
+
+    Baseline runs are comparisons: each keeps its roster, ledgers and state under
     ``out/baselines/<mode>/`` and writes no model or metrics file of its own; its results go
-    into ``metrics.json`` under ``baselines``. (A real federation runs one method: each extra
-    method spends each institution's budget again.)
+    into ``metrics.json`` under ``baselines``. Each is a participation of its own on the
+    records: all of them count (docs/dp.md).
 
     Raises:
-        ConfigError: bad configuration or data, or a non-empty ``out`` -- before any training.
+        ConfigError: bad configuration or data, a non-empty ``out``, an unfinished
+            ``<out>.partial``, or records whose budget is spent -- before anything is written
+            to ``out`` (an error while the parties are being built removes ``<out>.partial``).
         Training errors propagate; the ledgers then end with ``run.finished`` status
-        ``interrupted`` and still verify.
+        ``interrupted`` and still verify, in ``<out>.partial``.
     """
     started = time.perf_counter()
+    _check_config(config)
+    final = _check_run_dir(Path(out))
+    partial = partial_directory(final)
+    if partial.exists():
+        raise ConfigError(
+            f"{partial} holds an unfinished run: continue it with --resume {final}, or move it "
+            "aside (its spend stays on the records)"
+        )
+    copy = copy_data and config.data.directory is None
+    if copy:  # the source's tenant count is known; a declared partition comes with the data
+        check_dropout_tolerance(config, config.data.tenants, None)
+        data = None
+    else:  # read (and checked) before anything is written
+        data = load_run_tenants(config.data, partial)
+        check_dropout_tolerance(config, len(data.tenants), data.segments)
+        _check_records_budget(config, data, notify)
+    _create_partial(partial)
+    run_id = os.urandom(16).hex()
+    try:
+        if data is None:
+            data = load_run_tenants(config.data, partial, copy=True)
+            check_dropout_tolerance(config, len(data.tenants), data.segments)
+        write_atomic(
+            partial / RUN_FILE,
+            (
+                json.dumps({"format": "securefed-run", "version": 1, "run_id": run_id}) + "\n"
+            ).encode(),
+        )
+        (partial / CONFIG_FILE).write_text(config.to_toml(), encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return _run_methods(
+        config,
+        final,
+        partial,
+        data,
+        run_id=run_id,
+        started=started,
+        progress=progress,
+        baseline_progress=baseline_progress,
+    )
+
+
+def resume_federation(
+    out: str | os.PathLike[str],
+    *,
+    progress: ProgressFn | None = None,
+    baseline_progress: Callable[[PersonalizationMode, RoundReport], None] | None = None,
+    notify: Callable[[str], None] | None = None,
+) -> RunSummary:
+    """Continue the killed run of ``out`` (``<out>.partial``): its configuration, run id,
+    identity keys, ledgers, accountants and models, from the round after the last one its
+    ledgers show; methods that had finished are not run again.
+
+    Raises:
+        ConfigError: no unfinished run at ``out``; ``out`` exists; a method whose ledgers
+            are sealed without finishing (it was wound down as interrupted: its ledgers cannot
+            continue -- start a new run, which continues the spend); damaged state.
+    """
+    started = time.perf_counter()
+    final = Path(out)
+    partial = final if final.name.endswith(PARTIAL_SUFFIX) else partial_directory(final)
+    if partial is final:
+        final = final.with_name(final.name[: -len(PARTIAL_SUFFIX)])
+    if not (partial / RUN_FILE).is_file():
+        raise ConfigError(f"{partial}: no unfinished run to resume (no {RUN_FILE})")
+    _check_run_dir(final)
+    config = load_run_config(partial / CONFIG_FILE)
+    _check_config(config)
+    run_id = _read_run_id(partial / RUN_FILE)
+    data_config = config.data
+    if data_config.directory is None and (partial / DATA_DIR).is_dir():  # its own copy
+        data_config = dataclasses.replace(data_config, directory=str(partial / DATA_DIR))
+    data = load_run_tenants(data_config, partial)
+    if notify is not None:
+        notify(f"resuming run {run_id[:8]} in {partial}")
+    return _run_methods(
+        config,
+        final,
+        partial,
+        data,
+        run_id=run_id,
+        started=started,
+        progress=progress,
+        baseline_progress=baseline_progress,
+        resume=True,
+    )
+
+
+def _run_methods(
+    config: RunConfig,
+    final: Path,
+    partial: Path,
+    data: Tenants,
+    *,
+    run_id: str,
+    started: float,
+    progress: ProgressFn | None,
+    baseline_progress: Callable[[PersonalizationMode, RoundReport], None] | None,
+    resume: bool = False,
+) -> RunSummary:
+    """Every method of ``config`` into ``partial``, then the rename to ``final``."""
+    context = _RunContext(run_id=run_id, resume=resume)
+    try:
+        metrics, ledgers = _run_one(
+            config, partial, data, main=True, progress=progress, context=context
+        )
+    except ConfigError:
+        if not resume and not context.driven:  # nothing ran: leave nothing behind
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
+    metrics.pop("baseline", None)
+    for mode in config.baselines:
+        report = None
+        if baseline_progress is not None:
+            report = functools.partial(baseline_progress, mode)
+        baseline, _ = _run_one(
+            dataclasses.replace(config, mode=mode, baselines=()),
+            partial / "baselines" / mode.value,
+            data,
+            main=False,
+            progress=report,
+            context=context,
+        )
+        metrics["baselines"][mode.value] = baseline["baseline"]
+    metrics["seconds"] = round(time.perf_counter() - started, 3)
+    data_directory = data.directory
+    if data_directory.is_relative_to(partial):
+        data_directory = final / data_directory.relative_to(partial)
+    metrics["data_directory"] = str(data_directory)
+    for keys in partial.rglob(KEYS_DIR):  # the run is over: its identity keys are discarded
+        shutil.rmtree(keys, ignore_errors=True)
+    for method_metrics in partial.rglob(METHOD_METRICS_FILE):
+        method_metrics.unlink()
+    write_atomic(
+        partial / METRICS_FILE,
+        (json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False) + "\n").encode(),
+    )
+    try:
+        partial.rename(final)
+    except OSError as exc:
+        raise ConfigError(
+            f"the run finished in {partial} but could not be renamed to {final}: {exc.strerror}"
+        ) from None
+    ledger_paths = tuple(final / p.relative_to(partial) for p in ledgers)
+    return RunSummary(final, metrics, ledger_paths)
+
+
+def partial_directory(out: Path) -> Path:
+    """Where the run of ``out`` is built until it ends: ``<out>.partial`` beside it."""
+    return out.with_name(out.name + PARTIAL_SUFFIX)
+
+
+def _check_config(config: RunConfig) -> None:
     if config.data.directory is None and config.data.tenants < 3:
         raise ConfigError(f"data.tenants must be >= 3, got {config.data.tenants}")
     if config.rounds < 1:
@@ -144,44 +349,89 @@ def run_federation(
             f'personalize.similarity = "statistic" needs a mode that learns similarities '
             f'(fedamp, heurfedamp, or group with segments = "learned"), not {config.mode.value}'
         )
-    run_dir = _check_run_dir(Path(out))
-    if config.data.directory is None:
-        # the bundled source's tenant count is known; a declared partition comes with the data
-        check_dropout_tolerance(config, config.data.tenants, None)
-        data = load_run_tenants(config.data, _fresh_run_dir(run_dir))
-        check_dropout_tolerance(config, len(data.tenants), data.segments)
-    else:  # read (and checked) before anything is written
-        data = load_run_tenants(config.data, run_dir)
-        check_dropout_tolerance(config, len(data.tenants), data.segments)
-        _fresh_run_dir(run_dir)
-    metrics, ledgers = _run_one(config, run_dir, data, main=True, progress=progress)
-    for mode in config.baselines:
-        report = None
-        if baseline_progress is not None:
-            report = functools.partial(baseline_progress, mode)
-        baseline, _ = _run_one(
-            dataclasses.replace(config, mode=mode, baselines=()),
-            run_dir / "baselines" / mode.value,
-            data,
-            main=False,
-            progress=report,
+
+
+def _create_partial(partial: Path) -> None:
+    try:
+        partial.mkdir(parents=True)
+    except FileExistsError:
+        raise ConfigError(f"{partial} appeared meanwhile: another run uses it") from None
+    except OSError as exc:
+        raise ConfigError(f"--out: cannot create {partial}: {exc.strerror}") from None
+
+
+def _read_run_id(path: Path) -> str:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        run_id = document["run_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"{path} is unreadable or malformed") from None
+    if not isinstance(run_id, str) or len(run_id) != 32:
+        raise ConfigError(f"{path} does not hold a run id")
+    return run_id
+
+
+def _check_records_budget(
+    config: RunConfig, data: Tenants, notify: Callable[[str], None] | None
+) -> None:
+    """Refuse a run on records whose budget is spent, naming them; tell about the others
+    (before anything is written). Fingerprints and accounting are checked again when each
+    participation opens its account."""
+    releases = any(m is not PersonalizationMode.LOCAL for m in (config.mode, *config.baselines))
+    exhausted = []
+    for tenant in data.tenants:
+        record = load_spend(data.directory, tenant.index)
+        if record is None or not record.counted():
+            continue
+        fingerprint = records_fingerprint(tenant.train_x, tenant.train_y)
+        if record.records_sha256 != fingerprint:
+            raise ConfigError(
+                f"{spend_path(data.directory, tenant.index)} accounts for other records: tenant "
+                f"{tenant.index}'s training records changed since. If these are new records, "
+                f"reset explicitly: securefed budget reset {data.directory} --tenant "
+                f"{tenant.index} --reason TEXT"
+            )
+        spent = spent_epsilon(record)
+        if (
+            config.dp is not None
+            and releases
+            and (spent is None or spent >= config.dp.target_epsilon - PLANNING_TOLERANCE)
+        ):
+            exhausted.append(describe(record))
+        elif notify is not None:
+            notify(f"{describe(record)}; this run continues that spend")
+    if exhausted:
+        raise ConfigError(
+            f"the privacy budget (epsilon {config.dp.target_epsilon if config.dp else 0:g}) of "
+            f"these records is spent, so this run would start beyond it: {'; '.join(exhausted)}"
+            f". The budget follows the records ({data.directory}/securefed-spend/), not --out; "
+            "a deliberate reset is `securefed budget reset` and is shown in every later report"
         )
-        metrics.baselines[mode.value] = baseline.baseline()
-    metrics.seconds = round(time.perf_counter() - started, 3)
-    write_metrics(run_dir / METRICS_FILE, metrics)
-    return RunSummary(run_dir, metrics.to_dict(), ledgers)
+
+
+@dataclass
+class _RunContext:
+    """What every method of one run shares: the run id (its participations in the records'
+    spend records), whether it resumes a killed run, and whether anything was driven yet."""
+
+    run_id: str
+    resume: bool = False
+    keep_keys: bool = True
+    driven: bool = False
 
 
 @dataclass
 class EngineRun:
     """One method's parties, built and ready to drive: the coordinator, the institutions (by
-    node id = roster index) over a :class:`MemoryTransport`, their learners and ledgers."""
+    node id = roster index) over a :class:`MemoryTransport`, their learners and ledgers.
+    ``first_round`` is 1, or where a resumed run goes on."""
 
     federation: Federation
     coordinator: Coordinator
     transport: MemoryTransport
     clients: list[ClientNode]
     ledgers: dict[str, Ledger]
+    first_round: int = 1
 
     def close(self) -> None:
         for ledger in self.ledgers.values():
@@ -195,57 +445,178 @@ def build_engine_run(
     *,
     main: bool = True,
     learner: Callable[[ClientNode], Learner] | None = None,
+    context: _RunContext | None = None,
 ) -> EngineRun:
     """Everything :func:`run_federation` drives for one method over ``data`` in ``run_dir``:
     the roster, every ledger with its configuration records, the clients (statistics released
     when the configuration asks), the coordinator and the institutions. ``learner`` may wrap
-    each client (benchmarks time it)."""
+    each client (benchmarks time it). With a resuming ``context`` the roster, keys, ledgers,
+    accountants, models and statistics in ``run_dir`` are continued instead.
+
+    Raises ConfigError (nothing of the method is left open): bad configuration found while
+    building the clients, records whose spend record refuses the participation, or (resuming)
+    state that does not continue."""
+    context = context or _RunContext(run_id=os.urandom(16).hex(), keep_keys=False)
     n = len(data.tenants)
-    federation = make_federation(n)
     settings = EngineSettings.from_run_config(config, parties=n, declared=data.segments)
     run_dir.mkdir(parents=True, exist_ok=True)
+    resuming = context.resume and (run_dir / ROSTER_FILE).exists()
+    federation = _load_federation(run_dir) if resuming else make_federation(n)
     ledgers = _open_ledgers(run_dir, federation)
-    save_roster(federation.roster, run_dir / ROSTER_FILE)
-    if main:
-        (run_dir / CONFIG_FILE).write_text(config.to_toml(), encoding="utf-8")
-    _record_configured(ledgers, config, federation, main=main)
-    clients = build_clients(config, data, federation, run_dir, ledgers)
-    if config.uses_statistic:
-        for client in clients:
-            client.release_statistic(
-                num_classes=data.num_classes, dim=config.personalize.statistic_dim
-            )
-    coordinator = Coordinator(
-        config=config,
-        settings=settings,
-        roster=federation.roster,
-        identity=federation.server_key,
-        ledger=ledgers[SERVER_ID],
-        transport="memory",
-        random_bytes=seeded_random_bytes_unsafe(config.seed ^ 0x5EC0),
-        segments=data.segments,
-    )
-    coordinator.record_declared_partition()
-    if not config.secure:
-        ledgers[SERVER_ID].record(
-            Hazard(text="plaintext aggregation (comparison run): the server sees every model")
+    try:
+        first_round = 1
+        if resuming:
+            first_round = _rounds_done(ledgers) + 1
+            _record_resumed(ledgers, first_round)
+        else:
+            save_roster(federation.roster, run_dir / ROSTER_FILE)
+            if context.keep_keys:
+                _save_keys(run_dir / KEYS_DIR, federation)
+            _record_configured(ledgers, config, federation, main=main)
+        clients = build_clients(
+            config, data, federation, run_dir, ledgers, context=context, fresh=not resuming
         )
-    institutions = {
-        client.index: Institution(
+        coordinator = Coordinator(
+            config=config,
             settings=settings,
             roster=federation.roster,
-            identity=federation.client_keys[client.index],
-            party_id=client.party_id,
-            learner=client if learner is None else learner(client),
-            ledger=ledgers[client.party_id],
-            random_bytes=seeded_random_bytes_unsafe(
-                client_seed(config.seed, client.index) ^ 0x5EC1
-            ),
+            identity=federation.server_key,
+            ledger=ledgers[SERVER_ID],
+            transport="memory",
+            random_bytes=seeded_random_bytes_unsafe(config.seed ^ 0x5EC0 ^ first_round),
+            segments=data.segments,
+            first_round=first_round,
         )
-        for client in clients
-    }
+        if not resuming:
+            coordinator.record_declared_partition()
+            if not config.secure:
+                ledgers[SERVER_ID].record(
+                    Hazard(
+                        text="plaintext aggregation (comparison run): the server sees every model"
+                    )
+                )
+        institutions = {
+            client.index: Institution(
+                settings=settings,
+                roster=federation.roster,
+                identity=federation.client_keys[client.index],
+                party_id=client.party_id,
+                learner=client if learner is None else learner(client),
+                ledger=ledgers[client.party_id],
+                random_bytes=seeded_random_bytes_unsafe(
+                    client_seed(config.seed, client.index) ^ 0x5EC1 ^ first_round
+                ),
+                on_model=_model_saver(client, run_dir, config),
+                seed_file=_state_dir(run_dir, client.party_id) / SEED_FILE,
+            )
+            for client in clients
+        }
+    except BaseException:
+        for ledger in ledgers.values():
+            ledger.close()
+        raise
     transport = MemoryTransport(institutions, faults=_dropouts(config, n))
-    return EngineRun(federation, coordinator, transport, clients, ledgers)
+    return EngineRun(federation, coordinator, transport, clients, ledgers, first_round)
+
+
+def _state_dir(run_dir: Path, party: str) -> Path:
+    return run_dir / "state" / party
+
+
+def _model_saver(client: ClientNode, run_dir: Path, config: RunConfig) -> Callable[[int], None]:
+    """Keep the client's model after every local training and personalized update (what a
+    resumed run continues from), as the deployment's agent does."""
+    path = _state_dir(run_dir, client.party_id) / MODEL_FILE
+
+    def save(round_: int) -> None:
+        save_model(
+            client.trainer.model(),
+            path,
+            metadata={
+                "party": client.party_id,
+                "round": str(round_),
+                "config_sha256": config.sha256(),
+            },
+        )
+
+    return save
+
+
+def _save_keys(directory: Path, federation: Federation) -> None:
+    """The simulation's identity keys, unencrypted (0600), for ``--resume`` only: removed when
+    the run ends."""
+    directory.mkdir(mode=0o700, exist_ok=True)
+    parties = [(SERVER_ID, federation.server_key)]
+    parties += [
+        (c.party_id, k)
+        for c, k in zip(federation.roster.clients, federation.client_keys, strict=True)
+    ]
+    for party, key in parties:
+        write_atomic(
+            directory / f"{party}.key",
+            export_unencrypted_signing_key_unsafe(key),
+            mode=0o600,
+            overwrite=False,
+        )
+
+
+def _load_federation(run_dir: Path) -> Federation:
+    """The roster and the kept identity keys of a method to resume."""
+    roster = load_roster(run_dir / ROSTER_FILE)
+    directory = run_dir / KEYS_DIR
+
+    def key(party: str, expected: Any) -> SigningKey:
+        path = directory / f"{party}.key"
+        try:
+            loaded = load_unencrypted_signing_key_unsafe(path.read_bytes())
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot resume: {path}: {exc.strerror} (the run's identity keys are gone)"
+            ) from None
+        if loaded.verify_key() != expected:
+            raise ConfigError(f"cannot resume: {path} is not {party}'s key in the roster")
+        return loaded
+
+    return Federation(
+        roster,
+        key(roster.server.party_id, roster.server.identity),
+        tuple(key(c.party_id, c.identity) for c in roster.clients),
+    )
+
+
+def _rounds_done(ledgers: dict[str, Ledger]) -> int:
+    """The last round any party's ledger mentions; refuses sealed ledgers (they cannot go on)."""
+    sealed = sorted(party for party, ledger in ledgers.items() if ledger.sealed)
+    if sealed:
+        raise ConfigError(
+            f"cannot resume: the ledgers of {', '.join(sealed)} are sealed (the run was wound "
+            "down as interrupted); start a new run: it continues the records' spend"
+        )
+    last = 0
+    for ledger in ledgers.values():
+        last = max(last, _last_round_of(ledger.path))
+    return last
+
+
+def _last_round_of(path: Path) -> int:
+    last = 0
+    with open(path, encoding="utf-8") as handle:  # verified when the ledger was opened
+        for line in handle:
+            payload = json.loads(line).get("payload", {})
+            value = payload.get("round") if isinstance(payload, dict) else None
+            if isinstance(value, int) and not isinstance(value, bool):
+                last = max(last, value)
+    return last
+
+
+def _record_resumed(ledgers: dict[str, Ledger], first_round: int) -> None:
+    for ledger in ledgers.values():
+        ledger.record(
+            Hazard(
+                text=f"run resumed after an interruption: it goes on from round {first_round}; "
+                "rounds charged before the interruption stay charged"
+            )
+        )
 
 
 def _run_one(
@@ -255,10 +626,21 @@ def _run_one(
     *,
     main: bool,
     progress: ProgressFn | None,
-) -> tuple[RunMetrics, tuple[Path, ...]]:
-    """One method over ``data`` on the engine; its metrics and ledger paths."""
-    run = build_engine_run(config, run_dir, data, main=main)
-    reporter = _Progress(config.rounds, progress)
+    context: _RunContext,
+) -> tuple[dict[str, Any], tuple[Path, ...]]:
+    """One method over ``data`` on the engine: its metrics (``metrics.json``'s form; a
+    baseline's in its ``baseline`` key) and ledger paths. A method that a resumed run had
+    finished is read back, not run again."""
+    done = run_dir / METHOD_METRICS_FILE
+    actors_file = run_dir / ROSTER_FILE
+    if context.resume and done.exists():
+        finished: dict[str, Any] = json.loads(done.read_text(encoding="utf-8"))
+        roster = load_roster(actors_file)
+        actors = [*(c.party_id for c in roster.clients), SERVER_ID]
+        return finished, tuple(ledger_path(run_dir, a) for a in actors)
+    run = build_engine_run(config, run_dir, data, main=main, context=context)
+    context.driven = True
+    reporter = _Progress(config.rounds, progress, reported=run.first_round - 1)
     try:
         metrics = drive(run.coordinator, run.transport, on_exchange=reporter.check)
     finally:
@@ -268,6 +650,8 @@ def _run_one(
     metrics.clients = [
         dataclasses.replace(c, tenant=data.tenants[i].index) for i, c in enumerate(metrics.clients)
     ]
+    if run.first_round > 1:
+        metrics.resumed_at = [run.first_round]
     if main:
         (run_dir / "models").mkdir(exist_ok=True)
         for client in run.clients:
@@ -276,18 +660,21 @@ def _run_one(
                 run_dir / "models" / f"{client.party_id}.safetensors",
                 metadata={"party": client.party_id, "config_sha256": config.sha256()},
             )
+    result = metrics.to_dict()
+    result["baseline"] = dataclasses.asdict(metrics.baseline())
+    write_atomic(done, (json.dumps(result, allow_nan=False) + "\n").encode())
     actors = [*(c.party_id for c in run.federation.roster.clients), SERVER_ID]
-    return metrics, tuple(ledger_path(run_dir, a) for a in actors)
+    return result, tuple(ledger_path(run_dir, a) for a in actors)
 
 
 class _Progress:
     """Reports each round once its evaluations are in (they come back with the next round's
     first exchange)."""
 
-    def __init__(self, rounds: int, progress: ProgressFn | None) -> None:
+    def __init__(self, rounds: int, progress: ProgressFn | None, *, reported: int = 0) -> None:
         self._rounds = rounds
         self._progress = progress
-        self._reported = 0
+        self._reported = reported
 
     def check(self, exchange: int, coordinator: Coordinator) -> None:
         if self._progress is None:
@@ -446,8 +833,9 @@ def _record_configured(
         ledger.record(event)
         ledger.record(
             Hazard(
-                text="simulation: identity keys were generated in memory for this run and "
-                "discarded; the ledger signatures prove integrity of this directory only"
+                text="simulation: identity keys were generated for this run, kept unencrypted "
+                "in its directory only while it was in progress (for --resume) and deleted at "
+                "its end; the ledger signatures prove integrity of this directory only"
             )
         )
         if config.baselines:
@@ -481,27 +869,67 @@ def build_clients(
     federation: Federation,
     run_dir: Path,
     ledgers: dict[str, Ledger],
+    *,
+    context: _RunContext | None = None,
+    fresh: bool = True,
 ) -> list[ClientNode]:
     """One :class:`ClientNode` per tenant, in roster order: the same initial model for all, a
-    private trainer with its state under ``run_dir/state/<party>``, the party's ledger (if in
-    ``ledgers``), the budget and hazards already ledgered."""
+    private trainer with its state under ``run_dir/state/<party>`` charging the records' spend
+    record (participation ``context.run_id``), the party's ledger (if in ``ledgers``), the
+    budget and hazards ledgered (``fresh``) or the kept model reloaded (a resumed run), and the
+    DP similarity statistic released once when the configuration uses it."""
+    context = context or _RunContext(run_id=os.urandom(16).hex(), keep_keys=False)
     clients = []
     for index, (tenant, party) in enumerate(
         zip(data.tenants, federation.roster.clients, strict=True)
     ):
+        state = _state_dir(run_dir, party.party_id)
+        state.mkdir(parents=True, exist_ok=True)
         node = build_client(
             config,
             tenant,
             num_classes=data.num_classes,
             index=index,
             party_id=party.party_id,
-            state_dir=run_dir / "state" / party.party_id,
+            state_dir=state,
             ledger=ledgers.get(party.party_id),
             seed=client_seed(config.seed, index),
+            spend=open_spend(
+                config, tenant, data.directory, run_id=context.run_id, party=party.party_id
+            ),
         )
-        node.record_setup()
+        if fresh:
+            node.record_setup()
+        elif (state / MODEL_FILE).exists():
+            load_model(node.trainer.model(), state / MODEL_FILE)
+        if config.uses_statistic:
+            node.load_or_release_statistic(
+                state / STATISTIC_FILE,
+                num_classes=data.num_classes,
+                dim=config.personalize.statistic_dim,
+            )
         clients.append(node)
     return clients
+
+
+def open_spend(
+    config: RunConfig, tenant: TenantData, records_dir: Path, *, run_id: str, party: str
+) -> SpendAccount:
+    """The participation (``run_id``, ``config.mode``) of ``party`` on ``tenant``'s records in
+    the spend record next to them (:mod:`securefed.dp.spend`). Local training releases
+    nothing; every other mode releases models trained on the records."""
+    dp = config.dp
+    return SpendAccount.open(
+        records_dir,
+        tenant.index,
+        records_sha256=records_fingerprint(tenant.train_x, tenant.train_y),
+        run_id=run_id,
+        method=config.mode.value,
+        party=party,
+        released=config.mode is not PersonalizationMode.LOCAL,
+        accountant=AccountantKind(dp.accountant if dp is not None else "prv"),
+        delta=None if dp is None else dp.delta,
+    )
 
 
 def build_client(
@@ -514,11 +942,13 @@ def build_client(
     state_dir: Path,
     ledger: Ledger | None,
     seed: int | None,
+    spend: SpendAccount | None = None,
 ) -> ClientNode:
     """The :class:`ClientNode` of ``tenant`` at roster index ``index``: the run's initial
     model (``num_classes`` outputs), a private trainer with its accountant state in
     ``state_dir`` (continued if present), and ``ledger``. ``seed`` seeds the trainer
     (SIMULATION ONLY; None in a deployment: data order and DP noise from the operating system).
+    ``spend``: the participation's account in the records' spend record (docs/dp.md).
     Nothing is ledgered here (:meth:`ClientNode.record_setup` does that)."""
     training = TrainingConfig(
         lr=config.training.lr,
@@ -549,6 +979,7 @@ def build_client(
         planned_rounds=config.rounds,
         state_dir=state_dir,
         seed=seed,
+        spend=spend,
     )
     return ClientNode(
         index=index,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -31,7 +32,8 @@ from securefed.audit import (
 from securefed.data import TenantData
 from securefed.dp import EPSILON_TOLERANCE, PrivateTrainer
 from securefed.dp import RoundSpend as TrainerSpend
-from securefed.errors import PrivacyBudgetExceeded
+from securefed.errors import ConfigError, PrivacyBudgetExceeded
+from securefed.files import write_atomic
 from securefed.models import evaluate, flat_parameters, load_flat_parameters
 from securefed.personalize.statistic import label_projection_contributions
 from securefed.runtime.engine.messages import ClientInfo
@@ -89,12 +91,27 @@ class ClientNode:
         released = self.trainer.release_statistic(0, rows, on_charge=self._record_spend)
         self.statistic = released / len(rows)
 
+    def load_or_release_statistic(self, path: Path, *, num_classes: int, dim: int) -> None:
+        """The DP similarity statistic: released once (charged and ledgered before its noise is
+        drawn, :meth:`release_statistic`) and kept in ``path`` (0600); a restart reads it back
+        instead of releasing it again. Raises ConfigError for a file that holds no statistic."""
+        if path.exists():
+            values = np.frombuffer(path.read_bytes(), dtype="<f8").astype(np.float64)
+            if values.size == 0 or not np.isfinite(values).all():
+                raise ConfigError(f"{path} does not hold a similarity statistic")
+            self.statistic = values
+            return
+        self.release_statistic(num_classes=num_classes, dim=dim)
+        assert self.statistic is not None  # noqa: S101 - set by release_statistic
+        write_atomic(path, np.ascontiguousarray(self.statistic, dtype="<f8").tobytes(), mode=0o600)
+
     def record_setup(self) -> None:
         """Ledger the budget and the hazards of this client's training, before any round."""
         if self.ledger is None:
             return
         trainer = self.trainer
         state = trainer.accountant_state
+        spend = trainer.spend
         if state is not None:
             self.ledger.record(
                 BudgetConfigured(
@@ -105,10 +122,28 @@ class ClientNode:
                     noise_multiplier=state.noise_multiplier,
                     max_grad_norm=state.max_grad_norm,
                     sample_rate=state.sample_rate,
+                    prior_epsilon=trainer.epsilon() or 0.0,
+                    records_sha256="" if spend is None else spend.records_sha256,
                 )
             )
         for text in trainer.hazards():
             self.ledger.record(Hazard(text=text))
+        for reset in () if spend is None else spend.opened.resets:
+            before = "unbounded" if reset.epsilon_before is None else f"{reset.epsilon_before:.4g}"
+            self.ledger.record(
+                Hazard(
+                    text=f"the privacy budget of these records was reset on {reset.time} "
+                    f"(reason: {reset.reason}); epsilon {before} spent before the reset is not "
+                    "counted in this run's epsilon"
+                )
+            )
+        if spend is None and state is not None:
+            self.ledger.record(
+                Hazard(
+                    text="no spend record next to the records: this budget is accounted for "
+                    "this participation only, not across runs on the same records"
+                )
+            )
 
     def train(self, round_: int) -> TrainOutcome:
         """Train one local round from the current model (FedAMP: with the proximal term towards

@@ -1,5 +1,11 @@
 """Where a run's institutions come from: a seed-layout directory, or a source partitioned into
-one (written into the run directory, so the run always reads the seed layout).
+one, so that the run always reads the seed layout.
+
+A source is prepared ONCE into the data home (``$SECUREFED_HOME/prepared/<key>``, default
+``~/.local/share/securefed``; the key is a digest of the source and the partition), so that
+every run on it trains the same records and finds their spend record (docs/dp.md, "The budget
+follows the records"). Only demonstrations, experiments and benchmarks on public data ask for
+their own copy in the run directory (``copy=True``): that copy's budget starts at zero.
 
 The declared segments of group mode come from ``federation.json`` (written by ``securefed data
 prepare``) or from the configuration's list; a directory without either cannot run declared
@@ -8,6 +14,10 @@ group mode, and says so.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +32,12 @@ from securefed.data import (
 from securefed.errors import ConfigError
 from securefed.runtime.config import DataConfig
 
-__all__ = ["DATA_DIR", "Tenants", "load_run_tenants"]
+__all__ = ["DATA_DIR", "HOME_VARIABLE", "Tenants", "data_home", "load_run_tenants"]
 
 #: Sub-directory of the run directory that holds the prepared seed layout.
 DATA_DIR = "data"
+#: The environment variable that names the data home.
+HOME_VARIABLE = "SECUREFED_HOME"
 
 
 @dataclass(frozen=True)
@@ -42,8 +54,18 @@ class Tenants:
     directory: Path
 
 
-def load_run_tenants(data: DataConfig, run_dir: Path) -> Tenants:
-    """Load ``data.directory`` as it is, or prepare ``data.source`` into ``run_dir/data`` first.
+def data_home() -> Path:
+    """``$SECUREFED_HOME``, else ``$XDG_DATA_HOME/securefed``, else ``~/.local/share/securefed``."""
+    named = os.environ.get(HOME_VARIABLE)
+    if named:
+        return Path(named)
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "securefed"
+
+
+def load_run_tenants(data: DataConfig, run_dir: Path, *, copy: bool = False) -> Tenants:
+    """Load ``data.directory`` as it is, or ``data.source`` prepared into the data home (once;
+    later runs read the same records), or with ``copy`` into ``run_dir/data``.
 
     Raises:
         ConfigError, DataFormatError: an unreadable or malformed layout, fewer than 3 tenants,
@@ -51,19 +73,11 @@ def load_run_tenants(data: DataConfig, run_dir: Path) -> Tenants:
     """
     if data.directory is not None:
         directory = Path(data.directory)
-    else:
+    elif copy:
         directory = run_dir / DATA_DIR
-        prepare(
-            data.source,
-            out=directory,
-            config=PartitionConfig(
-                tenants=data.tenants,
-                groups=data.groups,
-                scheme=data.scheme,
-                seed=data.partition_seed,
-                samples_per_tenant=data.samples_per_tenant,
-            ),
-        )
+        prepare(data.source, out=directory, config=_partition(data))
+    else:
+        directory = _prepared_in_home(data)
     tenants = tuple(load_tenants(directory))
     if len(tenants) < 3:
         raise ConfigError(
@@ -79,3 +93,55 @@ def load_run_tenants(data: DataConfig, run_dir: Path) -> Tenants:
             )
         segments = tuple(metadata.group_of_tenant[t.index] for t in tenants)
     return Tenants(tenants, num_classes(tenants), segments, directory)
+
+
+def _partition(data: DataConfig) -> PartitionConfig:
+    return PartitionConfig(
+        tenants=data.tenants,
+        groups=data.groups,
+        scheme=data.scheme,
+        seed=data.partition_seed,
+        samples_per_tenant=data.samples_per_tenant,
+    )
+
+
+def _prepared_in_home(data: DataConfig) -> Path:
+    """The seed layout of ``data.source`` partitioned as ``data`` asks, in the data home:
+    prepared into a temporary sibling and renamed, so a reader never sees half of it."""
+    source = data.source
+    if source != "bundled" and Path(source).exists():
+        source = str(Path(source).resolve())
+    key = {
+        "source": source,
+        "tenants": data.tenants,
+        "groups": data.groups,
+        "scheme": data.scheme.value,
+        "partition_seed": data.partition_seed,
+        "samples_per_tenant": data.samples_per_tenant,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    name = f"{Path(source).name if source != 'bundled' else 'bundled'}-{digest}"
+    home = data_home() / "prepared"
+    target = home / name
+    if target.is_dir():
+        return target
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the data home {home}: {exc.strerror} (set ${HOME_VARIABLE})"
+        ) from None
+    staging = home / f".{name}.{os.getpid()}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        prepare(data.source, out=staging, config=_partition(data))
+        try:
+            staging.rename(target)
+        except OSError:
+            if not target.is_dir():  # another run prepared it at the same time: use that one
+                raise
+    except OSError as exc:
+        raise ConfigError(f"cannot prepare {target}: {exc.strerror}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

@@ -13,6 +13,7 @@ together. The same logic over a real SuperLink and SuperNodes is
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,8 +25,9 @@ import pytest
 from securefed.audit import verify_run
 from securefed.data import PartitionConfig, Scheme, prepare
 from securefed.dp import load_state
+from securefed.dp.spend import SPEND_DIR
 from securefed.models import flat_parameters, load_model, mlp
-from securefed.runtime.config import load_run_config
+from securefed.runtime.config import RunConfig, load_run_config
 from securefed.runtime.engine import messages as m
 from securefed.runtime.federated import run_federation
 from securefed.runtime.flower.deployment import METRICS_FILE, MODEL_FILE, SEED_FILE, STATISTIC_FILE
@@ -84,16 +86,25 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _files(shared: Path, tmp_path: Path, mode: str = "group", rounds: int = 2) -> DeploymentFiles:
+    """The deployment of ``mode`` on a fresh copy of the records (their spend record, next to
+    them, starts empty: docs/dp.md)."""
     top, personalize = MODES[mode]
+    data = shutil.copytree(shared / "data", tmp_path / "data")
     config = tmp_path / "run.toml"
     config.write_text(
-        CONFIG.format(
-            rounds=rounds, seed=SEED, mode=top, data=shared / "data", personalize=personalize
-        )
+        CONFIG.format(rounds=rounds, seed=SEED, mode=top, data=data, personalize=personalize)
     )
-    return DeploymentFiles(
-        config, shared / "roster.toml", shared / "keys", shared / "data", 10, PARTIES
+    return DeploymentFiles(config, shared / "roster.toml", shared / "keys", data, 10, PARTIES)
+
+
+def _simulated(files: DeploymentFiles, tmp_path: Path) -> RunConfig:
+    """The deployment's configuration on another fresh copy of the same records: the
+    deployment's spend must not change the simulation's noise."""
+    config = load_run_config(files.config)
+    data = shutil.copytree(
+        files.data, tmp_path / "sim-data", ignore=shutil.ignore_patterns(SPEND_DIR)
     )
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, directory=str(data)))
 
 
 def _gather_ledgers(files: DeploymentFiles, out: Path) -> Path:
@@ -124,7 +135,7 @@ def test_every_mode_deploys_and_computes_what_the_simulation_computes(
 ) -> None:
     files = _files(shared, tmp_path, mode)
     metrics = run_loopback(files, tmp_path / "deploy", seed=SEED)
-    run_federation(load_run_config(files.config), tmp_path / "sim")
+    run_federation(_simulated(files, tmp_path), tmp_path / "sim")
     assert metrics.rounds == 2
     assert metrics.transport == "flower"
     assert metrics.echo_rtt_s is not None

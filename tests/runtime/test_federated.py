@@ -19,6 +19,7 @@ from securefed.audit import EventType, verify_run
 from securefed.audit.entry import parse_entry
 from securefed.data import PartitionConfig, Scheme, prepare
 from securefed.dp import load_state
+from securefed.dp.spend import load_spend
 from securefed.dp.steppers import DPStepper
 from securefed.errors import ConfigError
 from securefed.models import load_model, mlp
@@ -37,7 +38,7 @@ from securefed.runtime.federated import check_dropout_tolerance, run_federation
 
 
 @pytest.fixture(scope="module")
-def tenant_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def prepared_tenants(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("tenants")
     prepare(
         "bundled",
@@ -45,6 +46,12 @@ def tenant_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         config=PartitionConfig(tenants=4, groups=1, scheme=Scheme.IID, samples_per_tenant=300),
     )
     return directory
+
+
+@pytest.fixture
+def tenant_dir(prepared_tenants: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the records per test: their spend record (docs/dp.md) starts empty."""
+    return Path(shutil.copytree(prepared_tenants, tmp_path / "records"))
 
 
 def _config(tenant_dir: Path, **changes: object) -> RunConfig:
@@ -209,7 +216,8 @@ def test_a_crash_during_training_leaves_a_verifying_ledger_and_the_spend_charged
     monkeypatch.setattr(DPStepper, "step", failing_step)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_federation(_config(tenant_dir, rounds=3), tmp_path / "run")
-    run_dir = tmp_path / "run"
+    assert not (tmp_path / "run").exists()  # only a finished run gets the name
+    run_dir = tmp_path / "run.partial"
     result = verify_run(run_dir)
     assert result.ok, result.describe()
     events = _events(run_dir, "bank-0")
@@ -222,6 +230,12 @@ def test_a_crash_during_training_leaves_a_verifying_ledger_and_the_spend_charged
     assert [c.round for c in state.charges] == [1, 2]
     # the persisted epsilon is never below what the ledger says was spent
     assert state.charges[-1].epsilon >= spends[-1]["epsilon"]  # type: ignore[operator]
+    # and the records' spend record holds the same charges, whatever happens to the run dir
+    record = load_spend(tenant_dir, 0)
+    assert record is not None
+    (participation,) = record.participations
+    assert participation.history == state.history
+    assert participation.epsilon == state.charges[-1].epsilon
 
 
 def test_group_mode_with_declared_segments_runs_securely(tenant_dir: Path, tmp_path: Path) -> None:
@@ -386,8 +400,14 @@ def test_plaintext_runs_average_in_the_clear_and_say_so(tenant_dir: Path, tmp_pa
     assert all(torch.equal(models[0], m) for m in models[1:])  # the exact average, no encoding
 
 
+@pytest.fixture
+def segmented_dir(prepared_segmented: Path, tmp_path: Path) -> Path:
+    """A fresh copy per test of :func:`prepared_segmented`."""
+    return Path(shutil.copytree(prepared_segmented, tmp_path / "segmented-records"))
+
+
 @pytest.fixture(scope="module")
-def segmented_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def prepared_segmented(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Six tenants in two concept-shift segments (each segment its own label permutation)."""
     directory = tmp_path_factory.mktemp("segmented")
     prepare(

@@ -229,7 +229,10 @@ class Coordinator:
     draws session ids and join challenges (``os.urandom``; a simulation may seed it).
     ``join_timeout``: before round 1, how long to keep inviting parties that have not joined.
     ``segments``: the latent segment of each party when the data declares one (simulation
-    metrics only: the share of weight that stays within a segment).
+    metrics only: the share of weight that stays within a segment). ``first_round``: the round
+    to begin with after the joins -- 1, or the round after the last one the parties' ledgers
+    show when a killed run is resumed (``securefed run --resume``); beyond the configured
+    rounds the run goes straight to its end.
     """
 
     def __init__(
@@ -246,9 +249,13 @@ class Coordinator:
         join_timeout: float = 0.0,
         segments: Sequence[int] | None = None,
         on_round_end: Callable[[RoundView], None] | None = None,
+        first_round: int = 1,
     ) -> None:
         if identity.verify_key() != roster.server.identity:
             raise ConfigError("the server key is not the roster's server identity")
+        if isinstance(first_round, bool) or not isinstance(first_round, int) or first_round < 1:
+            raise ConfigError(f"first_round must be an integer >= 1, got {first_round!r}")
+        self._first = first_round
         self.config = config
         self.settings = settings
         self.roster = roster
@@ -281,7 +288,7 @@ class Coordinator:
         self._results: dict[int, m.Result] = {}
         self._checkpoint: tuple[Head, ...] = ()
         self._round: _Round | None = None
-        self._completed_rounds = 0
+        self._completed_rounds = first_round - 1
         self._status = m.RunStatus.COMPLETED
         self._aggregated: dict[int, bool] = {}  # aggregating round -> whether it produced one
         self._final_heads: list[Head] = []
@@ -298,13 +305,13 @@ class Coordinator:
         """The first exchange: invite every node to join."""
         self._join_deadline = self._clock() + self._join_timeout
         self._setup_session = self._random_bytes(32) if self.settings.sketches else b""
-        if self._flow() in (Flow.SUM, Flow.ATTENTION):  # round 1's keys come with the join
-            self._adverts = _Adverts(self._next_round(1))
+        if self._flow() in (Flow.SUM, Flow.ATTENTION) and self._first <= self.settings.rounds:
+            self._adverts = _Adverts(self._next_round(self._first))  # keys come with the join
         return self._joins(nodes, next_round=self._first_round(), wait=Wait.JOIN)
 
     def _first_round(self) -> m.NextRound | None:
         adverts = self._adverts
-        return adverts.next if adverts is not None and adverts.next.round == 1 else None
+        return adverts.next if adverts is not None and adverts.next.round == self._first else None
 
     def receive(self, replies: Mapping[int, bytes], nodes: Sequence[int]) -> Outbox | None:
         """The replies to the last exchange; returns the next exchange, or None when the run
@@ -528,7 +535,7 @@ class Coordinator:
             raise ProtocolError(f"only {len(self._node_of)} institutions joined; a run needs 3")
         if self.settings.sketches:
             return self._setup_exchange()
-        return self._begin_round(1, nodes)
+        return self._begin_first_round(nodes)
 
     def _setup_exchange(self) -> Outbox:
         self.phase = C.SETUP
@@ -559,9 +566,14 @@ class Coordinator:
         except ProtocolError:
             raise ProtocolError("the sketch-seed dealer did not offer a seed") from None
         self._commitment = setup.commitment
-        return self._begin_round(1, nodes)
+        return self._begin_first_round(nodes)
 
     # -- a round ---------------------------------------------------------------------------------
+
+    def _begin_first_round(self, nodes: Sequence[int]) -> Outbox | None:
+        if self._first > self.settings.rounds:  # a resumed run whose rounds were all done
+            return self._finish()
+        return self._begin_round(self._first, nodes)
 
     def _flow(self) -> Flow:
         if not self.settings.aggregates:

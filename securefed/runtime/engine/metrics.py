@@ -105,7 +105,9 @@ class RunMetrics:
     deployment's median round trip of an empty message to every node before the run (the
     transport's floor for one exchange, docs/deploy.md); None for the in-memory transport.
     ``status``: how the run ended (``run.finished`` in the ledgers, :class:`RunStatus` of
-    :mod:`securefed.runtime.engine.messages`): completed, degraded, failed or interrupted."""
+    :mod:`securefed.runtime.engine.messages`): completed, degraded, failed or interrupted.
+    ``resumed_at``: the rounds at which a killed run was resumed (``securefed run --resume``;
+    ``history`` then holds the rounds run since, the earlier ones are in the ledgers)."""
 
     mode: str
     rounds: int
@@ -129,6 +131,7 @@ class RunMetrics:
     baselines: dict[str, BaselineMetrics] = field(default_factory=dict)
     echo_rtt_s: float | None = None
     status: str = "completed"
+    resumed_at: list[int] = field(default_factory=list)
     schema: int = METRICS_SCHEMA
 
     def to_dict(self) -> dict[str, Any]:

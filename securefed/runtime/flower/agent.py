@@ -11,6 +11,7 @@ ClientApp relays to this socket (:mod:`.client_app`). Its state directory holds:
 
     ledgers/<party>.jsonl   the signed ledger (re-opened and verified on restart)
     trainer/                the accountant state (epsilon continues on restart)
+    participation           this participation's id in the spend record next to the records
     model.safetensors       the model after every local training and every personalized update
     sketch-seed             the session's secret sketch seed and its commitment (mode 0600)
     statistic.f64           the released DP similarity statistic (similarity = "statistic")
@@ -18,6 +19,12 @@ ClientApp relays to this socket (:mod:`.client_app`). Its state directory holds:
 
 A restart with the same ``--state`` continues from them: the coordinator maps the party to its
 node again at its next join.
+
+The privacy budget follows the records, not the state directory (docs/dp.md): every charge is
+composed with the earlier participations recorded in ``<data>/securefed-spend/`` and written
+there before the round trains, so a fresh state directory on the same records continues their
+spend, and a state directory whose accountant does not continue its participation there is
+refused.
 """
 
 from __future__ import annotations
@@ -33,8 +40,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-import numpy as np
-
 from securefed.audit import Hazard, Ledger, ledger_path
 from securefed.crypto import SigningKey
 from securefed.data import TenantData, load_tenants
@@ -45,7 +50,7 @@ from securefed.runtime.config import RunConfig, load_run_config
 from securefed.runtime.engine import messages as m
 from securefed.runtime.engine.institution import Institution
 from securefed.runtime.engine.settings import EngineSettings
-from securefed.runtime.federated import build_client, run_configured
+from securefed.runtime.federated import build_client, open_spend, run_configured
 from securefed.runtime.flower.deployment import (
     MODEL_FILE,
     SEED_FILE,
@@ -55,7 +60,6 @@ from securefed.runtime.flower.deployment import (
 )
 from securefed.runtime.flower.identity import load_identity_key
 from securefed.runtime.flower.relay import read_frame, socket_path, write_frame
-from securefed.runtime.nodes import ClientNode
 from securefed.secagg.roster import Roster, load_roster
 
 __all__ = [
@@ -70,6 +74,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: The file in the state directory that names this participation in the records' spend record.
+PARTICIPATION_FILE = "participation"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +125,7 @@ class AgentParts:
     num_classes: int
     state: Path
     unsafe_key: bool
+    records: Path | None = None  # the seed-layout directory (its spend records)
 
 
 def load_parts(settings: AgentSettings) -> AgentParts:
@@ -155,6 +163,7 @@ def load_parts(settings: AgentSettings) -> AgentParts:
         num_classes=settings.num_classes,
         state=settings.state,
         unsafe_key=settings.unsafe_plaintext_key,
+        records=data,
     )
 
 
@@ -185,11 +194,21 @@ def open_institution(
     ledger = Ledger.open(ledger_path(state, party), party, parts.identity)
     try:
         fresh = ledger.head.seq == -1
-        leftovers = [f for f in (MODEL_FILE, SEED_FILE, STATISTIC_FILE) if (state / f).exists()]
+        kept = (MODEL_FILE, SEED_FILE, STATISTIC_FILE, PARTICIPATION_FILE)
+        leftovers = [f for f in kept if (state / f).exists()]
         if fresh and leftovers:
             raise ConfigError(
                 f"{state} holds {', '.join(leftovers)} but no ledger: another run's state; "
                 "give each run a fresh state directory"
+            )
+        spend = None
+        if parts.records is not None:
+            spend = open_spend(
+                config,
+                parts.tenant,
+                parts.records,
+                run_id=_participation_id(state, fresh=fresh),
+                party=party,
             )
         node = build_client(
             config,
@@ -200,6 +219,7 @@ def open_institution(
             state_dir=state / "trainer",
             ledger=ledger,
             seed=trainer_seed,
+            spend=spend,
         )
         if fresh:
             ledger.record(run_configured(config, parts.roster))
@@ -211,7 +231,11 @@ def open_institution(
         elif (state / MODEL_FILE).exists():
             load_model(node.trainer.model(), state / MODEL_FILE)
         if config.uses_statistic:
-            _statistic(node, parts, state / STATISTIC_FILE)
+            node.load_or_release_statistic(
+                state / STATISTIC_FILE,
+                num_classes=parts.num_classes,
+                dim=config.personalize.statistic_dim,
+            )
 
         def on_model(round_: int) -> None:
             save_model(
@@ -236,20 +260,24 @@ def open_institution(
         raise
 
 
-def _statistic(node: ClientNode, parts: AgentParts, path: Path) -> None:
-    """The DP similarity statistic: released once (charged and ledgered before its noise is
-    drawn) and kept in ``path``; a restart reads it back instead of releasing it again."""
-    if path.exists():
-        values = np.frombuffer(path.read_bytes(), dtype="<f8").astype(np.float64)
-        if values.size == 0 or not np.isfinite(values).all():
-            raise ConfigError(f"{path} does not hold a similarity statistic")
-        node.statistic = values
-        return
-    node.release_statistic(
-        num_classes=parts.num_classes, dim=parts.config.personalize.statistic_dim
-    )
-    assert node.statistic is not None  # noqa: S101 - set by release_statistic
-    write_atomic(path, np.ascontiguousarray(node.statistic, dtype="<f8").tobytes(), mode=0o600)
+def _participation_id(state: Path, *, fresh: bool) -> str:
+    """This state directory's participation in the records' spend record: made with a fresh
+    ledger, read back on a restart. A continued ledger without one is refused."""
+    path = state / PARTICIPATION_FILE
+    if fresh and not path.exists():
+        identifier = os.urandom(16).hex()
+        write_atomic(path, identifier.encode() + b"\n", mode=0o600, overwrite=False)
+        return identifier
+    try:
+        identifier = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        raise ConfigError(
+            f"{state} has a ledger but no readable {PARTICIPATION_FILE}: its spend cannot be "
+            "found next to the records; give this run a fresh state directory"
+        ) from None
+    if len(identifier) != 32 or any(c not in "0123456789abcdef" for c in identifier):
+        raise ConfigError(f"{path} does not hold a participation id")
+    return identifier
 
 
 def build_institution(settings: AgentSettings) -> Institution:

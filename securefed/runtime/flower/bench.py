@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -49,6 +50,7 @@ import numpy as np
 import numpy.typing as npt
 
 from securefed.data import PartitionConfig, Scheme, load_tenants, num_classes, prepare
+from securefed.dp.spend import SPEND_DIR
 from securefed.errors import ConfigError
 from securefed.models import build_model, flat_parameters, load_model
 from securefed.runtime.config import (
@@ -131,7 +133,7 @@ def deployable_config(config: RunConfig, root: Path) -> tuple[RunConfig, list[st
     if config.dropout_rate:
         config = dataclasses.replace(config, dropout_rate=0.0)
         adjusted.append("dropout_rate set to 0 (simulated dropouts: simulation only)")
-    tenants = load_run_tenants(config.data, root)
+    tenants = load_run_tenants(config.data, root, copy=True)
     data = DataConfig(directory=str(tenants.directory), model=config.data.model)
     if config.data.directory is None:
         adjusted.append(f"the partition prepared into {tenants.directory}")
@@ -220,7 +222,15 @@ def run_deploy_benchmark(
             for i in range(n)
         ]
         metrics = _deploy(root, config_file, specs, classes, timeout)
-        sim = run_federation(config, root / "sim").metrics
+        # the simulation trains its own copy of the (public) records: the deployment's spend,
+        # kept next to the records, would otherwise change the simulation's noise
+        sim_data = shutil.copytree(
+            data, root / "sim-data", ignore=shutil.ignore_patterns(SPEND_DIR)
+        )
+        sim_config = dataclasses.replace(
+            config, data=dataclasses.replace(config.data, directory=str(sim_data))
+        )
+        sim = run_federation(sim_config, root / "sim").metrics
 
         initial = flat_parameters(_initial_model(config, classes, tenants[0].sample_shape))
         relative, largest = [], []
