@@ -5,10 +5,12 @@ stdout; progress and diagnostics go to stderr. Exit status 0 on success, 2 on a 
 configuration error (a :class:`~securefed.errors.ConfigError`), 1 on any other securefed error;
 ``run`` and ``demo`` exit 3 for a degraded run and 4 for a failed one (``RUN_EXIT_CODES``).
 
-Commands: ``demo`` (the showcase, README), ``run --config`` (``docs/run-config.md``),
-``experiments``, ``data prepare`` (``docs/data.md``), ``audit verify|report|canary``
-(``docs/audit.md``, ``docs/canary.md``), ``bench`` (``docs/benchmarks.md``) and ``keys``
-(identity keys and the pinned roster, ``docs/keys-and-roster.md``). Secrets (passphrases,
+Commands: ``demo`` (the showcase, README), ``run --config`` and ``run --resume``
+(``docs/run-config.md``), ``budget show|reset`` (the spend kept next to the records,
+``docs/dp.md``), ``experiments``, ``data prepare`` (``docs/data.md``), ``audit
+verify|report|canary|anchor`` (``docs/audit.md``, ``docs/canary.md``), ``bench``
+(``docs/benchmarks.md``) and ``keys`` (identity keys and the pinned roster,
+``docs/keys-and-roster.md``). Secrets (passphrases,
 private keys) are never taken from the command line and never printed.
 """
 

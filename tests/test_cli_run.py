@@ -128,14 +128,16 @@ def test_degraded_and_failed_runs_exit_3_and_4_with_a_warning(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = _tenants(tmp_path / "tenants")
-    # seed 5, rate 0.3: rounds 1 and 2 aggregate, round 3 aborts (tests/runtime/test_federated.py)
-    degraded = _run_config(tmp_path / "d.toml", data, "rounds = 3\nseed = 5\ndropout_rate = 0.3\n")
+    # seed 5, rate 0.25: rounds 1 and 2 aggregate, round 3 aborts (tests/runtime/test_federated.py)
+    degraded = _run_config(tmp_path / "d.toml", data, "rounds = 3\nseed = 5\ndropout_rate = 0.25\n")
     capsys.readouterr()
     assert main(["run", "--config", str(degraded), "--out", str(tmp_path / "d")]) == 3
     printed = capsys.readouterr().out
     assert "warning: the run is degraded: round(s) 3 (aborted)" in printed
     assert json.loads((tmp_path / "d" / "metrics.json").read_text())["status"] == "degraded"
-    failed = _run_config(tmp_path / "f.toml", data, "rounds = 1\nseed = 5\ndropout_rate = 0.95\n")
+    report = (tmp_path / "d" / "report.md").read_text(encoding="utf-8")
+    assert "Warning: the run did not complete (degraded)" in report
+    failed = _run_config(tmp_path / "f.toml", data, "rounds = 1\nseed = 1\ndropout_rate = 0.25\n")
     assert main(["run", "--config", str(failed), "--out", str(tmp_path / "f")]) == 4
     assert "warning: the run is failed" in capsys.readouterr().out
 
@@ -190,3 +192,26 @@ def test_out_under_a_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[
     )
     assert status == 2
     assert "is a file, not a directory" in capsys.readouterr().err
+
+
+def test_resume_needs_an_unfinished_run_and_no_other_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "--resume", str(tmp_path / "nothing")]) == 2
+    assert "no unfinished run to resume" in capsys.readouterr().err
+    assert main(["run", "--resume", str(tmp_path / "x"), "--out", str(tmp_path / "y")]) == 2
+    assert "no --config/--out" in capsys.readouterr().err
+    assert main(["run"]) == 2
+    assert "give --config" in capsys.readouterr().err
+
+
+def test_budget_reset_needs_a_reason_and_says_when_there_is_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _tenants(tmp_path / "tenants")
+    assert main(["budget", "reset", str(data), "--tenant", "0", "--reason", " "]) == 2
+    assert "needs a reason" in capsys.readouterr().err
+    assert main(["budget", "reset", str(data), "--tenant", "0", "--reason", "test"]) == 0
+    assert "no spend recorded" in capsys.readouterr().out
+    assert main(["budget", "show", str(data)]) == 0
+    assert capsys.readouterr().out.count("no spend recorded") >= 3

@@ -146,8 +146,27 @@ def _summary(data: RunData) -> Section:
         ("software version", _fmt(configured.get("software_version", _MISSING))),
         ("ledgers", ", ".join(data.ledgers) or "none"),
         ("ledger verification", _status(data)),
+        ("run outcome (server's run.finished)", _outcome(data)),
+        ("spend carried in from earlier runs on the same records", _carried(data)),
     ]
     blocks: list[Block] = [Table(("item", "value"), tuple(rows))]
+    outcome = _outcome(data)
+    if outcome != "completed":
+        blocks.append(
+            Para(
+                f"Warning: the run did not complete ({outcome}). Rounds without an aggregate "
+                "are listed under Dropouts and in the hazards; accuracy and epsilon describe "
+                "what was run, not the configured plan.",
+                strong=True,
+            )
+        )
+    resumed = [
+        str(e.payload.get("text", ""))
+        for e in data.events(EventType.HAZARD)
+        if e.actor == "server" and str(e.payload.get("text", "")).startswith("run resumed")
+    ]
+    for text in resumed:
+        blocks.append(Para(f"Note: {text} (securefed run --resume).", strong=True))
     for error in (data.metrics_error, data.canary_error):
         if error:
             blocks.append(Para(error, strong=True))
@@ -644,6 +663,31 @@ def _last_payload(entries: Sequence[LedgerEntry]) -> Mapping[str, object]:
 def _records(metrics: Mapping[str, object] | None, key: str) -> list[Mapping[str, object]]:
     value = (metrics or {}).get(key)
     return [item for item in value if isinstance(item, Mapping)] if isinstance(value, list) else []
+
+
+def _outcome(data: RunData) -> str:
+    """How the server's ledger says the run ended: its last ``run.finished`` status, or that it
+    has none (a crashed or cut run)."""
+    finished = [e for e in data.events(EventType.RUN_FINISHED) if e.actor == "server"]
+    if not finished:
+        return "not finished (no run.finished in the server's ledger)"
+    return str(finished[-1].payload.get("status", NOT_RECORDED))
+
+
+def _carried(data: RunData) -> str:
+    """The largest epsilon any institution's records had spent before this run (the budget
+    follows the records: docs/dp.md)."""
+    carried = [
+        float(value)
+        for e in data.events(EventType.BUDGET_CONFIGURED)
+        if isinstance(value := e.payload.get("prior_epsilon"), int | float)
+    ]
+    if not carried:
+        return NOT_RECORDED
+    largest = max(carried)
+    if largest == 0:
+        return "none (every institution's records started this run unspent)"
+    return f"up to ε = {largest:.4g} (included in the ε of this run; see each budget.configured)"
 
 
 def _status(data: RunData) -> str:

@@ -65,6 +65,7 @@ from securefed.data import TenantData
 from securefed.dp import AccountantKind, DPConfig, PrivateTrainer, TrainingConfig
 from securefed.dp.accounting import PLANNING_TOLERANCE
 from securefed.dp.spend import (
+    SPEND_DIR,
     SpendAccount,
     describe,
     load_spend,
@@ -74,7 +75,7 @@ from securefed.dp.spend import (
 )
 from securefed.errors import ConfigError
 from securefed.files import write_atomic
-from securefed.models import build_model, load_model, save_model
+from securefed.models import build_model, save_model
 from securefed.runtime.config import (
     ModelName,
     PersonalizationMode,
@@ -89,7 +90,7 @@ from securefed.runtime.engine.learner import Learner
 from securefed.runtime.engine.memory import STAGES, Drop, Dropouts, MemoryTransport, drive
 from securefed.runtime.engine.metrics import RunMetrics
 from securefed.runtime.engine.settings import EngineSettings, round_params
-from securefed.runtime.nodes import ClientNode
+from securefed.runtime.nodes import MODEL_FILE, ClientNode
 from securefed.runtime.seeded import seeded_random_bytes_unsafe
 from securefed.runtime.tenants import DATA_DIR, Tenants, load_run_tenants
 from securefed.secagg import default_threshold
@@ -117,8 +118,6 @@ CONFIG_FILE = "config.toml"
 ROSTER_FILE = "roster.toml"
 RUN_FILE = "run.json"
 KEYS_DIR = "keys"
-MODEL_FILE = "model.safetensors"
-STATISTIC_FILE = "statistic.f64"
 SEED_FILE = "sketch-seed"
 PARTIAL_SUFFIX = ".partial"
 METHOD_METRICS_FILE = "method-metrics.json"
@@ -256,6 +255,12 @@ def resume_federation(
     config = load_run_config(partial / CONFIG_FILE)
     _check_config(config)
     run_id = _read_run_id(partial / RUN_FILE)
+    if (partial / METRICS_FILE).is_file():  # every method had finished: only the end is left
+        metrics = json.loads((partial / METRICS_FILE).read_text(encoding="utf-8"))
+        _finish_partial(partial, final)
+        roster = load_roster(final / ROSTER_FILE)
+        actors = [*(c.party_id for c in roster.clients), SERVER_ID]
+        return RunSummary(final, metrics, tuple(ledger_path(final, a) for a in actors))
     data_config = config.data
     if data_config.directory is None and (partial / DATA_DIR).is_dir():  # its own copy
         data_config = dataclasses.replace(data_config, directory=str(partial / DATA_DIR))
@@ -316,22 +321,29 @@ def _run_methods(
     if data_directory.is_relative_to(partial):
         data_directory = final / data_directory.relative_to(partial)
     metrics["data_directory"] = str(data_directory)
-    for keys in partial.rglob(KEYS_DIR):  # the run is over: its identity keys are discarded
-        shutil.rmtree(keys, ignore_errors=True)
-    for method_metrics in partial.rglob(METHOD_METRICS_FILE):
-        method_metrics.unlink()
     write_atomic(
         partial / METRICS_FILE,
         (json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False) + "\n").encode(),
     )
+    _finish_partial(partial, final)
+    ledger_paths = tuple(final / p.relative_to(partial) for p in ledgers)
+    return RunSummary(final, metrics, ledger_paths)
+
+
+def _finish_partial(partial: Path, final: Path) -> None:
+    """The last steps of a run whose ``metrics.json`` is written: discard the simulation's
+    identity keys and the per-method records, then give the directory its name. A kill in
+    between is finished by ``--resume``."""
+    for keys in partial.rglob(KEYS_DIR):
+        shutil.rmtree(keys, ignore_errors=True)
+    for method_metrics in partial.rglob(METHOD_METRICS_FILE):
+        method_metrics.unlink()
     try:
         partial.rename(final)
     except OSError as exc:
         raise ConfigError(
             f"the run finished in {partial} but could not be renamed to {final}: {exc.strerror}"
         ) from None
-    ledger_paths = tuple(final / p.relative_to(partial) for p in ledgers)
-    return RunSummary(final, metrics, ledger_paths)
 
 
 def partial_directory(out: Path) -> Path:
@@ -378,6 +390,13 @@ def _check_records_budget(
     (before anything is written). Fingerprints and accounting are checked again when each
     participation opens its account."""
     releases = any(m is not PersonalizationMode.LOCAL for m in (config.mode, *config.baselines))
+    spend_dir = data.directory / SPEND_DIR
+    writable = spend_dir if spend_dir.exists() else data.directory
+    if not os.access(writable, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{writable} is not writable: the privacy spend is kept next to the records "
+            f"({spend_dir}), so their directory must be writable by the run (docs/dp.md)"
+        )
     exhausted = []
     for tenant in data.tenants:
         record = load_spend(data.directory, tenant.index)
@@ -483,7 +502,7 @@ def build_engine_run(
             identity=federation.server_key,
             ledger=ledgers[SERVER_ID],
             transport="memory",
-            random_bytes=seeded_random_bytes_unsafe(config.seed ^ 0x5EC0 ^ first_round),
+            random_bytes=seeded_random_bytes_unsafe(config.seed ^ 0x5EC0 ^ (first_round - 1)),
             segments=data.segments,
             first_round=first_round,
         )
@@ -504,7 +523,7 @@ def build_engine_run(
                 learner=client if learner is None else learner(client),
                 ledger=ledgers[client.party_id],
                 random_bytes=seeded_random_bytes_unsafe(
-                    client_seed(config.seed, client.index) ^ 0x5EC1 ^ first_round
+                    client_seed(config.seed, client.index) ^ 0x5EC1 ^ (first_round - 1)
                 ),
                 on_model=_model_saver(client, run_dir, config),
                 seed_file=_state_dir(run_dir, client.party_id) / SEED_FILE,
@@ -727,8 +746,9 @@ def _dropouts(config: RunConfig, n: int) -> Dropouts | None:
 def check_dropout_tolerance(config: RunConfig, n: int, declared: Sequence[int] | None) -> None:
     """Refuse a ``dropout_rate`` > 0 that secure aggregation cannot survive for ``n``
     parties: a group of m members with Shamir threshold t(m) (floor(2m/3) + 1 by default)
-    tolerates m - t(m) dropouts, and where that is 0 (a group of 3) any dropout aborts the
-    round. The main mode and every baseline are checked; plaintext and local runs have no
+    tolerates m - t(m) dropouts; where that is 0 (a group of 3) any dropout aborts the round,
+    and a rate whose expected dropouts ``dropout_rate * m`` exceed m - t(m) aborts most
+    rounds. The main mode and every baseline are checked; plaintext and local runs have no
     threshold. A partition learned during the run cannot be checked in advance.
 
     Raises:
@@ -753,14 +773,23 @@ def check_dropout_tolerance(config: RunConfig, n: int, declared: Sequence[int] |
         params = round_params(variant)
         for size in sizes:
             threshold = params.threshold or default_threshold(size)
-            if size - threshold <= 0:
-                where = "a group" if mode is PersonalizationMode.GROUP else "the federation"
+            tolerated = size - threshold
+            where = "a group" if mode is PersonalizationMode.GROUP else "the federation"
+            if tolerated <= 0:
                 raise ConfigError(
                     f"dropout_rate = {config.dropout_rate:g} cannot be tolerated: {where} of "
                     f"{size} parties ({mode.value}) needs t = {threshold} survivors of "
                     f"{size} (t = floor(2m/3) + 1), so it tolerates {size - threshold} "
                     "dropouts and any dropout aborts the round; use dropout_rate = 0 or more "
                     "parties per group"
+                )
+            if config.dropout_rate * size > tolerated:
+                raise ConfigError(
+                    f"dropout_rate = {config.dropout_rate:g} cannot be tolerated: {where} of "
+                    f"{size} parties ({mode.value}) expects {config.dropout_rate * size:.3g} "
+                    f"dropouts per round but tolerates {tolerated} (t = {threshold} survivors "
+                    "needed), so most rounds would abort; use dropout_rate <= "
+                    f"{tolerated / size:.3g} or more parties per group"
                 )
 
 
@@ -898,16 +927,8 @@ def build_clients(
                 config, tenant, data.directory, run_id=context.run_id, party=party.party_id
             ),
         )
-        if fresh:
-            node.record_setup()
-        elif (state / MODEL_FILE).exists():
-            load_model(node.trainer.model(), state / MODEL_FILE)
-        if config.uses_statistic:
-            node.load_or_release_statistic(
-                state / STATISTIC_FILE,
-                num_classes=data.num_classes,
-                dim=config.personalize.statistic_dim,
-            )
+        statistic = (data.num_classes, config.personalize.statistic_dim)
+        node.open_state(state, fresh=fresh, statistic=statistic if config.uses_statistic else None)
         clients.append(node)
     return clients
 

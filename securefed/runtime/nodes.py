@@ -34,11 +34,16 @@ from securefed.dp import EPSILON_TOLERANCE, PrivateTrainer
 from securefed.dp import RoundSpend as TrainerSpend
 from securefed.errors import ConfigError, PrivacyBudgetExceeded
 from securefed.files import write_atomic
-from securefed.models import evaluate, flat_parameters, load_flat_parameters
+from securefed.models import evaluate, flat_parameters, load_flat_parameters, load_model
 from securefed.personalize.statistic import label_projection_contributions
 from securefed.runtime.engine.messages import ClientInfo
 
-__all__ = ["ClientNode", "TrainOutcome"]
+__all__ = ["MODEL_FILE", "STATISTIC_FILE", "ClientNode", "TrainOutcome"]
+
+#: In a party's state directory: its model after every local training and personalized update,
+#: and its released DP similarity statistic (float64, little-endian).
+MODEL_FILE = "model.safetensors"
+STATISTIC_FILE = "statistic.f64"
 
 Vector = npt.NDArray[np.float64]
 
@@ -90,6 +95,21 @@ class ClientNode:
         )
         released = self.trainer.release_statistic(0, rows, on_charge=self._record_spend)
         self.statistic = released / len(rows)
+
+    def open_state(
+        self, state: Path, *, fresh: bool, statistic: tuple[int, int] | None = None
+    ) -> None:
+        """Start this party's participation from its state directory ``state``: on a ``fresh``
+        ledger ledger the budget and hazards (:meth:`record_setup`), on a continued one reload
+        the model kept there (``model.safetensors``); then, with ``statistic`` = (number of
+        classes, dimension), release the DP similarity statistic once or read it back."""
+        if fresh:
+            self.record_setup()
+        elif (state / MODEL_FILE).exists():
+            load_model(self.trainer.model(), state / MODEL_FILE)
+        if statistic is not None:
+            classes, dim = statistic
+            self.load_or_release_statistic(state / STATISTIC_FILE, num_classes=classes, dim=dim)
 
     def load_or_release_statistic(self, path: Path, *, num_classes: int, dim: int) -> None:
         """The DP similarity statistic: released once (charged and ledgered before its noise is

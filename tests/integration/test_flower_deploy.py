@@ -26,6 +26,7 @@ process is started and stopped by the test. About 4 to 5 minutes on 2 cores.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -43,6 +44,7 @@ from securefed.audit import verify_run
 from securefed.cli import main as securefed_main
 from securefed.data import PartitionConfig, Scheme, prepare
 from securefed.dp import load_state
+from securefed.dp.spend import SPEND_DIR
 from securefed.models import flat_parameters, load_model, mlp
 from securefed.runtime.flower.deployment import MODEL_FILE, PROGRESS_FILE
 from securefed.runtime.flower.launch import InstitutionSpec, LocalDeployment
@@ -123,6 +125,13 @@ def _setup(root: Path) -> DeploymentFiles:
     config = root / "run.toml"
     config.write_text(RUN_TOML.format(seed=SEED, data=data), encoding="utf-8")
     return DeploymentFiles(config, roster, keys, data, 10, parties)
+
+
+def _own_records(files: DeploymentFiles, copy: Path) -> DeploymentFiles:
+    """``files`` on a copy of the records without their spend: the deployment's spend, kept next
+    to them (docs/dp.md), would otherwise leave a reference run no budget."""
+    shutil.copytree(files.data, copy, ignore=shutil.ignore_patterns(SPEND_DIR))
+    return dataclasses.replace(files, data=copy)
 
 
 def _model(path: Path) -> np.ndarray:
@@ -216,7 +225,7 @@ def test_a_crashed_institution_is_recovered_charged_and_rejoins(tmp_path: Path) 
 
     reference = tmp_path / "reference"
     expected = run_loopback(
-        files,
+        _own_records(files, tmp_path / "reference-data"),
         reference,
         seed=SEED,
         crash=(VICTIM, CrashPoint.parse(CRASH)),

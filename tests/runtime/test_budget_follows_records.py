@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from securefed.audit import EventType, verify_run
+from securefed.audit import EventType, render_report, verify_run
 from securefed.audit.entry import parse_entry
 from securefed.cli import main
 from securefed.data import PartitionConfig, Scheme, prepare
@@ -149,6 +149,10 @@ def test_the_rerun_after_kill_9_into_a_new_out_continues_the_spend(
     # the epsilon the run reports is the records' epsilon, composed with the killed run's spend
     reported = max(c["epsilon"] for c in summary.metrics["clients"])
     assert killed < reported <= BUDGET + 1e-9
+    report = render_report(
+        tmp_path / "second", out_html=tmp_path / "r.html", out_md=tmp_path / "r.md"
+    )
+    assert f"up to ε = {killed:.4g}" in report.md_path.read_text(encoding="utf-8")
 
     # a third run finds the budget spent: refused before anything is written, saying where
     with pytest.raises(ConfigError, match="budget follows the records"):
@@ -177,6 +181,9 @@ def test_resume_continues_a_killed_run_its_ledgers_and_its_budget(
     assert [h["round"] for h in summary.metrics["history"] if h.get("exchanges")] == [3]
     result = verify_run(run_dir)
     assert result.ok, result.describe()
+    report = render_report(run_dir, out_html=tmp_path / "r.html", out_md=tmp_path / "r.md")
+    text = report.md_path.read_text(encoding="utf-8")
+    assert "run resumed after an interruption: it goes on from round 3" in text
     events = _events(run_dir, "bank-0")
     spends = [p["round"] for e, p in events if e is EventType.ROUND_SPEND]
     assert spends == [1, 2, 3]  # one chain: the killed rounds and the resumed one

@@ -22,14 +22,17 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from securefed.audit import verify_run
+from securefed.audit import EventType, verify_run
+from securefed.audit.entry import parse_entry
 from securefed.data import PartitionConfig, Scheme, prepare
 from securefed.dp import load_state
-from securefed.dp.spend import SPEND_DIR
+from securefed.dp.spend import SPEND_DIR, load_spend, spent_epsilon
+from securefed.errors import ConfigError
 from securefed.models import flat_parameters, load_model, mlp
 from securefed.runtime.config import RunConfig, load_run_config
 from securefed.runtime.engine import messages as m
 from securefed.runtime.federated import run_federation
+from securefed.runtime.flower.agent import PARTICIPATION_FILE, build_institution
 from securefed.runtime.flower.deployment import METRICS_FILE, MODEL_FILE, SEED_FILE, STATISTIC_FILE
 from securefed.runtime.flower.launch import write_test_parties
 from securefed.testing.agent import CrashPoint
@@ -250,3 +253,40 @@ def test_a_rogue_node_cannot_take_an_institutions_place(shared: Path, tmp_path: 
     assert verify_run(_gather_ledgers(files, tmp_path / "deploy")).ok
     server = (tmp_path / "deploy" / "coordinator" / "ledgers" / "server.jsonl").read_text()
     assert "node 999: join refused" in server  # ledgered by the coordinator
+
+
+def test_the_budget_follows_the_records_across_deployments(shared: Path, tmp_path: Path) -> None:
+    """A second deployment on the same records, with fresh state directories, continues their
+    spend (docs/dp.md): the agents' accountants are composed through the spend record next to
+    the records, not reset with the state directory."""
+    files = _files(shared, tmp_path, "fedavg", rounds=1)
+    text = files.config.read_text(encoding="utf-8")  # a fixed sigma spends part of the budget
+    files.config.write_text(text.replace("delta = 1e-4", "delta = 1e-4\nnoise_multiplier = 3.0"))
+    run_loopback(files, tmp_path / "first", seed=SEED)
+    first = load_spend(files.data, 0)
+    assert first is not None
+    (participation,) = first.counted()
+    spent = participation.epsilon
+    assert spent is not None
+    assert 0 < spent <= 4.0
+
+    run_loopback(files, tmp_path / "second", seed=SEED)  # new state directories, same records
+    second = load_spend(files.data, 0)
+    assert second is not None
+    assert len(second.counted()) == 2
+    total = spent_epsilon(second)
+    assert total is not None
+    assert spent < total <= 4.0 + 1e-9
+    ledger = tmp_path / "second" / "nodes" / "bank-0" / "ledgers" / "bank-0.jsonl"
+    budgets = [
+        e.payload
+        for e in map(parse_entry, ledger.read_bytes().splitlines())
+        if e.event is EventType.BUDGET_CONFIGURED
+    ]
+    assert budgets[0]["prior_epsilon"] == pytest.approx(spent)
+
+    # a state directory whose ledger goes on, but that lost its participation id, is refused
+    state = tmp_path / "second" / "nodes" / "bank-1"
+    (state / PARTICIPATION_FILE).unlink()
+    with pytest.raises(ConfigError, match="no readable participation"):
+        build_institution(files.agent(1, state))

@@ -256,8 +256,9 @@ def test_simulated_dropouts_leave_clients_out_and_a_failed_round_degrades_the_ru
     tenant_dir: Path, tmp_path: Path
 ) -> None:
     # Seed 5's schedule (SHA-256 of seed, round, party): round 1 bank-1 before sharing; round 3
-    # bank-0 before sharing, bank-2 before masking, bank-3 before the consistency check.
-    config = _config(tenant_dir, rounds=3, dropout_rate=0.3, dp=None, seed=5)
+    # bank-0 before sharing, bank-2 before masking, bank-3 before the consistency check. At
+    # 0.25 the rate's expected dropouts (1 of 4) are what N = 4, t = 3 tolerates.
+    config = _config(tenant_dir, rounds=3, dropout_rate=0.25, dp=None, seed=5)
     summary = run_federation(config, tmp_path / "run")
     server = _events(tmp_path / "run", "server")
     survivors = [p for e, p in server if e is EventType.ROUND_SURVIVORS]
@@ -283,7 +284,8 @@ def test_simulated_dropouts_leave_clients_out_and_a_failed_round_degrades_the_ru
 
 
 def test_every_round_without_an_aggregate_fails_the_run(tenant_dir: Path, tmp_path: Path) -> None:
-    config = _config(tenant_dir, rounds=1, dropout_rate=0.95, dp=None, seed=5)
+    # seed 1 at 0.25: bank-0 and bank-3 drop before unmasking; 2 of 4 cannot unmask (t = 3)
+    config = _config(tenant_dir, rounds=1, dropout_rate=0.25, dp=None, seed=1)
     summary = run_federation(config, tmp_path / "run")
     assert summary.metrics["status"] == "failed"
     assert summary.metrics["history"][1]["status"] in ("aborted", "no aggregate")
@@ -319,6 +321,10 @@ def test_a_dropout_rate_the_protocol_cannot_tolerate_is_refused_before_any_write
     )
     check = _config(tenant_dir, mode=PersonalizationMode.GROUP, dropout_rate=0.1)
     check_dropout_tolerance(group, 4, None)  # one group of 4 tolerates one dropout
+    # ... but not a rate that expects more than one (0.3 x 4 = 1.2 > 4 - 3)
+    with pytest.raises(ConfigError, match=r"expects 1.2 dropouts per round but tolerates 1"):
+        check_dropout_tolerance(dataclasses.replace(group, dropout_rate=0.3), 4, None)
+    check_dropout_tolerance(dataclasses.replace(group, dropout_rate=0.25), 4, None)
     with pytest.raises(ConfigError, match="a group of 3 parties"):
         check_dropout_tolerance(check, 6, (0, 0, 0, 1, 1, 1))
     check_dropout_tolerance(dataclasses.replace(check, secure=False), 6, (0, 0, 0, 1, 1, 1))

@@ -45,7 +45,7 @@ from securefed.crypto import SigningKey
 from securefed.data import TenantData, load_tenants
 from securefed.errors import ConfigError, SecureFedError
 from securefed.files import write_atomic
-from securefed.models import load_model, save_model
+from securefed.models import save_model
 from securefed.runtime.config import RunConfig, load_run_config
 from securefed.runtime.engine import messages as m
 from securefed.runtime.engine.institution import Institution
@@ -227,15 +227,8 @@ def open_institution(
                 ledger.record(Hazard(text=UNSAFE_KEY_HAZARD))
             for text in hazards:
                 ledger.record(Hazard(text=text))
-            node.record_setup()
-        elif (state / MODEL_FILE).exists():
-            load_model(node.trainer.model(), state / MODEL_FILE)
-        if config.uses_statistic:
-            node.load_or_release_statistic(
-                state / STATISTIC_FILE,
-                num_classes=parts.num_classes,
-                dim=config.personalize.statistic_dim,
-            )
+        statistic = (parts.num_classes, config.personalize.statistic_dim)
+        node.open_state(state, fresh=fresh, statistic=statistic if config.uses_statistic else None)
 
         def on_model(round_: int) -> None:
             save_model(

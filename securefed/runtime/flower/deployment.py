@@ -26,6 +26,7 @@ from securefed.runtime.config import (
     SegmentSource,
     SimilaritySource,
 )
+from securefed.runtime.nodes import MODEL_FILE, STATISTIC_FILE
 
 __all__ = [
     "METRICS_FILE",
@@ -40,12 +41,11 @@ __all__ = [
     "write_flower_app",
 ]
 
-#: An institution's state directory: the model after every change (a restart continues from it).
-MODEL_FILE = "model.safetensors"
-#: ... the session's secret sketch seed and its commitment (mode 0600, written by the engine).
+# An institution's state directory holds MODEL_FILE (the model after every change: a restart
+# continues from it) and STATISTIC_FILE (its released DP similarity statistic, released once),
+# both from securefed.runtime.nodes, and:
+#: the session's secret sketch seed and its commitment (mode 0600, written by the engine).
 SEED_FILE = "sketch-seed"
-#: ... its released DP similarity statistic (released once; a restart reuses it).
-STATISTIC_FILE = "statistic.f64"
 #: The coordinator's state directory: the run's record, written at the end.
 METRICS_FILE = "metrics.json"
 #: ... one JSON line per exchange (round, phase, time).
