@@ -44,6 +44,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -483,10 +484,12 @@ def build_engine_run(
     federation = _load_federation(run_dir) if resuming else make_federation(n)
     ledgers = _open_ledgers(run_dir, federation)
     try:
-        first_round = 1
+        first_round, earlier = 1, None
         if resuming:
-            first_round = _rounds_done(ledgers) + 1
-            _record_resumed(ledgers, first_round)
+            first_round, earlier = _resume_point(ledgers)
+            _record_resumed(ledgers, first_round, config.rounds, earlier)
+            if not settings.aggregates:
+                earlier = None  # local rounds have no aggregate to count
         else:
             save_roster(federation.roster, run_dir / ROSTER_FILE)
             if context.keep_keys:
@@ -505,6 +508,7 @@ def build_engine_run(
             random_bytes=seeded_random_bytes_unsafe(config.seed ^ 0x5EC0 ^ (first_round - 1)),
             segments=data.segments,
             first_round=first_round,
+            earlier_rounds=earlier,
         )
         if not resuming:
             coordinator.record_declared_partition()
@@ -603,18 +607,49 @@ def _load_federation(run_dir: Path) -> Federation:
     )
 
 
-def _rounds_done(ledgers: dict[str, Ledger]) -> int:
-    """The last round any party's ledger mentions; refuses sealed ledgers (they cannot go on)."""
+def _resume_point(ledgers: dict[str, Ledger]) -> tuple[int, dict[int, bool]]:
+    """Where a killed method goes on, and how its earlier rounds ended.
+
+    The round to go on from is the one after the last round any party's ledger mentions (a
+    party charged for it cannot be charged for it again). The server's ledger says how many
+    rounds ended (one checkpoint each, plus rounds an earlier resume skipped) and which of them
+    produced no aggregate; a mentioned round beyond those was interrupted by the kill and does
+    not count as aggregated. Refuses sealed ledgers: they cannot go on."""
     sealed = sorted(party for party, ledger in ledgers.items() if ledger.sealed)
     if sealed:
         raise ConfigError(
             f"cannot resume: the ledgers of {', '.join(sealed)} are sealed (the run was wound "
             "down as interrupted); start a new run: it continues the records' spend"
         )
-    last = 0
-    for ledger in ledgers.values():
-        last = max(last, _last_round_of(ledger.path))
-    return last
+    last = max(_last_round_of(ledger.path) for ledger in ledgers.values())
+    ended, failed = _ended_rounds(ledgers[SERVER_ID].path)
+    earlier = {number: number not in failed for number in range(1, ended + 1)}
+    for number in range(ended + 1, last + 1):
+        earlier[number] = False  # begun, never ended
+    return last + 1, earlier
+
+
+_NO_AGGREGATE = re.compile(r"round (\d+): [a-z ]+: no party got an aggregate")
+_SKIPPED = re.compile(r"run resumed after an interruption in round (\d+)")
+
+
+def _ended_rounds(path: Path) -> tuple[int, set[int]]:
+    """From the server's ledger: how many rounds ended, and those without an aggregate."""
+    ended, failed = 0, set()
+    with open(path, encoding="utf-8") as handle:  # verified when the ledger was opened
+        for line in handle:
+            entry = json.loads(line)
+            payload = entry.get("payload", {})
+            if entry.get("event") == "ledger.checkpoint" and payload.get("final") is False:
+                ended += 1
+            elif entry.get("event") == "hazard":
+                text = str(payload.get("text", ""))
+                if found := _NO_AGGREGATE.match(text):
+                    failed.add(int(found.group(1)))
+                elif found := _SKIPPED.match(text):
+                    ended += 1  # the interrupted round an earlier resume did not repeat
+                    failed.add(int(found.group(1)))
+    return ended, failed
 
 
 def _last_round_of(path: Path) -> int:
@@ -628,12 +663,20 @@ def _last_round_of(path: Path) -> int:
     return last
 
 
-def _record_resumed(ledgers: dict[str, Ledger], first_round: int) -> None:
+def _record_resumed(
+    ledgers: dict[str, Ledger], first_round: int, rounds: int, earlier: dict[int, bool]
+) -> None:
+    interrupted = first_round - 1
+    if interrupted >= 1 and not earlier.get(interrupted, True):
+        where = f"in round {interrupted} (not repeated: no aggregate, its charges stay)"
+    else:
+        where = f"after round {interrupted}"
+    then = f"it goes on from round {first_round}" if first_round <= rounds else "no round is left"
     for ledger in ledgers.values():
         ledger.record(
             Hazard(
-                text=f"run resumed after an interruption: it goes on from round {first_round}; "
-                "rounds charged before the interruption stay charged"
+                text=f"run resumed after an interruption {where}; {then}; rounds charged "
+                "before the interruption stay charged"
             )
         )
 
@@ -880,7 +923,8 @@ def _baselines_hazard(config: RunConfig) -> str:
     methods = ", ".join(mode.value for mode in config.baselines)
     text = (
         f"comparison run: the baselines ({methods}) train every institution's records again "
-        "after this run, with the same budget each (their ledgers, under another roster, are "
+        "after this run, each planned against what other runs spent and all counted in the "
+        "records' spend record (their ledgers, under another roster, are "
         "in baselines/<mode>/)"
     )
     if config.dp is not None:

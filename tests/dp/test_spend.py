@@ -191,3 +191,66 @@ def test_the_decoder_raises_only_config_errors(key: str, value: object) -> None:
     except ConfigError:
         return
     assert SpendRecord.from_json(record.to_json(), source="again") == record
+
+
+def _trainer_with(state: Path, account: SpendAccount) -> object:
+    from securefed.dp import DPConfig, PrivateTrainer, TrainingConfig  # noqa: PLC0415
+    from securefed.models import mlp  # noqa: PLC0415
+    from tests.dp.helpers import CLASSES, FEATURES, blobs  # noqa: PLC0415
+
+    x, y = blobs(100)
+    return PrivateTrainer(
+        mlp(FEATURES, CLASSES, hidden=(8,), seed=0),
+        x,
+        y,
+        training=TrainingConfig(lr=0.1, batch_size=10),
+        dp=DPConfig(target_epsilon=50.0, delta=DELTA, noise_multiplier=1.0, accountant=KIND),
+        planned_rounds=5,
+        state_dir=state,
+        seed=1,
+        spend=account,
+    )
+
+
+def test_an_accountant_state_behind_the_spend_record_is_caught_up(tmp_path: Path) -> None:
+    """A crash between the two durable writes of a charge (the spend record first) leaves the
+    accountant state one charge behind: a restart adopts the spend record's charge."""
+    from securefed.dp import PrivateTrainer  # noqa: PLC0415
+    from securefed.dp.state import STATE_FILE  # noqa: PLC0415
+
+    state = tmp_path / "state"
+    records = tmp_path / "records"
+    records.mkdir()
+    trainer = _trainer_with(state, _open(records, "run"))
+    assert isinstance(trainer, PrivateTrainer)
+    trainer.train_round(1)
+    behind = (state / STATE_FILE).read_bytes()
+    trainer.train_round(2)
+    (state / STATE_FILE).write_bytes(behind)  # as if the state's write of round 2 was lost
+
+    restarted = _trainer_with(state, _open(records, "run"))
+    assert isinstance(restarted, PrivateTrainer)
+    record = load_spend(records, 0)
+    assert record is not None
+    assert restarted.accountant_state is not None
+    assert restarted.accountant_state.history == record.participations[0].history
+    assert restarted.epsilon() == pytest.approx(spent_epsilon(record))
+    assert [c.round for c in restarted.charges] == [1, 2]
+
+
+def test_an_accountant_state_that_does_not_continue_its_participation_is_refused(
+    tmp_path: Path,
+) -> None:
+    records = tmp_path / "records"
+    records.mkdir()
+    short = _trainer_with(tmp_path / "short", _open(records, "short"))
+    short.train_round(1)  # type: ignore[attr-defined]
+    long = _trainer_with(tmp_path / "long", _open(records, "long"))
+    long.train_round(1)  # type: ignore[attr-defined]
+    long.train_round(2)  # type: ignore[attr-defined]
+    # a state directory ahead of what its participation charged next to the records
+    with pytest.raises(ConfigError, match="does not continue the participation"):
+        _trainer_with(tmp_path / "long", _open(records, "short"))
+    # a participation that charged, whose accountant state is gone
+    with pytest.raises(ConfigError, match="accountant state was lost"):
+        _trainer_with(tmp_path / "empty", _open(records, "short"))

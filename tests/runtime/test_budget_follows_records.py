@@ -95,18 +95,37 @@ run_federation(load_run_config(sys.argv[1]), sys.argv[2])
 """
 
 
+_KILL_BETWEEN_ROUNDS = """
+import os, signal, sys
+from securefed.runtime.engine.coordinator import Coordinator
+from securefed.runtime.config import load_run_config
+from securefed.runtime.federated import run_federation
+original = Coordinator._begin_round
+def begin(self, number, nodes):
+    if number == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, number, nodes)
+Coordinator._begin_round = begin
+run_federation(load_run_config(sys.argv[1]), sys.argv[2])
+"""
+
+
 def _steps_per_round(records: Path) -> int:
     """DP-SGD steps per round of a tenant here: n // batch_size (all tenants are equal)."""
     return len(np.load(records / "client_train_labels_0.npy", allow_pickle=False)) // 32
 
 
-def _killed_run(config: RunConfig, out: Path, tmp_path: Path) -> None:
-    """``securefed run`` killed with SIGKILL in the middle of round 2 (a real kill -9: no
-    handler runs, no ledger is sealed)."""
+def _killed_run(
+    config: RunConfig, out: Path, tmp_path: Path, *, between_rounds: bool = False
+) -> None:
+    """``securefed run`` killed with SIGKILL in the middle of round 2, or as round 2 begins
+    (a real kill -9: no handler runs, no ledger is sealed)."""
     config_file = tmp_path / f"{out.name}.toml"
     config_file.write_text(config.to_toml(), encoding="utf-8")
     steps = _steps_per_round(Path(config.data.directory or ""))
     script = _KILL_IN_ROUND_2.replace("STEPS", str(steps))
+    if between_rounds:
+        script = _KILL_BETWEEN_ROUNDS
     result = subprocess.run(  # noqa: S603 - our own interpreter and script
         [sys.executable, "-c", script, str(config_file), str(out)],
         capture_output=True,
@@ -183,7 +202,11 @@ def test_resume_continues_a_killed_run_its_ledgers_and_its_budget(
     assert result.ok, result.describe()
     report = render_report(run_dir, out_html=tmp_path / "r.html", out_md=tmp_path / "r.md")
     text = report.md_path.read_text(encoding="utf-8")
-    assert "run resumed after an interruption: it goes on from round 3" in text
+    assert (
+        "run resumed after an interruption in round 2 (not repeated: no aggregate, its charges "
+        "stay); it goes on from round 3" in text
+    )
+    assert "Warning: the run did not complete (degraded)" in text
     events = _events(run_dir, "bank-0")
     spends = [p["round"] for e, p in events if e is EventType.ROUND_SPEND]
     assert spends == [1, 2, 3]  # one chain: the killed rounds and the resumed one
@@ -191,7 +214,11 @@ def test_resume_continues_a_killed_run_its_ledgers_and_its_budget(
     assert bank1 == [1, 3]
     hazards = [str(p["text"]) for e, p in events if e is EventType.HAZARD]
     assert any("run resumed after an interruption" in text for text in hazards)
-    assert [p["status"] for e, p in events if e is EventType.RUN_FINISHED] == ["completed"]
+    # round 2 was interrupted and not repeated: the run is degraded, and says so
+    assert [p["status"] for e, p in events if e is EventType.RUN_FINISHED] == ["degraded"]
+    assert summary.metrics["status"] == "degraded"
+    statuses = {h["round"]: h["status"] for h in summary.metrics["history"] if h["round"] > 0}
+    assert statuses == {2: "interrupted", 3: "completed"}
     for tenant in range(3):
         record = load_spend(records, tenant)
         assert record is not None
@@ -343,3 +370,25 @@ def test_budget_show_prints_each_tenants_spend(
     assert all("fedavg run" in line and "epsilon" in line for line in lines)
     document = json.loads((records / "securefed-spend" / "tenant_0.json").read_text())
     assert document["format"] == "securefed-spend"
+
+
+def test_a_run_killed_between_rounds_resumes_with_nothing_lost(
+    records: Path, tmp_path: Path
+) -> None:
+    _killed_run(_config(records, rounds=2), tmp_path / "run", tmp_path, between_rounds=True)
+    summary = resume_federation(tmp_path / "run")
+    assert summary.metrics["status"] == "completed"  # round 1 ended, round 2 ran after resuming
+    assert summary.metrics["resumed_at"] == [2]
+    assert verify_run(tmp_path / "run").ok
+    for party in ("bank-0", "bank-1", "bank-2"):
+        spends = [
+            p["round"] for e, p in _events(tmp_path / "run", party) if e is EventType.ROUND_SPEND
+        ]
+        assert spends == [1, 2]
+        hazards = [
+            str(p["text"]) for e, p in _events(tmp_path / "run", party) if e is EventType.HAZARD
+        ]
+        assert any(
+            "resumed after an interruption after round 1; it goes on from round 2" in t
+            for t in hazards
+        )

@@ -232,7 +232,9 @@ class Coordinator:
     metrics only: the share of weight that stays within a segment). ``first_round``: the round
     to begin with after the joins -- 1, or the round after the last one the parties' ledgers
     show when a killed run is resumed (``securefed run --resume``); beyond the configured
-    rounds the run goes straight to its end.
+    rounds the run goes straight to its end. ``earlier_rounds``: for a resumed run, whether each
+    earlier aggregating round produced an aggregate (an interrupted one did not), so that the
+    run's outcome counts them.
     """
 
     def __init__(
@@ -250,6 +252,7 @@ class Coordinator:
         segments: Sequence[int] | None = None,
         on_round_end: Callable[[RoundView], None] | None = None,
         first_round: int = 1,
+        earlier_rounds: Mapping[int, bool] | None = None,
     ) -> None:
         if identity.verify_key() != roster.server.identity:
             raise ConfigError("the server key is not the roster's server identity")
@@ -290,9 +293,13 @@ class Coordinator:
         self._round: _Round | None = None
         self._completed_rounds = first_round - 1
         self._status = m.RunStatus.COMPLETED
-        self._aggregated: dict[int, bool] = {}  # aggregating round -> whether it produced one
+        # aggregating round -> whether it produced one (a resumed run's earlier rounds included)
+        self._aggregated: dict[int, bool] = dict(earlier_rounds or {})
         self._final_heads: list[Head] = []
         self._history: dict[int, RoundMetrics] = {0: RoundMetrics(round=0)}
+        for number, aggregated in sorted(self._aggregated.items()):
+            if not aggregated and number == first_round - 1:  # the round the kill interrupted
+                self._history[number] = RoundMetrics(round=number, status="interrupted")
         self._exchanges = 0
         self._started = clock()
         self.bytes_sent: dict[str, int] = {}
