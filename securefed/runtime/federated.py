@@ -120,6 +120,7 @@ ROSTER_FILE = "roster.toml"
 RUN_FILE = "run.json"
 KEYS_DIR = "keys"
 SEED_FILE = "sketch-seed"
+GUARD_FILE = "round-guard.json"
 PARTIAL_SUFFIX = ".partial"
 METHOD_METRICS_FILE = "method-metrics.json"
 SERVER_ID = "server"
@@ -531,6 +532,7 @@ def build_engine_run(
                 ),
                 on_model=_model_saver(client, run_dir, config),
                 seed_file=_state_dir(run_dir, client.party_id) / SEED_FILE,
+                guard_file=_state_dir(run_dir, client.party_id) / GUARD_FILE,
             )
             for client in clients
         }

@@ -161,6 +161,14 @@ class RoundConfig:
             raise ConfigError("policy must be a WeightPolicy")
         if not 1 <= self.min_contributors < n:
             raise ConfigError(f"min_contributors must be in [1, N-1={n - 1}]")
+        if self.mode is AggregationMode.ATTENTION and self.graph.kind is GraphKind.SECAGG_PLUS:
+            raise ConfigError(
+                "attention mode needs the complete masking graph: each target's output is a "
+                "weighted sum over every contributor, and the masks of two contributors cancel "
+                "in it only if they share a pairwise mask, which the SecAgg+ graph gives to "
+                "neighbours only (every such round would abort); use the complete graph (the "
+                "default up to N = 62) or group mode"
+            )
         if self.mode is AggregationMode.ATTENTION:
             check_weighted_sum_headroom(self.codec, n)
         else:

@@ -370,6 +370,7 @@ class VectorFederation:
         last_rounds: Mapping[int, int] | None = None,
         segments: Sequence[int] | None = None,
         workdir: str | os.PathLike[str] | None = None,
+        guards: bool = False,
     ) -> None:
         n = len(models)
         self.federation = federation if federation is not None else make_federation(n)
@@ -413,6 +414,7 @@ class VectorFederation:
                 learner=self.learners[i],
                 ledger=self.ledgers[roster.client(i).party_id],
                 random_bytes=seeded_random_bytes_unsafe(party_seed(seed, i)),
+                guard_file=self.guard_file(i) if guards else None,
             )
             for i in range(n)
         }
@@ -432,6 +434,12 @@ class VectorFederation:
         self.capture = faults if isinstance(faults, Capture) else Capture(faults)
         self.transport = MemoryTransport(self.institutions, faults=self.capture)
 
+
+    def guard_file(self, index: int) -> Path:
+        """Where institution ``index`` keeps its round guard (with ``guards=True``)."""
+        directory = self.workdir / "state" / self.federation.roster.client(index).party_id
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory / "round-guard.json"
     def run(self, *, on_exchange: Callable[[int, Coordinator], None] | None = None) -> RunMetrics:
         """Drive the coordinator to the end of the run; its metrics."""
         return drive(self.coordinator, self.transport, on_exchange=on_exchange)

@@ -322,11 +322,11 @@ def test_the_agent_answers_a_signed_join_over_its_socket(
     institution = build_institution(settings)
     thread, stop = _serving(settings.state, institution.handle_bytes)
     try:
-        challenge = os.urandom(32)
-        reply = m.decode(ask(settings.state, m.encode(m.Join(challenge)), timeout=30))
+        join = m.Join(os.urandom(32), node=7)
+        reply = m.decode(ask(settings.state, m.encode(join), timeout=30))
         assert isinstance(reply, m.Joined)
         roster = load_parts(settings).roster
-        assert verified_party(roster, challenge, reply) == 2
+        assert verified_party(roster, join, reply) == 2
         assert reply.head.actor == "bank-2"
         assert reply.info.train_samples > 0
         refused = m.decode(ask(settings.state, b"not an engine message", timeout=30))
@@ -585,45 +585,55 @@ def _joined(party: str = "bank-1", dim: int = 7) -> m.Joined:
 
 def test_a_signed_join_names_its_party() -> None:
     fed = make_federation(N)
-    challenge = os.urandom(32)
-    signed = sign_joined(fed.client_keys[1], fed.roster, challenge, _joined())
+    join = m.Join(os.urandom(32), setup=os.urandom(32), node=2**63 + 5)
+    signed = sign_joined(fed.client_keys[1], fed.roster, join, _joined())
     decoded = m.decode(m.encode(signed))
     assert isinstance(decoded, m.Joined)
-    assert verified_party(fed.roster, challenge, decoded) == 1
+    assert verified_party(fed.roster, join, decoded) == 1
 
 
 def test_a_join_that_does_not_verify_is_refused() -> None:
+    """Issue 20, finding 5: the signature covers the roster digest, the node id the request
+    went to and the session, besides the challenge."""
     fed = make_federation(N)
     other = make_federation(N)
     challenge = os.urandom(32)
-    genuine = sign_joined(fed.client_keys[1], fed.roster, challenge, _joined())
+    join = m.Join(challenge, setup=os.urandom(32), node=3)
+    genuine = sign_joined(fed.client_keys[1], fed.roster, join, _joined())
+    relayed = dataclasses.replace(join, node=4)
+    other_session = dataclasses.replace(join, setup=os.urandom(32))
     refused = {
         "unsigned": _joined(),
-        "another party's key": sign_joined(fed.client_keys[0], fed.roster, challenge, _joined()),
-        "the server's key": sign_joined(fed.server_key, fed.roster, challenge, _joined()),
-        "another challenge": sign_joined(fed.client_keys[1], fed.roster, os.urandom(32), _joined()),
-        "another roster": sign_joined(fed.client_keys[1], other.roster, challenge, _joined()),
+        "another party's key": sign_joined(fed.client_keys[0], fed.roster, join, _joined()),
+        "the server's key": sign_joined(fed.server_key, fed.roster, join, _joined()),
+        "another challenge": sign_joined(
+            fed.client_keys[1], fed.roster, m.Join(os.urandom(32), join.setup, node=3), _joined()
+        ),
+        "another node": sign_joined(fed.client_keys[1], fed.roster, relayed, _joined()),
+        "another session": sign_joined(fed.client_keys[1], fed.roster, other_session, _joined()),
+        "another roster": sign_joined(fed.client_keys[1], other.roster, join, _joined()),
         "a field changed": dataclasses.replace(genuine, dim=8),
         "a field added": dataclasses.replace(genuine, setup_key=b"k"),
         "relabelled": dataclasses.replace(genuine, party="bank-2"),
-        "not in the roster": sign_joined(
-            fed.client_keys[1], fed.roster, challenge, _joined("bank-9")
-        ),
+        "not in the roster": sign_joined(fed.client_keys[1], fed.roster, join, _joined("bank-9")),
         "another party's head": sign_joined(
             fed.client_keys[1],
             fed.roster,
-            challenge,
+            join,
             dataclasses.replace(_joined(), head=Head("bank-2", -1, GENESIS_HASH)),
         ),
     }
+    assert verified_party(fed.roster, join, genuine) == 1
     for case, reply in refused.items():
         try:
-            verified_party(fed.roster, challenge, reply)
+            verified_party(fed.roster, join, reply)
         except RemoteProtocolError:
             continue
         pytest.fail(f"accepted a join with {case}")
-    with pytest.raises(RemoteProtocolError, match="challenge"):
-        sign_joined(fed.client_keys[1], fed.roster, b"short", _joined())
+    # the genuine reply, relayed to another node or replayed in another session, is refused
+    for request in (relayed, other_session, None):
+        with pytest.raises(RemoteProtocolError):
+            verified_party(fed.roster, request, genuine)
 
 
 def test_the_benchmark_makes_any_configuration_deployable_for_both_runs(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from securefed.encoding import CodecConfig, RingBits
 from securefed.errors import ConfigError
-from securefed.secagg import GraphKind, MaskGraph, default_threshold
+from securefed.secagg import AggregationMode, GraphKind, MaskGraph, default_threshold
 from tests.secagg.conftest import config_for, federation
 
 
@@ -48,6 +48,17 @@ def test_graph_parameters_are_validated() -> None:
         MaskGraph(GraphKind.COMPLETE, degree=3)
     with pytest.raises(ConfigError):
         MaskGraph(GraphKind.SECAGG_PLUS, degree=1)
+
+
+def test_attention_mode_with_the_secagg_plus_graph_is_refused_with_the_reason() -> None:
+    """Issue 20, finding 3: the configuration accepted it and every such round aborted."""
+    with pytest.raises(ConfigError, match="attention mode needs the complete masking graph"):
+        config_for(
+            federation(20),
+            mode=AggregationMode.ATTENTION,
+            graph=MaskGraph(GraphKind.SECAGG_PLUS, degree=18),
+        )
+    config_for(federation(20), graph=MaskGraph(GraphKind.SECAGG_PLUS, degree=18))  # sums: fine
 
 
 def test_digest_changes_with_every_parameter() -> None:

@@ -274,7 +274,7 @@ class Coordinator:
         self.partition = settings.fixed_partition(roster.size)
         self._party_of: dict[int, int] = {}  # node -> roster index
         self._node_of: dict[int, int] = {}  # roster index -> node
-        self._challenges: dict[int, bytes] = {}
+        self._challenges: dict[int, m.Join] = {}  # node -> the join it was sent
         self._sent: dict[int, m.Request] = {}
         self._last_sent: dict[int, m.Request] = {}
         self._sent_to: dict[int, int] = {}  # node -> roster index, as mapped when sent
@@ -428,16 +428,18 @@ class Coordinator:
         for node in nodes:
             if node in self._party_of:
                 continue
-            challenge = self._random_bytes(m.CHALLENGE_BYTES)
-            self._challenges[node] = challenge
-            requests[node] = m.Join(challenge, self._setup_session, next_round)
+            join = m.Join(
+                self._random_bytes(m.CHALLENGE_BYTES), self._setup_session, next_round, node
+            )
+            self._challenges[node] = join
+            requests[node] = join
         return requests
 
     def _on_joined(self, node: int, reply: m.Joined) -> int | None:
         """Map ``node`` to the party its signed reply proves; None if it proves nothing."""
-        challenge = self._challenges.pop(node, b"")
+        join = self._challenges.pop(node, None)
         try:
-            index = verified_party(self.roster, challenge, reply)
+            index = verified_party(self.roster, join, reply)
         except RemoteProtocolError as exc:
             self._hazard(f"node {node}: join refused: {exc}")
             return None
@@ -463,7 +465,7 @@ class Coordinator:
         sizes: list[int] = []
         for node, reply in joined.items():
             try:
-                verified_party(self.roster, self._challenges.get(node, b""), reply)
+                verified_party(self.roster, self._challenges.get(node), reply)
             except RemoteProtocolError:
                 continue
             sizes.append(reply.dim)

@@ -94,6 +94,7 @@ from securefed.secagg import SecAggClient, Stage
 from securefed.secagg.events import PolicyRefused
 from securefed.secagg.messages import MaskedInput
 from securefed.secagg.messages import decode as decode_protocol
+from securefed.secagg.replay import RoundGuard
 from securefed.secagg.roster import Roster
 from securefed.secagg.session import SessionSetupClient, commitment_context
 from securefed.secagg.transcript import ContextItem
@@ -142,7 +143,10 @@ class Institution:
     ``random_bytes`` feeds the protocol's self-mask seeds and dither (``os.urandom``; the
     in-memory transport may pass a seeded stream for reproducible simulations). ``seed_file``
     keeps the session's sketch seed across restarts (mode 0600); without it the seed lives in
-    memory only.
+    memory only. ``guard_file`` keeps the secure-aggregation round guard (every (session,
+    round) this party advertised keys for, and its ledger head then) across restarts, written
+    before the keys leave: a replayed advertisement request is refused after a restart as
+    before it. Without it the guard lives in memory only (and the ledger's rounds still guard).
     """
 
     def __init__(
@@ -157,6 +161,7 @@ class Institution:
         random_bytes: Callable[[int], bytes] = os.urandom,
         on_model: Callable[[int], None] | None = None,
         seed_file: os.PathLike[str] | None = None,
+        guard_file: os.PathLike[str] | None = None,
     ) -> None:
         self.settings = settings
         self.roster = roster
@@ -170,6 +175,8 @@ class Institution:
         self._random_bytes = random_bytes
         self._on_model = on_model or (lambda round_: None)
         self._seed_file = seed_file
+        self._guard_file = guard_file
+        self._guard = _load_guard(guard_file)
         self.phase = InstitutionPhase.NEW
         self._dim = int(learner.parameters().size)  # the model's size never changes
         self._setup: SessionSetupClient | None = None
@@ -252,7 +259,8 @@ class Institution:
         if request.next is not None:
             try:
                 advert = self._advertise(request.next)
-            except RemoteProtocolError as exc:  # still join; just no keys for that round
+            except (RemoteProtocolError, LocalProtocolError) as exc:  # still join, without keys
+                # for that round (a replay the round guard refused, or a round not new here)
                 self._note(f"joined without keys for round {request.next.round}: {exc}")
         self.phase = InstitutionPhase.ADVERTISED if self._pending else InstitutionPhase.IDLE
         reply = Joined(
@@ -264,7 +272,7 @@ class Institution:
             setup_key=setup_key,
             advert=advert,
         )
-        return sign_joined(self._identity, self.roster, request.challenge, reply)
+        return sign_joined(self._identity, self.roster, request, reply)
 
     def _setup_keys(self, request: Setup) -> SetupReply:
         if self._setup is None:
@@ -331,8 +339,11 @@ class Institution:
             index=members.index(self.index),
             identity=self._identity,
             random_bytes=self._random_bytes,
+            guard=self._guard,
         )
         advert = client.advertise()
+        if self._guard_file is not None:  # durable before the keys leave this party
+            _save_guard(self._guard_file, self._guard, self.ledger.head)
         self._pending = _Round(r, client, members, partition)
         self._reported[r] = self.ledger.head
         return AdvertPart(r, self.ledger.head, advert=advert.to_bytes())
@@ -692,6 +703,37 @@ def _last_round(ledger: Ledger) -> int:
 
 def _sorted_heads(heads: Sequence[Head]) -> tuple[Head, ...]:
     return tuple(sorted(heads, key=lambda h: h.actor))
+
+
+_GUARD_FORMAT = "securefed-round-guard"
+_GUARD_BYTES = 1 << 22
+
+
+def _load_guard(path: os.PathLike[str] | None) -> RoundGuard:
+    """The round guard kept by an earlier start (empty if none). Never resets silently: an
+    unreadable or malformed file raises ConfigError."""
+    guard = RoundGuard()
+    if path is None or not os.path.exists(path):
+        return guard
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(_GUARD_BYTES + 1)
+        document = json.loads(data.decode("utf-8")) if len(data) <= _GUARD_BYTES else None
+    except (OSError, UnicodeDecodeError, ValueError):
+        document = None
+    if not isinstance(document, dict) or document.get("format") != _GUARD_FORMAT:
+        raise ConfigError(f"{os.fspath(path)} does not hold a round guard; refusing to start")
+    guard.load_state_dict(document.get("guard", {}))
+    return guard
+
+
+def _save_guard(path: os.PathLike[str], guard: RoundGuard, head: Head) -> None:
+    document = {
+        "format": _GUARD_FORMAT,
+        "guard": guard.state_dict(),
+        "head": {"actor": head.actor, "seq": head.seq, "hash": head.hash},
+    }
+    write_atomic(os.fspath(path), json.dumps(document).encode(), mode=0o600)
 
 
 def _load_seed(path: os.PathLike[str] | None) -> tuple[bytes | None, bytes | None]:

@@ -426,26 +426,32 @@ def _read_optional_advert(r: Reader) -> AdvertPart | None:
 
 @dataclass(frozen=True, slots=True)
 class Join:
-    """Who are you? Answered with a :class:`Joined` signed over ``challenge``. ``setup`` is the
-    session id of the sketch-seed setup (empty: none); ``next`` asks for keys for a round."""
+    """Who are you? Answered with a :class:`Joined` signed over ``challenge``, the roster, the
+    ``node`` the request went to and ``setup`` (:mod:`~securefed.runtime.engine.signing`).
+    ``setup`` is the session id of the sketch-seed setup (empty: none); ``next`` asks for keys
+    for a round."""
 
     KIND: ClassVar[Kind] = Kind.JOIN
     challenge: bytes
     setup: bytes = b""
     next: NextRound | None = None
+    node: int = 0
 
     def __post_init__(self) -> None:
         _check(len(self.challenge) == CHALLENGE_BYTES, "a challenge is 32 bytes")
         _check(len(self.setup) in (0, SESSION_BYTES), "a session id is 32 bytes")
+        _check(0 <= self.node < 1 << 64, "a node id is a 64-bit number")
 
     def write(self, w: Writer) -> None:
         w.fixed(self.challenge, CHALLENGE_BYTES)
         _bytes(w, self.setup, limit=SESSION_BYTES)
         _optional_next(w, self.next)
+        w.u64(self.node)
 
     @classmethod
     def read(cls, r: Reader) -> Join:
-        return cls(r.fixed(CHALLENGE_BYTES), r.blob(limit=SESSION_BYTES), _read_optional_next(r))
+        challenge, setup = r.fixed(CHALLENGE_BYTES), r.blob(limit=SESSION_BYTES)
+        return cls(challenge, setup, _read_optional_next(r), r.u64())
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,15 +1,18 @@
 """The signed join: which party answers on a node, proven with its identity key.
 
-The coordinator sends a fresh random 32-byte ``challenge`` to every node it has not mapped yet.
-The institution answers with a :class:`~securefed.runtime.engine.messages.Joined` and signs, with
-its roster identity key,
+The coordinator sends a fresh random 32-byte ``challenge`` to every node it has not mapped yet,
+with the node id it addressed and the run's sketch-seed setup session (if any). The institution
+answers with a :class:`~securefed.runtime.engine.messages.Joined` and signs, with its roster
+identity key,
 
-    DOMAIN || challenge || roster digest || the reply's encoding without its signature
+    DOMAIN || challenge || roster digest || node id || session || the reply without its signature
 
 The coordinator maps a node to a party only if that signature verifies under the pinned roster's
-key for the party named. So a node without the party's identity key (a rogue Flower SuperNode)
-cannot take an institution's place, a reply recorded for an earlier challenge does not verify
-(replay), and a party holding another roster refuses to be counted in this one.
+key for the party named, over the challenge, node and session IT sent to that node. So a node
+without the party's identity key (a rogue Flower SuperNode) cannot take an institution's place,
+a reply recorded for an earlier challenge does not verify (replay), a reply relayed from the node
+it was asked on to another node does not verify (the node id), nor one given in another session,
+and a party holding another roster refuses to be counted in this one.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Sequence
 from securefed.audit import Head
 from securefed.crypto import SigningKey
 from securefed.errors import ConfigError, CryptoError, RemoteProtocolError, SecureFedError
-from securefed.runtime.engine.messages import CHALLENGE_BYTES, Joined
+from securefed.runtime.engine.messages import CHALLENGE_BYTES, Join, Joined
 from securefed.secagg.roster import Roster
 from securefed.secagg.wire import Writer
 
@@ -33,31 +36,33 @@ __all__ = [
     "verify_final_heads",
 ]
 
-JOIN_DOMAIN = b"securefed/engine/join/v1\x00"
+JOIN_DOMAIN = b"securefed/engine/join/v2\x00"
 FINAL_HEAD_DOMAIN = b"securefed/engine/final-head/v1\x00"
 
 
-def _payload(roster: Roster, challenge: bytes, reply: Joined) -> bytes:
-    if len(challenge) != CHALLENGE_BYTES:
-        raise RemoteProtocolError(f"a join challenge is {CHALLENGE_BYTES} bytes")
-    w = Writer()
+def _payload(roster: Roster, request: Join | None, reply: Joined) -> bytes:
+    if request is None:
+        raise RemoteProtocolError("a join reply to no join request")
+    w = Writer().fixed(JOIN_DOMAIN, len(JOIN_DOMAIN)).fixed(request.challenge, CHALLENGE_BYTES)
+    w.fixed(roster.digest(), 32).u64(request.node).blob(request.setup)
     reply.write_unsigned(w)
-    return JOIN_DOMAIN + challenge + roster.digest() + w.getvalue()
+    return w.getvalue()
 
 
-def sign_joined(identity: SigningKey, roster: Roster, challenge: bytes, reply: Joined) -> Joined:
-    """``reply`` with its signature over ``challenge`` and ``roster``'s digest."""
-    signature = identity.sign(_payload(roster, challenge, reply))
+def sign_joined(identity: SigningKey, roster: Roster, request: Join, reply: Joined) -> Joined:
+    """``reply`` with its signature over ``request``'s challenge, node and session and
+    ``roster``'s digest."""
+    signature = identity.sign(_payload(roster, request, reply))
     return dataclasses.replace(reply, signature=signature)
 
 
-def verified_party(roster: Roster, challenge: bytes, reply: Joined) -> int:
+def verified_party(roster: Roster, request: Join | None, reply: Joined) -> int:
     """The roster index of the party a join ``reply`` names, once its signature verifies under
-    that party's roster key.
+    that party's roster key over ``request`` (the join the coordinator sent to that node).
 
     Raises:
-        RemoteProtocolError: a party not in the roster, or a signature that does not verify
-            (forged, another key, another challenge, another roster).
+        RemoteProtocolError: no request, a party not in the roster, or a signature that does not
+            verify (forged, another key, another challenge, node, session or roster).
     """
     try:
         index = roster.index_of(reply.party)
@@ -65,7 +70,7 @@ def verified_party(roster: Roster, challenge: bytes, reply: Joined) -> int:
     except SecureFedError as exc:
         raise RemoteProtocolError(f"unusable join reply: {exc}") from None
     try:
-        identity.verify(reply.signature, _payload(roster, challenge, reply))
+        identity.verify(reply.signature, _payload(roster, request, reply))
     except CryptoError:
         raise RemoteProtocolError(
             f"a join reply claiming {reply.party!r} has a bad signature"

@@ -14,6 +14,8 @@ ClientApp relays to this socket (:mod:`.client_app`). Its state directory holds:
     participation           this participation's id in the spend record next to the records
     model.safetensors       the model after every local training and every personalized update
     sketch-seed             the session's secret sketch seed and its commitment (mode 0600)
+    round-guard.json        every (session, round) it advertised keys for (mode 0600): a
+                            replayed round is refused after a restart as before it
     statistic.f64           the released DP similarity statistic (similarity = "statistic")
     agent.sock              the local socket the ClientApp relays through (mode 0600)
 
@@ -77,6 +79,8 @@ log = logging.getLogger(__name__)
 
 #: The file in the state directory that names this participation in the records' spend record.
 PARTICIPATION_FILE = "participation"
+#: ... and the secure-aggregation round guard (:class:`~securefed.secagg.replay.RoundGuard`).
+GUARD_FILE = "round-guard.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +198,7 @@ def open_institution(
     ledger = Ledger.open(ledger_path(state, party), party, parts.identity)
     try:
         fresh = ledger.head.seq == -1
-        kept = (MODEL_FILE, SEED_FILE, STATISTIC_FILE, PARTICIPATION_FILE)
+        kept = (MODEL_FILE, SEED_FILE, STATISTIC_FILE, PARTICIPATION_FILE, GUARD_FILE)
         leftovers = [f for f in kept if (state / f).exists()]
         if fresh and leftovers:
             raise ConfigError(
@@ -247,6 +251,7 @@ def open_institution(
             random_bytes=random_bytes,
             on_model=on_model,
             seed_file=state / SEED_FILE,
+            guard_file=state / GUARD_FILE,
         )
     except BaseException:
         ledger.close()

@@ -126,7 +126,7 @@ def test_a_forged_join_is_ledgered_and_the_round_goes_on_without_it(tmp_path: Pa
         first = node == 2 and not forged
         if first and isinstance(request, m.Join) and isinstance(reply, m.Joined):
             forged.append(node)
-            return sign_joined(impostor, run.federation.roster, request.challenge, reply)
+            return sign_joined(impostor, run.federation.roster, request, reply)
         return reply
 
     plan = _Plan(forge)

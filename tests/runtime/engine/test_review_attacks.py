@@ -269,7 +269,7 @@ def test_the_first_joiner_does_not_decide_the_model_dimension(tmp_path: Path) ->
         if node == 0 and isinstance(request, m.Join) and isinstance(reply, m.Joined):
             forged = dataclasses.replace(reply, dim=reply.dim + 1)
             key, roster = run.federation.client_keys[0], run.federation.roster
-            return sign_joined(key, roster, request.challenge, forged)
+            return sign_joined(key, roster, request, forged)
         return reply
 
     with VectorFederation(
@@ -664,3 +664,48 @@ def test_a_party_that_trained_round_1_is_not_refused_round_1_for_budget(tmp_path
         assert learner.trained == [1]
         assert "bank-0" not in metrics.history[1].refused, metrics.history[1].refused
         assert 1 in learner.received
+
+
+def _restart_and_replay_the_join(tmp_path: Path, *, guards: bool) -> m.Reply:
+    """Bank-0 joins with keys for round 1, its agent restarts before anything of round 1 is in
+    its ledger, and a malicious coordinator replays the very same join (same session, same
+    round) to the restarted party."""
+    with VectorFederation(clustered(N), fedavg(3), seed=21, workdir=tmp_path, guards=guards) as run:
+        capture = run.capture
+        for _ in exchanges(run):
+            if run.institutions[0].phase is InstitutionPhase.ADVERTISED:
+                break
+        (replayed,) = [r for n, r in capture.requests if n == 0 and isinstance(r, m.Join)]
+        assert replayed.next is not None
+        run.transport.replace(0, None)  # the agent stops (its ledger is closed)
+        ledger = Ledger.open(
+            ledger_path(run.workdir, "bank-0"), "bank-0", run.federation.client_keys[0]
+        )
+        run.ledgers["bank-0"] = ledger
+        restarted = Institution(
+            settings=run.settings,
+            roster=run.federation.roster,
+            identity=run.federation.client_keys[0],
+            party_id="bank-0",
+            learner=run.learners[0],
+            ledger=ledger,
+            guard_file=run.guard_file(0) if guards else None,
+        )
+        return restarted.respond(replayed)
+
+
+def test_a_replayed_round_is_refused_after_a_restart(tmp_path: Path) -> None:
+    """ATTACK (issue 20, finding 4; malicious coordinator): after an institution's restart,
+    replay the join that asked it for round 1's keys in session S. EXPECTED: the institution
+    keeps its round guard (every (session, round) it advertised keys for) in its state
+    directory, written before the keys leave, so it refuses to start (S, 1) again; without the
+    persisted guard (the weaker variant, as before) it advertises fresh keys for the same
+    round and session."""
+    weaker = _restart_and_replay_the_join(tmp_path / "weaker", guards=False)
+    assert isinstance(weaker, m.Joined)
+    assert weaker.advert is not None  # the attack succeeds without a persisted guard
+    assert weaker.advert.advert  # fresh keys for the replayed (session, round)
+
+    guarded = _restart_and_replay_the_join(tmp_path / "guarded", guards=True)
+    assert isinstance(guarded, m.Joined)  # it still joins ...
+    assert guarded.advert is None or not guarded.advert.advert  # ... with no keys for (S, 1)
