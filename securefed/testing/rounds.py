@@ -434,12 +434,12 @@ class VectorFederation:
         self.capture = faults if isinstance(faults, Capture) else Capture(faults)
         self.transport = MemoryTransport(self.institutions, faults=self.capture)
 
-
     def guard_file(self, index: int) -> Path:
         """Where institution ``index`` keeps its round guard (with ``guards=True``)."""
         directory = self.workdir / "state" / self.federation.roster.client(index).party_id
         directory.mkdir(parents=True, exist_ok=True)
         return directory / "round-guard.json"
+
     def run(self, *, on_exchange: Callable[[int, Coordinator], None] | None = None) -> RunMetrics:
         """Drive the coordinator to the end of the run; its metrics."""
         return drive(self.coordinator, self.transport, on_exchange=on_exchange)
