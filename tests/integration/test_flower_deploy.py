@@ -127,6 +127,15 @@ def _setup(root: Path) -> DeploymentFiles:
     return DeploymentFiles(config, roster, keys, data, 10, parties)
 
 
+def _assert_round_guard_kept(state: Path) -> None:
+    """The agent kept its round guard across the restart: the session of round 1 (before the
+    crash) is still there, next to round 3's (after it), so a replay of either is refused."""
+    guard = json.loads((state / "round-guard.json").read_text())
+    rounds = sorted(guard["guard"]["highest_round"].values())
+    assert rounds[0] == 1
+    assert rounds[-1] == 3
+
+
 def _own_records(files: DeploymentFiles, copy: Path) -> DeploymentFiles:
     """``files`` on a copy of the records without their spend: the deployment's spend, kept next
     to them (docs/dp.md), would otherwise leave a reference run no budget."""
@@ -213,6 +222,7 @@ def test_a_crashed_institution_is_recovered_charged_and_rejoins(tmp_path: Path) 
     assert all(c.epsilon <= 4.0 for c in state.charges)
     ledger = (victim.state / "ledgers" / f"{VICTIM}.jsonl").read_text()
     assert ledger.count('"event":"run.configured"') == 1  # the restart continued its ledger
+    _assert_round_guard_kept(victim.state)
 
     audit = tmp_path / "audit"
     (audit / "ledgers").mkdir(parents=True)
