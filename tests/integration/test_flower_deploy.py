@@ -127,9 +127,12 @@ def _setup(root: Path) -> DeploymentFiles:
     return DeploymentFiles(config, roster, keys, data, 10, parties)
 
 
-def _assert_round_guard_kept(state: Path) -> None:
-    """The agent kept its round guard across the restart: the session of round 1 (before the
-    crash) is still there, next to round 3's (after it), so a replay of either is refused."""
+def _assert_restart_continued(state: Path) -> None:
+    """The restarted agent continued its ledger, and kept its round guard: the session of round
+    1 (before the crash) is still there, next to round 3's (after it), so a replay of either is
+    refused."""
+    ledger = (state / "ledgers" / f"{VICTIM}.jsonl").read_text()
+    assert ledger.count('"event":"run.configured"') == 1
     guard = json.loads((state / "round-guard.json").read_text())
     rounds = sorted(guard["guard"]["highest_round"].values())
     assert rounds[0] == 1
@@ -220,9 +223,7 @@ def test_a_crashed_institution_is_recovered_charged_and_rejoins(tmp_path: Path) 
     assert state is not None
     assert [c.round for c in state.charges] == [0, 1, 3]  # the statistic, rounds 1 and 3
     assert all(c.epsilon <= 4.0 for c in state.charges)
-    ledger = (victim.state / "ledgers" / f"{VICTIM}.jsonl").read_text()
-    assert ledger.count('"event":"run.configured"') == 1  # the restart continued its ledger
-    _assert_round_guard_kept(victim.state)
+    _assert_restart_continued(victim.state)
 
     audit = tmp_path / "audit"
     (audit / "ledgers").mkdir(parents=True)
