@@ -14,7 +14,18 @@ from pathlib import Path
 
 from securefed.errors import ConfigError
 
-__all__ = ["fsync_directory", "write_atomic"]
+__all__ = [
+    "PRIVATE_DIRECTORY_MODE",
+    "PRIVATE_FILE_MODE",
+    "fsync_directory",
+    "private_directory",
+    "write_atomic",
+]
+
+#: A party's state directory, and every secret-bearing file in it (models, accountant state,
+#: statistic, seeds, round guard, keys): readable by its owner only.
+PRIVATE_DIRECTORY_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
 
 
 def write_atomic(
@@ -76,3 +87,29 @@ def fsync_directory(directory: str | os.PathLike[str]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def private_directory(path: str | os.PathLike[str]) -> str | None:
+    """Create ``path`` (and its parents) as a private directory (0700), or tighten an existing
+    one that others can read, write or enter. Returns a one-line warning naming the old mode
+    when it had to tighten (the caller ledgers it), else None.
+
+    Raises:
+        ConfigError: ``path`` is not a directory, or cannot be created or tightened (the message
+            names the operating system's reason).
+    """
+    directory = Path(path)
+    try:
+        directory.mkdir(mode=PRIVATE_DIRECTORY_MODE, parents=True, exist_ok=True)
+        mode = directory.stat().st_mode & 0o777
+        if mode & 0o077 == 0:
+            return None
+        directory.chmod(mode & 0o700 | PRIVATE_DIRECTORY_MODE)
+    except FileExistsError:
+        raise ConfigError(f"{directory} exists and is not a directory") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot make {directory} private: {exc.strerror}") from None
+    return (
+        f"the state directory {directory} had mode {mode:04o} (others could read it); it was "
+        f"tightened to {PRIVATE_DIRECTORY_MODE:04o}"
+    )

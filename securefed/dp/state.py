@@ -200,10 +200,11 @@ def load_state(state_dir: Path) -> AccountantState | None:
 
 
 def save_state(state_dir: Path, state: AccountantState) -> None:
-    """Atomically replace ``state_dir/dp_accountant.json`` with ``state`` (durable on return)."""
+    """Atomically replace ``state_dir/dp_accountant.json`` with ``state`` (durable on return;
+    mode 0600 in a directory created 0700)."""
     path = state_dir / STATE_FILE
     try:
-        state_dir.mkdir(parents=True, exist_ok=True)
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot write accountant state {path}: {exc.strerror}") from None
-    write_atomic(path, state.to_json().encode("utf-8"))
+    write_atomic(path, state.to_json().encode("utf-8"), mode=0o600)

@@ -27,9 +27,14 @@ WRAPPER_PREFIX = "_module."
 
 
 def save_model(
-    model: nn.Module, path: str | os.PathLike[str], *, metadata: Mapping[str, str] | None = None
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    metadata: Mapping[str, str] | None = None,
+    mode: int = 0o600,
 ) -> None:
-    """Write the state dict of ``model`` (unwrapped) to ``path`` as a safetensors file.
+    """Write the state dict of ``model`` (unwrapped) to ``path`` as a safetensors file, with
+    file mode ``mode`` (default 0600: a model is its institution's secret).
 
     ``metadata`` is stored as the file's string-to-string metadata. The file is written to a
     temporary file in the same directory, fsynced, and renamed over ``path``. Raises
@@ -49,7 +54,7 @@ def save_model(
         # clone: safetensors refuses tensors that share storage (e.g. tied weights).
         tensors[key] = tensor.detach().to("cpu").contiguous().clone()
     data = safetensors.torch.save(tensors, metadata=meta or None)
-    write_atomic(target, data)
+    write_atomic(target, data, mode=mode)
 
 
 def load_model(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, str]:

@@ -75,7 +75,7 @@ from securefed.dp.spend import (
     spent_epsilon,
 )
 from securefed.errors import ConfigError
-from securefed.files import write_atomic
+from securefed.files import private_directory, write_atomic
 from securefed.models import build_model, save_model
 from securefed.runtime.config import (
     ModelName,
@@ -959,7 +959,7 @@ def build_clients(
         zip(data.tenants, federation.roster.clients, strict=True)
     ):
         state = _state_dir(run_dir, party.party_id)
-        state.mkdir(parents=True, exist_ok=True)
+        private_directory(state)  # created here: nothing to tighten
         node = build_client(
             config,
             tenant,

@@ -23,7 +23,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from securefed.audit import GENESIS_HASH, Head
+from securefed.audit import GENESIS_HASH, EventType, Head, ledger_path
+from securefed.audit.entry import parse_entry
 from securefed.cli import main as securefed_main
 from securefed.crypto.cleartext import export_unencrypted_signing_key_unsafe
 from securefed.crypto.keyfile import encrypt_signing_key
@@ -653,3 +654,27 @@ def test_the_benchmark_makes_any_configuration_deployable_for_both_runs(tmp_path
     assert len(adjusted) == 4
     with pytest.raises(ConfigError, match="secure = false"):
         deployable_config(dataclasses.replace(config, secure=False), tmp_path)
+
+
+def test_a_state_directory_others_can_read_is_tightened_and_ledgered(
+    parties: DeploymentFiles, tmp_path: Path
+) -> None:
+    """Issue 21, item 5: the state directory is 0700 and its secret-bearing files 0600; one that
+    already exists with 0755 is tightened, with a ledgered hazard naming the old mode."""
+    state = tmp_path / "bank-1"
+    state.mkdir(mode=0o755)
+    state.chmod(0o755)
+    institution = build_institution(parties.agent(1, state))
+    try:
+        assert state.stat().st_mode & 0o777 == 0o700
+        hazards = [
+            str(e.payload["text"])
+            for e in map(parse_entry, ledger_path(state, "bank-1").read_bytes().splitlines())
+            if e.event is EventType.HAZARD
+        ]
+        assert any("had mode 0755" in text and "tightened to 0700" in text for text in hazards)
+        secret = [state / "trainer" / "dp_accountant.json", state / "participation"]
+        for path in secret:
+            assert path.stat().st_mode & 0o077 == 0, path
+    finally:
+        institution.close()

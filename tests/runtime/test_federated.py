@@ -473,3 +473,16 @@ def test_the_statistic_needs_a_mode_that_learns_similarities(
     with pytest.raises(ConfigError, match="learns similarities"):
         run_federation(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_state_directories_are_private_and_their_secrets_0600(
+    tenant_dir: Path, tmp_path: Path
+) -> None:
+    run_federation(_config(tenant_dir, rounds=1), tmp_path / "run")
+    state = tmp_path / "run" / "state" / "bank-0"
+    assert state.stat().st_mode & 0o777 == 0o700
+    for name in ("dp_accountant.json", "model.safetensors", "round-guard.json"):
+        assert (state / name).stat().st_mode & 0o077 == 0, name
+    record = tenant_dir / "securefed-spend"
+    assert record.stat().st_mode & 0o077 == 0
+    assert (record / "tenant_0.json").stat().st_mode & 0o077 == 0

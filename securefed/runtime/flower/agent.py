@@ -46,7 +46,7 @@ from securefed.audit import Hazard, Ledger, ledger_path
 from securefed.crypto import SigningKey
 from securefed.data import TenantData, load_tenants
 from securefed.errors import ConfigError, SecureFedError
-from securefed.files import write_atomic
+from securefed.files import private_directory, write_atomic
 from securefed.models import save_model
 from securefed.runtime.config import RunConfig, load_run_config
 from securefed.runtime.engine import messages as m
@@ -178,7 +178,8 @@ def open_institution(
     random_bytes: Callable[[int], bytes] = os.urandom,
     hazards: Sequence[str] = (),
 ) -> Institution:
-    """The engine institution of ``parts``, its state under ``parts.state`` (created, 0700).
+    """The engine institution of ``parts``, its state under ``parts.state`` (created 0700; an
+    existing directory that others could read is tightened to 0700, ledgered as a hazard).
 
     On a fresh ledger it records ``run.configured``, ``hazards``, the budget and the trainer's
     hazards, and releases the DP similarity statistic when the configuration uses it (charged
@@ -194,7 +195,7 @@ def open_institution(
     config, party = parts.config, parts.party
     settings = EngineSettings.from_run_config(config, parties=parts.roster.size)
     state = parts.state
-    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tightened = private_directory(state)
     ledger = Ledger.open(ledger_path(state, party), party, parts.identity)
     try:
         fresh = ledger.head.seq == -1
@@ -231,6 +232,8 @@ def open_institution(
                 ledger.record(Hazard(text=UNSAFE_KEY_HAZARD))
             for text in hazards:
                 ledger.record(Hazard(text=text))
+        if tightened is not None:
+            ledger.record(Hazard(text=tightened))
         statistic = (parts.num_classes, config.personalize.statistic_dim)
         node.open_state(state, fresh=fresh, statistic=statistic if config.uses_statistic else None)
 
