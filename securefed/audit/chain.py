@@ -36,10 +36,12 @@ __all__ = ["Problem", "ProblemKind", "ScanResult", "scan_ledger"]
 
 
 class ProblemKind(Enum):
-    """What is wrong with a ledger. Every kind but INCOMPLETE is tampering (or damage);
-    INCOMPLETE says that a required piece -- a party's ledger, its genesis entry, its
-    ``run.configured`` entry or its final checkpoint -- is absent from an otherwise intact chain
-    (:mod:`securefed.audit.verify`; :func:`scan_ledger` never reports it)."""
+    """What is wrong with a ledger. Every kind but INCOMPLETE and EQUIVOCATION is tampering (or
+    damage); INCOMPLETE says that a required piece -- a party's ledger, its genesis entry, its
+    ``run.configured`` entry or its final checkpoint -- is absent from an otherwise intact chain;
+    EQUIVOCATION that an intact ledger records the coordinator sending it heads inconsistent
+    with its transcript (``coordinator.inconsistent-heads``) (:mod:`securefed.audit.verify`;
+    :func:`scan_ledger` reports neither)."""
 
     EDITED = "edited"
     REORDERED = "reordered"
@@ -49,6 +51,7 @@ class ProblemKind(Enum):
     UNKNOWN_ACTOR = "unknown-actor"
     MALFORMED = "malformed"
     INCOMPLETE = "incomplete"
+    EQUIVOCATION = "equivocation"  # an intact ledger records that the coordinator equivocated
 
 
 @dataclass(frozen=True, slots=True)

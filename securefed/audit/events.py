@@ -29,6 +29,7 @@ __all__ = [
     "EventRecord",
     "EventType",
     "Hazard",
+    "InconsistentHeads",
     "KeyRotation",
     "Partition",
     "PolicyRefusal",
@@ -57,6 +58,7 @@ class EventType(Enum):
     CHECKPOINT = "ledger.checkpoint"
     HAZARD = "hazard"
     RUN_FINISHED = "run.finished"
+    INCONSISTENT_HEADS = "coordinator.inconsistent-heads"
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +220,21 @@ class Hazard(EventRecord):
 
     event_type: ClassVar[EventType] = EventType.HAZARD
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class InconsistentHeads(EventRecord):
+    """The coordinator sent this party ledger heads to checkpoint for ``round`` that do not
+    match the party's own transcript (the heads bound into the round's signed transcript, or
+    the head it reported itself): the party checkpointed nothing. ``heads_sha256`` is the
+    SHA-256 of the heads as sent (:meth:`Head.to_bytes`, in order), so the claim can be matched
+    against the coordinator's own ledger. Evidence that the coordinator equivocated, not that
+    any chain was edited (``securefed audit verify``: EQUIVOCATED)."""
+
+    event_type: ClassVar[EventType] = EventType.INCONSISTENT_HEADS
+    round: int
+    reason: str
+    heads_sha256: str
 
 
 @dataclass(frozen=True, slots=True)

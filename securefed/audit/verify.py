@@ -59,23 +59,28 @@ StrPath = str | os.PathLike[str]
 EXIT_INTACT = 0
 EXIT_TAMPERED = 1
 EXIT_INCOMPLETE = 3  # 2 is a usage or I/O error (ConfigError)
+EXIT_EQUIVOCATED = 4
 _COMPLETED = "completed"
 
 
 class VerifyStatus(Enum):
     """The verdict: INTACT (nothing wrong, nothing missing), TAMPERED (a chain, signature or
-    cross-ledger problem), INCOMPLETE (intact chains, but a required piece is missing)."""
+    cross-ledger problem), EQUIVOCATED (every chain intact, but a party recorded that the
+    coordinator sent it heads inconsistent with its transcript), INCOMPLETE (intact chains, but
+    a required piece is missing)."""
 
     INTACT = "INTACT"
     TAMPERED = "TAMPERED"
+    EQUIVOCATED = "EQUIVOCATED"
     INCOMPLETE = "INCOMPLETE"
 
     @property
     def exit_code(self) -> int:
-        """0, 1 or 3 (2 is reserved for usage and I/O errors)."""
+        """0, 1, 4 or 3 (2 is reserved for usage and I/O errors)."""
         return {
             VerifyStatus.INTACT: EXIT_INTACT,
             VerifyStatus.TAMPERED: EXIT_TAMPERED,
+            VerifyStatus.EQUIVOCATED: EXIT_EQUIVOCATED,
             VerifyStatus.INCOMPLETE: EXIT_INCOMPLETE,
         }[self]
 
@@ -104,6 +109,7 @@ class VerifyResult:
     notes: tuple[str, ...] = ()
     heads: tuple[Head, ...] = field(default=())
     missing: tuple[Problem, ...] = ()
+    equivocations: tuple[Problem, ...] = ()
 
     @property
     def note(self) -> str | None:
@@ -112,17 +118,19 @@ class VerifyResult:
 
     @property
     def status(self) -> VerifyStatus:
-        """TAMPERED if a problem was found, else INCOMPLETE if a piece is missing, else
-        INTACT."""
+        """TAMPERED if a problem was found, else EQUIVOCATED if an intact ledger records the
+        coordinator's inconsistent heads, else INCOMPLETE if a piece is missing, else INTACT."""
         if self.problem is not None:
             return VerifyStatus.TAMPERED
+        if self.equivocations:
+            return VerifyStatus.EQUIVOCATED
         if self.missing:
             return VerifyStatus.INCOMPLETE
         return VerifyStatus.INTACT
 
     @property
     def exit_code(self) -> int:
-        """0 intact, 1 tampered, 3 incomplete (usage errors are 2, via ConfigError)."""
+        """0 intact, 1 tampered, 4 equivocated, 3 incomplete (usage errors are 2)."""
         return self.status.exit_code
 
     def summary(self) -> str:
@@ -131,6 +139,8 @@ class VerifyResult:
         ``INCOMPLETE: <first missing piece>`` (the party and what its ledger lacks)."""
         if self.problem is not None:
             return f"TAMPERED: {self.problem.describe()}"
+        if self.equivocations:
+            return f"EQUIVOCATED: {self.equivocations[0].describe()}"
         if self.missing:
             return f"INCOMPLETE: {self.missing[0].describe()}"
         plural = "" if self.ledgers == 1 else "s"
@@ -141,6 +151,8 @@ class VerifyResult:
         further problem (``incomplete:`` for a missing piece) and one ``note:`` line per note."""
         lines = [self.summary()]
         lines += [f"problem: {problem.describe()}" for problem in self.problems[1:]]
+        shown = 1 if self.problem is None else 0
+        lines += [f"equivocation: {e.describe()}" for e in self.equivocations[shown:]]
         further = self.missing if self.problem is not None else self.missing[1:]
         lines += [f"incomplete: {gap.describe()}" for gap in further]
         lines += [f"note: {note}" for note in self.notes]
@@ -464,9 +476,23 @@ def _result(
     missing: list[Problem] | None = None,
 ) -> VerifyResult:
     heads = []
+    equivocations = []
     for actor, scan in sorted(scans.items()):
         last = scan.entries[-1] if scan.entries else None
         heads.append(Head(actor, last.seq, last.hash) if last else Head(actor, -1, GENESIS_HASH))
+        file = _default_file(actor)
+        for entry in scan.entries:  # the intact part only: a claim in a damaged tail is void
+            if entry.event is EventType.INCONSISTENT_HEADS:
+                detail = (
+                    f"{actor} records that the coordinator sent it heads for round "
+                    f"{entry.payload.get('round')} that do not match its transcript "
+                    f"({str(entry.payload.get('reason', ''))[:200]}); it checkpointed none"
+                )
+                equivocations.append(
+                    Problem(
+                        file, ProblemKind.EQUIVOCATION, detail, seq=entry.seq, line=entry.seq + 1
+                    )
+                )
     return VerifyResult(
         ok=not problems,
         entries=sum(len(scan.entries) for scan in scans.values()),
@@ -476,4 +502,5 @@ def _result(
         notes=notes,
         heads=tuple(heads),
         missing=tuple(missing or ()),
+        equivocations=tuple(equivocations),
     )

@@ -21,6 +21,7 @@ save the model after every change so that a restart continues from it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ from securefed.audit import (
     HEADS_CONTEXT_LABEL,
     Hazard,
     Head,
+    InconsistentHeads,
     Ledger,
     RunFinished,
     heads_context,
@@ -545,7 +547,11 @@ class Institution:
             try:
                 checkpoint = self._checkpoint_heads(round_, heads)
             except RemoteProtocolError as exc:
-                self._note(f"round {round_}: checkpoint not recorded: {exc}")
+                log.warning("%s: round %d: checkpoint not recorded: %s", self.party_id, round_, exc)
+                sent = hashlib.sha256(b"".join(h.to_bytes() for h in heads)).hexdigest()
+                self.ledger.record(
+                    InconsistentHeads(round=round_, reason=str(exc)[:500], heads_sha256=sent)
+                )
                 return
             record_checkpoint(self.ledger, checkpoint, final=False)
 
