@@ -20,6 +20,8 @@ from securefed.secagg.config import (
 )
 from securefed.secagg.events import (
     ClientsDropped,
+    ClientsExcluded,
+    ExclusionReason,
     MessageRejected,
     PolicyRefused,
     ProtocolEvent,
@@ -49,8 +51,10 @@ __all__ = [
     "AggregationMode",
     "ClientParty",
     "ClientsDropped",
+    "ClientsExcluded",
     "ContextItem",
     "Envelope",
+    "ExclusionReason",
     "GraphKind",
     "MaskGraph",
     "Message",

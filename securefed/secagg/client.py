@@ -51,7 +51,7 @@ from securefed.secagg.attention import (
 )
 from securefed.secagg.config import AggregationMode, RoundConfig
 from securefed.secagg.events import PolicyRefused, RoundAborted, UnmaskRefused
-from securefed.secagg.graph import build_graph
+from securefed.secagg.graph import NeighbourhoodTooSmall, build_graph
 from securefed.secagg.masking import (
     encode_and_mask,
     round_outputs,
@@ -241,6 +241,9 @@ class SecAggClient(ProtocolParty):
             check_round(self.config, message)
             verify_server_signature(self.config, message)
             replies = self._handle(message)
+        except NeighbourhoodTooSmall as exc:
+            self._abort(str(exc))
+            raise  # typed: the reason (LONELY or STARVED) and the counts travel with it
         except WeightPolicyViolation as exc:
             self._events.append(
                 PolicyRefused(self.config.round, self._stage, str(exc), exc.violations)
@@ -297,14 +300,17 @@ class SecAggClient(ProtocolParty):
         elif directory.weights:
             raise RemoteProtocolError("a sum-mode key directory carries no weights")
         self._directory = directory
-        self._graph = build_graph(self.config, directory.advertisements)
+        self._graph = build_graph(self.config)  # fixed by roster and round, not by keys or U1
+        # Thresholds are over the full fixed neighbourhood: holders missing from U1 count as
+        # dropped, and below the threshold this client refuses before it deals or masks anything.
+        self._graph.check_member(self.index, directory.senders)
         self._self_seed = self._random_bytes(32)
         self._commitment = self._sign(
             ShareCommitment,
             sender=self.index,
             self_seed_commitment=self_seed_commitment(self.config, self.index, self._self_seed),
         )
-        sealed = self._seal_shares(self._mask_graph.holders(self.index))
+        sealed = self._seal_shares(self._mask_graph.present_holders(self.index, directory.senders))
         return self._sign(ShareKeys, commitment=self._commitment, sealed=sealed)
 
     def _seal_shares(self, holders: tuple[int, ...]) -> tuple[SealedShare, ...]:
@@ -372,7 +378,7 @@ class SecAggClient(ProtocolParty):
         if len(u2) < self.config.threshold:
             raise RemoteProtocolError("fewer than t clients completed key sharing")
         self._mask_graph.check_survivors([self.index], u2)
-        peers = tuple(v for v in self._mask_graph.neighbours(self.index) if v in u2)
+        peers = self._mask_graph.present_neighbours(self.index, u2)
         if tuple(s.peer for s in bundle.sealed) != peers:
             raise RemoteProtocolError(
                 "the share bundle does not hold exactly one share from every neighbour in U2"

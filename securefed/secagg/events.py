@@ -8,11 +8,14 @@ Events carry indices, phases and reasons -- never keys, seeds, shares or model v
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from securefed.secagg.stages import Stage
 
 __all__ = [
     "ClientsDropped",
+    "ClientsExcluded",
+    "ExclusionReason",
     "MessageRejected",
     "PolicyRefused",
     "ProtocolEvent",
@@ -37,6 +40,22 @@ class ClientsDropped(ProtocolEvent):
     """Server: these clients did not (validly) complete ``stage`` and are out of the round."""
 
     clients: tuple[int, ...]
+
+
+class ExclusionReason(Enum):
+    """Why a client cannot take part in a SecAgg+ round (:mod:`securefed.secagg.graph`)."""
+
+    LONELY = "lonely"  # fewer than MIN_NEIGHBOURS neighbours in the round's fixed graph
+    STARVED = "starved"  # fewer of its holders take part than its threshold
+
+
+@dataclass(frozen=True, slots=True)
+class ClientsExcluded(ProtocolEvent):
+    """Server: these clients sent valid messages but were left out of the round because it could
+    not keep their guarantee (``reason``); each was sent an ``Abort`` naming it."""
+
+    clients: tuple[int, ...]
+    reason: ExclusionReason
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ the consistency check.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,8 @@ from securefed.secagg.attention import weights_context
 from securefed.secagg.config import AggregationMode, RoundConfig
 from securefed.secagg.events import (
     ClientsDropped,
+    ClientsExcluded,
+    ExclusionReason,
     MessageRejected,
     RoundAborted,
     RoundCompleted,
@@ -219,8 +221,11 @@ class SecAggServer(ProtocolParty):
             raise RemoteProtocolError(f"client {message.sender} is not in U1")
         check_round(self.config, message.commitment)
         verify_client_signature(self.config, message.commitment)
-        if tuple(s.peer for s in message.sealed) != self._mask_graph.neighbours(message.sender):
-            raise RemoteProtocolError("ShareKeys must hold exactly one sealed share per neighbour")
+        expected = self._mask_graph.present_neighbours(message.sender, self._u1)
+        if tuple(s.peer for s in message.sealed) != expected:
+            raise RemoteProtocolError(
+                "ShareKeys must hold exactly one sealed share per neighbour in U1"
+            )
 
     def _check_masked_input(self, message: MaskedInput) -> None:
         if message.sender not in self._u2:
@@ -303,8 +308,16 @@ class SecAggServer(ProtocolParty):
                 return members
         return tuple(sorted(self._adverts))
 
-    def _require_quorum(self, members: Sequence[int], previous: Sequence[int], what: str) -> None:
-        dropped = tuple(v for v in previous if v not in members)
+    def _require_quorum(
+        self,
+        members: Sequence[int],
+        previous: Sequence[int],
+        what: str,
+        excluded: Collection[int] = (),
+    ) -> None:
+        """Record who dropped (``previous`` minus ``members``, not counting ``excluded``, who
+        were left out with a ClientsExcluded event); raise if fewer than t remain."""
+        dropped = tuple(v for v in previous if v not in members and v not in excluded)
         if dropped:
             self._events.append(ClientsDropped(self.config.round, self._stage, dropped))
         if len(members) < self.config.threshold:
@@ -313,20 +326,40 @@ class SecAggServer(ProtocolParty):
             )
 
     def _close_advertise(self) -> list[Envelope]:
-        self._u1 = tuple(sorted(self._adverts))
-        self._require_quorum(self._u1, range(self.config.n_clients), "advertised keys")
-        self._graph = build_graph(self.config, [self._adverts[v] for v in self._u1])
+        self._graph = build_graph(self.config)  # fixed by roster and round, not by U1 or keys
+        advertised = tuple(sorted(self._adverts))
+        u1, aborts = self._admit(advertised)
+        excluded = set(advertised) - set(u1)
+        self._require_quorum(u1, range(self.config.n_clients), "advertised keys", excluded)
+        self._u1 = u1  # set only now: an abort for too few goes to every client that advertised
         directory = self._sign(
             KeyDirectory,
             advertisements=tuple(self._adverts[v] for v in self._u1),
             weights=self._encoded_weights,
         )
-        return [Envelope(v, directory) for v in self._u1]
+        return [*aborts, *(Envelope(v, directory) for v in self._u1)]
+
+    def _admit(self, candidates: tuple[int, ...]) -> tuple[tuple[int, ...], list[Envelope]]:
+        """The candidates that keep their guarantee together (the graph's fixpoint), and an
+        Abort for each one left out, with a ClientsExcluded event per reason."""
+        admitted, excluded = self._mask_graph.admit(candidates)
+        aborts = []
+        for reason in ExclusionReason:
+            clients = tuple(sorted(v for v, r in excluded.items() if r is reason))
+            if not clients:
+                continue
+            self._events.append(ClientsExcluded(self.config.round, self._stage, clients, reason))
+            for v in clients:
+                problem = self._mask_graph.exclusion(v, admitted)
+                detail = str(problem) if problem is not None else reason.value
+                aborts.append(Envelope(v, self._sign(Abort, reason=f"left out: {detail}")))
+        return admitted, aborts
 
     def _close_share(self) -> list[Envelope]:
-        self._u2 = tuple(sorted(self._share_keys))
-        self._require_quorum(self._u2, self._u1, "shared keys")
-        self._mask_graph.check_survivors(self._u2, self._u2)
+        shared = tuple(sorted(self._share_keys))
+        u2, aborts = self._admit(shared)
+        self._require_quorum(u2, self._u1, "shared keys", set(shared) - set(u2))
+        self._u2 = u2
         commitments = tuple(self._share_keys[v].commitment for v in self._u2)
         envelopes = []
         for v in self._u2:
@@ -339,7 +372,7 @@ class SecAggServer(ProtocolParty):
             )
             bundle = self._sign(ShareBundle, recipient=v, commitments=commitments, sealed=sealed)
             envelopes.append(Envelope(v, bundle))
-        return envelopes
+        return [*aborts, *envelopes]
 
     def _close_mask(self) -> list[Envelope]:
         self._u3 = tuple(sorted(self._complete))  # a partial upload counts as a dropout
