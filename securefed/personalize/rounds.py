@@ -35,6 +35,7 @@ from securefed.personalize.weights import (
     squared_distances,
 )
 from securefed.secagg import AggregationMode, RoundConfig, default_threshold
+from securefed.secagg.exposure import group_exposure, uniform_exposure
 from securefed.secagg.policy import WeightPolicy, enforce_policy
 from securefed.secagg.roster import Roster
 
@@ -48,6 +49,7 @@ __all__ = [
     "minimum_group_size",
     "plaintext_weights",
     "round_config",
+    "server_dropouts",
     "server_policy",
     "weights_from_sketches",
 ]
@@ -72,8 +74,11 @@ class RoundParams:
         k_min, cap: the weight policy (default: k_min = min(3, N - 1), cap = max(0.5, 1/(N-1))).
         value_range: the codec's bound B on |value|.
         fractional_bits: codec resolution 2**-f.
-        colluders: group mode's n_C -- how many members of one group may collude with the
-            server; every group needs at least ``k_min + colluders`` members.
+        colluders: n_C -- how many clients may collude with the server: in group mode, members
+            of one group (every group needs at least ``minimum_group_size`` members); in
+            attention mode, the coalition size of the exposure rule (``WeightPolicy.colluders``).
+        min_exposure: rho, the least exposure every party keeps against such a coalition
+            (``WeightPolicy.min_exposure``, securefed/secagg/exposure.py; docs/fedamp.md).
     """
 
     alpha: float = 0.5
@@ -88,6 +93,7 @@ class RoundParams:
     value_range: float = 8.0
     fractional_bits: int = 16
     colluders: int = 1
+    min_exposure: float = 0.5
 
     @property
     def attention_self_weight(self) -> float:
@@ -103,7 +109,9 @@ def client_policy(n: int, params: RoundParams) -> WeightPolicy:
     remaining = n - 1 - (n - threshold)
     k_min = params.k_min if params.k_min is not None else min(3.0, max(1.0, 0.75 * remaining))
     cap = params.cap if params.cap is not None else max(0.5, 1.0 / remaining)
-    return WeightPolicy(k_min=k_min, cap=cap)
+    return WeightPolicy(
+        k_min=k_min, cap=cap, min_exposure=params.min_exposure, colluders=params.colluders
+    )
 
 
 def server_policy(n: int, params: RoundParams) -> WeightPolicy:
@@ -114,12 +122,32 @@ def server_policy(n: int, params: RoundParams) -> WeightPolicy:
     leaves each remaining one at most c / (1 - D c) of the rest: c = cap / (1 + D cap) keeps that
     within the cap. k_min is raised by D (removing D contributors lowers N_eff by about D).
     Both are relaxed to what N - 1 contributors can satisfy.
+
+    min_exposure: with one colluder (the default) the server needs no margin on rho, because it
+    enforces the exposure rule robustly to D dropouts exactly (``enforce_policy(...,
+    dropouts=D)``, called by :func:`weights_from_sketches`). With more colluders that is exact
+    only for single rows; coalitions get a heuristic margin: 1 - rho^2 is the share of a
+    victim's model a coalition explains, and removing D of the m = N - 1 contributors of a row
+    removes about D/m of its spread, so the server aims at 1 - rho_s^2 = (1 - rho^2)(m - D)/m,
+    capped just below what uniform rows give. A contributor still re-checks the renormalised
+    rows (exactly) and refuses when dropouts leave too little.
     """
     policy = client_policy(n, params)
-    dropouts = n - (params.threshold or default_threshold(n))
+    dropouts = server_dropouts(n, params)
     cap = max(1.0 / (n - 1), policy.cap / (1 + dropouts * policy.cap))
     k_min = min(n - 1.0, policy.k_min + dropouts)
-    return WeightPolicy(k_min=k_min, cap=cap)
+    min_exposure = policy.min_exposure
+    if policy.colluders > 1:
+        others = n - 1
+        explained = (1.0 - min_exposure**2) * max(others - dropouts, 1) / others
+        ceiling = uniform_exposure(n, policy.colluders) * (1 - 1e-6)
+        min_exposure = max(min_exposure, min(math.sqrt(1.0 - explained), ceiling))
+    return WeightPolicy(k_min=k_min, cap=cap, min_exposure=min_exposure, colluders=policy.colluders)
+
+
+def server_dropouts(n: int, params: RoundParams) -> int:
+    """D = N - t: how many contributors the server's weights must survive."""
+    return n - (params.threshold or default_threshold(n))
 
 
 def make_sketcher(sketch_seed: bytes, params: RoundParams, *, model_dim: int) -> Sketcher:
@@ -149,7 +177,10 @@ def weights_from_sketches(
         )
     else:
         raise ConfigError(f"{mode.value} does not compute attention weights")
-    result: Vector = enforce_policy(raw, server_policy(stacked.shape[0], params))
+    n = stacked.shape[0]
+    result: Vector = enforce_policy(
+        raw, server_policy(n, params), dropouts=server_dropouts(n, params)
+    )
     return result
 
 
@@ -203,17 +234,33 @@ def group_self_weight(partition: Sequence[int], member: int, self_weight: float 
 
 
 def minimum_group_size(params: RoundParams) -> int:
-    """max(3, ceil(k_min + n_C)): k_min honest members in every group sum.
+    """max(3, ceil(k_min + n_C), the least size whose group exposure is >= min_exposure): k_min
+    honest members in every group sum, and no coalition of the server and n_C members explains
+    more than 1 - rho^2 of any member's model (``group_exposure``: sqrt(1 - 1/(|G| - n_C)) >= rho,
+    i.e. |G| >= n_C + 1/(1 - rho^2); with the defaults, n_C + 2 = k_min + n_C).
 
     Raises:
-        ConfigError: ``colluders`` is not an integer >= 0.
+        ConfigError: ``colluders`` is not an integer >= 0, or ``min_exposure`` not in [0, 1).
     """
     if isinstance(params.colluders, bool) or not isinstance(params.colluders, int):
         raise ConfigError(f"colluders must be an integer >= 0, got {params.colluders!r}")
     if params.colluders < 0:
         raise ConfigError(f"colluders must be >= 0, got {params.colluders}")
+    rho = params.min_exposure
+    if isinstance(rho, bool) or not isinstance(rho, int | float) or not 0 <= rho < 1:
+        raise ConfigError(f"min_exposure must be a number in [0, 1), got {rho!r}")
     k_min = 2.0 if params.k_min is None else params.k_min
-    return max(3, math.ceil(k_min + params.colluders))
+    bound = params.colluders + 1.0 / (1.0 - rho * rho)  # the exposure's size, up to rounding
+    size = max(3, math.ceil(k_min + params.colluders), math.floor(bound) - 1)
+    while not _keeps_exposure(size, params):
+        size += 1  # a step or two from the closed form
+    return size
+
+
+def _keeps_exposure(size: int, params: RoundParams) -> bool:
+    """Whether a group of ``size`` keeps ``min_exposure`` (as ``group_exposure`` computes it)."""
+    exposure = group_exposure([0] * size, collusion_bound=params.colluders)[0]
+    return bool(exposure >= params.min_exposure * (1 - 1e-9))
 
 
 def learned_partition(sketches: Vector, params: RoundParams) -> tuple[int, ...]:

@@ -52,7 +52,9 @@ def check_broadcast_weights(config: RoundConfig, encoded: bytes) -> npt.NDArray[
 
     Raises:
         RemoteProtocolError: malformed encoding.
-        WeightPolicyViolation: a row breaks the policy (e.g. weight concentrated on a victim).
+        WeightPolicyViolation: a row breaks the policy (e.g. weight concentrated on a victim,
+            or a row that leaves some party's exposure below ``min_exposure`` against the
+            policy's ``colluders``: ``PolicyRule.EXPOSURE``).
     """
     weights = decode_weights(encoded, config.n_clients)
     check_weights(weights, config.policy)
@@ -64,7 +66,9 @@ def check_survivor_weights(
 ) -> None:
     """Contributor ``owner``'s check after dropouts, before it signs the transcript: for every
     target it contributes to, the weights renormalised over that target's surviving contributors
-    obey the policy, and there are at least ``min_contributors`` of them.
+    obey the policy, and there are at least ``min_contributors`` of them. The exposure rule is
+    judged on exactly what the round will release: those targets' rows restricted to the
+    survivors (``owner``'s own output goes to ``owner`` alone, so it counts as nothing).
 
     Raises:
         WeightPolicyViolation: some target's renormalised row breaks the policy or has too few

@@ -6,6 +6,8 @@ after-dropout check and :func:`renormalise_row` is tested here.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -16,6 +18,16 @@ from securefed.personalize import (
     heurfedamp_weights,
     renormalise_row,
 )
+from securefed.personalize.modes import PersonalizationMode
+from securefed.personalize.rounds import (
+    RoundParams,
+    client_policy,
+    minimum_group_size,
+    server_dropouts,
+    server_policy,
+    weights_from_sketches,
+)
+from securefed.secagg.exposure import group_exposure, uniform_exposure
 from securefed.secagg.policy import PolicyRule, WeightPolicy, check_weights, enforce_policy
 
 
@@ -81,3 +93,65 @@ def test_group_weights_with_large_enough_groups_already_comply() -> None:
     weights = group_weights([0, 0, 0, 0, 1, 1, 1, 1, 1], self_weight=0.25)
     check_weights(weights, policy)
     np.testing.assert_array_equal(enforce_policy(weights, policy), weights)
+
+
+# -- the exposure rule in the round maths (issue 21) ------------------------------------------
+
+
+def clustered_models(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1, (3, 40))
+    return centres[[i % 3 for i in range(n)]] + 0.3 * rng.normal(size=(n, 40))
+
+
+@pytest.mark.parametrize("n", [7, 8, 12])
+@pytest.mark.parametrize("mode", [PersonalizationMode.FEDAMP, PersonalizationMode.HEURFEDAMP])
+def test_honest_server_weights_survive_every_allowed_dropout_set(
+    n: int, mode: PersonalizationMode
+) -> None:
+    """The server's xi (weights_from_sketches: shape margins, exposure robust to D = N - t
+    dropouts) passes every contributor's re-check for every survivor set the protocol allows."""
+    params = RoundParams()
+    policy = client_policy(n, params)
+    dropouts = server_dropouts(n, params)
+    for seed in range(3):
+        xi = weights_from_sketches(clustered_models(n, seed), mode, params)
+        for count in range(dropouts + 1):
+            for dropped in itertools.combinations(range(n), count):
+                alive = [u for u in range(n) if u not in dropped]
+                check_weights(
+                    xi, policy, contributors={i: [u for u in alive if u != i] for i in alive}
+                )
+
+
+def test_the_round_policies_carry_the_exposure_parameters() -> None:
+    params = RoundParams(colluders=2, min_exposure=0.6)
+    client = client_policy(20, params)
+    assert (client.min_exposure, client.colluders) == (0.6, 2)
+    server = server_policy(20, params)
+    assert server.colluders == 2
+    # two colluders: a heuristic margin for the D = 6 dropouts, below what uniform rows give
+    assert 0.6 < server.min_exposure < uniform_exposure(20, 2)
+    one = server_policy(20, RoundParams())
+    assert one.min_exposure == 0.5  # one colluder: no margin, dropouts are handled exactly
+    assert server_dropouts(20, RoundParams()) == 6
+
+
+@pytest.mark.parametrize(
+    ("colluders", "min_exposure", "size"),
+    [(1, 0.5, 3), (2, 0.5, 4), (1, 0.0, 3), (1, 0.9, 7), (3, 0.8, 6)],
+)
+def test_minimum_group_size_keeps_the_group_exposure(
+    colluders: int, min_exposure: float, size: int
+) -> None:
+    params = RoundParams(colluders=colluders, min_exposure=min_exposure)
+    assert minimum_group_size(params) == size
+    assert group_exposure([0] * size, collusion_bound=colluders)[0] >= min_exposure
+    if size > max(3, 2 + colluders):  # the exposure bound, not k_min + n_C, set the size
+        assert group_exposure([0] * (size - 1), collusion_bound=colluders)[0] < min_exposure
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, True])
+def test_minimum_group_size_refuses_a_bad_min_exposure(bad: object) -> None:
+    with pytest.raises(ConfigError, match="min_exposure"):
+        minimum_group_size(RoundParams(min_exposure=bad))  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ import pytest
 
 from securefed.crypto import get_suite
 from securefed.errors import ConfigError
-from securefed.personalize.rounds import RoundParams, server_policy
+from securefed.personalize.rounds import RoundParams, server_dropouts, server_policy
 from securefed.personalize.weights import fedamp_weights, heurfedamp_weights
 from securefed.secagg.masking import round_outputs, unmask_sum
 from securefed.secagg.policy import enforce_policy
@@ -232,7 +232,7 @@ def test_exact_similarity_is_the_exact_weights_with_the_server_policy(mode: str)
         raw = fedamp_weights(stacked, alpha=params.alpha, sigma_scale=params.sigma_scale)
     else:
         raw = heurfedamp_weights(stacked, self_weight=0.5, sigma=params.temperature)
-    expected = enforce_policy(raw, server_policy(7, params))
+    expected = enforce_policy(raw, server_policy(7, params), dropouts=server_dropouts(7, params))
     assert np.allclose(result.server_view.weights, expected, atol=1e-12)
     assert all(
         np.array_equal(result.server_view.sketches[i], models[i]) for i in range(7)

@@ -7,6 +7,7 @@ import pytest
 from securefed.encoding import CodecConfig, RingBits
 from securefed.errors import ConfigError
 from securefed.secagg import AggregationMode, GraphKind, MaskGraph, default_threshold
+from securefed.secagg.policy import WeightPolicy
 from tests.secagg.conftest import config_for, federation
 
 
@@ -71,6 +72,8 @@ def test_digest_changes_with_every_parameter() -> None:
         config_for(fed, collusion_bound=1),
         config_for(fed, codec=CodecConfig(RingBits.BITS64, 16, 256.0)),
         config_for(federation(5, "fips-p256")),
+        config_for(fed, policy=WeightPolicy(min_exposure=0.4)),  # the exposure rule is bound
+        config_for(fed, policy=WeightPolicy(colluders=2)),
     ]
     digests = {base.digest(), *(v.digest() for v in variants)}
     assert len(digests) == len(variants) + 1

@@ -5,9 +5,12 @@ the canonical encoding of ξ round-trips while anything malformed is a RemotePro
 from __future__ import annotations
 
 import ast
+import contextlib
+import itertools
 import math
 import struct
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from hypothesis import strategies as st
 
 from securefed.errors import ConfigError, RemoteProtocolError, WeightPolicyViolation
 from securefed.secagg import policy as policy_module
+from securefed.secagg.exposure import exposure
 from securefed.secagg.policy import (
     MAX_WEIGHT_CLIENTS,
     PolicyRule,
@@ -68,20 +72,41 @@ def test_policy_refuses_bad_parameters(k_min: object, cap: object, message: str)
 
 
 @pytest.mark.parametrize(
-    ("k_min", "cap", "needed"),
+    ("changes", "message"),
     [
-        (3.0, 0.5, 3),  # the defaults: N >= 4 clients
-        (2.0, 0.25, 4),  # the cap binds: 4 x 0.25 = 1
-        (4.5, 1.0, 5),  # k_min binds, rounded up
-        (1.0, 1 / 3, 3),
-        (1.0, 0.1, 10),
-        (1.0, 1.0, 1),
+        ({"min_exposure": 1.0}, "min_exposure"),
+        ({"min_exposure": -0.1}, "min_exposure"),
+        ({"min_exposure": math.nan}, "min_exposure"),
+        ({"min_exposure": "0.5"}, "min_exposure"),
+        ({"colluders": -1}, "colluders"),
+        ({"colluders": 1.0}, "colluders"),
+        ({"colluders": True}, "colluders"),
     ],
 )
-def test_min_contributors_is_ceil_of_max_k_min_and_inverse_cap(
-    k_min: float, cap: float, needed: int
+def test_policy_refuses_bad_exposure_parameters(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        WeightPolicy(**changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("k_min", "cap", "min_exposure", "colluders", "needed"),
+    [
+        (3.0, 0.5, 0.5, 1, 3),  # the defaults: N >= 4 clients
+        (2.0, 0.25, 0.5, 1, 4),  # the cap binds: 4 x 0.25 = 1
+        (4.5, 1.0, 0.5, 1, 5),  # k_min binds, rounded up
+        (1.0, 1 / 3, 0.5, 1, 3),
+        (1.0, 0.1, 0.5, 1, 10),
+        (1.0, 1.0, 0.0, 1, 1),  # no rule at all
+        # the exposure rule binds: sqrt(1 - 1/(m + 1 - n_C)) >= rho
+        (1.0, 1.0, 0.5, 1, 2),  # m >= 4/3
+        (1.0, 1.0, 0.5, 3, 4),  # m >= 2 + 4/3
+        (1.0, 1.0, 0.9, 1, 6),  # m >= 1/0.19 = 5.3
+    ],
+)
+def test_min_contributors_is_ceil_of_max_k_min_inverse_cap_and_the_exposure_bound(
+    k_min: float, cap: float, min_exposure: float, colluders: int, needed: int
 ) -> None:
-    policy = WeightPolicy(k_min=k_min, cap=cap)
+    policy = WeightPolicy(k_min=k_min, cap=cap, min_exposure=min_exposure, colluders=colluders)
     assert policy.min_contributors == needed
     assert policy.feasible(needed)
     assert not policy.feasible(needed - 1)
@@ -173,7 +198,9 @@ def test_every_refused_row_is_reported_and_no_weight_values_leak() -> None:
 def test_after_dropouts_the_renormalised_weights_are_checked() -> None:
     weights = uniform_rows(6, 0.5)
     weights[0] = [0.5, 0.3, 0.05, 0.05, 0.05, 0.05]  # N_eff = 0.25/0.1 = 2.5
-    policy = WeightPolicy(k_min=2.0, cap=0.7)
+    # the shape rules alone: this row leaves client 1 an exposure of 0.32 (see the exposure
+    # tests below), so the exposure rule is switched off here
+    policy = WeightPolicy(k_min=2.0, cap=0.7, min_exposure=0.0)
     check_weights(weights, policy)
     # contributors 2 and 3 dropped: the renormalised row is 0.3 : 0.05 : 0.05 -> N_eff = 1.47
     assert violations(weights, policy, contributors={0: [1, 4, 5]}) == {
@@ -182,7 +209,8 @@ def test_after_dropouts_the_renormalised_weights_are_checked() -> None:
     # 1 dropped instead: 4 equal weights survive
     check_weights(weights, policy, contributors={0: [2, 3, 4, 5]})
     # 1 and 2 survive: 0.3 / 0.35 = 0.857 of the weight on contributor 1
-    assert violations(weights, WeightPolicy(k_min=1.0, cap=0.8), contributors={0: [1, 2]}) == {
+    shape_only = WeightPolicy(k_min=1.0, cap=0.8, min_exposure=0.0)
+    assert violations(weights, shape_only, contributors={0: [1, 2]}) == {
         0: PolicyRule.CONTRIBUTOR_CAP
     }
 
@@ -314,7 +342,10 @@ def weights_and_policies(draw: st.DrawFn) -> tuple[Matrix, WeightPolicy]:
     others = n - 1
     k_min = draw(st.floats(1.0, float(others)))
     cap = draw(st.floats(1.0 / others, 1.0))
-    return np.array(rows), WeightPolicy(k_min=k_min, cap=cap)
+    min_exposure = draw(st.sampled_from([0.0, 0.5]) | st.floats(0.0, 0.9))
+    colluders = draw(st.sampled_from([1, 1, 0, 2]))
+    policy = WeightPolicy(k_min=k_min, cap=cap, min_exposure=min_exposure, colluders=colluders)
+    return np.array(rows), policy
 
 
 def compliant(weights: Matrix, policy: WeightPolicy, target: int) -> bool:
@@ -338,7 +369,8 @@ def test_enforce_always_yields_compliant_weights_when_feasible(
     assert (out >= 0).all()
     np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=0, atol=1e-12)
     for i in range(weights.shape[0]):
-        if compliant(weights, policy, i):
+        # with more colluders a row that passes alone can be blamed with another
+        if policy.colluders <= 1 and compliant(weights, policy, i):
             np.testing.assert_array_equal(out[i], weights[i])
     np.testing.assert_array_equal(enforce_policy(out, policy), out)  # idempotent
 
@@ -349,7 +381,8 @@ def test_capping_alone_preserves_the_proportions_of_uncapped_entries(
     case: tuple[Matrix, WeightPolicy],
 ) -> None:
     weights, policy = case
-    policy = WeightPolicy(k_min=1.0, cap=policy.cap)  # no mixing: only water-filling
+    # no mixing: only water-filling (the exposure step mixes too, so it is off here)
+    policy = WeightPolicy(k_min=1.0, cap=policy.cap, min_exposure=0.0)
     out = enforce_policy(weights, policy)
     for i in range(weights.shape[0]):
         off_in, off_out = np.delete(weights[i], i), np.delete(out[i], i)
@@ -359,6 +392,147 @@ def test_capping_alone_preserves_the_proportions_of_uncapped_entries(
             ratios = off_out[free] / off_in[free]
             np.testing.assert_allclose(ratios, ratios[0], rtol=1e-9)
             assert ratios[0] >= 1 - 1e-12  # the uncapped entries only ever gain
+
+
+# -- the exposure rule (issue 21) -------------------------------------------------------------
+
+
+def attack_row(n: int) -> Matrix:
+    """Issue 21's weight-shape attack on target 0: cap weight on victim 1, the rest thin."""
+    weights = uniform_rows(n, 0.5)
+    weights[0] = 0.0
+    weights[0, 0], weights[0, 1] = 0.5, 0.25
+    weights[0, 2:] = 0.25 / (n - 2)
+    return weights
+
+
+def test_the_exposure_rule_refuses_what_the_shape_rules_accept() -> None:
+    weights = attack_row(8)
+    check_weights(weights, WeightPolicy(min_exposure=0.0))  # k_min 3, cap 0.5: accepted
+    with pytest.raises(WeightPolicyViolation) as info:
+        check_weights(weights, WeightPolicy())
+    assert info.value.violations == ((0, PolicyRule.EXPOSURE),)
+    message = str(info.value)
+    for named in ("target 0", "client 1", "min_exposure=0.5"):
+        assert named in message
+    for value in ("0.25", "0.378"):  # thresholds, never values
+        assert value not in message
+    # the same row is fine for a policy that asks less than its exposure 1/sqrt(7) = 0.378
+    check_weights(weights, WeightPolicy(min_exposure=0.37))
+    assert violations(weights, WeightPolicy(min_exposure=0.38)) == {0: PolicyRule.EXPOSURE}
+
+
+def test_a_two_contributor_row_passes_exposure_but_not_k_min() -> None:
+    """Why the shape rules stay: N_eff = 2 leaves exposure 0.71 against one colluder, which
+    the exposure rule accepts; once one of the two colludes, the other is exposed."""
+    weights = uniform_rows(5, 0.5)
+    weights[0] = [0.5, 0.25, 0.25, 0.0, 0.0]
+    check_weights(weights, WeightPolicy(k_min=1.0, cap=1.0))
+    assert violations(weights, WeightPolicy()) == {0: PolicyRule.EFFECTIVE_CONTRIBUTORS}
+    # two colluders: target 0 with client 2 reads client 1 (and vice versa); target 0 with
+    # target 4 differences their outputs into client 3's model (and 0 with 3 into 4's), so both
+    # rows of each such pair are blamed -- each is needed
+    assert violations(weights, WeightPolicy(k_min=1.0, cap=1.0, colluders=2)) == {
+        0: PolicyRule.EXPOSURE,
+        3: PolicyRule.EXPOSURE,
+        4: PolicyRule.EXPOSURE,
+    }
+
+
+def test_exposure_after_dropouts_is_checked_on_the_surviving_rows() -> None:
+    weights = uniform_rows(6, 0.5)
+    weights[0] = [0.5, 0.15, 0.15, 0.15, 0.025, 0.025]  # client 3 well hidden among 1 and 2
+    policy = WeightPolicy(k_min=1.0, cap=1.0)
+    check_weights(weights, policy)
+    survivors = {0: [3, 4, 5], 3: [0, 4, 5]}  # 1 and 2 dropped: 3 dominates what is left
+    assert violations(weights, policy, contributors=survivors) == {0: PolicyRule.EXPOSURE}
+    check_weights(weights, policy, contributors={0: [1, 3, 4, 5], 3: [0, 1, 4, 5]})
+
+
+def test_every_row_gets_one_rule_and_exposure_comes_after_the_shape_rules() -> None:
+    weights = attack_row(8)
+    weights[3] = [0.0, 0.0, 0.0, 0.5, 0.5, 0.0, 0.0, 0.0]  # N_eff = 1 and exposure 0
+    assert violations(weights, WeightPolicy()) == {
+        0: PolicyRule.EXPOSURE,
+        3: PolicyRule.EFFECTIVE_CONTRIBUTORS,
+    }
+
+
+@pytest.mark.parametrize("n", [8, 20, 40])
+def test_enforce_projects_the_attack_row_to_the_boundary_and_nothing_else(n: int) -> None:
+    weights = attack_row(n)
+    out = enforce_policy(weights, WeightPolicy())
+    check_weights(out, WeightPolicy())
+    np.testing.assert_array_equal(out[1:], weights[1:])
+    assert out[0, 0] == 0.5
+    assert math.fsum(out[0].tolist()) == pytest.approx(1.0, abs=1e-15)
+    assert exposure(out, collusion_bound=1).min() == pytest.approx(0.5, abs=1e-12)
+    assert out[0, 1] < weights[0, 1]  # the victim's weight fell toward uniform
+    np.testing.assert_array_equal(enforce_policy(out, WeightPolicy()), out)
+
+
+def test_enforce_with_dropouts_keeps_every_survivor_set_compliant() -> None:
+    rng = np.random.default_rng(4)
+    policy = WeightPolicy(k_min=1.0, cap=1.0)
+    for _ in range(20):
+        n, dropouts = 7, 2
+        weights = rng.dirichlet(np.full(n, 0.3), size=n) * 0.5
+        np.fill_diagonal(weights, 0.0)
+        weights = 0.5 * weights / weights.sum(axis=1, keepdims=True)
+        np.fill_diagonal(weights, 0.5)
+        out = enforce_policy(weights, policy, dropouts=dropouts)
+        for count in range(dropouts + 1):
+            for dropped in itertools.combinations(range(n), count):
+                alive = [u for u in range(n) if u not in dropped]
+                contributors = {i: [u for u in alive if u != i] for i in alive}
+                check_weights(out, policy, contributors=contributors)
+        # without the dropouts argument some survivor set fails for these concentrated rows
+    plain = enforce_policy(weights, policy)
+    assert not np.array_equal(plain, out)
+
+
+@pytest.mark.parametrize("colluders", [2, 3])
+def test_enforce_with_more_colluders_yields_compliant_weights(colluders: int) -> None:
+    rng = np.random.default_rng(colluders)
+    policy = WeightPolicy(k_min=1.0, cap=1.0, colluders=colluders)
+    for _ in range(10):
+        n = 8
+        weights = rng.dirichlet(np.full(n, 0.3), size=n)
+        out = enforce_policy(weights, policy)
+        check_weights(out, policy)
+        np.testing.assert_array_equal(np.diag(out), np.diag(weights))
+
+
+def test_enforce_refuses_when_uniform_rows_miss_the_exposure() -> None:
+    # N = 3, two colluders: every coalition is everyone but the victim
+    with pytest.raises(ConfigError, match="contributors per target"):
+        enforce_policy(uniform_rows(3, 0.2), WeightPolicy(k_min=1.0, cap=1.0, colluders=2))
+    with pytest.raises(ConfigError, match="dropouts"):
+        enforce_policy(uniform_rows(4, 0.2), WeightPolicy(), dropouts=-1)
+
+
+def test_the_exposure_check_costs_little_at_62_clients() -> None:
+    """Measured for docs/fedamp.md: the shape rules and the exposure rule at N = 62."""
+    rng = np.random.default_rng(62)
+    weights = enforce_policy(rng.dirichlet(np.ones(62), size=62), WeightPolicy())
+    timings = {}
+    for name, policy in {
+        "shape": WeightPolicy(min_exposure=0.0),
+        "shape+exposure n_C=1": WeightPolicy(),
+        "shape+exposure n_C=2": WeightPolicy(colluders=2),
+    }.items():
+        best = math.inf
+        for _ in range(3):
+            start = time.perf_counter()
+            with contextlib.suppress(WeightPolicyViolation):
+                check_weights(weights, policy)
+            best = min(best, time.perf_counter() - start)
+        timings[name] = best
+    print(
+        "\n[policy] N=62 check_weights: "
+        + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in timings.items())
+    )
+    assert max(timings.values()) < 0.5
 
 
 # -- encoding ---------------------------------------------------------------------------------
@@ -485,6 +659,6 @@ def test_policy_imports_only_numpy_errors_and_the_standard_library() -> None:
         name
         for name in roots
         if name.split(".")[0] not in sys.stdlib_module_names
-        and name not in {"numpy", "numpy.typing", "securefed.errors"}
+        and name not in {"numpy", "numpy.typing", "securefed.errors", "securefed.secagg.exposure"}
     }
     assert outside == set()
