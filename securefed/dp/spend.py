@@ -269,8 +269,16 @@ class SpendAccount:
     durably before returning.
     """
 
-    def __init__(self, records_dir: Path, tenant: int, blank: Participation, opened: SpendRecord):
+    def __init__(
+        self,
+        records_dir: Path,
+        tenant: int,
+        blank: Participation,
+        opened: SpendRecord,
+        accounting: tuple[AccountantKind, float] | None = None,
+    ):
         self.records_dir = Path(records_dir)
+        self._accounting = accounting  # (accountant, delta) of a DP participation
         self.tenant = tenant
         self.run_id = blank.run_id
         self.method = blank.method
@@ -317,7 +325,8 @@ class SpendAccount:
                 f"run by {existing.party} (dp={existing.dp}); it cannot continue as another "
                 "party or DP setting"
             )
-        return cls(records_dir, tenant, blank, record)
+        accounting = None if delta is None else (accountant, delta)
+        return cls(records_dir, tenant, blank, record, accounting)
 
     @property
     def opened(self) -> SpendRecord:
@@ -394,6 +403,11 @@ class SpendAccount:
         return record
 
     def _update(self, record: SpendRecord, *, history: History, epsilon: float | None) -> None:
+        if self._accounting is not None and not any(p.dp for p in record.counted()):
+            # the first DP participation counted (after a reset, or after releases without
+            # DP only) sets the accounting the others must compose under
+            accountant, delta = self._accounting
+            record = dataclasses.replace(record, accountant=accountant, delta=delta)
         now = _now()
         key = (self.run_id, self.method)
         participations = record.participations

@@ -254,3 +254,14 @@ def test_an_accountant_state_that_does_not_continue_its_participation_is_refused
     # a participation that charged, whose accountant state is gone
     with pytest.raises(ConfigError, match="accountant state was lost"):
         _trainer_with(tmp_path / "empty", _open(records, "short"))
+
+
+def test_after_a_reset_the_next_dp_participation_sets_the_accounting(tmp_path: Path) -> None:
+    _open(tmp_path, "a").charge((STEP,), _epsilon, 100.0, "a1")
+    reset_spend(tmp_path, 0, reason="new records period")
+    other = _open(tmp_path, "b", accountant=AccountantKind.PRV, delta=1e-6)  # allowed now
+    other.charge((STEP,), lambda h: epsilon_for(AccountantKind.PRV, h, 1e-6), 100.0, "b1")
+    record = load_spend(tmp_path, 0)
+    assert record is not None
+    assert (record.accountant, record.delta) == (AccountantKind.PRV, 1e-6)
+    assert spent_epsilon(record) == pytest.approx(epsilon_for(AccountantKind.PRV, (STEP,), 1e-6))
