@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -85,6 +86,19 @@ def _run(command: list[str], log: Path) -> int:
     return done.returncode
 
 
+def _own_records(out: Path, dataset: str, run: str) -> Path:
+    """A copy of ``dataset``'s banks for ``run`` alone. The privacy spend follows the records
+    (docs/dp.md): methods compared on one copy would share, and exhaust, one budget. A bank runs
+    one method on its own records."""
+    return Path(
+        shutil.copytree(
+            out / "data" / dataset,
+            out / "records" / run,
+            ignore=shutil.ignore_patterns("securefed-spend"),
+        )
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/credit-risk"))
@@ -128,7 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run = _name(name, method, seed, args.seeds)
                 config = out / "configs" / f"{run}.toml"
                 config.write_text(
-                    resolved_config(method, out / "data" / name, run, seed), encoding="utf-8"
+                    resolved_config(method, _own_records(out, name, run), run, seed),
+                    encoding="utf-8",
                 )
                 run_dir, log = out / "runs" / run, out / "logs" / f"{run}.log"
                 t0 = time.perf_counter()
