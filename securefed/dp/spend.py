@@ -360,11 +360,10 @@ class SpendAccount:
                     f"{what} refused: models trained on these records without DP were released "
                     f"({spend_path(self.records_dir, self.tenant)}); no DP guarantee is left"
                 )
-            current = record.participation(self.run_id, self.method)
-            before_own = () if current is None else current.history
-            before = epsilon_of((*others, *before_own))
             after = epsilon_of((*others, *history))
             if after > limit:
+                current = record.participation(self.run_id, self.method)
+                before = epsilon_of((*others, *(() if current is None else current.history)))
                 raise PrivacyBudgetExceeded(
                     f"{what} refused: the records' epsilon would rise from {before:.6g} to "
                     f"{after:.6g}, above the budget {limit:g} (earlier participations on the "

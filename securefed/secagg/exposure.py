@@ -81,6 +81,7 @@ __all__ = [
     "exposure_report",
     "group_exposure",
     "group_releases",
+    "party_index",
     "row_exposure",
     "uniform_exposure",
 ]
@@ -261,8 +262,8 @@ def coalition_distance(
     stack = _released_stack(released)
     n = stack.shape[1]
     server = _server_rows(server_rows, n)
-    members = sorted({_index(c, n, "coalition") for c in coalition})
-    target = _index(victim, n, "victim")
+    members = sorted({party_index(c, n, "coalition") for c in coalition})
+    target = party_index(victim, n, "victim")
     if target in members:
         raise ConfigError("the victim cannot be in the coalition")
     columns = [stack[r, c] for r in range(stack.shape[0]) for c in members if c != without]
@@ -291,13 +292,15 @@ def exposure(
     ).values
 
 
-def _index(value: object, n: int, name: str) -> int:
+def party_index(value: object, n: int, name: str, *, noun: str = "party") -> int:
+    """``value`` as an index in [0, n); ConfigError naming ``name`` (and the ``noun`` the
+    caller's indices are: "party", "client") otherwise."""
     try:
         index = operator.index(value)  # type: ignore[arg-type]
     except TypeError as exc:
-        raise ConfigError(f"{name} must be integers (party indices)") from exc
+        raise ConfigError(f"{name} must be integers ({noun} indices)") from exc
     if isinstance(value, bool) or not 0 <= index < n:
-        raise ConfigError(f"{name}: {value!r} is not a party index in [0, {n})")
+        raise ConfigError(f"{name}: {value!r} is not a {noun} index in [0, {n})")
     return index
 
 
@@ -329,13 +332,14 @@ def attention_releases(
         chosen = targets
     out = np.eye(n, dtype=np.float64)
     for value in chosen:
-        target = _index(value, n, "targets")
+        target = party_index(value, n, "targets")
         if contributors is None:
             out[target] = matrix[target]
             continue
         if target not in contributors:
             raise ConfigError(f"no contributor set given for target {target}")
-        members = [_index(u, n, f"contributors of target {target}") for u in contributors[target]]
+        where = f"contributors of target {target}"
+        members = [party_index(u, n, where) for u in contributors[target]]
         row = np.zeros(n, dtype=np.float64)
         row[members] = matrix[target, members]
         row[target] = matrix[target, target]

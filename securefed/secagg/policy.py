@@ -68,7 +68,6 @@ standard library.
 from __future__ import annotations
 
 import math
-import operator
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -87,6 +86,7 @@ from securefed.secagg.exposure import (
     attention_releases,
     coalition_distance,
     exposure_report,
+    party_index,
     row_exposure,
     uniform_exposure,
 )
@@ -290,13 +290,7 @@ def _row_violation(
 
 def client_index(value: object, n: int, name: str) -> int:
     """``value`` as a client index in [0, n); ConfigError naming ``name`` otherwise."""
-    try:
-        index = operator.index(value)  # type: ignore[arg-type]
-    except TypeError as exc:
-        raise ConfigError(f"{name} must be integers (client indices)") from exc
-    if isinstance(value, bool) or not 0 <= index < n:
-        raise ConfigError(f"{name}: {value!r} is not a client index in [0, {n})")
-    return index
+    return party_index(value, n, name, noun="client")
 
 
 def _targets(
