@@ -1,10 +1,12 @@
 """Secure aggregation, sans-I/O: typed messages, one transition table, client and server objects.
 
-Hardened against a malicious server (DESIGN §3): a pinned roster of identity keys (no Sybils),
-signed messages bound to session and round (no replays), one signed survivor set per round (R2),
-a consistency check over a transcript hash before anything is unmasked, a threshold that
-satisfies ``2t - N > n_C`` (R1), directional share-encryption keys (R3), purpose-labelled keys
-(R4), an AES-CTR PRG (R5), Shamir over a field above 2**256 (R6), range-checked encoding (R7).
+Hardened against a malicious server and malicious clients (docs/protocol.md): a pinned roster of
+identity keys (no Sybils), signed messages bound to session and round (no replays), one signed
+survivor set per round (R2), a consistency check over a transcript hash before anything is
+unmasked, a threshold that satisfies ``2t - N > n_C`` (R1), per-pair directional share-encryption
+keys (R3), purpose-labelled keys (R4), an AES-CTR PRG (R5), verifiable (Feldman) sharing whose bad
+dealers and bad holders are named and left out (:mod:`securefed.secagg.sharing`,
+:mod:`securefed.secagg.dealing`), range-checked encoding (R7).
 
 Drive it with :mod:`securefed.testing` (in memory) or a runtime; see ``docs/protocol.md``.
 """
@@ -21,6 +23,7 @@ from securefed.secagg.config import (
 from securefed.secagg.events import (
     ClientsDropped,
     ClientsExcluded,
+    ComplaintJudged,
     ExclusionReason,
     MessageRejected,
     PolicyRefused,
@@ -42,6 +45,7 @@ from securefed.secagg.roster import (
     save_roster,
 )
 from securefed.secagg.server import AggregateResult, Envelope, SecAggServer
+from securefed.secagg.sharing import ShareScheme
 from securefed.secagg.stages import Role, Stage
 from securefed.secagg.transcript import ContextItem, transcript_hash
 
@@ -52,6 +56,7 @@ __all__ = [
     "ClientParty",
     "ClientsDropped",
     "ClientsExcluded",
+    "ComplaintJudged",
     "ContextItem",
     "Envelope",
     "ExclusionReason",
@@ -73,6 +78,7 @@ __all__ = [
     "SecAggServer",
     "ServerParty",
     "ShareRejected",
+    "ShareScheme",
     "Stage",
     "UnmaskPerformed",
     "UnmaskRefused",

@@ -23,17 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from securefed.crypto import (
-    Aead,
-    AgreementPrivateKey,
-    AgreementPublicKey,
-    DerivedKey,
-    KeyPurpose,
-    SharedSecret,
-    SigningKey,
-    derive_channel_key,
-    shamir,
-)
+from securefed.crypto import Aead, AgreementPrivateKey, AgreementPublicKey, SigningKey
 from securefed.encoding import FixedPointCodec
 from securefed.errors import (
     ConfigError,
@@ -50,6 +40,7 @@ from securefed.secagg.attention import (
     weights_context,
 )
 from securefed.secagg.config import AggregationMode, RoundConfig
+from securefed.secagg.dealing import advertised_key, channel_key, open_dealt, seal_shares
 from securefed.secagg.events import PolicyRefused, RoundAborted, UnmaskRefused
 from securefed.secagg.graph import NeighbourhoodTooSmall, build_graph
 from securefed.secagg.masking import (
@@ -62,26 +53,29 @@ from securefed.secagg.messages import (
     Abort,
     AdvertiseKeys,
     BlindedOutput,
+    Complaint,
     ConsistencyRequest,
     ConsistencySignature,
+    DealtShare,
     KeyDirectory,
     MaskedInput,
+    MaskRequest,
     Message,
     MessageType,
     RevealedShare,
-    SealedShare,
     ShareBundle,
     ShareCommitment,
     ShareKeys,
+    ShareReceipt,
     UnmaskRequest,
     UnmaskResponse,
 )
 from securefed.secagg.party import ProtocolParty
 from securefed.secagg.replay import RoundGuard
+from securefed.secagg.sharing import check_commitments, check_held_share, deal
 from securefed.secagg.stages import Role, Stage, next_stage, settle, start_stage
 from securefed.secagg.transcript import ContextItem, transcript_hash
 from securefed.secagg.verify import check_round, verify_client_signature, verify_server_signature
-from securefed.secagg.wire import Reader, Writer
 
 __all__ = ["SecAggClient"]
 
@@ -90,16 +84,10 @@ RingArray = npt.NDArray[np.unsignedinteger[Any]]
 
 @dataclass(frozen=True, slots=True)
 class _HeldShares:
-    """The two shares this client holds of one peer's secrets."""
+    """The two encoded shares this client holds of one peer's secrets (checked on receipt)."""
 
-    mask_key: shamir.Share
-    self_seed: shamir.Share
-
-
-def share_associated_data(config: RoundConfig, sender: int, recipient: int) -> bytes:
-    """AEAD associated data of a sealed share: purpose, session, round, sender, recipient (R3)."""
-    w = Writer().blob(b"securefed/v1/share").fixed(config.session_id, 32).u64(config.round)
-    return w.u32(sender).u32(recipient).getvalue()
+    mask_key: bytes
+    self_seed: bytes
 
 
 class SecAggClient(ProtocolParty):
@@ -131,7 +119,7 @@ class SecAggClient(ProtocolParty):
         self._guard = guard
         self._processed: dict[MessageType, Message] = {}
         self._values: npt.NDArray[np.float64] | None = None
-        self._encryption_key: AgreementPrivateKey | None = None
+        self._encryption_keys: dict[int, AgreementPrivateKey] = {}
         self._mask_key: AgreementPrivateKey | None = None
         self._advertisement: AdvertiseKeys | None = None
         self._directory: KeyDirectory | None = None
@@ -139,7 +127,8 @@ class SecAggClient(ProtocolParty):
         self._commitment: ShareCommitment | None = None
         self._commitments: tuple[ShareCommitment, ...] = ()
         self._held: dict[int, _HeldShares] = {}
-        self._share_secrets: dict[int, SharedSecret] = {}
+        self._complained: tuple[int, ...] = ()
+        self._members: tuple[int, ...] = ()
         self._survivors: tuple[int, ...] = ()
         self._transcript = b""
         self._target_key: AgreementPrivateKey | None = None
@@ -174,8 +163,14 @@ class SecAggClient(ProtocolParty):
         next_ = start_stage(Role.CLIENT, self._stage)
         if self._guard is not None:
             self._guard.claim(self.config.session_id, self.config.round)
-        self._encryption_key = self.config.suite.generate_agreement_key()
-        self._mask_key = self.config.suite.generate_agreement_key()
+        # The graph is fixed by roster and round, not by keys or U1. One share-encryption key
+        # per neighbour in it (securefed.secagg.dealing says why).
+        self._graph = build_graph(self.config)
+        suite = self.config.suite
+        self._encryption_keys = {
+            v: suite.generate_agreement_key() for v in self._graph.neighbours(self.index)
+        }
+        self._mask_key = self.config.mask_suite.generate_agreement_key()
         target_key = b""
         if self._attention:
             self._target_key = self.config.suite.generate_agreement_key()
@@ -183,7 +178,9 @@ class SecAggClient(ProtocolParty):
         self._advertisement = self._sign(
             AdvertiseKeys,
             sender=self.index,
-            encryption_key=self._encryption_key.public_key().to_bytes(),
+            encryption_keys=tuple(
+                key.public_key().to_bytes() for _, key in sorted(self._encryption_keys.items())
+            ),
             mask_key=self._mask_key.public_key().to_bytes(),
             target_key=target_key,
         )
@@ -263,24 +260,28 @@ class SecAggClient(ProtocolParty):
 
     # --- handlers ---------------------------------------------------------------------------------
     def _handle(self, message: Message) -> list[Message]:
-        if isinstance(message, Abort):
-            self._forget_secrets()
-            self._events.append(
-                RoundAborted(self.config.round, self._stage, f"server aborted: {message.reason}")
-            )
+        handlers: dict[type[Message], Callable[[Any], Message | list[Message] | None]] = {
+            Abort: self._on_abort,
+            KeyDirectory: self._on_key_directory,
+            ShareBundle: self._on_share_bundle,
+            MaskRequest: self._on_mask_request,
+            ConsistencyRequest: self._on_consistency_request,
+            UnmaskRequest: self._on_unmask_request,
+            BlindedOutput: self._on_blinded_output,
+        }
+        handler = handlers.get(type(message))
+        if handler is None:  # pragma: no cover - the transition table let it through
+            raise RemoteProtocolError(f"unexpected {type(message).__name__}")
+        replies = handler(message)
+        if replies is None:
             return []
-        if isinstance(message, KeyDirectory):
-            return [self._on_key_directory(message)]
-        if isinstance(message, ShareBundle):
-            return self._on_share_bundle(message)
-        if isinstance(message, ConsistencyRequest):
-            return [self._on_consistency_request(message)]
-        if isinstance(message, UnmaskRequest):
-            return [self._on_unmask_request(message)]
-        if isinstance(message, BlindedOutput):
-            self._on_blinded_output(message)
-            return []
-        raise RemoteProtocolError(f"unexpected {type(message).__name__}")  # pragma: no cover
+        return replies if isinstance(replies, list) else [replies]
+
+    def _on_abort(self, message: Abort) -> None:
+        self._forget_secrets()
+        self._events.append(
+            RoundAborted(self.config.round, self._stage, f"server aborted: {message.reason}")
+        )
 
     def _on_key_directory(self, directory: KeyDirectory) -> ShareKeys:
         for advert in directory.advertisements:
@@ -300,69 +301,80 @@ class SecAggClient(ProtocolParty):
         elif directory.weights:
             raise RemoteProtocolError("a sum-mode key directory carries no weights")
         self._directory = directory
-        self._graph = build_graph(self.config)  # fixed by roster and round, not by keys or U1
+        self._graph = build_graph(self.config)  # the same (cached) graph as when advertising
         # Thresholds are over the full fixed neighbourhood: holders missing from U1 count as
         # dropped, and below the threshold this client refuses before it deals or masks anything.
-        self._graph.check_member(self.index, directory.senders)
+        self._mask_graph.check_member(self.index, directory.senders)
         self._self_seed = self._random_bytes(32)
+        holders = self._mask_graph.present_holders(self.index, directory.senders)
+        dealing = deal(
+            self.config.sharing,
+            mask_key=self._mask_key_secret(),
+            self_seed=self._self_seed,
+            threshold=self._mask_graph.threshold(self.index),
+            holders=holders,
+            random_bytes=self._random_bytes,
+        )
         self._commitment = self._sign(
             ShareCommitment,
             sender=self.index,
             self_seed_commitment=self_seed_commitment(self.config, self.index, self._self_seed),
+            mask_key_polynomial=dealing.mask_key_polynomial,
+            self_seed_polynomial=dealing.self_seed_polynomial,
         )
-        sealed = self._seal_shares(self._mask_graph.present_holders(self.index, directory.senders))
-        return self._sign(ShareKeys, commitment=self._commitment, sealed=sealed)
-
-    def _seal_shares(self, holders: tuple[int, ...]) -> tuple[SealedShare, ...]:
-        assert self._mask_key is not None  # noqa: S101 - set in start()
-        t = self._mask_graph.threshold(self.index)
-        mask_shares = shamir.split(
-            self._mask_key.secret_bytes_for_sharing(), threshold=t, holders=holders
-        )
-        seed_shares = shamir.split(self._self_seed, threshold=t, holders=holders)
-        sealed = []
-        for mask_share, seed_share in zip(mask_shares, seed_shares, strict=True):
-            peer = mask_share.holder
-            if peer == self.index:
-                self._held[peer] = _HeldShares(mask_share, seed_share)
+        dealt = []
+        for holder in holders:
+            mask_share, seed_share = dealing.shares[holder]
+            if holder == self.index:
+                self._held[holder] = _HeldShares(mask_share, seed_share)
                 continue
-            plaintext = Writer().u32(self.index).u32(peer)
-            plaintext.fixed(mask_share.to_bytes(), shamir.SHARE_BYTES).fixed(
-                seed_share.to_bytes(), shamir.SHARE_BYTES
+            ciphertext = seal_shares(
+                self.config,
+                self._channel(holder, outgoing=True),
+                dealer=self.index,
+                holder=holder,
+                mask_share=mask_share,
+                seed_share=seed_share,
             )
-            aead = Aead(self._share_key(sender=self.index, recipient=peer))
-            ad = share_associated_data(self.config, self.index, peer)
-            sealed.append(SealedShare(peer, aead.seal(plaintext.getvalue(), associated_data=ad)))
-        return tuple(sealed)
+            dealt.append(
+                self._sign(DealtShare, sender=self.index, recipient=holder, ciphertext=ciphertext)
+            )
+        return self._sign(ShareKeys, commitment=self._commitment, dealt=tuple(dealt))
 
-    def _peer_keys(self, peer: int) -> tuple[AgreementPublicKey, ...]:
-        """(encryption key, mask key[, target key]) that ``peer`` advertised in the directory."""
+    def _mask_key_secret(self) -> bytes:
+        assert self._mask_key is not None  # noqa: S101 - set in advertise()
+        return self._mask_key.secret_bytes_for_sharing()
+
+    def _advert_of(self, peer: int) -> AdvertiseKeys:
         assert self._directory is not None  # noqa: S101 - set before any caller
         for advert in self._directory.advertisements:
             if advert.sender == peer:
-                load = self.config.suite.agreement_public_key
-                keys = [advert.encryption_key, advert.mask_key]
-                if advert.target_key:
-                    keys.append(advert.target_key)
-                return tuple(load(key) for key in keys)
+                return advert
         raise RemoteProtocolError(f"client {peer} is not in the key directory")
 
-    def _share_key(self, *, sender: int, recipient: int) -> DerivedKey:
-        assert self._encryption_key is not None  # noqa: S101 - set in start()
-        peer = recipient if sender == self.index else sender
-        peer_public = self._peer_keys(peer)[0]
-        if peer not in self._share_secrets:  # one agreement per peer serves both directions
-            self._share_secrets[peer] = self._encryption_key.exchange(peer_public)
-        return derive_channel_key(
-            self._share_secrets[peer],
-            purpose=KeyPurpose.SHARE,
-            context=self.config.kdf_context,
-            own=(self.index, self._encryption_key.public_key()),
-            peer=(peer, peer_public),
-            outgoing=sender == self.index,
+    def _peer_keys(self, peer: int) -> tuple[AgreementPublicKey, ...]:
+        """(share key for this client, mask key[, target key]) that ``peer`` advertised."""
+        advert = self._advert_of(peer)
+        keys = [
+            advertised_key(self.config, self._mask_graph, advert, self.index),
+            self.config.mask_suite.agreement_public_key(advert.mask_key),
+        ]
+        if advert.target_key:
+            keys.append(self.config.suite.agreement_public_key(advert.target_key))
+        return tuple(keys)
+
+    def _channel(self, peer: int, *, outgoing: bool) -> Aead:
+        """The AEAD of this client's share channel with ``peer`` in one direction."""
+        return channel_key(
+            self.config,
+            own=(self.index, self._encryption_keys[peer]),
+            peer=(peer, self._peer_keys(peer)[0]),
+            outgoing=outgoing,
         )
 
-    def _on_share_bundle(self, bundle: ShareBundle) -> list[Message]:
+    def _on_share_bundle(self, bundle: ShareBundle) -> ShareReceipt:
+        """Check every dealt share; complain (with this pair's key as evidence) about each
+        dealer whose shares fail, before anything is masked."""
         assert self._directory is not None  # noqa: S101 - stage guarantees it
         if bundle.recipient != self.index:
             raise RemoteProtocolError("share bundle addressed to another client")
@@ -379,30 +391,69 @@ class SecAggClient(ProtocolParty):
             raise RemoteProtocolError("fewer than t clients completed key sharing")
         self._mask_graph.check_survivors([self.index], u2)
         peers = self._mask_graph.present_neighbours(self.index, u2)
-        if tuple(s.peer for s in bundle.sealed) != peers:
+        if tuple(d.sender for d in bundle.dealt) != peers:
             raise RemoteProtocolError(
-                "the share bundle does not hold exactly one share from every neighbour in U2"
+                "the share bundle does not hold exactly one dealt share from every neighbour in U2"
             )
-        for sealed in bundle.sealed:
-            self._held[sealed.peer] = self._open_share(sealed)
+        commitment_of = {c.sender: c for c in bundle.commitments}
+        complaints = []
+        for dealt in bundle.dealt:
+            if dealt.recipient != self.index:
+                raise RemoteProtocolError("a dealt share addressed to another client")
+            check_round(self.config, dealt)
+            verify_client_signature(self.config, dealt)  # the server cannot alter it
+            commitment = commitment_of[dealt.sender]
+            # Public checks: a server that forwards a commitment failing them is at fault.
+            check_commitments(
+                self.config.sharing,
+                mask_key_polynomial=commitment.mask_key_polynomial,
+                self_seed_polynomial=commitment.self_seed_polynomial,
+                threshold=self._mask_graph.threshold(dealt.sender),
+                mask_key=self._advert_of(dealt.sender).mask_key,
+            )
+            held = self._checked_shares(dealt, commitment)
+            if held is None:
+                key = self._encryption_keys[dealt.sender].secret_bytes_for_sharing()
+                complaints.append(Complaint(dealt.sender, key))
+            else:
+                self._held[dealt.sender] = held
         self._commitments = bundle.commitments
-        return self._masked_input(peers)
+        self._complained = tuple(c.dealer for c in complaints)
+        return self._sign(ShareReceipt, sender=self.index, complaints=tuple(complaints))
 
-    def _open_share(self, sealed: SealedShare) -> _HeldShares:
-        aead = Aead(self._share_key(sender=sealed.peer, recipient=self.index))
-        plaintext = aead.open(
-            sealed.ciphertext,
-            associated_data=share_associated_data(self.config, sealed.peer, self.index),
-        )
-        r = Reader(plaintext)
-        if (r.u32(), r.u32()) != (sealed.peer, self.index):
-            raise RemoteProtocolError("sealed share names the wrong parties")
-        mask_share = shamir.Share.from_bytes(r.fixed(shamir.SHARE_BYTES))
-        seed_share = shamir.Share.from_bytes(r.fixed(shamir.SHARE_BYTES))
-        r.finish()
-        if mask_share.holder != self.index or seed_share.holder != self.index:
-            raise RemoteProtocolError("sealed share is for another holder")
+    def _checked_shares(self, dealt: DealtShare, commitment: ShareCommitment) -> _HeldShares | None:
+        """The two shares in ``dealt`` if they open and pass the holder's checks, else None."""
+        try:
+            mask_share, seed_share = open_dealt(
+                self.config, self._channel(dealt.sender, outgoing=False), dealt
+            )
+            check_held_share(
+                self.config.sharing,
+                mask_key_polynomial=commitment.mask_key_polynomial,
+                self_seed_polynomial=commitment.self_seed_polynomial,
+                holder=self.index,
+                mask_share=mask_share,
+                seed_share=seed_share,
+            )
+        except (CryptoError, RemoteProtocolError):
+            return None
         return _HeldShares(mask_share, seed_share)
+
+    def _on_mask_request(self, request: MaskRequest) -> list[Message]:
+        """Mask with the members the server settled on: U2 less the clients it left out."""
+        u2 = {c.sender for c in self._commitments}
+        if not set(request.members) <= u2 or self.index not in request.members:
+            raise RemoteProtocolError("the members are not a subset of U2 containing this client")
+        if len(request.members) < self.config.threshold:
+            raise RemoteProtocolError("fewer than t members")
+        kept = sorted(set(self._complained) & set(request.members))
+        if kept:
+            raise RemoteProtocolError(
+                f"the server kept dealers {kept} whose shares to this client were bad"
+            )
+        self._mask_graph.check_survivors([self.index], request.members)
+        self._members = request.members
+        return self._masked_input(self._mask_graph.present_neighbours(self.index, request.members))
 
     def _masked_input(self, peers: tuple[int, ...]) -> list[Message]:
         """One masked vector per output: the sum, or (attention) each target in U2 but us."""
@@ -449,10 +500,9 @@ class SecAggClient(ProtocolParty):
 
     def _on_consistency_request(self, request: ConsistencyRequest) -> ConsistencySignature:
         assert self._directory is not None  # noqa: S101 - stage guarantees it
-        u2 = {c.sender for c in self._commitments}
-        if not set(request.survivors) <= u2 or self.index not in request.survivors:
+        if not set(request.survivors) <= set(self._members) or self.index not in request.survivors:
             raise RemoteProtocolError(
-                "the survivor set is not a subset of U2 containing this client"
+                "the survivor set is not a subset of the members containing this client"
             )
         if len(request.survivors) < self.config.threshold:
             raise RemoteProtocolError("fewer than t survivors")
@@ -466,6 +516,7 @@ class SecAggClient(ProtocolParty):
             self.config,
             advertisements=self._directory.advertisements,
             commitments=self._commitments,
+            members=self._members,
             survivors=request.survivors,
             context=self._context,
         )
@@ -490,15 +541,9 @@ class SecAggClient(ProtocolParty):
         if valid < self.config.threshold:
             raise RemoteProtocolError("fewer than t clients signed this client's transcript")
         survivors = set(self._survivors)
-        owners = sorted(self._held)  # this client and its neighbours in U2
-        seeds = tuple(
-            RevealedShare(v, self._held[v].self_seed.to_bytes()) for v in owners if v in survivors
-        )
-        keys = tuple(
-            RevealedShare(v, self._held[v].mask_key.to_bytes())
-            for v in owners
-            if v not in survivors
-        )
+        owners = sorted(v for v in self._held if v in self._members)  # itself and neighbours
+        seeds = tuple(RevealedShare(v, self._held[v].self_seed) for v in owners if v in survivors)
+        keys = tuple(RevealedShare(v, self._held[v].mask_key) for v in owners if v not in survivors)
         response = self._sign(
             UnmaskResponse, sender=self.index, self_seed_shares=seeds, mask_key_shares=keys
         )
@@ -534,10 +579,9 @@ class SecAggClient(ProtocolParty):
     def _forget_shares(self) -> None:
         """Drop what unmasking needed: held shares, share keys, the self seed, the mask key."""
         self._held.clear()
-        self._share_secrets.clear()
         self._self_seed = b""
         self._mask_key = None
-        self._encryption_key = None
+        self._encryption_keys = {}
 
     def _forget_secrets(self) -> None:
         self._forget_shares()

@@ -15,11 +15,12 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 
-from securefed.crypto import CipherSuite, KdfContext
+from securefed.crypto import CipherSuite, KdfContext, SuiteId, get_suite
 from securefed.encoding import CodecConfig, check_sum_headroom, check_weighted_sum_headroom
 from securefed.errors import ConfigError
 from securefed.secagg.policy import WeightPolicy
 from securefed.secagg.roster import Roster
+from securefed.secagg.sharing import ShareScheme
 from securefed.secagg.wire import MAX_VECTOR_WORDS, Writer
 
 __all__ = [
@@ -31,7 +32,7 @@ __all__ = [
     "default_threshold",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: per-neighbour share keys, verifiable shares, the verify phase
 
 
 class AggregationMode(Enum):
@@ -119,6 +120,9 @@ class RoundConfig:
         policy: the weight policy every contributor checks in attention mode (DESIGN §4b).
         min_contributors: a target's output needs at least this many surviving contributors;
             contributors refuse the round otherwise (attention mode; default min(3, t - 1)).
+        sharing: how the round secrets are shared: ``FELDMAN`` (verifiable, the default) or
+            ``SHAMIR`` (the semi-honest baseline for benchmarks; see
+            :mod:`securefed.secagg.sharing`).
 
     Raises:
         ConfigError: any violated rule, including R1 (``2t - N > n_C``, ``1 <= t <= N``).
@@ -135,6 +139,7 @@ class RoundConfig:
     graph: MaskGraph = field(default_factory=MaskGraph)
     policy: WeightPolicy = field(default_factory=WeightPolicy)
     min_contributors: int = 0
+    sharing: ShareScheme = ShareScheme.FELDMAN
 
     def __post_init__(self) -> None:
         n = self.roster.size
@@ -155,10 +160,7 @@ class RoundConfig:
                 f"n_C={self.collusion_bound}; raise t or lower the declared collusion bound"
             )
         _check_graph(self.graph, n)
-        if not isinstance(self.mode, AggregationMode):
-            raise ConfigError("mode must be an AggregationMode")
-        if not isinstance(self.policy, WeightPolicy):
-            raise ConfigError("policy must be a WeightPolicy")
+        self._check_types()
         if not 1 <= self.min_contributors < n:
             raise ConfigError(f"min_contributors must be in [1, N-1={n - 1}]")
         if self.mode is AggregationMode.ATTENTION and self.graph.kind is GraphKind.SECAGG_PLUS:
@@ -174,9 +176,27 @@ class RoundConfig:
         else:
             check_sum_headroom(self.codec, n)
 
+    def _check_types(self) -> None:
+        for name, kind in (
+            ("mode", AggregationMode),
+            ("policy", WeightPolicy),
+            ("sharing", ShareScheme),
+        ):
+            if not isinstance(getattr(self, name), kind):
+                raise ConfigError(f"{name} must be a {kind.__name__}")
+
     @property
     def suite(self) -> CipherSuite:
         return self.roster.suite
+
+    @property
+    def mask_suite(self) -> CipherSuite:
+        """The suite whose key agreement makes mask keys: ECDH P-256 under verifiable sharing
+        (the mask-key polynomial's constant term must *be* the advertised public key), else the
+        roster's suite."""
+        if self.sharing.verifiable:
+            return get_suite(SuiteId.FIPS_P256)
+        return self.suite
 
     @property
     def n_clients(self) -> int:
@@ -195,7 +215,7 @@ class RoundConfig:
         w.blob(self.graph.kind.value.encode()).u32(self.graph.degree)
         w.blob(float(self.policy.k_min).hex().encode()).blob(float(self.policy.cap).hex().encode())
         w.blob(float(self.policy.min_exposure).hex().encode()).u32(self.policy.colluders)
-        w.u32(self.min_contributors)
+        w.u32(self.min_contributors).blob(self.sharing.value.encode())
         w.u8(self.codec.ring.bits).u32(self.codec.fractional_bits)
         w.blob(float(self.codec.value_bound).hex().encode())
         return hashlib.sha256(w.getvalue()).digest()

@@ -15,6 +15,7 @@ from securefed.secagg.stages import Stage
 __all__ = [
     "ClientsDropped",
     "ClientsExcluded",
+    "ComplaintJudged",
     "ExclusionReason",
     "MessageRejected",
     "PolicyRefused",
@@ -43,10 +44,14 @@ class ClientsDropped(ProtocolEvent):
 
 
 class ExclusionReason(Enum):
-    """Why a client cannot take part in a SecAgg+ round (:mod:`securefed.secagg.graph`)."""
+    """Why a client was left out of a round: its neighbourhood (:mod:`securefed.secagg.graph`)
+    or its own misbehaviour, proven by signed messages (:mod:`securefed.secagg.dealing`)."""
 
     LONELY = "lonely"  # fewer than MIN_NEIGHBOURS neighbours in the round's fixed graph
     STARVED = "starved"  # fewer of its holders take part than its threshold
+    BAD_COMMITMENT = "bad-commitment"  # its signed commitments fail the public checks
+    BAD_SHARES = "bad-shares"  # a holder's complaint proved a dealt share bad
+    FALSE_COMPLAINT = "false-complaint"  # it complained about shares that were good
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +61,18 @@ class ClientsExcluded(ProtocolEvent):
 
     clients: tuple[int, ...]
     reason: ExclusionReason
+
+
+@dataclass(frozen=True, slots=True)
+class ComplaintJudged(ProtocolEvent):
+    """Server: ``holder`` complained about ``dealer``'s shares; ``verdict`` is a
+    :class:`~securefed.secagg.dealing.Verdict` value. The evidence is the signed messages
+    (the holder's receipt, the dealer's commitments and dealt share): anyone can rerun
+    :func:`~securefed.secagg.dealing.judge_complaint` on them."""
+
+    dealer: int
+    holder: int
+    verdict: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -122,7 +122,14 @@ class _Round:
 
     def alive(self, index: int, stage: Stage) -> bool:
         """Whether ``index`` still takes part in ``stage`` (it drops out *before* its stage)."""
-        order = [Stage.ADVERTISE, Stage.SHARE, Stage.MASK, Stage.CONSISTENCY, Stage.UNMASK]
+        order = [
+            Stage.ADVERTISE,
+            Stage.SHARE,
+            Stage.VERIFY,
+            Stage.MASK,
+            Stage.CONSISTENCY,
+            Stage.UNMASK,
+        ]
         drop = self.dropouts.get(index)
         return index not in self.errors and (drop is None or order.index(stage) < order.index(drop))
 

@@ -12,10 +12,16 @@ message type, session or round never verifies as another.
 
 Flow of one round (client ``u``, server ``S``)::
 
-    u -> S  AdvertiseKeys        fresh public keys c_u (share encryption), s_u (masks)
+    u -> S  AdvertiseKeys        fresh public keys: c_uv per neighbour v (share encryption), s_u
+                                 (masks)
     S -> u  KeyDirectory         all valid advertisements (defines U1)
-    u -> S  ShareKeys            signed self-seed commitment + one AEAD-sealed share set per peer
-    S -> v  ShareBundle          all commitments (defines U2) + the shares sealed for v
+    u -> S  ShareKeys            signed commitments to its sharing polynomials + one signed,
+                                 AEAD-sealed DealtShare per holder
+    S -> v  ShareBundle          all commitments (defines U2) + the DealtShares for v
+    u -> S  ShareReceipt         complaints: the dealers whose shares failed v's checks, each
+                                 with v's key for that pair as evidence
+    S -> u  MaskRequest          the members U2' who mask together (U2 less proven-bad dealers,
+                                 false complainers and clients that sent no receipt)
     u -> S  MaskedInput          y_u = enc(x_u) + PRG(b_u) + sum_v +-PRG(s_uv)
     S -> u  ConsistencyRequest   the one survivor set U3 of the round
     u -> S  ConsistencySignature signature over the transcript hash (which includes U3)
@@ -33,7 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
@@ -52,9 +58,12 @@ __all__ = [
     "Abort",
     "AdvertiseKeys",
     "BlindedOutput",
+    "Complaint",
     "ConsistencyRequest",
     "ConsistencySignature",
+    "DealtShare",
     "KeyDirectory",
+    "MaskRequest",
     "MaskedInput",
     "Message",
     "MessageType",
@@ -64,6 +73,7 @@ __all__ = [
     "ShareBundle",
     "ShareCommitment",
     "ShareKeys",
+    "ShareReceipt",
     "SignedBy",
     "SketchSeedCommitment",
     "SketchSeedDelivery",
@@ -84,6 +94,11 @@ DIGEST_BYTES = 32
 _SIG_LIMIT = 256
 _KEY_LIMIT = 133
 _SHARE_LIMIT = 1024
+# A commitment to a polynomial of degree < MAX_PARTIES (securefed.crypto.vss's encoding).
+_POLYNOMIAL_LIMIT = 6 + 65 * 4096
+_COMMITMENT_LIMIT = 2 * _POLYNOMIAL_LIMIT + 1024
+# An advertisement with a share key for every other client (the complete graph at MAX_PARTIES).
+_ADVERTISEMENT_LIMIT = MAX_PARTIES * (4 + _KEY_LIMIT) + 1024
 MAX_WEIGHTS_BYTES = 1 << 20
 _NO_TARGET = 2**32 - 1  # the wire form of "no target" (sum mode)
 
@@ -110,6 +125,9 @@ class MessageType(Enum):
     SKETCH_SEED_COMMITMENT = 15
     SKETCH_SEED_OFFER = 16
     SKETCH_SEED_DELIVERY = 17
+    DEALT_SHARE = 18
+    SHARE_RECEIPT = 19
+    MASK_REQUEST = 20
 
 
 class SignedBy(Enum):
@@ -288,19 +306,25 @@ def sign_message(
     return message
 
 
-def _nested(r: Reader, cls: type[M]) -> M:
-    return decode_as(r.blob(limit=MAX_BLOB_BYTES), cls)
+def _nested(r: Reader, cls: type[M], limit: int = MAX_BLOB_BYTES) -> M:
+    return decode_as(r.blob(limit=limit), cls)
 
 
 @_register
 @dataclass(frozen=True, slots=True)
 class AdvertiseKeys(Message):
-    """Client -> server: fresh public keys for this round, signed by the client's identity key."""
+    """Client -> server: fresh public keys for this round, signed by the client's identity key.
+
+    ``encryption_keys`` holds one share-encryption key per neighbour of the sender in the round's
+    fixed masking graph, in neighbour order: the channel of a pair uses the two keys the pair's
+    members advertised for each other, so a holder can reveal its key for one pair (to prove a
+    dealer's share bad) without exposing any other channel.
+    """
 
     TYPE = MessageType.ADVERTISE_KEYS
     SIGNER = SignedBy.CLIENT
     sender: int
-    encryption_key: bytes
+    encryption_keys: tuple[bytes, ...]
     mask_key: bytes
     target_key: bytes  # empty in sum mode; the target-blinding key t_u in attention mode
     signature: bytes
@@ -308,18 +332,25 @@ class AdvertiseKeys(Message):
     def __post_init__(self) -> None:
         self._validate_common()
         _require(_is_index(self.sender), "sender")
-        _require(_is_bytes(self.encryption_key, _KEY_LIMIT) and bool(self.encryption_key), "key")
+        _require(
+            isinstance(self.encryption_keys, tuple)
+            and len(self.encryption_keys) < MAX_PARTIES
+            and all(_is_bytes(k, _KEY_LIMIT) and bool(k) for k in self.encryption_keys),
+            "encryption keys",
+        )
         _require(_is_bytes(self.mask_key, _KEY_LIMIT) and bool(self.mask_key), "key")
         _require(_is_bytes(self.target_key, _KEY_LIMIT), "key")
 
     def _write_fields(self, w: Writer) -> None:
-        w.u32(self.sender).blob(self.encryption_key).blob(self.mask_key).blob(self.target_key)
+        w.u32(self.sender)
+        w.items(self.encryption_keys, lambda w, k: w.blob(k, limit=_KEY_LIMIT), limit=MAX_PARTIES)
+        w.blob(self.mask_key).blob(self.target_key)
 
     @classmethod
     def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
         return {
             "sender": r.u32(),
-            "encryption_key": r.blob(limit=_KEY_LIMIT),
+            "encryption_keys": r.items(lambda r: r.blob(limit=_KEY_LIMIT), limit=MAX_PARTIES),
             "mask_key": r.blob(limit=_KEY_LIMIT),
             "target_key": r.blob(limit=_KEY_LIMIT),
         }
@@ -350,13 +381,19 @@ class KeyDirectory(Message):
         return tuple(a.sender for a in self.advertisements)
 
     def _write_fields(self, w: Writer) -> None:
-        w.items(self.advertisements, lambda w, a: w.blob(a.to_bytes()), limit=MAX_PARTIES)
+        w.items(
+            self.advertisements,
+            lambda w, a: w.blob(a.to_bytes(), limit=_ADVERTISEMENT_LIMIT),
+            limit=MAX_PARTIES,
+        )
         w.blob(self.weights, limit=MAX_WEIGHTS_BYTES)
 
     @classmethod
     def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
         return {
-            "advertisements": r.items(lambda r: _nested(r, AdvertiseKeys), limit=MAX_PARTIES),
+            "advertisements": r.items(
+                lambda r: _nested(r, AdvertiseKeys, _ADVERTISEMENT_LIMIT), limit=MAX_PARTIES
+            ),
             "weights": r.blob(limit=MAX_WEIGHTS_BYTES),
         }
 
@@ -364,25 +401,70 @@ class KeyDirectory(Message):
 @_register
 @dataclass(frozen=True, slots=True)
 class ShareCommitment(Message):
-    """Client-signed commitment to its self-mask seed: SHA-256 over a labelled encoding of b_u."""
+    """Client-signed commitments: SHA-256 over a labelled encoding of its self-mask seed b_u, and
+    (verifiable sharing) the Feldman commitments to its mask-key and self-seed polynomials
+    (:mod:`securefed.secagg.sharing`; both empty under plain Shamir sharing)."""
 
     TYPE = MessageType.SHARE_COMMITMENT
     SIGNER = SignedBy.CLIENT
     sender: int
     self_seed_commitment: bytes
+    mask_key_polynomial: bytes
+    self_seed_polynomial: bytes
     signature: bytes
 
     def __post_init__(self) -> None:
         self._validate_common()
         _require(_is_index(self.sender), "sender")
         _require(_is_bytes(self.self_seed_commitment, DIGEST_BYTES, DIGEST_BYTES), "commitment")
+        _require(_is_bytes(self.mask_key_polynomial, _POLYNOMIAL_LIMIT), "polynomial")
+        _require(_is_bytes(self.self_seed_polynomial, _POLYNOMIAL_LIMIT), "polynomial")
 
     def _write_fields(self, w: Writer) -> None:
         w.u32(self.sender).fixed(self.self_seed_commitment, DIGEST_BYTES)
+        w.blob(self.mask_key_polynomial, limit=_POLYNOMIAL_LIMIT)
+        w.blob(self.self_seed_polynomial, limit=_POLYNOMIAL_LIMIT)
 
     @classmethod
     def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
-        return {"sender": r.u32(), "self_seed_commitment": r.fixed(DIGEST_BYTES)}
+        return {
+            "sender": r.u32(),
+            "self_seed_commitment": r.fixed(DIGEST_BYTES),
+            "mask_key_polynomial": r.blob(limit=_POLYNOMIAL_LIMIT),
+            "self_seed_polynomial": r.blob(limit=_POLYNOMIAL_LIMIT),
+        }
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class DealtShare(Message):
+    """Dealer -> one holder (through the server): the dealer's two shares for ``recipient``,
+    AEAD-sealed under the pair's channel key, signed by the dealer so that the server cannot
+    alter it and a holder's complaint about it can be judged by anyone."""
+
+    TYPE = MessageType.DEALT_SHARE
+    SIGNER = SignedBy.CLIENT
+    sender: int
+    recipient: int
+    ciphertext: bytes
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        self._validate_common()
+        _require(_is_index(self.sender) and _is_index(self.recipient), "sender or recipient")
+        _require(self.sender != self.recipient, "a dealer keeps its own share")
+        _require(_is_bytes(self.ciphertext, _SHARE_LIMIT), "ciphertext")
+
+    def _write_fields(self, w: Writer) -> None:
+        w.u32(self.sender).u32(self.recipient).blob(self.ciphertext, limit=_SHARE_LIMIT)
+
+    @classmethod
+    def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
+        return {
+            "sender": r.u32(),
+            "recipient": r.u32(),
+            "ciphertext": r.blob(limit=_SHARE_LIMIT),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,28 +527,51 @@ class _CommittedSealed:
 
 @_register
 @dataclass(frozen=True, slots=True)
-class ShareKeys(_CommittedSealed, Message):
-    """Client -> server: its signed commitment and one sealed share bundle per peer."""
+class ShareKeys(Message):
+    """Client -> server: its signed commitments and one signed DealtShare per holder (by
+    recipient; the dealer keeps its own share)."""
 
     TYPE = MessageType.SHARE_KEYS
     SIGNER = SignedBy.CLIENT
     commitment: ShareCommitment
-    sealed: tuple[SealedShare, ...]
+    dealt: tuple[DealtShare, ...]
     signature: bytes
 
-    COMMITMENT = ShareCommitment
+    def __post_init__(self) -> None:
+        self._validate_common()
+        _require(isinstance(self.commitment, ShareCommitment), "commitment")
+        _require(
+            _is_tuple_of(self.dealt, DealtShare, "recipient"),
+            "dealt shares must be a tuple sorted by recipient",
+        )
+        _require(all(d.sender == self.commitment.sender for d in self.dealt), "dealt by another")
+
+    @property
+    def sender(self) -> int:
+        return self.commitment.sender
+
+    def _write_fields(self, w: Writer) -> None:
+        w.blob(self.commitment.to_bytes(), limit=_COMMITMENT_LIMIT)
+        w.items(self.dealt, lambda w, d: w.blob(d.to_bytes()), limit=MAX_PARTIES)
+
+    @classmethod
+    def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
+        return {
+            "commitment": _nested(r, ShareCommitment, _COMMITMENT_LIMIT),
+            "dealt": r.items(lambda r: _nested(r, DealtShare), limit=MAX_PARTIES),
+        }
 
 
 @_register
 @dataclass(frozen=True, slots=True)
 class ShareBundle(Message):
-    """Server -> client v in U2: every commitment of U2, and the shares sealed for v."""
+    """Server -> client v in U2: every commitment of U2, and the DealtShares for v (by dealer)."""
 
     TYPE = MessageType.SHARE_BUNDLE
     SIGNER = SignedBy.SERVER
     recipient: int
     commitments: tuple[ShareCommitment, ...]
-    sealed: tuple[SealedShare, ...]
+    dealt: tuple[DealtShare, ...]
     signature: bytes
 
     def __post_init__(self) -> None:
@@ -476,20 +581,100 @@ class ShareBundle(Message):
             _is_tuple_of(self.commitments, ShareCommitment, "sender"),
             "commitments must be a tuple sorted by sender",
         )
-        _require(_sealed_order_ok(self.sealed), "sealed shares must be sorted by sender")
+        _require(
+            _is_tuple_of(self.dealt, DealtShare, "sender"),
+            "dealt shares must be a tuple sorted by sender",
+        )
 
     def _write_fields(self, w: Writer) -> None:
         w.u32(self.recipient)
-        w.items(self.commitments, lambda w, c: w.blob(c.to_bytes()), limit=MAX_PARTIES)
-        w.items(self.sealed, lambda w, s: s.write(w), limit=MAX_PARTIES)
+        w.items(
+            self.commitments,
+            lambda w, c: w.blob(c.to_bytes(), limit=_COMMITMENT_LIMIT),
+            limit=MAX_PARTIES,
+        )
+        w.items(self.dealt, lambda w, d: w.blob(d.to_bytes()), limit=MAX_PARTIES)
 
     @classmethod
     def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
         return {
             "recipient": r.u32(),
-            "commitments": r.items(lambda r: _nested(r, ShareCommitment), limit=MAX_PARTIES),
-            "sealed": r.items(SealedShare.read, limit=MAX_PARTIES),
+            "commitments": r.items(
+                lambda r: _nested(r, ShareCommitment, _COMMITMENT_LIMIT), limit=MAX_PARTIES
+            ),
+            "dealt": r.items(lambda r: _nested(r, DealtShare), limit=MAX_PARTIES),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Complaint:
+    """A holder's complaint about one dealer's shares: the holder's private share-encryption key
+    for that pair, with which anyone can open the dealer's signed DealtShare and check it."""
+
+    dealer: int
+    key: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        _require(_is_index(self.dealer), "dealer")
+        _require(_is_bytes(self.key, _KEY_LIMIT) and bool(self.key), "key")
+
+    def write(self, w: Writer) -> None:
+        w.u32(self.dealer).blob(self.key, limit=_KEY_LIMIT)
+
+    @classmethod
+    def read(cls, r: Reader) -> Complaint:
+        return cls(r.u32(), r.blob(limit=_KEY_LIMIT))
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class ShareReceipt(Message):
+    """Client -> server, before any masking: the dealers whose shares failed its checks (by
+    dealer; empty when every share was good)."""
+
+    TYPE = MessageType.SHARE_RECEIPT
+    SIGNER = SignedBy.CLIENT
+    sender: int
+    complaints: tuple[Complaint, ...]
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        self._validate_common()
+        _require(_is_index(self.sender), "sender")
+        _require(
+            _is_tuple_of(self.complaints, Complaint, "dealer"),
+            "complaints must be a tuple sorted by dealer",
+        )
+
+    def _write_fields(self, w: Writer) -> None:
+        w.u32(self.sender).items(self.complaints, lambda w, c: c.write(w), limit=MAX_PARTIES)
+
+    @classmethod
+    def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
+        return {"sender": r.u32(), "complaints": r.items(Complaint.read, limit=MAX_PARTIES)}
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class MaskRequest(Message):
+    """Server -> every member: U2', the clients that mask together this round."""
+
+    TYPE = MessageType.MASK_REQUEST
+    SIGNER = SignedBy.SERVER
+    members: tuple[int, ...]
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        self._validate_common()
+        _require(_is_index_set(self.members), "members must be sorted, distinct indices")
+        _require(len(self.members) <= MAX_PARTIES, "members")
+
+    def _write_fields(self, w: Writer) -> None:
+        w.indices(self.members, limit=MAX_PARTIES)
+
+    @classmethod
+    def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
+        return {"members": r.indices(limit=MAX_PARTIES)}
 
 
 @_register

@@ -18,7 +18,6 @@ the consistency check.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from securefed.crypto import AgreementPrivateKey, SigningKey, shamir
+from securefed.crypto import AgreementPrivateKey, SigningKey
 from securefed.encoding import FixedPointCodec
 from securefed.errors import (
     ConfigError,
@@ -37,9 +36,11 @@ from securefed.errors import (
 )
 from securefed.secagg.attention import weights_context
 from securefed.secagg.config import AggregationMode, RoundConfig
+from securefed.secagg.dealing import Verdict, advertised_key, judge_complaint
 from securefed.secagg.events import (
     ClientsDropped,
     ClientsExcluded,
+    ComplaintJudged,
     ExclusionReason,
     MessageRejected,
     RoundAborted,
@@ -57,16 +58,18 @@ from securefed.secagg.messages import (
     ConsistencySignature,
     KeyDirectory,
     MaskedInput,
+    MaskRequest,
     Message,
     RevealedShare,
-    SealedShare,
     ShareBundle,
     ShareKeys,
+    ShareReceipt,
     UnmaskRequest,
     UnmaskResponse,
 )
 from securefed.secagg.party import ProtocolParty
 from securefed.secagg.policy import decode_weights, encode_weights
+from securefed.secagg.sharing import check_commitments, reconstruct
 from securefed.secagg.stages import Role, Stage, advance_stage, next_stage
 from securefed.secagg.transcript import ContextItem, transcript_hash
 from securefed.secagg.verify import check_round, verify_client_signature
@@ -74,7 +77,6 @@ from securefed.secagg.verify import check_round, verify_client_signature
 __all__ = ["AggregateResult", "Envelope", "SecAggServer"]
 
 RingArray = npt.NDArray[np.unsignedinteger[Any]]
-MAX_RECONSTRUCTION_ATTEMPTS = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +136,11 @@ class SecAggServer(ProtocolParty):
             self._context = (*self._context, weights_context(self._encoded_weights))
         elif weights is not None:
             raise ConfigError("sum mode takes no weights")
+        self._graph = build_graph(config)  # fixed by roster and round, not by U1 or keys
         self._adverts: dict[int, AdvertiseKeys] = {}
         self._share_keys: dict[int, ShareKeys] = {}
+        self._bad_commitments: set[int] = set()
+        self._receipts: dict[int, ShareReceipt] = {}
         # Masked inputs are folded into one running sum per output as soon as a client's upload
         # is complete (memory O(outputs * d), not O(N * outputs * d)); until then they wait here.
         self._pending: dict[int, dict[int | None, MaskedInput]] = {}
@@ -149,7 +154,8 @@ class SecAggServer(ProtocolParty):
         self._signatures: dict[int, ConsistencySignature] = {}
         self._responses: dict[int, UnmaskResponse] = {}
         self._u1: tuple[int, ...] = ()
-        self._u2: tuple[int, ...] = ()
+        self._dealers: tuple[int, ...] = ()  # U2: the clients whose shares went out
+        self._u2: tuple[int, ...] = ()  # U2': the members who mask together
         self._u3: tuple[int, ...] = ()
         self._transcript = b""
         self.result: AggregateResult | None = None
@@ -191,6 +197,7 @@ class SecAggServer(ProtocolParty):
         collectors: dict[type[Message], tuple[dict[Any, Any], Callable[[Any], None]]] = {
             AdvertiseKeys: (self._adverts, self._check_advert),
             ShareKeys: (self._share_keys, self._check_share_keys),
+            ShareReceipt: (self._receipts, self._check_receipt),
             MaskedInput: (self._input_signatures, self._fold_masked_input),
             ConsistencySignature: (self._signatures, self._check_consistency),
             UnmaskResponse: (self._responses, self._check_unmask_response),
@@ -209,23 +216,47 @@ class SecAggServer(ProtocolParty):
 
     def _check_advert(self, advert: AdvertiseKeys) -> None:
         suite = self.config.suite
-        suite.agreement_public_key(advert.encryption_key)
-        suite.agreement_public_key(advert.mask_key)
+        for peer in self._mask_graph.neighbours(advert.sender):
+            advertised_key(self.config, self._mask_graph, advert, peer)
+        self.config.mask_suite.agreement_public_key(advert.mask_key)
         if bool(advert.target_key) != self._attention:
             raise RemoteProtocolError("a target key is advertised exactly in attention mode")
         if advert.target_key:
             suite.agreement_public_key(advert.target_key)
 
     def _check_share_keys(self, message: ShareKeys) -> None:
-        if message.sender not in self._u1:
-            raise RemoteProtocolError(f"client {message.sender} is not in U1")
-        check_round(self.config, message.commitment)
-        verify_client_signature(self.config, message.commitment)
-        expected = self._mask_graph.present_neighbours(message.sender, self._u1)
-        if tuple(s.peer for s in message.sealed) != expected:
+        sender = message.sender
+        if sender not in self._u1:
+            raise RemoteProtocolError(f"client {sender} is not in U1")
+        commitment = message.commitment
+        check_round(self.config, commitment)
+        verify_client_signature(self.config, commitment)
+        expected = self._mask_graph.present_neighbours(sender, self._u1)
+        if tuple(d.recipient for d in message.dealt) != expected:
             raise RemoteProtocolError(
-                "ShareKeys must hold exactly one sealed share per neighbour in U1"
+                "ShareKeys must hold exactly one dealt share per neighbour in U1"
             )
+        for dealt in message.dealt:
+            check_round(self.config, dealt)
+            verify_client_signature(self.config, dealt)
+        try:  # the public checks: a dealer failing them is left out before any share is used
+            check_commitments(
+                self.config.sharing,
+                mask_key_polynomial=commitment.mask_key_polynomial,
+                self_seed_polynomial=commitment.self_seed_polynomial,
+                threshold=self._mask_graph.threshold(sender),
+                mask_key=self._adverts[sender].mask_key,
+            )
+        except CryptoError:
+            self._bad_commitments.add(sender)
+            raise
+
+    def _check_receipt(self, receipt: ShareReceipt) -> None:
+        if receipt.sender not in self._dealers:
+            raise RemoteProtocolError(f"client {receipt.sender} is not in U2")
+        dealers = set(self._mask_graph.present_neighbours(receipt.sender, self._dealers))
+        if not {c.dealer for c in receipt.complaints} <= dealers:
+            raise RemoteProtocolError("a complaint about a client that dealt this one nothing")
 
     def _check_masked_input(self, message: MaskedInput) -> None:
         if message.sender not in self._u2:
@@ -290,6 +321,7 @@ class SecAggServer(ProtocolParty):
         handlers = {
             Stage.ADVERTISE: self._close_advertise,
             Stage.SHARE: self._close_share,
+            Stage.VERIFY: self._close_verify,
             Stage.MASK: self._close_mask,
             Stage.CONSISTENCY: self._close_consistency,
             Stage.UNMASK: self._close_unmask,
@@ -326,7 +358,6 @@ class SecAggServer(ProtocolParty):
             )
 
     def _close_advertise(self) -> list[Envelope]:
-        self._graph = build_graph(self.config)  # fixed by roster and round, not by U1 or keys
         advertised = tuple(sorted(self._adverts))
         u1, aborts = self._admit(advertised)
         excluded = set(advertised) - set(u1)
@@ -339,10 +370,15 @@ class SecAggServer(ProtocolParty):
         )
         return [*aborts, *(Envelope(v, directory) for v in self._u1)]
 
-    def _admit(self, candidates: tuple[int, ...]) -> tuple[tuple[int, ...], list[Envelope]]:
-        """The candidates that keep their guarantee together (the graph's fixpoint), and an
-        Abort for each one left out, with a ClientsExcluded event per reason."""
-        admitted, excluded = self._mask_graph.admit(candidates)
+    def _admit(
+        self, candidates: tuple[int, ...], faults: dict[int, ExclusionReason] | None = None
+    ) -> tuple[tuple[int, ...], list[Envelope]]:
+        """The candidates that keep their guarantee together (the graph's fixpoint) after the
+        clients in ``faults`` are left out for misbehaving, and an Abort for each one left out,
+        with a ClientsExcluded event per reason."""
+        faults = faults or {}
+        admitted, excluded = self._mask_graph.admit([v for v in candidates if v not in faults])
+        excluded = {**faults, **excluded}
         aborts = []
         for reason in ExclusionReason:
             clients = tuple(sorted(v for v, r in excluded.items() if r is reason))
@@ -350,29 +386,59 @@ class SecAggServer(ProtocolParty):
                 continue
             self._events.append(ClientsExcluded(self.config.round, self._stage, clients, reason))
             for v in clients:
-                problem = self._mask_graph.exclusion(v, admitted)
+                problem = None if v in faults else self._mask_graph.exclusion(v, admitted)
                 detail = str(problem) if problem is not None else reason.value
                 aborts.append(Envelope(v, self._sign(Abort, reason=f"left out: {detail}")))
         return admitted, aborts
 
     def _close_share(self) -> list[Envelope]:
-        shared = tuple(sorted(self._share_keys))
-        u2, aborts = self._admit(shared)
+        shared = tuple(sorted({*self._share_keys, *self._bad_commitments}))
+        faults = dict.fromkeys(self._bad_commitments, ExclusionReason.BAD_COMMITMENT)
+        u2, aborts = self._admit(shared, faults)
         self._require_quorum(u2, self._u1, "shared keys", set(shared) - set(u2))
-        self._u2 = u2
-        commitments = tuple(self._share_keys[v].commitment for v in self._u2)
+        self._dealers = self._u2 = u2
+        commitments = tuple(self._share_keys[v].commitment for v in u2)
         envelopes = []
-        for v in self._u2:
-            sealed = tuple(
-                SealedShare(
-                    u, next(s.ciphertext for s in self._share_keys[u].sealed if s.peer == v)
-                )
-                for u in self._mask_graph.neighbours(v)
-                if u in self._u2
+        for v in u2:
+            dealt = tuple(
+                next(d for d in self._share_keys[u].dealt if d.recipient == v)
+                for u in self._mask_graph.present_neighbours(v, u2)
             )
-            bundle = self._sign(ShareBundle, recipient=v, commitments=commitments, sealed=sealed)
+            bundle = self._sign(ShareBundle, recipient=v, commitments=commitments, dealt=dealt)
             envelopes.append(Envelope(v, bundle))
         return [*aborts, *envelopes]
+
+    def _close_verify(self) -> list[Envelope]:
+        """Judge every complaint (:func:`~securefed.secagg.dealing.judge_complaint`): a dealer
+        proven at fault, or a holder that complained falsely, is left out before anything is
+        masked; so is a client that sent no receipt. The rest mask together."""
+        receipts = tuple(sorted(self._receipts))
+        faults: dict[int, ExclusionReason] = {}
+        for holder in receipts:
+            for complaint in self._receipts[holder].complaints:
+                dealer = complaint.dealer
+                verdict = judge_complaint(
+                    self.config,
+                    self._mask_graph,
+                    complaint=complaint,
+                    holder_advert=self._adverts[holder],
+                    dealer_advert=self._adverts[dealer],
+                    commitment=self._share_keys[dealer].commitment,
+                    dealt=next(d for d in self._share_keys[dealer].dealt if d.recipient == holder),
+                )
+                self._events.append(
+                    ComplaintJudged(self.config.round, self._stage, dealer, holder, verdict.value)
+                )
+                if verdict is Verdict.DEALER_AT_FAULT:
+                    faults[dealer] = ExclusionReason.BAD_SHARES
+                else:
+                    faults.setdefault(holder, ExclusionReason.FALSE_COMPLAINT)
+        members, aborts = self._admit(receipts, faults)
+        left_out = (set(receipts) - set(members)) | set(faults)
+        self._require_quorum(members, self._dealers, "confirmed their shares", left_out)
+        self._u2 = members
+        request = self._sign(MaskRequest, members=members)
+        return [*aborts, *(Envelope(v, request) for v in members)]
 
     def _close_mask(self) -> list[Envelope]:
         self._u3 = tuple(sorted(self._complete))  # a partial upload counts as a dropout
@@ -383,7 +449,8 @@ class SecAggServer(ProtocolParty):
         self._transcript = transcript_hash(
             self.config,
             advertisements=[self._adverts[v] for v in self._u1],
-            commitments=[self._share_keys[v].commitment for v in self._u2],
+            commitments=[self._share_keys[v].commitment for v in self._dealers],
+            members=self._u2,
             survivors=self._u3,
             context=self._context,
         )
@@ -441,80 +508,62 @@ class SecAggServer(ProtocolParty):
         )
 
     # --- reconstruction and unmasking -----------------------------------------------------------
-    def _shares_of(self, owner: int, field: str) -> tuple[list[tuple[int, shamir.Share]], set[int]]:
-        """(well-formed shares of ``owner`` by holder, holders whose share was malformed)."""
-        shares, malformed = [], set()
-        for holder, response in sorted(self._responses.items()):
+    def _revealed(self, owner: int, field: str) -> dict[int, bytes]:
+        """The encoded shares of ``owner``'s secret that holders revealed, by holder."""
+        shares = {}
+        for holder, response in self._responses.items():
             revealed: tuple[RevealedShare, ...] = getattr(response, field)
             for item in revealed:
-                if item.owner != owner:
-                    continue
-                try:
-                    share = shamir.Share.from_bytes(item.share)
-                except CryptoError:
-                    malformed.add(holder)
-                    continue
-                if share.holder == holder:
-                    shares.append((holder, share))
-                else:
-                    malformed.add(holder)
-        return shares, malformed
+                if item.owner == owner:
+                    shares[holder] = item.share
+        return shares
 
-    def _reconstruct(self, owner: int, field: str, accept: Callable[[bytes], bool]) -> bytes:
-        """The secret of ``owner`` from revealed shares, checked by ``accept``.
+    def _reconstruct(
+        self, owner: int, field: str, polynomial: bytes, accept: Callable[[bytes], bool]
+    ) -> bytes:
+        """The secret of ``owner`` from the revealed shares (:func:`~securefed.secagg.sharing.
+        reconstruct`: no subset search). Names the holders of discarded shares in a
+        ShareRejected event.
 
-        Tries t-subsets until one yields a secret that passes ``accept`` (a corrupted share makes
-        the others fail), at most MAX_RECONSTRUCTION_ATTEMPTS; then names every holder whose share
-        is malformed or off the polynomial in a ShareRejected event.
+        Raises:
+            RemoteProtocolError: too few valid shares (the holders at fault are named first).
         """
-        shares, malformed = self._shares_of(owner, field)
-        t = self._mask_graph.threshold(owner)
-        for subset in itertools.islice(
-            itertools.combinations(shares, t), MAX_RECONSTRUCTION_ATTEMPTS
-        ):
-            try:
-                secret = shamir.combine([s for _, s in subset], threshold=t)
-            except CryptoError:
-                continue
-            if accept(secret):
-                bad = malformed | self._off_polynomial(shares, subset, secret)
-                if bad:
-                    self._events.append(
-                        ShareRejected(self.config.round, self._stage, owner, tuple(sorted(bad)))
-                    )
-                return secret
-        raise RemoteProtocolError(f"could not reconstruct a verified secret of client {owner}")
-
-    @staticmethod
-    def _off_polynomial(
-        shares: list[tuple[int, shamir.Share]],
-        good: tuple[tuple[int, shamir.Share], ...],
-        secret: bytes,
-    ) -> set[int]:
-        """Holders whose share, with t - 1 shares of the accepted subset, gives another secret."""
-        base = [s for _, s in good[1:]]
-        bad = set()
-        for holder, share in shares:
-            if (holder, share) in good:
-                continue
-            try:
-                consistent = shamir.combine([*base, share], threshold=len(good)) == secret
-            except CryptoError:
-                consistent = False
-            if not consistent:
-                bad.add(holder)
-        return bad
+        try:
+            result = reconstruct(
+                self.config.sharing,
+                polynomial=polynomial,
+                shares=self._revealed(owner, field),
+                threshold=self._mask_graph.threshold(owner),
+                accept=accept,
+            )
+        except CryptoError as exc:
+            rejected = getattr(exc, "rejected", ())
+            if rejected:
+                self._events.append(
+                    ShareRejected(self.config.round, self._stage, owner, tuple(rejected))
+                )
+            raise RemoteProtocolError(
+                f"could not reconstruct a verified secret of client {owner}: {exc}"
+            ) from exc
+        if result.rejected:
+            self._events.append(
+                ShareRejected(self.config.round, self._stage, owner, result.rejected)
+            )
+        return result.secret
 
     def _reconstruct_self_seed(self, owner: int) -> bytes:
-        commitment = self._share_keys[owner].commitment.self_seed_commitment
+        commitment = self._share_keys[owner].commitment
         return self._reconstruct(
             owner,
             "self_seed_shares",
-            lambda seed: self_seed_commitment(self.config, owner, seed) == commitment,
+            commitment.self_seed_polynomial,
+            lambda seed: (
+                self_seed_commitment(self.config, owner, seed) == commitment.self_seed_commitment
+            ),
         )
 
     def _reconstruct_mask_key(self, owner: int) -> AgreementPrivateKey:
-        suite = self.config.suite
+        suite = self.config.mask_suite
         advertised = suite.agreement_public_key(self._adverts[owner].mask_key)
 
         def matches(secret: bytes) -> bool:
@@ -523,7 +572,10 @@ class SecAggServer(ProtocolParty):
             except CryptoError:
                 return False
 
-        return suite.agreement_private_key(self._reconstruct(owner, "mask_key_shares", matches))
+        polynomial = self._share_keys[owner].commitment.mask_key_polynomial
+        return suite.agreement_private_key(
+            self._reconstruct(owner, "mask_key_shares", polynomial, matches)
+        )
 
     def _unmask_output(
         self, output: Output, seeds: dict[int, bytes], mask_keys: dict[int, AgreementPrivateKey]
@@ -531,7 +583,7 @@ class SecAggServer(ProtocolParty):
         """The sum of ``output``'s contributions minus self masks and dropped peers' masks (in
         attention mode still blinded by the target pads)."""
         contributors = output.contributors(self._u3)
-        suite = self.config.suite
+        suite = self.config.mask_suite
         dropped_secrets = {
             (u, dropped): private.exchange(suite.agreement_public_key(self._adverts[u].mask_key))
             for dropped, private in mask_keys.items()

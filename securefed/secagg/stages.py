@@ -25,6 +25,7 @@ class Stage(Enum):
     IDLE = "idle"
     ADVERTISE = "advertise"
     SHARE = "share"
+    VERIFY = "verify"  # holders check their shares; receipts with complaints
     MASK = "mask"
     CONSISTENCY = "consistency"
     UNMASK = "unmask"
@@ -40,24 +41,34 @@ T = MessageType
 _TRANSITIONS: dict[tuple[Role, Stage, MessageType], Stage] = {
     # client: the server's message that closes a phase moves the client to the next phase
     (Role.CLIENT, Stage.ADVERTISE, T.KEY_DIRECTORY): Stage.SHARE,
-    (Role.CLIENT, Stage.SHARE, T.SHARE_BUNDLE): Stage.MASK,
+    (Role.CLIENT, Stage.SHARE, T.SHARE_BUNDLE): Stage.VERIFY,
+    (Role.CLIENT, Stage.VERIFY, T.MASK_REQUEST): Stage.MASK,
     (Role.CLIENT, Stage.MASK, T.CONSISTENCY_REQUEST): Stage.CONSISTENCY,
     (Role.CLIENT, Stage.CONSISTENCY, T.UNMASK_REQUEST): Stage.UNMASK,
     (Role.CLIENT, Stage.UNMASK, T.BLINDED_OUTPUT): Stage.DONE,
     # server: clients' messages are collected within a phase
     (Role.SERVER, Stage.ADVERTISE, T.ADVERTISE_KEYS): Stage.ADVERTISE,
     (Role.SERVER, Stage.SHARE, T.SHARE_KEYS): Stage.SHARE,
+    (Role.SERVER, Stage.VERIFY, T.SHARE_RECEIPT): Stage.VERIFY,
     (Role.SERVER, Stage.MASK, T.MASKED_INPUT): Stage.MASK,
     (Role.SERVER, Stage.CONSISTENCY, T.CONSISTENCY_SIGNATURE): Stage.CONSISTENCY,
     (Role.SERVER, Stage.UNMASK, T.UNMASK_RESPONSE): Stage.UNMASK,
 }
 # An authentic Abort from the server ends any live client stage.
-for _stage in (Stage.ADVERTISE, Stage.SHARE, Stage.MASK, Stage.CONSISTENCY, Stage.UNMASK):
+for _stage in (
+    Stage.ADVERTISE,
+    Stage.SHARE,
+    Stage.VERIFY,
+    Stage.MASK,
+    Stage.CONSISTENCY,
+    Stage.UNMASK,
+):
     _TRANSITIONS[(Role.CLIENT, _stage, T.ABORT)] = Stage.ABORTED
 
 _ADVANCE = {
     Stage.ADVERTISE: Stage.SHARE,
-    Stage.SHARE: Stage.MASK,
+    Stage.SHARE: Stage.VERIFY,
+    Stage.VERIFY: Stage.MASK,
     Stage.MASK: Stage.CONSISTENCY,
     Stage.CONSISTENCY: Stage.UNMASK,
     Stage.UNMASK: Stage.DONE,

@@ -1,7 +1,8 @@
-"""The transcript hash every client signs in the consistency check (DESIGN §3 step 3).
+"""The transcript hash every client signs in the consistency check (docs/protocol.md).
 
 It covers: the round config digest (roster, every parameter, suite, codec, graph), the
-advertisements of U1 (their full signed encodings), the commitments of U2, the survivor set U3,
+advertisements of U1 (their full signed encodings), the commitments of U2, the members U2' who
+masked together (U2 less the clients left out at the share check), the survivor set U3,
 and an extensible *signed context*: labelled byte strings that higher layers bind into the round
 (the FedAMP weights, the sketch-seed commitment, each party's ledger head). Two parties that saw
 different U1, U2, U3, parameters or context compute different hashes, so their signatures do not
@@ -45,6 +46,7 @@ def transcript_hash(
     *,
     advertisements: Sequence[AdvertiseKeys],
     commitments: Sequence[ShareCommitment],
+    members: Sequence[int],
     survivors: Sequence[int],
     context: Sequence[ContextItem] = (),
 ) -> bytes:
@@ -56,7 +58,7 @@ def transcript_hash(
     labels = [item.label for item in context]
     if len(set(labels)) != len(labels):
         raise ConfigError("duplicate context labels")
-    w = Writer().blob(b"securefed/v1/transcript").fixed(config.digest(), 32)
+    w = Writer().blob(b"securefed/v2/transcript").fixed(config.digest(), 32)
     w.items(
         sorted(advertisements, key=lambda a: a.sender),
         lambda w, a: w.fixed(a.digest(), 32),
@@ -67,6 +69,7 @@ def transcript_hash(
         lambda w, c: w.fixed(c.digest(), 32),
         limit=1 << 16,
     )
+    w.indices(sorted(members), limit=1 << 16)
     w.indices(sorted(survivors), limit=1 << 16)
     ordered = sorted(context, key=lambda item: item.label)
     w.items(

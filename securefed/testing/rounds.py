@@ -257,6 +257,7 @@ class Capture:
 
 _STEP_POSITION = {
     m.StepPhase.KEYS: STAGES.index("share"),
+    m.StepPhase.VERIFY: STAGES.index("verify"),
     m.StepPhase.MASK: STAGES.index("mask"),
     m.StepPhase.CONFIRM: STAGES.index("consistency"),
     m.StepPhase.UNMASK: STAGES.index("unmask"),

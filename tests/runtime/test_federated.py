@@ -103,11 +103,11 @@ def test_secure_fedavg_run_learns_reports_epsilon_and_verifies(
         "kind": "mlp",
         "parameters": sum(p.numel() for p in mlp(784, 10).parameters()),
     }
-    assert [h["exchanges"] for h in history] == [0, 4, 4]  # round 1's keys came with the join
+    assert [h["exchanges"] for h in history] == [0, 5, 5]  # round 1's keys came with the join
     assert [h["completed"] for h in history] == [0, 4, 4]
     assert all(h["dropouts"] == {} and h["refused"] == [] for h in history)
     assert all(h["seconds"] > 0 for h in history[1:])
-    assert metrics["exchanges"] == 1 + 4 + 4 + 2  # join, two rounds, finish and seal
+    assert metrics["exchanges"] == 1 + 5 + 5 + 2  # join, two rounds, finish and seal
     for party in (f"bank-{i}" for i in range(4)):
         assert metrics["bytes_sent"][party] > 0
         assert metrics["bytes_received"][party] > 0

@@ -9,7 +9,6 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from securefed.crypto import get_suite
 from securefed.errors import ConfigError
 from securefed.personalize.rounds import RoundParams, server_dropouts, server_policy
 from securefed.personalize.weights import fedamp_weights, heurfedamp_weights
@@ -79,7 +78,7 @@ def test_server_view_alone_reproduces_the_servers_outputs() -> None:
     result = simulate_round(models, mode="heurfedamp", seed=4, dropouts={2: "mask"})
     view = result.server_view
     (config,) = result.configs
-    suite = get_suite("default")
+    suite = config.mask_suite  # mask keys are P-256 under verifiable sharing
     dropped = {v: suite.agreement_private_key(k) for v, k in view.mask_keys.items()}
     for output in round_outputs(config, view.survivors):
         contributors = output.contributors(view.survivors)

@@ -174,7 +174,7 @@ def test_keys_rotate_between_rounds() -> None:
             attention_config(n, round_=round_), index=0, identity=fed.client_keys[0]
         )
         advert = client.start(models(n)[0])
-        seen.append((advert.encryption_key, advert.mask_key, advert.target_key))
+        seen.append((advert.encryption_keys[0], advert.mask_key, advert.target_key))
     assert all(a != b for a, b in zip(seen[0], seen[1], strict=True))
 
 

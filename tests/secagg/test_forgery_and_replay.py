@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from securefed.crypto import KeyPurpose, derive_directional_key, shamir
+from securefed.crypto import KeyPurpose, derive_directional_key, vss
 from securefed.errors import EncodingRangeError, LocalProtocolError, RemoteProtocolError
 from securefed.secagg import (
     ClientsDropped,
@@ -201,14 +201,14 @@ def corrupt_share(response: UnmaskResponse, owner: int) -> tuple[RevealedShare, 
     for item in response.self_seed_shares:
         revealed = item
         if item.owner == owner:
-            share = shamir.Share.from_bytes(item.share)
-            bad = shamir.Share(share.x, (share.y + 1) % shamir.PRIME)
+            share = vss.Share.from_bytes(item.share)
+            bad = vss.Share(share.x, (share.y + 1) % vss.ORDER)
             revealed = RevealedShare(owner, bad.to_bytes())
         shares.append(revealed)
     return tuple(shares)
 
 
-def test_corrupted_share_is_detected_and_another_subset_used() -> None:
+def test_corrupted_share_is_detected_named_and_ignored() -> None:
     """Client 2 (malicious) reveals a wrong share of client 0's self seed, signed by itself."""
     fed = federation(7)
 
@@ -268,16 +268,15 @@ def test_share_keys_are_directional_and_nonces_never_repeat() -> None:
 
     def hook(sender: int, message: Message) -> Sequence[Message]:
         if isinstance(message, ShareKeys):
-            sealed.extend(s.ciphertext for s in message.sealed)
+            sealed.extend(d.ciphertext for d in message.dealt)
         return (message,)
 
     clients = {i: SecAggClient(config, index=i, identity=fed.client_keys[i]) for i in range(5)}
     adverts = {i: c.start(inputs_for(5)[i]) for i, c in clients.items()}
     keys = {}
     for u, v in itertools.permutations(range(5), 2):
-        private = clients[u]._encryption_key  # test-only peek at the client's private key
-        assert private is not None
-        peer = config.suite.agreement_public_key(adverts[v].encryption_key)
+        private = clients[u]._encryption_keys[v]  # test-only peek: u's private key for v
+        peer = config.suite.agreement_public_key(adverts[v].encryption_keys[u if u < v else u - 1])
         keys[(u, v)] = derive_directional_key(
             private.exchange(peer),
             purpose=KeyPurpose.SHARE,

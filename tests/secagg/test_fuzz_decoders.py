@@ -3,10 +3,11 @@
 Any input either decodes to a Message or raises RemoteProtocolError -- no other exception, no
 hang -- and an input that decodes is the canonical encoding of what it decodes to (re-encoding
 gives the same bytes). Inputs: (a) arbitrary bytes; (b) real encodings of every message type (in
-both forms where the fields depend on the mode: sum and attention), mutated by flips, overwrites,
-insertions, deletions, truncations and splices, plus a deterministic sweep of every single-byte
-edit; (c) valid headers followed by random bodies, either a soup of field-shaped tokens or each
-type's fields written with random, often invalid, values.
+both forms where a type has two on the wire: sum and attention, Feldman and plain Shamir
+commitments, receipts with and without a complaint), mutated by flips, overwrites, insertions,
+deletions, truncations and splices, plus a deterministic sweep of every single-byte edit; (c)
+valid headers followed by random bodies, either a soup of field-shaped tokens or each type's
+fields written with random, often invalid, values.
 """
 
 from __future__ import annotations
@@ -25,18 +26,23 @@ from securefed.secagg.wire import Writer
 from tests.secagg.conftest import SESSION
 from tests.secagg.test_messages import (
     NO_TARGET,
+    POLYNOMIAL_LIMIT,
     VARIANTS,
     Body,
     abort_body,
     advertise_body,
     blinded_body,
     blobs,
+    commitment_body,
+    dealt_body,
     digest_body,
     key_directory_body,
     masked_body,
+    receipt_body,
     recorded,
     samples,
     seed_delivery_body,
+    seed_offer_body,
     session_key_body,
     share_bundle_body,
     share_keys_body,
@@ -208,8 +214,9 @@ def test_every_single_byte_edit_decodes_canonically_or_raises(name: str) -> None
 
 def nested_encodings() -> list[bytes]:
     """Real encodings of the types that other messages nest, to get random bodies deeper."""
-    nested = ["ADVERTISE_KEYS-sum", "ADVERTISE_KEYS-attention", "SHARE_COMMITMENT"]
-    nested.append("CONSISTENCY_SIGNATURE")
+    nested = ["ADVERTISE_KEYS-sum", "ADVERTISE_KEYS-attention"]
+    nested += ["SHARE_COMMITMENT-feldman", "SHARE_COMMITMENT-shamir", "DEALT_SHARE"]
+    nested += ["CONSISTENCY_SIGNATURE", "SESSION_KEY", "SKETCH_SEED_COMMITMENT"]
     return [samples()[name].to_bytes() for name in nested]
 
 
@@ -233,8 +240,16 @@ indices = st.one_of(st.integers(0, 6), st.sampled_from([MAX_PARTIES - 1, MAX_PAR
 index_lists = st.one_of(
     st.lists(indices, max_size=4), st.lists(indices, max_size=4, unique=True).map(sorted)
 )
-LENGTHS = [0, 1, 31, 32, 33, 64, 65, 133, 134, 256, 257, 1024, 1025]
+LENGTHS = [0, 1, 31, 32, 33, 36, 37, 64, 65, 133, 134, 256, 257, 1024, 1025]
 fields = st.one_of(st.binary(max_size=40), st.sampled_from(LENGTHS).map(lambda n: b"\x01" * n))
+field_lists = st.lists(fields, max_size=4)
+# Feldman commitments: a short blob, the size of a real one (t = 4), or at and past the limit
+polynomials = st.one_of(
+    fields,
+    st.sampled_from([6 + 65 * 4, POLYNOMIAL_LIMIT, POLYNOMIAL_LIMIT + 1]).map(
+        lambda n: b"\x01" * n
+    ),
+)
 digests = st.binary(min_size=32, max_size=32)  # fixed-width: a wrong length is a framing error
 pair_lists = st.one_of(
     st.lists(st.tuples(indices, fields), max_size=3),
@@ -251,11 +266,16 @@ weight_blobs = st.one_of(
     st.sampled_from([MAX_WEIGHTS_BYTES, MAX_WEIGHTS_BYTES + 1]).map(lambda n: b"\x01" * n),
 )
 GRAMMAR: dict[MessageType, st.SearchStrategy[Body]] = {
-    MessageType.ADVERTISE_KEYS: st.builds(advertise_body, indices, fields, fields, fields),
+    MessageType.ADVERTISE_KEYS: st.builds(advertise_body, indices, field_lists, fields, fields),
     MessageType.KEY_DIRECTORY: st.builds(key_directory_body, nested_lists, weight_blobs),
-    MessageType.SHARE_COMMITMENT: st.builds(digest_body, indices, digests),
-    MessageType.SHARE_KEYS: st.builds(share_keys_body, nested, pair_lists),
-    MessageType.SHARE_BUNDLE: st.builds(share_bundle_body, indices, nested_lists, pair_lists),
+    MessageType.SHARE_COMMITMENT: st.builds(
+        commitment_body, indices, digests, polynomials, polynomials
+    ),
+    MessageType.DEALT_SHARE: st.builds(dealt_body, indices, indices, fields),
+    MessageType.SHARE_KEYS: st.builds(share_keys_body, nested, nested_lists),
+    MessageType.SHARE_BUNDLE: st.builds(share_bundle_body, indices, nested_lists, nested_lists),
+    MessageType.SHARE_RECEIPT: st.builds(receipt_body, indices, pair_lists),
+    MessageType.MASK_REQUEST: index_lists.map(survivors_body),
     MessageType.MASKED_INPUT: st.builds(masked_body, indices, targets, codes, words),
     MessageType.CONSISTENCY_REQUEST: index_lists.map(survivors_body),
     MessageType.CONSISTENCY_SIGNATURE: st.builds(digest_body, indices, digests),
@@ -266,7 +286,7 @@ GRAMMAR: dict[MessageType, st.SearchStrategy[Body]] = {
     MessageType.SESSION_KEY: st.builds(session_key_body, indices, fields),
     MessageType.SESSION_KEY_DIRECTORY: nested_lists.map(blobs),
     MessageType.SKETCH_SEED_COMMITMENT: st.builds(digest_body, indices, digests),
-    MessageType.SKETCH_SEED_OFFER: st.builds(share_keys_body, nested, pair_lists),
+    MessageType.SKETCH_SEED_OFFER: st.builds(seed_offer_body, nested, pair_lists),
     MessageType.SKETCH_SEED_DELIVERY: st.builds(
         seed_delivery_body, indices, nested, indices, fields
     ),

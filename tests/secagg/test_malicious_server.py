@@ -238,13 +238,13 @@ def test_forged_advertisement_in_the_directory_aborts_clients() -> None:
     """The server injects an advertisement for client 2 with keys it controls (a Sybil)."""
     fed = federation(5)
     config = config_for(fed)
-    mallory = config.suite.generate_agreement_key().public_key().to_bytes()
+    mallory = config.mask_suite.generate_agreement_key().public_key().to_bytes()
 
     def hook(envelope: Envelope) -> Sequence[Envelope]:
         message = envelope.message
         if isinstance(message, KeyDirectory):
             forged = tuple(
-                a if a.sender != 2 else dataclasses.replace(a, encryption_key=mallory)
+                a if a.sender != 2 else dataclasses.replace(a, mask_key=mallory)
                 for a in message.advertisements
             )
             message = resign(message, fed.server_key, advertisements=forged)

@@ -1,11 +1,14 @@
 """Typed protocol messages: one canonical encoding, validating constructors, strict decoding.
 
-Valid instances of every message type come from two real rounds (the harness records every hop):
-a sum round and an attention round, so that the fields whose content depends on the mode are seen
-both ways (empty and non-empty target key and weights, MaskedInput with and without a target); plus
-a signed Abort. Invalid content is refused twice: by the constructor (LocalProtocolError:
-we tried to build it) and, crafted by hand with Writer, by the decoder (RemoteProtocolError: a
-peer sent it).
+Valid instances of every message type come from three real rounds (the harness records every
+hop): a sum round and an attention round, so that the fields whose content depends on the mode are
+seen both ways (empty and non-empty target key and weights, MaskedInput with and without a target),
+and a round under plain Shamir sharing in which one dealer deals a bad share, so that the
+commitments are seen without their Feldman polynomials and a ShareReceipt carries a complaint;
+plus the records that messages nest (ShareCommitment, DealtShare), a real sketch-seed session
+setup and a signed Abort. Invalid content is refused twice: by the constructor
+(LocalProtocolError: we tried to build it) and, crafted by hand with Writer, by the decoder
+(RemoteProtocolError: a peer sent it).
 """
 
 from __future__ import annotations
@@ -20,21 +23,28 @@ from typing import Any
 import numpy as np
 import pytest
 
-from securefed.crypto import SigningKey
+from securefed.crypto import SigningKey, shamir, vss
 from securefed.crypto.hashing import tree_sha256
 from securefed.encoding import CodecConfig, RingBits
-from securefed.errors import InvalidSignature, LocalProtocolError, RemoteProtocolError
-from securefed.secagg import AggregationMode, Stage
+from securefed.errors import (
+    InvalidSignature,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
+from securefed.secagg import AggregationMode, ShareScheme, Stage
 from securefed.secagg.messages import (
     MAX_PARTIES,
     MAX_WEIGHTS_BYTES,
     Abort,
     AdvertiseKeys,
     BlindedOutput,
+    Complaint,
     ConsistencyRequest,
     ConsistencySignature,
+    DealtShare,
     KeyDirectory,
     MaskedInput,
+    MaskRequest,
     Message,
     MessageType,
     SealedShare,
@@ -43,6 +53,7 @@ from securefed.secagg.messages import (
     ShareBundle,
     ShareCommitment,
     ShareKeys,
+    ShareReceipt,
     SignedBy,
     SketchSeedCommitment,
     SketchSeedDelivery,
@@ -63,10 +74,15 @@ from tests.secagg.conftest import SESSION, config_for, federation, inputs_for
 N_CLIENTS = 5
 DROPPED = 4  # drops out before MASK: its mask key is revealed, so UnmaskResponse has both lists
 DIM = 8
-SUM_ROUND, ATTENTION_ROUND = 1, 2
+SUM_ROUND, ATTENTION_ROUND, COMPLAINT_ROUND = 1, 2, 3
+# In the complaint round (plain Shamir sharing, nobody drops) CHEATER deals VICTIM a bad share and
+# signs it: VICTIM complains with its key for the pair, the server convicts CHEATER, leaves it out.
+CHEATER, VICTIM = 3, 0
 POLICY = WeightPolicy(k_min=2.0, cap=0.6)
 ABORT_REASON = "server aborted: only 2 masked inputs, threshold 4 (ünïcödé ✓)"
 NO_TARGET = 2**32 - 1  # MaskedInput's wire form of target None
+KEY_LIMIT = 133  # share-encryption, mask, target, agreement and complaint keys
+POLYNOMIAL_LIMIT = 6 + 65 * 4096  # a Feldman commitment of degree < MAX_PARTIES (crypto.vss)
 
 MESSAGE_CLASSES: tuple[type[Message], ...] = (
     AdvertiseKeys,
@@ -86,21 +102,37 @@ MESSAGE_CLASSES: tuple[type[Message], ...] = (
     SketchSeedCommitment,
     SketchSeedOffer,
     SketchSeedDelivery,
+    DealtShare,
+    ShareReceipt,
+    MaskRequest,
 )
-# Message types whose bodies carry SealedShare / RevealedShare records.
-SHARE_CARRIERS = (MessageType.SHARE_KEYS, MessageType.SHARE_BUNDLE, MessageType.UNMASK_RESPONSE)
-# Message types whose content depends on the mode: True where a message has the attention form.
-MODAL: dict[type[Message], Callable[[Any], bool]] = {
-    AdvertiseKeys: lambda m: bool(m.target_key),
-    KeyDirectory: lambda m: bool(m.weights),
-    MaskedInput: lambda m: m.target is not None,
+# Message types whose bodies carry a party index inside a nested record or message: DealtShare
+# (its recipient in ShareKeys, its sender in ShareBundle, both on its own), RevealedShare (owner)
+# and Complaint (dealer).
+SHARE_CARRIERS = (
+    MessageType.SHARE_KEYS,
+    MessageType.SHARE_BUNDLE,
+    MessageType.UNMASK_RESPONSE,
+    MessageType.DEALT_SHARE,
+    MessageType.SHARE_RECEIPT,
+)
+# Message types with two forms on the wire: (True for the second form, first name, second name).
+FORMS: dict[type[Message], tuple[Callable[[Any], bool], str, str]] = {
+    AdvertiseKeys: (lambda m: bool(m.target_key), "sum", "attention"),
+    KeyDirectory: (lambda m: bool(m.weights), "sum", "attention"),
+    MaskedInput: (lambda m: m.target is not None, "sum", "attention"),
+    # plain Shamir sharing commits to the self seed only: both polynomials empty
+    ShareCommitment: (lambda m: bool(m.mask_key_polynomial), "shamir", "feldman"),
+    ShareReceipt: (lambda m: bool(m.complaints), "clean", "complaint"),
 }
-# One sample of every type, and of both forms of the modal types.
+# One sample of every type, and of both forms of the types in FORMS.
 VARIANTS = [
     name
     for cls in MESSAGE_CLASSES
     for name in (
-        (f"{cls.TYPE.name}-sum", f"{cls.TYPE.name}-attention") if cls in MODAL else (cls.TYPE.name,)
+        tuple(f"{cls.TYPE.name}-{form}" for form in FORMS[cls][1:])
+        if cls in FORMS
+        else (cls.TYPE.name,)
     )
 ]
 
@@ -122,14 +154,22 @@ def attention_weights() -> np.ndarray[Any, np.dtype[np.float64]]:
     return enforce_policy(weights, POLICY)
 
 
-def record(round_: int, **options: Any) -> list[Message]:
-    """Every message of one real 5-client round (client 4 drops before MASK), in order of sending.
-    ``options`` go to config_for, except ``weights`` (to run_round)."""
+def record(
+    round_: int,
+    *,
+    dropouts: dict[int, Stage] | None = None,
+    tamper: Callable[[Message], Message] = lambda m: m,
+    **options: Any,
+) -> list[Message]:
+    """Every message of one real 5-client round, in order of sending (what was delivered: after
+    ``tamper``, which sees every client -> server message). ``dropouts`` defaults to client 4
+    dropping before MASK; ``options`` go to config_for, except ``weights`` (to run_round)."""
     fed = federation(N_CLIENTS)
     weights = options.pop("weights", None)
     sent: list[Message] = []
 
     def client_hook(sender: int, message: Message) -> Sequence[Message]:
+        message = tamper(message)
         sent.append(message)
         return (message,)
 
@@ -141,13 +181,41 @@ def record(round_: int, **options: Any) -> list[Message]:
         config_for(fed, round_=round_, dim=DIM, **options),
         fed,
         inputs_for(N_CLIENTS, DIM),
-        dropouts={DROPPED: Stage.MASK},
+        dropouts={DROPPED: Stage.MASK} if dropouts is None else dropouts,
         client_hook=client_hook,
         server_hook=server_hook,
         weights=weights,
     )
     assert not outcome.aborted, (outcome.server_events, outcome.client_errors)
     return sent
+
+
+def flip_first_bit(data: bytes) -> bytes:
+    return bytes([data[0] ^ 1]) + data[1:]
+
+
+def deal_a_bad_share(message: Message) -> Message:
+    """CHEATER's ShareKeys with its DealtShare for VICTIM corrupted -- and both re-signed with
+    CHEATER's own key: a dishonest dealer, whose bad share the server cannot be blamed for."""
+    if not isinstance(message, ShareKeys) or message.sender != CHEATER:
+        return message
+    key = federation(N_CLIENTS).client_keys[CHEATER]
+    session, round_ = message.session_id, message.round
+    dealt = tuple(
+        sign_message(
+            DealtShare,
+            key,
+            session,
+            round_,
+            sender=d.sender,
+            recipient=d.recipient,
+            ciphertext=flip_first_bit(d.ciphertext),
+        )
+        if d.recipient == VICTIM
+        else d
+        for d in message.dealt
+    )
+    return sign_message(ShareKeys, key, session, round_, commitment=message.commitment, dealt=dealt)
 
 
 def record_session_setup() -> list[Message]:
@@ -180,10 +248,15 @@ def record_session_setup() -> list[Message]:
 
 @functools.cache
 def recorded() -> tuple[Message, ...]:
-    """Every message of a sum round (64-bit ring) and of an attention round (32-bit ring, weights
-    from attention_weights), in order of sending, followed by the ShareCommitments nested in
-    ShareKeys and a server-signed Abort."""
+    """In order of sending: every message of a sum round (64-bit ring), a server-signed Abort
+    with a non-ASCII reason (so that it is the Abort sample), every message of an attention round
+    (32-bit ring, weights from attention_weights) and of the complaint round (plain Shamir
+    sharing, 32-bit ring, nobody drops, CHEATER deals VICTIM a bad share); then the
+    ShareCommitments and DealtShares nested in ShareKeys, and a real sketch-seed session setup.
+    Both Feldman rounds come first: their messages are the samples of the types in one form."""
+    server_key = federation(N_CLIENTS).server_key
     sent = record(SUM_ROUND, codec=CodecConfig.default(ring=RingBits.BITS64))
+    sent.append(sign_message(Abort, server_key, SESSION, SUM_ROUND, reason=ABORT_REASON))
     sent += record(
         ATTENTION_ROUND,
         codec=CodecConfig(RingBits.BITS32, 16, 8.0),
@@ -192,16 +265,24 @@ def recorded() -> tuple[Message, ...]:
         min_contributors=2,
         weights=attention_weights(),
     )
-    sent += [m.commitment for m in sent if isinstance(m, ShareKeys)]
+    sent += record(
+        COMPLAINT_ROUND,
+        dropouts={},
+        tamper=deal_a_bad_share,
+        codec=CodecConfig.default(ring=RingBits.BITS32),
+        sharing=ShareScheme.SHAMIR,
+    )
+    share_keys = [m for m in sent if isinstance(m, ShareKeys)]
+    sent += [m.commitment for m in share_keys]
+    sent += [d for m in share_keys for d in m.dealt]
     sent += record_session_setup()
-    server_key = federation(N_CLIENTS).server_key
-    sent.append(sign_message(Abort, server_key, SESSION, SUM_ROUND, reason=ABORT_REASON))
     return tuple(sent)
 
 
 @functools.cache
 def one_of_each() -> dict[MessageType, Message]:
-    """The first recorded message of every type (the sum form of the modal types)."""
+    """The first recorded message of every type: for the types in FORMS, the sum form, the
+    Feldman ShareCommitment and the ShareReceipt without complaints."""
     first: dict[MessageType, Message] = {}
     for message in recorded():
         first.setdefault(message.TYPE, message)
@@ -209,11 +290,12 @@ def one_of_each() -> dict[MessageType, Message]:
 
 
 def variant(message: Message) -> str:
-    """The name of the message's type, with ``-sum`` or ``-attention`` for the modal types."""
-    attention = MODAL.get(type(message))
-    if attention is None:
+    """The name of the message's type, with the name of its form for the types in FORMS."""
+    forms = FORMS.get(type(message))
+    if forms is None:
         return message.TYPE.name
-    return f"{message.TYPE.name}-{'attention' if attention(message) else 'sum'}"
+    second, *names = forms
+    return f"{message.TYPE.name}-{names[int(second(message))]}"
 
 
 @functools.cache
@@ -255,15 +337,16 @@ def frame(tag: int, body: Body, *, round_: int = 1, signature: bytes = b"") -> b
 
 
 def pairs(values: Sequence[tuple[int, bytes]]) -> Body:
-    return lambda w: w.items(values, lambda w, p: w.u32(p[0]).blob(p[1]), limit=ANY)
+    return lambda w: w.items(values, lambda w, p: w.u32(p[0]).blob(p[1], limit=ANY), limit=ANY)
 
 
 def blobs(values: Sequence[bytes]) -> Body:
-    return lambda w: w.items(values, lambda w, b: w.blob(b), limit=ANY)
+    return lambda w: w.items(values, lambda w, b: w.blob(b, limit=ANY), limit=ANY)
 
 
-def advertise_body(sender: int, enc: bytes, mask: bytes, target_key: bytes) -> Body:
-    return lambda w: w.u32(sender).blob(enc).blob(mask).blob(target_key)
+def advertise_body(sender: int, enc: Sequence[bytes], mask: bytes, target_key: bytes) -> Body:
+    """u32 sender, the share-encryption keys (a count, then one blob each), mask key, target key."""
+    return lambda w: blobs(enc)(w.u32(sender)).blob(mask).blob(target_key)
 
 
 def key_directory_body(adverts: Sequence[bytes], weights: bytes) -> Body:
@@ -271,18 +354,43 @@ def key_directory_body(adverts: Sequence[bytes], weights: bytes) -> Body:
 
 
 def digest_body(sender: int, digest: bytes) -> Body:
-    """ShareCommitment and ConsistencySignature share this layout (u32 sender, 32 bytes)."""
+    """SketchSeedCommitment and ConsistencySignature share this layout (u32 sender, 32 bytes)."""
     return lambda w: w.u32(sender).fixed(digest, 32)
 
 
-def share_keys_body(commitment: bytes, sealed: Sequence[tuple[int, bytes]]) -> Body:
-    return lambda w: pairs(sealed)(w.blob(commitment))
-
-
-def share_bundle_body(
-    recipient: int, commitments: Sequence[bytes], sealed: Sequence[tuple[int, bytes]]
+def commitment_body(
+    sender: int, digest: bytes, mask_key_polynomial: bytes, self_seed_polynomial: bytes
 ) -> Body:
-    return lambda w: pairs(sealed)(blobs(commitments)(w.u32(recipient)))
+    """ShareCommitment: u32 sender, the 32-byte self-seed commitment, then the two polynomial
+    commitments as blobs."""
+    return lambda w: (
+        digest_body(sender, digest)(w)
+        .blob(mask_key_polynomial, limit=ANY)
+        .blob(self_seed_polynomial, limit=ANY)
+    )
+
+
+def dealt_body(sender: int, recipient: int, ciphertext: bytes) -> Body:
+    return lambda w: w.u32(sender).u32(recipient).blob(ciphertext)
+
+
+def share_keys_body(commitment: bytes, dealt: Sequence[bytes]) -> Body:
+    """ShareKeys: the commitment's encoding as a blob, then the DealtShares' encodings."""
+    return lambda w: blobs(dealt)(w.blob(commitment, limit=ANY))
+
+
+def share_bundle_body(recipient: int, commitments: Sequence[bytes], dealt: Sequence[bytes]) -> Body:
+    return lambda w: blobs(dealt)(blobs(commitments)(w.u32(recipient)))
+
+
+def receipt_body(sender: int, complaints: Sequence[tuple[int, bytes]]) -> Body:
+    """ShareReceipt: u32 sender, then (u32 dealer, blob key) per complaint."""
+    return lambda w: pairs(complaints)(w.u32(sender))
+
+
+def seed_offer_body(commitment: bytes, sealed: Sequence[tuple[int, bytes]]) -> Body:
+    """SketchSeedOffer: the commitment's encoding as a blob, then (u32 peer, blob) per recipient."""
+    return lambda w: pairs(sealed)(w.blob(commitment))
 
 
 def vector_body(code: int, words: Sequence[int], *, signed: bool = False) -> Body:
@@ -344,6 +452,14 @@ def sealed(values: Sequence[SealedShare]) -> list[tuple[int, bytes]]:
     return [(s.peer, s.ciphertext) for s in values]
 
 
+def encodings(values: Sequence[Message]) -> list[bytes]:
+    return [v.to_bytes() for v in values]
+
+
+def complaints(values: Sequence[Complaint]) -> list[tuple[int, bytes]]:
+    return [(c.dealer, c.key) for c in values]
+
+
 def revealed(values: Sequence[Any]) -> list[tuple[int, bytes]]:
     return [(s.owner, s.share) for s in values]
 
@@ -351,24 +467,25 @@ def revealed(values: Sequence[Any]) -> list[tuple[int, bytes]]:
 # The body of each type by hand; ``signed``: as it enters the signed payload (vectors as digests).
 HAND_BODIES: dict[type[Message], Callable[[Any, bool], Body]] = {
     AdvertiseKeys: lambda m, _: advertise_body(
-        m.sender, m.encryption_key, m.mask_key, m.target_key
+        m.sender, m.encryption_keys, m.mask_key, m.target_key
     ),
-    KeyDirectory: lambda m, _: key_directory_body(
-        [a.to_bytes() for a in m.advertisements], m.weights
+    KeyDirectory: lambda m, _: key_directory_body(encodings(m.advertisements), m.weights),
+    ShareCommitment: lambda m, _: commitment_body(
+        m.sender, m.self_seed_commitment, m.mask_key_polynomial, m.self_seed_polynomial
     ),
-    ShareCommitment: lambda m, _: digest_body(m.sender, m.self_seed_commitment),
-    ShareKeys: lambda m, _: share_keys_body(m.commitment.to_bytes(), sealed(m.sealed)),
+    DealtShare: lambda m, _: dealt_body(m.sender, m.recipient, m.ciphertext),
+    ShareKeys: lambda m, _: share_keys_body(m.commitment.to_bytes(), encodings(m.dealt)),
     ShareBundle: lambda m, _: share_bundle_body(
-        m.recipient, [c.to_bytes() for c in m.commitments], sealed(m.sealed)
+        m.recipient, encodings(m.commitments), encodings(m.dealt)
     ),
+    ShareReceipt: lambda m, _: receipt_body(m.sender, complaints(m.complaints)),
+    MaskRequest: lambda m, _: survivors_body(m.members),
     MaskedInput: lambda m, signed: masked_body(
         m.sender, m.target, m.vector.dtype.itemsize, m.vector.tolist(), signed=signed
     ),
     ConsistencyRequest: lambda m, _: survivors_body(m.survivors),
     ConsistencySignature: lambda m, _: digest_body(m.sender, m.transcript_hash),
-    UnmaskRequest: lambda m, _: unmask_request_body(
-        m.survivors, [c.to_bytes() for c in m.consistency]
-    ),
+    UnmaskRequest: lambda m, _: unmask_request_body(m.survivors, encodings(m.consistency)),
     UnmaskResponse: lambda m, _: unmask_response_body(
         m.sender, revealed(m.self_seed_shares), revealed(m.mask_key_shares)
     ),
@@ -377,9 +494,9 @@ HAND_BODIES: dict[type[Message], Callable[[Any, bool], Body]] = {
         m.recipient, m.survivors, m.vector.dtype.itemsize, m.vector.tolist(), signed=signed
     ),
     SessionKey: lambda m, _: session_key_body(m.sender, m.agreement_key),
-    SessionKeyDirectory: lambda m, _: blobs([k.to_bytes() for k in m.keys]),
+    SessionKeyDirectory: lambda m, _: blobs(encodings(m.keys)),
     SketchSeedCommitment: lambda m, _: digest_body(m.sender, m.commitment),
-    SketchSeedOffer: lambda m, _: share_keys_body(m.commitment.to_bytes(), sealed(m.sealed)),
+    SketchSeedOffer: lambda m, _: seed_offer_body(m.commitment.to_bytes(), sealed(m.sealed)),
     SketchSeedDelivery: lambda m, _: seed_delivery_body(
         m.recipient, m.commitment.to_bytes(), m.sealed.peer, m.sealed.ciphertext
     ),
@@ -392,13 +509,24 @@ def body_of(message: Message, *, signed: bool = False) -> Body:
 
 
 def index_overflow(kind: MessageType, index: int = MAX_PARTIES) -> bytes:
-    """A share-carrying message whose one sealed/revealed share names ``index`` (default: one
-    past the last valid index; ``MAX_PARTIES - 1`` gives its valid twin)."""
-    commitment = sample(ShareCommitment).to_bytes()
+    """A share-carrying message whose one nested party index is ``index`` (default: one past the
+    last valid index; ``MAX_PARTIES - 1`` gives its valid twin): the recipient of the DealtShare
+    in ShareKeys (and of a DealtShare alone), the sender of the one in ShareBundle, the owner of a
+    RevealedShare, the dealer of a Complaint."""
+    commitment = sample(ShareCommitment)
+    dealer = commitment.sender
+
+    def dealt(sender: int, recipient: int) -> bytes:
+        return frame(MessageType.DEALT_SHARE.value, dealt_body(sender, recipient, b"ct"))
+
     bodies = {
-        MessageType.SHARE_KEYS: share_keys_body(commitment, [(index, b"ct")]),
-        MessageType.SHARE_BUNDLE: share_bundle_body(0, [commitment], [(index, b"ct")]),
+        MessageType.SHARE_KEYS: share_keys_body(commitment.to_bytes(), [dealt(dealer, index)]),
+        MessageType.SHARE_BUNDLE: share_bundle_body(
+            dealer, [commitment.to_bytes()], [dealt(index, dealer)]
+        ),
         MessageType.UNMASK_RESPONSE: unmask_response_body(0, [], [(index, b"share")]),
+        MessageType.DEALT_SHARE: dealt_body(dealer, index, b"ct"),
+        MessageType.SHARE_RECEIPT: receipt_body(dealer, [(index, b"key")]),
     }
     return frame(kind.value, bodies[kind])
 
@@ -413,18 +541,34 @@ ALL_TYPES = list(MessageType)
 # --- the recording itself ------------------------------------------------------------------------
 
 
+def of_round(cls: type[Any], round_: int) -> list[Any]:
+    """The recorded messages of type ``cls`` sent in round ``round_``, in order of sending."""
+    return [m for m in recorded() if isinstance(m, cls) and m.round == round_]
+
+
 def test_the_recording_has_every_message_type_and_rich_content() -> None:
     assert {c.TYPE for c in MESSAGE_CLASSES} == set(MessageType)
+    assert len(MESSAGE_CLASSES) == len(MessageType)
     assert set(one_of_each()) == set(MessageType)
     assert set(samples()) == set(VARIANTS)
     responses = [m for m in recorded() if isinstance(m, UnmaskResponse)]
-    assert {r.round for r in responses} == {SUM_ROUND, ATTENTION_ROUND}
+    assert {r.round for r in responses} == {SUM_ROUND, ATTENTION_ROUND, COMPLAINT_ROUND}
     for response in responses:
         assert response.self_seed_shares
-        assert {s.owner for s in response.mask_key_shares} == {DROPPED}
+        if response.round == COMPLAINT_ROUND:  # nobody dropped: no mask key is revealed
+            assert not response.mask_key_shares
+        else:
+            assert {s.owner for s in response.mask_key_shares} == {DROPPED}
+        # Feldman shares (the default) are 36 bytes; plain Shamir shares 37
+        size = shamir.SHARE_BYTES if response.round == COMPLAINT_ROUND else vss.SHARE_BYTES
+        shares = (*response.self_seed_shares, *response.mask_key_shares)
+        assert {len(s.share) for s in shares} == {size}
+    assert (vss.SHARE_BYTES, shamir.SHARE_BYTES) == (36, 37)
     assert sample(UnmaskRequest).consistency
-    assert sample(ShareBundle).sealed
+    assert sample(ShareKeys).dealt
+    assert sample(ShareBundle).dealt
     assert sample(KeyDirectory).advertisements
+    assert sample(MaskRequest).members == tuple(range(N_CLIENTS))
     # both rings
     assert {m.vector.dtype for m in recorded() if isinstance(m, MaskedInput)} == {
         np.dtype(np.uint32),
@@ -455,6 +599,71 @@ def test_the_attention_round_carries_target_keys_weights_targets_and_blinded_out
     assert {o.recipient for o in outputs} == set(survivors)
     assert all(o.survivors == survivors and o.round == ATTENTION_ROUND for o in outputs)
     assert all(o.vector.dtype == np.uint32 and o.vector.size == DIM for o in outputs)
+
+
+def test_every_client_advertises_one_share_key_per_neighbour() -> None:
+    """The masking graph is complete: N - 1 keys each, a fresh one for every pair."""
+    adverts = [m for m in recorded() if isinstance(m, AdvertiseKeys)]
+    assert {a.round for a in adverts} == {SUM_ROUND, ATTENTION_ROUND, COMPLAINT_ROUND}
+    for advert in adverts:
+        assert len(advert.encryption_keys) == N_CLIENTS - 1
+        assert len(set(advert.encryption_keys)) == N_CLIENTS - 1
+        assert advert.mask_key not in advert.encryption_keys
+    every_key = [k for a in adverts for k in a.encryption_keys]
+    assert len(set(every_key)) == len(every_key)
+
+
+@pytest.mark.parametrize("round_", [SUM_ROUND, ATTENTION_ROUND, COMPLAINT_ROUND])
+def test_dealt_shares_reach_their_holders_unchanged(round_: int) -> None:
+    """Every client deals one signed DealtShare to every other client (by recipient); the server
+    forwards each holder exactly the ones dealt to it (by dealer), and every commitment."""
+    share_keys = of_round(ShareKeys, round_)
+    assert [m.sender for m in share_keys] == list(range(N_CLIENTS))
+    for message in share_keys:
+        assert [d.recipient for d in message.dealt] == [
+            v for v in range(N_CLIENTS) if v != message.sender
+        ]
+        assert all(d.sender == message.sender and d.round == round_ for d in message.dealt)
+    commitments = tuple(m.commitment for m in share_keys)
+    bundles = of_round(ShareBundle, round_)
+    assert [b.recipient for b in bundles] == list(range(N_CLIENTS))
+    for bundle in bundles:
+        assert bundle.commitments == commitments
+        assert bundle.dealt == tuple(
+            d for m in share_keys for d in m.dealt if d.recipient == bundle.recipient
+        )
+    polynomials = {
+        len(p) for c in commitments for p in (c.mask_key_polynomial, c.self_seed_polynomial)
+    }
+    # plain Shamir commits to the seed only; Feldman to t = 4 coefficients of 65 bytes each
+    assert polynomials == ({0} if round_ == COMPLAINT_ROUND else {6 + 65 * 4})
+
+
+@pytest.mark.parametrize("round_", [SUM_ROUND, ATTENTION_ROUND])
+def test_in_an_honest_round_every_receipt_is_clean_and_everyone_masks(round_: int) -> None:
+    receipts = of_round(ShareReceipt, round_)
+    assert [r.sender for r in receipts] == list(range(N_CLIENTS))  # DROPPED drops after its receipt
+    assert all(r.complaints == () for r in receipts)
+    requests = of_round(MaskRequest, round_)
+    assert len(requests) == N_CLIENTS
+    assert all(r.members == tuple(range(N_CLIENTS)) for r in requests)
+
+
+def test_a_dealer_of_a_bad_share_draws_a_complaint_and_is_left_out() -> None:
+    receipts = of_round(ShareReceipt, COMPLAINT_ROUND)
+    assert [r.sender for r in receipts] == list(range(N_CLIENTS))
+    assert [r.complaints != () for r in receipts] == [v == VICTIM for v in range(N_CLIENTS)]
+    complaint = receipts[VICTIM].complaints
+    assert [c.dealer for c in complaint] == [CHEATER]
+    assert len(complaint[0].key) == 32  # VICTIM's private key for the pair (X25519)
+    assert repr(complaint[0].key) not in repr(complaint[0])  # a private key: never in a repr
+    assert samples()["SHARE_RECEIPT-complaint"] is receipts[VICTIM]
+    members = tuple(v for v in range(N_CLIENTS) if v != CHEATER)
+    requests = of_round(MaskRequest, COMPLAINT_ROUND)
+    assert len(requests) == len(members)
+    assert all(r.members == members for r in requests)
+    assert len(of_round(Abort, COMPLAINT_ROUND)) == 1  # the server's word to CHEATER
+    assert {m.sender for m in of_round(MaskedInput, COMPLAINT_ROUND)} == set(members)
 
 
 @pytest.mark.parametrize("kind", ALL_TYPES, ids=ids(ALL_TYPES))
@@ -594,28 +803,52 @@ def assert_signature_does_not_transfer(a: Any, b: Any, key: SigningKey) -> None:
         key.verify_key().verify(forged.signature, forged.signed_payload())
 
 
+def unsigned_body(message: Any) -> bytes:
+    """The encoding after the tag byte, without the signature (or its length)."""
+    return bytes(dataclasses.replace(message, signature=b"").to_bytes()[4:-4])
+
+
+def same_body(a: Message, b: Message) -> bool:
+    """Whether two messages differ on the wire in their tag byte only (signatures left out)."""
+    return a.TYPE is not b.TYPE and unsigned_body(a) == unsigned_body(b)
+
+
 def test_a_client_signature_never_verifies_as_another_type_with_the_same_fields() -> None:
-    """ShareCommitment and ConsistencySignature have the same fields (u32 sender, 32 bytes)."""
+    """SketchSeedCommitment and ConsistencySignature have the same fields (u32 sender, 32 bytes);
+    a ShareCommitment without polynomials is that body followed by two empty blobs (u32 0, u32 0).
+    """
     key = federation(N_CLIENTS).client_keys[1]
     digest = bytes(range(100, 132))
-    commitment = sign_message(
-        ShareCommitment, key, SESSION, 1, sender=1, self_seed_commitment=digest
-    )
+    seed = sign_message(SketchSeedCommitment, key, SESSION, 1, sender=1, commitment=digest)
     consistency = sign_message(
         ConsistencySignature, key, SESSION, 1, sender=1, transcript_hash=digest
     )
-    unsigned = [dataclasses.replace(m, signature=b"").to_bytes() for m in (commitment, consistency)]
-    assert unsigned[0][4:] == unsigned[1][4:]  # only the tag byte differs on the wire
-    assert_signature_does_not_transfer(commitment, consistency, key)
-    assert_signature_does_not_transfer(consistency, commitment, key)
+    assert same_body(seed, consistency)
+    share = sign_message(
+        ShareCommitment,
+        key,
+        SESSION,
+        1,
+        sender=1,
+        self_seed_commitment=digest,
+        mask_key_polynomial=b"",
+        self_seed_polynomial=b"",
+    )
+    assert unsigned_body(share) == unsigned_body(consistency) + bytes(8)
+    for a, b in itertools.permutations((seed, consistency, share), 2):
+        assert_signature_does_not_transfer(a, b, key)
 
 
 def test_a_server_signature_never_verifies_as_another_type_with_the_same_fields() -> None:
+    """ConsistencyRequest and MaskRequest are both one list of indices; an UnmaskRequest without
+    consistency signatures is that list and a count of 0."""
     key = federation(N_CLIENTS).server_key
     request = sign_message(ConsistencyRequest, key, SESSION, 1, survivors=(0, 1, 2))
+    members = sign_message(MaskRequest, key, SESSION, 1, members=(0, 1, 2))
     unmask = sign_message(UnmaskRequest, key, SESSION, 1, survivors=(0, 1, 2), consistency=())
-    assert_signature_does_not_transfer(request, unmask, key)
-    assert_signature_does_not_transfer(unmask, request, key)
+    assert same_body(request, members)
+    for a, b in itertools.permutations((request, members, unmask), 2):
+        assert_signature_does_not_transfer(a, b, key)
 
 
 @pytest.mark.parametrize("signed_by", list(SignedBy), ids=[s.name for s in SignedBy])
@@ -704,11 +937,16 @@ def test_blinded_output_payload_binds_recipient_and_survivors() -> None:
 def invalid_fields() -> list[Any]:
     """(message type, field, invalid value): each one the constructor must refuse."""
     adverts = sample(KeyDirectory).advertisements
+    keys = sample(AdvertiseKeys).encryption_keys
+    share_keys = sample(ShareKeys)
     bundle = sample(ShareBundle)
+    dealt = sample(DealtShare)
     request = sample(UnmaskRequest)
     response = sample(UnmaskResponse)
     ct = SealedShare(1, b"ct")
+    first, second = Complaint(1, b"k1"), Complaint(2, b"k2")
     big = "é" * 513  # 513 characters, 1026 bytes: the limit counts bytes
+    too_long = b"\x01" * (POLYNOMIAL_LIMIT + 1)
     cases: list[tuple[type[Message], str, Any]] = [
         (AdvertiseKeys, "session_id", SESSION[:31]),
         (AdvertiseKeys, "session_id", SESSION + b"\x00"),
@@ -719,7 +957,16 @@ def invalid_fields() -> list[Any]:
         (AdvertiseKeys, "signature", b"\x00" * 257),
         (AdvertiseKeys, "sender", MAX_PARTIES),
         (AdvertiseKeys, "sender", -1),
-        (AdvertiseKeys, "encryption_key", b""),
+        (AdvertiseKeys, "encryption_keys", (b"",)),
+        (AdvertiseKeys, "encryption_keys", (*keys, b"")),
+        (AdvertiseKeys, "encryption_keys", (b"\x01" * 134,)),
+        (AdvertiseKeys, "encryption_keys", (bytearray(keys[0]),)),
+        (AdvertiseKeys, "encryption_keys", (None,)),
+        (AdvertiseKeys, "encryption_keys", ("key",)),
+        (AdvertiseKeys, "encryption_keys", keys[0]),  # bytes, not a tuple of bytes
+        (AdvertiseKeys, "encryption_keys", (keys[0],) * MAX_PARTIES),  # fewer than MAX_PARTIES
+        (AdvertiseKeys, "encryption_keys", None),
+        (AdvertiseKeys, "mask_key", b""),
         (AdvertiseKeys, "mask_key", b"\x01" * 134),
         (AdvertiseKeys, "target_key", b"\x01" * 134),
         (AdvertiseKeys, "target_key", bytearray(b"\x01" * 32)),
@@ -732,13 +979,54 @@ def invalid_fields() -> list[Any]:
         (KeyDirectory, "weights", None),
         (ShareCommitment, "sender", MAX_PARTIES),
         (ShareCommitment, "self_seed_commitment", b"\x00" * 31),
+        (ShareCommitment, "self_seed_commitment", b"\x00" * 33),
+        (ShareCommitment, "mask_key_polynomial", too_long),
+        (ShareCommitment, "mask_key_polynomial", bytearray(b"\x01" * 8)),
+        (ShareCommitment, "mask_key_polynomial", None),
+        (ShareCommitment, "self_seed_polynomial", too_long),
+        (ShareCommitment, "self_seed_polynomial", bytearray(b"\x01" * 8)),
+        (ShareCommitment, "self_seed_polynomial", None),
+        (ShareCommitment, "signature", b"\x00" * 257),
+        (DealtShare, "session_id", SESSION[:31]),
+        (DealtShare, "round", -1),
+        (DealtShare, "sender", MAX_PARTIES),
+        (DealtShare, "sender", None),
+        (DealtShare, "recipient", MAX_PARTIES),
+        (DealtShare, "recipient", -1),
+        (DealtShare, "recipient", True),
+        (DealtShare, "recipient", dealt.sender),  # a dealer keeps its own share
+        (DealtShare, "ciphertext", b"c" * 1025),
+        (DealtShare, "ciphertext", bytearray(b"ct")),
+        (DealtShare, "ciphertext", None),
+        (DealtShare, "signature", b"\x00" * 257),
         (ShareKeys, "commitment", sample(ConsistencySignature)),
-        (ShareKeys, "sealed", (SealedShare(2, b""), ct)),
-        (ShareKeys, "sealed", (ct, ct)),
+        (ShareKeys, "commitment", bundle.commitments[1]),  # another client's: dealt by another
+        (ShareKeys, "dealt", tuple(reversed(share_keys.dealt))),
+        (ShareKeys, "dealt", (share_keys.dealt[0],) * 2),
+        (ShareKeys, "dealt", (bundle.dealt[0], *share_keys.dealt)),  # one dealt by client 1
+        (ShareKeys, "dealt", (ct,)),
+        (ShareKeys, "dealt", (share_keys.dealt[0].to_bytes(),)),
         (ShareBundle, "recipient", MAX_PARTIES),
         (ShareBundle, "commitments", tuple(reversed(bundle.commitments))),
         (ShareBundle, "commitments", (bundle.commitments[0],) * 2),
-        (ShareBundle, "sealed", (ct, ct)),
+        (ShareBundle, "commitments", (sample(SketchSeedCommitment),)),
+        (ShareBundle, "dealt", tuple(reversed(bundle.dealt))),
+        (ShareBundle, "dealt", (bundle.dealt[0],) * 2),
+        (ShareBundle, "dealt", (ct,)),
+        (ShareReceipt, "sender", MAX_PARTIES),
+        (ShareReceipt, "complaints", (second, first)),
+        (ShareReceipt, "complaints", (first, first)),
+        (ShareReceipt, "complaints", (first, Complaint(1, b"other key"))),  # one dealer twice
+        (ShareReceipt, "complaints", (SealedShare(1, b"k1"),)),
+        (ShareReceipt, "complaints", ((1, b"k1"),)),
+        (ShareReceipt, "complaints", None),
+        (MaskRequest, "members", (2, 1)),
+        (MaskRequest, "members", (1, 1)),
+        (MaskRequest, "members", (0, MAX_PARTIES)),
+        (MaskRequest, "members", (-1, 0)),
+        (MaskRequest, "members", (0, True)),
+        (MaskRequest, "members", [0, 1]),
+        (MaskRequest, "signature", b"\x00" * 257),
         (MaskedInput, "sender", MAX_PARTIES),
         (MaskedInput, "target", MAX_PARTIES),
         (MaskedInput, "target", NO_TARGET),  # the sentinel is the wire form of None, not a value
@@ -782,6 +1070,12 @@ def invalid_fields() -> list[Any]:
         (BlindedOutput, "vector", np.zeros(2, dtype=">u4")),
         (BlindedOutput, "vector", [0, 1]),
         (BlindedOutput, "signature", b"\x00" * 257),
+        (SketchSeedOffer, "commitment", sample(ShareCommitment)),
+        (SketchSeedOffer, "sealed", (SealedShare(2, b""), ct)),
+        (SketchSeedOffer, "sealed", (ct, ct)),
+        (SketchSeedOffer, "sealed", (dealt,)),
+        (SketchSeedDelivery, "sealed", dealt),
+        (SketchSeedDelivery, "recipient", MAX_PARTIES),
     ]
     return [
         pytest.param(cls, f, v, id=f"{cls.__name__}-{f}-{i}") for i, (cls, f, v) in enumerate(cases)
@@ -803,6 +1097,19 @@ def test_share_records_refuse_invalid_fields() -> None:
     for bad in (lambda: RevealedShare(MAX_PARTIES, b""), lambda: RevealedShare(0, b"\x00" * 65)):
         with pytest.raises(LocalProtocolError):
             bad()
+    for dealer, key in [
+        (MAX_PARTIES, b"k"),
+        (-1, b"k"),
+        (True, b"k"),
+        (None, b"k"),
+        (0, b""),  # a complaint without its evidence
+        (0, b"\x01" * (KEY_LIMIT + 1)),
+        (0, bytearray(b"k")),
+        (0, None),
+    ]:
+        with pytest.raises(LocalProtocolError):
+            Complaint(dealer, key)  # type: ignore[arg-type]
+    assert Complaint(MAX_PARTIES - 1, b"\x01" * KEY_LIMIT).dealer == MAX_PARTIES - 1
 
 
 def test_limits_are_inclusive() -> None:
@@ -810,15 +1117,82 @@ def test_limits_are_inclusive() -> None:
     top = dataclasses.replace(sample(AdvertiseKeys), sender=MAX_PARTIES - 1, round=2**63 - 1)
     assert decode(top.to_bytes()) == top
     at_limit: list[Message] = [
-        dataclasses.replace(sample(AdvertiseKeys), target_key=b"\x01" * 133),
+        dataclasses.replace(sample(AdvertiseKeys), target_key=b"\x01" * KEY_LIMIT),
+        dataclasses.replace(
+            sample(AdvertiseKeys),
+            encryption_keys=(b"\x01" * KEY_LIMIT,) * (MAX_PARTIES - 1),
+            mask_key=b"\x01" * KEY_LIMIT,
+        ),
+        dataclasses.replace(sample(AdvertiseKeys), encryption_keys=()),  # a client alone
         dataclasses.replace(sample(KeyDirectory), weights=b"\x01" * MAX_WEIGHTS_BYTES),
         dataclasses.replace(sample(MaskedInput), target=MAX_PARTIES - 1),
         dataclasses.replace(
             sample(BlindedOutput), recipient=MAX_PARTIES - 1, survivors=tuple(range(MAX_PARTIES))
         ),
+        dataclasses.replace(sample(MaskRequest), members=tuple(range(MAX_PARTIES))),
+        dataclasses.replace(
+            sample(ShareReceipt),
+            sender=MAX_PARTIES - 1,
+            complaints=tuple(Complaint(i, b"\x01" * KEY_LIMIT) for i in range(MAX_PARTIES)),
+        ),
+    ]
+    # The largest records that ShareKeys and ShareBundle nest still fit their nesting limits.
+    commitment = dataclasses.replace(
+        sample(ShareCommitment),
+        sender=MAX_PARTIES - 1,
+        mask_key_polynomial=b"\x01" * POLYNOMIAL_LIMIT,
+        self_seed_polynomial=b"\x02" * POLYNOMIAL_LIMIT,
+        signature=b"s" * 256,
+    )
+    dealt = dataclasses.replace(
+        sample(DealtShare),
+        sender=MAX_PARTIES - 1,
+        recipient=MAX_PARTIES - 2,
+        ciphertext=b"c" * 1024,
+        signature=b"s" * 256,
+    )
+    at_limit += [
+        commitment,
+        dealt,
+        dataclasses.replace(sample(ShareKeys), commitment=commitment, dealt=(dealt,)),
+        dataclasses.replace(
+            sample(ShareBundle),
+            recipient=MAX_PARTIES - 2,
+            commitments=(commitment,),
+            dealt=(dealt,),
+        ),
     ]
     for message in at_limit:
         assert decode(message.to_bytes()) == message
+
+
+def most_keys_advert() -> AdvertiseKeys:
+    """A valid advertisement of the largest size: a key of the longest kind for every one of
+    MAX_PARTIES - 1 neighbours (about 560 KB)."""
+    key = b"\x01" * KEY_LIMIT
+    advert: AdvertiseKeys = dataclasses.replace(
+        sample(AdvertiseKeys),
+        encryption_keys=(key,) * (MAX_PARTIES - 1),
+        mask_key=key,
+        target_key=key,
+        signature=b"s" * 256,
+    )
+    assert decode(advert.to_bytes()) == advert
+    return advert
+
+
+# A valid advertisement exceeds 64 KiB from about 1,800 neighbours (32-byte keys; about 940 with
+# 65-byte keys): KeyDirectory nests advertisements under a limit that fits the largest one.
+def test_a_key_directory_encodes_the_largest_valid_advertisement() -> None:
+    directory = dataclasses.replace(sample(KeyDirectory), advertisements=(most_keys_advert(),))
+    assert decode(directory.to_bytes()) == directory
+
+
+def test_a_key_directory_decodes_the_largest_valid_advertisement() -> None:
+    data = frame(
+        MessageType.KEY_DIRECTORY.value, key_directory_body([most_keys_advert().to_bytes()], b"")
+    )
+    assert decode(data).to_bytes() == data
 
 
 def test_abort_refuses_unencodable_reason_with_local_protocol_error() -> None:
@@ -831,28 +1205,33 @@ def test_key_directory_refuses_non_messages_with_local_protocol_error() -> None:
         dataclasses.replace(sample(KeyDirectory), advertisements=(b"not a message",))
 
 
-LIST_FIELDS = [
-    (KeyDirectory, "advertisements"),
-    (ShareKeys, "sealed"),
-    (ShareBundle, "commitments"),
-    (ShareBundle, "sealed"),
-    (UnmaskRequest, "consistency"),
-    (UnmaskResponse, "self_seed_shares"),
-    (UnmaskResponse, "mask_key_shares"),
-    (ConsistencyRequest, "survivors"),
-    (UnmaskRequest, "survivors"),
-    (BlindedOutput, "survivors"),
+LIST_FIELDS = [  # (variant, field): every one non-empty in its sample
+    ("ADVERTISE_KEYS-sum", "encryption_keys"),
+    ("KEY_DIRECTORY-sum", "advertisements"),
+    ("SHARE_KEYS", "dealt"),
+    ("SHARE_BUNDLE", "commitments"),
+    ("SHARE_BUNDLE", "dealt"),
+    ("SHARE_RECEIPT-complaint", "complaints"),
+    ("MASK_REQUEST", "members"),
+    ("UNMASK_REQUEST", "consistency"),
+    ("UNMASK_RESPONSE", "self_seed_shares"),
+    ("UNMASK_RESPONSE", "mask_key_shares"),
+    ("CONSISTENCY_REQUEST", "survivors"),
+    ("UNMASK_REQUEST", "survivors"),
+    ("BLINDED_OUTPUT", "survivors"),
+    ("SESSION_KEY_DIRECTORY", "keys"),
+    ("SKETCH_SEED_OFFER", "sealed"),
 ]
 
 
-@pytest.mark.parametrize(
-    ("cls", "field"), LIST_FIELDS, ids=[f"{c.__name__}-{f}" for c, f in LIST_FIELDS]
-)
-def test_collection_fields_must_be_tuples(cls: type[Message], field: str) -> None:
+@pytest.mark.parametrize(("name", "field"), LIST_FIELDS, ids=[f"{n}-{f}" for n, f in LIST_FIELDS])
+def test_collection_fields_must_be_tuples(name: str, field: str) -> None:
     """A list would let a frozen message be reordered after validation (and be unhashable)."""
-    message = sample(cls)
+    message = samples()[name]
+    values = getattr(message, field)
+    assert values
     with pytest.raises(LocalProtocolError):
-        dataclasses.replace(message, **{field: list(getattr(message, field))})
+        dataclasses.replace(message, **{field: list(values)})
 
 
 # --- the decoder refuses the same content (RemoteProtocolError) ----------------------------------
@@ -866,9 +1245,24 @@ def invalid_encodings() -> list[Any]:
     targeted = [a.to_bytes() for a in directory.advertisements]
     weights = encode_weights(attention_weights())
     commitment = sample(ShareCommitment).to_bytes()
+    dealer = sample(ShareCommitment).sender
+    assert dealer == 0  # the dealt shares below are 0's
     signatures = [c.to_bytes() for c in sample(UnmaskRequest).consistency]
     key, digest = b"\x01" * 32, bytes(32)
     long_key = key * 4 + b"12345"  # 133 bytes: the key limit
+    polynomial = b"\x01" * POLYNOMIAL_LIMIT
+    largest_commitment = dataclasses.replace(
+        sample(ShareCommitment),
+        mask_key_polynomial=polynomial,
+        self_seed_polynomial=polynomial,
+        signature=b"s" * 256,
+    ).to_bytes()
+    # the blob limit under which ShareKeys and ShareBundle nest a commitment
+    commitment_limit = 2 * POLYNOMIAL_LIMIT + 1024
+    assert len(largest_commitment) <= commitment_limit
+
+    def dealt(sender: int, recipient: int, ciphertext: bytes = b"ct") -> bytes:
+        return frame(MessageType.DEALT_SHARE.value, dealt_body(sender, recipient, ciphertext))
 
     def twins(tag: int, valid: Body, invalid: Body) -> tuple[bytes, bytes]:
         return frame(tag, valid), frame(tag, invalid)
@@ -883,17 +1277,51 @@ def invalid_encodings() -> list[Any]:
             frame(7, survivors_body([0]), signature=b"s" * 257),
         ),
         "sender>=MAX": twins(
-            1, advertise_body(4095, key, key, b""), advertise_body(4096, key, key, b"")
+            1, advertise_body(4095, [key], key, b""), advertise_body(4096, [key], key, b"")
         ),
-        "empty-key": twins(1, advertise_body(0, key, b"k", b""), advertise_body(0, key, b"", b"")),
-        "key-134": twins(
-            1, advertise_body(0, long_key, key, b""), advertise_body(0, long_key + b"6", key, b"")
+        "empty-mask-key": twins(
+            1, advertise_body(0, [key], b"k", b""), advertise_body(0, [key], b"", b"")
+        ),
+        "empty-encryption-key": twins(
+            1, advertise_body(0, [key, b"k"], key, b""), advertise_body(0, [key, b""], key, b"")
+        ),
+        "encryption-key-134": twins(
+            1,
+            advertise_body(0, [key, long_key], key, b""),
+            advertise_body(0, [key, long_key + b"6"], key, b""),
+        ),
+        "encryption-keys-count>=MAX": twins(
+            1,
+            advertise_body(0, [b"k"] * (MAX_PARTIES - 1), key, b""),
+            advertise_body(0, [b"k"] * MAX_PARTIES, key, b""),  # read, then refused
+        ),
+        "encryption-keys-count>MAX": twins(
+            1,
+            advertise_body(0, [b"k"] * (MAX_PARTIES - 1), key, b""),
+            advertise_body(0, [b"k"] * (MAX_PARTIES + 1), key, b""),
+        ),
+        "encryption-keys-count-past-the-data": twins(
+            1,
+            lambda w: w.u32(0).u32(1).blob(key).blob(key).blob(b""),
+            lambda w: w.u32(0).u32(2).blob(key).blob(key).blob(b""),
+        ),
+        "advert-single-key-layout": twins(  # protocol v1: one blob, no count
+            1,
+            advertise_body(0, [key], key, b""),
+            lambda w: w.u32(0).blob(key).blob(key).blob(b""),
+        ),
+        "mask-key-134": twins(
+            1,
+            advertise_body(0, [key], long_key, b""),
+            advertise_body(0, [key], long_key + b"6", b""),
         ),
         "target-key-134": twins(
-            1, advertise_body(0, key, key, long_key), advertise_body(0, key, key, long_key + b"6")
+            1,
+            advertise_body(0, [key], key, long_key),
+            advertise_body(0, [key], key, long_key + b"6"),
         ),
         "advert-missing-target-key": twins(
-            1, advertise_body(0, key, key, b""), lambda w: w.u32(0).blob(key).blob(key)
+            1, advertise_body(0, [key], key, b""), lambda w: blobs([key])(w.u32(0)).blob(key)
         ),
         "adverts-unsorted": twins(
             2, key_directory_body(adverts[:2], b""), key_directory_body(adverts[1::-1], b"")
@@ -920,24 +1348,81 @@ def invalid_encodings() -> list[Any]:
         "key-directory-missing-weights": twins(
             2, key_directory_body(adverts[:1], b""), blobs(adverts[:1])
         ),
-        "commitment-sender": twins(3, digest_body(5, digest), digest_body(4096, digest)),
+        "commitment-sender": twins(
+            3, commitment_body(5, digest, b"", b""), commitment_body(4096, digest, b"", b"")
+        ),
+        "commitment-mask-key-polynomial-over-limit": twins(
+            3,
+            commitment_body(0, digest, polynomial, b""),
+            commitment_body(0, digest, polynomial + b"\x01", b""),
+        ),
+        "commitment-self-seed-polynomial-over-limit": twins(
+            3,
+            commitment_body(0, digest, b"", polynomial),
+            commitment_body(0, digest, b"", polynomial + b"\x01"),
+        ),
+        "commitment-digest-only-layout": twins(  # protocol v1: no polynomials
+            3, commitment_body(0, digest, b"", b""), digest_body(0, digest)
+        ),
+        "commitment-missing-self-seed-polynomial": twins(
+            3,
+            commitment_body(0, digest, b"p", b""),
+            lambda w: digest_body(0, digest)(w).blob(b"p"),
+        ),
+        "dealt-sender>=MAX": twins(18, dealt_body(4095, 0, b"ct"), dealt_body(4096, 0, b"ct")),
+        "dealt-recipient>=MAX": twins(18, dealt_body(0, 4095, b"ct"), dealt_body(0, 4096, b"ct")),
+        "dealt-to-the-dealer": twins(18, dealt_body(1, 2, b"ct"), dealt_body(2, 2, b"ct")),
+        "dealt-ciphertext-1025": twins(
+            18, dealt_body(0, 1, b"c" * 1024), dealt_body(0, 1, b"c" * 1025)
+        ),
+        "dealt-missing-recipient": twins(
+            18, dealt_body(0, 1, b"ct"), lambda w: w.u32(0).blob(b"ct")
+        ),
         "share-keys-unsorted": twins(
             4,
-            share_keys_body(commitment, [(1, b""), (2, b"")]),
-            share_keys_body(commitment, [(2, b""), (1, b"")]),
+            share_keys_body(commitment, [dealt(0, 1), dealt(0, 2)]),
+            share_keys_body(commitment, [dealt(0, 2), dealt(0, 1)]),
         ),
         "share-keys-duplicate": twins(
             4,
-            share_keys_body(commitment, [(1, b"")]),
-            share_keys_body(commitment, [(1, b""), (1, b"")]),
+            share_keys_body(commitment, [dealt(0, 1)]),
+            share_keys_body(commitment, [dealt(0, 1), dealt(0, 1)]),
+        ),
+        "share-keys-dealt-by-another": twins(
+            4,
+            share_keys_body(commitment, [dealt(0, 1), dealt(0, 2)]),
+            share_keys_body(commitment, [dealt(0, 1), dealt(1, 2)]),
+        ),
+        "share-keys-dealt-to-the-dealer": twins(
+            4,
+            share_keys_body(commitment, [dealt(0, 1)]),
+            share_keys_body(commitment, [dealt(0, 0)]),
         ),
         "share-keys-ciphertext-1025": twins(
             4,
-            share_keys_body(commitment, [(1, b"c" * 1024)]),
-            share_keys_body(commitment, [(1, b"c" * 1025)]),
+            share_keys_body(commitment, [dealt(0, 1, b"c" * 1024)]),
+            share_keys_body(commitment, [dealt(0, 1, b"c" * 1025)]),
         ),
         "share-keys-nested-wrong-type": twins(
             4, share_keys_body(commitment, []), share_keys_body(signatures[0], [])
+        ),
+        "share-keys-dealt-wrong-type": twins(
+            4, share_keys_body(commitment, [dealt(0, 1)]), share_keys_body(commitment, [commitment])
+        ),
+        "share-keys-dealt-nested-trailing-byte": twins(
+            4,
+            share_keys_body(commitment, [dealt(0, 1)]),
+            share_keys_body(commitment, [dealt(0, 1) + b"\0"]),
+        ),
+        "share-keys-sealed-share-layout": twins(  # protocol v1: (u32 peer, blob) per recipient
+            4,
+            share_keys_body(commitment, [dealt(0, 1)]),
+            seed_offer_body(commitment, [(1, b"ct")]),
+        ),
+        "share-keys-commitment-blob-over-limit": twins(
+            4,
+            share_keys_body(largest_commitment, []),
+            share_keys_body(largest_commitment.ljust(commitment_limit + 1, b"\0"), []),
         ),
         "share-bundle-recipient": twins(
             5, share_bundle_body(4095, [commitment], []), share_bundle_body(4096, [commitment], [])
@@ -945,6 +1430,55 @@ def invalid_encodings() -> list[Any]:
         "share-bundle-duplicate-commitments": twins(
             5, share_bundle_body(0, [commitment], []), share_bundle_body(0, [commitment] * 2, [])
         ),
+        "share-bundle-commitment-wrong-type": twins(
+            5, share_bundle_body(0, [commitment], []), share_bundle_body(0, [dealt(1, 0)], [])
+        ),
+        "share-bundle-dealt-unsorted": twins(
+            5,
+            share_bundle_body(0, [commitment], [dealt(1, 0), dealt(2, 0)]),
+            share_bundle_body(0, [commitment], [dealt(2, 0), dealt(1, 0)]),
+        ),
+        "share-bundle-dealt-duplicate": twins(
+            5,
+            share_bundle_body(0, [commitment], [dealt(1, 0)]),
+            share_bundle_body(0, [commitment], [dealt(1, 0)] * 2),
+        ),
+        "share-bundle-dealt-wrong-type": twins(
+            5,
+            share_bundle_body(0, [commitment], [dealt(1, 0)]),
+            share_bundle_body(0, [commitment], [signatures[0]]),
+        ),
+        "share-bundle-sealed-share-layout": twins(  # protocol v1: (u32 peer, blob) per dealer
+            5,
+            share_bundle_body(0, [commitment], [dealt(1, 0)]),
+            lambda w: pairs([(1, b"ct")])(blobs([commitment])(w.u32(0))),
+        ),
+        "share-bundle-commitment-blob-over-limit": twins(
+            5,
+            share_bundle_body(0, [largest_commitment], []),
+            share_bundle_body(0, [largest_commitment.ljust(commitment_limit + 1, b"\0")], []),
+        ),
+        "receipt-sender>=MAX": twins(19, receipt_body(4095, []), receipt_body(4096, [])),
+        "receipt-unsorted": twins(
+            19, receipt_body(0, [(1, key), (2, key)]), receipt_body(0, [(2, key), (1, key)])
+        ),
+        "receipt-one-dealer-twice": twins(
+            19, receipt_body(0, [(1, key)]), receipt_body(0, [(1, key), (1, long_key)])
+        ),
+        "receipt-empty-key": twins(19, receipt_body(0, [(1, b"k")]), receipt_body(0, [(1, b"")])),
+        "receipt-key-134": twins(
+            19, receipt_body(0, [(1, long_key)]), receipt_body(0, [(1, long_key + b"6")])
+        ),
+        "receipt-count>MAX": twins(
+            19,
+            receipt_body(0, [(i, b"k") for i in range(MAX_PARTIES)]),
+            receipt_body(0, [(i, b"k") for i in range(MAX_PARTIES + 1)]),
+        ),
+        "receipt-missing-complaints": twins(19, receipt_body(0, []), lambda w: w.u32(0)),
+        "members-unsorted": twins(20, survivors_body([1, 2]), survivors_body([2, 1])),
+        "members-duplicate": twins(20, survivors_body([1]), survivors_body([1, 1])),
+        "members>=MAX": twins(20, survivors_body([4095]), survivors_body([4096])),
+        "members-count>MAX": twins(20, survivors_body(range(4096)), survivors_body(range(4097))),
         "masked-sender": twins(6, masked_body(0, None, 4, [1]), masked_body(4096, None, 4, [1])),
         "masked-target>=MAX": twins(6, masked_body(0, 4095, 4, [1]), masked_body(0, 4096, 4, [1])),
         "masked-target-next-to-sentinel": twins(
@@ -1031,6 +1565,34 @@ def test_decoder_refuses_invalid_content_as_remote_protocol_error(
         decode(invalid)
 
 
+def test_wire_tags_are_the_documented_numbers() -> None:
+    """Tags are never reused: the three messages of the verify phase took new numbers."""
+    assert {kind.name: kind.value for kind in MessageType} == {
+        "ADVERTISE_KEYS": 1,
+        "KEY_DIRECTORY": 2,
+        "SHARE_COMMITMENT": 3,
+        "SHARE_KEYS": 4,
+        "SHARE_BUNDLE": 5,
+        "MASKED_INPUT": 6,
+        "CONSISTENCY_REQUEST": 7,
+        "CONSISTENCY_SIGNATURE": 8,
+        "UNMASK_REQUEST": 9,
+        "UNMASK_RESPONSE": 10,
+        "ABORT": 11,
+        "BLINDED_OUTPUT": 12,
+        "SESSION_KEY": 13,
+        "SESSION_KEY_DIRECTORY": 14,
+        "SKETCH_SEED_COMMITMENT": 15,
+        "SKETCH_SEED_OFFER": 16,
+        "SKETCH_SEED_DELIVERY": 17,
+        "DEALT_SHARE": 18,
+        "SHARE_RECEIPT": 19,
+        "MASK_REQUEST": 20,
+    }
+    assert {cls.SIGNER for cls in (DealtShare, ShareReceipt)} == {SignedBy.CLIENT}
+    assert MaskRequest.SIGNER is SignedBy.SERVER
+
+
 @pytest.mark.parametrize(
     "data",
     [
@@ -1040,7 +1602,7 @@ def test_decoder_refuses_invalid_content_as_remote_protocol_error(
         b"XF\x01\x01",
         b"SF\x02\x01",
         b"SF\x01\x00",
-        b"SF\x01\x0d",  # 12 is BLINDED_OUTPUT, the last tag in use
+        b"SF\x01\x15",  # 20 is MASK_REQUEST, the last tag in use
         b"SF\x01\xff",
     ],
 )

@@ -87,7 +87,7 @@ def test_masking_partners_are_the_fixed_graph_whatever_keys_the_clients_pick() -
 
     def hook(sender: int, message: Message) -> Sequence[Message]:
         if isinstance(message, ShareKeys):
-            dealt[sender] = tuple(s.peer for s in message.sealed)
+            dealt[sender] = tuple(d.recipient for d in message.dealt)
         return (message,)
 
     for _ in range(2):

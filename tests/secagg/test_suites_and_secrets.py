@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from securefed.crypto import get_suite, shamir
+from securefed.crypto import get_suite, shamir, vss
 from securefed.secagg import ShareRejected, Stage
 from securefed.secagg.messages import Message, RevealedShare, UnmaskResponse
 from securefed.testing import resign, run_round
@@ -51,8 +51,8 @@ def test_reconstructed_mask_key_is_checked_against_the_signed_public_key() -> No
         if sender == 3 and isinstance(message, UnmaskResponse):
             tampered = []
             for item in message.mask_key_shares:
-                share = shamir.Share.from_bytes(item.share)
-                bad = shamir.Share(share.x, (share.y + 5) % shamir.PRIME)
+                share = vss.Share.from_bytes(item.share)
+                bad = vss.Share(share.x, (share.y + 5) % vss.ORDER)
                 tampered.append(RevealedShare(item.owner, bad.to_bytes()))
             return (resign(message, fed.client_keys[3], mask_key_shares=tuple(tampered)),)
         return (message,)

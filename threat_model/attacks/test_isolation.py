@@ -7,13 +7,14 @@ input x_v itself, not a sum. (a) The colluders choose their round keys after see
 advertisement (the server relays it to them first) and regenerate them until the graph makes them
 v's neighbours. (b) The server leaves v's honest neighbours out of U1, as if they had never
 advertised: the round still has ~80 >= t = 67 clients. (c) The colluders decrypt the shares of
-v's secrets that v dealt them, reconstruct its self-mask seed b_v and mask key s_v with Shamir,
-and strip every mask from v's masked input.
+v's secrets that v dealt them, reconstruct its self-mask seed b_v and mask key s_v (interpolating
+the shares against v's own signed commitments), and strip every mask from v's masked input.
 
 ASSUMPTIONS: N = 100, degree 20, t = 67, d = 32, 16 fractional bits; the victim is client 0. The
 protocol roles are the real ones (`SecAggClient`, `SecAggServer`), driven directly; the old
 construction is `threat_model/attacks/_old_graph.py`, monkeypatched in as the roles' graph:
-edges hashed from the two clients' fresh keys, the graph and the thresholds over U1 only.
+edges hashed from the two clients' fresh keys, the graph and the thresholds over U1 only (with
+share keys advertised for every roster client, since that graph is unknown before the keys).
 
 ATTACK (old construction, measured): each colluder needs a few fresh key pairs (edge probability
 20/99) to become v's neighbour; with v's ~20 honest neighbours left out of U1, v's holders in U1
@@ -46,7 +47,7 @@ import pytest
 
 import securefed.secagg.client
 import securefed.secagg.server
-from securefed.crypto import shamir
+from securefed.crypto import vss
 from securefed.encoding import FixedPointCodec
 from securefed.errors import ProtocolError
 from securefed.secagg import GraphKind, MaskGraph, RoundConfig, SecAggClient, SecAggServer, Stage
@@ -59,6 +60,7 @@ from securefed.secagg.messages import (
     KeyDirectory,
     MaskedInput,
     Message,
+    ShareKeys,
     sign_message,
 )
 from securefed.secagg.server import Envelope
@@ -156,12 +158,22 @@ class Round:
 def recover_victim(attacked: Round, graph: MaskingGraph) -> np.ndarray:
     """The coalition's estimate of x_v from v's masked input and the colluders' shares."""
     config = attacked.config
-    suite = config.suite
     (y_v,) = [m for s, m in attacked.sent if s == VICTIM and isinstance(m, MaskedInput)]
     t = graph.threshold(VICTIM)
     held = [attacked.kept[c] for c in attacked.colluders]
-    b_v = shamir.combine([h.self_seed for h in held], threshold=t)  # type: ignore[attr-defined]
-    s_v = shamir.combine([h.mask_key for h in held], threshold=t)  # type: ignore[attr-defined]
+    (keys,) = [m for s, m in attacked.sent if s == VICTIM and isinstance(m, ShareKeys)]
+
+    def combine(field: str, polynomial: bytes) -> bytes:
+        shares = {
+            c: vss.Share.from_bytes(getattr(h, field))
+            for c, h in zip(attacked.colluders, held, strict=True)
+        }
+        commitment = vss.Commitment.from_bytes(polynomial)
+        return vss.reconstruct(commitment, shares, threshold=t).secret
+
+    b_v = combine("self_seed", keys.commitment.self_seed_polynomial)
+    s_v = combine("mask_key", keys.commitment.mask_key_polynomial)
+    suite = config.mask_suite
     private = suite.agreement_private_key(s_v)
     assert private.public_key() == suite.agreement_public_key(attacked.adverts[VICTIM].mask_key)
     secrets = {
@@ -187,6 +199,16 @@ def relative_error(estimate: np.ndarray) -> float:
 def test_isolation_recovers_the_input_on_the_old_graph(monkeypatch: pytest.MonkeyPatch) -> None:
     attacked = Round(config(), colluders=(1, 2, 3))
     cfg = attacked.config
+    u1: list[AdvertiseKeys] = []
+
+    def old_graph(config: RoundConfig) -> MaskingGraph:
+        if not u1:  # advertising: share keys for every roster client
+            return _old_graph.complete_graph(config)
+        return _old_graph.build_graph(config, u1)
+
+    for module in (securefed.secagg.client, securefed.secagg.server):
+        monkeypatch.setattr(module, "build_graph", old_graph)
+        monkeypatch.setattr(module, "advertised_key", _old_graph.advertised_key)
     attacked.advertise(grind=lambda victim, advert: _old_graph.adjacent(cfg, victim, advert))
     victim = attacked.adverts[VICTIM]
     hidden = {
@@ -194,19 +216,18 @@ def test_isolation_recovers_the_input_on_the_old_graph(monkeypatch: pytest.Monke
         for u, advert in attacked.adverts.items()
         if u != VICTIM and u not in attacked.colluders and _old_graph.adjacent(cfg, victim, advert)
     }
-    u1 = [a for u, a in attacked.adverts.items() if u not in hidden]
-
-    def old_graph(config: RoundConfig) -> MaskingGraph:
-        return _old_graph.build_graph(config, u1)
-
-    monkeypatch.setattr(securefed.secagg.client, "build_graph", old_graph)
-    monkeypatch.setattr(securefed.secagg.server, "build_graph", old_graph)
+    u1.extend(a for u, a in attacked.adverts.items() if u not in hidden)
     attacked.run(hidden)
     graph = old_graph(cfg)
 
     assert graph.neighbours(VICTIM) == attacked.colluders  # isolated among the colluders
     assert graph.threshold(VICTIM) == 3 <= len(attacked.colluders)
-    assert attacked.sent_by(VICTIM)[:3] == ["AdvertiseKeys", "ShareKeys", "MaskedInput"]
+    assert attacked.sent_by(VICTIM)[:4] == [
+        "AdvertiseKeys",
+        "ShareKeys",
+        "ShareReceipt",
+        "MaskedInput",
+    ]
     error = relative_error(recover_victim(attacked, graph))
     tries = [attacked.tries[c] for c in attacked.colluders]
     outcome = attacked.server.result if attacked.server else None

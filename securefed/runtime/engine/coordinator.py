@@ -125,6 +125,7 @@ class CoordinatorPhase(Enum):
     TRAIN = "train"
     REGROUP = "regroup"  # keys for the groups of a partition just learned
     KEYS = "keys"
+    VERIFY = "verify"
     MASK = "mask"
     CONFIRM = "confirm"
     UNMASK = "unmask"
@@ -149,21 +150,28 @@ C = CoordinatorPhase
 ROUND_FLOW: dict[tuple[Flow, CoordinatorPhase], CoordinatorPhase] = {
     (Flow.LOCAL, C.TRAIN): C.END,
     (Flow.PLAIN, C.TRAIN): C.END,
-    (Flow.SUM, C.TRAIN): C.MASK,
+    (Flow.SUM, C.TRAIN): C.VERIFY,
     (Flow.ATTENTION, C.TRAIN): C.KEYS,
     (Flow.LEARN, C.TRAIN): C.REGROUP,
     (Flow.LEARN, C.REGROUP): C.KEYS,
-    **{(flow, C.KEYS): C.MASK for flow in (Flow.ATTENTION, Flow.LEARN)},
+    **{(flow, C.KEYS): C.VERIFY for flow in (Flow.ATTENTION, Flow.LEARN)},
+    **{(flow, C.VERIFY): C.MASK for flow in (Flow.SUM, Flow.ATTENTION, Flow.LEARN)},
     **{(flow, C.MASK): C.CONFIRM for flow in (Flow.SUM, Flow.ATTENTION, Flow.LEARN)},
     **{(flow, C.CONFIRM): C.UNMASK for flow in (Flow.SUM, Flow.ATTENTION, Flow.LEARN)},
     **{(flow, C.UNMASK): C.END for flow in (Flow.SUM, Flow.ATTENTION, Flow.LEARN)},
 }
-_STEP_OF = {C.KEYS: m.StepPhase.KEYS, C.MASK: m.StepPhase.MASK, C.CONFIRM: m.StepPhase.CONFIRM}
+_STEP_OF = {
+    C.KEYS: m.StepPhase.KEYS,
+    C.VERIFY: m.StepPhase.VERIFY,
+    C.MASK: m.StepPhase.MASK,
+    C.CONFIRM: m.StepPhase.CONFIRM,
+}
 _DROPOUT_PHASE = {
     C.ADVERT: "advertise",
     C.REGROUP: "advertise",
     C.TRAIN: "share",
     C.KEYS: "share",
+    C.VERIFY: "verify",
     C.MASK: "mask",
     C.CONFIRM: "consistency",
     C.UNMASK: "unmask",
@@ -505,6 +513,7 @@ class Coordinator:
             C.TRAIN: self._after_train,
             C.REGROUP: self._after_regroup,
             C.KEYS: self._after_step,
+            C.VERIFY: self._after_step,
             C.MASK: self._after_step,
             C.CONFIRM: self._after_step,
             C.UNMASK: self._after_unmask,

@@ -49,9 +49,10 @@ class _Reliable:
 
 
 #: Protocol stages in order, by the name the run configuration and the ledger use.
-STAGES = ("advertise", "share", "mask", "consistency", "unmask")
+STAGES = ("advertise", "share", "verify", "mask", "consistency", "unmask")
 _STEP_STAGE = {
     m.StepPhase.KEYS: "share",
+    m.StepPhase.VERIFY: "verify",
     m.StepPhase.MASK: "mask",
     m.StepPhase.CONFIRM: "consistency",
     m.StepPhase.UNMASK: "unmask",
@@ -62,7 +63,7 @@ _STEP_STAGE = {
 class Drop:
     """Party at node ``node`` is lost in round ``round`` from protocol stage ``stage`` on:
     ``advertise`` -- it does not advertise keys for the round (it sits the round out);
-    ``share`` -- silent from the exchange that carries its key directory; ``mask``,
+    ``share`` -- silent from the exchange that carries its key directory; ``verify``, ``mask``,
     ``consistency`` -- silent from that phase; ``unmask`` -- its unmasking shares are lost
     (its keys for the next round still arrive)."""
 
@@ -96,7 +97,7 @@ class Dropouts:
             return request
         round_, position = stage
         start = self._from(node, round_)
-        if start is not None and start > 0 and position >= start and position < 4:
+        if start is not None and 0 < start <= position < STAGES.index("unmask"):
             return None
         return request
 

@@ -100,7 +100,8 @@ class StepPhase(Enum):
     """The protocol phases after training, one exchange each."""
 
     KEYS = "keys"  # key directory in, sealed shares out (attention, or a newly learned partition)
-    MASK = "mask"  # share bundle in, masked input(s) out
+    VERIFY = "verify"  # share bundle in, share receipt (complaints about bad shares) out
+    MASK = "mask"  # mask request (the members) in, masked input(s) out
     CONFIRM = "confirm"  # survivor set in, consistency signature out
     UNMASK = "unmask"  # consistency signatures in, unmasking shares (and next round's keys) out
 

@@ -1,0 +1,220 @@
+"""How a client shares its two round secrets, and how they come back: one interface, two schemes.
+
+Every client deals its **mask key** (the private key behind its advertised mask key; needed if it
+drops after masking) and its **self-mask seed** (needed if it survives) t-of-m among its holders.
+
+``FELDMAN`` (the default; :mod:`securefed.crypto.vss`): the dealer commits to both sharing
+polynomials over P-256 and signs the commitments. Everyone can check in public that the mask-key
+polynomial shares the advertised mask key (its constant term *is* that public key, so mask keys are
+P-256 keys in every cipher suite) and that both polynomials have the dealer's threshold; each
+holder checks its own shares on receipt; the server checks every revealed share and names the
+holder of a bad one. Reconstruction interpolates the first ``t`` valid shares: no subset search,
+and one malicious client cannot stop the round (docs/protocol.md, "Verifiable shares").
+
+``SHAMIR`` (plain :mod:`securefed.crypto.shamir`, a hash commitment to the seed only): the
+semi-honest baseline, kept for ``securefed bench secagg`` (the cost of verifiability, measured in
+one run) and as the weaker variant that ``threat_model/attacks/test_bad_shares.py`` breaks. A
+bad share is found only when the reconstructed secret fails its check, without knowing whose it
+was, and the round aborts. The runtime never configures it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+from securefed.crypto import shamir, vss
+from securefed.errors import CryptoError, InvalidShare
+
+__all__ = [
+    "Dealing",
+    "Reconstructed",
+    "ShareScheme",
+    "check_commitments",
+    "check_held_share",
+    "deal",
+    "reconstruct",
+    "share_bytes",
+]
+
+
+class ShareScheme(Enum):
+    """How round secrets are shared (pinned in the round config and its digest)."""
+
+    FELDMAN = "feldman-p256"
+    SHAMIR = "shamir"
+
+    @property
+    def verifiable(self) -> bool:
+        return self is ShareScheme.FELDMAN
+
+
+def share_bytes(scheme: ShareScheme) -> int:
+    """Length of one encoded share under ``scheme``."""
+    return vss.SHARE_BYTES if scheme.verifiable else shamir.SHARE_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class Dealing:
+    """One dealer's output: the public polynomials (empty under SHAMIR) and each holder's two
+    encoded shares ``(mask-key share, self-seed share)``, keyed by roster index (secret)."""
+
+    mask_key_polynomial: bytes
+    self_seed_polynomial: bytes
+    shares: dict[int, tuple[bytes, bytes]] = field(repr=False)
+
+
+def deal(
+    scheme: ShareScheme,
+    *,
+    mask_key: bytes,
+    self_seed: bytes,
+    threshold: int,
+    holders: Sequence[int],
+    random_bytes: Callable[[int], bytes] = os.urandom,
+) -> Dealing:
+    """Share ``mask_key`` (32-byte private scalar) and ``self_seed`` t-of-``holders``.
+
+    Raises:
+        ConfigError: secrets of the wrong length (or, under FELDMAN, 0 modulo the group order),
+            a bad threshold or holder set.
+    """
+    if not scheme.verifiable:
+        masks = shamir.split(mask_key, threshold=threshold, holders=holders)
+        seeds = shamir.split(self_seed, threshold=threshold, holders=holders)
+        shares = {m.holder: (m.to_bytes(), s.to_bytes()) for m, s in zip(masks, seeds, strict=True)}
+        return Dealing(b"", b"", shares)
+    mask_poly, mask_shares = vss.deal(
+        mask_key, threshold=threshold, holders=holders, random_bytes=random_bytes
+    )
+    seed_poly, seed_shares = vss.deal(
+        self_seed, threshold=threshold, holders=holders, random_bytes=random_bytes
+    )
+    shares = {h: (mask_shares[h].to_bytes(), seed_shares[h].to_bytes()) for h in holders}
+    return Dealing(mask_poly.to_bytes(), seed_poly.to_bytes(), shares)
+
+
+def check_commitments(
+    scheme: ShareScheme,
+    *,
+    mask_key_polynomial: bytes,
+    self_seed_polynomial: bytes,
+    threshold: int,
+    mask_key: bytes,
+) -> None:
+    """The public checks of a dealer's commitments: anyone can run them on the signed message.
+
+    Under FELDMAN both polynomials must decode, have degree ``threshold - 1``, and the mask-key
+    polynomial's constant term must be ``mask_key`` (the advertised 65-byte P-256 point) with
+    carry 0. Under SHAMIR both must be empty.
+
+    Raises:
+        InvalidCommitment: any check fails (always the dealer's fault).
+    """
+    if not scheme.verifiable:
+        if mask_key_polynomial or self_seed_polynomial:
+            raise vss.InvalidCommitment("plain Shamir sharing publishes no polynomials")
+        return
+    mask_poly = vss.Commitment.from_bytes(mask_key_polynomial)
+    seed_poly = vss.Commitment.from_bytes(self_seed_polynomial)
+    if mask_poly.threshold != threshold or seed_poly.threshold != threshold:
+        raise vss.InvalidCommitment(
+            f"the dealer committed to polynomials for threshold {mask_poly.threshold} and "
+            f"{seed_poly.threshold}; its threshold is {threshold}"
+        )
+    if mask_poly.carry != 0 or mask_poly.constant_term() != mask_key:
+        raise vss.InvalidCommitment("the mask-key polynomial does not share the advertised key")
+
+
+def check_held_share(
+    scheme: ShareScheme,
+    *,
+    mask_key_polynomial: bytes,
+    self_seed_polynomial: bytes,
+    holder: int,
+    mask_share: bytes,
+    seed_share: bytes,
+) -> None:
+    """A holder's check of the two shares it received (after :func:`check_commitments`).
+
+    Under SHAMIR only the encoding and the holder are checked (nothing else can be).
+
+    Raises:
+        InvalidShare: a share is malformed, for another holder, or off its committed polynomial.
+    """
+    if not scheme.verifiable:
+        for data in (mask_share, seed_share):
+            if shamir.Share.from_bytes(data).holder != holder:
+                raise InvalidShare("the share belongs to another holder")
+        return
+    pairs = ((mask_key_polynomial, mask_share), (self_seed_polynomial, seed_share))
+    for polynomial, data in pairs:
+        vss.verify_share(
+            vss.Commitment.from_bytes(polynomial), vss.Share.from_bytes(data), holder=holder
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Reconstructed:
+    """A reconstructed secret and the holders whose revealed shares were discarded as bad."""
+
+    secret: bytes = field(repr=False)
+    rejected: tuple[int, ...]
+
+
+def reconstruct(
+    scheme: ShareScheme,
+    *,
+    polynomial: bytes,
+    shares: Mapping[int, bytes],
+    threshold: int,
+    accept: Callable[[bytes], bool],
+) -> Reconstructed:
+    """Rebuild one secret from the shares holders revealed (``holder -> encoded share``).
+
+    FELDMAN: every share is checked against ``polynomial``; bad or malformed ones are discarded
+    and their holders named; the first ``threshold`` valid ones give the committed secret.
+    SHAMIR: the first ``threshold`` well-formed shares are combined and the result must pass
+    ``accept``; a holder that lied cannot be told apart, and the reconstruction fails.
+    Neither searches subsets.
+
+    Raises:
+        InvalidShare: too few valid shares (FELDMAN: ``vss.NotEnoughValidShares`` naming the
+            rejected holders), or (SHAMIR) a result that fails ``accept``.
+    """
+    if scheme.verifiable:
+        parsed: dict[int, vss.Share | None] = {}
+        for holder, data in shares.items():
+            try:
+                parsed[holder] = vss.Share.from_bytes(data)
+            except CryptoError:
+                parsed[holder] = None
+        malformed = tuple(h for h, s in parsed.items() if s is None)
+        valid = {h: s for h, s in parsed.items() if s is not None}
+        try:
+            result = vss.reconstruct(
+                vss.Commitment.from_bytes(polynomial), valid, threshold=threshold
+            )
+        except vss.NotEnoughValidShares as exc:
+            rejected = tuple(sorted((*malformed, *exc.rejected)))
+            raise vss.NotEnoughValidShares(str(exc), rejected) from exc
+        if not accept(result.secret):  # pragma: no cover - implied by the public checks
+            raise InvalidShare("the committed secret fails its check")
+        return Reconstructed(result.secret, tuple(sorted((*malformed, *result.rejected))))
+    well_formed: list[shamir.Share] = []
+    for holder in sorted(shares):
+        try:
+            share = shamir.Share.from_bytes(shares[holder])
+        except CryptoError:
+            continue
+        if share.holder == holder:
+            well_formed.append(share)
+    secret = shamir.combine(well_formed[:threshold], threshold=threshold)
+    if not accept(secret):
+        raise InvalidShare(
+            "the reconstructed secret fails its check: some holder returned a wrong share, and "
+            "plain Shamir sharing cannot tell which"
+        )
+    return Reconstructed(secret, ())

@@ -1,0 +1,323 @@
+"""One malicious bank against the round: bad dealers, bad holders, false complaints.
+
+ADVERSARY: one client of the pinned roster (its identity key is genuine, so everything it signs
+verifies), alone -- the server is honest here. Goal: stop the round (availability), or get an
+honest client thrown out. Moves: (a) as a **dealer**, hand one holder a share that is off its
+polynomial, or share a mask key other than the one it advertised; (b) as a **holder**, return a
+wrong share at unmasking; (c) complain about an honest dealer's good shares.
+
+ASSUMPTIONS: N = 7 (t = 5) or N = 5 (t = 4), sum mode, the complete graph. The weaker variant is
+the plain Shamir scheme that securefed shipped before issue 20 (``ShareScheme.SHAMIR``, kept for
+benchmarks): a hash commitment to the self seed only, shares nobody can check.
+
+ATTACK on plain Shamir (measured): a dealer that gives the lowest-index holder a wrong self-seed
+share aborts the round at unmasking -- the share is among the first t, the rebuilt seed fails its
+commitment, and nothing says whose share was wrong (before issue 20 the server searched up to 2000
+t-subsets and blamed the *owner*; a bad share among the first few holders still aborted it); a
+holder that returns a wrong share with only t responders does the same. Every round, for as long
+as that bank takes part.
+
+DEFENCE (``ShareScheme.FELDMAN``, the default; securefed/secagg/sharing.py and dealing.py):
+each dealer signs Feldman commitments to both polynomials; the server checks in public that the
+mask-key polynomial shares the advertised key and that both have the dealer's threshold (else the
+dealer is left out before any share is forwarded: BAD_COMMITMENT); each holder checks its shares
+on receipt and complains with its key for that pair, which lets the server open the dealer's
+*signed* DealtShare and judge (dealer at fault: BAD_SHARES; holder lied: FALSE_COMPLAINT), all
+before anything is masked. At unmasking every revealed share is checked against the commitment:
+a wrong one is ignored and its holder named (ShareRejected). The measured outcome: in each case
+the round completes with the correct sum of the others.
+
+RESIDUAL: a client can still mask with a seed other than the one it shared, or send any ring
+vector as its masked input: that is a wrong *input* (its contribution to the sum is garbage), not
+a stopped round; securefed has no proof of input validity (threat_model/residual_risk.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from securefed.secagg import (
+    ClientsExcluded,
+    ComplaintJudged,
+    ExclusionReason,
+    SecAggClient,
+    ShareRejected,
+    ShareScheme,
+    Stage,
+)
+from securefed.secagg.dealing import Verdict, channel_key, open_dealt, seal_shares
+from securefed.secagg.messages import (
+    Complaint,
+    DealtShare,
+    Message,
+    RevealedShare,
+    ShareKeys,
+    ShareReceipt,
+    UnmaskResponse,
+)
+from securefed.secagg.sharing import deal
+from securefed.testing import Federation, RoundOutcome, resign, run_round
+from tests.secagg.conftest import config_for, federation, inputs_for
+
+DEALER, HOLDER = 3, 0
+
+
+def expected_sum(n: int, contributors: Sequence[int]) -> np.ndarray:
+    return np.asarray(sum(inputs_for(n)[i] for i in contributors))
+
+
+def assert_sum_of(outcome: RoundOutcome, n: int, contributors: tuple[int, ...]) -> None:
+    assert outcome.result is not None, (outcome.server_events, outcome.client_errors)
+    assert outcome.result.contributors == contributors
+    error = np.max(np.abs(outcome.result.values - expected_sum(n, contributors)))
+    assert error <= outcome.result.error_bound
+
+
+def excluded(outcome: RoundOutcome, reason: ExclusionReason) -> set[int]:
+    return {
+        c
+        for e in outcome.server_events
+        if isinstance(e, ClientsExcluded) and e.reason is reason
+        for c in e.clients
+    }
+
+
+class Spy:
+    """Captures the clients run_round builds, so a hook can use the dealer's own keys (a
+    malicious dealer knows them)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.clients: dict[int, SecAggClient] = {}
+        original = SecAggClient.__init__
+        spy = self
+
+        def init(client: SecAggClient, *args: object, **kwargs: object) -> None:
+            original(client, *args, **kwargs)  # type: ignore[arg-type]
+            spy.clients[client.index] = client
+
+        monkeypatch.setattr(SecAggClient, "__init__", init)
+
+
+def off_polynomial(share: bytes) -> bytes:
+    """The encoded share with its y moved by one (still well formed, no longer on the
+    polynomial)."""
+    return share[:-1] + bytes([share[-1] ^ 1])
+
+
+def corrupt_dealt(fed: Federation, spy: Spy, keys: ShareKeys, holder: int) -> ShareKeys:
+    """``keys`` with the self-seed share for ``holder`` moved off the polynomial, re-sealed
+    under the real channel key and re-signed by the dealer (so it opens and verifies)."""
+    dealer = spy.clients[keys.sender]
+    config = dealer.config
+    dealt: list[Message] = []
+    for item in keys.dealt:
+        if item.recipient == holder:
+            aead = channel_key(  # test-only peek: the dealer's own key for this pair
+                config,
+                own=(keys.sender, dealer._encryption_keys[holder]),
+                peer=(holder, dealer._peer_keys(holder)[0]),
+                outgoing=True,
+            )
+            mask_share, seed_share = open_dealt(config, aead, item)
+            ciphertext = seal_shares(
+                config,
+                aead,
+                dealer=keys.sender,
+                holder=holder,
+                mask_share=mask_share,
+                seed_share=off_polynomial(seed_share),
+            )
+            dealt.append(resign(item, fed.client_keys[keys.sender], ciphertext=ciphertext))
+        else:
+            dealt.append(item)
+    return resign(keys, fed.client_keys[keys.sender], dealt=tuple(dealt))  # type: ignore[return-value]
+
+
+def bad_dealer_round(
+    monkeypatch: pytest.MonkeyPatch, scheme: ShareScheme, holder: int = HOLDER
+) -> RoundOutcome:
+    fed = federation(7)
+    spy = Spy(monkeypatch)
+
+    def hook(sender: int, message: Message) -> Sequence[Message]:
+        if sender == DEALER and isinstance(message, ShareKeys):
+            return (corrupt_dealt(fed, spy, message, holder),)
+        return (message,)
+
+    return run_round(config_for(fed, sharing=scheme), fed, inputs_for(7), client_hook=hook)
+
+
+def test_bad_dealer_stops_every_plain_shamir_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    outcome = bad_dealer_round(monkeypatch, ShareScheme.SHAMIR)
+    assert outcome.aborted
+    assert outcome.result is None
+    print(f"\n[bad dealer] plain Shamir: round aborted: {outcome.server_events[-1]}")
+
+
+def test_bad_dealer_is_excluded_before_masking_and_the_round_completes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    outcome = bad_dealer_round(monkeypatch, ShareScheme.FELDMAN)
+    judged = [e for e in outcome.server_events if isinstance(e, ComplaintJudged)]
+    assert [(e.dealer, e.holder, e.verdict) for e in judged] == [
+        (DEALER, HOLDER, Verdict.DEALER_AT_FAULT.value)
+    ]
+    assert judged[0].stage is Stage.VERIFY  # before any masked input
+    assert excluded(outcome, ExclusionReason.BAD_SHARES) == {DEALER}
+    assert outcome.client_stages[DEALER] is Stage.ABORTED
+    assert_sum_of(outcome, 7, (0, 1, 2, 4, 5, 6))
+    print(f"\n[bad dealer] Feldman: {judged[0]}; round completed without client {DEALER}")
+
+
+def test_a_dealer_sharing_another_mask_key_is_excluded_before_any_share_goes_out() -> None:
+    """The dealer commits to shares of a key other than its advertised mask key."""
+    fed = federation(7)
+    config = config_for(fed)
+
+    def hook(sender: int, message: Message) -> Sequence[Message]:
+        if sender == DEALER and isinstance(message, ShareKeys):
+            other = config.mask_suite.generate_agreement_key().secret_bytes_for_sharing()
+            fake = deal(
+                config.sharing,
+                mask_key=other,
+                self_seed=bytes(range(1, 33)),
+                threshold=config.threshold,
+                holders=range(7),
+            )
+            commitment = resign(
+                message.commitment,
+                fed.client_keys[DEALER],
+                mask_key_polynomial=fake.mask_key_polynomial,
+            )
+            return (resign(message, fed.client_keys[DEALER], commitment=commitment),)
+        return (message,)
+
+    outcome = run_round(config, fed, inputs_for(7), client_hook=hook)
+    assert excluded(outcome, ExclusionReason.BAD_COMMITMENT) == {DEALER}
+    assert not any(isinstance(e, ComplaintJudged) for e in outcome.server_events)
+    assert_sum_of(outcome, 7, (0, 1, 2, 4, 5, 6))
+
+
+def false_complaint_hook(fed: Federation, spy: Spy, key: bytes | None) -> object:
+    def hook(sender: int, message: Message) -> Sequence[Message]:
+        if sender == HOLDER and isinstance(message, ShareReceipt):
+            own = spy.clients[HOLDER]._encryption_keys[DEALER].secret_bytes_for_sharing()
+            complaint = Complaint(DEALER, own if key is None else key)
+            return (resign(message, fed.client_keys[HOLDER], complaints=(complaint,)),)
+        return (message,)
+
+    return hook
+
+
+@pytest.mark.parametrize("revealed", ["its real key", "a made-up key"])
+def test_a_false_complaint_convicts_the_complaining_holder(
+    monkeypatch: pytest.MonkeyPatch, revealed: str
+) -> None:
+    """Holder 0 complains about honest dealer 3: the dealt share opens and verifies, so the
+    holder is left out and the dealer stays."""
+    fed = federation(7)
+    spy = Spy(monkeypatch)
+    made_up = None if revealed == "its real key" else bytes(range(7, 39))
+    hook = false_complaint_hook(fed, spy, made_up)
+    outcome = run_round(config_for(fed), fed, inputs_for(7), client_hook=hook)  # type: ignore[arg-type]
+    judged = [
+        (e.dealer, e.holder, e.verdict)
+        for e in outcome.server_events
+        if isinstance(e, ComplaintJudged)
+    ]
+    assert judged == [(DEALER, HOLDER, Verdict.FALSE_COMPLAINT.value)]
+    assert excluded(outcome, ExclusionReason.FALSE_COMPLAINT) == {HOLDER}
+    assert_sum_of(outcome, 7, (1, 2, 3, 4, 5, 6))
+
+
+def corrupt_revealed(fed: Federation, response: UnmaskResponse) -> Message:
+    """Every self-seed share in ``response`` off its polynomial, re-signed by its sender."""
+    shares = tuple(
+        RevealedShare(s.owner, off_polynomial(s.share)) for s in response.self_seed_shares
+    )
+    return resign(response, fed.client_keys[response.sender], self_seed_shares=shares)
+
+
+def bad_holder_round(scheme: ShareScheme) -> RoundOutcome:
+    """Holder 0 returns wrong self-seed shares; client 4 never answers the unmask request, so
+    exactly t = 4 of 5 respond and every reconstruction needs holder 0's share."""
+    fed = federation(5)
+
+    def hook(sender: int, message: Message) -> Sequence[Message]:
+        if sender == HOLDER and isinstance(message, UnmaskResponse):
+            return (corrupt_revealed(fed, message),)
+        return (message,)
+
+    return run_round(
+        config_for(fed, sharing=scheme),
+        fed,
+        inputs_for(5),
+        client_hook=hook,
+        dropouts={4: Stage.UNMASK},
+    )
+
+
+def test_bad_holder_stops_a_plain_shamir_round() -> None:
+    outcome = bad_holder_round(ShareScheme.SHAMIR)
+    assert outcome.aborted
+    assert not any(isinstance(e, ShareRejected) for e in outcome.server_events)  # nobody named
+
+
+def test_bad_holder_is_named_and_ignored_and_the_round_completes() -> None:
+    """With 6 of 7 responding there are t + 1 shares: holder 0's wrong ones are named and
+    skipped (no subset search), the others rebuild every seed."""
+    fed = federation(7)
+
+    def hook(sender: int, message: Message) -> Sequence[Message]:
+        if sender == HOLDER and isinstance(message, UnmaskResponse):
+            return (corrupt_revealed(fed, message),)
+        return (message,)
+
+    outcome = run_round(
+        config_for(fed), fed, inputs_for(7), client_hook=hook, dropouts={6: Stage.UNMASK}
+    )
+    named = {e.owner: e.holders for e in outcome.server_events if isinstance(e, ShareRejected)}
+    assert named == dict.fromkeys(range(7), (HOLDER,))
+    assert_sum_of(outcome, 7, tuple(range(7)))
+    print(f"\n[bad holder] Feldman: shares of holder {HOLDER} rejected for owners {sorted(named)}")
+
+
+def test_with_only_t_responders_a_bad_holder_still_ends_the_round_but_is_named() -> None:
+    """t responders and one of them lying: too few valid shares remain; the round aborts (the
+    liveness bound: t valid shares are needed), and the liar is named."""
+    outcome = bad_holder_round(ShareScheme.FELDMAN)
+    assert outcome.aborted
+    named = {h for e in outcome.server_events if isinstance(e, ShareRejected) for h in e.holders}
+    assert named == {HOLDER}
+
+
+def test_dealt_shares_are_signed_so_the_server_cannot_frame_a_holder() -> None:
+    """A server that alters a dealt share in the bundle: the holder's signature check fails and
+    the holder aborts (a server fault), instead of complaining about an honest dealer."""
+    fed = federation(5)
+
+    def server_hook(envelope: object) -> Sequence[object]:
+        message = envelope.message  # type: ignore[attr-defined]
+        if type(message).__name__ == "ShareBundle" and envelope.recipient == HOLDER:  # type: ignore[attr-defined]
+            dealt = list(message.dealt)
+            first = dealt[0]
+            forged = DealtShare(
+                first.session_id,
+                first.round,
+                first.sender,
+                first.recipient,
+                first.ciphertext[:-1] + bytes([first.ciphertext[-1] ^ 1]),
+                first.signature,
+            )
+            dealt[0] = forged
+            message = resign(message, fed.server_key, dealt=tuple(dealt))
+            return (type(envelope)(HOLDER, message),)
+        return (envelope,)
+
+    outcome = run_round(config_for(fed), fed, inputs_for(5), server_hook=server_hook)  # type: ignore[arg-type]
+    assert outcome.client_stages[HOLDER] is Stage.ABORTED
+    assert "bad signature" in str(outcome.client_errors[HOLDER].__cause__)
+    assert not any(isinstance(e, ComplaintJudged) for e in outcome.server_events)
