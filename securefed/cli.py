@@ -7,7 +7,8 @@ configuration error (a :class:`~securefed.errors.ConfigError`), 1 on any other s
 
 Commands: ``demo`` (the showcase, README), ``run --config`` and ``run --resume``
 (``docs/run-config.md``), ``budget show|reset`` (the spend kept next to the records,
-``docs/dp.md``), ``experiments``, ``data prepare`` (``docs/data.md``), ``audit
+``docs/dp.md``), ``experiments``, ``data prepare`` (``docs/data.md``), ``data import`` (a
+bank's CSV or Parquet files against a schema, ``docs/tabular.md``), ``audit
 verify|report|canary|anchor`` (``docs/audit.md``, ``docs/canary.md``), ``bench``
 (``docs/benchmarks.md``) and ``keys`` (identity keys and the pinned roster,
 ``docs/keys-and-roster.md``). Secrets (passphrases,
@@ -31,11 +32,14 @@ from securefed.bench import run_prg_benchmark
 from securefed.bench.dp import run_dp_benchmark
 from securefed.bench.personalize import run_personalize_benchmark
 from securefed.bench.secagg import Baseline, run_secagg_benchmark
+from securefed.bench.tabular import run_import_benchmark
 from securefed.crypto import SuiteId, VerifyKey, encrypt_signing_key, get_suite
 from securefed.crypto.cleartext import export_unencrypted_signing_key_unsafe
 from securefed.crypto.keyfile import passphrase_from_env
 from securefed.data import PartitionConfig, prepare
 from securefed.data.layout import discover_indices
+from securefed.data.schema import load_schema
+from securefed.data.tabular import import_tabular
 from securefed.dp.canary import run_canary_audit
 from securefed.dp.spend import describe, load_spend, reset_spend
 from securefed.errors import ConfigError, SecureFedError
@@ -124,6 +128,16 @@ def _bench_round(args: argparse.Namespace) -> int:
         mode=args.mode,
         repeats=args.repeats,
     )
+    _print_result(result.to_dict(), as_json=args.json)
+    return 0
+
+
+def _bench_import(args: argparse.Namespace) -> int:
+    print(
+        f"bench import: {args.rows} rows x 30 columns, import vs pyarrow alone ...",
+        file=sys.stderr,
+    )
+    result = run_import_benchmark(rows=args.rows, repeats=args.repeats)
     _print_result(result.to_dict(), as_json=args.json)
     return 0
 
@@ -589,6 +603,20 @@ def _data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_import(args: argparse.Namespace) -> int:
+    schema = load_schema(args.schema)
+    record = import_tabular(schema, args.input, out=args.out, institution=args.institution)
+    files = f"{len(record.inputs)} file{'s' if len(record.inputs) > 1 else ''}"
+    print(
+        f"institution {record.institution}: {record.train_rows + record.test_rows} rows from "
+        f"{files} -> {record.train_rows} train / {record.test_rows} test, "
+        f"{len(record.features)} features, {len(record.classes)} classes; "
+        f"written to {args.out}\nschema sha256 {record.schema_sha256} "
+        "(every institution of the federation must show the same)"
+    )
+    return 0
+
+
 def _experiments(args: argparse.Namespace) -> int:
     grid = GRIDS[args.grid]
     if args.rounds is not None:
@@ -664,7 +692,7 @@ def _add_run_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     experiments.add_argument("--rounds", type=int, help="override the grid's rounds")
     experiments.set_defaults(handler=_experiments)
 
-    data = commands.add_parser("data", help="prepare tenant data in the seed layout")
+    data = commands.add_parser("data", help="prepare or import tenant data in the seed layout")
     data_actions = data.add_subparsers(dest="action", required=True)
     prep = data_actions.add_parser(
         "prepare", help="partition a source among tenants, write client_*_<i>.npy files"
@@ -686,6 +714,23 @@ def _add_run_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     prep.add_argument("--samples-per-tenant", type=int, help="cap per tenant (default: all)")
     prep.add_argument("--out", required=True, metavar="DIR", help="output directory")
     prep.set_defaults(handler=_data_prepare)
+    tabular = data_actions.add_parser(
+        "import",
+        help="one institution's CSV or Parquet files, checked against a schema (docs/tabular.md)",
+    )
+    tabular.add_argument("--schema", required=True, metavar="SCHEMA.toml", help="the schema")
+    tabular.add_argument(
+        "--input",
+        required=True,
+        action="append",
+        metavar="FILE",
+        help=".csv, .csv.gz, .parquet (repeat: concatenated in order)",
+    )
+    tabular.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    tabular.add_argument(
+        "--institution", type=int, required=True, metavar="I", help="tenant index (>= 0)"
+    )
+    tabular.set_defaults(handler=_data_import)
 
 
 # --- deploy: the institution's agent, the Flower App, test certificates (docs/deploy.md) -----
@@ -737,6 +782,16 @@ def _add_deploy_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     certs.set_defaults(handler=_deploy_certs)
 
 
+def _add_import_bench(benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    tabular = benches.add_parser(
+        "import", help="securefed data import of a generated CSV vs pyarrow alone reading it"
+    )
+    tabular.add_argument("--rows", type=int, default=1_000_000, help="CSV rows (default 10^6)")
+    tabular.add_argument("--repeats", type=int, default=1, help="interleaved repeats, best kept")
+    tabular.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    tabular.set_defaults(handler=_bench_import)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="securefed", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"securefed {__version__}")
@@ -782,6 +837,7 @@ def _parser() -> argparse.ArgumentParser:
     dp_bench.add_argument("--no-hooks", action="store_true", help="skip the hooks reference path")
     dp_bench.add_argument("--json", action="store_true", help="one JSON object on stdout")
     dp_bench.set_defaults(handler=_bench_dp)
+    _add_import_bench(benches)
 
     deploy = benches.add_parser(
         "deploy", help="a Flower deployment (TLS, loopback) vs the simulation (needs flwr)"

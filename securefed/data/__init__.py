@@ -11,9 +11,14 @@
   or an ``.npz`` file, as one pool.
 * :mod:`~securefed.data.prepare` -- :func:`prepare` a federation on disk (seed layout plus
   ``federation.json``) and :func:`load_federation_metadata` to read it back.
+* :mod:`~securefed.data.schema` -- a bank's table schema (:class:`TabularSchema`,
+  :func:`load_schema`) and its digest; :mod:`~securefed.data.tabular` -- :func:`import_tabular`
+  one institution's CSV or Parquet files against it (pyarrow, the optional ``tabular`` extra,
+  imported only then); :mod:`~securefed.data.tabular_store` -- the import record and
+  :func:`read_schema_digest`.
 
-Nothing here imports torch, and nothing unpickles: every ``np.load`` uses ``allow_pickle=False``.
-See docs/data.md.
+Nothing here imports torch or (at import time) pyarrow, and nothing unpickles: every ``np.load``
+uses ``allow_pickle=False``. See docs/data.md and docs/tabular.md.
 """
 
 from __future__ import annotations
@@ -34,7 +39,10 @@ from securefed.data.prepare import (
     load_federation_metadata,
     prepare,
 )
+from securefed.data.schema import SchemaError, TabularSchema, load_schema
 from securefed.data.source import Source, SourceData, load_source
+from securefed.data.tabular import Problem, TabularDataError, import_tabular
+from securefed.data.tabular_store import ImportRecord, load_import_record, read_schema_digest
 
 __all__ = [
     "MAX_CLASSES",
@@ -42,18 +50,27 @@ __all__ = [
     "DataFormatError",
     "Federation",
     "FederationMetadata",
+    "ImportRecord",
     "PartitionConfig",
+    "Problem",
+    "SchemaError",
     "Scheme",
     "Source",
     "SourceData",
+    "TabularDataError",
+    "TabularSchema",
     "TenantData",
     "bundled_digits_path",
+    "import_tabular",
     "load_bundled_digits",
     "load_federation_metadata",
+    "load_import_record",
+    "load_schema",
     "load_source",
     "load_tenants",
     "num_classes",
     "partition",
     "prepare",
+    "read_schema_digest",
     "write_tenants",
 ]

@@ -1,8 +1,9 @@
 """Seeded splitting of one pool of labelled samples among simulated tenants with latent groups.
 
 The only module of securefed that uses ``numpy.random`` (ruff's TID251 is lifted for this file
-alone): the randomness here decides which *public* sample goes to which *simulated* tenant, it is
-never a key, a seed of the protocol or a mask. Every draw comes from one
+alone): the randomness here decides which *public* sample goes to which *simulated* tenant, and
+which of an institution's imported rows are held out for test (:func:`split_rows`); it is never a
+key, a seed of the protocol or a mask. Every draw of :func:`partition` comes from one
 ``np.random.default_rng(config.seed)``, in a fixed order, so the same samples, labels and config
 always give the same federation (bit for bit), and different seeds give different ones.
 
@@ -51,7 +52,14 @@ import numpy.typing as npt
 from securefed.data.layout import TenantData, as_labels, as_samples
 from securefed.errors import ConfigError
 
-__all__ = ["Federation", "PartitionConfig", "Scheme", "derangement_count", "partition"]
+__all__ = [
+    "Federation",
+    "PartitionConfig",
+    "Scheme",
+    "derangement_count",
+    "partition",
+    "split_rows",
+]
 
 _ENUMERATE_DERANGEMENTS_UP_TO = 7
 _MAX_DRAWS = 100_000
@@ -334,6 +342,29 @@ def _tenant_rows(
         taken = [pools[c][starts[t, c] : starts[t + 1, c]] for c in range(classes)]
         rows.append(np.concatenate(taken).astype(np.int64))
     return rows, dominant
+
+
+def split_rows(rows: int, *, test_fraction: float, seed: int) -> tuple[IntArray, IntArray]:
+    """One table's rows split into train and test, seeded: ``(train_rows, test_rows)``.
+
+    ``round(test_fraction * rows)`` rows (at most ``rows - 1``) go to test, drawn uniformly by
+    ``np.random.default_rng(seed)`` -- a seeded split of an institution's own records, never a
+    key. Both index arrays are sorted, so each split keeps the table's row order. The same
+    ``rows``, ``test_fraction`` and ``seed`` always give the same split.
+
+    Raises:
+        ConfigError: ``rows`` < 1, ``test_fraction`` outside [0, 1), or ``seed`` < 0.
+    """
+    if not _is_int(rows) or rows < 1:
+        raise ConfigError(f"split_rows() needs at least one row, got {rows!r}")
+    if not isinstance(test_fraction, int | float) or not 0 <= test_fraction < 1:
+        raise ConfigError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
+    if not _is_int(seed) or seed < 0:
+        raise ConfigError(f"seed must be an int >= 0, got {seed!r}")
+    n_test = min(int(np.floor(test_fraction * rows + 0.5)), rows - 1)
+    is_test = np.zeros(rows, dtype=bool)
+    is_test[np.random.default_rng(seed).permutation(rows)[:n_test]] = True
+    return np.flatnonzero(~is_test).astype(np.int64), np.flatnonzero(is_test).astype(np.int64)
 
 
 def partition(samples: npt.ArrayLike, labels: npt.ArrayLike, config: PartitionConfig) -> Federation:
