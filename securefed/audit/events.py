@@ -59,6 +59,7 @@ class EventType(Enum):
     HAZARD = "hazard"
     RUN_FINISHED = "run.finished"
     INCONSISTENT_HEADS = "coordinator.inconsistent-heads"
+    MISBEHAVIOUR = "round.misbehaviour"
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +181,22 @@ class Unmask(EventRecord):
     target_blinded: bool  # whether the unmasked outputs are still blinded for their targets
     self_seeds_of: tuple[int, ...]  # survivors whose self-mask seeds were reconstructed
     mask_keys_of: tuple[int, ...]  # dropped clients whose mask keys were reconstructed
+
+
+@dataclass(frozen=True, slots=True)
+class Misbehaviour(EventRecord):
+    """The server caught ``party`` misbehaving in ``round``, on evidence signed by that party:
+    ``kind`` is ``bad-commitment`` (its share commitments fail the public checks),
+    ``bad-shares`` (a holder's complaint proved a share it dealt bad), ``false-complaint`` (it
+    complained about good shares) -- each left it out of the round before anything was masked --
+    or ``bad-share-revealed`` (a share it revealed at unmasking was off the dealer's polynomial:
+    ignored). ``accuser`` is the complaining holder for ``bad-shares``, else -1."""
+
+    event_type: ClassVar[EventType] = EventType.MISBEHAVIOUR
+    round: int
+    party: int
+    kind: str
+    accuser: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,15 @@ indices) vanish after sharing keys, so dropout recovery is exercised. Reported:
 * ``upload_bytes_per_client``: median bytes a surviving client sends;
 * ``keystream_limit_s``: raw AES-256-CTR time, same run, for one client's mask bytes
   (``N`` streams of ``d`` words: one self mask, ``N - 1`` pairwise masks);
-* ``correct``: the decoded sum equals the plaintext sum of the contributors within the codec bound.
+* ``correct``: the decoded sum equals the plaintext sum of the contributors within the codec bound;
+* ``unverified_client_s`` / ``unverified_server_s``: the same round with plain Shamir sharing
+  (``ShareScheme.SHAMIR``, the semi-honest baseline), run interleaved with the verifiable rounds,
+  and ``verifiable_client_overhead`` = ``client_s / unverified_client_s - 1``: what Feldman
+  commitments, share checks and checked reconstruction cost a client (target: at most 0.15 at
+  N = 10, d = 10^6).
+
+``degree`` (``--degree``) runs the round on the SecAgg+ graph of that degree instead of the
+complete graph.
 
 Targets: ``client_s <= 4 x keystream_limit_s``; with ``--baseline flower``,
 ``speedup = flower_total_s / total_s >= 5`` (goal 10). Flower's masks come from a 32-bit-seeded
@@ -32,7 +40,7 @@ from securefed.bench.flower_baseline import run_flower_round
 from securefed.bench.prg import time_keystream_limit
 from securefed.encoding import CodecConfig
 from securefed.errors import ConfigError
-from securefed.secagg import RoundConfig, Stage
+from securefed.secagg import GraphKind, MaskGraph, RoundConfig, ShareScheme, Stage
 from securefed.secagg.federation import make_federation
 from securefed.secagg.inmemory import RoundOutcome, run_round
 
@@ -42,6 +50,7 @@ TARGET_CLIENT_RATIO = 4.0
 _TIMED = ("client_s", "server_s", "total_s")
 TARGET_SPEEDUP = 5.0
 GOAL_SPEEDUP = 10.0
+TARGET_VERIFIABLE_OVERHEAD = 0.15
 
 
 class Baseline(Enum):
@@ -57,15 +66,24 @@ def benchmark_inputs(n_clients: int, dim: int) -> list[npt.NDArray[np.float64]]:
 
 
 def _round(
-    n: int, dim: int, dropouts: int, inputs: list[npt.NDArray[np.float64]]
+    n: int,
+    dim: int,
+    dropouts: int,
+    inputs: list[npt.NDArray[np.float64]],
+    *,
+    sharing: ShareScheme = ShareScheme.FELDMAN,
+    degree: int | None = None,
 ) -> tuple[RoundOutcome, RoundConfig]:
     federation = make_federation(n)
+    graph = MaskGraph() if degree is None else MaskGraph(GraphKind.SECAGG_PLUS, degree=degree)
     config = RoundConfig(
         roster=federation.roster,
         session_id=os.urandom(32),
         round=1,
         vector_length=dim,
         codec=CodecConfig.default(),
+        graph=graph,
+        sharing=sharing,
     )
     schedule = dict.fromkeys(range(n - dropouts, n), Stage.MASK)
     outcome = run_round(config, federation, dict(enumerate(inputs)), dropouts=schedule)
@@ -97,6 +115,7 @@ def run_secagg_benchmark(
     dropouts: int = 1,
     repeats: int = 5,
     baseline: Baseline | None = None,
+    degree: int | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark; the JSON-ready result (each time: the best over ``repeats`` rounds).
 
@@ -107,29 +126,44 @@ def run_secagg_benchmark(
     if clients < 3 or dim < 1 or repeats < 1 or not 0 <= dropouts < clients:
         raise ConfigError("need clients >= 3, dim >= 1, repeats >= 1, 0 <= dropouts < clients")
     inputs = benchmark_inputs(clients, dim)
-    _round(clients, min(dim, 1000), dropouts, benchmark_inputs(clients, min(dim, 1000)))  # warm-up
-    runs = []
+    small = min(dim, 1000)
+    _round(clients, small, dropouts, benchmark_inputs(clients, small), degree=degree)  # warm-up
+    runs: dict[ShareScheme, list[dict[str, Any]]] = {s: [] for s in ShareScheme}
     for _ in range(repeats):
-        outcome, config = _round(clients, dim, dropouts, inputs)
-        if outcome.result is None:
-            raise ConfigError(
-                f"the round aborted: {dropouts} dropouts exceed N - t for N = {clients}"
-            )
-        runs.append(_summary(outcome, inputs))
+        for sharing in ShareScheme:  # interleaved: the machine's noise hits both alike
+            outcome, config = _round(clients, dim, dropouts, inputs, sharing=sharing, degree=degree)
+            if outcome.result is None:
+                raise ConfigError(
+                    f"the round aborted: {dropouts} dropouts exceed N - t for N = {clients}"
+                )
+            runs[sharing].append(_summary(outcome, inputs))
     # Best of the repeats, per metric: the usual way to suppress other tenants' noise (the
     # keystream limit below is a best-of-3 too).
-    best = {key: min(r[key] for r in runs) for key in _TIMED}
-    best["upload_bytes_per_client"] = runs[0]["upload_bytes_per_client"]
+    verifiable, unverified = runs[ShareScheme.FELDMAN], runs[ShareScheme.SHAMIR]
+    best = {key: min(r[key] for r in verifiable) for key in _TIMED}
+    best["upload_bytes_per_client"] = verifiable[0]["upload_bytes_per_client"]
+    plain = {key: min(r[key] for r in unverified) for key in _TIMED}
+    overhead = best["client_s"] / plain["client_s"] - 1.0
     limit = min(time_keystream_limit(clients * dim * 4) for _ in range(3))
     report: dict[str, Any] = {
         "benchmark": "secagg",
         "clients": clients,
         "dim": dim,
         "dropouts": dropouts,
+        "graph": config.graph.kind.value,
+        "degree": config.graph.degree if degree is not None else clients - 1,
         "threshold": config.threshold,
+        "sharing": ShareScheme.FELDMAN.value,
         "repeats": repeats,
         **best,
-        "correct": all(r["correct"] for r in runs),
+        "correct": all(r["correct"] for r in (*verifiable, *unverified)),
+        "unverified_client_s": plain["client_s"],
+        "unverified_server_s": plain["server_s"],
+        "unverified_upload_bytes_per_client": unverified[0]["upload_bytes_per_client"],
+        "verifiable_client_overhead": overhead,
+        "verifiable_server_overhead": best["server_s"] / plain["server_s"] - 1.0,
+        "target_verifiable_client_overhead": TARGET_VERIFIABLE_OVERHEAD,
+        "verifiable_target_met": overhead <= TARGET_VERIFIABLE_OVERHEAD,
         "keystream_limit_s": limit,
         "client_vs_keystream": best["client_s"] / limit,
         "target_client_vs_keystream": TARGET_CLIENT_RATIO,

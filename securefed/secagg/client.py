@@ -72,7 +72,7 @@ from securefed.secagg.messages import (
 )
 from securefed.secagg.party import ProtocolParty
 from securefed.secagg.replay import RoundGuard
-from securefed.secagg.sharing import check_commitments, check_held_share, deal
+from securefed.secagg.sharing import Committed, check_commitments, check_held_share, deal
 from securefed.secagg.stages import Role, Stage, next_stage, settle, start_stage
 from securefed.secagg.transcript import ContextItem, transcript_hash
 from securefed.secagg.verify import check_round, verify_client_signature, verify_server_signature
@@ -404,14 +404,14 @@ class SecAggClient(ProtocolParty):
             verify_client_signature(self.config, dealt)  # the server cannot alter it
             commitment = commitment_of[dealt.sender]
             # Public checks: a server that forwards a commitment failing them is at fault.
-            check_commitments(
+            committed = check_commitments(
                 self.config.sharing,
                 mask_key_polynomial=commitment.mask_key_polynomial,
                 self_seed_polynomial=commitment.self_seed_polynomial,
                 threshold=self._mask_graph.threshold(dealt.sender),
                 mask_key=self._advert_of(dealt.sender).mask_key,
             )
-            held = self._checked_shares(dealt, commitment)
+            held = self._checked_shares(dealt, committed)
             if held is None:
                 key = self._encryption_keys[dealt.sender].secret_bytes_for_sharing()
                 complaints.append(Complaint(dealt.sender, key))
@@ -421,19 +421,14 @@ class SecAggClient(ProtocolParty):
         self._complained = tuple(c.dealer for c in complaints)
         return self._sign(ShareReceipt, sender=self.index, complaints=tuple(complaints))
 
-    def _checked_shares(self, dealt: DealtShare, commitment: ShareCommitment) -> _HeldShares | None:
+    def _checked_shares(self, dealt: DealtShare, committed: Committed) -> _HeldShares | None:
         """The two shares in ``dealt`` if they open and pass the holder's checks, else None."""
         try:
             mask_share, seed_share = open_dealt(
                 self.config, self._channel(dealt.sender, outgoing=False), dealt
             )
             check_held_share(
-                self.config.sharing,
-                mask_key_polynomial=commitment.mask_key_polynomial,
-                self_seed_polynomial=commitment.self_seed_polynomial,
-                holder=self.index,
-                mask_share=mask_share,
-                seed_share=seed_share,
+                committed, holder=self.index, mask_share=mask_share, seed_share=seed_share
             )
         except (CryptoError, RemoteProtocolError):
             return None

@@ -31,7 +31,7 @@ from securefed.secagg.messages import (
     DealtShare,
     ShareCommitment,
 )
-from securefed.secagg.sharing import check_held_share, share_bytes
+from securefed.secagg.sharing import check_commitments, check_held_share, share_bytes
 from securefed.secagg.wire import Reader, Writer
 
 __all__ = [
@@ -154,8 +154,8 @@ def judge_complaint(
     signed messages can rerun it (the server does, before masking; an auditor may later).
 
     The caller has checked the signatures of ``holder_advert``, ``dealer_advert``,
-    ``commitment`` and ``dealt`` and the public checks of ``commitment``
-    (:func:`securefed.secagg.sharing.check_commitments`).
+    ``commitment`` and ``dealt``. A commitment that fails the public checks
+    (:func:`securefed.secagg.sharing.check_commitments`) convicts the dealer too.
     """
     holder, dealer = holder_advert.sender, dealer_advert.sender
     if (dealt.sender, dealt.recipient) != (dealer, holder) or commitment.sender != dealer:
@@ -168,17 +168,17 @@ def judge_complaint(
     if private.public_key() != claimed:
         return Verdict.FALSE_COMPLAINT  # not the key the holder signed for this pair
     try:
-        dealer_key = advertised_key(config, graph, dealer_advert, holder)
-        aead = channel_key(config, own=(holder, private), peer=(dealer, dealer_key), outgoing=False)
-        mask_share, seed_share = open_dealt(config, aead, dealt)
-        check_held_share(
+        committed = check_commitments(
             config.sharing,
             mask_key_polynomial=commitment.mask_key_polynomial,
             self_seed_polynomial=commitment.self_seed_polynomial,
-            holder=holder,
-            mask_share=mask_share,
-            seed_share=seed_share,
+            threshold=graph.threshold(dealer),
+            mask_key=dealer_advert.mask_key,
         )
+        dealer_key = advertised_key(config, graph, dealer_advert, holder)
+        aead = channel_key(config, own=(holder, private), peer=(dealer, dealer_key), outgoing=False)
+        mask_share, seed_share = open_dealt(config, aead, dealt)
+        check_held_share(committed, holder=holder, mask_share=mask_share, seed_share=seed_share)
     except (CryptoError, RemoteProtocolError):
         return Verdict.DEALER_AT_FAULT
     return Verdict.FALSE_COMPLAINT

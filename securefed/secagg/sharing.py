@@ -29,6 +29,7 @@ from securefed.crypto import shamir, vss
 from securefed.errors import CryptoError, InvalidShare
 
 __all__ = [
+    "Committed",
     "Dealing",
     "Reconstructed",
     "ShareScheme",
@@ -96,6 +97,14 @@ def deal(
     return Dealing(mask_poly.to_bytes(), seed_poly.to_bytes(), shares)
 
 
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """A dealer's commitments after :func:`check_commitments` (both None under SHAMIR)."""
+
+    mask_key: vss.Commitment | None
+    self_seed: vss.Commitment | None
+
+
 def check_commitments(
     scheme: ShareScheme,
     *,
@@ -103,12 +112,13 @@ def check_commitments(
     self_seed_polynomial: bytes,
     threshold: int,
     mask_key: bytes,
-) -> None:
+) -> Committed:
     """The public checks of a dealer's commitments: anyone can run them on the signed message.
 
     Under FELDMAN both polynomials must decode, have degree ``threshold - 1``, and the mask-key
     polynomial's constant term must be ``mask_key`` (the advertised 65-byte P-256 point) with
-    carry 0. Under SHAMIR both must be empty.
+    carry 0. Under SHAMIR both must be empty. Returns them decoded, for
+    :func:`check_held_share`.
 
     Raises:
         InvalidCommitment: any check fails (always the dealer's fault).
@@ -116,7 +126,7 @@ def check_commitments(
     if not scheme.verifiable:
         if mask_key_polynomial or self_seed_polynomial:
             raise vss.InvalidCommitment("plain Shamir sharing publishes no polynomials")
-        return
+        return Committed(None, None)
     mask_poly = vss.Commitment.from_bytes(mask_key_polynomial)
     seed_poly = vss.Commitment.from_bytes(self_seed_polynomial)
     if mask_poly.threshold != threshold or seed_poly.threshold != threshold:
@@ -126,34 +136,27 @@ def check_commitments(
         )
     if mask_poly.carry != 0 or mask_poly.constant_term() != mask_key:
         raise vss.InvalidCommitment("the mask-key polynomial does not share the advertised key")
+    return Committed(mask_poly, seed_poly)
 
 
 def check_held_share(
-    scheme: ShareScheme,
-    *,
-    mask_key_polynomial: bytes,
-    self_seed_polynomial: bytes,
-    holder: int,
-    mask_share: bytes,
-    seed_share: bytes,
+    committed: Committed, *, holder: int, mask_share: bytes, seed_share: bytes
 ) -> None:
-    """A holder's check of the two shares it received (after :func:`check_commitments`).
-
-    Under SHAMIR only the encoding and the holder are checked (nothing else can be).
+    """A holder's check of the two shares it received, against the dealer's checked
+    commitments. Without commitments (SHAMIR) only the encoding and the holder are checked
+    (nothing else can be).
 
     Raises:
         InvalidShare: a share is malformed, for another holder, or off its committed polynomial.
     """
-    if not scheme.verifiable:
+    if committed.mask_key is None or committed.self_seed is None:
         for data in (mask_share, seed_share):
             if shamir.Share.from_bytes(data).holder != holder:
                 raise InvalidShare("the share belongs to another holder")
         return
-    pairs = ((mask_key_polynomial, mask_share), (self_seed_polynomial, seed_share))
-    for polynomial, data in pairs:
-        vss.verify_share(
-            vss.Commitment.from_bytes(polynomial), vss.Share.from_bytes(data), holder=holder
-        )
+    pairs = ((committed.mask_key, mask_share), (committed.self_seed, seed_share))
+    for commitment, data in pairs:
+        vss.verify_share(commitment, vss.Share.from_bytes(data), holder=holder)
 
 
 @dataclass(frozen=True, slots=True)

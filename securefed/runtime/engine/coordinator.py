@@ -44,6 +44,7 @@ from securefed.audit import (
     Hazard,
     Head,
     Ledger,
+    Misbehaviour,
     Partition,
     RoundSurvivors,
     RunFinished,
@@ -76,7 +77,15 @@ from securefed.runtime.engine.signing import (
     verified_party,
     verify_final_heads,
 )
-from securefed.secagg import SecAggServer, Stage
+from securefed.secagg import (
+    ClientsExcluded,
+    ComplaintJudged,
+    ExclusionReason,
+    ProtocolEvent,
+    SecAggServer,
+    ShareRejected,
+    Stage,
+)
 from securefed.secagg.messages import BlindedOutput
 from securefed.secagg.messages import decode as decode_protocol
 from securefed.secagg.roster import Roster
@@ -1056,6 +1065,7 @@ class Coordinator:
         outputs = 0
         for group in round_.groups:
             server = group.server
+            self._record_misbehaviour(round_.number, group.members, server.drain_events())
             survivors.update(group.members[u] for u in server.survivors)
             self_seeds.update(group.members[u] for u in server.reconstructed_self_seeds)
             mask_keys.update(group.members[u] for u in server.reconstructed_mask_keys)
@@ -1082,6 +1092,37 @@ class Coordinator:
                 mask_keys_of=tuple(sorted(mask_keys)),
             )
         )
+
+    def _record_misbehaviour(
+        self, round_: int, members: Sequence[int], events: Sequence[ProtocolEvent]
+    ) -> None:
+        """Ledger each party the protocol caught misbehaving, on its own signed messages
+        (securefed/secagg/dealing.py); indices in ``events`` are within the group."""
+        accusers = {
+            e.dealer: e.holder
+            for e in events
+            if isinstance(e, ComplaintJudged) and e.verdict == "dealer-at-fault"
+        }
+        proven = (
+            ExclusionReason.BAD_COMMITMENT,
+            ExclusionReason.BAD_SHARES,
+            ExclusionReason.FALSE_COMPLAINT,
+        )
+        caught: list[tuple[int, str, int]] = []
+        for event in events:
+            if isinstance(event, ClientsExcluded) and event.reason in proven:
+                caught += [(c, event.reason.value, accusers.get(c, -1)) for c in event.clients]
+            elif isinstance(event, ShareRejected):
+                caught += [(h, "bad-share-revealed", -1) for h in event.holders]
+        for party, kind, accuser in sorted(set(caught)):
+            self.ledger.record(
+                Misbehaviour(
+                    round=round_,
+                    party=members[party],
+                    kind=kind,
+                    accuser=members[accuser] if accuser >= 0 else -1,
+                )
+            )
 
     def record_declared_partition(self) -> None:
         """Ledger a partition given by configuration (group mode), before the first round."""
