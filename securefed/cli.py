@@ -155,6 +155,7 @@ def _bench_secagg(args: argparse.Namespace) -> int:
         dropouts=args.dropouts,
         repeats=args.repeats,
         baseline=baseline,
+        degree=args.degree,
     )
     _print_result(result, as_json=args.json)
     return 0
@@ -782,6 +783,20 @@ def _add_deploy_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     certs.set_defaults(handler=_deploy_certs)
 
 
+def _add_secagg_bench(benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    secagg = benches.add_parser("secagg", help="one secure-aggregation round, optionally vs Flower")
+    secagg.add_argument("--clients", type=int, default=10, help="N (default 10)")
+    secagg.add_argument("--dim", type=int, default=1_000_000, help="vector length d (default 10^6)")
+    secagg.add_argument("--dropouts", type=int, default=1, help="clients lost after key sharing")
+    secagg.add_argument("--repeats", type=int, default=5, help="rounds run, best times kept")
+    secagg.add_argument("--baseline", choices=[b.value for b in Baseline], help="compare in-run")
+    secagg.add_argument(
+        "--degree", type=int, default=None, help="SecAgg+ graph of this degree (default: complete)"
+    )
+    secagg.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    secagg.set_defaults(handler=_bench_secagg)
+
+
 def _add_import_bench(benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tabular = benches.add_parser(
         "import", help="securefed data import of a generated CSV vs pyarrow alone reading it"
@@ -804,14 +819,7 @@ def _parser() -> argparse.ArgumentParser:
     prg.add_argument("--repeats", type=int, default=3, help="interleaved repeats, best kept")
     prg.add_argument("--json", action="store_true", help="one JSON object on stdout")
     prg.set_defaults(handler=_bench_prg)
-    secagg = benches.add_parser("secagg", help="one secure-aggregation round, optionally vs Flower")
-    secagg.add_argument("--clients", type=int, default=10, help="N (default 10)")
-    secagg.add_argument("--dim", type=int, default=1_000_000, help="vector length d (default 10^6)")
-    secagg.add_argument("--dropouts", type=int, default=1, help="clients lost after key sharing")
-    secagg.add_argument("--repeats", type=int, default=5, help="rounds run, best times kept")
-    secagg.add_argument("--baseline", choices=[b.value for b in Baseline], help="compare in-run")
-    secagg.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    secagg.set_defaults(handler=_bench_secagg)
+    _add_secagg_bench(benches)
     personal = benches.add_parser("personalize", help="one personalized (attention/group) round")
     personal.add_argument("--clients", type=int, default=10, help="N (default 10)")
     personal.add_argument("--dim", type=int, default=1_000_000, help="model length d")

@@ -134,6 +134,7 @@ def evaluate_run(run_dir: Path) -> list[BankResult]:
             config["data"]["model"],
             num_classes=2,
             in_features=int(np.prod(tenant.sample_shape)),
+            hidden=config["data"].get("hidden"),
         )
         load_model(model, run_dir / "models" / f"{client['id']}.safetensors")
         p = _probabilities(model, tenant.test_x)

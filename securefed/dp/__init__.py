@@ -5,6 +5,8 @@
   refusal with :class:`~securefed.errors.PrivacyBudgetExceeded` when a round would exceed the
   budget, FedAMP's proximal term applied after clipping and noise.
 * :class:`DPConfig`, :class:`TrainingConfig`, :class:`AccountantKind`, :class:`RoundSpend`.
+* :class:`WeightedCrossEntropy` / :func:`training_loss`: the loss, optionally class-weighted so
+  that each record's per-sample gradient depends on that record alone (accounting unchanged).
 * :func:`epsilon_for`, :func:`noise_multiplier_for`: Opacus's accountants (same numbers), memoised.
 
 See ``docs/dp.md`` for the guarantees in plain words.
@@ -18,6 +20,7 @@ from securefed.dp.config import (
     RoundSpend,
     TrainingConfig,
 )
+from securefed.dp.loss import WeightedCrossEntropy, training_loss
 from securefed.dp.state import STATE_FILE, AccountantState, Charge, load_state
 from securefed.dp.steppers import DPStepper, PlainStepper, Proximal, secure_rng_available
 from securefed.dp.trainer import EPSILON_TOLERANCE, PrivateTrainer
@@ -36,9 +39,11 @@ __all__ = [
     "Proximal",
     "RoundSpend",
     "TrainingConfig",
+    "WeightedCrossEntropy",
     "epsilon_for",
     "extend_history",
     "load_state",
     "noise_multiplier_for",
     "secure_rng_available",
+    "training_loss",
 ]

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from enum import Enum
 
 from securefed.errors import ConfigError
 
-__all__ = ["AccountantKind", "DPConfig", "GradSampleMode", "RoundSpend", "TrainingConfig"]
+__all__ = [
+    "AccountantKind",
+    "DPConfig",
+    "GradSampleMode",
+    "RoundSpend",
+    "TrainingConfig",
+    "check_class_weights",
+]
 
 
 class AccountantKind(Enum):
@@ -36,6 +44,20 @@ def _finite_positive(name: str, value: float) -> None:
         raise ConfigError(f"{name} must be a number, got {value!r}")
     if not (math.isfinite(value) and value > 0):
         raise ConfigError(f"{name} must be finite and > 0, got {value!r}")
+
+
+def check_class_weights(weights: Sequence[float], *, key: str = "class_weights") -> None:
+    """Raise :class:`ConfigError` unless ``weights`` is a sequence of at least two finite
+    numbers > 0 (booleans are not numbers here). ``key`` names the setting in the message."""
+    if isinstance(weights, str | bytes) or not isinstance(weights, Sequence):
+        raise ConfigError(f"{key} must be a list of numbers, got {weights!r}")
+    if len(weights) < 2:
+        raise ConfigError(f"{key} needs one weight per class (at least 2), got {len(weights)}")
+    for index, value in enumerate(weights):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}[{index}] must be a number, got {value!r}")
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{key}[{index}] must be finite and > 0, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -88,6 +110,16 @@ class TrainingConfig:
 
     ``proximal_lambda`` is FedAMP's coefficient mu of the proximal term (mu/2)||w - u||^2 towards
     the personalised anchor u; 0 disables it.
+
+    ``class_weights``: one fixed weight per class (label ``k`` gets ``class_weights[k]``; only
+    the ratios count, they are divided by the largest so that clipping does not cancel them);
+    each record's loss is multiplied by the relative weight of its label and the batch loss is
+    the mean over the batch size (:class:`~securefed.dp.loss.WeightedCrossEntropy`), so with DP
+    each record's per-sample gradient is a function of that record alone and is clipped as
+    usual: the weights do not change the sensitivity or the accounting. None: plain
+    cross-entropy. They must be public constants (never derived from an institution's own class
+    counts). Raises :class:`ConfigError` for fewer than two weights or a weight that is not
+    finite and > 0; the trainer refuses labels without a weight.
     """
 
     lr: float = 0.05
@@ -95,6 +127,7 @@ class TrainingConfig:
     local_epochs: int = 1
     momentum: float = 0.0
     proximal_lambda: float = 0.0
+    class_weights: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         _finite_positive("lr", self.lr)
@@ -108,6 +141,9 @@ class TrainingConfig:
             raise ConfigError(
                 f"proximal_lambda must be finite and >= 0, got {self.proximal_lambda}"
             )
+        if self.class_weights is not None:
+            check_class_weights(self.class_weights)
+            object.__setattr__(self, "class_weights", tuple(float(w) for w in self.class_weights))
 
 
 @dataclass(frozen=True)

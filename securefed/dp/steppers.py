@@ -7,7 +7,9 @@ the steps must not be counted a second time.
 
 A DP step (``mu/2 ||w - u||^2`` the optional proximal term):
 
-1. per-sample gradients of the data loss (ghost clipping: only their norms), clipped to
+1. per-sample gradients of the data loss (ghost clipping: only their norms) -- each record's
+   cross-entropy, times its label's fixed class weight if ``TrainingConfig.class_weights`` is
+   set (:mod:`securefed.dp.loss`: a function of that record alone) -- clipped to
    ``max_grad_norm``, summed; Gaussian noise of std ``noise_multiplier * max_grad_norm`` added;
    divided by the expected batch size (``q * n``, fixed: Poisson batches vary in size);
 2. then the proximal gradient ``mu * (w - u)`` is ADDED to that noisy gradient -- after clipping
@@ -40,6 +42,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from securefed.dp.accounting import make_accountant
 from securefed.dp.config import AccountantKind, GradSampleMode, TrainingConfig
+from securefed.dp.loss import training_loss
 from securefed.errors import ConfigError
 
 __all__ = ["DPStepper", "PlainStepper", "Proximal", "secure_rng_available"]
@@ -70,13 +73,14 @@ class Proximal:
 
 
 class PlainStepper:
-    """Non-private minibatch SGD on the module itself (cross-entropy, mean over the batch)."""
+    """Non-private minibatch SGD on the module itself (cross-entropy, mean over the batch;
+    class-weighted as :func:`~securefed.dp.loss.training_loss` says, the same loss as with DP)."""
 
     def __init__(self, module: nn.Module, training: TrainingConfig) -> None:
         self.module = module
         self._params = list(module.parameters())
         self._optimizer = torch.optim.SGD(self._params, lr=training.lr, momentum=training.momentum)
-        self._criterion = nn.CrossEntropyLoss()
+        self._criterion = training_loss(training.class_weights)
 
     @property
     def grad_sample_mode(self) -> GradSampleMode | None:
@@ -142,7 +146,9 @@ class DPStepper:
         self.ghost_unavailable: str | None = None
         mode = GradSampleMode.HOOKS
         if ghost_clipping:
-            self.ghost_unavailable = _probe_ghost(module, train_x, max_grad_norm)
+            self.ghost_unavailable = _probe_ghost(
+                module, train_x, max_grad_norm, training_loss(training.class_weights)
+            )
             if self.ghost_unavailable is None:
                 mode = GradSampleMode.GHOST
         self.mode = mode
@@ -156,7 +162,7 @@ class DPStepper:
         made = self.engine.make_private(
             module=module,
             optimizer=optimizer,
-            criterion=nn.CrossEntropyLoss(),
+            criterion=training_loss(training.class_weights),
             data_loader=loader,
             noise_multiplier=noise_multiplier,
             max_grad_norm=max_grad_norm,
@@ -168,8 +174,10 @@ class DPStepper:
         # samples at q = batch_size / n itself (``made``'s loader is not used), so set both here.
         self.wrapped: nn.Module = made[0]
         self.optimizer: DPOptimizer = made[1]
+        # Hooks: the loss is a mean over the batch size of per-record losses (each weighted by
+        # its own label's fixed weight at most), as Opacus's loss_reduction="mean" assumes.
         self._criterion: nn.Module = (
-            made[2] if mode is GradSampleMode.GHOST else nn.CrossEntropyLoss()
+            made[2] if mode is GradSampleMode.GHOST else training_loss(training.class_weights)
         )
         self.optimizer.expected_batch_size = expected_batch_size  # type: ignore[assignment]
         self.steps_taken = 0
@@ -212,7 +220,9 @@ def _quiet_hooks() -> Iterator[None]:
         yield
 
 
-def _probe_ghost(module: nn.Module, train_x: Tensor, max_grad_norm: float) -> str | None:
+def _probe_ghost(
+    module: nn.Module, train_x: Tensor, max_grad_norm: float, criterion: nn.Module
+) -> str | None:
     """Run one ghost-clipping forward/backward on a copy of ``module`` with a zero input.
 
     Returns ``None`` if it works, else a one-line reason. Nothing is released and no record is
@@ -229,10 +239,10 @@ def _probe_ghost(module: nn.Module, train_x: Tensor, max_grad_norm: float) -> st
             max_grad_norm=max_grad_norm,
             expected_batch_size=2,
         )
-        criterion = DPLossFastGradientClipping(gsm, optimizer, nn.CrossEntropyLoss(), "mean")
+        loss = DPLossFastGradientClipping(gsm, optimizer, criterion, "mean")
         inputs = torch.zeros((2, *train_x.shape[1:]), dtype=train_x.dtype)
         with _quiet_hooks():
-            criterion(gsm(inputs), torch.zeros(2, dtype=torch.long)).backward()
+            loss(gsm(inputs), torch.zeros(2, dtype=torch.long)).backward()
         norms = gsm.per_sample_gradient_norms
         if norms.shape != (2,) or not all(math.isfinite(float(v)) for v in norms):
             return f"ghost clipping gave unusable per-sample norms {norms.tolist()}"

@@ -634,6 +634,12 @@ def _check_arguments(
         raise ConfigError(f"need as many labels as records (>0), got {n} and {len(train_y)}")
     if train_y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise ConfigError(f"labels must be an integer tensor, got {train_y.dtype}")
+    weights = training.class_weights
+    if weights is not None and int(train_y.max()) >= len(weights):
+        raise ConfigError(
+            f"label {int(train_y.max())} has no class weight: class_weights lists "
+            f"{len(weights)} weights (labels 0..{len(weights) - 1})"
+        )
 
 
 def _os_seeded_generator() -> torch.Generator:

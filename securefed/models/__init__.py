@@ -1,17 +1,29 @@
 """Models for private local training: definitions, flat parameter vectors, safetensors files.
 
-* :func:`cnn`, :func:`mlp`, :func:`build_model` / :class:`ModelKind`: DP-compatible networks
-  (GroupNorm, no BatchNorm, no tied parameters).
+* :func:`cnn`, :func:`mlp`, :func:`logistic`, :func:`build_model` / :class:`ModelKind`:
+  DP-compatible networks (GroupNorm, no BatchNorm, no tied parameters), all with logits of shape
+  ``(N, num_classes)``; :class:`ModelSpec`: a model's architecture, recorded in its file.
 * :func:`flat_parameters` / :func:`load_flat_parameters`: the float64 vector that secure
   aggregation and FedAMP work on (same order for a model and its Opacus wrapper).
-* :func:`save_model` / :func:`load_model`: safetensors files (no pickle), atomic writes, never a
-  ``_module.`` key.
-* :func:`evaluate`: accuracy.
+* :func:`save_model` / :func:`load_model` / :func:`load_saved_model`: safetensors files (no
+  pickle), atomic writes, never a ``_module.`` key; a file saved with its spec is rebuilt from
+  the file alone.
+* :func:`evaluate`: accuracy; :func:`positive_scores`: P(class 1) of a binary model.
 """
 
-from securefed.models.io import load_model, save_model
-from securefed.models.metrics import evaluate
-from securefed.models.nets import CNN_INPUT_SHAPE, ModelKind, build_model, cnn, mlp
+from securefed.models.io import SavedModel, load_model, load_saved_model, save_model
+from securefed.models.metrics import evaluate, positive_scores
+from securefed.models.nets import (
+    CNN_INPUT_SHAPE,
+    DEFAULT_HIDDEN,
+    BinaryLogits,
+    ModelKind,
+    ModelSpec,
+    build_model,
+    cnn,
+    logistic,
+    mlp,
+)
 from securefed.models.params import (
     flat_parameters,
     load_flat_parameters,
@@ -21,15 +33,22 @@ from securefed.models.params import (
 
 __all__ = [
     "CNN_INPUT_SHAPE",
+    "DEFAULT_HIDDEN",
+    "BinaryLogits",
     "ModelKind",
+    "ModelSpec",
+    "SavedModel",
     "build_model",
     "cnn",
     "evaluate",
     "flat_parameters",
     "load_flat_parameters",
     "load_model",
+    "load_saved_model",
+    "logistic",
     "mlp",
     "parameter_count",
+    "positive_scores",
     "save_model",
     "unwrap",
 ]

@@ -1,13 +1,15 @@
-"""Model evaluation."""
+"""Model evaluation: accuracy, and the positive-class scores that the credit metrics take."""
 
 from __future__ import annotations
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor, nn
 
 from securefed.errors import ConfigError
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "positive_scores"]
 
 
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 512) -> float:
@@ -34,3 +36,36 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 512) -
     finally:
         model.train(was_training)
     return correct / len(x)
+
+
+def positive_scores(
+    model: nn.Module, x: Tensor, *, batch_size: int = 512
+) -> npt.NDArray[np.float64]:
+    """P(class 1) = ``softmax(logits)[:, 1]`` of a binary ``model`` for every row of ``x``, as
+    float64 in [0, 1] (the score credit metrics take; for :func:`~securefed.models.logistic` it
+    is sigmoid(w.x + b)).
+
+    Same evaluation rules as :func:`evaluate` (eval mode, no gradients, mode restored; the
+    scores are a release that the DP guarantee does not cover). Raises :class:`ConfigError` for
+    no rows, a ``batch_size`` < 1, or a model whose logits do not have two columns.
+    """
+    if len(x) == 0:
+        raise ConfigError("positive_scores needs at least one row")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    was_training = model.training
+    model.eval()
+    parts = []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(x), batch_size):
+                logits = model(x[start : start + batch_size])
+                if logits.ndim != 2 or logits.shape[1] != 2:
+                    raise ConfigError(
+                        f"positive scores need a binary model (2 logits), got {tuple(logits.shape)}"
+                    )
+                parts.append(torch.softmax(logits.double(), dim=1)[:, 1])
+    finally:
+        model.train(was_training)
+    scores: npt.NDArray[np.float64] = torch.cat(parts).numpy()
+    return scores

@@ -1,8 +1,17 @@
-"""The two model families securefed trains: a small DP-compatible CNN and a tabular MLP.
+"""The model families securefed trains: a small DP-compatible CNN, a tabular MLP and logistic
+regression (the credit scorecard's model).
 
-Both are plain :class:`torch.nn.Sequential` stacks of layers Opacus supports natively (Conv2d,
-GroupNorm, Linear, ReLU, MaxPool2d, Flatten): no BatchNorm, whose statistics mix records of a batch
-and break per-record privacy, and no parameter tying, so ghost clipping applies.
+All are plain :class:`torch.nn.Sequential` stacks of layers Opacus supports natively (Conv2d,
+GroupNorm, Linear, ReLU, MaxPool2d, Flatten, and the parameter-free :class:`BinaryLogits`): no
+BatchNorm, whose statistics mix records of a batch and break per-record privacy, and no
+parameter tying, so ghost clipping applies. Every model maps a batch to logits of shape
+``(N, num_classes)``, so one loss (cross-entropy), one evaluation (arg-max) and one score
+(``softmax(logits)[:, 1]`` for a binary target) serve them all.
+
+:class:`ModelSpec` is a model's architecture as data (kind, number of classes, input width,
+hidden sizes): what :func:`build_model` builds and what a model file records in its metadata
+(:meth:`ModelSpec.to_metadata`), so that a saved model can be rebuilt without the run's
+configuration (:func:`securefed.models.load_saved_model`).
 
 Initialisation: with ``seed=None`` PyTorch's default initialisation draws from the global torch RNG.
 With an integer ``seed`` the same distributions (PyTorch's defaults: Kaiming-uniform weights with
@@ -12,26 +21,51 @@ seeded with it, so a simulation is reproducible without touching the global RNG.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from enum import Enum
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from securefed.errors import ConfigError
 
-__all__ = ["CNN_INPUT_SHAPE", "ModelKind", "build_model", "cnn", "mlp"]
+__all__ = [
+    "CNN_INPUT_SHAPE",
+    "DEFAULT_HIDDEN",
+    "BinaryLogits",
+    "ModelKind",
+    "ModelSpec",
+    "build_model",
+    "cnn",
+    "logistic",
+    "mlp",
+]
 
 #: Input shape (channels, height, width) of :func:`cnn`, e.g. MNIST / EMNIST images.
 CNN_INPUT_SHAPE = (1, 28, 28)
+#: Hidden layer widths of :func:`mlp` when none are given.
+DEFAULT_HIDDEN = (64, 32)
 
 
 class ModelKind(Enum):
     """Which model family :func:`build_model` builds."""
 
-    CNN = "cnn"
-    MLP = "mlp"
+    CNN = "cnn"  # 1x28x28 images
+    MLP = "mlp"  # rows of in_features columns, ReLU hidden layers
+    LOGISTIC = "logistic"  # rows of in_features columns, one linear layer
+
+
+class BinaryLogits(nn.Module):
+    """``(N, 1)`` logits ``z`` -> ``(N, 2)`` logits ``[0, z]``, so that ``softmax`` gives
+    ``P(class 1) = sigmoid(z)`` and cross-entropy equals the logistic (binary cross-entropy)
+    loss. No parameters: under Opacus only the linear layer before it has per-sample
+    gradients."""
+
+    def forward(self, z: Tensor) -> Tensor:
+        return torch.cat((torch.zeros_like(z), z), dim=1)
 
 
 def cnn(num_classes: int = 10, *, seed: int | None = None) -> nn.Module:
@@ -62,7 +96,7 @@ def cnn(num_classes: int = 10, *, seed: int | None = None) -> nn.Module:
 def mlp(
     in_features: int,
     num_classes: int,
-    hidden: Sequence[int] = (64, 32),
+    hidden: Sequence[int] = DEFAULT_HIDDEN,
     *,
     seed: int | None = None,
 ) -> nn.Module:
@@ -84,33 +118,173 @@ def mlp(
     return _seeded(nn.Sequential(*layers), seed)
 
 
+def logistic(in_features: int, num_classes: int, *, seed: int | None = None) -> nn.Module:
+    """Logistic regression on rows of ``in_features`` columns.
+
+    Binary (``num_classes == 2``): ONE weight vector and bias, ``Linear(in_features -> 1)``
+    followed by :class:`BinaryLogits` -- the scorecard model, ``P(y = 1) = sigmoid(w.x + b)``,
+    whose file holds exactly those coefficients. More classes: softmax regression,
+    ``Linear(in_features -> num_classes)``. Raises :class:`ConfigError` for a non-positive
+    ``in_features`` or ``num_classes < 2``.
+    """
+    _check_positive("in_features", in_features)
+    _check_positive("num_classes", num_classes, minimum=2)
+    if num_classes == 2:
+        return _seeded(nn.Sequential(nn.Linear(in_features, 1), BinaryLogits()), seed)
+    return _seeded(nn.Sequential(nn.Linear(in_features, num_classes)), seed)
+
+
+_KIND = "model.kind"
+_CLASSES = "model.num_classes"
+_FEATURES = "model.in_features"
+_HIDDEN = "model.hidden"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """A model's architecture: enough to rebuild it (:meth:`build`) and to record it in a
+    model file (:meth:`to_metadata` / :meth:`from_metadata`).
+
+    ``in_features`` is the number of input columns (the CNN: always 784, its 1x28x28 pixels;
+    None is accepted for the CNN and stored as 784). ``hidden`` is the MLP's hidden layer
+    widths (None: :data:`DEFAULT_HIDDEN`; stored resolved) and must be None for the other
+    kinds. Construction validates: a spec that exists can be built. Raises
+    :class:`ConfigError` for a kind that is not a :class:`ModelKind`, ``num_classes < 2``, a
+    missing or non-positive ``in_features``, the CNN with another input width, hidden sizes
+    for a model without hidden layers, or empty or non-positive hidden sizes.
+    """
+
+    kind: ModelKind
+    num_classes: int
+    in_features: int | None = None
+    hidden: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, ModelKind):
+            raise ConfigError(f"model kind must be a ModelKind, got {self.kind!r}")
+        _check_positive("num_classes", self.num_classes, minimum=2)
+        pixels = math.prod(CNN_INPUT_SHAPE)
+        features = self.in_features
+        if self.kind is ModelKind.CNN:
+            if features is not None and features != pixels:
+                raise ConfigError(
+                    f"the CNN takes 1x28x28 images ({pixels} features), not {features}"
+                )
+            features = pixels
+        elif features is None:
+            raise ConfigError(
+                f"the {self.kind.value} model needs in_features (the number of columns of a record)"
+            )
+        _check_positive("in_features", features)
+        object.__setattr__(self, "in_features", features)
+        if self.kind is not ModelKind.MLP:
+            if self.hidden is not None:
+                raise ConfigError(
+                    f"hidden layer sizes apply to the mlp only, not to the {self.kind.value} model"
+                )
+            return
+        hidden = DEFAULT_HIDDEN if self.hidden is None else self.hidden
+        if isinstance(hidden, str | bytes) or not isinstance(hidden, Sequence) or not hidden:
+            raise ConfigError(
+                f"the mlp's hidden layer sizes must be a non-empty list of widths, got {hidden!r}"
+                ' (a model without hidden layers is model = "logistic")'
+            )
+        for width in hidden:
+            _check_positive("hidden layer width", width)
+        object.__setattr__(self, "hidden", tuple(hidden))
+
+    def build(self, *, seed: int | None = None) -> nn.Module:
+        """A new model of this architecture (seeded initialisation with ``seed``)."""
+        features = int(self.in_features or 0)  # never 0: resolved in __post_init__
+        if self.kind is ModelKind.CNN:
+            return cnn(self.num_classes, seed=seed)
+        if self.kind is ModelKind.LOGISTIC:
+            return logistic(features, self.num_classes, seed=seed)
+        return mlp(features, self.num_classes, self.hidden or DEFAULT_HIDDEN, seed=seed)
+
+    def to_metadata(self) -> dict[str, str]:
+        """The architecture as model-file metadata (strings): ``model.kind``,
+        ``model.num_classes``, ``model.in_features`` and, for the MLP, ``model.hidden`` (a JSON
+        list)."""
+        meta = {
+            _KIND: self.kind.value,
+            _CLASSES: str(self.num_classes),
+            _FEATURES: str(self.in_features),
+        }
+        if self.hidden is not None:
+            meta[_HIDDEN] = json.dumps(list(self.hidden))
+        return meta
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, str]) -> ModelSpec:
+        """The spec a model file's metadata records (:meth:`to_metadata`). Raises
+        :class:`ConfigError` when the architecture is missing (a file written without it) or
+        malformed, naming the key."""
+        missing = [key for key in (_KIND, _CLASSES, _FEATURES) if key not in metadata]
+        if missing:
+            raise ConfigError(
+                f"the model file does not record its architecture (missing {', '.join(missing)})"
+            )
+        try:
+            kind = ModelKind(metadata[_KIND])
+        except ValueError:
+            raise ConfigError(f"{_KIND} = {metadata[_KIND]!r} is not a known model") from None
+        hidden = None
+        if _HIDDEN in metadata:
+            hidden = _json_ints(metadata[_HIDDEN], _HIDDEN)
+        return cls(
+            kind,
+            num_classes=_decimal(metadata[_CLASSES], _CLASSES),
+            in_features=_decimal(metadata[_FEATURES], _FEATURES),
+            hidden=None if hidden is None else tuple(hidden),
+        )
+
+
+def _decimal(text: str, key: str) -> int:
+    if not text.isdigit() or len(text) > 9:
+        raise ConfigError(f"{key} = {text!r} is not a positive integer")
+    return int(text)
+
+
+def _json_ints(text: str, key: str) -> list[int]:
+    try:
+        values = json.loads(text)
+    except ValueError:
+        values = None
+    if not isinstance(values, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in values
+    ):
+        raise ConfigError(f"{key} = {text!r} is not a JSON list of integers")
+    return values
+
+
 def build_model(
     kind: ModelKind | str,
     *,
     num_classes: int,
     in_features: int | None = None,
+    hidden: Sequence[int] | None = None,
     seed: int | None = None,
 ) -> nn.Module:
-    """Build a model of ``kind`` (a :class:`ModelKind` or its value, ``"cnn"`` / ``"mlp"``).
+    """Build a model of ``kind`` (a :class:`ModelKind` or its value: ``"cnn"``, ``"mlp"``,
+    ``"logistic"``); see :class:`ModelSpec` for the arguments.
 
-    The MLP needs ``in_features``; the CNN takes 28x28 images and accepts ``in_features`` only if
-    it is ``None`` or 784. Anything else raises :class:`ConfigError`.
+    The MLP and logistic regression need ``in_features``; the CNN takes 28x28 images and
+    accepts ``in_features`` only if it is ``None`` or 784; ``hidden`` (default
+    :data:`DEFAULT_HIDDEN`) is for the MLP only. Anything else raises :class:`ConfigError`.
     """
     try:
         kind = ModelKind(kind)
     except ValueError:
         known = ", ".join(k.value for k in ModelKind)
         raise ConfigError(f"unknown model kind {kind!r} (known: {known})") from None
-    if kind is ModelKind.CNN:
-        pixels = math.prod(CNN_INPUT_SHAPE)
-        if in_features is not None and in_features != pixels:
-            raise ConfigError(
-                f"the CNN takes 1x28x28 images ({pixels} features), not {in_features}"
-            )
-        return cnn(num_classes, seed=seed)
-    if in_features is None:
-        raise ConfigError("the MLP needs in_features (the number of columns of a record)")
-    return mlp(in_features, num_classes, seed=seed)
+    spec = ModelSpec(
+        kind,
+        num_classes=num_classes,
+        in_features=in_features,
+        hidden=None if hidden is None else tuple(hidden),
+    )
+    return spec.build(seed=seed)
 
 
 def _check_positive(name: str, value: int, *, minimum: int = 1) -> None:

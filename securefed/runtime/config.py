@@ -19,13 +19,15 @@ Schema (every key optional unless marked; see docs/run-config.md for the full de
     scheme = "concept-shift"
     partition_seed = 0
     samples_per_tenant = 400            # optional: cap per tenant, train + test (default: all)
-    model = "cnn"                       # cnn | mlp
+    model = "cnn"                       # cnn | mlp | logistic
+    hidden = [64, 32]                   # model = "mlp" only: hidden layer widths (default 64, 32)
 
     [training]
     lr = 0.5
     batch_size = 64
     local_epochs = 1
     proximal_lambda = 0.0               # FedAMP's lambda/alpha (fedamp / heurfedamp only)
+    class_weights = [1.0, 50.0]         # optional: one loss weight per class (label k: entry k)
 
     [dp]                                # omit the table for no DP
     target_epsilon = 8.0
@@ -76,6 +78,7 @@ E = TypeVar("E", bound=Enum)
 __all__ = [
     "DPSettings",
     "DataConfig",
+    "ModelName",
     "PersonalizationMode",
     "PersonalizeConfig",
     "RunConfig",
@@ -103,12 +106,19 @@ class SimilaritySource(Enum):
 
 
 class ModelName(Enum):
-    CNN = "cnn"
-    MLP = "mlp"
+    """``[data] model``: which model every institution trains (the same values as
+    :class:`securefed.models.ModelKind`, which builds it; this module stays torch-free)."""
+
+    CNN = "cnn"  # 1x28x28 images
+    MLP = "mlp"  # any record shape, flattened; hidden layers from [data] hidden
+    LOGISTIC = "logistic"  # any record shape, flattened; binary: one logit (a scorecard)
 
 
 @dataclass(frozen=True, slots=True)
 class DataConfig:
+    """``[data]``. ``hidden``: the MLP's hidden layer widths (None: the default (64, 32));
+    only with ``model = "mlp"``."""
+
     directory: str | None = None
     source: str = "bundled"
     tenants: int = 12
@@ -117,14 +127,19 @@ class DataConfig:
     partition_seed: int = 0
     samples_per_tenant: int | None = None
     model: ModelName = ModelName.CNN
+    hidden: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class TrainingSettings:
+    """``[training]``. ``class_weights``: one fixed loss weight per class (None: unweighted);
+    its length must equal the data's number of classes, checked when the data is read."""
+
     lr: float = 0.5
     batch_size: int = 64
     local_epochs: int = 1
     proximal_lambda: float = 0.0
+    class_weights: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,8 +314,13 @@ def _data(table: _Table) -> DataConfig:
         if table.get("samples_per_tenant") is None
         else table.integer("samples_per_tenant", 0, minimum=2),
         model=table.enum("model", ModelName, ModelName.CNN),
+        hidden=None if table.get("hidden") is None else tuple(table.widths("hidden")),
     )
     table.finish()
+    if out.hidden is not None and out.model is not ModelName.MLP:
+        raise ConfigError(
+            f'data.hidden applies to model = "mlp" only, not to model = "{out.model.value}"'
+        )
     return out
 
 
@@ -310,6 +330,9 @@ def _training(table: _Table) -> TrainingSettings:
         batch_size=table.integer("batch_size", 64, minimum=1),
         local_epochs=table.integer("local_epochs", 1, minimum=1),
         proximal_lambda=table.number("proximal_lambda", 0.0),
+        class_weights=None
+        if table.get("class_weights") is None
+        else tuple(table.weights("class_weights")),
     )
     table.finish()
     return out
@@ -408,6 +431,35 @@ class _Table:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{self._key(key)} must be a list of strings, got {value!r}")
         return value
+
+    def widths(self, key: str) -> list[int]:
+        """A non-empty list of integers >= 1 (layer widths)."""
+        value = self.get(key)
+        if (
+            not isinstance(value, list)
+            or not value
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
+        ):
+            raise ConfigError(
+                f"{self._key(key)} must be a non-empty list of integers >= 1, got {value!r}"
+            )
+        return value
+
+    def weights(self, key: str) -> list[float]:
+        """A list of at least two finite numbers > 0 (one per class)."""
+        value = self.get(key)
+        if not isinstance(value, list) or len(value) < 2:
+            raise ConfigError(
+                f"{self._key(key)} must list one weight per class (at least 2), got {value!r}"
+            )
+        for index, weight in enumerate(value):
+            if isinstance(weight, bool) or not isinstance(weight, int | float):
+                raise ConfigError(f"{self._key(key)}[{index}] must be a number, got {weight!r}")
+            if not (math.isfinite(weight) and weight > 0):
+                raise ConfigError(
+                    f"{self._key(key)}[{index}] must be finite and > 0, got {weight!r}"
+                )
+        return [float(w) for w in value]
 
     def boolean(self, key: str, default: bool) -> bool:
         value = self.get(key, default)

@@ -76,7 +76,7 @@ from securefed.dp.spend import (
 )
 from securefed.errors import ConfigError
 from securefed.files import private_directory, write_atomic
-from securefed.models import build_model, save_model
+from securefed.models import ModelKind, ModelSpec, save_model
 from securefed.runtime.config import (
     ModelName,
     PersonalizationMode,
@@ -107,7 +107,9 @@ __all__ = [
     "build_clients",
     "build_engine_run",
     "check_dropout_tolerance",
+    "check_model",
     "client_seed",
+    "model_spec",
     "partial_directory",
     "resume_federation",
     "run_configured",
@@ -201,6 +203,7 @@ def run_federation(
     else:  # read (and checked) before anything is written
         data = load_run_tenants(config.data, partial)
         check_dropout_tolerance(config, len(data.tenants), data.segments)
+        check_model(config, data)
         _check_records_budget(config, data, notify)
     _create_partial(partial)
     run_id = os.urandom(16).hex()
@@ -562,6 +565,7 @@ def _model_saver(client: ClientNode, run_dir: Path, config: RunConfig) -> Callab
                 "round": str(round_),
                 "config_sha256": config.sha256(),
             },
+            spec=client.model_spec,
         )
 
     return save
@@ -712,7 +716,10 @@ def _run_one(
     reporter.flush(metrics)
     metrics.data_directory = str(data.directory)
     metrics.clients = [
-        dataclasses.replace(c, tenant=data.tenants[i].index) for i, c in enumerate(metrics.clients)
+        # credit: each institution's exact credit metrics on its own test split, computed
+        # in-process from its final model (binary targets; None otherwise)
+        dataclasses.replace(c, tenant=data.tenants[i].index, credit=run.clients[i].credit())
+        for i, c in enumerate(metrics.clients)
     ]
     if run.first_round > 1:
         metrics.resumed_at = [run.first_round]
@@ -723,6 +730,7 @@ def _run_one(
                 client.trainer.model(),
                 run_dir / "models" / f"{client.party_id}.safetensors",
                 metadata={"party": client.party_id, "config_sha256": config.sha256()},
+                spec=client.model_spec,
             )
     result = metrics.to_dict()
     result["baseline"] = dataclasses.asdict(metrics.baseline())
@@ -1024,6 +1032,7 @@ def build_client(
         proximal_lambda=config.training.proximal_lambda
         if config.mode in (PersonalizationMode.FEDAMP, PersonalizationMode.HEURFEDAMP)
         else 0.0,
+        class_weights=_class_weights(config, num_classes),
     )
     dp = None
     if config.dp is not None:
@@ -1035,10 +1044,10 @@ def build_client(
             accountant=AccountantKind(config.dp.accountant),
             statistic_epsilon=config.statistic_epsilon,
         )
-    model = _model(config, num_classes, tenant.sample_shape)
+    spec = model_spec(config, num_classes, tenant.sample_shape)
     x, test_x = _inputs(config, tenant.train_x), _inputs(config, tenant.test_x)
     trainer = PrivateTrainer(
-        model,
+        spec.build(seed=config.seed),  # every client starts from the same initial model
         x,
         torch.from_numpy(tenant.train_y),
         training=training,
@@ -1056,29 +1065,51 @@ def build_client(
         ledger=ledger,
         test_x=test_x,
         test_y=torch.from_numpy(tenant.test_y),
+        spec=spec,
     )
 
 
-def _model(config: RunConfig, num_classes: int, sample_shape: tuple[int, ...]) -> torch.nn.Module:
-    """Every client starts from the same initial model (seeded by the run seed)."""
-    kind = config.data.model
+def model_spec(config: RunConfig, num_classes: int, sample_shape: tuple[int, ...]) -> ModelSpec:
+    """The architecture every client of ``config`` trains on records of ``sample_shape`` with
+    ``num_classes`` labels: ``[data] model`` and ``hidden``; the MLP and logistic regression
+    take the records flattened. Raises :class:`ConfigError` for the CNN on records that are not
+    1x28x28 images, or what :class:`ModelSpec` refuses."""
+    kind = ModelKind(config.data.model.value)
     features = int(np.prod(sample_shape))
-    if kind is ModelName.CNN and sample_shape != (1, 28, 28):
+    if kind is ModelKind.CNN and sample_shape != (1, 28, 28):
         raise ConfigError(
             f"the CNN takes 1x28x28 images, the data has samples of shape {sample_shape}; "
-            'use [data] model = "mlp"'
+            'use [data] model = "mlp" or "logistic"'
         )
-    return build_model(
-        kind.value,
+    return ModelSpec(
+        kind,
         num_classes=num_classes,
-        in_features=None if kind is ModelName.CNN else features,
-        seed=config.seed,
+        in_features=None if kind is ModelKind.CNN else features,
+        hidden=config.data.hidden,
     )
+
+
+def check_model(config: RunConfig, data: Tenants) -> None:
+    """Refuse, before anything is written, a model that does not fit the data: the CNN on
+    records that are not images, or ``training.class_weights`` whose length is not the data's
+    number of classes (:class:`ConfigError`)."""
+    model_spec(config, data.num_classes, data.tenants[0].sample_shape)
+    _class_weights(config, data.num_classes)
+
+
+def _class_weights(config: RunConfig, num_classes: int) -> tuple[float, ...] | None:
+    weights = config.training.class_weights
+    if weights is not None and len(weights) != num_classes:
+        raise ConfigError(
+            f"training.class_weights lists {len(weights)} weights, but the data has "
+            f"{num_classes} classes (labels 0..{num_classes - 1}): give one weight per class"
+        )
+    return weights
 
 
 def _inputs(config: RunConfig, samples: np.ndarray) -> torch.Tensor:
     x = torch.from_numpy(samples)
-    if config.data.model is ModelName.MLP:
+    if config.data.model is not ModelName.CNN:  # tabular models take flattened records
         return x.reshape(len(x), int(np.prod(samples.shape[1:])))
     return x
 

@@ -10,6 +10,7 @@ The engine (:mod:`securefed.runtime.engine`) drives it through the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -34,9 +35,18 @@ from securefed.dp import EPSILON_TOLERANCE, PrivateTrainer
 from securefed.dp import RoundSpend as TrainerSpend
 from securefed.errors import ConfigError, PrivacyBudgetExceeded
 from securefed.files import write_atomic
-from securefed.models import evaluate, flat_parameters, load_flat_parameters, load_model
+from securefed.models import (
+    ModelSpec,
+    evaluate,
+    flat_parameters,
+    load_flat_parameters,
+    load_model,
+)
+from securefed.models.credit import credit_metrics
+from securefed.models.metrics import positive_scores
 from securefed.personalize.statistic import label_projection_contributions
 from securefed.runtime.engine.messages import ClientInfo
+from securefed.runtime.engine.metrics import ClientCredit
 
 __all__ = ["MODEL_FILE", "STATISTIC_FILE", "ClientNode", "TrainOutcome"]
 
@@ -59,7 +69,9 @@ class TrainOutcome:
 
 
 class ClientNode:
-    """One institution: data, private trainer, ledger. ``index`` is its roster index."""
+    """One institution: data, private trainer, ledger. ``index`` is its roster index.
+    ``spec``: the architecture of the trainer's model, recorded in every model file saved from
+    it (:attr:`model_spec`; None: files without it)."""
 
     def __init__(
         self,
@@ -71,8 +83,10 @@ class ClientNode:
         ledger: Ledger | None,
         test_x: torch.Tensor,
         test_y: torch.Tensor,
+        spec: ModelSpec | None = None,
     ) -> None:
         self.index = index
+        self.model_spec = spec
         self.party_id = party_id
         self.tenant = tenant
         self.trainer = trainer
@@ -245,6 +259,34 @@ class ClientNode:
             return 0.0
         return evaluate(self.trainer.model(), self._test_x, self._test_y)
 
+    def credit(self) -> ClientCredit | None:
+        """Exact ROC-AUC, PR-AUC, KS, Gini and Brier of the current model's P(class 1) on this
+        client's own test split (:func:`securefed.models.credit.credit_metrics`; NaN, for a
+        split with one class, becomes None). None without test records or when the model is
+        not binary (its logits do not have two columns)."""
+        if len(self._test_y) == 0:
+            return None
+        model = self.trainer.model()
+        with torch.no_grad():
+            was_training = model.training
+            model.eval()
+            try:
+                columns = model(self._test_x[:1]).shape[-1]
+            finally:
+                model.train(was_training)
+        if columns != 2 or int(self._test_y.max()) > 1:
+            return None
+        metrics = credit_metrics(positive_scores(model, self._test_x), self._test_y.numpy())
+        return ClientCredit(
+            roc_auc=_finite(metrics.roc_auc),
+            pr_auc=_finite(metrics.pr_auc),
+            ks=_finite(metrics.ks),
+            gini=_finite(metrics.gini),
+            brier=_finite(metrics.brier),
+            positives=metrics.positives,
+            negatives=metrics.negatives,
+        )
+
     # -- the engine's Learner protocol -------------------------------------------------------
 
     def accuracy(self) -> float | None:
@@ -285,3 +327,8 @@ class ClientNode:
             steps_per_round=self.trainer.steps_per_round,
             statistic_noise_multiplier=None if state is None else state.statistic_noise_multiplier,
         )
+
+
+def _finite(value: float | None) -> float | None:
+    """None for NaN (a metric undefined on a split with one class) and None."""
+    return None if value is None or math.isnan(value) else value

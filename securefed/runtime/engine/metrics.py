@@ -19,6 +19,7 @@ __all__ = [
     "METRICS_SCHEMA",
     "ROUND_STATUSES",
     "BaselineMetrics",
+    "ClientCredit",
     "ClientDP",
     "ClientMetrics",
     "DPMetrics",
@@ -57,7 +58,29 @@ class RoundMetrics:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientCredit:
+    """Credit metrics of one institution's final model on its own test split, exact (not
+    from histograms): ROC-AUC, PR-AUC (average precision), KS, Gini and Brier of P(class 1),
+    and the split's class counts. A metric that needs both classes is None when the split has
+    one class only. Like accuracy, publishing them is a release that DP training does not
+    cover."""
+
+    roc_auc: float | None
+    pr_auc: float | None
+    ks: float | None
+    gini: float | None
+    brier: float | None
+    positives: int
+    negatives: int
+
+
+@dataclass(frozen=True, slots=True)
 class ClientMetrics:
+    """One institution in ``metrics.json``. ``credit``: for a binary target with test records,
+    the exact credit metrics (:class:`ClientCredit`), filled in by the in-process simulation
+    (``securefed run``); None otherwise, and in a Flower deployment (the institutions do not
+    report them yet)."""
+
     id: str
     train_samples: int
     test_samples: int
@@ -65,6 +88,7 @@ class ClientMetrics:
     epsilon: float | None
     delta: float | None
     tenant: int | None = None
+    credit: ClientCredit | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -242,6 +242,7 @@ def open_institution(
                 node.trainer.model(),
                 state / MODEL_FILE,
                 metadata={"party": party, "round": str(round_), "config_sha256": config.sha256()},
+                spec=node.model_spec,
             )
 
         return Institution(

@@ -52,16 +52,15 @@ import numpy.typing as npt
 from securefed.data import PartitionConfig, Scheme, load_tenants, num_classes, prepare
 from securefed.dp.spend import SPEND_DIR
 from securefed.errors import ConfigError
-from securefed.models import build_model, flat_parameters, load_model
+from securefed.models import flat_parameters, load_model
 from securefed.runtime.config import (
     DataConfig,
-    ModelName,
     PersonalizationMode,
     RunConfig,
     SegmentSource,
     load_run_config,
 )
-from securefed.runtime.federated import run_federation
+from securefed.runtime.federated import model_spec, run_federation
 from securefed.runtime.flower.deployment import METRICS_FILE, MODEL_FILE, check_deployable
 from securefed.runtime.flower.launch import InstitutionSpec, LocalDeployment, write_test_parties
 from securefed.runtime.tenants import load_run_tenants
@@ -169,13 +168,7 @@ def _default_config(root: Path, *, clients: int, rounds: int, samples: int) -> P
 
 
 def _initial_model(config: RunConfig, num_classes: int, sample_shape: tuple[int, ...]) -> Any:
-    kind = config.data.model
-    return build_model(
-        kind.value,
-        num_classes=num_classes,
-        in_features=None if kind is ModelName.CNN else int(np.prod(sample_shape)),
-        seed=config.seed,
-    )
+    return model_spec(config, num_classes, sample_shape).build(seed=config.seed)
 
 
 def _vector(model: Any, path: Path) -> npt.NDArray[np.float64]:
