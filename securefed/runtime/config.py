@@ -51,6 +51,10 @@ Schema (every key optional unless marked; see docs/run-config.md for the full de
                                         #   sketches) or "statistic" (a DP statistic of each
                                         #   institution's data, released once; see docs/dp.md)
     statistic_dim = 8                   # statistic: projection size per class
+    colluders = 1                       # n_C: clients that may collude with the server (the
+                                        #   exposure rule's coalition size; group mode: members
+                                        #   of one group)
+    min_exposure = 0.5                  # rho: the least exposure every party keeps (fedamp.md)
 
 Unknown keys are errors (a typo must not silently fall back to a default).
 """
@@ -163,6 +167,8 @@ class PersonalizeConfig:
     sketch_dim: int = 256
     similarity: SimilaritySource = SimilaritySource.MODEL
     statistic_dim: int = 8
+    colluders: int | None = None  # None: RoundParams' default (kept out of config_sha256)
+    min_exposure: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,8 +387,19 @@ def _personalize(table: _Table) -> PersonalizeConfig:
         sketch_dim=table.integer("sketch_dim", 256, minimum=8),
         similarity=table.enum("similarity", SimilaritySource, SimilaritySource.MODEL),
         statistic_dim=table.integer("statistic_dim", 8, minimum=1),
+        colluders=None
+        if table.get("colluders") is None
+        else table.integer("colluders", 1, minimum=0),
+        min_exposure=None
+        if table.get("min_exposure") is None
+        else table.number("min_exposure", 0.5),
     )
     table.finish()
+    if out.min_exposure is not None and not 0.0 <= out.min_exposure < 1.0:
+        raise ConfigError(
+            "personalize.min_exposure must be in [0, 1): the least relative error a coalition's "
+            "best estimate of a party's model must keep (1 would forbid any personalization)"
+        )
     if out.statistic_dim > MAX_STATISTIC_DIM:
         raise ConfigError(f"personalize.statistic_dim must be at most {MAX_STATISTIC_DIM}")
     if out.self_weight is not None and not 0.0 <= out.self_weight <= 1.0:

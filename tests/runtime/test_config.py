@@ -9,6 +9,7 @@ import pytest
 
 from securefed.data import Scheme
 from securefed.errors import ConfigError
+from securefed.personalize.rounds import RoundParams
 from securefed.runtime.config import (
     PersonalizationMode,
     SegmentSource,
@@ -17,6 +18,7 @@ from securefed.runtime.config import (
     parse_run_config,
 )
 from securefed.runtime.demo import DEMO_CONFIG, demo_config
+from securefed.runtime.engine.settings import round_params
 
 
 def test_defaults_and_a_full_round_trip() -> None:
@@ -117,3 +119,23 @@ def test_the_demo_configuration() -> None:
     assert fedavg.dp is None
     assert not fedavg.secure
     assert fedavg.rounds == 2
+
+
+def test_the_exposure_rule_is_configured_and_unset_keys_keep_the_hash() -> None:
+    base = {"mode": "fedamp", "data": {"tenants": 6}}
+    plain = parse_run_config(base)
+    assert round_params(plain).colluders == RoundParams().colluders
+    assert round_params(plain).min_exposure == RoundParams().min_exposure
+    assert "colluders" not in plain.to_dict()["personalize"]  # old configs keep their sha256
+    set_ = parse_run_config({**base, "personalize": {"colluders": 2, "min_exposure": 0.6}})
+    params = round_params(set_)
+    assert (params.colluders, params.min_exposure) == (2, 0.6)
+    assert parse_run_config(tomllib.loads(set_.to_toml())) == set_
+    assert set_.sha256() != plain.sha256()
+    for bad, key in (
+        ({"colluders": -1}, "personalize.colluders"),
+        ({"min_exposure": 1.0}, "personalize.min_exposure"),
+        ({"min_exposure": -0.5}, "personalize.min_exposure"),
+    ):
+        with pytest.raises(ConfigError, match=key):
+            parse_run_config({**base, "personalize": bad})

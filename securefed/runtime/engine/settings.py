@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from securefed.errors import ConfigError
 from securefed.personalize.modes import PersonalizationMode
@@ -156,4 +157,16 @@ def round_params(config: RunConfig) -> RoundParams:
         sketch_dim=p.sketch_dim,
         groups=p.groups,
         value_range=config.value_range,
+        **_exposure_overrides(config),
     )
+
+
+def _exposure_overrides(config: RunConfig) -> dict[str, Any]:
+    """The exposure rule's keys the configuration sets (unset: RoundParams' defaults)."""
+    p = config.personalize
+    overrides: dict[str, Any] = {}
+    if p.colluders is not None:
+        overrides["colluders"] = p.colluders
+    if p.min_exposure is not None:
+        overrides["min_exposure"] = p.min_exposure
+    return overrides
