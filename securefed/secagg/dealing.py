@@ -29,7 +29,9 @@ from securefed.secagg.messages import (
     AdvertiseKeys,
     Complaint,
     DealtShare,
+    Message,
     ShareCommitment,
+    decode,
 )
 from securefed.secagg.sharing import check_commitments, check_held_share, share_bytes
 from securefed.secagg.wire import Reader, Writer
@@ -38,6 +40,8 @@ __all__ = [
     "Verdict",
     "advertised_key",
     "channel_key",
+    "decode_evidence",
+    "encode_evidence",
     "judge_complaint",
     "open_dealt",
     "seal_shares",
@@ -138,6 +142,34 @@ def open_dealt(config: RoundConfig, aead: Aead, dealt: DealtShare) -> tuple[byte
     if names != (dealt.sender, dealt.recipient):
         raise RemoteProtocolError("a dealt share names the wrong parties")
     return shares
+
+
+_EVIDENCE_LABEL = b"securefed/v2/evidence"
+_EVIDENCE_MESSAGE_LIMIT = 1 << 24
+
+
+def encode_evidence(messages: tuple[Message, ...]) -> bytes:
+    """The signed messages that convict a party (``SecAggServer.evidence``), as one file: a
+    label, then each message's wire encoding, length-prefixed. Contains no secret of an honest
+    party beyond what the judged round already exposed to the server."""
+    w = Writer().blob(_EVIDENCE_LABEL)
+    w.items(messages, lambda w, m: w.blob(m.to_bytes(), limit=_EVIDENCE_MESSAGE_LIMIT), limit=16)
+    return w.getvalue()
+
+
+def decode_evidence(data: bytes) -> tuple[Message, ...]:
+    """Inverse of :func:`encode_evidence`; every message decoded (signatures are the reader's
+    to check against the roster).
+
+    Raises:
+        RemoteProtocolError: anything malformed.
+    """
+    r = Reader(data)
+    if r.blob() != _EVIDENCE_LABEL:
+        raise RemoteProtocolError("not a securefed evidence file")
+    messages = r.items(lambda r: decode(r.blob(limit=_EVIDENCE_MESSAGE_LIMIT)), limit=16)
+    r.finish()
+    return messages
 
 
 def judge_complaint(

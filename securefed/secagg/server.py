@@ -140,6 +140,8 @@ class SecAggServer(ProtocolParty):
         self._adverts: dict[int, AdvertiseKeys] = {}
         self._share_keys: dict[int, ShareKeys] = {}
         self._bad_commitments: set[int] = set()
+        # party -> the signed messages that convict it (the dealer's, the holder's): evidence
+        self._evidence: dict[int, tuple[Message, ...]] = {}
         self._receipts: dict[int, ShareReceipt] = {}
         # Masked inputs are folded into one running sum per output as soon as a client's upload
         # is complete (memory O(outputs * d), not O(N * outputs * d)); until then they wait here.
@@ -168,6 +170,15 @@ class SecAggServer(ProtocolParty):
         sums = sum(v.nbytes for v in self._sums.values())
         outputs = sum(v.nbytes for v in self.blinded_outputs.values())
         return pending + sums + outputs
+
+    def evidence(self, party: int) -> tuple[Message, ...]:
+        """The signed messages on which this round convicted ``party`` (empty if it did not):
+        its advertisement and ShareKeys for a commitment failing the public checks; both
+        advertisements, the dealer's ShareKeys and the holder's ShareReceipt for a judged
+        complaint (:func:`~securefed.secagg.dealing.judge_complaint` reruns on them); the owner's
+        ShareKeys (its commitments) and the holder's UnmaskResponse for a revealed share off the
+        polynomial. Anyone with the roster can check every signature."""
+        return self._evidence.get(party, ())
 
     @property
     def survivors(self) -> tuple[int, ...]:
@@ -249,6 +260,7 @@ class SecAggServer(ProtocolParty):
             )
         except CryptoError:
             self._bad_commitments.add(sender)
+            self._evidence[sender] = (self._adverts[sender], message)
             raise
 
     def _check_receipt(self, receipt: ShareReceipt) -> None:
@@ -429,10 +441,20 @@ class SecAggServer(ProtocolParty):
                 self._events.append(
                     ComplaintJudged(self.config.round, self._stage, dealer, holder, verdict.value)
                 )
-                if verdict is Verdict.DEALER_AT_FAULT:
-                    faults[dealer] = ExclusionReason.BAD_SHARES
-                else:
-                    faults.setdefault(holder, ExclusionReason.FALSE_COMPLAINT)
+                convicted = dealer if verdict is Verdict.DEALER_AT_FAULT else holder
+                if convicted in faults:
+                    continue  # one conviction (and one piece of evidence) per party is enough
+                faults[convicted] = (
+                    ExclusionReason.BAD_SHARES
+                    if verdict is Verdict.DEALER_AT_FAULT
+                    else ExclusionReason.FALSE_COMPLAINT
+                )
+                self._evidence[convicted] = (
+                    self._adverts[dealer],
+                    self._adverts[holder],
+                    self._share_keys[dealer],
+                    self._receipts[holder],
+                )
         members, aborts = self._admit(receipts, faults)
         left_out = (set(receipts) - set(members)) | set(faults)
         self._require_quorum(members, self._dealers, "confirmed their shares", left_out)
@@ -537,11 +559,10 @@ class SecAggServer(ProtocolParty):
                 accept=accept,
             )
         except CryptoError as exc:
-            rejected = getattr(exc, "rejected", ())
+            rejected = tuple(getattr(exc, "rejected", ()))
             if rejected:
-                self._events.append(
-                    ShareRejected(self.config.round, self._stage, owner, tuple(rejected))
-                )
+                self._events.append(ShareRejected(self.config.round, self._stage, owner, rejected))
+                self._convict_holders(owner, rejected)
             raise RemoteProtocolError(
                 f"could not reconstruct a verified secret of client {owner}: {exc}"
             ) from exc
@@ -549,7 +570,13 @@ class SecAggServer(ProtocolParty):
             self._events.append(
                 ShareRejected(self.config.round, self._stage, owner, result.rejected)
             )
+            self._convict_holders(owner, result.rejected)
         return result.secret
+
+    def _convict_holders(self, owner: int, holders: Sequence[int]) -> None:
+        for holder in holders:
+            if holder not in self._evidence:
+                self._evidence[holder] = (self._share_keys[owner], self._responses[holder])
 
     def _reconstruct_self_seed(self, owner: int) -> bytes:
         commitment = self._share_keys[owner].commitment

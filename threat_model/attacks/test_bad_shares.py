@@ -48,8 +48,18 @@ from securefed.secagg import (
     ShareScheme,
     Stage,
 )
-from securefed.secagg.dealing import Verdict, channel_key, open_dealt, seal_shares
+from securefed.secagg.dealing import (
+    Verdict,
+    channel_key,
+    decode_evidence,
+    encode_evidence,
+    judge_complaint,
+    open_dealt,
+    seal_shares,
+)
+from securefed.secagg.graph import build_graph
 from securefed.secagg.messages import (
+    AdvertiseKeys,
     Complaint,
     DealtShare,
     Message,
@@ -59,6 +69,7 @@ from securefed.secagg.messages import (
     UnmaskResponse,
 )
 from securefed.secagg.sharing import deal
+from securefed.secagg.verify import verify_client_signature
 from securefed.testing import Federation, RoundOutcome, resign, run_round
 from tests.secagg.conftest import config_for, federation, inputs_for
 
@@ -170,6 +181,37 @@ def test_bad_dealer_is_excluded_before_masking_and_the_round_completes(
     assert outcome.client_stages[DEALER] is Stage.ABORTED
     assert_sum_of(outcome, 7, (0, 1, 2, 4, 5, 6))
     print(f"\n[bad dealer] Feldman: {judged[0]}; round completed without client {DEALER}")
+
+
+def test_the_evidence_convicts_the_dealer_for_anyone_who_reruns_the_judgement(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the server keeps (and the runtime writes next to its ledger) is enough: decoded
+    from its file, every message verifies under the roster and the judgement comes out the
+    same."""
+    outcome = bad_dealer_round(monkeypatch, ShareScheme.FELDMAN)
+    assert outcome.server is not None
+    config = outcome.server.config
+    evidence = decode_evidence(encode_evidence(outcome.server.evidence(DEALER)))
+    for message in evidence:
+        verify_client_signature(config, message)
+    dealer_advert, holder_advert, keys, receipt = evidence
+    assert isinstance(dealer_advert, AdvertiseKeys)
+    assert isinstance(holder_advert, AdvertiseKeys)
+    assert isinstance(keys, ShareKeys)
+    assert isinstance(receipt, ShareReceipt)
+    (complaint,) = receipt.complaints
+    verdict = judge_complaint(
+        config,
+        build_graph(config),
+        complaint=complaint,
+        holder_advert=holder_advert,
+        dealer_advert=dealer_advert,
+        commitment=keys.commitment,
+        dealt=next(d for d in keys.dealt if d.recipient == HOLDER),
+    )
+    assert verdict is Verdict.DEALER_AT_FAULT
+    assert outcome.server.evidence(HOLDER) == ()  # the honest holder is convicted of nothing
 
 
 def test_a_dealer_sharing_another_mask_key_is_excluded_before_any_share_goes_out() -> None:
