@@ -11,6 +11,22 @@ the server must not know. At session start:
 3. the server delivers each client its sealed seed with the commitment; the client opens it and
    checks it against the commitment.
 
+A dealer that offers no usable seed is left out and the setup is dealt again (issue 20: no one
+client can stop the run at its start). The server drops the dealer's key
+(:meth:`SessionSetupServer.leave_out`) and sends the smaller directory; the next lowest index
+deals. A client accepts a directory dealt again only before its seed arrived, and only if it is
+the earlier one less at least that dealer (same keys, a higher lowest index): the server gains
+no new choice -- it chose the directory, hence the dealer, already -- and each client goes through
+at most one directory per dealer. What the server can tell on its own: a dealer that stays
+silent (or sends nothing verifiable) -- a dropout, not proof of anything; and a *signed* offer
+that fails the public checks (:attr:`SessionSetupServer.rejected`: it does not seal the seed for
+exactly every other client in the directory, a sealed seed is not ``SEALED_BYTES`` long, or its
+commitment is not validly signed by the dealer for this session) -- proof, on the dealer's own
+signature. A sealed seed that does not open for its recipient, or opens to a seed other than the
+committed one, is *not* provable without that recipient's session private key; its recipient
+fails its setup and gets no seed (module docstring of :mod:`securefed.secagg.dealing` for how
+the round protocol makes such claims checkable).
+
 Every client then holds the same seed and the same commitment, which it binds into every round's
 transcript (:func:`commitment_context`): a client that got another seed or commitment signs another
 transcript and the round aborts before anything is unmasked. The server relays only ciphertexts.
@@ -37,6 +53,7 @@ from securefed.crypto import (
     SigningKey,
     derive_channel_key,
 )
+from securefed.crypto.aead import OVERHEAD_BYTES
 from securefed.errors import ConfigError, CryptoError, LocalProtocolError, RemoteProtocolError
 from securefed.secagg.messages import (
     Message,
@@ -55,6 +72,7 @@ from securefed.secagg.wire import Writer
 
 __all__ = [
     "COMMITMENT_LABEL",
+    "SEALED_BYTES",
     "SessionSetupClient",
     "SessionSetupServer",
     "commitment_context",
@@ -64,6 +82,8 @@ __all__ = [
 SETUP_ROUND = 0  # session-level messages and keys use round 0 of the session
 COMMITMENT_LABEL = "securefed/sketch-seed-commitment"
 SEED_BYTES = 32
+#: The length of every sealed seed in a dealer's offer (nonce, seed, tag).
+SEALED_BYTES = SEED_BYTES + OVERHEAD_BYTES
 
 
 class SetupStage(Enum):
@@ -91,7 +111,8 @@ def _seal_ad(session_id: bytes, sender: int, recipient: int) -> bytes:
 
 
 class SessionSetupClient:
-    """One client's side of the sketch-seed setup. Single use."""
+    """One client's side of the sketch-seed setup. Single use: one key, at most one seed; the
+    directory may come again, smaller, until the seed arrives (a setup dealt again)."""
 
     def __init__(
         self,
@@ -110,6 +131,7 @@ class SessionSetupClient:
         self._identity, self._random_bytes = identity, random_bytes
         self._key: AgreementPrivateKey | None = None
         self._directory: dict[int, AgreementPublicKey] = {}
+        self._dealer: int | None = None
         self._stage = SetupStage.IDLE
         self.sketch_seed: bytes | None = None
         self.commitment: bytes | None = None
@@ -136,7 +158,10 @@ class SessionSetupClient:
         """Process a server message. Raises RemoteProtocolError (and fails for good) on anything
         forged, inconsistent or out of order."""
         try:
-            if isinstance(message, SessionKeyDirectory) and self._stage is SetupStage.KEYS:
+            if isinstance(message, SessionKeyDirectory) and self._stage in (
+                SetupStage.KEYS,
+                SetupStage.SEED,
+            ):
                 return self._on_directory(message)
             if isinstance(message, SketchSeedDelivery) and self._stage is SetupStage.SEED:
                 self._on_delivery(message)
@@ -151,17 +176,29 @@ class SessionSetupClient:
         verify_message(self.roster, directory, session_id=self.session_id, round_=SETUP_ROUND)
         for key in directory.keys:
             verify_message(self.roster, key, session_id=self.session_id, round_=SETUP_ROUND)
-        self._directory = {
+        keys = {
             k.sender: self.roster.suite.agreement_public_key(k.agreement_key)
             for k in directory.keys
         }
         assert self._key is not None  # noqa: S101 - set in start()
-        if self._directory.get(self.index) != self._key.public_key():
+        if keys.get(self.index) != self._key.public_key():
             raise RemoteProtocolError("the directory does not hold this client's session key")
+        if self._stage is SetupStage.SEED:
+            self._check_dealt_again(keys)
+        self._directory, self._dealer = keys, min(keys)
         self._stage = SetupStage.SEED
-        if self.index != min(self._directory):
+        if self.index != self._dealer:
             return []
         return [self._offer()]
+
+    def _check_dealt_again(self, keys: dict[int, AgreementPublicKey]) -> None:
+        """A directory dealt again is the earlier one less (at least) its dealer: the same key
+        for every client it keeps, and a higher lowest index (so, a new dealer)."""
+        assert self._dealer is not None  # noqa: S101 - set with the first directory
+        if min(keys) <= self._dealer:
+            raise RemoteProtocolError("a directory dealt again must leave its last dealer out")
+        if any(self._directory.get(sender) != key for sender, key in keys.items()):
+            raise RemoteProtocolError("a directory dealt again may only leave session keys out")
 
     def _offer(self) -> SketchSeedOffer:
         """The dealer draws the seed, commits to it and seals it for every other client."""
@@ -211,7 +248,8 @@ class SessionSetupClient:
         verify_message(self.roster, delivery, session_id=self.session_id, round_=SETUP_ROUND)
         commitment = delivery.commitment
         verify_message(self.roster, commitment, session_id=self.session_id, round_=SETUP_ROUND)
-        dealer = min(self._directory)
+        dealer = self._dealer
+        assert dealer is not None  # noqa: S101 - set with the directory
         if delivery.recipient != self.index or commitment.sender != dealer:
             raise RemoteProtocolError("the seed is not from the dealer or not for this client")
         if delivery.sealed.peer != dealer:
@@ -236,24 +274,81 @@ class SessionSetupServer:
             raise ConfigError("identity key does not match the roster's server entry")
         self.roster, self.session_id, self._identity = roster, session_id, identity
         self._keys: dict[int, SessionKey] = {}
+        self._left_out: set[int] = set()
         self._offer: SketchSeedOffer | None = None
         self.commitment: bytes | None = None
+        #: Why the dealer's signed offer failed the public checks (proof against the dealer, on
+        #: its own signature), or None: no such offer came.
+        self.rejected: str | None = None
+
+    @property
+    def dealer(self) -> int | None:
+        """The client that deals now: the lowest index with a session key (None if none)."""
+        return min(self._keys, default=None)
+
+    @property
+    def clients(self) -> tuple[int, ...]:
+        """The clients in the directory, in order."""
+        return tuple(sorted(self._keys))
+
+    @property
+    def offered(self) -> bool:
+        """Whether the dealer's offer came and passed the public checks."""
+        return self._offer is not None
 
     def receive(self, message: Message) -> None:
         """Collect a client message; a bad one is dropped (RemoteProtocolError for the caller
-        to log), never fatal to the setup."""
+        to log), never fatal to the setup. A signed offer of the dealer's that fails the public
+        checks also sets :attr:`rejected`."""
         verify_message(self.roster, message, session_id=self.session_id, round_=SETUP_ROUND)
         if isinstance(message, SessionKey) and message.sender not in self._keys:
+            if message.sender in self._left_out:
+                raise RemoteProtocolError("a session key of a client left out of the setup")
+            try:
+                self.roster.suite.agreement_public_key(message.agreement_key)
+            except CryptoError as exc:  # every client would fail on the directory
+                raise RemoteProtocolError(f"the session key does not load: {exc}") from None
             self._keys[message.sender] = message
         elif isinstance(message, SketchSeedOffer) and self._offer is None:
-            if message.sender != min(self._keys, default=-1):
+            if message.sender != self.dealer:
                 raise RemoteProtocolError("only the dealer may offer the sketch seed")
-            verify_message(
-                self.roster, message.commitment, session_id=self.session_id, round_=SETUP_ROUND
-            )
+            problem = self._offer_problem(message)
+            if problem:
+                self.rejected = problem
+                raise RemoteProtocolError(f"the dealer's signed offer is bad: {problem}")
             self._offer = message
         else:
             raise RemoteProtocolError(f"unexpected or duplicate {type(message).__name__}")
+
+    def _offer_problem(self, offer: SketchSeedOffer) -> str:
+        """What in the dealer's (validly signed) offer fails the public checks, or ''."""
+        try:
+            verify_message(
+                self.roster, offer.commitment, session_id=self.session_id, round_=SETUP_ROUND
+            )
+        except RemoteProtocolError as exc:
+            return f"its commitment: {exc}"
+        others = tuple(i for i in sorted(self._keys) if i != offer.sender)
+        if tuple(s.peer for s in offer.sealed) != others:
+            return "it does not seal the seed for exactly every other client in the directory"
+        if any(len(s.ciphertext) != SEALED_BYTES for s in offer.sealed):
+            return f"a sealed seed is not {SEALED_BYTES} bytes long"
+        return ""
+
+    def leave_out(self) -> int:
+        """Leave out the dealer, which offered no usable seed: its key leaves the directory (and
+        may not come back) and the next lowest index deals. Returns the dealer's index.
+
+        Raises:
+            LocalProtocolError: the dealer's offer came already, or there is no dealer.
+        """
+        dealer = self.dealer
+        if self._offer is not None or dealer is None:
+            raise LocalProtocolError("no dealer to leave out: the seed was offered, or no keys")
+        del self._keys[dealer]
+        self._left_out.add(dealer)
+        self.rejected = None
+        return dealer
 
     def directory(self) -> SessionKeyDirectory:
         """The signed directory of all session keys received."""

@@ -13,11 +13,13 @@ of the phase (the protocol recovers it as a dropout) and the problem is ledgered
 sender's name. What follows each phase is one table, :data:`ROUND_FLOW`.
 
 Exchanges per round (docs/deploy.md): fedavg and group mode TRAIN (with the key directory),
-MASK, CONFIRM, UNMASK (with the next round's key advertisements) = 4; attention mode adds KEYS
-(the directory carries the weights computed from the sketches that came with training) = 5.
+VERIFY (share bundles in, receipts with complaints out: docs/protocol.md, "Verifiable shares"),
+MASK, CONFIRM, UNMASK (with the next round's key advertisements) = 5; attention mode adds KEYS
+(the directory carries the weights computed from the sketches that came with training) = 6.
 Round 1's advertisements come with JOIN; a round whose advertisements are missing begins with
 ADVERT, and the round that learns group mode's partition adds REGROUP and KEYS. Results go back
-with the next round's TRAIN (or FINISH). Before round 1: JOIN, and SETUP when sketches are used.
+with the next round's TRAIN (or FINISH). Before round 1: JOIN, and SETUP when sketches are used
+(once more for each dealer that offers no usable seed: at most :data:`SETUP_ATTEMPTS` in all).
 
 The coordinator holds no client secret: it sees what a secure-aggregation server sees
 (advertisements, sealed shares, masked vectors, reconstructed dropout secrets, the group sums
@@ -94,8 +96,10 @@ from securefed.secagg.transcript import ContextItem
 
 __all__ = [
     "ROUND_FLOW",
+    "SETUP_ATTEMPTS",
     "Coordinator",
     "CoordinatorPhase",
+    "DealerFault",
     "Flow",
     "Outbox",
     "RoundView",
@@ -108,6 +112,15 @@ Vector = npt.NDArray[np.float64]
 SERVER_ID = "server"
 #: No sketch of a model within the codec's range comes near this; a larger one is refused.
 MAX_SKETCH_VALUE = 1e12
+#: How many dealers in turn the sketch-seed setup tries before the run ends ``failed``.
+SETUP_ATTEMPTS = 4
+
+
+class DealerFault(Enum):
+    """Why a sketch-seed dealer was left out of the run (the hazard ledgered names it)."""
+
+    NO_OFFER = "no-offer"  # silent, or nothing verifiable came: a dropout, not a proof
+    BAD_OFFER = "bad-offer"  # its signed offer fails the public checks: proof, on its signature
 
 
 class Wait(Enum):
@@ -302,6 +315,7 @@ class Coordinator:
         self._dim: int | None = None
         self._setup: SessionSetupServer | None = None
         self._setup_keys: dict[int, bytes] = {}
+        self._left_out: dict[int, DealerFault] = {}  # dealers that sit the run out, and why
         self._deliveries: dict[int, bytes] = {}
         self._commitment: bytes | None = None
         self._adverts: _Adverts | None = None
@@ -565,18 +579,23 @@ class Coordinator:
         return self._begin_first_round(nodes)
 
     def _setup_exchange(self) -> Outbox:
+        """The sketch-seed setup's directory to every party: its session keys, less those of
+        the dealers left out so far; the lowest index in it deals."""
         self.phase = C.SETUP
-        setup = SessionSetupServer(
-            self.roster, session_id=self._setup_session, identity=self._identity
-        )
-        for index, data in self._setup_keys.items():
-            try:
-                setup.receive(decode_protocol(data))
-            except ProtocolError as exc:
-                self._hazard(f"{self.roster.client(index).party_id}: bad session key: {exc}")
-        self._setup = setup
+        setup = self._setup
+        if setup is None:
+            setup = SessionSetupServer(
+                self.roster, session_id=self._setup_session, identity=self._identity
+            )
+            for index, data in self._setup_keys.items():
+                try:
+                    setup.receive(decode_protocol(data))
+                except ProtocolError as exc:
+                    self._hazard(f"{self.roster.client(index).party_id}: bad session key: {exc}")
+            self._setup = setup
         directory = m.Setup(setup.directory().to_bytes())
-        return self._outbox(dict.fromkeys(self._party_of, directory), Wait.PHASE)
+        nodes = [n for n, i in self._party_of.items() if i not in self._left_out]
+        return self._outbox(dict.fromkeys(nodes, directory), Wait.PHASE)
 
     def _after_setup(self, replies: dict[int, m.Reply], nodes: Sequence[int]) -> Outbox | None:
         setup = self._setup
@@ -588,12 +607,35 @@ class Coordinator:
                     setup.receive(decode_protocol(data))
                 except ProtocolError as exc:
                     self._hazard(f"{self._name(node)}: bad sketch-seed offer: {exc}")
-        try:
-            self._deliveries = {i: d.to_bytes() for i, d in setup.deliveries()}
-        except ProtocolError:
-            raise ProtocolError("the sketch-seed dealer did not offer a seed") from None
+        if not setup.offered:
+            return self._deal_again(setup)
+        self._deliveries = {i: d.to_bytes() for i, d in setup.deliveries()}
         self._commitment = setup.commitment
         return self._begin_first_round(nodes)
+
+    def _deal_again(self, setup: SessionSetupServer) -> Outbox:
+        """The dealer offered no usable seed: it sits the run out, the hazard names it and why
+        (:class:`DealerFault`), and the next lowest index deals -- unless :data:`SETUP_ATTEMPTS`
+        dealers have failed, or fewer than 3 parties would be left to share the seed."""
+        if setup.dealer is None:
+            raise ProtocolError("no valid session key for the sketch-seed setup")
+        rejected = setup.rejected
+        fault = DealerFault.BAD_OFFER if rejected else DealerFault.NO_OFFER
+        why = f"its signed offer fails the public checks: {rejected}" if rejected else "no offer"
+        dealer = setup.leave_out()
+        self._left_out[dealer] = fault
+        party = self.roster.client(dealer).party_id
+        self._hazard(f"sketch-seed dealer {party} left out of the run ({fault.value}): {why}")
+        left = setup.clients
+        if len(self._left_out) >= SETUP_ATTEMPTS or len(left) < 3:
+            raise ProtocolError(
+                f"the sketch-seed setup failed: {len(self._left_out)} dealers in turn offered "
+                f"no usable seed, {len(left)} parties left to share one"
+            )
+        self._hazard(
+            f"the sketch-seed setup is dealt again by {self.roster.client(left[0]).party_id}"
+        )
+        return self._setup_exchange()
 
     # -- a round ---------------------------------------------------------------------------------
 
@@ -720,15 +762,17 @@ class Coordinator:
         if secure_keys:
             assert adverts is not None  # noqa: S101 - _begin_round collected them
             round_.participants = set(adverts.adverts) & set(self._node_of)
+            round_.participants -= self._left_out.keys()
             round_.refused.update(adverts.declined)
             for index in range(self.roster.size):
                 if index not in round_.participants and index not in round_.refused:
-                    round_.dropouts[index] = "advertise"
+                    round_.dropouts[index] = "setup" if index in self._left_out else "advertise"
             round_.heads = self._bound_heads(
                 {i: h for i, h in adverts.heads.items() if i in round_.participants}
             )
         else:
-            round_.participants = set(self._node_of)
+            round_.participants = set(self._node_of) - self._left_out.keys()
+            round_.dropouts.update(dict.fromkeys(self._left_out, "setup"))
         directories: dict[int, list[bytes]] = {}
         if round_.flow is Flow.SUM:
             assert adverts is not None  # noqa: S101

@@ -26,7 +26,10 @@ from securefed.runtime.engine.coordinator import Outbox
 from securefed.runtime.engine.institution import Institution, InstitutionPhase
 from securefed.runtime.engine.settings import EngineSettings
 from securefed.runtime.engine.signing import sign_joined
+from securefed.secagg.messages import SealedShare, SketchSeedOffer
+from securefed.secagg.messages import decode as decode_protocol
 from securefed.secagg.wire import Writer
+from securefed.testing import resign
 from securefed.testing.rounds import VectorFederation, VectorLearner
 from tests.runtime.engine import clustered, entries, exchanges
 
@@ -280,11 +283,6 @@ def test_the_first_joiner_does_not_decide_the_model_dimension(tmp_path: Path) ->
         assert metrics.history[1].completed == N - 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed yet: the sketch-seed setup has no retry without a silent dealer; one bank "
-    "can stop an attention-mode run at its start (issue 20, 'no round that one bank can abort')",
-)
 def test_a_dealer_that_offers_no_seed_does_not_fail_the_run(tmp_path: Path) -> None:
     """ATTACK (one malicious or crashed institution: bank-0, the sketch-seed dealer as the
     lowest index): it joins with a session key but answers the setup directory with an empty
@@ -293,7 +291,7 @@ def test_a_dealer_that_offers_no_seed_does_not_fail_the_run(tmp_path: Path) -> N
     join and setup) stops everyone.
 
     EXPECTED: the setup is retried without the silent dealer (the next lowest index deals), and
-    the run goes on without bank-0."""
+    the run goes on without bank-0 (issue 20: it sits the run out, named in a hazard)."""
 
     def no_offer(node: int, request: m.Request, reply: m.Reply) -> m.Reply:
         if node == 0 and isinstance(reply, m.SetupReply):
@@ -302,6 +300,46 @@ def test_a_dealer_that_offers_no_seed_does_not_fail_the_run(tmp_path: Path) -> N
 
     with VectorFederation(
         clustered(6), fedamp(), seed=8, faults=Plan(reply=no_offer), workdir=tmp_path
+    ) as run:
+        metrics = run.run()
+        assert run.coordinator.status is m.RunStatus.COMPLETED
+        assert metrics.history[1].completed >= 5
+        assert all(h.dropouts.get("bank-0") == "setup" for h in metrics.history[1:])
+    hazards = [
+        str(e.payload["text"]) for e in entries(run, "server") if e.event is EventType.HAZARD
+    ]
+    assert any(
+        t.startswith("sketch-seed dealer bank-0 left out of the run (no-offer)") for t in hazards
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open: a sealed seed that does not open is not provable to the coordinator, and the "
+    "setup has no retry for it; its recipients sit the run out (issue 20, residual_risk R22)",
+)
+def test_a_dealer_whose_sealed_seeds_do_not_open_does_not_stop_the_rounds(tmp_path: Path) -> None:
+    """ATTACK (one malicious institution: bank-0, the sketch-seed dealer): it signs an offer
+    that passes the coordinator's public checks (every other client, 60 bytes each) but whose
+    sealed seeds open for nobody. Each recipient's setup fails when its seed arrives with round
+    1's ``Train``; it refuses that request and, without a seed, every later one that needs a
+    sketch: no round of the run completes. The coordinator cannot tell this dealer from a
+    recipient that lies about its seed without the recipient's session private key.
+
+    EXPECTED: the run goes on without bank-0 (e.g. a confirmation step before round 1 and a
+    bounded retry in which no single party's unproven claim excludes an honest one)."""
+
+    def garbage(node: int, request: m.Request, reply: m.Reply) -> m.Reply:
+        if node == 0 and isinstance(reply, m.SetupReply) and reply.messages:
+            offer = decode_protocol(reply.messages[0])
+            assert isinstance(offer, SketchSeedOffer)
+            sealed = tuple(SealedShare(s.peer, bytes(len(s.ciphertext))) for s in offer.sealed)
+            key = run.federation.client_keys[0]
+            return m.SetupReply((resign(offer, key, sealed=sealed).to_bytes(),))
+        return reply
+
+    with VectorFederation(
+        clustered(6), fedamp(), seed=8, faults=Plan(reply=garbage), workdir=tmp_path
     ) as run:
         metrics = run.run()
         assert run.coordinator.status is m.RunStatus.COMPLETED
