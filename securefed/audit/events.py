@@ -190,13 +190,16 @@ class Misbehaviour(EventRecord):
     ``bad-shares`` (a holder's complaint proved a share it dealt bad), ``false-complaint`` (it
     complained about good shares) -- each left it out of the round before anything was masked --
     or ``bad-share-revealed`` (a share it revealed at unmasking was off the dealer's polynomial:
-    ignored). ``accuser`` is the complaining holder for ``bad-shares``, else -1."""
+    ignored). ``accuser`` is the complaining holder for ``bad-shares``, else -1.
+    ``evidence_sha256`` names the file of signed messages the server wrote next to the ledgers
+    (``evidence/round-<r>-<party>.bin``; :func:`securefed.secagg.dealing.decode_evidence`)."""
 
     event_type: ClassVar[EventType] = EventType.MISBEHAVIOUR
     round: int
     party: int
     kind: str
     accuser: int
+    evidence_sha256: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ or the target-blinded outputs) plus the secret sketches (never the sketch seed).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -56,6 +57,7 @@ from securefed.audit import (
 )
 from securefed.crypto import SigningKey
 from securefed.errors import ConfigError, ProtocolError, RemoteProtocolError
+from securefed.files import PRIVATE_FILE_MODE, write_atomic
 from securefed.personalize.modes import PersonalizationMode
 from securefed.personalize.rounds import (
     learned_partition,
@@ -88,6 +90,7 @@ from securefed.secagg import (
     ShareRejected,
     Stage,
 )
+from securefed.secagg.dealing import encode_evidence
 from securefed.secagg.messages import BlindedOutput
 from securefed.secagg.messages import decode as decode_protocol
 from securefed.secagg.roster import Roster
@@ -114,6 +117,8 @@ SERVER_ID = "server"
 MAX_SKETCH_VALUE = 1e12
 #: How many dealers in turn the sketch-seed setup tries before the run ends ``failed``.
 SETUP_ATTEMPTS = 4
+#: Where the signed evidence of each ``round.misbehaviour`` goes, next to ``ledgers/``.
+EVIDENCE_DIR = "evidence"
 
 
 class DealerFault(Enum):
@@ -1109,7 +1114,7 @@ class Coordinator:
         outputs = 0
         for group in round_.groups:
             server = group.server
-            self._record_misbehaviour(round_.number, group.members, server.drain_events())
+            self._record_misbehaviour(round_.number, group, server.drain_events())
             survivors.update(group.members[u] for u in server.survivors)
             self_seeds.update(group.members[u] for u in server.reconstructed_self_seeds)
             mask_keys.update(group.members[u] for u in server.reconstructed_mask_keys)
@@ -1138,10 +1143,13 @@ class Coordinator:
         )
 
     def _record_misbehaviour(
-        self, round_: int, members: Sequence[int], events: Sequence[ProtocolEvent]
+        self, round_: int, group: _Group, events: Sequence[ProtocolEvent]
     ) -> None:
         """Ledger each party the protocol caught misbehaving, on its own signed messages
-        (securefed/secagg/dealing.py); indices in ``events`` are within the group."""
+        (securefed/secagg/dealing.py), and write those messages next to the ledgers
+        (``evidence/round-<r>-<party>.bin``, whose SHA-256 the entry names); indices in
+        ``events`` are within the group."""
+        members = group.members
         accusers = {
             e.dealer: e.holder
             for e in events
@@ -1159,12 +1167,18 @@ class Coordinator:
             elif isinstance(event, ShareRejected):
                 caught += [(h, "bad-share-revealed", -1) for h in event.holders]
         for party, kind, accuser in sorted(set(caught)):
+            name = self.roster.client(members[party]).party_id
+            evidence = encode_evidence(group.server.evidence(party))
+            directory = self.ledger.path.parent.parent / EVIDENCE_DIR
+            directory.mkdir(exist_ok=True)
+            write_atomic(directory / f"round-{round_}-{name}.bin", evidence, mode=PRIVATE_FILE_MODE)
             self.ledger.record(
                 Misbehaviour(
                     round=round_,
                     party=members[party],
                     kind=kind,
                     accuser=members[accuser] if accuser >= 0 else -1,
+                    evidence_sha256=hashlib.sha256(evidence).hexdigest(),
                 )
             )
 

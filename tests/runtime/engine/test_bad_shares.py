@@ -6,6 +6,7 @@ attacks and the plain-Shamir variant they break)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable
 
 import numpy as np
@@ -16,7 +17,7 @@ from securefed.personalize.rounds import RoundParams
 from securefed.runtime.engine import messages as m
 from securefed.runtime.engine.settings import EngineSettings
 from securefed.secagg import SecAggClient
-from securefed.secagg.dealing import channel_key, open_dealt, seal_shares
+from securefed.secagg.dealing import channel_key, decode_evidence, open_dealt, seal_shares
 from securefed.secagg.messages import (
     Complaint,
     Message,
@@ -26,6 +27,7 @@ from securefed.secagg.messages import (
     UnmaskResponse,
     decode,
 )
+from securefed.secagg.verify import verify_message
 from securefed.testing import resign
 from securefed.testing.rounds import VectorFederation
 from tests.runtime.engine import clustered, entries
@@ -70,8 +72,20 @@ def run_with(
     with run:
         run.run()
         misbehaviour = [
-            e.payload for e in entries(run, "server") if e.event is EventType.MISBEHAVIOUR
+            dict(e.payload) for e in entries(run, "server") if e.event is EventType.MISBEHAVIOUR
         ]
+        for entry in misbehaviour:  # the evidence file is there, named by its hash
+            path = run.workdir / "evidence" / f"round-{entry['round']}-bank-{entry['party']}.bin"
+            data = path.read_bytes()
+            assert hashlib.sha256(data).hexdigest() == entry.pop("evidence_sha256")
+            assert path.stat().st_mode & 0o777 == 0o600
+            for message in decode_evidence(data):
+                verify_message(
+                    run.federation.roster,
+                    message,
+                    session_id=message.session_id,
+                    round_=entry["round"],
+                )
         received = {i: learner.received.get(2) for i, learner in enumerate(run.learners)}
         verdict = verify_run(run.workdir)
     return misbehaviour, received, models, verdict
