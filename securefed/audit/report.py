@@ -500,7 +500,34 @@ def _dropouts(data: RunData) -> Section:
     table = Table(
         ("round", "by", "survivors", "dropouts"), rows, empty="No round.survivors entries."
     )
-    return Section("dropouts", "Dropouts per round", (table,))
+    caught = tuple(
+        (
+            _fmt(e.payload.get("round", _MISSING)),
+            data.party(e.payload.get("party")),
+            _fmt(e.payload.get("kind", _MISSING)),
+            _accuser(data, e.payload.get("accuser", _MISSING)),
+            _fmt(e.payload.get("evidence_sha256", _MISSING)),
+        )
+        for e in data.events(EventType.MISBEHAVIOUR)
+    )
+    misbehaviour = Table(
+        ("round", "party", "caught", "accused by", "evidence sha256"),
+        caught,
+        empty="No party was caught misbehaving (round.misbehaviour).",
+    )
+    note = Para(
+        "Parties the protocol caught on their own signed messages (docs/protocol.md, "
+        "Verifiable shares): left out of the round before masking (bad-commitment, bad-shares, "
+        "false-complaint) or their revealed share ignored (bad-share-revealed). The evidence "
+        "file is evidence/round-<r>-<party>.bin next to the ledgers."
+    )
+    return Section("dropouts", "Dropouts per round", (table, note, misbehaviour))
+
+
+def _accuser(data: RunData, value: object) -> str:
+    if value is _MISSING:
+        return NOT_RECORDED
+    return "-" if value == -1 else data.party(value)
 
 
 def _refusals(data: RunData) -> Section:

@@ -13,6 +13,7 @@ import pytest
 from securefed.audit import (
     SECTION_IDS,
     Ledger,
+    Misbehaviour,
     RoundSpend,
     Unmask,
     load_compliance_mapping,
@@ -297,6 +298,21 @@ def test_an_unmask_of_both_secrets_of_one_institution_is_flagged(tmp_path: Path)
     unmask = _section(_render(run, tmp_path)[0], "unmask-log")
     assert "Round 5: server records reconstructing BOTH secrets of bank-1 (#1)" in unmask
     assert unmask.count("BOTH secrets") == 1  # rounds 1-4 are fine
+
+
+def test_parties_caught_misbehaving_are_listed_with_their_evidence(tmp_path: Path) -> None:
+    run = build_run(tmp_path, final=False)
+    with Ledger.open(run.path("server"), "server", run.keys["server"]) as ledger:
+        ledger.record(
+            Misbehaviour(round=3, party=2, kind="bad-shares", accuser=0, evidence_sha256="ab" * 32)
+        )
+    dropouts = _section(_render(run, tmp_path)[0], "dropouts")
+    assert "bank-2 (#2)" in dropouts
+    assert "bad-shares" in dropouts
+    assert "bank-0 (#0)" in dropouts
+    assert "ab" * 32 in dropouts
+    empty = _section(_render(build_run(tmp_path / "other", final=False), tmp_path)[0], "dropouts")
+    assert "No party was caught misbehaving" in empty
 
 
 def test_the_roster_digest_is_shown_and_checked_against_run_configured(
