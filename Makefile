@@ -57,9 +57,11 @@ contracts: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -q --ignore=tests/integration
 
-## make test-integration: a real Flower deployment (SuperLink + 7 SuperNodes, TLS, group mode
-## learning its partition from the DP statistic, one institution killed mid-round and restarted)
-## on 127.0.0.1; installs the `flower` extra into .venv first. About 4 to 5 minutes.
+## make test-integration: real Flower deployments on 127.0.0.1 (tests/integration/; TLS): a
+## SuperLink + 7 SuperNodes in group mode learning its partition from the DP statistic, one
+## institution killed mid-round and restarted; and a SuperLink + 5 SuperNodes in which a bad
+## dealer (round 1) and a bad holder (round 2) are caught and the rounds complete. Installs the
+## `flower` extra into .venv first. About 7 minutes on 2 cores.
 test-integration: $(FLOWER_STAMP)
 	$(BIN)/pytest -q tests/integration
 

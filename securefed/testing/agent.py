@@ -1,7 +1,7 @@
 """The test agent: ``python -m securefed.testing.agent`` -- TESTS AND BENCHMARKS ONLY.
 
 The production agent (``securefed deploy agent``, :mod:`securefed.runtime.flower.agent`) with
-two switches a real institution must never have:
+three switches a real institution must never have:
 
 ``--seed N``
     seeds the trainer with ``client_seed(N, index)`` and the protocol's randomness (self-mask
@@ -17,6 +17,15 @@ two switches a real institution must never have:
     ``train``, ``step``, ``finish``, ``seal``); PHASE a step phase (``keys``, ``mask``,
     ``confirm``, ``unmask``). A request's round: its own (train, step, finish), the round it
     asks keys for (advert, a join that asks for keys), else 0.
+``--misbehave ROUND:KIND``
+    the institution is a malicious bank in that round, caught by the verifiable shares
+    (securefed/secagg/dealing.py) on its own signed messages: ``bad-dealer`` -- the DealtShare
+    it sends its lowest-index holder (in the round's protocol indices) carries a mask-key share
+    off its committed polynomial, re-sealed under the pair's real channel key and re-signed
+    with its identity key (the holder complains; the server leaves it out of the round before
+    masking); ``bad-holder`` -- the self-seed shares of its UnmaskResponse are off the dealers'
+    polynomials, re-signed (the server names it and ignores them). Either way the server
+    ledgers ``round.misbehaviour`` and the round completes for the others.
 
 Everything else -- arguments, state directory, socket -- is the production agent's.
 """
@@ -24,12 +33,15 @@ Everything else -- arguments, state directory, socket -- is the production agent
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 
+from securefed.crypto import SigningKey
 from securefed.errors import ConfigError, SecureFedError
 from securefed.runtime.engine import messages as m
 from securefed.runtime.engine.institution import Institution
@@ -42,12 +54,26 @@ from securefed.runtime.flower.agent import (
 )
 from securefed.runtime.flower.deployment import add_agent_arguments
 from securefed.runtime.seeded import seeded_random_bytes_unsafe
+from securefed.secagg import SecAggClient
+from securefed.secagg.dealing import open_dealt, seal_shares
+from securefed.secagg.messages import (
+    Message,
+    RevealedShare,
+    ShareKeys,
+    UnmaskResponse,
+)
+from securefed.secagg.messages import decode as decode_protocol
+from securefed.testing.harness import resign
 
 __all__ = [
     "CRASH_STATUS",
     "CrashPoint",
+    "MisbehaviourKind",
+    "MisbehaviourPoint",
     "crashing",
     "main",
+    "misbehaving",
+    "off_polynomial",
     "request_round",
     "seeded_hazard",
     "seeded_institution",
@@ -136,6 +162,133 @@ def crashing(
     return handle
 
 
+class MisbehaviourKind(Enum):
+    """What ``--misbehave`` makes the institution do (module docstring)."""
+
+    BAD_DEALER = "bad-dealer"  # a mask-key share off its polynomial, dealt to one holder
+    BAD_HOLDER = "bad-holder"  # self-seed shares off the polynomials, revealed at unmasking
+
+
+@dataclass(frozen=True, slots=True)
+class MisbehaviourPoint:
+    """When and how ``--misbehave`` makes the institution cheat: a round and a misbehaviour."""
+
+    round: int
+    kind: MisbehaviourKind
+
+    @classmethod
+    def parse(cls, text: str) -> MisbehaviourPoint:
+        """``ROUND:KIND``, ROUND >= 1; ConfigError if malformed."""
+        kinds = ", ".join(k.value for k in MisbehaviourKind)
+        parts = text.split(":")
+        if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) < 1:
+            raise ConfigError(
+                f"--misbehave takes ROUND:KIND with ROUND >= 1 and KIND one of {kinds}, "
+                f"not {text!r}"
+            )
+        try:
+            kind = MisbehaviourKind(parts[1])
+        except ValueError:
+            raise ConfigError(
+                f"unknown misbehaviour {parts[1]!r} in --misbehave (one of {kinds})"
+            ) from None
+        return cls(int(parts[0]), kind)
+
+    def __str__(self) -> str:
+        return f"{self.round}:{self.kind.value}"
+
+
+def off_polynomial(share: bytes) -> bytes:
+    """``share`` with its last bit flipped: the same length, off the dealer's polynomial."""
+    return share[:-1] + bytes([share[-1] ^ 1])
+
+
+def _deal_badly(message: ShareKeys, client: SecAggClient, key: SigningKey) -> tuple[Message, int]:
+    """``message`` with the DealtShare to its lowest-index holder re-sealed (the pair's real
+    channel key) around a mask-key share off the polynomial, re-signed; and that holder."""
+    holder = min(item.recipient for item in message.dealt)
+    dealt: list[Message] = []
+    for item in message.dealt:
+        if item.recipient != holder:
+            dealt.append(item)
+            continue
+        aead = client._channel(holder, outgoing=True)  # the malicious bank's own share key
+        mask_share, seed_share = open_dealt(client.config, aead, item)
+        ciphertext = seal_shares(
+            client.config,
+            aead,
+            dealer=client.index,
+            holder=holder,
+            mask_share=off_polynomial(mask_share),
+            seed_share=seed_share,
+        )
+        dealt.append(resign(item, key, ciphertext=ciphertext))
+    return resign(message, key, dealt=tuple(dealt)), holder
+
+
+def _reveal_badly(message: UnmaskResponse, key: SigningKey) -> Message:
+    """``message`` with every self-seed share off its dealer's polynomial, re-signed."""
+    shares = tuple(
+        RevealedShare(s.owner, off_polynomial(s.share)) for s in message.self_seed_shares
+    )
+    return resign(message, key, self_seed_shares=shares)
+
+
+def misbehaving(
+    institution: Institution,
+    point: MisbehaviourPoint,
+    *,
+    handler: Callable[[bytes], bytes] | None = None,
+) -> Callable[[bytes], bytes]:
+    """``handler`` (default: ``institution.handle_bytes``), except that in ``point``'s round
+    the protocol messages of the institution's answers to Train and Step requests are
+    rewritten as ``point`` says and re-signed with the institution's own identity key.
+
+    A bad dealer needs its round's protocol client (its share keys), read from the
+    institution's private state: this is a malicious bank, scripted for tests."""
+    inner = handler or institution.handle_bytes
+    key: SigningKey = institution._identity
+
+    def rewrite(message: Message) -> Message:
+        if point.kind is MisbehaviourKind.BAD_DEALER and isinstance(message, ShareKeys):
+            pending = institution._pending
+            if pending is None or pending.round != point.round or not message.dealt:
+                return message
+            bad, holder = _deal_badly(message, pending.client, key)
+            _say(f"round {point.round}: dealt holder {holder} a share off the polynomial")
+            return bad
+        if point.kind is MisbehaviourKind.BAD_HOLDER and isinstance(message, UnmaskResponse):
+            if not message.self_seed_shares:
+                return message
+            _say(f"round {point.round}: revealed self-seed shares off the polynomials")
+            return _reveal_badly(message, key)
+        return message
+
+    def handle(data: bytes) -> bytes:
+        answer = inner(data)
+        try:
+            request = m.decode(data)
+            reply = m.decode(answer)
+        except SecureFedError:
+            return answer
+        if (
+            not isinstance(request, m.Train | m.Step)
+            or request.round != point.round
+            or not isinstance(reply, m.Trained | m.StepReply)
+            or not reply.messages
+        ):
+            return answer
+        messages = tuple(rewrite(decode_protocol(d)).to_bytes() for d in reply.messages)
+        return m.encode(dataclasses.replace(reply, messages=messages))
+
+    return handle
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(f"test agent: misbehaving: {text}\n")
+    sys.stderr.flush()
+
+
 def seeded_institution(settings: AgentSettings, *, seed: int | None) -> Institution:
     """The production agent's institution, with the trainer and the protocol's randomness
     seeded as the simulation of run seed ``seed`` seeds them (None: the operating system's)."""
@@ -163,6 +316,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--crash-at", metavar="ROUND:KIND[:PHASE]", help="exit with status 3 on that request"
     )
+    parser.add_argument(
+        "--misbehave",
+        metavar="ROUND:KIND",
+        help="cheat in that round: bad-dealer (a bad share dealt) or bad-holder (bad shares "
+        "revealed)",
+    )
     return parser
 
 
@@ -171,12 +330,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         point = None if args.crash_at is None else CrashPoint.parse(args.crash_at)
+        cheat = None if args.misbehave is None else MisbehaviourPoint.parse(args.misbehave)
         settings = AgentSettings.from_args(args)
         institution = seeded_institution(settings, seed=args.seed)
     except (SecureFedError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     handler: Callable[[bytes], bytes] = institution.handle_bytes
+    if cheat is not None:
+        handler = misbehaving(institution, cheat)
     if point is not None:
         handler = crashing(handler, point)
     print(f"test agent of {settings.party}: serving on {settings.state}", file=sys.stderr)

@@ -7,8 +7,9 @@ the same files a real one reads (run configuration, roster, key files, data dire
 production code paths (:func:`securefed.runtime.flower.server.run_server` and the agent's
 :func:`~securefed.runtime.flower.agent.open_institution`), optionally with one institution that
 crashes at a request (:class:`~securefed.testing.agent.CrashPoint`, as ``--crash-at`` makes the
-test agent do) and is restarted from its state directory later. It is the in-process reference
-the Flower integration test compares against, and what the fast tests use. TESTS ONLY.
+test agent do) and is restarted from its state directory later, and with malicious institutions
+(:class:`~securefed.testing.agent.MisbehaviourPoint`, as ``--misbehave``). It is the in-process
+reference the Flower integration test compares against, and what the fast tests use. TESTS ONLY.
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ from securefed.runtime.engine.institution import Institution
 from securefed.runtime.engine.metrics import RunMetrics
 from securefed.runtime.flower.agent import AgentSettings
 from securefed.runtime.flower.server import ServerSettings, run_server
-from securefed.testing.agent import CrashPoint, crashing, seeded_institution
+from securefed.testing.agent import (
+    CrashPoint,
+    MisbehaviourPoint,
+    crashing,
+    misbehaving,
+    seeded_institution,
+)
 
 __all__ = ["DeploymentFiles", "LoopbackExchange", "run_loopback"]
 
@@ -131,6 +138,7 @@ def run_loopback(
     crash: tuple[str, CrashPoint] | None = None,
     restart_after: CrashPoint | None = None,
     exchange: LoopbackExchange | None = None,
+    misbehave: Mapping[str, MisbehaviourPoint] | None = None,
 ) -> RunMetrics:
     """Run the deployment of ``files`` in this process: institutions under
     ``out/nodes/<party>`` (node id = roster index), the coordinator under ``out/coordinator``;
@@ -142,6 +150,7 @@ def run_loopback(
     before the exchange that follows the first exchange carrying a ``restart_after`` request
     to any party (None: before the exchange after the crash).
     ``exchange``: a (test) subclass of :class:`LoopbackExchange` to use instead.
+    ``misbehave``: party -> how its institution cheats (as the test agent's ``--misbehave``).
     """
     exchange = LoopbackExchange() if exchange is None else exchange
     live: dict[int, Institution] = {}
@@ -157,6 +166,9 @@ def run_loopback(
         )
         live[index] = institution
         handler: Callable[[bytes], bytes] = institution.handle_bytes
+        cheat = (misbehave or {}).get(files.parties[index])
+        if cheat is not None:
+            handler = misbehaving(institution, cheat)
         if point is not None:
             handler = crashing(handler, point, die=die)
         exchange.handlers[index] = handler

@@ -496,7 +496,7 @@ def test_the_production_agent_has_no_test_switches(capsys: pytest.CaptureFixture
         securefed_main(["deploy", "agent", "--help"])
     usage = capsys.readouterr().out
     assert "--state" in usage
-    for switch in ("--reproducible", "--seed", "--crash-at"):
+    for switch in ("--reproducible", "--seed", "--crash-at", "--misbehave"):
         assert switch not in usage
 
 
