@@ -135,7 +135,7 @@ class LocalDeployment:
     (``--unsafe-plaintext-key``, ledgered as a hazard by every party). ``agent`` is the
     command that starts an agent, before its arguments: the production ``securefed deploy
     agent`` by default, or the test agent (``python -m securefed.testing.agent``, which takes
-    ``--seed`` and ``--crash-at`` through :attr:`InstitutionSpec.extra_args`).
+    ``--seed``, ``--crash-at`` and ``--misbehave`` through :attr:`InstitutionSpec.extra_args`).
     """
 
     def __init__(
