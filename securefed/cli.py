@@ -8,7 +8,9 @@ configuration error (a :class:`~securefed.errors.ConfigError`), 1 on any other s
 Commands: ``demo`` (the showcase, README), ``run --config`` and ``run --resume``
 (``docs/run-config.md``), ``budget show|reset`` (the spend kept next to the records,
 ``docs/dp.md``), ``experiments``, ``data prepare`` (``docs/data.md``), ``data import`` (a
-bank's CSV or Parquet files against a schema, ``docs/tabular.md``), ``audit
+bank's CSV or Parquet files against a schema, ``docs/tabular.md``), ``predict`` and ``export``
+(an institution's personalized model scoring new records, or written as ONNX,
+``docs/tabular.md``), ``audit
 verify|report|canary|anchor`` (``docs/audit.md``, ``docs/canary.md``), ``bench``
 (``docs/benchmarks.md``) and ``keys`` (identity keys and the pinned roster,
 ``docs/keys-and-roster.md``). Secrets (passphrases,
@@ -47,8 +49,10 @@ from securefed.runtime.benchmark import run_round_benchmark
 from securefed.runtime.config import PersonalizationMode, RunConfig, load_run_config
 from securefed.runtime.demo import ProgressPrinter, comparison_table, demo_config
 from securefed.runtime.experiments import GRIDS, run_experiments
+from securefed.runtime.export import ExportInputs, export_onnx
 from securefed.runtime.federated import RunSummary, resume_federation, run_federation
 from securefed.runtime.flower.deployment import add_agent_arguments
+from securefed.runtime.scoring import predict
 from securefed.secagg.roster import (
     PublicIdentity,
     Roster,
@@ -618,6 +622,89 @@ def _data_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    schema = load_schema(args.schema)
+    result = predict(
+        args.run,
+        args.institution,
+        schema,
+        args.input,
+        args.output,
+        ids=args.id or (),
+        force=args.force,
+        schema_source=str(args.schema),
+    )
+    print(
+        f"{args.institution}: scored {result.rows} records of {args.input} with its personalized "
+        f"model of {args.run}; wrote {result.output} ({', '.join(result.columns)})"
+    )
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    schema = load_schema(args.schema)
+    result = export_onnx(
+        args.run,
+        args.institution,
+        schema,
+        args.output,
+        inputs=ExportInputs(args.inputs),
+        force=args.force,
+        schema_source=str(args.schema),
+    )
+    print(
+        f"{args.institution}: wrote {result.onnx} (ONNX, inputs: {result.inputs.value}) and "
+        f"{result.sidecar} (what to feed it; schema sha256 {result.model.schema_sha256})"
+    )
+    return 0
+
+
+def _add_scoring_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    scoring = commands.add_parser(
+        "predict",
+        help="score new records with an institution's personalized model (docs/tabular.md)",
+    )
+    exporting = commands.add_parser(
+        "export", help="write an institution's personalized model as ONNX (docs/tabular.md)"
+    )
+    for command in (scoring, exporting):
+        command.add_argument("--run", required=True, metavar="DIR", help="a finished run")
+        command.add_argument(
+            "--institution", required=True, metavar="NAME", help="its party id, e.g. bank-3"
+        )
+        command.add_argument(
+            "--schema",
+            required=True,
+            metavar="SCHEMA.toml",
+            help="the federation's schema (its digest must be the one the data was imported under)",
+        )
+        command.add_argument("--force", action="store_true", help="replace an existing output")
+    scoring.add_argument("--input", required=True, metavar="FILE", help=".csv or .parquet")
+    scoring.add_argument(
+        "--output", required=True, metavar="FILE", help="scores to write: .csv or .parquet"
+    )
+    scoring.add_argument(
+        "--id",
+        action="append",
+        metavar="COLUMN",
+        help="an id column of the input (one the schema drops) to copy into the output; repeat "
+        "(default: a 'row' column, the input's 1-based data row)",
+    )
+    scoring.set_defaults(handler=_predict)
+    exporting.add_argument("--format", required=True, choices=["onnx"], help="onnx")
+    exporting.add_argument(
+        "--output", required=True, metavar="FILE.onnx", help="the model (+ FILE.json beside it)"
+    )
+    exporting.add_argument(
+        "--inputs",
+        choices=[i.value for i in ExportInputs],
+        default=ExportInputs.COLUMNS.value,
+        help="columns: one input per schema column, encoded in the graph (default); features: "
+        "the encoded feature vector",
+    )
+    exporting.set_defaults(handler=_export)
+
+
 def _experiments(args: argparse.Namespace) -> int:
     grid = GRIDS[args.grid]
     if args.rounds is not None:
@@ -863,6 +950,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_keys_commands(commands)
     _add_audit_commands(commands)
     _add_run_commands(commands)
+    _add_scoring_commands(commands)
     _add_deploy_commands(commands)
     return parser
 

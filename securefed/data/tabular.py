@@ -6,7 +6,9 @@ into float32 features and int64 labels (:func:`encode_file`; the encoding rules 
 :mod:`~securefed.data.schema`), concatenates the files in the order given, splits the rows into
 train and test with the schema's seeded split (:func:`~securefed.data.partition.split_rows`), and
 writes the seed layout plus an import record, all or nothing
-(:func:`~securefed.data.tabular_store.write_import`).
+(:func:`~securefed.data.tabular_store.write_import`). :func:`encode_records` reads records to
+score (``securefed predict``) with the same code and encoding: their target column may be
+absent and is never read, and id columns of the schema's ``drop`` list may be kept.
 
 Reading rules. A CSV file has one header row; its cells are separated by commas and may be quoted;
 ``.csv.gz`` and ``.csv.bz2`` are decompressed. A cell that is exactly one of
@@ -55,10 +57,12 @@ from securefed.errors import ConfigError
 
 __all__ = [
     "INSTALL_HINT",
+    "EncodedRecords",
     "InputFormat",
     "Problem",
     "TabularDataError",
     "encode_file",
+    "encode_records",
     "import_tabular",
 ]
 
@@ -168,7 +172,25 @@ def _cell(values: Any, index: int) -> str:
 # --- reading: header check, CSV and Parquet -------------------------------------------------------
 
 
-def _check_header(names: Sequence[str], schema: TabularSchema, path: Path) -> None:
+@dataclass(frozen=True, slots=True)
+class _Wanted:
+    """What to read from a file: the declared ``columns`` (every column for an import; the
+    features only for records to score, whose target may be absent) and ``keep``, columns of
+    the schema's ``drop`` list carried through as they are (ids to join scores back on)."""
+
+    columns: tuple[Column, ...]
+    keep: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, schema: TabularSchema, *, with_target: bool, keep: Sequence[str] = ()) -> _Wanted:
+        return cls(schema.columns if with_target else schema.features, tuple(keep))
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+
+def _check_header(names: Sequence[str], schema: TabularSchema, wanted: _Wanted, path: Path) -> None:
     seen: set[str] = set()
     for name in names:
         if name in seen:
@@ -176,20 +198,25 @@ def _check_header(names: Sequence[str], schema: TabularSchema, path: Path) -> No
                 Problem.DUPLICATE_COLUMN, path, "appears twice in the header", column=name
             )
         seen.add(name)
-    if schema.target not in seen:
+    if schema.target not in seen and schema.target_column in wanted.columns:
         raise TabularDataError(
             Problem.MISSING_TARGET,
             path,
             "the target column is not in the file",
             column=schema.target,
         )
-    for column in schema.columns:
+    for column in wanted.columns:
         if column.name not in seen:
             raise TabularDataError(
                 Problem.MISSING_COLUMN,
                 path,
                 "declared in the schema, not in the file",
                 column=column.name,
+            )
+    for name in wanted.keep:
+        if name not in seen:
+            raise TabularDataError(
+                Problem.MISSING_COLUMN, path, "an id column to keep, not in the file", column=name
             )
     declared = {c.name for c in schema.columns} | set(schema.drop)
     for name in names:
@@ -210,11 +237,11 @@ def _csv_type(arrow: _Arrow, column: Column) -> Any:
     return arrow.pa.dictionary(arrow.pa.int32(), arrow.pa.string())
 
 
-def _csv_options(arrow: _Arrow, schema: TabularSchema, *, as_text: bool = False) -> Any:
-    types = {c.name: arrow.pa.string() if as_text else _csv_type(arrow, c) for c in schema.columns}
+def _csv_options(arrow: _Arrow, wanted: _Wanted, *, as_text: bool = False) -> Any:
+    types = {c.name: arrow.pa.string() if as_text else _csv_type(arrow, c) for c in wanted.columns}
     return arrow.csv.ConvertOptions(
         column_types=types,
-        include_columns=[c.name for c in schema.columns],
+        include_columns=wanted.names,
         null_values=list(MISSING_MARKERS),
         strings_can_be_null=True,
         quoted_strings_can_be_null=True,
@@ -278,15 +305,15 @@ _EXPECTED = {
 
 
 def _wrong_csv_value(
-    arrow: _Arrow, path: Path, schema: TabularSchema, exc: Exception
+    arrow: _Arrow, path: Path, wanted: _Wanted, exc: Exception
 ) -> TabularDataError:
     """After a conversion error: re-read the declared columns as text, find the first bad cell."""
     try:
-        table = arrow.csv.read_csv(path, convert_options=_csv_options(arrow, schema, as_text=True))
+        table = arrow.csv.read_csv(path, convert_options=_csv_options(arrow, wanted, as_text=True))
     except (arrow.pa.ArrowInvalid, OSError):
         return TabularDataError(Problem.UNREADABLE, path, f"not a readable CSV file ({exc})")
     found: tuple[int, Column] | None = None
-    for column in schema.columns:
+    for column in wanted.columns:
         if column.type is ColumnType.CATEGORICAL:
             continue
         index = _first_unconvertible(arrow, table.column(column.name), _csv_type(arrow, column))
@@ -305,43 +332,61 @@ def _wrong_csv_value(
     )
 
 
-def _read_csv(arrow: _Arrow, path: Path, schema: TabularSchema) -> Any:
+def _read_kept_csv(arrow: _Arrow, path: Path, table: Any, keep: tuple[str, ...]) -> Any:
+    """``table`` with the ``keep`` columns appended, read again as exact text: no cell of an id
+    becomes null, not even one spelled like a missing marker (``NA``) or a quoted empty one."""
+    kept = arrow.csv.read_csv(
+        path,
+        convert_options=arrow.csv.ConvertOptions(
+            column_types=dict.fromkeys(keep, arrow.pa.string()),
+            include_columns=list(keep),
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    for name in keep:
+        table = table.append_column(name, kept.column(name))
+    return table
+
+
+def _read_csv(arrow: _Arrow, path: Path, schema: TabularSchema, wanted: _Wanted) -> Any:
     try:
         reader = arrow.csv.open_csv(path)
         names = list(reader.schema.names)
         reader.close()
     except (arrow.pa.ArrowInvalid, OSError) as exc:
         raise _unreadable(arrow, path, exc) from None
-    _check_header(names, schema, path)
+    _check_header(names, schema, wanted, path)
     try:
-        return arrow.csv.read_csv(path, convert_options=_csv_options(arrow, schema))
+        table = arrow.csv.read_csv(path, convert_options=_csv_options(arrow, wanted))
+        return _read_kept_csv(arrow, path, table, wanted.keep) if wanted.keep else table
     except arrow.pa.ArrowInvalid as exc:
         if str(exc).startswith("In CSV column"):
-            raise _wrong_csv_value(arrow, path, schema, exc) from None
+            raise _wrong_csv_value(arrow, path, wanted, exc) from None
         raise _unreadable(arrow, path, exc) from None
     except OSError as exc:
         raise _unreadable(arrow, path, exc) from None
 
 
-def _read_parquet(arrow: _Arrow, path: Path, schema: TabularSchema) -> Any:
+def _read_parquet(arrow: _Arrow, path: Path, schema: TabularSchema, wanted: _Wanted) -> Any:
     try:
         if path.stat().st_size == 0:
             raise TabularDataError(Problem.EMPTY, path, "the file is empty")
         parquet = arrow.pq.ParquetFile(path)
-        _check_header(list(parquet.schema_arrow.names), schema, path)
-        return parquet.read(columns=[c.name for c in schema.columns])
+        _check_header(list(parquet.schema_arrow.names), schema, wanted, path)
+        return parquet.read(columns=[*wanted.names, *wanted.keep])
     except (arrow.pa.ArrowInvalid, OSError) as exc:
         raise TabularDataError(
             Problem.UNREADABLE, path, f"not a readable Parquet file ({exc})"
         ) from None
 
 
-def _read(arrow: _Arrow, path: Path, schema: TabularSchema) -> Any:
+def _read(arrow: _Arrow, path: Path, schema: TabularSchema, wanted: _Wanted) -> Any:
     kind = InputFormat.of(path)
     if not path.is_file():
         detail = "not a regular file" if path.exists() else "file not found"
         raise TabularDataError(Problem.FILE_NOT_FOUND, path, detail)
-    table = (_read_csv if kind is InputFormat.CSV else _read_parquet)(arrow, path, schema)
+    table = (_read_csv if kind is InputFormat.CSV else _read_parquet)(arrow, path, schema, wanted)
     if table.num_rows == 0:
         raise TabularDataError(Problem.EMPTY, path, "no data rows (only a header)")
     return table
@@ -472,15 +517,21 @@ def _labels(ctx: _Context, column: Column, values: Any) -> Int64Array:
     return codes
 
 
-def _encode(
-    ctx: _Context, table: Any, schema: TabularSchema
-) -> tuple[npt.NDArray[np.float32], Int64Array]:
+def _encode_features(ctx: _Context, table: Any, schema: TabularSchema) -> npt.NDArray[np.float32]:
+    """The feature columns of ``table`` encoded (the one encoding, for imports and scoring)."""
     # Column-major while filling (each feature is one contiguous write); the train/test split
     # gathers rows into C-order arrays afterwards.
     features = np.zeros((table.num_rows, len(schema.feature_names)), dtype=np.float32, order="F")
     start = 0
     for column in schema.features:
         start = _fill(ctx, column, table.column(column.name), features, start)
+    return features
+
+
+def _encode(
+    ctx: _Context, table: Any, schema: TabularSchema
+) -> tuple[npt.NDArray[np.float32], Int64Array]:
+    features = _encode_features(ctx, table, schema)
     return features, _labels(ctx, schema.target_column, table.column(schema.target))
 
 
@@ -499,8 +550,60 @@ def encode_file(
     """
     arrow = _arrow()
     source = Path(path)
-    table = _read(arrow, source, schema)
+    table = _read(arrow, source, schema, _Wanted.of(schema, with_target=True))
     return _encode(_Context(arrow, source), table, schema)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedRecords:
+    """Records to score, encoded as an import encodes them (:func:`encode_records`).
+
+    ``features`` is float32 ``(n, F)``, column ``j`` being ``schema.feature_names[j]``, in file
+    order (column-major, as :func:`encode_file`'s). ``kept`` is a pyarrow Table of the ``keep``
+    columns in the order asked, one row per record: a CSV's cells as the exact text of the file
+    (nothing becomes null), a Parquet file's columns with their own types.
+    """
+
+    features: npt.NDArray[np.float32]
+    kept: Any
+
+    @property
+    def rows(self) -> int:
+        """The number of records."""
+        return int(self.features.shape[0])
+
+
+def encode_records(
+    path: str | os.PathLike[str], schema: TabularSchema, *, keep: Sequence[str] = ()
+) -> EncodedRecords:
+    """One file of records to score, encoded under ``schema`` exactly as an import would encode
+    its features: the same reading rules, checks, errors and feature order.
+
+    The target column may be absent; when present it is not read (new records may have no label
+    yet). ``keep`` names columns of ``schema.drop`` (ids) to carry through unchanged, so that
+    scores can be joined back to the records; they must be in the file.
+
+    Raises:
+        ConfigError: a ``keep`` column that the schema does not drop, or one named twice;
+            pyarrow is not installed.
+        TabularDataError: any :class:`Problem` but ``MISSING_TARGET`` (the message names file,
+            row and column).
+    """
+    kept_names = tuple(keep)
+    for name in kept_names:
+        if name not in schema.drop:
+            raise ConfigError(
+                f"id column {name!r} is not in the schema's drop list: only dropped columns "
+                "(ids) can be kept; declared columns are features"
+            )
+    if len(set(kept_names)) != len(kept_names):
+        raise ConfigError("an id column is named twice")
+    arrow = _arrow()
+    source = Path(path)
+    wanted = _Wanted.of(schema, with_target=False, keep=kept_names)
+    table = _read(arrow, source, schema, wanted)
+    features = _encode_features(_Context(arrow, source), table, schema)
+    return EncodedRecords(features, table.select(list(kept_names)))
 
 
 def _describe(path: Path, rows: int) -> InputFile:

@@ -8,11 +8,12 @@
 * :func:`save_model` / :func:`load_model` / :func:`load_saved_model`: safetensors files (no
   pickle), atomic writes, never a ``_module.`` key; a file saved with its spec is rebuilt from
   the file alone.
-* :func:`evaluate`: accuracy; :func:`positive_scores`: P(class 1) of a binary model.
+* :func:`evaluate`: accuracy; :func:`class_probabilities`: softmax of the logits;
+  :func:`positive_scores`: P(class 1) of a binary model.
 """
 
 from securefed.models.io import SavedModel, load_model, load_saved_model, save_model
-from securefed.models.metrics import evaluate, positive_scores
+from securefed.models.metrics import class_probabilities, evaluate, positive_scores
 from securefed.models.nets import (
     CNN_INPUT_SHAPE,
     DEFAULT_HIDDEN,
@@ -39,6 +40,7 @@ __all__ = [
     "ModelSpec",
     "SavedModel",
     "build_model",
+    "class_probabilities",
     "cnn",
     "evaluate",
     "flat_parameters",

@@ -1,4 +1,5 @@
-"""Model evaluation: accuracy, and the positive-class scores that the credit metrics take."""
+"""Model evaluation: accuracy, class probabilities (what ``securefed predict`` writes), and the
+positive-class scores that the credit metrics take."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from torch import Tensor, nn
 
 from securefed.errors import ConfigError
 
-__all__ = ["evaluate", "positive_scores"]
+__all__ = ["class_probabilities", "evaluate", "positive_scores"]
 
 
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 512) -> float:
@@ -38,19 +39,18 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 512) -
     return correct / len(x)
 
 
-def positive_scores(
+def class_probabilities(
     model: nn.Module, x: Tensor, *, batch_size: int = 512
 ) -> npt.NDArray[np.float64]:
-    """P(class 1) = ``softmax(logits)[:, 1]`` of a binary ``model`` for every row of ``x``, as
-    float64 in [0, 1] (the score credit metrics take; for :func:`~securefed.models.logistic` it
-    is sigmoid(w.x + b)).
+    """``softmax(logits)`` of ``model`` for every row of ``x``: float64 ``(N, num_classes)``,
+    each row summing to 1 (the logits are float32; the softmax is taken in float64).
 
     Same evaluation rules as :func:`evaluate` (eval mode, no gradients, mode restored; the
     scores are a release that the DP guarantee does not cover). Raises :class:`ConfigError` for
-    no rows, a ``batch_size`` < 1, or a model whose logits do not have two columns.
+    no rows or a ``batch_size`` < 1.
     """
     if len(x) == 0:
-        raise ConfigError("positive_scores needs at least one row")
+        raise ConfigError("class probabilities need at least one row")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     was_training = model.training
@@ -60,12 +60,29 @@ def positive_scores(
         with torch.no_grad():
             for start in range(0, len(x), batch_size):
                 logits = model(x[start : start + batch_size])
-                if logits.ndim != 2 or logits.shape[1] != 2:
-                    raise ConfigError(
-                        f"positive scores need a binary model (2 logits), got {tuple(logits.shape)}"
-                    )
-                parts.append(torch.softmax(logits.double(), dim=1)[:, 1])
+                parts.append(torch.softmax(logits.double(), dim=1))
     finally:
         model.train(was_training)
-    scores: npt.NDArray[np.float64] = torch.cat(parts).numpy()
+    probabilities: npt.NDArray[np.float64] = torch.cat(parts).numpy()
+    return probabilities
+
+
+def positive_scores(
+    model: nn.Module, x: Tensor, *, batch_size: int = 512
+) -> npt.NDArray[np.float64]:
+    """P(class 1) = ``softmax(logits)[:, 1]`` of a binary ``model`` for every row of ``x``, as
+    float64 in [0, 1] (the score credit metrics take; for :func:`~securefed.models.logistic` it
+    is sigmoid(w.x + b)): column 1 of :func:`class_probabilities`.
+
+    Same evaluation rules as :func:`evaluate`. Raises :class:`ConfigError` for no rows, a
+    ``batch_size`` < 1, or a model whose logits do not have two columns.
+    """
+    if len(x) == 0:
+        raise ConfigError("positive_scores needs at least one row")
+    probabilities = class_probabilities(model, x, batch_size=batch_size)
+    if probabilities.ndim != 2 or probabilities.shape[1] != 2:
+        raise ConfigError(
+            f"positive scores need a binary model (2 logits), got {probabilities.shape}"
+        )
+    scores: npt.NDArray[np.float64] = np.ascontiguousarray(probabilities[:, 1])
     return scores

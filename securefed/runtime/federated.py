@@ -16,7 +16,8 @@ party records ``run.finished`` and the same final checkpoint, and the run direct
     metrics.json             the run's record (docs/run-config.md, "metrics.json")
     ledgers/<party>.jsonl    one signed, hash-chained ledger per party
     state/<party>/           each client's accountant state, last model and statistic
-    models/<party>.safetensors   each client's final personalized model
+    models/<party>.safetensors   each client's final personalized model (with the schema
+                             digest of an imported table: ``securefed predict``)
     data/                    the prepared seed layout (demonstrations on public data only)
     baselines/<mode>/        each comparison run: its roster, ledgers and state
 
@@ -63,6 +64,7 @@ from securefed.crypto.cleartext import (
     load_unencrypted_signing_key_unsafe,
 )
 from securefed.data import TenantData
+from securefed.data.tabular_store import read_schema_digest, record_file
 from securefed.dp import AccountantKind, DPConfig, PrivateTrainer, TrainingConfig
 from securefed.dp.accounting import PLANNING_TOLERANCE
 from securefed.dp.spend import (
@@ -100,6 +102,9 @@ from securefed.secagg.roster import Roster, load_roster, save_roster
 
 __all__ = [
     "METRICS_FILE",
+    "MODELS_DIR",
+    "RUN_FILE",
+    "SCHEMA_METADATA",
     "EngineRun",
     "RoundReport",
     "RunSummary",
@@ -126,6 +131,10 @@ GUARD_FILE = "round-guard.json"
 PARTIAL_SUFFIX = ".partial"
 METHOD_METRICS_FILE = "method-metrics.json"
 SERVER_ID = "server"
+MODELS_DIR = "models"
+#: Model-file metadata key: the schema digest of the institution's imported table
+#: (``securefed data import``); ``securefed predict`` and ``export`` check a schema against it.
+SCHEMA_METADATA = "data.schema_sha256"
 
 ProgressFn = Callable[["RoundReport"], None]
 
@@ -706,6 +715,7 @@ def _run_one(
         roster = load_roster(actors_file)
         actors = [*(c.party_id for c in roster.clients), SERVER_ID]
         return finished, tuple(ledger_path(run_dir, a) for a in actors)
+    digests = _schema_digests(data) if main else {}  # read before anything trains
     run = build_engine_run(config, run_dir, data, main=main, context=context)
     context.driven = True
     reporter = _Progress(config.rounds, progress, reported=run.first_round - 1)
@@ -724,12 +734,15 @@ def _run_one(
     if run.first_round > 1:
         metrics.resumed_at = [run.first_round]
     if main:
-        (run_dir / "models").mkdir(exist_ok=True)
+        (run_dir / MODELS_DIR).mkdir(exist_ok=True)
         for client in run.clients:
+            metadata = {"party": client.party_id, "config_sha256": config.sha256()}
+            if client.tenant.index in digests:
+                metadata[SCHEMA_METADATA] = digests[client.tenant.index]
             save_model(
                 client.trainer.model(),
-                run_dir / "models" / f"{client.party_id}.safetensors",
-                metadata={"party": client.party_id, "config_sha256": config.sha256()},
+                run_dir / MODELS_DIR / f"{client.party_id}.safetensors",
+                metadata=metadata,
                 spec=client.model_spec,
             )
     result = metrics.to_dict()
@@ -737,6 +750,17 @@ def _run_one(
     write_atomic(done, (json.dumps(result, allow_nan=False) + "\n").encode())
     actors = [*(c.party_id for c in run.federation.roster.clients), SERVER_ID]
     return result, tuple(ledger_path(run_dir, a) for a in actors)
+
+
+def _schema_digests(data: Tenants) -> dict[int, str]:
+    """The schema digest that each tenant's table was imported under (``tabular_<i>.json``),
+    for the tenants imported by ``securefed data import``: recorded in their final model files
+    (:data:`SCHEMA_METADATA`), so that scoring can check a schema against the model alone."""
+    return {
+        tenant.index: read_schema_digest(data.directory, tenant.index)
+        for tenant in data.tenants
+        if record_file(data.directory, tenant.index).is_file()
+    }
 
 
 class _Progress:

@@ -33,6 +33,7 @@ from securefed.data.tabular import (
     Problem,
     TabularDataError,
     encode_file,
+    encode_records,
     import_tabular,
 )
 from securefed.data.tabular_store import load_import_record, read_schema_digest
@@ -597,6 +598,45 @@ def test_a_categorical_target_labels_by_declared_position(inputs: Path) -> None:
 
 def test_missing_is_an_enum_with_no_imputation() -> None:
     assert {m.value for m in Missing} == {"forbid", "indicator"}
+
+
+# --- records to score (securefed predict) ------------------------------------------------------
+
+
+def test_records_to_score_are_encoded_like_an_import_without_needing_the_target(
+    schema: TabularSchema, inputs: Path
+) -> None:
+    with_target = write(inputs / "bank.csv", csv_text(ROWS))
+    records = encode_records(with_target, schema, keep=["id"])
+    np.testing.assert_array_equal(records.features, encode_file(with_target, schema)[0])
+    assert records.kept.column("id").to_pylist() == [row[0] for row in ROWS]
+    # new records: no target column, or a blank one (never read); ids kept as exact text
+    ids = ["007", "NA", "", "c4"]
+    unlabelled = [(ids[i], *ROWS[i][1:-1]) for i in range(4)]
+    no_target = encode_records(write(inputs / "new.csv", csv_text(unlabelled, HEADER[:-1])), schema)
+    np.testing.assert_array_equal(no_target.features, expected_features()[:4])
+    assert no_target.rows == 4
+    blank = write(inputs / "blank.csv", csv_text([(*row, None) for row in unlabelled]))
+    assert encode_records(blank, schema, keep=["id"]).kept.column("id").to_pylist() == ids
+    parquet = inputs / "new.parquet"
+    pq.write_table(parquet_table(ROWS).drop_columns(["default"]), parquet)
+    from_parquet = encode_records(parquet, schema, keep=["id"])
+    np.testing.assert_array_equal(from_parquet.features, expected_features())
+    assert from_parquet.kept.column("id").to_pylist() == [row[0] for row in ROWS]
+
+
+def test_records_to_score_get_the_imports_errors(schema: TabularSchema, inputs: Path) -> None:
+    good = write(inputs / "bank.csv", csv_text(ROWS))
+    with pytest.raises(ConfigError, match="'age' is not in the schema's drop list"):
+        encode_records(good, schema, keep=["age"])
+    without_id = write(inputs / "no_id.csv", csv_text([r[1:] for r in ROWS], HEADER[1:]))
+    with pytest.raises(TabularDataError, match="column 'id': an id column to keep") as missing:
+        encode_records(without_id, schema, keep=["id"])
+    assert missing.value.problem is Problem.MISSING_COLUMN
+    bad = list(ROWS)
+    bad[4] = ("c5", 23, None, "castle", "car", 1, 1)
+    with pytest.raises(TabularDataError, match=r"row 5, column 'housing': category 'castle'"):
+        encode_records(write(inputs / "bad.csv", csv_text(bad)), schema)
 
 
 # --- the optional dependency ----------------------------------------------
