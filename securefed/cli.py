@@ -478,6 +478,7 @@ def _finish_run(summary: RunSummary, *, report: bool) -> int:
     """Print the comparison table, verify the ledgers, render the audit report."""
 
     print(comparison_table(summary.metrics))
+    print(f"institutions: {', '.join(c['id'] for c in summary.metrics['clients'])}")
     run_dir = summary.directory
     verdict = verify_run(run_dir)
     print(f"ledgers: {verdict.summary()}")
@@ -670,7 +671,10 @@ def _add_scoring_commands(commands: argparse._SubParsersAction[argparse.Argument
     for command in (scoring, exporting):
         command.add_argument("--run", required=True, metavar="DIR", help="a finished run")
         command.add_argument(
-            "--institution", required=True, metavar="NAME", help="its party id, e.g. bank-3"
+            "--institution",
+            required=True,
+            metavar="NAME",
+            help="its party id ([data] parties, or bank-<i>)",
         )
         command.add_argument(
             "--schema",

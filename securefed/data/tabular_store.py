@@ -34,7 +34,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +51,9 @@ __all__ = [
     "RECORD_FORMAT",
     "ImportRecord",
     "InputFile",
+    "SchemaMismatch",
     "check_destination",
+    "check_schemas",
     "load_import_record",
     "read_schema_digest",
     "record_file",
@@ -181,6 +183,66 @@ def read_schema_digest(directory: str | os.PathLike[str], institution: int) -> s
         DataFormatError: as :func:`load_import_record`.
     """
     return load_import_record(directory, institution).schema_sha256
+
+
+class SchemaMismatch(DataFormatError):
+    """Institutions' tables were imported under different schemas (or a table under another
+    schema than the run configuration pins): their feature columns do not line up."""
+
+
+def check_schemas(
+    directory: str | os.PathLike[str], institutions: Sequence[int], *, pinned: str | None
+) -> dict[int, str]:
+    """The schema digest of each institution in ``institutions`` whose table was imported into
+    ``directory`` (``securefed data import``), after checking that they line up.
+
+    With ``pinned`` (the run configuration's ``data.schema_sha256``) every institution must have
+    an import record with exactly that digest. Without it, the institutions that have records
+    must agree, and either all or none of them have one (a mix of imported tables and other
+    data cannot share a model).
+
+    Raises:
+        SchemaMismatch: a digest differs (the message names the institutions and digests), or
+            an institution has no import record when one is required.
+        DataFormatError: an import record is unreadable.
+    """
+    folder = Path(directory)
+    digests = {
+        i: read_schema_digest(folder, i) for i in institutions if record_file(folder, i).is_file()
+    }
+    if pinned is not None:
+        missing = [i for i in institutions if i not in digests]
+        if missing:
+            raise SchemaMismatch(
+                f"data.schema_sha256 is pinned, but institutions {missing} in {folder} have no "
+                "import record (tabular_<i>.json from `securefed data import`)"
+            )
+        wrong = {i: d for i, d in digests.items() if d != pinned}
+        if wrong:
+            listed = ", ".join(f"{i}: {d[:16]}..." for i, d in sorted(wrong.items()))
+            raise SchemaMismatch(
+                f"institutions' tables were imported under another schema than the pinned "
+                f"data.schema_sha256 {pinned[:16]}... ({listed}): re-import them with the "
+                "federation's schema"
+            )
+        return digests
+    if digests and len(digests) != len(institutions):
+        missing = sorted(set(institutions) - set(digests))
+        raise SchemaMismatch(
+            f"institutions {missing} in {folder} have no import record while the others do: "
+            "imported tables and other data cannot train one model"
+        )
+    if len(set(digests.values())) > 1:
+        groups: dict[str, list[int]] = {}
+        for i, d in sorted(digests.items()):
+            groups.setdefault(d, []).append(i)
+        listed = "; ".join(f"{d[:16]}...: {v}" for d, v in groups.items())
+        raise SchemaMismatch(
+            f"institutions' tables were imported under different schemas ({listed}): their "
+            "feature columns do not line up; import every table with one schema and pin its "
+            "digest as data.schema_sha256"
+        )
+    return digests
 
 
 def check_destination(out: str | os.PathLike[str], *, institution: int, digest: str) -> None:

@@ -21,6 +21,8 @@ Schema (every key optional unless marked; see docs/run-config.md for the full de
     samples_per_tenant = 400            # optional: cap per tenant, train + test (default: all)
     model = "cnn"                       # cnn | mlp | logistic
     hidden = [64, 32]                   # model = "mlp" only: hidden layer widths (default 64, 32)
+    parties = ["acme-bank", ...]        # optional: the institutions' party ids in tenant order,
+                                        #   one per tenant (default bank-0, bank-1, ...)
 
     [training]
     lr = 0.5
@@ -66,7 +68,7 @@ import hashlib
 import json
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -76,8 +78,12 @@ from securefed.data import Scheme
 from securefed.errors import ConfigError
 from securefed.personalize.modes import PersonalizationMode
 from securefed.personalize.statistic import MAX_STATISTIC_DIM
+from securefed.secagg.roster import PARTY_ID_RULE, is_party_id
 
 E = TypeVar("E", bound=Enum)
+
+#: The simulation's server (coordinator) party id, which no institution may take.
+SERVER_PARTY = "server"
 
 __all__ = [
     "DPSettings",
@@ -89,6 +95,7 @@ __all__ = [
     "SegmentSource",
     "SimilaritySource",
     "TrainingSettings",
+    "check_parties",
     "load_run_config",
     "parse_run_config",
 ]
@@ -132,6 +139,8 @@ class DataConfig:
     samples_per_tenant: int | None = None
     model: ModelName = ModelName.CNN
     hidden: tuple[int, ...] | None = None
+    parties: tuple[str, ...] | None = None  # party ids in tenant order (None: bank-<i>)
+    schema_sha256: str | None = None  # tabular data: the schema digest every party must have
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,13 +330,43 @@ def _data(table: _Table) -> DataConfig:
         else table.integer("samples_per_tenant", 0, minimum=2),
         model=table.enum("model", ModelName, ModelName.CNN),
         hidden=None if table.get("hidden") is None else tuple(table.widths("hidden")),
+        parties=None if table.get("parties") is None else tuple(table.strings("parties", [])),
+        schema_sha256=table.optional_string("schema_sha256"),
     )
     table.finish()
+    digest = out.schema_sha256
+    if digest is not None and not (
+        len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
+    ):
+        raise ConfigError(
+            "data.schema_sha256 must be the 64 lowercase hex digits that `securefed data import` "
+            f"prints as the schema sha256, got {digest!r}"
+        )
+    if out.parties is not None:
+        check_parties(out.parties, None if out.directory is not None else out.tenants)
     if out.hidden is not None and out.model is not ModelName.MLP:
         raise ConfigError(
             f'data.hidden applies to model = "mlp" only, not to model = "{out.model.value}"'
         )
     return out
+
+
+def check_parties(parties: Sequence[str], tenants: int | None) -> None:
+    """Raise :class:`ConfigError` naming ``data.parties`` unless ``parties`` are valid party ids
+    (the roster's rule), unique, not the server's id ``server``, and -- when ``tenants`` is
+    given -- exactly one per tenant."""
+    if tenants is not None and len(parties) != tenants:
+        raise ConfigError(
+            f"data.parties must name exactly one party per tenant ({tenants}), got {len(parties)}"
+        )
+    for index, party in enumerate(parties):
+        if not is_party_id(party):
+            raise ConfigError(f"data.parties[{index}] {party!r} must be {PARTY_ID_RULE}")
+        if party == SERVER_PARTY:
+            raise ConfigError(f"data.parties[{index}] {party!r} is the server's party id")
+    repeated = sorted({p for p in parties if parties.count(p) > 1})
+    if repeated:
+        raise ConfigError(f"data.parties must be unique, {', '.join(repeated)} repeated")
 
 
 def _training(table: _Table) -> TrainingSettings:

@@ -64,7 +64,7 @@ from securefed.crypto.cleartext import (
     load_unencrypted_signing_key_unsafe,
 )
 from securefed.data import TenantData
-from securefed.data.tabular_store import read_schema_digest, record_file
+from securefed.data.tabular_store import check_schemas
 from securefed.dp import AccountantKind, DPConfig, PrivateTrainer, TrainingConfig
 from securefed.dp.accounting import PLANNING_TOLERANCE
 from securefed.dp.spend import (
@@ -85,6 +85,7 @@ from securefed.runtime.config import (
     RunConfig,
     SegmentSource,
     SimilaritySource,
+    check_parties,
     load_run_config,
 )
 from securefed.runtime.engine.coordinator import Coordinator
@@ -116,6 +117,7 @@ __all__ = [
     "client_seed",
     "model_spec",
     "partial_directory",
+    "party_ids",
     "resume_federation",
     "run_configured",
     "run_federation",
@@ -491,10 +493,11 @@ def build_engine_run(
     state that does not continue."""
     context = context or _RunContext(run_id=os.urandom(16).hex(), keep_keys=False)
     n = len(data.tenants)
+    ids = party_ids(config, n)  # before anything is written
     settings = EngineSettings.from_run_config(config, parties=n, declared=data.segments)
     run_dir.mkdir(parents=True, exist_ok=True)
     resuming = context.resume and (run_dir / ROSTER_FILE).exists()
-    federation = _load_federation(run_dir) if resuming else make_federation(n)
+    federation = _load_federation(run_dir) if resuming else make_federation(n, party_ids=ids)
     ledgers = _open_ledgers(run_dir, federation)
     try:
         first_round, earlier = 1, None
@@ -715,7 +718,7 @@ def _run_one(
         roster = load_roster(actors_file)
         actors = [*(c.party_id for c in roster.clients), SERVER_ID]
         return finished, tuple(ledger_path(run_dir, a) for a in actors)
-    digests = _schema_digests(data) if main else {}  # read before anything trains
+    digests = _schema_digests(config, data)  # checked before anything trains
     run = build_engine_run(config, run_dir, data, main=main, context=context)
     context.driven = True
     reporter = _Progress(config.rounds, progress, reported=run.first_round - 1)
@@ -752,15 +755,20 @@ def _run_one(
     return result, tuple(ledger_path(run_dir, a) for a in actors)
 
 
-def _schema_digests(data: Tenants) -> dict[int, str]:
+def _schema_digests(config: RunConfig, data: Tenants) -> dict[int, str]:
     """The schema digest that each tenant's table was imported under (``tabular_<i>.json``),
-    for the tenants imported by ``securefed data import``: recorded in their final model files
-    (:data:`SCHEMA_METADATA`), so that scoring can check a schema against the model alone."""
-    return {
-        tenant.index: read_schema_digest(data.directory, tenant.index)
-        for tenant in data.tenants
-        if record_file(data.directory, tenant.index).is_file()
-    }
+    for the tenants imported by ``securefed data import``, checked to line up (and to equal the
+    configuration's ``data.schema_sha256`` when it pins one): recorded in their final model files
+    (:data:`SCHEMA_METADATA`), so that scoring can check a schema against the model alone.
+
+    Raises:
+        SchemaMismatch: the tables do not line up (nothing has trained yet).
+    """
+    return check_schemas(
+        data.directory,
+        [tenant.index for tenant in data.tenants],
+        pinned=config.data.schema_sha256,
+    )
 
 
 class _Progress:
@@ -1119,6 +1127,21 @@ def check_model(config: RunConfig, data: Tenants) -> None:
     number of classes (:class:`ConfigError`)."""
     model_spec(config, data.num_classes, data.tenants[0].sample_shape)
     _class_weights(config, data.num_classes)
+    party_ids(config, len(data.tenants))
+
+
+def party_ids(config: RunConfig, n: int) -> tuple[str, ...] | None:
+    """The institutions' party ids in tenant order: ``data.parties``, checked to name exactly
+    the ``n`` tenants (the count a data directory gives is known only once it is read), or
+    None for the default ``bank-<i>``.
+
+    Raises:
+        ConfigError: ``data.parties`` does not name one valid, distinct party per tenant.
+    """
+    if config.data.parties is None:
+        return None
+    check_parties(config.data.parties, n)
+    return config.data.parties
 
 
 def _class_weights(config: RunConfig, num_classes: int) -> tuple[float, ...] | None:

@@ -67,12 +67,14 @@ from securefed.files import write_atomic
 
 __all__ = [
     "MIN_CLIENTS",
+    "PARTY_ID_RULE",
     "PUBLIC_IDENTITY_FORMAT",
     "ROSTER_FORMAT",
     "ClientParty",
     "PublicIdentity",
     "Roster",
     "ServerParty",
+    "is_party_id",
     "load_public_identity",
     "load_roster",
     "save_identity_files",
@@ -85,6 +87,7 @@ PUBLIC_IDENTITY_FORMAT = "securefed/public-identity/v1"
 MIN_CLIENTS = 2
 DIGEST_LABEL = b"securefed/v1/roster"
 _PARTY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+PARTY_ID_RULE = "1 to 64 characters of A-Z a-z 0-9 . _ -"
 _HEX = re.compile(r"(?:[0-9A-Fa-f]{2})+")
 _ROSTER_KEYS = ("format", "suite", "server", "clients")
 _SERVER_KEYS = ("id", "identity_key")
@@ -501,10 +504,16 @@ def _duplicates(items: Iterable[tuple[object, str]], what: str) -> list[str]:
     ]
 
 
+def is_party_id(value: object) -> bool:
+    """Whether ``value`` is a valid party id: 1 to 64 characters of ``[A-Za-z0-9._-]`` (the
+    rule every roster, ledger actor and ``[data] parties`` entry follows)."""
+    return isinstance(value, str) and _PARTY_ID.fullmatch(value) is not None
+
+
 def _id_problems(value: object, what: str) -> list[str]:
-    if isinstance(value, str) and _PARTY_ID.fullmatch(value):
+    if is_party_id(value):
         return []
-    return [f"{what} {value!r} must be 1 to 64 characters of A-Z a-z 0-9 . _ -"]
+    return [f"{what} {value!r} must be {PARTY_ID_RULE}"]
 
 
 def _key_type_problems(value: object) -> list[str]:

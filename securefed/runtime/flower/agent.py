@@ -45,6 +45,7 @@ from types import FrameType
 from securefed.audit import Hazard, Ledger, ledger_path
 from securefed.crypto import SigningKey
 from securefed.data import TenantData, load_tenants
+from securefed.data.tabular_store import check_schemas
 from securefed.errors import ConfigError, SecureFedError
 from securefed.files import private_directory, write_atomic
 from securefed.models import save_model
@@ -157,6 +158,9 @@ def load_parts(settings: AgentSettings) -> AgentParts:
     if data is None:
         raise ConfigError("give the institution's data directory (--data or [data] directory)")
     (tenant,) = load_tenants(data, indices=[settings.tenant])
+    # A deployment cannot compare the institutions' tables with each other: the shared run
+    # configuration pins the schema digest, and each agent checks its own table against it.
+    check_schemas(data, [settings.tenant], pinned=config.data.schema_sha256)
     return AgentParts(
         config=config,
         roster=roster,

@@ -88,6 +88,11 @@ def check_deployable(config: RunConfig) -> None:
                 f"data.{key} describes how the simulation splits one data set into tenants; in "
                 "a deployment each institution brings its own data directory (--data)"
             )
+    if config.data.parties is not None:
+        problems.append(
+            "data.parties names the simulation's institutions; in a deployment the roster names "
+            "them (each agent's --party)"
+        )
     if (
         config.mode is PersonalizationMode.GROUP
         and config.personalize.segments is SegmentSource.DECLARED
