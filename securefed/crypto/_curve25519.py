@@ -27,6 +27,20 @@ if TYPE_CHECKING:
 
 KEY_BYTES = 32
 SIGNATURE_BYTES = 64
+_P = 2**255 - 19
+# The u-coordinates of the points of order 1, 2, 4 and 8 (RFC 7748 section 6.1 warns of them;
+# the same list as libsodium's has_small_order): X25519 with any of them gives the all-zero
+# secret, whatever the private key. Compared after masking bit 255 and reducing mod p, so that
+# non-canonical encodings are caught too.
+_SMALL_ORDER_U = frozenset(
+    {
+        0,
+        1,
+        _P - 1,
+        325606250916557431795983626356110631294008115727848805560023387167927233504,
+        39382357235489614581723060781553021112529911719440698176882885853963445705823,
+    }
+)
 
 
 def _require_length(data: bytes, length: int, what: str) -> None:
@@ -35,8 +49,13 @@ def _require_length(data: bytes, length: int, what: str) -> None:
 
 
 class X25519PublicKey(AgreementPublicKey):
+    """An X25519 public key; one of small order (which would make every agreement with it the
+    all-zero secret) is refused on load, so a peer cannot advertise it."""
+
     def __init__(self, suite: CipherSuite, data: bytes) -> None:
         _require_length(data, KEY_BYTES, "an X25519 public key")
+        if (int.from_bytes(data, "little") & ((1 << 255) - 1)) % _P in _SMALL_ORDER_U:
+            raise InvalidKey("the X25519 public key has small order")
         self.suite = suite
         self._key = x25519.X25519PublicKey.from_public_bytes(data)
 

@@ -72,7 +72,13 @@ from securefed.secagg.messages import (
 )
 from securefed.secagg.party import ProtocolParty
 from securefed.secagg.replay import RoundGuard
-from securefed.secagg.sharing import Committed, check_commitments, check_held_share, deal
+from securefed.secagg.sharing import (
+    Committed,
+    check_commitments,
+    check_held_share,
+    deal,
+    draw_self_seed,
+)
 from securefed.secagg.stages import Role, Stage, next_stage, settle, start_stage
 from securefed.secagg.transcript import ContextItem, transcript_hash
 from securefed.secagg.verify import check_round, verify_client_signature, verify_server_signature
@@ -305,7 +311,7 @@ class SecAggClient(ProtocolParty):
         # Thresholds are over the full fixed neighbourhood: holders missing from U1 count as
         # dropped, and below the threshold this client refuses before it deals or masks anything.
         self._mask_graph.check_member(self.index, directory.senders)
-        self._self_seed = self._random_bytes(32)
+        self._self_seed = draw_self_seed(self.config.sharing, self._random_bytes)
         holders = self._mask_graph.present_holders(self.index, directory.senders)
         dealing = deal(
             self.config.sharing,
@@ -414,7 +420,7 @@ class SecAggClient(ProtocolParty):
             held = self._checked_shares(dealt, committed)
             if held is None:
                 key = self._encryption_keys[dealt.sender].secret_bytes_for_sharing()
-                complaints.append(Complaint(dealt.sender, key))
+                complaints.append(Complaint(dealt.sender, key, dealt, commitment))
             else:
                 self._held[dealt.sender] = held
         self._commitments = bundle.commitments

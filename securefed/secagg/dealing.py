@@ -30,10 +30,10 @@ from securefed.secagg.messages import (
     Complaint,
     DealtShare,
     Message,
-    ShareCommitment,
     decode,
 )
 from securefed.secagg.sharing import check_commitments, check_held_share, share_bytes
+from securefed.secagg.verify import check_round, verify_client_signature
 from securefed.secagg.wire import Reader, Writer
 
 __all__ = [
@@ -179,19 +179,29 @@ def judge_complaint(
     complaint: Complaint,
     holder_advert: AdvertiseKeys,
     dealer_advert: AdvertiseKeys,
-    commitment: ShareCommitment,
-    dealt: DealtShare,
 ) -> Verdict:
     """Judge a holder's complaint about a dealer (module docstring). Pure: anyone holding the
     signed messages can rerun it (the server does, before masking; an auditor may later).
 
-    The caller has checked the signatures of ``holder_advert``, ``dealer_advert``,
-    ``commitment`` and ``dealt``. A commitment that fails the public checks
-    (:func:`securefed.secagg.sharing.check_commitments`) convicts the dealer too.
+    The complaint carries the dealer's DealtShare and ShareCommitment exactly as the holder
+    checked them: they must be this round's and signed by the dealer, and the DealtShare must be
+    addressed to the holder (else the holder forged evidence: FALSE_COMPLAINT). A dealer that
+    signed two versions is judged on the one the holder got. A commitment that fails the public
+    checks (:func:`securefed.secagg.sharing.check_commitments`) convicts the dealer too. The
+    caller has checked the signatures of both advertisements.
     """
     holder, dealer = holder_advert.sender, dealer_advert.sender
-    if (dealt.sender, dealt.recipient) != (dealer, holder) or commitment.sender != dealer:
-        raise ValueError("the messages judged belong to other parties")  # caller's bug
+    dealt, commitment = complaint.dealt, complaint.commitment
+    if complaint.dealer != dealer:
+        raise ValueError("the complaint is about another dealer")  # caller's bug
+    try:
+        for message in (dealt, commitment):
+            check_round(config, message)
+            verify_client_signature(config, message)
+    except (CryptoError, ProtocolError):
+        return Verdict.FALSE_COMPLAINT
+    if dealt.recipient != holder:
+        return Verdict.FALSE_COMPLAINT
     try:
         private = config.suite.agreement_private_key(complaint.key)
         claimed = advertised_key(config, graph, holder_advert, dealer)

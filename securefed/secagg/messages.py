@@ -609,21 +609,37 @@ class ShareBundle(Message):
 @dataclass(frozen=True, slots=True)
 class Complaint:
     """A holder's complaint about one dealer's shares: the holder's private share-encryption key
-    for that pair, with which anyone can open the dealer's signed DealtShare and check it."""
+    for that pair, and the dealer's signed DealtShare and ShareCommitment exactly as the holder
+    checked them -- with which anyone can open the share and judge (a dealer that signed
+    another version for someone else convicts itself with this one)."""
 
     dealer: int
     key: bytes = field(repr=False)
+    dealt: DealtShare
+    commitment: ShareCommitment
 
     def __post_init__(self) -> None:
         _require(_is_index(self.dealer), "dealer")
         _require(_is_bytes(self.key, _KEY_LIMIT) and bool(self.key), "key")
+        _require(isinstance(self.dealt, DealtShare), "dealt share")
+        _require(isinstance(self.commitment, ShareCommitment), "commitment")
+        _require(
+            self.dealt.sender == self.dealer and self.commitment.sender == self.dealer,
+            "the complaint's messages are from another dealer",
+        )
 
     def write(self, w: Writer) -> None:
-        w.u32(self.dealer).blob(self.key, limit=_KEY_LIMIT)
+        w.u32(self.dealer).blob(self.key, limit=_KEY_LIMIT).blob(self.dealt.to_bytes())
+        w.blob(self.commitment.to_bytes(), limit=_COMMITMENT_LIMIT)
 
     @classmethod
     def read(cls, r: Reader) -> Complaint:
-        return cls(r.u32(), r.blob(limit=_KEY_LIMIT))
+        return cls(
+            r.u32(),
+            r.blob(limit=_KEY_LIMIT),
+            _nested(r, DealtShare),
+            _nested(r, ShareCommitment, _COMMITMENT_LIMIT),
+        )
 
 
 @_register

@@ -174,8 +174,9 @@ class SecAggServer(ProtocolParty):
     def evidence(self, party: int) -> tuple[Message, ...]:
         """The signed messages on which this round convicted ``party`` (empty if it did not):
         its advertisement and ShareKeys for a commitment failing the public checks; both
-        advertisements, the dealer's ShareKeys and the holder's ShareReceipt for a judged
-        complaint (:func:`~securefed.secagg.dealing.judge_complaint` reruns on them); the owner's
+        advertisements and the holder's ShareReceipt (whose complaint carries the dealer's signed
+        DealtShare and ShareCommitment as the holder checked them) for a judged complaint
+        (:func:`~securefed.secagg.dealing.judge_complaint` reruns on them); the owner's
         ShareKeys (its commitments) and the holder's UnmaskResponse for a revealed share off the
         polynomial. Anyone with the roster can check every signature."""
         return self._evidence.get(party, ())
@@ -435,8 +436,6 @@ class SecAggServer(ProtocolParty):
                     complaint=complaint,
                     holder_advert=self._adverts[holder],
                     dealer_advert=self._adverts[dealer],
-                    commitment=self._share_keys[dealer].commitment,
-                    dealt=next(d for d in self._share_keys[dealer].dealt if d.recipient == holder),
                 )
                 self._events.append(
                     ComplaintJudged(self.config.round, self._stage, dealer, holder, verdict.value)
@@ -452,8 +451,7 @@ class SecAggServer(ProtocolParty):
                 self._evidence[convicted] = (
                     self._adverts[dealer],
                     self._adverts[holder],
-                    self._share_keys[dealer],
-                    self._receipts[holder],
+                    self._receipts[holder],  # with the dealer's messages the holder checked
                 )
         members, aborts = self._admit(receipts, faults)
         left_out = (set(receipts) - set(members)) | set(faults)

@@ -36,6 +36,7 @@ __all__ = [
     "check_commitments",
     "check_held_share",
     "deal",
+    "draw_self_seed",
     "reconstruct",
     "share_bytes",
 ]
@@ -65,6 +66,18 @@ class Dealing:
     mask_key_polynomial: bytes
     self_seed_polynomial: bytes
     shares: dict[int, tuple[bytes, bytes]] = field(repr=False)
+
+
+def draw_self_seed(scheme: ShareScheme, random_bytes: Callable[[int], bytes] = os.urandom) -> bytes:
+    """A fresh 32-byte self-mask seed. Under FELDMAN it is drawn below the P-256 group order
+    (rejection sampling; a redraw happens with probability below 2^-32), so that its polynomial
+    commits with carry 0 like the mask key's, and both polynomials pass the same public checks.
+    """
+    while True:
+        seed = random_bytes(32)
+        value = int.from_bytes(seed, "big")
+        if not scheme.verifiable or 0 < value < vss.ORDER:
+            return seed
 
 
 def deal(
@@ -115,10 +128,11 @@ def check_commitments(
 ) -> Committed:
     """The public checks of a dealer's commitments: anyone can run them on the signed message.
 
-    Under FELDMAN both polynomials must decode, have degree ``threshold - 1``, and the mask-key
-    polynomial's constant term must be ``mask_key`` (the advertised 65-byte P-256 point) with
-    carry 0. Under SHAMIR both must be empty. Returns them decoded, for
-    :func:`check_held_share`.
+    Under FELDMAN both polynomials must decode, have degree ``threshold - 1`` and carry 0 (the
+    secrets are below the group order: :func:`draw_self_seed`; a carry of 1 would make the
+    rebuilt value exceed 32 bytes), and the mask-key polynomial's constant term must be
+    ``mask_key`` (the advertised 65-byte P-256 point). Under SHAMIR both must be empty. Returns
+    them decoded, for :func:`check_held_share`.
 
     Raises:
         InvalidCommitment: any check fails (always the dealer's fault).
@@ -134,7 +148,9 @@ def check_commitments(
             f"the dealer committed to polynomials for threshold {mask_poly.threshold} and "
             f"{seed_poly.threshold}; its threshold is {threshold}"
         )
-    if mask_poly.carry != 0 or mask_poly.constant_term() != mask_key:
+    if mask_poly.carry != 0 or seed_poly.carry != 0:
+        raise vss.InvalidCommitment("a committed secret is not below the group order (carry 1)")
+    if mask_poly.constant_term() != mask_key:
         raise vss.InvalidCommitment("the mask-key polynomial does not share the advertised key")
     return Committed(mask_poly, seed_poly)
 
@@ -179,9 +195,12 @@ def reconstruct(
 
     FELDMAN: every share is checked against ``polynomial``; bad or malformed ones are discarded
     and their holders named; the first ``threshold`` valid ones give the committed secret.
-    SHAMIR: the first ``threshold`` well-formed shares are combined and the result must pass
-    ``accept``; a holder that lied cannot be told apart, and the reconstruction fails.
-    Neither searches subsets.
+    ``accept`` is not consulted: the polynomial is the commitment (the self seed's separate hash
+    commitment, kept for the SHAMIR baseline, binds nothing here, so a dealer cannot make a
+    reconstruction that its polynomial allows fail by hashing another seed), and the mask key's
+    match with its advertised key was a public check. SHAMIR: the first ``threshold``
+    well-formed shares are combined and the result must pass ``accept``; a holder that lied
+    cannot be told apart, and the reconstruction fails. Neither searches subsets.
 
     Raises:
         InvalidShare: too few valid shares (FELDMAN: ``vss.NotEnoughValidShares`` naming the
@@ -203,8 +222,6 @@ def reconstruct(
         except vss.NotEnoughValidShares as exc:
             rejected = tuple(sorted((*malformed, *exc.rejected)))
             raise vss.NotEnoughValidShares(str(exc), rejected) from exc
-        if not accept(result.secret):  # pragma: no cover - implied by the public checks
-            raise InvalidShare("the committed secret fails its check")
         return Reconstructed(result.secret, tuple(sorted((*malformed, *result.rejected))))
     well_formed: list[shamir.Share] = []
     for holder in sorted(shares):

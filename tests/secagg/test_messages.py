@@ -383,9 +383,37 @@ def share_bundle_body(recipient: int, commitments: Sequence[bytes], dealt: Seque
     return lambda w: blobs(dealt)(blobs(commitments)(w.u32(recipient)))
 
 
-def receipt_body(sender: int, complaints: Sequence[tuple[int, bytes]]) -> Body:
-    """ShareReceipt: u32 sender, then (u32 dealer, blob key) per complaint."""
-    return lambda w: pairs(complaints)(w.u32(sender))
+def complaint_evidence(dealer: int) -> tuple[bytes, bytes]:
+    """Encodings of a DealtShare and a (plain-Shamir form) ShareCommitment from ``dealer``, as a
+    complaint about it nests them (written by hand: any index, even an invalid one)."""
+    recipient = dealer + 1 if dealer + 1 < MAX_PARTIES else dealer - 1
+    dealt = frame(MessageType.DEALT_SHARE.value, dealt_body(dealer, recipient, b"ct"))
+    commitment = frame(
+        MessageType.SHARE_COMMITMENT.value, commitment_body(dealer, bytes(32), b"", b"")
+    )
+    return dealt, commitment
+
+
+def receipt_body(
+    sender: int, complaints: Sequence[tuple[int, bytes] | tuple[int, bytes, bytes, bytes]]
+) -> Body:
+    """ShareReceipt: u32 sender, then per complaint u32 dealer, blob key, blob DealtShare, blob
+    ShareCommitment. A (dealer, key) pair gets :func:`complaint_evidence` for the dealer."""
+    full = [c if len(c) == 4 else (*c, *complaint_evidence(c[0])) for c in complaints]
+
+    def write(w: Writer, c: tuple[int, bytes, bytes, bytes]) -> None:
+        w.u32(c[0]).blob(c[1], limit=ANY).blob(c[2], limit=ANY).blob(c[3], limit=ANY)
+
+    return lambda w: w.u32(sender).items(full, write, limit=ANY)  # type: ignore[arg-type]
+
+
+def complaint_of(dealer: int, key: bytes = b"k") -> Complaint:
+    """A well-formed Complaint about ``dealer`` (unsigned nested messages: constructors do not
+    check signatures)."""
+    dealt, commitment = complaint_evidence(dealer)
+    return Complaint(
+        dealer, key, decode_as(dealt, DealtShare), decode_as(commitment, ShareCommitment)
+    )
 
 
 def seed_offer_body(commitment: bytes, sealed: Sequence[tuple[int, bytes]]) -> Body:
@@ -456,8 +484,8 @@ def encodings(values: Sequence[Message]) -> list[bytes]:
     return [v.to_bytes() for v in values]
 
 
-def complaints(values: Sequence[Complaint]) -> list[tuple[int, bytes]]:
-    return [(c.dealer, c.key) for c in values]
+def complaints(values: Sequence[Complaint]) -> list[tuple[int, bytes, bytes, bytes]]:
+    return [(c.dealer, c.key, c.dealt.to_bytes(), c.commitment.to_bytes()) for c in values]
 
 
 def revealed(values: Sequence[Any]) -> list[tuple[int, bytes]]:
@@ -944,7 +972,7 @@ def invalid_fields() -> list[Any]:
     request = sample(UnmaskRequest)
     response = sample(UnmaskResponse)
     ct = SealedShare(1, b"ct")
-    first, second = Complaint(1, b"k1"), Complaint(2, b"k2")
+    first, second = complaint_of(1, b"k1"), complaint_of(2, b"k2")
     big = "é" * 513  # 513 characters, 1026 bytes: the limit counts bytes
     too_long = b"\x01" * (POLYNOMIAL_LIMIT + 1)
     cases: list[tuple[type[Message], str, Any]] = [
@@ -1016,7 +1044,7 @@ def invalid_fields() -> list[Any]:
         (ShareReceipt, "sender", MAX_PARTIES),
         (ShareReceipt, "complaints", (second, first)),
         (ShareReceipt, "complaints", (first, first)),
-        (ShareReceipt, "complaints", (first, Complaint(1, b"other key"))),  # one dealer twice
+        (ShareReceipt, "complaints", (first, complaint_of(1, b"other key"))),  # one dealer twice
         (ShareReceipt, "complaints", (SealedShare(1, b"k1"),)),
         (ShareReceipt, "complaints", ((1, b"k1"),)),
         (ShareReceipt, "complaints", None),
@@ -1107,9 +1135,15 @@ def test_share_records_refuse_invalid_fields() -> None:
         (0, bytearray(b"k")),
         (0, None),
     ]:
+        evidence = complaint_of(0)
         with pytest.raises(LocalProtocolError):
-            Complaint(dealer, key)  # type: ignore[arg-type]
-    assert Complaint(MAX_PARTIES - 1, b"\x01" * KEY_LIMIT).dealer == MAX_PARTIES - 1
+            Complaint(dealer, key, evidence.dealt, evidence.commitment)  # type: ignore[arg-type]
+    assert complaint_of(MAX_PARTIES - 1, b"\x01" * KEY_LIMIT).dealer == MAX_PARTIES - 1
+    other = complaint_of(1)
+    with pytest.raises(LocalProtocolError):  # the nested messages are from another dealer
+        Complaint(0, b"k", other.dealt, complaint_of(0).commitment)
+    with pytest.raises(LocalProtocolError):
+        Complaint(0, b"k", complaint_of(0).dealt, other.commitment)
 
 
 def test_limits_are_inclusive() -> None:
@@ -1133,7 +1167,7 @@ def test_limits_are_inclusive() -> None:
         dataclasses.replace(
             sample(ShareReceipt),
             sender=MAX_PARTIES - 1,
-            complaints=tuple(Complaint(i, b"\x01" * KEY_LIMIT) for i in range(MAX_PARTIES)),
+            complaints=tuple(complaint_of(i, b"\x01" * KEY_LIMIT) for i in range(MAX_PARTIES)),
         ),
     ]
     # The largest records that ShareKeys and ShareBundle nest still fit their nesting limits.

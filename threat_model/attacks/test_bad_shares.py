@@ -39,10 +39,13 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
+import securefed.secagg.client
 from securefed.secagg import (
     ClientsExcluded,
     ComplaintJudged,
     ExclusionReason,
+    MessageRejected,
+    RoundConfig,
     SecAggClient,
     ShareRejected,
     ShareScheme,
@@ -64,10 +67,12 @@ from securefed.secagg.messages import (
     DealtShare,
     Message,
     RevealedShare,
+    ShareBundle,
     ShareKeys,
     ShareReceipt,
     UnmaskResponse,
 )
+from securefed.secagg.server import Envelope
 from securefed.secagg.sharing import deal
 from securefed.secagg.verify import verify_client_signature
 from securefed.testing import Federation, RoundOutcome, resign, run_round
@@ -195,10 +200,9 @@ def test_the_evidence_convicts_the_dealer_for_anyone_who_reruns_the_judgement(
     evidence = decode_evidence(encode_evidence(outcome.server.evidence(DEALER)))
     for message in evidence:
         verify_client_signature(config, message)
-    dealer_advert, holder_advert, keys, receipt = evidence
+    dealer_advert, holder_advert, receipt = evidence
     assert isinstance(dealer_advert, AdvertiseKeys)
     assert isinstance(holder_advert, AdvertiseKeys)
-    assert isinstance(keys, ShareKeys)
     assert isinstance(receipt, ShareReceipt)
     (complaint,) = receipt.complaints
     verdict = judge_complaint(
@@ -207,8 +211,6 @@ def test_the_evidence_convicts_the_dealer_for_anyone_who_reruns_the_judgement(
         complaint=complaint,
         holder_advert=holder_advert,
         dealer_advert=dealer_advert,
-        commitment=keys.commitment,
-        dealt=next(d for d in keys.dealt if d.recipient == HOLDER),
     )
     assert verdict is Verdict.DEALER_AT_FAULT
     assert outcome.server.evidence(HOLDER) == ()  # the honest holder is convicted of nothing
@@ -244,10 +246,18 @@ def test_a_dealer_sharing_another_mask_key_is_excluded_before_any_share_goes_out
 
 
 def false_complaint_hook(fed: Federation, spy: Spy, key: bytes | None) -> object:
+    """Holder 0 complains about dealer 3's good shares, with the dealer's real signed messages
+    (taken from its ShareKeys on the way) and its real key for the pair, or a made-up one."""
+    dealer_keys: list[ShareKeys] = []
+
     def hook(sender: int, message: Message) -> Sequence[Message]:
+        if sender == DEALER and isinstance(message, ShareKeys):
+            dealer_keys.append(message)
         if sender == HOLDER and isinstance(message, ShareReceipt):
             own = spy.clients[HOLDER]._encryption_keys[DEALER].secret_bytes_for_sharing()
-            complaint = Complaint(DEALER, own if key is None else key)
+            (keys,) = dealer_keys
+            dealt = next(d for d in keys.dealt if d.recipient == HOLDER)
+            complaint = Complaint(DEALER, own if key is None else key, dealt, keys.commitment)
             return (resign(message, fed.client_keys[HOLDER], complaints=(complaint,)),)
         return (message,)
 
@@ -363,3 +373,95 @@ def test_dealt_shares_are_signed_so_the_server_cannot_frame_a_holder() -> None:
     assert outcome.client_stages[HOLDER] is Stage.ABORTED
     assert "bad signature" in str(outcome.client_errors[HOLDER].__cause__)
     assert not any(isinstance(e, ComplaintJudged) for e in outcome.server_events)
+
+
+# --- found by an adversarial review of this construction (each failed before its fix) ---------
+
+
+def test_a_dealer_signing_two_versions_cannot_frame_the_holder_through_the_server() -> None:
+    """A malicious server and dealer 3: the dealer signs a second, broken DealtShare for
+    honest holder 0 and the server puts it in 0's bundle. Before the fix the judge opened the
+    dealer's *other*, good version from ShareKeys and convicted the honest holder of a false
+    complaint. Now the complaint carries the dealer's signed messages exactly as the holder
+    checked them: the dealer is convicted on its own signature."""
+    fed = federation(7)
+
+    def server_hook(envelope: Envelope) -> Sequence[Envelope]:
+        message = envelope.message
+        if isinstance(message, ShareBundle) and message.recipient == HOLDER:
+            dealt = []
+            for item in message.dealt:
+                if item.sender == DEALER:
+                    broken = item.ciphertext[:-1] + bytes([item.ciphertext[-1] ^ 1])
+                    item = resign(item, fed.client_keys[DEALER], ciphertext=broken)  # noqa: PLW2901
+                dealt.append(item)
+            message = resign(message, fed.server_key, dealt=tuple(dealt))
+        return (Envelope(envelope.recipient, message),)
+
+    outcome = run_round(config_for(fed), fed, inputs_for(7), server_hook=server_hook)
+    judged = [
+        (e.dealer, e.holder, e.verdict)
+        for e in outcome.server_events
+        if isinstance(e, ComplaintJudged)
+    ]
+    assert judged == [(DEALER, HOLDER, Verdict.DEALER_AT_FAULT.value)]
+    assert excluded(outcome, ExclusionReason.FALSE_COMPLAINT) == set()
+    assert_sum_of(outcome, 7, (0, 1, 2, 4, 5, 6))
+
+
+def test_a_small_order_share_key_is_refused_at_advertisement() -> None:
+    """Client 3 advertises the all-zero X25519 point as its share key for every neighbour:
+    every agreement with it would be the all-zero secret, and each honest client used to abort
+    while dealing. The key is refused when it loads: client 3 is out of the directory, the
+    round completes for the others."""
+    fed = federation(7)
+
+    def hook(sender: int, message: Message) -> Sequence[Message]:
+        if sender == DEALER and isinstance(message, AdvertiseKeys):
+            zeros = (bytes(32),) * len(message.encryption_keys)
+            return (resign(message, fed.client_keys[DEALER], encryption_keys=zeros),)
+        return (message,)
+
+    outcome = run_round(config_for(fed), fed, inputs_for(7), client_hook=hook)
+    refused = [e for e in outcome.server_events if isinstance(e, MessageRejected)]
+    assert [e.sender for e in refused] == [DEALER]
+    assert "small order" in refused[0].reason
+    assert_sum_of(outcome, 7, (0, 1, 2, 4, 5, 6))
+
+
+def test_a_self_seed_hash_that_does_not_match_the_polynomial_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Dealer 3 signs a hash commitment to another seed than the one its polynomial shares:
+    the polynomial is the commitment under verifiable sharing, so unmasking (which used to fail
+    the hash check, naming nobody) goes through."""
+    fed = federation(7)
+    honest = securefed.secagg.client.self_seed_commitment
+
+    def lying(config: RoundConfig, owner: int, seed: bytes) -> bytes:
+        return bytes(32) if owner == DEALER else honest(config, owner, seed)
+
+    monkeypatch.setattr(securefed.secagg.client, "self_seed_commitment", lying)
+    outcome = run_round(config_for(fed), fed, inputs_for(7))
+    assert_sum_of(outcome, 7, tuple(range(7)))
+
+
+def test_a_self_seed_polynomial_with_carry_is_refused_in_public() -> None:
+    """Dealer 3 marks its self-seed commitment with carry 1, so that the rebuilt value would
+    exceed 32 bytes and unmasking would fail naming nobody: the public check refuses it before
+    any share goes out."""
+    fed = federation(7)
+
+    def hook(sender: int, message: Message) -> Sequence[Message]:
+        if sender == DEALER and isinstance(message, ShareKeys):
+            polynomial = message.commitment.self_seed_polynomial
+            carried = polynomial[:1] + b"\x01" + polynomial[2:]
+            commitment = resign(
+                message.commitment, fed.client_keys[DEALER], self_seed_polynomial=carried
+            )
+            return (resign(message, fed.client_keys[DEALER], commitment=commitment),)
+        return (message,)
+
+    outcome = run_round(config_for(fed), fed, inputs_for(7), client_hook=hook)
+    assert excluded(outcome, ExclusionReason.BAD_COMMITMENT) == {DEALER}
+    assert_sum_of(outcome, 7, (0, 1, 2, 4, 5, 6))

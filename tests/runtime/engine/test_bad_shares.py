@@ -22,6 +22,7 @@ from securefed.secagg.messages import (
     Complaint,
     Message,
     RevealedShare,
+    ShareBundle,
     ShareKeys,
     ShareReceipt,
     UnmaskResponse,
@@ -47,8 +48,15 @@ class Tamper:
 
     def __init__(self) -> None:
         self.rewrite: Rewrite = lambda message: message
+        self.bundles: list[ShareBundle] = []  # what BAD was dealt (a false complaint quotes it)
 
     def request(self, node: int, request: m.Request) -> m.Request | None:
+        if node == BAD and isinstance(request, m.Step):
+            self.bundles += [
+                message
+                for message in map(decode, request.messages)
+                if isinstance(message, ShareBundle)
+            ]
         return request
 
     def reply(self, node: int, request: m.Request, reply: m.Reply) -> m.Reply | None:
@@ -68,6 +76,7 @@ def run_with(
     models = clustered(N, seed=3)
     plan = Tamper()
     run = VectorFederation(models, settings, seed=5, faults=plan, workdir=tmp_path)  # type: ignore[arg-type]
+    run.plan = plan  # type: ignore[attr-defined]
     plan.rewrite = rewrite_for(run)
     with run:
         run.run()
@@ -153,7 +162,10 @@ def test_a_false_complaint_leaves_the_complainer_out(tmp_path: object) -> None:
             if not isinstance(message, ShareReceipt):
                 return message
             own = protocol_client(run, BAD)._encryption_keys[VICTIM].secret_bytes_for_sharing()
-            complaint = Complaint(VICTIM, own)
+            bundle = run.plan.bundles[-1]  # type: ignore[attr-defined]
+            dealt = next(d for d in bundle.dealt if d.sender == VICTIM)
+            commitment = next(c for c in bundle.commitments if c.sender == VICTIM)
+            complaint = Complaint(VICTIM, own, dealt, commitment)
             return resign(message, run.federation.client_keys[BAD], complaints=(complaint,))
 
         return rewrite
