@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from securefed.crypto import Aead, AgreementPrivateKey, AgreementPublicKey, SigningKey
+from securefed.crypto import (
+    Aead,
+    AgreementPrivateKey,
+    AgreementPublicKey,
+    SharedSecret,
+    SigningKey,
+)
 from securefed.encoding import FixedPointCodec
 from securefed.errors import (
     ConfigError,
@@ -126,6 +132,7 @@ class SecAggClient(ProtocolParty):
         self._processed: dict[MessageType, Message] = {}
         self._values: npt.NDArray[np.float64] | None = None
         self._encryption_keys: dict[int, AgreementPrivateKey] = {}
+        self._share_secrets: dict[int, SharedSecret] = {}
         self._mask_key: AgreementPrivateKey | None = None
         self._advertisement: AdvertiseKeys | None = None
         self._directory: KeyDirectory | None = None
@@ -370,12 +377,18 @@ class SecAggClient(ProtocolParty):
         return tuple(keys)
 
     def _channel(self, peer: int, *, outgoing: bool) -> Aead:
-        """The AEAD of this client's share channel with ``peer`` in one direction."""
+        """The AEAD of this client's share channel with ``peer`` in one direction (one key
+        agreement per peer serves both directions)."""
+        own = self._encryption_keys[peer]
+        peer_key = self._peer_keys(peer)[0]
+        if peer not in self._share_secrets:
+            self._share_secrets[peer] = own.exchange(peer_key)
         return channel_key(
             self.config,
-            own=(self.index, self._encryption_keys[peer]),
-            peer=(peer, self._peer_keys(peer)[0]),
+            own=(self.index, own),
+            peer=(peer, peer_key),
             outgoing=outgoing,
+            secret=self._share_secrets[peer],
         )
 
     def _on_share_bundle(self, bundle: ShareBundle) -> ShareReceipt:
@@ -580,6 +593,7 @@ class SecAggClient(ProtocolParty):
     def _forget_shares(self) -> None:
         """Drop what unmasking needed: held shares, share keys, the self seed, the mask key."""
         self._held.clear()
+        self._share_secrets.clear()
         self._self_seed = b""
         self._mask_key = None
         self._encryption_keys = {}

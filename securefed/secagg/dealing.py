@@ -20,7 +20,13 @@ from __future__ import annotations
 
 from enum import Enum
 
-from securefed.crypto import Aead, AgreementPrivateKey, AgreementPublicKey, KeyPurpose
+from securefed.crypto import (
+    Aead,
+    AgreementPrivateKey,
+    AgreementPublicKey,
+    KeyPurpose,
+    SharedSecret,
+)
 from securefed.crypto import derive_channel_key as _derive
 from securefed.errors import CryptoError, ProtocolError, RemoteProtocolError
 from securefed.secagg.config import RoundConfig
@@ -88,12 +94,15 @@ def channel_key(
     own: tuple[int, AgreementPrivateKey],
     peer: tuple[int, AgreementPublicKey],
     outgoing: bool,
+    secret: SharedSecret | None = None,
 ) -> Aead:
-    """The AEAD of one direction of a pair's share channel, seen from ``own``'s side."""
+    """The AEAD of one direction of a pair's share channel, seen from ``own``'s side.
+    ``secret``: the pair's agreement ``own``'s key with ``peer``'s, if the caller already holds
+    it (one agreement serves both directions); computed here otherwise."""
     index, private = own
     return Aead(
         _derive(
-            private.exchange(peer[1]),
+            private.exchange(peer[1]) if secret is None else secret,
             purpose=KeyPurpose.SHARE,
             context=config.kdf_context,
             own=(index, private.public_key()),
