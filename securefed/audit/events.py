@@ -31,6 +31,7 @@ __all__ = [
     "Hazard",
     "InconsistentHeads",
     "KeyRotation",
+    "OutputsWithheld",
     "Partition",
     "PolicyRefusal",
     "RoundSpend",
@@ -60,6 +61,7 @@ class EventType(Enum):
     RUN_FINISHED = "run.finished"
     INCONSISTENT_HEADS = "coordinator.inconsistent-heads"
     MISBEHAVIOUR = "round.misbehaviour"
+    OUTPUTS_WITHHELD = "round.outputs_withheld"
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +202,20 @@ class Misbehaviour(EventRecord):
     kind: str
     accuser: int
     evidence_sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutputsWithheld(EventRecord):
+    """Attention mode: in ``round`` the ``targets`` (party indices) got no personalized output,
+    because with what earlier rounds released to them it would let a coalition read some
+    party's model below ``min_exposure``; ``reason`` is ``exposure-across-rounds``
+    (securefed/secagg/history.py, docs/fedamp.md "Across rounds"). They still contributed to
+    the other outputs."""
+
+    event_type: ClassVar[EventType] = EventType.OUTPUTS_WITHHELD
+    round: int
+    targets: tuple[int, ...]
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

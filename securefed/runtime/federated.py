@@ -93,6 +93,7 @@ from securefed.runtime.engine.institution import Institution
 from securefed.runtime.engine.learner import Learner
 from securefed.runtime.engine.memory import STAGES, Drop, Dropouts, MemoryTransport, drive
 from securefed.runtime.engine.metrics import RunMetrics
+from securefed.runtime.engine.releases import HISTORY_FILE
 from securefed.runtime.engine.settings import EngineSettings, round_params
 from securefed.runtime.nodes import MODEL_FILE, ClientNode
 from securefed.runtime.seeded import seeded_random_bytes_unsafe
@@ -525,6 +526,7 @@ def build_engine_run(
             segments=data.segments,
             first_round=first_round,
             earlier_rounds=earlier,
+            history_file=_server_state(run_dir) / HISTORY_FILE,
         )
         if not resuming:
             coordinator.record_declared_partition()
@@ -548,6 +550,7 @@ def build_engine_run(
                 on_model=_model_saver(client, run_dir, config),
                 seed_file=_state_dir(run_dir, client.party_id) / SEED_FILE,
                 guard_file=_state_dir(run_dir, client.party_id) / GUARD_FILE,
+                history_file=_state_dir(run_dir, client.party_id) / HISTORY_FILE,
             )
             for client in clients
         }
@@ -561,6 +564,13 @@ def build_engine_run(
 
 def _state_dir(run_dir: Path, party: str) -> Path:
     return run_dir / "state" / party
+
+
+def _server_state(run_dir: Path) -> Path:
+    """The coordinator's state directory (its release history), created private."""
+    state = _state_dir(run_dir, SERVER_ID)
+    private_directory(state)
+    return state
 
 
 def _model_saver(client: ClientNode, run_dir: Path, config: RunConfig) -> Callable[[int], None]:

@@ -62,19 +62,26 @@ def check_broadcast_weights(config: RoundConfig, encoded: bytes) -> npt.NDArray[
 
 
 def check_survivor_weights(
-    config: RoundConfig, weights: npt.NDArray[np.float64], *, owner: int, survivors: Sequence[int]
+    config: RoundConfig,
+    weights: npt.NDArray[np.float64],
+    *,
+    owner: int,
+    survivors: Sequence[int],
+    withheld: Sequence[int] = (),
 ) -> None:
     """Contributor ``owner``'s check after dropouts, before it signs the transcript: for every
     target it contributes to, the weights renormalised over that target's surviving contributors
     obey the policy, and there are at least ``min_contributors`` of them. The exposure rule is
     judged on exactly what the round will release: those targets' rows restricted to the
-    survivors (``owner``'s own output goes to ``owner`` alone, so it counts as nothing).
+    survivors (``owner``'s own output goes to ``owner`` alone, so it counts as nothing), less
+    the ``withheld`` targets, which get no output this round.
 
     Raises:
         WeightPolicyViolation: some target's renormalised row breaks the policy or has too few
             contributors (the contributor refuses; nothing is revealed).
     """
-    targets = [i for i in survivors if i != owner]
+    skipped = {owner, *withheld}
+    targets = [i for i in survivors if i not in skipped]
     contributors = {i: [u for u in survivors if u != i] for i in targets}
     for target, members in contributors.items():
         if len(members) < config.min_contributors:

@@ -47,8 +47,15 @@ from securefed.secagg.attention import (
 )
 from securefed.secagg.config import AggregationMode, RoundConfig
 from securefed.secagg.dealing import advertised_key, channel_key, open_dealt, seal_shares
-from securefed.secagg.events import PolicyRefused, RoundAborted, UnmaskRefused
+from securefed.secagg.events import OutputsWithheld, PolicyRefused, RoundAborted, UnmaskRefused
 from securefed.secagg.graph import NeighbourhoodTooSmall, build_graph
+from securefed.secagg.history import (
+    ReleaseHistory,
+    check_claimed_history,
+    check_release,
+    history_context,
+    withheld_targets,
+)
 from securefed.secagg.masking import (
     encode_and_mask,
     round_outputs,
@@ -114,18 +121,31 @@ class SecAggClient(ProtocolParty):
         context: Sequence[ContextItem] = (),
         random_bytes: Callable[[int], bytes] = os.urandom,
         guard: RoundGuard | None = None,
+        history: ReleaseHistory | None = None,
     ) -> None:
-        """Raises ConfigError if ``index`` is not in the roster or ``identity`` is not its key.
+        """Raises ConfigError if ``index`` is not in the roster or ``identity`` is not its key,
+        or ``history`` is for another federation size or not before this round.
 
         ``guard`` (the client's persisted :class:`~securefed.secagg.replay.RoundGuard`) makes
-        :meth:`start` refuse a round this client already started.
+        :meth:`start` refuse a round this client already started. ``history`` (attention mode):
+        this client's own record of the last releases it took part in (the :attr:`history` of
+        its previous round's client, kept by the caller); the server's claim is checked against
+        it (:func:`~securefed.secagg.history.check_claimed_history`).
         """
         if not config.roster.is_member(index):
             raise ConfigError(f"client index {index} is not in the roster")
         if identity.verify_key() != config.roster.client(index).identity:
             raise ConfigError("identity key does not match the roster entry of this client")
+        if history is not None and (
+            history.n_clients != config.n_clients or history.round >= config.round
+        ):
+            raise ConfigError("the release history is for another federation or round")
         super().__init__(config, identity, Stage.IDLE)
         self.index = index
+        self._own_history = history
+        self._claimed_history: ReleaseHistory | None = None
+        self._history = history
+        self._withheld: tuple[int, ...] = ()
         self._context = tuple(context)
         self._random_bytes = random_bytes
         self._guard = guard
@@ -264,8 +284,22 @@ class SecAggClient(ProtocolParty):
             self._abort(str(exc))
             raise RemoteProtocolError(f"client {self.index} aborted: {exc}") from exc
         self._processed[message.TYPE] = message
-        self._stage = settle(Role.CLIENT, next_, awaiting_output=self._attention)
+        awaiting = self._attention and self.index not in self._withheld
+        self._stage = settle(Role.CLIENT, next_, awaiting_output=awaiting)
         return replies
+
+    @property
+    def history(self) -> ReleaseHistory | None:
+        """Attention mode: this client's record of the releases it took part in, including this
+        round once it saw the consistency check close (t valid signatures in the unmask
+        request); the history it was given before that. Keep it for the next round's client."""
+        return self._history
+
+    @property
+    def withheld(self) -> tuple[int, ...]:
+        """Attention mode: the targets whose outputs this round withholds (set at the mask
+        request; this client's own index among them means it gets no output this round)."""
+        return self._withheld
 
     @property
     def _attention(self) -> bool:
@@ -311,8 +345,16 @@ class SecAggClient(ProtocolParty):
         if self._attention:
             self._weights = check_broadcast_weights(self.config, directory.weights)
             self._context = (*self._context, weights_context(directory.weights))
-        elif directory.weights:
-            raise RemoteProtocolError("a sum-mode key directory carries no weights")
+            claimed = (
+                ReleaseHistory.from_bytes(directory.history, self.config.n_clients)
+                if directory.history
+                else None
+            )
+            check_claimed_history(claimed, self._own_history, round_=self.config.round)
+            self._claimed_history = claimed
+            self._context = (*self._context, history_context(directory.history))
+        elif directory.weights or directory.history:
+            raise RemoteProtocolError("a sum-mode key directory carries no weights or history")
         self._directory = directory
         self._graph = build_graph(self.config)  # the same (cached) graph as when advertising
         # Thresholds are over the full fixed neighbourhood: holders missing from U1 count as
@@ -467,6 +509,15 @@ class SecAggClient(ProtocolParty):
             )
         self._mask_graph.check_survivors([self.index], request.members)
         self._members = request.members
+        if self._weights is not None:
+            self._withheld = withheld_targets(
+                self._weights,
+                self.config.policy,
+                members=request.members,
+                history=self._claimed_history,
+            )
+            if self._withheld:
+                self._events.append(OutputsWithheld(self.config.round, self._stage, self._withheld))
         return self._masked_input(self._mask_graph.present_neighbours(self.index, request.members))
 
     def _masked_input(self, peers: tuple[int, ...]) -> list[Message]:
@@ -477,8 +528,8 @@ class SecAggClient(ProtocolParty):
         members = (self.index, *peers)
         messages: list[Message] = []
         for output in round_outputs(self.config, members):
-            if output.target == self.index:
-                continue  # a target never contributes to its own output
+            if output.target == self.index or output.target in self._withheld:
+                continue  # a target never contributes to its own output, nor to a withheld one
             vector = encode_and_mask(
                 self._values,
                 config=self.config,
@@ -523,7 +574,18 @@ class SecAggClient(ProtocolParty):
         self._mask_graph.check_survivors([self.index], request.survivors)
         if self._weights is not None:
             check_survivor_weights(
-                self.config, self._weights, owner=self.index, survivors=request.survivors
+                self.config,
+                self._weights,
+                owner=self.index,
+                survivors=request.survivors,
+                withheld=self._withheld,
+            )
+            check_release(
+                self._weights,
+                self.config.policy,
+                survivors=request.survivors,
+                withheld=self._withheld,
+                history=self._claimed_history,
             )
         self._survivors = request.survivors
         self._transcript = transcript_hash(
@@ -554,6 +616,14 @@ class SecAggClient(ProtocolParty):
             valid += 1
         if valid < self.config.threshold:
             raise RemoteProtocolError("fewer than t clients signed this client's transcript")
+        if self._weights is not None:  # the server can unmask now: the rows count as released
+            before = self._claimed_history or ReleaseHistory.empty(self.config.n_clients)
+            self._history = before.after(
+                self.config.round,
+                self._weights,
+                survivors=self._survivors,
+                withheld=self._withheld,
+            )
         survivors = set(self._survivors)
         owners = sorted(v for v in self._held if v in self._members)  # itself and neighbours
         seeds = tuple(RevealedShare(v, self._held[v].self_seed) for v in owners if v in survivors)

@@ -18,6 +18,7 @@ __all__ = [
     "ComplaintJudged",
     "ExclusionReason",
     "MessageRejected",
+    "OutputsWithheld",
     "PolicyRefused",
     "ProtocolEvent",
     "RoundAborted",
@@ -52,6 +53,16 @@ class ExclusionReason(Enum):
     BAD_COMMITMENT = "bad-commitment"  # its signed commitments fail the public checks
     BAD_SHARES = "bad-shares"  # a holder's complaint proved a dealt share bad
     FALSE_COMPLAINT = "false-complaint"  # it complained about shares that were good
+
+
+@dataclass(frozen=True, slots=True)
+class OutputsWithheld(ProtocolEvent):
+    """Attention mode, server and every contributor: these targets get no output this round,
+    because together with earlier releases it would let a coalition read some party below
+    ``min_exposure`` (:func:`securefed.secagg.history.withheld_targets`). They still contribute
+    to the other targets' outputs."""
+
+    targets: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)

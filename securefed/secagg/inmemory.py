@@ -27,6 +27,7 @@ from securefed.secagg.client import SecAggClient
 from securefed.secagg.config import RoundConfig
 from securefed.secagg.events import ProtocolEvent
 from securefed.secagg.federation import Federation
+from securefed.secagg.history import ReleaseHistory
 from securefed.secagg.messages import Message, decode
 from securefed.secagg.server import AggregateResult, Envelope, SecAggServer
 from securefed.secagg.stages import Stage
@@ -64,6 +65,7 @@ class RoundOutcome:
     personalized: dict[int, npt.NDArray[np.float64]] = field(default_factory=dict)
     server: SecAggServer | None = None  # for inspecting what the server received and computed
     server_peak_bytes: int = 0  # with tracemalloc tracing: peak of the server's own memory
+    histories: dict[int, ReleaseHistory | None] = field(default_factory=dict)  # per client
 
     @property
     def aborted(self) -> bool:
@@ -178,6 +180,8 @@ def run_round(
     client_context: Mapping[int, Sequence[ContextItem]] | None = None,
     client_configs: Mapping[int, RoundConfig] | None = None,
     weights: npt.NDArray[np.float64] | None = None,
+    history: ReleaseHistory | None = None,
+    client_histories: Mapping[int, ReleaseHistory | None] | None = None,
     random_bytes: Callable[[int], bytes] = os.urandom,
 ) -> RoundOutcome:
     """Run one round to its end.
@@ -192,6 +196,8 @@ def run_round(
     ``context``, and ``client_configs`` different
     round parameters (to script inconsistent views). ``weights`` is the server's weight matrix in
     attention mode; ``RoundOutcome.personalized`` then holds each target's personalized model.
+    ``history`` is the server's release history, ``client_histories[i]`` client i's own (default:
+    none); ``RoundOutcome.histories`` holds each client's afterwards (chain rounds with them).
     """
     clients = {
         i: SecAggClient(
@@ -200,10 +206,13 @@ def run_round(
             identity=federation.client_keys[i],
             context=(client_context or {}).get(i, context),
             random_bytes=random_bytes,
+            history=(client_histories or {}).get(i),
         )
         for i in range(config.n_clients)
     }
-    server = SecAggServer(config, identity=federation.server_key, context=context, weights=weights)
+    server = SecAggServer(
+        config, identity=federation.server_key, context=context, weights=weights, history=history
+    )
     state = _Round(config, clients, server, dropouts or {}, client_hook, server_hook)
     for i, client in clients.items():
         if state.alive(i, Stage.ADVERTISE):
@@ -237,4 +246,5 @@ def run_round(
         personalized={i: c.personalized for i, c in clients.items() if c.personalized is not None},
         server=server,
         server_peak_bytes=state.server_peak_bytes,
+        histories={i: c.history for i, c in clients.items()},
     )

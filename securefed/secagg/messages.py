@@ -100,6 +100,8 @@ _COMMITMENT_LIMIT = 2 * _POLYNOMIAL_LIMIT + 1024
 # An advertisement with a share key for every other client (the complete graph at MAX_PARTIES).
 _ADVERTISEMENT_LIMIT = MAX_PARTIES * (4 + _KEY_LIMIT) + 1024
 MAX_WEIGHTS_BYTES = 1 << 20
+# A release history: version, round and a blob of the same encoding as the weights.
+MAX_HISTORY_BYTES = MAX_WEIGHTS_BYTES + 16
 _NO_TARGET = 2**32 - 1  # the wire form of "no target" (sum mode)
 
 M = TypeVar("M", bound="Message")
@@ -360,12 +362,15 @@ class AdvertiseKeys(Message):
 @dataclass(frozen=True, slots=True)
 class KeyDirectory(Message):
     """Server -> every client in U1: the valid advertisements, sorted by sender, and in attention
-    mode the encoded weight matrix xi of the round (empty in sum mode)."""
+    mode the encoded weight matrix xi of the round and the server's release history
+    (:class:`~securefed.secagg.history.ReleaseHistory`; empty before the first release), both
+    empty in sum mode."""
 
     TYPE = MessageType.KEY_DIRECTORY
     SIGNER = SignedBy.SERVER
     advertisements: tuple[AdvertiseKeys, ...]
     weights: bytes
+    history: bytes
     signature: bytes
 
     def __post_init__(self) -> None:
@@ -375,6 +380,7 @@ class KeyDirectory(Message):
             "advertisements must be a tuple sorted by sender",
         )
         _require(_is_bytes(self.weights, MAX_WEIGHTS_BYTES), "weights")
+        _require(_is_bytes(self.history, MAX_HISTORY_BYTES), "history")
 
     @property
     def senders(self) -> tuple[int, ...]:
@@ -387,6 +393,7 @@ class KeyDirectory(Message):
             limit=MAX_PARTIES,
         )
         w.blob(self.weights, limit=MAX_WEIGHTS_BYTES)
+        w.blob(self.history, limit=MAX_HISTORY_BYTES)
 
     @classmethod
     def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
@@ -395,6 +402,7 @@ class KeyDirectory(Message):
                 lambda r: _nested(r, AdvertiseKeys, _ADVERTISEMENT_LIMIT), limit=MAX_PARTIES
             ),
             "weights": r.blob(limit=MAX_WEIGHTS_BYTES),
+            "history": r.blob(limit=MAX_HISTORY_BYTES),
         }
 
 

@@ -43,12 +43,14 @@ from securefed.secagg.events import (
     ComplaintJudged,
     ExclusionReason,
     MessageRejected,
+    OutputsWithheld,
     RoundAborted,
     RoundCompleted,
     ShareRejected,
     UnmaskPerformed,
 )
 from securefed.secagg.graph import build_graph
+from securefed.secagg.history import ReleaseHistory, history_context, withheld_targets
 from securefed.secagg.masking import Output, round_outputs, self_seed_commitment, unmask_sum
 from securefed.secagg.messages import (
     Abort,
@@ -114,14 +116,19 @@ class SecAggServer(ProtocolParty):
         identity: SigningKey,
         context: Sequence[ContextItem] = (),
         weights: npt.NDArray[np.float64] | None = None,
+        history: ReleaseHistory | None = None,
     ) -> None:
         """``weights`` (attention mode only): the N x N matrix xi the server computed for this
         round (already conforming to ``config.policy``); it is broadcast and bound into the
-        transcript.
+        transcript. ``history`` (attention mode only): what earlier rounds of this federation
+        released (:mod:`securefed.secagg.history`; None before the first release); it is
+        broadcast and bound too, and outputs that would expose a party together with it are
+        withheld. After the consistency check :attr:`history` holds the updated history.
 
         Raises:
-            ConfigError: ``identity`` is not the roster's server key, or ``weights`` given in
-                sum mode / missing or malformed in attention mode.
+            ConfigError: ``identity`` is not the roster's server key, ``weights`` or ``history``
+                given in sum mode, ``weights`` missing or malformed in attention mode, or a
+                ``history`` for another number of clients or not before this round.
         """
         if identity.verify_key() != config.roster.server.identity:
             raise ConfigError("identity key does not match the roster's server entry")
@@ -134,8 +141,17 @@ class SecAggServer(ProtocolParty):
             self._encoded_weights = encode_weights(np.asarray(weights, dtype=np.float64))
             decode_weights(self._encoded_weights, config.n_clients)  # shape and values check
             self._context = (*self._context, weights_context(self._encoded_weights))
-        elif weights is not None:
-            raise ConfigError("sum mode takes no weights")
+            if history is not None and (
+                history.n_clients != config.n_clients or history.round >= config.round
+            ):
+                raise ConfigError("the release history is for another federation or round")
+            encoded = history.to_bytes() if history is not None else b""
+            self._context = (*self._context, history_context(encoded))
+        elif weights is not None or history is not None:
+            raise ConfigError("sum mode takes no weights and no release history")
+        self._history_before = history
+        self._history = history
+        self._withheld: tuple[int, ...] = ()
         self._graph = build_graph(config)  # fixed by roster and round, not by U1 or keys
         self._adverts: dict[int, AdvertiseKeys] = {}
         self._share_keys: dict[int, ShareKeys] = {}
@@ -161,6 +177,18 @@ class SecAggServer(ProtocolParty):
         self._u3: tuple[int, ...] = ()
         self._transcript = b""
         self.result: AggregateResult | None = None
+
+    @property
+    def history(self) -> ReleaseHistory | None:
+        """Attention mode: the release history including this round once its consistency check
+        closed (the history given at construction before that); None in sum mode."""
+        return self._history
+
+    @property
+    def withheld(self) -> tuple[int, ...]:
+        """Attention mode: the targets whose outputs this round withholds (set when the members
+        are settled; :func:`~securefed.secagg.history.withheld_targets`)."""
+        return self._withheld
 
     def held_bytes(self) -> int:
         """Bytes of vectors the server holds now (running sums, pending uploads, outputs)."""
@@ -303,7 +331,8 @@ class SecAggServer(ProtocolParty):
     def _expected_targets(self, sender: int) -> tuple[int | None, ...]:
         """The outputs ``sender`` must upload a vector for: the sum, or every other U2 member."""
         outputs = round_outputs(self.config, self._u2)
-        return tuple(o.target for o in outputs if o.target != sender)
+        skipped = {sender, *self._withheld}
+        return tuple(o.target for o in outputs if o.target not in skipped)
 
     def _check_consistency(self, message: ConsistencySignature) -> None:
         if message.sender not in self._u3:
@@ -380,6 +409,7 @@ class SecAggServer(ProtocolParty):
             KeyDirectory,
             advertisements=tuple(self._adverts[v] for v in self._u1),
             weights=self._encoded_weights,
+            history=self._history_before.to_bytes() if self._history_before else b"",
         )
         return [*aborts, *(Envelope(v, directory) for v in self._u1)]
 
@@ -457,6 +487,18 @@ class SecAggServer(ProtocolParty):
         left_out = (set(receipts) - set(members)) | set(faults)
         self._require_quorum(members, self._dealers, "confirmed their shares", left_out)
         self._u2 = members
+        if self._attention:
+            self._withheld = withheld_targets(
+                decode_weights(self._encoded_weights, self.config.n_clients),
+                self.config.policy,
+                members=members,
+                history=self._history_before,
+            )
+            if self._withheld:
+                self._events.append(OutputsWithheld(self.config.round, self._stage, self._withheld))
+            # A member that serves no output (every other target withheld) has nothing to
+            # upload: its input is in no output, so it counts as complete without a message.
+            self._complete.extend(v for v in members if not self._expected_targets(v))
         request = self._sign(MaskRequest, members=members)
         return [*aborts, *(Envelope(v, request) for v in members)]
 
@@ -480,6 +522,14 @@ class SecAggServer(ProtocolParty):
     def _close_consistency(self) -> list[Envelope]:
         signers = tuple(sorted(self._signatures))
         self._require_quorum(signers, self._u3, "signed the consistency check")
+        if self._attention:  # from here on the server can unmask: the rows count as released
+            before = self._history_before or ReleaseHistory.empty(self.config.n_clients)
+            self._history = before.after(
+                self.config.round,
+                decode_weights(self._encoded_weights, self.config.n_clients),
+                survivors=self._u3,
+                withheld=self._withheld,
+            )
         request = self._sign(
             UnmaskRequest,
             survivors=self._u3,
@@ -508,6 +558,8 @@ class SecAggServer(ProtocolParty):
         envelopes = []
         for output in round_outputs(self.config, self._u3):
             assert output.target is not None  # noqa: S101 - attention outputs have targets
+            if output.target in self._withheld:
+                continue
             vector = self._unmask_output(output, seeds, mask_keys)
             self._sums.pop(output.target, None)  # replaced by its output: memory stays O(N d)
             self.blinded_outputs[output.target] = vector

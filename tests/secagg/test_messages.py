@@ -32,6 +32,7 @@ from securefed.errors import (
     RemoteProtocolError,
 )
 from securefed.secagg import AggregationMode, ShareScheme, Stage
+from securefed.secagg.history import ReleaseHistory, released_rows
 from securefed.secagg.messages import (
     MAX_PARTIES,
     MAX_WEIGHTS_BYTES,
@@ -166,6 +167,7 @@ def record(
     dropping before MASK; ``options`` go to config_for, except ``weights`` (to run_round)."""
     fed = federation(N_CLIENTS)
     weights = options.pop("weights", None)
+    history = options.pop("history", None)
     sent: list[Message] = []
 
     def client_hook(sender: int, message: Message) -> Sequence[Message]:
@@ -185,6 +187,7 @@ def record(
         client_hook=client_hook,
         server_hook=server_hook,
         weights=weights,
+        history=history,
     )
     assert not outcome.aborted, (outcome.server_events, outcome.client_errors)
     return sent
@@ -246,6 +249,15 @@ def record_session_setup() -> list[Message]:
     return sent
 
 
+def earlier_release() -> ReleaseHistory:
+    """A release history for the attention round: an earlier round released its row to DROPPED
+    alone (so the round's rows to the others are new, DROPPED's is unchanged, nothing is
+    withheld, and the round completes although DROPPED leaves before MASK)."""
+    rows = np.zeros((N_CLIENTS, N_CLIENTS))
+    rows[DROPPED] = released_rows(attention_weights(), survivors=range(N_CLIENTS))[DROPPED]
+    return ReleaseHistory(ATTENTION_ROUND - 1, rows)
+
+
 @functools.cache
 def recorded() -> tuple[Message, ...]:
     """In order of sending: every message of a sum round (64-bit ring), a server-signed Abort
@@ -264,6 +276,7 @@ def recorded() -> tuple[Message, ...]:
         policy=POLICY,
         min_contributors=2,
         weights=attention_weights(),
+        history=earlier_release(),
     )
     sent += record(
         COMPLAINT_ROUND,
@@ -349,8 +362,8 @@ def advertise_body(sender: int, enc: Sequence[bytes], mask: bytes, target_key: b
     return lambda w: blobs(enc)(w.u32(sender)).blob(mask).blob(target_key)
 
 
-def key_directory_body(adverts: Sequence[bytes], weights: bytes) -> Body:
-    return lambda w: blobs(adverts)(w).blob(weights, limit=ANY)
+def key_directory_body(adverts: Sequence[bytes], weights: bytes, history: bytes = b"") -> Body:
+    return lambda w: blobs(adverts)(w).blob(weights, limit=ANY).blob(history, limit=ANY)
 
 
 def digest_body(sender: int, digest: bytes) -> Body:
@@ -497,7 +510,9 @@ HAND_BODIES: dict[type[Message], Callable[[Any, bool], Body]] = {
     AdvertiseKeys: lambda m, _: advertise_body(
         m.sender, m.encryption_keys, m.mask_key, m.target_key
     ),
-    KeyDirectory: lambda m, _: key_directory_body(encodings(m.advertisements), m.weights),
+    KeyDirectory: lambda m, _: key_directory_body(
+        encodings(m.advertisements), m.weights, m.history
+    ),
     ShareCommitment: lambda m, _: commitment_body(
         m.sender, m.self_seed_commitment, m.mask_key_polynomial, m.self_seed_polynomial
     ),

@@ -311,6 +311,7 @@ def test_isolation_fails_on_the_new_graph_the_victim_refuses() -> None:
         cfg.round,
         advertisements=tuple(a for u, a in sorted(attacked.adverts.items()) if u not in hidden),
         weights=b"",
+        history=b"",
     )
     forced: list[Envelope] = []
 

@@ -48,6 +48,7 @@ from securefed.audit import (
     Head,
     Ledger,
     Misbehaviour,
+    OutputsWithheld,
     Partition,
     RoundSurvivors,
     RunFinished,
@@ -75,6 +76,7 @@ from securefed.runtime.engine.metrics import (
     RoundMetrics,
     RunMetrics,
 )
+from securefed.runtime.engine.releases import ReleaseBook
 from securefed.runtime.engine.settings import EngineSettings
 from securefed.runtime.engine.signing import (
     sign_final_head,
@@ -244,6 +246,7 @@ class _Round:
     weights: Vector | None = None
     refused: dict[int, str] = field(default_factory=dict)
     dropouts: dict[int, str] = field(default_factory=dict)
+    withheld: tuple[int, ...] = ()  # attention mode: targets that got no output
     exchanges: int = 0
 
 
@@ -288,6 +291,7 @@ class Coordinator:
         on_round_end: Callable[[RoundView], None] | None = None,
         first_round: int = 1,
         earlier_rounds: Mapping[int, bool] | None = None,
+        history_file: os.PathLike[str] | None = None,
     ) -> None:
         if identity.verify_key() != roster.server.identity:
             raise ConfigError("the server key is not the roster's server identity")
@@ -301,8 +305,7 @@ class Coordinator:
         self._identity = identity
         self._clock = clock
         self._random_bytes = random_bytes
-        self._join_deadline = 0.0
-        self._join_timeout = join_timeout
+        self._join_deadline, self._join_timeout = 0.0, join_timeout
         self._segments = tuple(segments) if segments is not None else None
         self._on_round_end = on_round_end
         self.phase = CoordinatorPhase.JOIN
@@ -323,6 +326,8 @@ class Coordinator:
         self._left_out: dict[int, DealerFault] = {}  # dealers that sit the run out, and why
         self._deliveries: dict[int, bytes] = {}
         self._commitment: bytes | None = None
+        # attention mode: what earlier rounds released (docs/fedamp.md, "Across rounds")
+        self._releases = ReleaseBook(roster.size, history_file)
         self._adverts: _Adverts | None = None
         self._results: dict[int, m.Result] = {}
         self._checkpoint: tuple[Head, ...] = ()
@@ -723,7 +728,12 @@ class Coordinator:
                 round_=round_.number,
                 mode=self.settings.aggregation,
             )
-            server = SecAggServer(config, identity=self._identity, context=context, weights=weights)
+            history = None
+            if self.settings.attention and len(members) == self.roster.size:
+                history = self._releases.before(round_.number)
+            server = SecAggServer(
+                config, identity=self._identity, context=context, weights=weights, history=history
+            )
             group = _Group(label, members, server)
             for i in members:
                 if i in round_.participants and i in adverts.adverts:
@@ -1041,6 +1051,7 @@ class Coordinator:
         entry.dropouts = {
             self.roster.client(i).party_id: p for i, p in sorted(round_.dropouts.items())
         }
+        entry.withheld = [self.roster.client(i).party_id for i in round_.withheld]
         entry.exchanges = round_.exchanges
         entry.seconds = self._clock() - round_.started
         entry.own_segment_weight = self._own_segment_weight(round_)
@@ -1115,6 +1126,7 @@ class Coordinator:
         for group in round_.groups:
             server = group.server
             self._record_misbehaviour(round_.number, group, server.drain_events())
+            self._record_withheld(round_, group)
             survivors.update(group.members[u] for u in server.survivors)
             self_seeds.update(group.members[u] for u in server.reconstructed_self_seeds)
             mask_keys.update(group.members[u] for u in server.reconstructed_mask_keys)
@@ -1141,6 +1153,23 @@ class Coordinator:
                 mask_keys_of=tuple(sorted(mask_keys)),
             )
         )
+
+    def _record_withheld(self, round_: _Round, group: _Group) -> None:
+        """Attention mode: ledger the targets whose outputs the round withheld, and keep the
+        release history the round left (persisted before the next round uses it)."""
+        server = group.server
+        if not self.settings.attention:
+            return
+        withheld = tuple(group.members[t] for t in server.withheld)
+        if withheld:
+            round_.withheld = withheld
+            self.ledger.record(
+                OutputsWithheld(
+                    round=round_.number, targets=withheld, reason="exposure-across-rounds"
+                )
+            )
+        if len(group.members) == self.roster.size:
+            self._releases.update(server.history)
 
     def _record_misbehaviour(
         self, round_: int, group: _Group, events: Sequence[ProtocolEvent]

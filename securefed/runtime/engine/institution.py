@@ -90,6 +90,7 @@ from securefed.runtime.engine.messages import (
     decode,
     encode,
 )
+from securefed.runtime.engine.releases import ReleaseBook
 from securefed.runtime.engine.settings import EngineSettings
 from securefed.runtime.engine.signing import sign_final_head, sign_joined, verify_final_heads
 from securefed.secagg import SecAggClient, Stage
@@ -164,6 +165,7 @@ class Institution:
         on_model: Callable[[int], None] | None = None,
         seed_file: os.PathLike[str] | None = None,
         guard_file: os.PathLike[str] | None = None,
+        history_file: os.PathLike[str] | None = None,
     ) -> None:
         self.settings = settings
         self.roster = roster
@@ -179,6 +181,8 @@ class Institution:
         self._seed_file = seed_file
         self._guard_file = guard_file
         self._guard = _load_guard(guard_file)
+        # attention mode: the releases this party took part in (docs/fedamp.md, "Across rounds")
+        self._releases = ReleaseBook(roster.size, history_file)
         self.phase = InstitutionPhase.NEW
         self._dim = int(learner.parameters().size)  # the model's size never changes
         self._setup: SessionSetupClient | None = None
@@ -197,6 +201,7 @@ class Institution:
         self._trained_round = self._advertised_round = self._begun_round = _last_round(ledger)
         self._evaluated = 0
         self._final_head: Head | None = None
+        self._left_round = 0  # a round this party refused mid-protocol (it may advertise next)
 
     # -- entry points ---------------------------------------------------------------------------
 
@@ -225,6 +230,8 @@ class Institution:
             RemoteProtocolError: the request is illegal in this phase or inconsistent.
             LocalProtocolError, LedgerIntegrityError, OSError: this party's own failure.
         """
+        if isinstance(request, Step) and self._rejoins(request):
+            return self._after_leaving(request)
         if request.KIND not in TRANSITIONS[self.phase]:
             raise RemoteProtocolError(
                 f"{type(request).__name__} is not accepted in phase {self.phase.value}"
@@ -336,12 +343,16 @@ class Institution:
             round_=r,
             mode=self.settings.aggregation,
         )
+        history = None
+        if self.settings.attention and len(members) == self.roster.size:
+            history = self._releases.before(r)
         client = SecAggClient(
             config,
             index=members.index(self.index),
             identity=self._identity,
             random_bytes=self._random_bytes,
             guard=self._guard,
+            history=history,
         )
         advert = client.advertise()
         if self._guard_file is not None:  # durable before the keys leave this party
@@ -477,6 +488,7 @@ class Institution:
         except RemoteProtocolError as exc:
             self._abandon()
             self.phase = InstitutionPhase.IDLE
+            self._left_round = request.round
             if request.phase is StepPhase.UNMASK and request.next is not None:
                 return StepReply(error=str(exc), advert=self._advertise(request.next))
             return StepReply(error=str(exc))
@@ -489,6 +501,24 @@ class Institution:
                 if self._pending is not None:
                     self.phase = InstitutionPhase.ADVERTISED
         return StepReply(messages, advert=advert)
+
+    def _rejoins(self, request: Step) -> bool:
+        """A round's last step, carrying the next round, for the round this party refused
+        earlier (e.g. at the consistency check): it advertises for the next round instead of
+        sitting it out."""
+        return (
+            self.phase is InstitutionPhase.IDLE
+            and request.next is not None
+            and request.round == self._left_round
+        )
+
+    def _after_leaving(self, request: Step) -> StepReply:
+        self._left_round = 0
+        assert request.next is not None  # noqa: S101 - _rejoins checked it
+        advert = self._advertise(request.next)
+        if self._pending is not None:
+            self.phase = InstitutionPhase.ADVERTISED
+        return StepReply(error=f"this party left round {request.round}", advert=advert)
 
     def _protocol(self, messages: Sequence[bytes], *, context: Sequence[Head]) -> tuple[bytes, ...]:
         """The server's messages through this party's protocol client; its answers out."""
@@ -512,6 +542,8 @@ class Institution:
                     replies.append(reply.to_bytes())
         finally:
             self._record_refusals(pending.round, client)
+            if len(pending.members) == self.roster.size:
+                self._releases.update(client.history)  # persisted before the unmask answer
         if masked:  # ledgered before the masked update leaves this party
             self.learner.record_release(pending.round, masked)
         return tuple(replies)

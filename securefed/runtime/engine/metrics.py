@@ -38,7 +38,9 @@ class RoundMetrics:
     """One round. Round 0 is the initial model.
 
     ``completed``: parties that got their personalized model; ``refused``: budget refusals;
-    ``dropouts``: party -> the phase it was lost in; ``exchanges``: transport round trips the
+    ``dropouts``: party -> the phase it was lost in; ``withheld``: attention mode, parties that
+    got no output because it would have exposed a party across rounds (docs/fedamp.md, "Across
+    rounds"); ``exchanges``: transport round trips the
     round took; ``seconds``: wall time from its first exchange to its last. ``status``: the
     round's outcome, one of :data:`ROUND_STATUSES` -- ``completed`` (an aggregate reached at
     least one party; a local round always), ``aborted`` (every group's protocol aborted) or
@@ -52,6 +54,7 @@ class RoundMetrics:
     completed: int = 0
     refused: list[str] = field(default_factory=list)
     dropouts: dict[str, str] = field(default_factory=dict)
+    withheld: list[str] = field(default_factory=list)
     exchanges: int = 0
     seconds: float = 0.0
     status: str = "completed"

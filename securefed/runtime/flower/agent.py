@@ -52,6 +52,7 @@ from securefed.models import save_model
 from securefed.runtime.config import RunConfig, load_run_config
 from securefed.runtime.engine import messages as m
 from securefed.runtime.engine.institution import Institution
+from securefed.runtime.engine.releases import HISTORY_FILE
 from securefed.runtime.engine.settings import EngineSettings
 from securefed.runtime.federated import build_client, open_spend, run_configured
 from securefed.runtime.flower.deployment import (
@@ -260,6 +261,7 @@ def open_institution(
             on_model=on_model,
             seed_file=state / SEED_FILE,
             guard_file=state / GUARD_FILE,
+            history_file=state / HISTORY_FILE,
         )
     except BaseException:
         ledger.close()

@@ -45,6 +45,7 @@ from securefed.runtime.engine.coordinator import (
     Wait,
 )
 from securefed.runtime.engine.metrics import RunMetrics, write_metrics
+from securefed.runtime.engine.releases import HISTORY_FILE
 from securefed.runtime.engine.settings import EngineSettings
 from securefed.runtime.federated import run_configured
 from securefed.runtime.flower.deployment import (
@@ -195,6 +196,7 @@ def open_coordinator(
             transport="flower",
             join_timeout=join_timeout,
             on_round_end=on_round_end,
+            history_file=state_dir / HISTORY_FILE,
         )
         if ledger.head.seq == -1:
             ledger.record(run_configured(config, roster))

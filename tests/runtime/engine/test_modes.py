@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from securefed.audit import verify_run
+from securefed.audit import EventType, verify_run
 from securefed.personalize.modes import PersonalizationMode
 from securefed.personalize.rounds import RoundParams
 from securefed.personalize.weights import group_weights, renormalise_row
@@ -23,7 +23,7 @@ from securefed.runtime.engine.coordinator import Flow, RoundView
 from securefed.runtime.engine.memory import STAGES, Drop, Dropouts
 from securefed.runtime.engine.settings import EngineSettings
 from securefed.testing.rounds import VectorFederation
-from tests.runtime.engine import Vector, clustered
+from tests.runtime.engine import Vector, clustered, entries
 
 ROUNDS = 3
 LOST = 1  # the party lost in round 2
@@ -57,6 +57,8 @@ CASES = {
     "heurfedamp": Case(_settings(P.HEURFEDAMP), 6, (6, 6, 6)),
     "plaintext": Case(_settings(P.FEDAMP, secure=False), 5, (1, 1, 1), secure_drops=False),
 }
+# Stages at which a party lost in round 2 has not yet uploaded its masked inputs.
+BEFORE_UPLOAD = ("advertise", "share", "verify", "mask")
 RUNS = [
     pytest.param(name, stage, id=f"{name}-{stage or 'none'}")
     for name, case in CASES.items()
@@ -123,6 +125,8 @@ def test_a_run_with_a_party_lost_at_a_stage(name: str, stage: str | None, tmp_pa
         lost = lost or (round_ == 1 and stage == "share" and sum_flow)
         completed = {i for i, learner in enumerate(run.learners) if round_ in learner.received}
         expected = set(range(n)) - {LOST} if lost else set(range(n))
+        if lost and case.settings.attention and stage in BEFORE_UPLOAD:
+            expected = set()  # the release history: see test_a_lost_party_blocks_the_outputs
         assert completed == (expected if aggregates else set()), (round_, completed)
         in_transit = round_ == 1 and lost  # counted when round 1 ended, lost on the way
         counted = len(completed) + (1 if in_transit else 0) if aggregates else n
@@ -140,5 +144,53 @@ def test_a_run_with_a_party_lost_at_a_stage(name: str, stage: str | None, tmp_pa
             [int(i >= n // 2) for i in range(n)] if case.statistic else [i % 2 for i in range(n)]
         )
         assert [partition[i] == partition[0] for i in range(n)] == [t == truth[0] for t in truth]
+    result = verify_run(tmp_path)
+    assert result.ok, result.describe()
+
+
+@pytest.mark.parametrize("name", ["fedamp", "heurfedamp"])
+@pytest.mark.parametrize("stage", BEFORE_UPLOAD)
+def test_a_lost_party_blocks_the_outputs_of_a_round_with_static_models(
+    name: str, stage: str, tmp_path: Path
+) -> None:
+    """The liveness cost of the release history (docs/fedamp.md, "Across rounds"). The models
+    here do not change, so every round's weights are round 1's: with LOST gone in round 2, each
+    target's row is its round-1 row without LOST, and two outputs would give LOST's model. Lost
+    before the mask request, every other target's output is withheld (ledgered); lost after it,
+    the contributors' check over both rounds fails and the round aborts. Round 3, with everyone
+    back, releases the round-1 rows again: every party gets its model."""
+    case = CASES[name]
+    models = np.stack(clustered(case.parties, seed=5))
+    faults = Dropouts((Drop(LOST, 2, stage),))
+    with VectorFederation(
+        list(models), case.settings, seed=7, faults=faults, workdir=tmp_path
+    ) as run:
+        metrics = run.run()
+        withheld = [
+            dict(e.payload) for e in entries(run, "server") if e.event is EventType.OUTPUTS_WITHHELD
+        ]
+    others = [f"bank-{i}" for i in range(case.parties) if i != LOST]
+    second, third = metrics.history[2], metrics.history[3]
+    assert second.completed == 0
+    if stage == "mask":
+        assert second.withheld == []
+        assert second.status == "aborted"
+    else:
+        assert second.withheld == others
+        assert second.status == "no aggregate"
+    assert third.withheld == []
+    assert third.completed == case.parties
+    assert metrics.history[1].completed == case.parties
+    assert withheld == (
+        []
+        if stage == "mask"
+        else [
+            {
+                "round": 2,
+                "targets": [i for i in range(case.parties) if i != LOST],
+                "reason": "exposure-across-rounds",
+            }
+        ]
+    )
     result = verify_run(tmp_path)
     assert result.ok, result.describe()
