@@ -22,7 +22,7 @@ FLOWER_STAMP := $(VENV)/.securefed-flower-installed
 # mypy --strict on the torch-free layers that exist (the engine included); plain mypy on the rest.
 STRICT := $(wildcard securefed/crypto securefed/encoding securefed/secagg securefed/personalize securefed/audit securefed/data securefed/runtime/engine) securefed/errors.py securefed/files.py securefed/parallel.py
 
-.PHONY: install demo test test-integration lint typecheck contracts pytest bench experiments credit-example clean
+.PHONY: install demo test test-browser test-integration lint typecheck contracts pytest bench experiments credit-example clean
 
 install: $(STAMP)
 
@@ -64,6 +64,22 @@ pytest: $(STAMP)
 ## `flower` extra into .venv first. About 7 minutes on 2 cores.
 test-integration: $(FLOWER_STAMP)
 	$(BIN)/pytest -q tests/integration
+
+## make test-browser: the audit report in headless Chromium (tests/browser/): the verdict, the
+## plots and the tables render, no console error, nothing loaded. Opt-in (not in `make test`).
+## Installs Playwright (PyPI) into .venv and Debian's chromium (apt-get, as root) if absent; the
+## test itself downloads nothing (no `playwright install`). Renders and opens the report of
+## $(REPORT_RUN) if it exists (make demo), else of the audit tests' fixture run. About 20 s.
+REPORT_RUN ?= runs/demo
+PLAYWRIGHT_PIN := playwright==1.65.2
+BROWSER_STAMP := $(VENV)/.securefed-browser-installed
+test-browser: $(BROWSER_STAMP)
+	SECUREFED_RUN=$(if $(wildcard $(REPORT_RUN)/ledgers),$(REPORT_RUN),) $(BIN)/pytest -q tests/browser
+
+$(BROWSER_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet $(PLAYWRIGHT_PIN)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	touch $(BROWSER_STAMP)
 
 $(FLOWER_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,flower]' $(TORCH_PIN)

@@ -59,7 +59,7 @@ def test_run_from_a_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
         assert f'id="{section}"' in html
     epsilon_section = html.split('id="epsilon"', 1)[1].split('id="dp-parameters"', 1)[0]
     assert "<svg" in epsilon_section  # the epsilon plot, inline
-    assert "<polyline" in epsilon_section  # with one line per institution
+    assert 'id="epsilon-plot-series-2"' in epsilon_section  # with one line per institution
     assert "bank-2" in epsilon_section
     assert 'src="http' not in html  # self-contained: nothing loaded from elsewhere
     assert "## Unit of privacy" in (out / "report.md").read_text()

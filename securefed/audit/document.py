@@ -4,7 +4,9 @@ The report is built once as :class:`Section` objects holding plain-text blocks; 
 turn the same sections into HTML (every text escaped with :func:`html.escape`; plots as inline
 SVG; CSS inline; no scripts, links to other origins or external resources) and into Markdown
 (text escaped so that ledger content cannot inject markup or links). Only :class:`Plot` carries
-markup, and it must come from :func:`securefed.audit.svg.line_plot`, which escapes its own text.
+markup, and it must come from :mod:`securefed.audit.plots`, whose SVG writer escapes its own
+text. A table cell may be :class:`Flagged`: its value is shown with the reason it is disputed
+(``<td class="flagged">`` in HTML, a ``⚠`` mark in both formats), in place.
 """
 
 from __future__ import annotations
@@ -13,7 +15,21 @@ import html
 import re
 from dataclasses import dataclass
 
-__all__ = ["Block", "Para", "Plot", "Section", "Table", "render_html", "render_markdown"]
+__all__ = [
+    "FLAG",
+    "Block",
+    "Cell",
+    "Flagged",
+    "Para",
+    "Plot",
+    "Section",
+    "Table",
+    "Verdict",
+    "render_html",
+    "render_markdown",
+]
+
+FLAG = "\N{WARNING SIGN}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,23 +41,48 @@ class Para:
 
 
 @dataclass(frozen=True, slots=True)
+class Flagged:
+    """A table cell whose source verification disputes: ``text`` is shown as found, followed
+    by the flag and ``reason`` (e.g. ``TAMPERED: edited (ledgers/bank-1.jsonl seq 4)``)."""
+
+    text: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.text} {FLAG} {self.reason}"
+
+
+Cell = str | Flagged
+
+
+@dataclass(frozen=True, slots=True)
 class Table:
-    """A table of plain-text cells; ``empty`` is shown instead when there are no rows."""
+    """A table of plain-text cells; ``empty`` is shown instead when there are no rows.
+    ``id``, when set, becomes the HTML table's id (tests and the browser check use it)."""
 
     headers: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
+    rows: tuple[tuple[Cell, ...], ...]
     empty: str = "None recorded."
+    id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Plot:
-    """An inline SVG plot (from :func:`~securefed.audit.svg.line_plot`) and its caption."""
+    """An inline SVG plot (from :mod:`securefed.audit.plots`) and its caption."""
 
     svg: str
     caption: str
 
 
-Block = Para | Table | Plot
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The report's verdict block: one (check, result, ok) line each; ``ok`` False lines are
+    shown as failures (HTML class ``fail``), None as not established (class ``unknown``)."""
+
+    lines: tuple[tuple[str, str, bool | None], ...]
+
+
+Block = Para | Table | Plot | Verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +101,11 @@ th, td { border: 1px solid #bbb; padding: 0.25em 0.5em; text-align: left; vertic
 th { background: #eee; }
 section { border-top: 1px solid #ddd; margin-top: 1.5em; }
 .strong { font-weight: bold; color: #8a1c1c; }
+td.flagged { background: #fde2e2; color: #8a1c1c; font-weight: bold; }
+table.verdict td.ok { color: #1b5e20; font-weight: bold; }
+table.verdict td.fail { color: #8a1c1c; font-weight: bold; background: #fde2e2; }
+table.verdict td.unknown { color: #7a5a00; font-weight: bold; }
+svg.plot { max-width: 100%; height: auto; }
 figure { margin: 0.5em 0; }
 figcaption { font-size: 0.85em; color: #555; }
 """
@@ -97,13 +143,29 @@ def _html_block(block: Block) -> str:
         return f"<p{cls}>{esc(block.text)}</p>"
     if isinstance(block, Plot):
         return f"<figure>{block.svg}<figcaption>{esc(block.caption)}</figcaption></figure>"
+    if isinstance(block, Verdict):
+        rows = "".join(
+            f'<tr><th>{esc(check)}</th><td class="{_verdict_class(ok)}">{esc(result)}</td></tr>'
+            for check, result, ok in block.lines
+        )
+        return f'<table class="verdict" id="verdict-table"><tbody>{rows}</tbody></table>'
     if not block.rows:
         return f"<p>{esc(block.empty)}</p>"
     head = "".join(f"<th>{esc(h)}</th>" for h in block.headers)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in block.rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    body = "".join("<tr>" + "".join(map(_html_cell, row)) + "</tr>" for row in block.rows)
+    table_id = f' id="{esc(block.id)}"' if block.id else ""
+    return f"<table{table_id}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _html_cell(cell: Cell) -> str:
+    esc = html.escape
+    if isinstance(cell, Flagged):
+        return f'<td class="flagged" title="{esc(cell.reason)}">{esc(str(cell))}</td>'
+    return f"<td>{esc(cell)}</td>"
+
+
+def _verdict_class(ok: bool | None) -> str:
+    return "unknown" if ok is None else ("ok" if ok else "fail")
 
 
 def render_markdown(title: str, sections: list[Section]) -> str:
@@ -122,13 +184,20 @@ def _md_block(block: Block) -> str:
         return f"**{_md(block.text)}**" if block.strong else _md(block.text)
     if isinstance(block, Plot):
         return f"*Plot in the HTML report: {_md(block.caption)} Its data is in the table below.*"
+    if isinstance(block, Verdict):
+        marks = {True: "ok", False: "FAIL", None: "?"}
+        lines = ["| check | result | |", "|---|---|---|"]
+        lines += [
+            f"| {_md(check)} | {_md(result)} | {marks[ok]} |" for check, result, ok in block.lines
+        ]
+        return "\n".join(lines)
     if not block.rows:
         return _md(block.empty)
     lines = [
         "| " + " | ".join(_md(h) for h in block.headers) + " |",
         "|" + "---|" * len(block.headers),
     ]
-    lines += ["| " + " | ".join(_md(cell) for cell in row) + " |" for row in block.rows]
+    lines += ["| " + " | ".join(_md(str(cell)) for cell in row) + " |" for row in block.rows]
     return "\n".join(lines)
 
 

@@ -1,7 +1,10 @@
 """Everything the report reads from a run directory, read once and never trusted blindly.
 
 A run directory holds ``roster.toml``, ``ledgers/<actor>.jsonl``, ``metrics.json`` (written by
-the runtime, unsigned) and optionally ``canary.json`` (an empirical privacy audit, unsigned).
+the runtime, unsigned), ``config.toml`` (unsigned; its digest is compared with the signed
+``config_sha256``), optionally ``canary.json`` (an empirical privacy audit, unsigned) and, for a
+simulation with comparison methods, ``baselines/<mode>/`` (each a run directory of its own, under
+its own roster: loaded one level deep into :attr:`RunData.baselines`).
 :func:`load_run_data` reads them leniently -- a missing or unreadable file becomes a note, never
 an exception -- and runs :func:`~securefed.audit.verify.verify_run`, so the report can show both
 what the files say and whether the ledgers are intact. Ledger lines that do not parse are
@@ -10,12 +13,15 @@ skipped here (verification reports them).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from securefed.audit.chain import ProblemKind
 from securefed.audit.entry import LedgerEntry, parse_entry
 from securefed.audit.events import EventType
 from securefed.audit.ledger import LEDGER_DIR
@@ -23,10 +29,20 @@ from securefed.audit.verify import ROSTER_FILE, VerifyResult, verify_run
 from securefed.errors import ConfigError
 from securefed.secagg.roster import Roster, load_roster
 
-__all__ = ["CANARY_FILE", "METRICS_FILE", "RunData", "load_run_data"]
+__all__ = [
+    "BASELINES_DIR",
+    "CANARY_FILE",
+    "CONFIG_FILE",
+    "METRICS_FILE",
+    "RunData",
+    "load_run_data",
+]
 
 METRICS_FILE = "metrics.json"
 CANARY_FILE = "canary.json"
+CONFIG_FILE = "config.toml"
+BASELINES_DIR = "baselines"
+_NOT_TAMPERING = frozenset({ProblemKind.INCOMPLETE, ProblemKind.EQUIVOCATION})
 StrPath = str | os.PathLike[str]
 
 
@@ -48,6 +64,25 @@ class RunData:
     roster: Roster | None
     verification: VerifyResult | None
     verification_error: str | None
+    config: Mapping[str, object] | None = None
+    config_sha256: str | None = None  # of config.toml, computed as the runtime's config_sha256
+    baselines: Mapping[str, RunData] = field(default_factory=dict)
+
+    def disputed(self, entry: LedgerEntry) -> str | None:
+        """Why verification cannot vouch for ``entry``, or None when it can (or did not run).
+
+        An entry is disputed when its ledger has a tampering problem (any kind but
+        ``incomplete`` and ``equivocation``) at its seq or earlier -- past the first break the
+        chain vouches for nothing -- or one that concerns the whole file (no seq)."""
+        result = self.verification
+        if result is None:
+            return None
+        for problem in result.problems:
+            if problem.kind in _NOT_TAMPERING or Path(problem.file).stem != entry.actor:
+                continue
+            if problem.seq is None or problem.seq <= entry.seq:
+                return f"{problem.kind.value} (ledgers/{entry.actor}.jsonl seq {problem.seq})"
+        return None
 
     def events(self, event: EventType) -> list[LedgerEntry]:
         """Every entry of type ``event``, ordered by round (when present), actor and seq."""
@@ -61,8 +96,11 @@ class RunData:
         return f"#{index}"
 
 
-def load_run_data(run_dir: StrPath, roster: Roster | None = None) -> RunData:
-    """Read a run directory for the report.
+def load_run_data(
+    run_dir: StrPath, roster: Roster | None = None, *, baselines: bool = True
+) -> RunData:
+    """Read a run directory for the report (and, if ``baselines``, every
+    ``baselines/<mode>/`` holding a ``ledgers/`` directory, each under its own roster).
 
     Raises:
         ConfigError: ``run_dir`` is not a directory.
@@ -81,6 +119,7 @@ def load_run_data(run_dir: StrPath, roster: Roster | None = None) -> RunData:
         verification, verification_error = None, str(exc).replace(str(run_dir), run_dir.name)
     metrics, metrics_error = _read_json(run_dir / METRICS_FILE)
     canary, canary_error = _read_json(run_dir / CANARY_FILE)
+    config, config_sha256 = _read_config(run_dir / CONFIG_FILE)
     return RunData(
         name=run_dir.resolve().name,
         ledgers=_read_ledgers(run_dir / LEDGER_DIR),
@@ -91,7 +130,31 @@ def load_run_data(run_dir: StrPath, roster: Roster | None = None) -> RunData:
         roster=roster,
         verification=verification,
         verification_error=verification_error,
+        config=config,
+        config_sha256=config_sha256,
+        baselines=_read_baselines(run_dir / BASELINES_DIR) if baselines else {},
     )
+
+
+def _read_baselines(directory: Path) -> dict[str, RunData]:
+    if not directory.is_dir():
+        return {}
+    return {
+        sub.name: load_run_data(sub, baselines=False)
+        for sub in sorted(directory.iterdir())
+        if (sub / LEDGER_DIR).is_dir()
+    }
+
+
+def _read_config(path: Path) -> tuple[Mapping[str, object] | None, str | None]:
+    """``config.toml`` as a table and the SHA-256 of its canonical JSON -- the digest the
+    runtime records as ``config_sha256`` -- or (None, None) if absent or unreadable."""
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None, None
+    canonical = json.dumps(table, sort_keys=True, separators=(",", ":"))
+    return table, hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _read_ledgers(directory: Path) -> dict[str, tuple[LedgerEntry, ...]]:

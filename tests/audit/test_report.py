@@ -12,6 +12,7 @@ import pytest
 
 from securefed.audit import (
     SECTION_IDS,
+    Hazard,
     Ledger,
     Misbehaviour,
     RoundSpend,
@@ -19,7 +20,7 @@ from securefed.audit import (
     load_compliance_mapping,
     render_report,
 )
-from securefed.audit.svg import Series, line_plot
+from securefed.audit.plots import MAX_LINES, Series, epsilon_plot, metric_plot
 from securefed.errors import ConfigError
 from securefed.testing import make_federation
 from tests.audit import Run, build_documented_run, build_run
@@ -122,8 +123,10 @@ def test_report_structure_and_plot(run: Run, tmp_path: Path) -> None:
         assert page.count(f'<section id="{section_id}">') == 1
     epsilon = _section(page, "epsilon")
     assert epsilon.count("<svg") == 1
-    lines = re.findall(r'<polyline class="series" data-series="([^"]+)"', epsilon)
-    assert lines == ["bank-0", "bank-1", "bank-2"]
+    lines = re.findall(r'<g id="epsilon-plot-(series-\d+|budget)"', epsilon)
+    assert lines == ["series-0", "series-1", "series-2", "budget"]
+    for name in ("bank-0", "bank-1", "bank-2", "budget ε = 8"):
+        assert f">{name}</text>" in epsilon
     assert "<td>2.25</td>" in epsilon  # bank-2, round 3
     for svg in re.findall(r"<svg.*?</svg>", page, re.DOTALL):
         _parse_svg(svg)  # well-formed XML
@@ -172,8 +175,11 @@ def test_text_is_escaped_and_nothing_is_loaded(run: Run, tmp_path: Path) -> None
         "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &lt;b&gt;co&lt;/b&gt;" in hazards
     )
     assert "<script" not in page
+    # the inline SVG's namespace declarations and url(#...) fragments are not loads
+    stripped = re.sub(r'xmlns(:xlink)?="http://www\.w3\.org/[^"]*"', "", page)
+    stripped = stripped.replace("url(#", "")
     for needle in ("<link", "src=", "http://", "https://", "@import", "url("):
-        assert needle not in page
+        assert needle not in stripped
     assert "<script" not in markdown
     assert "<b>" not in markdown
     assert str(tmp_path) not in page
@@ -369,20 +375,179 @@ def test_usage_errors(tmp_path: Path) -> None:
         render_report(tmp_path / "run", out_html=tmp_path / "no" / "such" / "r.html")
 
 
-def test_line_plot_escapes_names_and_handles_edge_cases() -> None:
-    svg = line_plot(
-        [Series('<x" onload="y', ((1.0, 2.0),)), Series("flat", ((1.0, 0.0), (2.0, 0.0)))],
-        title="t & u",
-        x_label="x",
-        y_label="y",
-        element_id="p",
-    )
+def test_plots_escape_names_are_deterministic_and_handle_edge_cases() -> None:
+    series = [Series('<x" onload="y', ((1.0, 2.0),)), Series("flat", ((1.0, 0.0), (2.0, 0.0)))]
+    svg = epsilon_plot(series, budget=3.0, title="t & u", element_id="p")
     root = _parse_svg(svg)
     assert root.get("id") == "p"
-    assert 'onload="y' not in svg
-    assert svg.count('<polyline class="series"') == 2
-    empty = line_plot([], title="empty", x_label="x", y_label="y", element_id="e")
-    assert "<polyline" not in empty
+    assert not [el for el in root.iter() if "onload" in el.attrib]  # text, never markup
+    assert '<x" onload="y' in [el.text for el in root.iter()]
+    assert svg == epsilon_plot(series, budget=3.0, title="t & u", element_id="p")
+    assert re.findall(r'<g id="p-(series-\d+|budget)"', svg) == ["series-0", "series-1", "budget"]
+    ids = re.findall(r'\bid="([^"]+)"', svg)
+    assert all(i == "p" or i.startswith("p-") for i in ids)
+    assert "<metadata" not in svg
+    assert "<?xml" not in svg
+    empty = metric_plot([], title="empty", y_label="y", element_id="e")
+    assert 'id="e-series-' not in empty
     _parse_svg(empty)
     with pytest.raises(ConfigError):
         Series("bad", ((float("nan"), 1.0),))
+
+
+def test_many_institutions_are_a_band_with_a_median() -> None:
+    series = [
+        Series(f"bank-{i}", tuple((float(r), 0.1 * r * (1 + i / 100)) for r in range(1, 21)))
+        for i in range(62)
+    ]
+    svg = epsilon_plot(series, budget=8.0, title="ε", element_id="eps")
+    assert 'id="eps-series-' not in svg  # no 62 overlapping lines
+    assert '<g id="eps-median"' in svg
+    assert '<g id="eps-budget"' in svg
+    assert ">range over 62 institutions</text>" in svg
+    assert len(series) > MAX_LINES
+
+
+# --- verdict, composition, disclosure, provenance, grouped hazards, flags --------------------
+
+
+def _tamper_spend(run: Run, actor: str, round_: int, epsilon: float) -> None:
+    """Change the ε of ``actor``'s round.spend of ``round_`` in place (not re-signed)."""
+    lines = run.lines(actor)
+    for index, line in enumerate(lines):
+        entry = json.loads(line)
+        if entry["event"] == "round.spend" and entry["payload"]["round"] == round_:
+            entry["payload"]["epsilon"] = epsilon
+            lines[index] = (
+                json.dumps(entry, separators=(",", ":"), sort_keys=True) + "\n"
+            ).encode()
+    run.write_lines(actor, lines)
+
+
+def _rows(section: str, table_id: str) -> list[list[str]]:
+    match = re.search(rf'<table id="{table_id}">.*?<tbody>(.*?)</tbody>', section, re.DOTALL)
+    assert match is not None, table_id
+    return [
+        re.findall(r"<td[^>]*>(.*?)</td>", row)
+        for row in re.findall(r"<tr>(.*?)</tr>", match.group(1))
+    ]
+
+
+def test_the_verdict_comes_first_and_says_intact(run: Run, tmp_path: Path) -> None:
+    page, markdown = _render(run, tmp_path)
+    assert page.index('<section id="verdict">') < page.index('<section id="summary">')
+    verdict = _section(page, "verdict")
+    assert '<td class="ok">INTACT: 4 ledgers' in verdict
+    assert "yes: all 3 institutions within budget" in verdict
+    assert "consistent: lower bound 0.9 ≤ claimed ε 3" in verdict
+    assert "0 policy refusals, 0 budget refusals" in verdict
+    assert "| ledgers (this run) | INTACT: 4 ledgers" in markdown
+
+
+def test_a_tampered_spend_says_tampered_and_is_flagged_in_place(run: Run, tmp_path: Path) -> None:
+    _tamper_spend(run, "bank-1", 2, 0.1)
+    page, markdown = _render(run, tmp_path)
+    verdict = _section(page, "verdict")
+    assert '<td class="fail">TAMPERED: ledgers/bank-1.jsonl' in verdict
+    epsilon = _section(page, "epsilon")
+    rows = _rows(epsilon, "epsilon-table")
+    assert rows[0] == ["1", "0.5", "0.625", "0.75"]  # round 1: before the edit, vouched for
+    assert rows[1][1] == "1"
+    assert rows[1][2].startswith("0.1 ⚠ TAMPERED: edited (ledgers/bank-1.jsonl seq ")
+    assert rows[3][2].startswith("2.5 ⚠ TAMPERED: edited")  # past the break: disputed too
+    assert rows[3][1] == "2"
+    assert epsilon.count('<td class="flagged"') == 3  # bank-1, rounds 2 to 4
+    assert "⚠ TAMPERED: edited" in _section(page, "composed-epsilon")
+    assert "⚠ TAMPERED: edited" in markdown
+
+
+def _add_baseline(run: Run, tmp_path: Path, mode: str) -> None:
+    other = build_run(tmp_path / f"baseline-{mode}")
+    target = run.run_dir / "baselines" / mode
+    target.parent.mkdir(exist_ok=True)
+    other.run_dir.rename(target)
+
+
+def test_the_composed_epsilon_counts_every_baseline(run: Run, tmp_path: Path) -> None:
+    composed = _section(_render(run, tmp_path)[0], "composed-epsilon")
+    assert _rows(composed, "composed") == [
+        ["bank-0", "2", "2", "1e-05", "8", "yes"],
+        ["bank-1", "2.5", "2.5", "1e-05", "8", "yes"],
+        ["bank-2", "3", "3", "1e-05", "8", "yes"],
+    ]
+    _add_baseline(run, tmp_path, "local")
+    _add_baseline(run, tmp_path, "fedavg")
+    page, _ = _render(run, tmp_path)
+    composed = _section(page, "composed-epsilon")
+    assert "<th>ε baseline fedavg</th><th>ε baseline local</th>" in composed
+    assert _rows(composed, "composed") == [
+        ["bank-0", "2", "2", "2", "6", "3e-05", "8", "yes"],
+        ["bank-1", "2.5", "2.5", "2.5", "7.5", "3e-05", "8", "yes"],
+        ["bank-2", "3", "3", "3", "9", "3e-05", "8", "NO: over budget"],
+    ]
+    assert "1 of 3 institutions exceed their budget" in composed
+    verdict = _section(page, "verdict")
+    assert "NO: 1 of 3 institutions over budget (composed ε up to 9)" in verdict
+    assert 'ledgers of baseline local</th><td class="ok">INTACT' in verdict
+
+
+def test_hazards_are_grouped_with_counts_and_severity(tmp_path: Path) -> None:
+    run = build_run(tmp_path, final=False)
+    ledgers = {actor: Ledger.open(run.path(actor), actor, key) for actor, key in run.keys.items()}
+    secure_mode = "Opacus secure_mode is off (torchcsprng is not installed): weaker noise"
+    for i in range(3):
+        ledgers[f"bank-{i}"].record(Hazard(text=secure_mode))
+        ledgers[f"bank-{i}"].record(
+            Hazard(text=f"simulation seed {100 + 7 * i} is set: NOT private")
+        )
+    ledgers["bank-0"].record(Hazard(text=secure_mode))
+    ledgers["server"].record(Hazard(text="something new"))
+    for ledger in ledgers.values():
+        ledger.close()
+    page, _ = _render(run, tmp_path)
+    hazards = _section(page, "hazards")
+    assert "8 hazard entries, 3 distinct." in hazards
+    rows = _rows(hazards, "hazards-table")
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        ("high", "3", "bank-0, bank-1, bank-2"),
+        ("medium", "4", "bank-0, bank-1, bank-2"),
+        ("medium", "1", "server"),
+    ]
+    assert rows[0][4].endswith("(numbers differ between entries)")
+    assert "high 3 (1 distinct), medium 5 (2 distinct), low 0 (0 distinct)" in _section(
+        page, "verdict"
+    )
+
+
+def test_the_disclosure_section_says_what_is_not_ledgered(run: Run, tmp_path: Path) -> None:
+    metrics = {**METRICS, "partition": [0, 0, 1]}
+    (run.run_dir / "metrics.json").write_text(json.dumps(metrics))
+    disclosure = _section(_render(run, tmp_path)[0], "disclosure")
+    assert "Not recorded in the ledgers" in disclosure
+    assert "t, the secret-sharing threshold" in disclosure
+    assert "<tr><td>k_min</td><td>not recorded (not ledgered)</td></tr>" in disclosure
+    assert "config.toml: absent or unreadable." in disclosure
+    rows = _rows(disclosure, "disclosure-rounds")
+    assert rows[0] == ["1", "3", "none", "1", "no", "group 0: bank-0, bank-1; group 1: bank-2"]
+    assert rows[1] == ["2", "2", "bank-2 (#2)", "1", "no", "group 0: bank-0, bank-1; group 1: none"]
+    assert rows[2][0] == "3-4"  # identical rounds merged
+
+
+def test_the_provenance_section(run: Run, tmp_path: Path) -> None:
+    provenance = _section(_render(run, tmp_path)[0], "provenance")
+    rows = {r[0]: r[1] for r in _rows(provenance, "provenance-table")}
+    assert re.fullmatch(
+        r"[0-9a-f]{64}", rows["renderer: source SHA-256 (installed .py files, sorted)"]
+    )
+    assert rows["configuration SHA-256 (run.configured, signed)"] == "ab" * 32
+    assert rows["metrics.json config_sha256"] == "matches the signed digest"
+    assert rows["run start (UTC, earliest ledger entry)"] == "2025-01-01T00:00:00.000Z"
+    parties = _rows(provenance, "provenance-parties")
+    assert [p[0] for p in parties] == ["bank-0", "bank-1", "bank-2", "server"]
+    assert parties[0][1] == "not recorded"  # the fixture's budget.configured has no digest
+
+
+def test_the_report_is_deterministic(run: Run, tmp_path: Path) -> None:
+    first, _ = _render(run, tmp_path)
+    second, _ = _render(run, tmp_path)
+    assert first == second

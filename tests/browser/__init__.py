@@ -1,0 +1,1 @@
+"""Browser checks of the audit report (``make test-browser``); skipped without a browser."""
