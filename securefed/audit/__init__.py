@@ -49,6 +49,7 @@ from securefed.audit.events import (
     RoundSurvivors,
     RunConfigured,
     RunFinished,
+    SketchReleased,
     Unmask,
     UpdateReleased,
 )
@@ -86,6 +87,7 @@ __all__ = [
     "RoundSurvivors",
     "RunConfigured",
     "RunFinished",
+    "SketchReleased",
     "Unmask",
     "UpdateReleased",
     "VerifyResult",

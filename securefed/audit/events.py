@@ -38,6 +38,7 @@ __all__ = [
     "RoundSurvivors",
     "RunConfigured",
     "RunFinished",
+    "SketchReleased",
     "Unmask",
     "UpdateReleased",
 ]
@@ -62,6 +63,7 @@ class EventType(Enum):
     INCONSISTENT_HEADS = "coordinator.inconsistent-heads"
     MISBEHAVIOUR = "round.misbehaviour"
     OUTPUTS_WITHHELD = "round.outputs_withheld"
+    SKETCH_RELEASED = "sketch.released"
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +218,19 @@ class OutputsWithheld(EventRecord):
     round: int
     targets: tuple[int, ...]
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SketchReleased(EventRecord):
+    """A party sent the server its secret sketch of ``round`` (attention mode, or the round that
+    learns group mode's partition), under the S_0 of sketch epoch ``epoch``: epoch j covers
+    rounds j·per_seed + 1 to (j + 1)·per_seed, so at most ``per_seed`` sketches of a party share
+    one S_0 (docs/fedamp.md, "Sketch epochs")."""
+
+    event_type: ClassVar[EventType] = EventType.SKETCH_RELEASED
+    round: int
+    epoch: int
+    per_seed: int
 
 
 @dataclass(frozen=True, slots=True)

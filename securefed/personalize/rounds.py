@@ -40,6 +40,7 @@ from securefed.secagg.policy import WeightPolicy, enforce_policy
 from securefed.secagg.roster import Roster
 
 __all__ = [
+    "NO_ROTATION",
     "RoundParams",
     "client_policy",
     "group_personalized",
@@ -51,6 +52,8 @@ __all__ = [
     "round_config",
     "server_dropouts",
     "server_policy",
+    "sketch_epoch",
+    "sketches_per_seed",
     "weights_from_sketches",
 ]
 
@@ -79,6 +82,8 @@ class RoundParams:
             attention mode, the coalition size of the exposure rule (``WeightPolicy.colluders``).
         min_exposure: rho, the least exposure every party keeps against such a coalition
             (``WeightPolicy.min_exposure``, securefed/secagg/exposure.py; docs/fedamp.md).
+        sketches_per_seed: how many rounds sketch under one S_0 before the next sketch epoch
+            (:func:`sketch_epoch`); None: ceil(d / sketch_dim) for a vector of d values.
     """
 
     alpha: float = 0.5
@@ -94,6 +99,7 @@ class RoundParams:
     fractional_bits: int = 16
     colluders: int = 1
     min_exposure: float = 0.5
+    sketches_per_seed: int | None = None
 
     @property
     def attention_self_weight(self) -> float:
@@ -150,11 +156,48 @@ def server_dropouts(n: int, params: RoundParams) -> int:
     return n - (params.threshold or default_threshold(n))
 
 
-def make_sketcher(sketch_seed: bytes, params: RoundParams, *, model_dim: int) -> Sketcher:
+def sketches_per_seed(params: RoundParams, *, model_dim: int) -> int:
+    """The bound on sketch rounds under one S_0: ``params.sketches_per_seed``, else
+    ceil(d / k) -- no more sketch values of one model under one S_0 than the model has values
+    (docs/fedamp.md, "Sketch epochs"). For d <= k one sketch already carries the whole vector
+    for whoever holds the seed, so a new S_0 would only jitter the weights: one epoch
+    (:data:`NO_ROTATION` rounds)."""
+    if params.sketches_per_seed is not None:
+        return params.sketches_per_seed
+    if model_dim <= params.sketch_dim:
+        return NO_ROTATION
+    return -(-model_dim // params.sketch_dim)
+
+
+def sketch_epoch(round_: int, per_seed: int) -> int:
+    """The sketch epoch of ``round_`` (rounds count from 1): epoch j covers rounds
+    j·per_seed + 1 to (j + 1)·per_seed, whatever rounds actually sketch, so every party
+    derives the same epoch from the round number alone."""
+    return (round_ - 1) // per_seed
+
+
+_EPOCH_LABEL = b"securefed/v1/sketch-epoch"
+NO_ROTATION = 2**31 - 1  # sketches_per_seed when the sketch is as large as the vector
+
+
+def make_sketcher(
+    sketch_seed: bytes, params: RoundParams, *, model_dim: int, epoch: int = 0
+) -> Sketcher:
     """The distance sketcher every client of a session builds from the session's secret sketch
-    seed (shared by the clients through the session setup, unknown to the server)."""
+    seed (shared by the clients through the session setup, unknown to the server), for sketch
+    epoch ``epoch``: epoch 0 is the seed's own S_0; epoch j > 0 binds the sketch streams to
+    the suite digest of "securefed/v1/sketch-epoch" || j || seed, a fresh S_0 that the server cannot
+    relate to the others without the seed."""
+    suite = get_suite("default")
+    session_id = None
+    if epoch:
+        session_id = suite.digest(_EPOCH_LABEL + epoch.to_bytes(4, "big") + sketch_seed)
     return Sketcher(
-        get_suite("default"), sketch_seed, SketchConfig(dim=params.sketch_dim), model_dim=model_dim
+        suite,
+        sketch_seed,
+        SketchConfig(dim=params.sketch_dim),
+        model_dim=model_dim,
+        session_id=session_id,
     )
 
 

@@ -57,6 +57,7 @@ Schema (every key optional unless marked; see docs/run-config.md for the full de
                                         #   exposure rule's coalition size; group mode: members
                                         #   of one group)
     min_exposure = 0.5                  # rho: the least exposure every party keeps (fedamp.md)
+    sketches_per_seed = 400             # sketch rounds under one S_0 (default: ceil(d / k))
 
 Unknown keys are errors (a typo must not silently fall back to a default).
 """
@@ -178,6 +179,7 @@ class PersonalizeConfig:
     statistic_dim: int = 8
     colluders: int | None = None  # None: RoundParams' default (kept out of config_sha256)
     min_exposure: float | None = None
+    sketches_per_seed: int | None = None  # None: ceil(d / sketch_dim) (kept out of sha256)
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,6 +434,9 @@ def _personalize(table: _Table) -> PersonalizeConfig:
         min_exposure=None
         if table.get("min_exposure") is None
         else table.number("min_exposure", 0.5),
+        sketches_per_seed=None
+        if table.get("sketches_per_seed") is None
+        else table.integer("sketches_per_seed", 1, minimum=1),
     )
     table.finish()
     if out.min_exposure is not None and not 0.0 <= out.min_exposure < 1.0:

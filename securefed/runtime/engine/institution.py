@@ -40,6 +40,7 @@ from securefed.audit import (
     InconsistentHeads,
     Ledger,
     RunFinished,
+    SketchReleased,
     heads_context,
     record_checkpoint,
 )
@@ -59,6 +60,8 @@ from securefed.personalize.rounds import (
     group_self_weight,
     make_sketcher,
     round_config,
+    sketch_epoch,
+    sketches_per_seed,
 )
 from securefed.personalize.sketch import Sketcher
 from securefed.runtime.engine.learner import Learner
@@ -188,6 +191,7 @@ class Institution:
         self._setup: SessionSetupClient | None = None
         self._sketch_seed, self._seed_commitment = _load_seed(seed_file)
         self._sketcher: Sketcher | None = None
+        self._sketcher_key = (0, 0)  # the (model size, sketch epoch) it was built for
         self._pending: _Round | None = None  # advertised, or in progress
         self._finishing: _Round | None = None  # unmasked, waiting for its result
         self._reported: dict[int, Head] = {}  # the head this party reported for each round
@@ -472,11 +476,15 @@ class Institution:
         vector = self.learner.similarity_input() if self.settings.statistic else parameters
         if vector is None:
             raise LocalProtocolError("this party released no similarity statistic")
-        if self._sketcher is None or self._sketcher.model_dim != vector.size:
+        per_seed = sketches_per_seed(self.settings.params, model_dim=vector.size)
+        epoch = sketch_epoch(round_, per_seed)
+        if self._sketcher is None or self._sketcher_key != (vector.size, epoch):
             self._sketcher = make_sketcher(
-                self._sketch_seed, self.settings.params, model_dim=vector.size
+                self._sketch_seed, self.settings.params, model_dim=vector.size, epoch=epoch
             )
+            self._sketcher_key = (vector.size, epoch)
         sketch: Vector = self._sketcher.distance_sketch(vector, round_=round_)
+        self.ledger.record(SketchReleased(round=round_, epoch=epoch, per_seed=per_seed))
         return sketch
 
     def _step(self, request: Step) -> StepReply:

@@ -169,4 +169,6 @@ def _exposure_overrides(config: RunConfig) -> dict[str, Any]:
         overrides["colluders"] = p.colluders
     if p.min_exposure is not None:
         overrides["min_exposure"] = p.min_exposure
+    if p.sketches_per_seed is not None:
+        overrides["sketches_per_seed"] = p.sketches_per_seed
     return overrides
