@@ -82,6 +82,8 @@ class RoundParams:
             attention mode, the coalition size of the exposure rule (``WeightPolicy.colluders``).
         min_exposure: rho, the least exposure every party keeps against such a coalition
             (``WeightPolicy.min_exposure``, securefed/secagg/exposure.py; docs/fedamp.md).
+        history_rounds: W, how many earlier rounds' releases the exposure rule counts with a
+            round's (``WeightPolicy.history_rounds``, securefed/secagg/history.py).
         sketches_per_seed: how many rounds sketch under one S_0 before the next sketch epoch
             (:func:`sketch_epoch`); None: ceil(d / sketch_dim) for a vector of d values.
     """
@@ -99,6 +101,7 @@ class RoundParams:
     fractional_bits: int = 16
     colluders: int = 1
     min_exposure: float = 0.5
+    history_rounds: int = 3
     sketches_per_seed: int | None = None
 
     @property
@@ -116,7 +119,11 @@ def client_policy(n: int, params: RoundParams) -> WeightPolicy:
     k_min = params.k_min if params.k_min is not None else min(3.0, max(1.0, 0.75 * remaining))
     cap = params.cap if params.cap is not None else max(0.5, 1.0 / remaining)
     return WeightPolicy(
-        k_min=k_min, cap=cap, min_exposure=params.min_exposure, colluders=params.colluders
+        k_min=k_min,
+        cap=cap,
+        min_exposure=params.min_exposure,
+        colluders=params.colluders,
+        history_rounds=params.history_rounds,
     )
 
 
@@ -148,7 +155,13 @@ def server_policy(n: int, params: RoundParams) -> WeightPolicy:
         explained = (1.0 - min_exposure**2) * max(others - dropouts, 1) / others
         ceiling = uniform_exposure(n, policy.colluders) * (1 - 1e-6)
         min_exposure = max(min_exposure, min(math.sqrt(1.0 - explained), ceiling))
-    return WeightPolicy(k_min=k_min, cap=cap, min_exposure=min_exposure, colluders=policy.colluders)
+    return WeightPolicy(
+        k_min=k_min,
+        cap=cap,
+        min_exposure=min_exposure,
+        colluders=policy.colluders,
+        history_rounds=policy.history_rounds,
+    )
 
 
 def server_dropouts(n: int, params: RoundParams) -> int:

@@ -57,6 +57,7 @@ Schema (every key optional unless marked; see docs/run-config.md for the full de
                                         #   exposure rule's coalition size; group mode: members
                                         #   of one group)
     min_exposure = 0.5                  # rho: the least exposure every party keeps (fedamp.md)
+    history_rounds = 3                  # W: earlier rounds whose releases count (fedamp.md)
     sketches_per_seed = 400             # sketch rounds under one S_0 (default: ceil(d / k))
 
 Unknown keys are errors (a typo must not silently fall back to a default).
@@ -79,6 +80,7 @@ from securefed.data import Scheme
 from securefed.errors import ConfigError
 from securefed.personalize.modes import PersonalizationMode
 from securefed.personalize.statistic import MAX_STATISTIC_DIM
+from securefed.secagg.policy import MAX_HISTORY_ROUNDS
 from securefed.secagg.roster import PARTY_ID_RULE, is_party_id
 
 E = TypeVar("E", bound=Enum)
@@ -179,6 +181,7 @@ class PersonalizeConfig:
     statistic_dim: int = 8
     colluders: int | None = None  # None: RoundParams' default (kept out of config_sha256)
     min_exposure: float | None = None
+    history_rounds: int | None = None  # None: RoundParams' default (kept out of sha256)
     sketches_per_seed: int | None = None  # None: ceil(d / sketch_dim) (kept out of sha256)
 
 
@@ -434,6 +437,9 @@ def _personalize(table: _Table) -> PersonalizeConfig:
         min_exposure=None
         if table.get("min_exposure") is None
         else table.number("min_exposure", 0.5),
+        history_rounds=None
+        if table.get("history_rounds") is None
+        else table.integer("history_rounds", 3, minimum=1),
         sketches_per_seed=None
         if table.get("sketches_per_seed") is None
         else table.integer("sketches_per_seed", 1, minimum=1),
@@ -444,6 +450,8 @@ def _personalize(table: _Table) -> PersonalizeConfig:
             "personalize.min_exposure must be in [0, 1): the least relative error a coalition's "
             "best estimate of a party's model must keep (1 would forbid any personalization)"
         )
+    if out.history_rounds is not None and out.history_rounds > MAX_HISTORY_ROUNDS:
+        raise ConfigError(f"personalize.history_rounds must be at most {MAX_HISTORY_ROUNDS}")
     if out.statistic_dim > MAX_STATISTIC_DIM:
         raise ConfigError(f"personalize.statistic_dim must be at most {MAX_STATISTIC_DIM}")
     if out.self_weight is not None and not 0.0 <= out.self_weight <= 1.0:

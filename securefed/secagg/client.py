@@ -350,7 +350,12 @@ class SecAggClient(ProtocolParty):
                 if directory.history
                 else None
             )
-            check_claimed_history(claimed, self._own_history, round_=self.config.round)
+            check_claimed_history(
+                claimed,
+                self._own_history,
+                round_=self.config.round,
+                rounds=self.config.policy.history_rounds,
+            )
             self._claimed_history = claimed
             self._context = (*self._context, history_context(directory.history))
         elif directory.weights or directory.history:
@@ -515,6 +520,7 @@ class SecAggClient(ProtocolParty):
                 self.config.policy,
                 members=request.members,
                 history=self._claimed_history,
+                round_=self.config.round,
             )
             if self._withheld:
                 self._events.append(OutputsWithheld(self.config.round, self._stage, self._withheld))
@@ -586,6 +592,7 @@ class SecAggClient(ProtocolParty):
                 survivors=request.survivors,
                 withheld=self._withheld,
                 history=self._claimed_history,
+                round_=self.config.round,
             )
         self._survivors = request.survivors
         self._transcript = transcript_hash(
@@ -623,6 +630,7 @@ class SecAggClient(ProtocolParty):
                 self._weights,
                 survivors=self._survivors,
                 withheld=self._withheld,
+                rounds=self.config.policy.history_rounds,
             )
         survivors = set(self._survivors)
         owners = sorted(v for v in self._held if v in self._members)  # itself and neighbours

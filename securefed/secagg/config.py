@@ -215,6 +215,7 @@ class RoundConfig:
         w.blob(self.graph.kind.value.encode()).u32(self.graph.degree)
         w.blob(float(self.policy.k_min).hex().encode()).blob(float(self.policy.cap).hex().encode())
         w.blob(float(self.policy.min_exposure).hex().encode()).u32(self.policy.colluders)
+        w.u32(self.policy.history_rounds)
         w.u32(self.min_contributors).blob(self.sharing.value.encode())
         w.u8(self.codec.ring.bits).u32(self.codec.fractional_bits)
         w.blob(float(self.codec.value_bound).hex().encode())

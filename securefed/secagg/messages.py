@@ -100,8 +100,9 @@ _COMMITMENT_LIMIT = 2 * _POLYNOMIAL_LIMIT + 1024
 # An advertisement with a share key for every other client (the complete graph at MAX_PARTIES).
 _ADVERTISEMENT_LIMIT = MAX_PARTIES * (4 + _KEY_LIMIT) + 1024
 MAX_WEIGHTS_BYTES = 1 << 20
-# A release history: version, round and a blob of the same encoding as the weights.
-MAX_HISTORY_BYTES = MAX_WEIGHTS_BYTES + 16
+# A release history: a header and up to 16 rounds (policy.MAX_HISTORY_ROUNDS), each a round
+# number and a blob of the same encoding as the weights.
+MAX_HISTORY_BYTES = 16 * (MAX_WEIGHTS_BYTES + 16) + 16
 _NO_TARGET = 2**32 - 1  # the wire form of "no target" (sum mode)
 
 M = TypeVar("M", bound="Message")

@@ -93,6 +93,7 @@ from securefed.secagg.exposure import (
 
 __all__ = [
     "ENCODING_VERSION",
+    "MAX_HISTORY_ROUNDS",
     "MAX_WEIGHT_CLIENTS",
     "ROW_SUM_TOLERANCE",
     "RULE_TOLERANCE",
@@ -109,6 +110,7 @@ __all__ = [
 FloatArray = npt.NDArray[np.float64]
 
 ROW_SUM_TOLERANCE: Final = 1e-9  # |Σ_j ξ_ij - 1| allowed for every row
+MAX_HISTORY_ROUNDS: Final = 16  # the release history's window (and its size) is bounded
 RULE_TOLERANCE: Final = 1e-9  # relative slack on k_min and on cap
 ENCODING_VERSION: Final = 1
 # 256² float64 = 512 KiB: fits the transcript's 1 MiB context limit. Attention mode is for N <= 62.
@@ -160,16 +162,21 @@ class WeightPolicy:
             reaches 0.38, 0.23, 0.16 at N = 8, 20, 40 under k_min and cap alone.
         colluders: n_C of the exposure rule, an int >= 0 (default 1: the server plus one
             target). Cost grows as ``C(N, n_C)``; see the module docstring.
+        history_rounds: W, how many earlier rounds' releases count as combinations of the
+            current models (:mod:`securefed.secagg.history`): a round is judged with what
+            rounds r - W to r - 1 released. An int >= 1 (default 3).
 
     Raises:
         ConfigError: ``k_min`` not a finite number >= 1, ``cap`` not in ``(0, 1]``,
-            ``min_exposure`` not in ``[0, 1)`` or ``colluders`` not an int >= 0.
+            ``min_exposure`` not in ``[0, 1)``, ``colluders`` not an int >= 0 or
+            ``history_rounds`` not an int >= 1.
     """
 
     k_min: float = 3.0
     cap: float = 0.5
     min_exposure: float = 0.5
     colluders: int = 1
+    history_rounds: int = 3
 
     def __post_init__(self) -> None:
         if not _is_real(self.k_min) or not math.isfinite(self.k_min) or self.k_min < 1:
@@ -184,6 +191,12 @@ class WeightPolicy:
             or self.colluders < 0
         ):
             raise ConfigError("colluders must be an int >= 0")
+        if (
+            isinstance(self.history_rounds, bool)
+            or not isinstance(self.history_rounds, int)
+            or not 1 <= self.history_rounds <= MAX_HISTORY_ROUNDS
+        ):
+            raise ConfigError(f"history_rounds must be an int in [1, {MAX_HISTORY_ROUNDS}]")
 
     def feasible(self, contributors: int) -> bool:
         """Whether a row with this many possible contributors can satisfy the policy.

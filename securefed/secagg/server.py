@@ -493,6 +493,7 @@ class SecAggServer(ProtocolParty):
                 self.config.policy,
                 members=members,
                 history=self._history_before,
+                round_=self.config.round,
             )
             if self._withheld:
                 self._events.append(OutputsWithheld(self.config.round, self._stage, self._withheld))
@@ -529,6 +530,7 @@ class SecAggServer(ProtocolParty):
                 decode_weights(self._encoded_weights, self.config.n_clients),
                 survivors=self._u3,
                 withheld=self._withheld,
+                rounds=self.config.policy.history_rounds,
             )
         request = self._sign(
             UnmaskRequest,

@@ -255,7 +255,7 @@ def earlier_release() -> ReleaseHistory:
     withheld, and the round completes although DROPPED leaves before MASK)."""
     rows = np.zeros((N_CLIENTS, N_CLIENTS))
     rows[DROPPED] = released_rows(attention_weights(), survivors=range(N_CLIENTS))[DROPPED]
-    return ReleaseHistory(ATTENTION_ROUND - 1, rows)
+    return ReleaseHistory(((ATTENTION_ROUND - 1, rows),), N_CLIENTS)
 
 
 @functools.cache

@@ -765,7 +765,12 @@ class Coordinator:
         for group in round_.groups:
             if group.server.stage.terminal:
                 continue
-            for envelope in group.server.advance():
+            envelopes = group.server.advance()
+            if self.settings.attention and len(group.members) == self.roster.size:
+                # the consistency check may just have closed: its release is kept (and on disk)
+                # before the unmask request leaves, as every institution keeps it on receipt
+                self._releases.update(group.server.history)
+            for envelope in envelopes:
                 target = group.members[envelope.recipient]
                 outgoing.setdefault(target, []).append(envelope.message.to_bytes())
         return outgoing
@@ -1155,8 +1160,8 @@ class Coordinator:
         )
 
     def _record_withheld(self, round_: _Round, group: _Group) -> None:
-        """Attention mode: ledger the targets whose outputs the round withheld, and keep the
-        release history the round left (persisted before the next round uses it)."""
+        """Attention mode: ledger the targets whose outputs the round withheld (the release
+        history is kept as soon as the consistency check closes: :meth:`_advance`)."""
         server = group.server
         if not self.settings.attention:
             return
@@ -1168,8 +1173,6 @@ class Coordinator:
                     round=round_.number, targets=withheld, reason="exposure-across-rounds"
                 )
             )
-        if len(group.members) == self.roster.size:
-            self._releases.update(server.history)
 
     def _record_misbehaviour(
         self, round_: int, group: _Group, events: Sequence[ProtocolEvent]

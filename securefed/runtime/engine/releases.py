@@ -44,10 +44,21 @@ class ReleaseBook:
         return self._history
 
     def before(self, round_: int) -> ReleaseHistory | None:
-        """The history to judge ``round_`` against: None if it is not from an earlier round (a
-        replayed or repeated round starts from nothing rather than from its own release)."""
+        """The history to judge ``round_`` against (None before the first release).
+
+        Raises:
+            ConfigError: the kept history records a release of ``round_`` or a later round: the
+                file is from another run or was altered (failing closed: judging against
+                nothing would turn the check off).
+        """
         history = self._history
-        return history if history is not None and history.round < round_ else None
+        if history is not None and history.round >= round_:
+            where = f" in {self._path}" if self._path is not None else ""
+            raise ConfigError(
+                f"the release history{where} records round {history.round}, not before round "
+                f"{round_}: it is from another run or was altered"
+            )
+        return history
 
     def update(self, history: ReleaseHistory | None) -> bool:
         """Keep ``history`` if it is newer than the one kept (persisting it first); whether it

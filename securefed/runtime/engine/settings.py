@@ -169,6 +169,8 @@ def _exposure_overrides(config: RunConfig) -> dict[str, Any]:
         overrides["colluders"] = p.colluders
     if p.min_exposure is not None:
         overrides["min_exposure"] = p.min_exposure
+    if p.history_rounds is not None:
+        overrides["history_rounds"] = p.history_rounds
     if p.sketches_per_seed is not None:
         overrides["sketches_per_seed"] = p.sketches_per_seed
     return overrides
