@@ -102,6 +102,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/securefed bench round --tenants 62 --samples-per-tenant 80 --mode fedamp --json
 	$(BIN)/securefed bench round --tenants 62 --samples-per-tenant 80 --mode group --json
 	$(BIN)/securefed bench deploy --clients 4 --json
+	$(BIN)/securefed bench scale --json
 	$(BIN)/securefed bench import --rows 1000000 --json
 
 ## make experiments: every method on the same splits (hours on 2 cores; not in CI). Table in

@@ -38,13 +38,13 @@ import numpy.typing as npt
 
 from securefed.bench.flower_baseline import run_flower_round
 from securefed.bench.prg import time_keystream_limit
-from securefed.encoding import CodecConfig
+from securefed.encoding import DEFAULT_SUM_TERMS, CodecConfig
 from securefed.errors import ConfigError
 from securefed.secagg import GraphKind, MaskGraph, RoundConfig, ShareScheme, Stage
 from securefed.secagg.federation import make_federation
 from securefed.secagg.inmemory import RoundOutcome, run_round
 
-__all__ = ["Baseline", "run_secagg_benchmark"]
+__all__ = ["Baseline", "benchmark_inputs", "round_summary", "run_secagg_benchmark", "secagg_round"]
 
 TARGET_CLIENT_RATIO = 4.0
 _TIMED = ("client_s", "server_s", "total_s")
@@ -65,7 +65,7 @@ def benchmark_inputs(n_clients: int, dim: int) -> list[npt.NDArray[np.float64]]:
     return [2.0 * np.sin(positions * (0.001 * (i + 1)) + i) for i in range(n_clients)]
 
 
-def _round(
+def secagg_round(
     n: int,
     dim: int,
     dropouts: int,
@@ -74,6 +74,8 @@ def _round(
     sharing: ShareScheme = ShareScheme.FELDMAN,
     degree: int | None = None,
 ) -> tuple[RoundOutcome, RoundConfig]:
+    """One in-memory round of ``n`` clients over ``dim`` words; the highest ``dropouts`` indices
+    vanish after sharing keys. ``degree``: the SecAgg+ graph of that degree (None: complete)."""
     federation = make_federation(n)
     graph = MaskGraph() if degree is None else MaskGraph(GraphKind.SECAGG_PLUS, degree=degree)
     config = RoundConfig(
@@ -81,7 +83,8 @@ def _round(
         session_id=os.urandom(32),
         round=1,
         vector_length=dim,
-        codec=CodecConfig.default(),
+        # The default ring headroom (sums of DEFAULT_SUM_TERMS) unless N needs more.
+        codec=CodecConfig.default(sum_terms=max(n, DEFAULT_SUM_TERMS)),
         graph=graph,
         sharing=sharing,
     )
@@ -90,7 +93,9 @@ def _round(
     return outcome, config
 
 
-def _summary(outcome: RoundOutcome, inputs: list[npt.NDArray[np.float64]]) -> dict[str, Any]:
+def round_summary(outcome: RoundOutcome, inputs: list[npt.NDArray[np.float64]]) -> dict[str, Any]:
+    """``correct``, ``client_s`` (median over survivors), ``server_s``, ``total_s`` and
+    ``upload_bytes_per_client`` (median over survivors) of a completed round."""
     result = outcome.result
     if result is None:
         return {"correct": False}
@@ -127,16 +132,19 @@ def run_secagg_benchmark(
         raise ConfigError("need clients >= 3, dim >= 1, repeats >= 1, 0 <= dropouts < clients")
     inputs = benchmark_inputs(clients, dim)
     small = min(dim, 1000)
-    _round(clients, small, dropouts, benchmark_inputs(clients, small), degree=degree)  # warm-up
+    warm = benchmark_inputs(clients, small)
+    secagg_round(clients, small, dropouts, warm, degree=degree)  # warm-up
     runs: dict[ShareScheme, list[dict[str, Any]]] = {s: [] for s in ShareScheme}
     for _ in range(repeats):
         for sharing in ShareScheme:  # interleaved: the machine's noise hits both alike
-            outcome, config = _round(clients, dim, dropouts, inputs, sharing=sharing, degree=degree)
+            outcome, config = secagg_round(
+                clients, dim, dropouts, inputs, sharing=sharing, degree=degree
+            )
             if outcome.result is None:
                 raise ConfigError(
                     f"the round aborted: {dropouts} dropouts exceed N - t for N = {clients}"
                 )
-            runs[sharing].append(_summary(outcome, inputs))
+            runs[sharing].append(round_summary(outcome, inputs))
     # Best of the repeats, per metric: the usual way to suppress other tenants' noise (the
     # keystream limit below is a best-of-3 too).
     verifiable, unverified = runs[ShareScheme.FELDMAN], runs[ShareScheme.SHAMIR]

@@ -17,6 +17,8 @@ Guarantees:
 
 from __future__ import annotations
 
+import functools
+import operator
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -118,6 +120,21 @@ def split_with_coefficients(
     return [Share(h + 1, _evaluate(polynomial, h + 1)) for h in holders]
 
 
+@functools.lru_cache(maxsize=32)
+def _lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
+    """The Lagrange weights ``l_i(0)`` of the distinct x-set ``xs`` (public data), computed once
+    per x-set: every secret rebuilt from the same holders reuses them."""
+    weights = []
+    for i, x in enumerate(xs):
+        numerator, denominator = 1, 1
+        for j, other in enumerate(xs):
+            if i != j:
+                numerator = numerator * other % PRIME
+                denominator = denominator * (other - x) % PRIME
+        weights.append(numerator * pow(denominator, -1, PRIME) % PRIME)
+    return tuple(weights)
+
+
 def combine(shares: Iterable[Share], *, threshold: int) -> bytes:
     """Reconstruct the 32-byte secret from at least ``threshold`` shares (Lagrange at 0).
 
@@ -138,14 +155,8 @@ def combine(shares: Iterable[Share], *, threshold: int) -> bytes:
     if len(points) < threshold:
         raise InvalidShare(f"need at least {threshold} shares, got {len(points)}")
     points = points[:threshold]
-    secret = 0
-    for i, share in enumerate(points):
-        numerator, denominator = 1, 1
-        for j, other in enumerate(points):
-            if i != j:
-                numerator = numerator * other.x % PRIME
-                denominator = denominator * (other.x - share.x) % PRIME
-        secret = (secret + share.y * numerator * pow(denominator, -1, PRIME)) % PRIME
+    weights = _lagrange_at_zero(tuple(s.x for s in points))
+    secret: int = sum(map(operator.mul, weights, (s.y for s in points))) % PRIME
     if secret >= 2 ** (8 * SECRET_BYTES):
         raise InvalidShare("shares are inconsistent")
     return secret.to_bytes(SECRET_BYTES, "big")

@@ -31,7 +31,9 @@ verification) run in OpenSSL's constant-time P-256 code through the ``cryptograp
 pure-Python point arithmetic below only ever touches public data: the commitment points and the
 holders' x-coordinates (and, in :func:`reconstruct`, shares that the reconstructing party is
 about to learn the secret from anyway). Evaluating the polynomial and Lagrange interpolation are
-plain integer arithmetic (variable time), as in :mod:`securefed.crypto.shamir`.
+plain integer arithmetic (variable time), as in :mod:`securefed.crypto.shamir`. :func:`reconstruct`
+also opens the whole polynomial from ``t`` valid shares (which determine it anyway) and checks
+its coefficients against the commitment in OpenSSL's base-point code.
 
 Failure modes: malformed commitments or shares raise :class:`InvalidCommitment` or
 :class:`~securefed.errors.InvalidShare`; a share off the polynomial raises ``InvalidShare``;
@@ -42,6 +44,8 @@ subsets of shares.
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -88,6 +92,11 @@ _COEFFICIENT_BYTES = 48
 # Batch verification in reconstruct: random 128-bit weights (soundness error 2**-128).
 _BATCH_WEIGHT_BYTES = 16
 _WINDOW = 4
+# Reconstruction opens the polynomial (a t x t interpolation matrix, cached per x-set: a round
+# reuses one x-set per survivor set) up to this threshold; above it the matrix would cost too much
+# memory and the batch check runs instead. At most _BASIS_CACHE matrices (each <= 2**16 ints).
+_OPEN_MAX_THRESHOLD = 256
+_BASIS_CACHE = 8
 
 Point: TypeAlias = tuple[int, int]  # affine, never the point at infinity
 _Jacobian: TypeAlias = tuple[int, int, int]  # (X, Y, Z) for (X/Z^2, Y/Z^3); Z == 0: infinity
@@ -494,8 +503,8 @@ def _partition(
     commitment: Commitment,
     shares: Mapping[int, Share],
     random_bytes: Callable[[int], bytes],
-) -> tuple[list[Share], list[int]]:
-    """(valid shares, rejected holders), both in roster order."""
+) -> tuple[list[Share], list[int], int | None]:
+    """(valid shares, rejected holders), both in roster order, and ``a_0`` when it is known."""
     if not all(_is_int(h) for h in shares):
         raise ConfigError("shares must be keyed by the holders' roster indices")
     candidates: list[Share] = []
@@ -506,17 +515,85 @@ def _partition(
             candidates.append(share)
         else:
             rejected.append(holder)
+    opened = _open_polynomial(commitment, candidates)
+    if opened is not None:
+        threshold = commitment.threshold
+        good = candidates[:threshold]
+        for share in candidates[threshold:]:
+            if _evaluate(opened, share.x) == share.y:
+                good.append(share)
+            else:
+                rejected.append(share.holder)
+        return good, sorted(rejected), opened[0]
     if _batch_pays(commitment.threshold, candidates) and _batch_is_valid(
         commitment, candidates, random_bytes
     ):
-        return candidates, rejected
+        return candidates, rejected, None
     good = []
     for share in candidates:
         if _is_valid(commitment, share):
             good.append(share)
         else:
             rejected.append(share.holder)
-    return good, sorted(rejected)
+    return good, sorted(rejected), None
+
+
+@functools.lru_cache(maxsize=_BASIS_CACHE)
+def _interpolation_matrix(xs: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """Row ``j``: the weights ``w_ij`` with ``a_j = sum_i w_ij y_i mod n`` for the polynomial of
+    degree ``len(xs) - 1`` through ``(x_i, y_i)`` (the inverse Vandermonde matrix, transposed).
+
+    Public data only (the holders' x-coordinates), computed once per x-set: every secret shared
+    among the same holders and rebuilt from the same survivors reuses it. ``xs`` are distinct
+    and nonzero modulo ``n`` (roster indices + 1 < 2**17).
+    """
+    size = len(xs)
+    master = [1]  # prod_i (X - x_i), lowest coefficient first
+    for x in xs:
+        shifted = [0, *master]
+        for k, coefficient in enumerate(master):
+            shifted[k] = (shifted[k] - x * coefficient) % ORDER
+        master = shifted
+    rows: list[list[int]] = []
+    for x in xs:
+        quotient = [0] * size  # master / (X - x), by synthetic division from the top
+        quotient[size - 1] = master[size]
+        for k in range(size - 1, 0, -1):
+            quotient[k - 1] = (master[k] + x * quotient[k]) % ORDER
+        inverse = pow(_evaluate(quotient, x), -1, ORDER)  # prod_{j != i} (x_i - x_j)
+        rows.append([coefficient * inverse % ORDER for coefficient in quotient])
+    return tuple(zip(*rows, strict=True))
+
+
+def _open_polynomial(commitment: Commitment, candidates: Sequence[Share]) -> list[int] | None:
+    """The committed polynomial's coefficients if the first ``t`` candidates lie on it, else None.
+
+    Interpolates ``f`` through the first ``t`` candidates and checks ``a_j * G == C_j`` for every
+    ``j`` (``t`` base-point multiplications in OpenSSL, instead of a multi-scalar multiplication
+    over the commitment in Python); None as well when ``t > _OPEN_MAX_THRESHOLD``. Exact, no
+    randomness: if every coefficient matches, ``f`` is the committed polynomial, and any share
+    ``(x, y)`` is valid exactly when ``y == f(x)`` (``G`` has prime order ``n``, ``y < n``). The
+    caller learns ``f`` from ``t`` valid shares anyway, so computing its coefficients reveals
+    nothing more; they stay in this call.
+    """
+    threshold = commitment.threshold
+    if len(candidates) < threshold or threshold > _OPEN_MAX_THRESHOLD:
+        return None
+    first = candidates[:threshold]
+    ys = [share.y for share in first]
+    matrix = _interpolation_matrix(tuple(share.x for share in first))
+    coefficients = []
+    for weights, point in zip(matrix, commitment.points, strict=True):
+        coefficient = _dot(weights, ys) % ORDER
+        if _base_multiply(coefficient) != point:
+            return None
+        coefficients.append(coefficient)
+    return coefficients
+
+
+def _dot(weights: Sequence[int], values: Sequence[int]) -> int:
+    total: int = sum(map(operator.mul, weights, values))
+    return total
 
 
 def _interpolate_at_zero(points: Sequence[Share]) -> int:
@@ -545,9 +622,12 @@ def reconstruct(
     keyed under another holder than its own x-coordinate, or is not on the committed polynomial.
     The secret is interpolated from the ``threshold`` valid shares of the lowest roster indices
     (no subset search: every valid share lies on the one committed polynomial) and checked
-    against ``C_0``. Many shares are verified together with random 128-bit weights from
-    ``random_bytes`` (soundness error 2**-128); if that batch check fails, each share is checked
-    alone to name the bad ones.
+    against ``C_0``. First the polynomial through the ``threshold`` lowest-indexed shares is
+    opened and its coefficients checked against the commitment (``t`` base-point
+    multiplications; the interpolation weights are cached per x-set); if they all match, every
+    other share is checked exactly by evaluating that polynomial. Otherwise many shares are
+    verified together with random 128-bit weights from ``random_bytes`` (soundness error
+    2**-128), and if that batch check fails, each share is checked alone to name the bad ones.
 
     Raises:
         ConfigError: ``threshold`` is not a positive int, a key of ``shares`` is not an int, or
@@ -562,13 +642,14 @@ def reconstruct(
         raise InvalidCommitment("malformed commitment")
     if commitment.threshold != threshold:
         raise InvalidCommitment("the commitment has the wrong threshold")
-    good, rejected = _partition(commitment, shares, random_bytes)
+    good, rejected, constant = _partition(commitment, shares, random_bytes)
     if len(good) < threshold:
         raise NotEnoughValidShares(
             f"need {threshold} valid shares, got {len(good)}; rejected holders {rejected}",
             tuple(rejected),
         )
-    constant = _interpolate_at_zero(good[:threshold])
+    if constant is None:
+        constant = _interpolate_at_zero(good[:threshold])
     if _base_multiply(constant) != commitment.points[0]:  # pragma: no cover - implied by checks
         raise InvalidShare("the reconstruction does not match the commitment")
     value = constant + commitment.carry * ORDER
