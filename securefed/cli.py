@@ -20,19 +20,24 @@ private keys) are never taken from the command line and never printed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
-from collections.abc import Sequence
+import textwrap
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from securefed import __version__
-from securefed.audit import render_report, verify_path, verify_run
+from securefed.audit import ReportSummary, render_report, verify_path, verify_run
 from securefed.audit.canary_bound import evaluate_canaries, write_canary_result
+from securefed.audit.verify import VerifyResult, VerifyStatus
 from securefed.bench import run_prg_benchmark
 from securefed.bench.dp import run_dp_benchmark
 from securefed.bench.personalize import run_personalize_benchmark
+from securefed.bench.scale_cli import add_scale_parser
 from securefed.bench.secagg import Baseline, run_secagg_benchmark
 from securefed.bench.tabular import run_import_benchmark
 from securefed.crypto import SuiteId, VerifyKey, encrypt_signing_key, get_suite
@@ -45,13 +50,16 @@ from securefed.data.tabular import import_tabular
 from securefed.dp.canary import run_canary_audit
 from securefed.dp.spend import describe, load_spend, reset_spend
 from securefed.errors import ConfigError, SecureFedError
+from securefed.personalize.rounds import minimum_group_size
 from securefed.runtime.benchmark import run_round_benchmark
 from securefed.runtime.config import PersonalizationMode, RunConfig, load_run_config
 from securefed.runtime.demo import ProgressPrinter, comparison_table, demo_config
+from securefed.runtime.engine.settings import round_params
 from securefed.runtime.experiments import GRIDS, run_experiments
 from securefed.runtime.export import ExportInputs, export_onnx
 from securefed.runtime.federated import RunSummary, resume_federation, run_federation
 from securefed.runtime.flower.deployment import add_agent_arguments
+from securefed.runtime.plan import plan_run
 from securefed.runtime.scoring import predict
 from securefed.secagg.roster import (
     PublicIdentity,
@@ -63,6 +71,241 @@ from securefed.secagg.roster import (
 )
 
 __all__ = ["main"]
+
+_DESCRIPTION = """\
+securefed trains models across banks without pooling their records: each institution trains on
+its own data with differential privacy (DP-SGD, Opacus), the server sees only securely
+aggregated updates, models are personalized per institution (FedAMP or groups), and every
+party keeps a signed, hash-chained audit ledger that an auditor can verify offline.
+
+Start with `securefed demo` (10-15 minutes on two cores), then read the audit report it
+writes. Each command below has its own --help with an example."""
+
+_EPILOG = """\
+examples:
+  securefed demo                                  # DP + secure aggregation on bundled digits
+  securefed run --config run.toml --dry-run       # check a configuration, print the plan
+  securefed run --config run.toml                 # run it (runs/<name>/)
+  securefed audit verify runs/demo                # check the ledgers, recompute every epsilon
+  securefed audit report runs/demo                # HTML report next to the ledgers
+
+exit status: 0 success, 1 error, 2 usage or configuration error; see each command's --help
+(audit verify and run have their own codes). Documentation: docs/index.md"""
+
+#: Per command (its path below ``securefed``): a description and one example for its --help.
+_ABOUT: dict[str, tuple[str, str]] = {
+    "bench": (
+        "Measure performance against a baseline measured in the same run (docs/benchmarks.md).",
+        "securefed bench prg --mib 64 --json",
+    ),
+    "bench prg": (
+        "Time mask generation (AES-256-CTR keystream expansion) against the raw keystream "
+        "limit of this machine.",
+        "securefed bench prg --mib 256 --json",
+    ),
+    "bench secagg": (
+        "Time one secure-aggregation round (N clients, vectors of length d, some dropping "
+        "out), optionally against Flower's SecAgg+ measured in the same run.",
+        "securefed bench secagg --clients 10 --dim 1000000 --dropouts 1 --json",
+    ),
+    "bench scale": (
+        "How secure aggregation grows with the number of institutions.",
+        "securefed bench scale --json",
+    ),
+    "bench personalize": (
+        "Time one personalized round (attention weights or groups) of secure aggregation.",
+        "securefed bench personalize --clients 10 --dim 1000000 --mode fedamp --json",
+    ),
+    "bench round": (
+        "The cryptographic share of one secure, DP training round of the demo's model.",
+        "securefed bench round --tenants 10 --samples-per-tenant 500 --mode group --json",
+    ),
+    "bench dp": (
+        "A DP-SGD step of the demo CNN against a plain SGD step.",
+        "securefed bench dp --json",
+    ),
+    "bench import": (
+        "`securefed data import` of a generated CSV against pyarrow reading it alone.",
+        "securefed bench import --rows 100000 --json",
+    ),
+    "bench deploy": (
+        "A Flower deployment on this machine (TLS, loopback) against the in-process "
+        "simulation of the same run (needs the flower extra).",
+        "securefed bench deploy --clients 4 --rounds 3 --json",
+    ),
+    "keys": (
+        "Identity keys of the parties and the pinned roster that names them "
+        "(docs/keys-and-roster.md).",
+        "securefed keys show-roster roster.toml",
+    ),
+    "keys generate": (
+        "Make one party's identity key pair: the private key (encrypted under a passphrase) "
+        "and the public identity to send to the coordinator. Prints the fingerprint to "
+        "confirm out of band.",
+        "securefed keys generate --id bank-0 --out keys --passphrase-env SECUREFED_PASSPHRASE",
+    ),
+    "keys roster": (
+        "Assemble the roster from the server's and every client's public identity (the "
+        "coordinator does this once) and print its digest for every institution to confirm.",
+        "securefed keys roster --server keys/server.pub.toml --client keys/bank-0.pub.toml "
+        "--client keys/bank-1.pub.toml --client keys/bank-2.pub.toml --out roster.toml",
+    ),
+    "keys show-roster": (
+        "Validate a roster and print its digest and every party's key fingerprint.",
+        "securefed keys show-roster runs/demo/roster.toml",
+    ),
+    "audit": (
+        "Check a run's signed ledgers, recompute each party's epsilon, render the audit "
+        "report, anchor a sealed run, or run an empirical privacy audit (docs/audit.md).",
+        "securefed audit verify runs/demo",
+    ),
+    "audit verify": (
+        "Check the signed, hash-chained ledgers of a run directory (or one ledger file) "
+        "under the roster's keys, against each other and for completeness, and recompute "
+        "each party's epsilon from its signed sigma, sampling rate and steps with Google's "
+        "dp-accounting (PLD), independently of the epsilon the party recorded.\n\n"
+        "exit status:\n"
+        "  0  INTACT               nothing wrong and nothing missing\n"
+        "  1  TAMPERED             an entry was edited, reordered, deleted, cut or forged\n"
+        "  2  (usage)              no such path, no roster, unreadable file, bad anchor\n"
+        "  3  INCOMPLETE           a party's ledger, genesis, run.configured or final "
+        "checkpoint is missing\n"
+        "  4  EQUIVOCATED          a party recorded that the coordinator lied to it\n"
+        "  5  ROSTER_MISMATCH      the roster is not the one the ledgers were written under\n"
+        "  6  EPSILON_UNDERSTATED  a party recorded an epsilon more than 2% below the "
+        "recomputed one\n"
+        "  7  OVER_BUDGET          a party's epsilon is above its signed budget\n"
+        "The first that applies, in the order 5, 1, 4, 6, 7, 3.",
+        "securefed audit verify runs/demo --json",
+    ),
+    "audit anchor": (
+        "Export the signed final heads of a sealed, INTACT run to a small file to keep "
+        "outside the run directory; `verify --anchor FILE` then catches any truncation or "
+        "re-sealing.",
+        "securefed audit anchor runs/demo --out /elsewhere/demo.anchor",
+    ),
+    "audit report": (
+        "Write the self-contained HTML audit report and its Markdown twin, by default next "
+        "to the ledgers (RUN_DIR/report.html and RUN_DIR/report.md). Exits 0 once written, "
+        "also for tampered ledgers: gate on `securefed audit verify`.",
+        "securefed audit report runs/demo",
+    ),
+    "audit canary": (
+        "One-run canary audit: an empirical LOWER bound on epsilon, to compare with the "
+        "accountant's (docs/canary.md).",
+        "securefed audit canary --preset dp-sgd --run-dir runs/demo",
+    ),
+    "demo": (
+        "The showcase: twelve institutions on 5,000 bundled real digits, differential "
+        "privacy and secure group-mode FedAMP, local and FedAvg baselines on the same "
+        "records, verified ledgers and the audit report. Exit status as for `run`.",
+        "securefed demo --out runs/demo",
+    ),
+    "run": (
+        "A run from a TOML configuration (docs/run-config.md): every institution trains "
+        "with DP, the server aggregates securely, the ledgers are verified and the audit "
+        "report written. The run is built in OUT.partial and renamed to OUT at the end; a "
+        "killed run continues with --resume. --dry-run checks the configuration and the data "
+        "and prints the plan (sigma and projected epsilon per institution, the time) without "
+        "writing anything.\n\n"
+        "exit status: 0 completed, 1 ledgers not intact or another error, 2 configuration "
+        "error, 3 degraded (some rounds produced no aggregate), 4 failed or interrupted.",
+        "securefed run --config run.toml --dry-run",
+    ),
+    "budget": (
+        "The privacy spend kept next to the records: every run on the same records continues "
+        "it (docs/dp.md).",
+        "securefed budget show ~/.local/share/securefed/prepared/<source>",
+    ),
+    "budget show": (
+        "Each tenant's epsilon spent on its records, and the resets.",
+        "securefed budget show data/ --tenant 0",
+    ),
+    "budget reset": (
+        "Start a tenant's budget again: the spend is archived with the reason, and every "
+        "later run ledgers the reset as a hazard that its audit report shows.",
+        'securefed budget reset data/ --tenant 0 --reason "records replaced, ticket 1234"',
+    ),
+    "experiments": (
+        "Every method on the same splits, with and without DP (hours on two cores); the "
+        "table is written to OUT/results.md and finished cells are reused.",
+        "securefed experiments --grid quick --out runs/experiments",
+    ),
+    "data": (
+        "Prepare tenant data in the seed layout, or import an institution's CSV or Parquet "
+        "files against a schema (docs/data.md, docs/tabular.md).",
+        "securefed data prepare --tenants 12 --out data/",
+    ),
+    "data prepare": (
+        "Partition a source (the bundled digits, a seed-layout directory or an .npz file) "
+        "among tenants and write client_*_<i>.npy files and federation.json.",
+        "securefed data prepare --tenants 12 --groups 3 --out data/",
+    ),
+    "data import": (
+        "One institution's CSV or Parquet files, checked against the federation's schema and "
+        "encoded into the seed layout (docs/tabular.md).",
+        "securefed data import --schema schema.toml --input loans.csv --institution 0 --out data/",
+    ),
+    "predict": (
+        "Score new records with an institution's personalized model of a finished run, under "
+        "the schema its data was imported with (docs/tabular.md).",
+        "securefed predict --run runs/pilot --institution bank-3 --schema schema.toml "
+        "--input new.csv --output scores.csv",
+    ),
+    "export": (
+        "Write an institution's personalized model as ONNX, with the encoding, for a serving "
+        "system without Python (docs/tabular.md).",
+        "securefed export --run runs/pilot --institution bank-3 --schema schema.toml "
+        "--format onnx --output bank-3.onnx",
+    ),
+    "deploy": (
+        "Run across processes and machines on Flower: each institution's agent, the Flower "
+        "App, throwaway test certificates (docs/deploy.md).",
+        "securefed deploy app --out app/",
+    ),
+    "deploy agent": (
+        "An institution's agent, beside its SuperNode: it holds the data, the DP trainer, the "
+        "identity key and the ledger, and answers the SuperNode on a Unix socket.",
+        "securefed deploy agent --config run.toml --roster roster.toml --key keys/bank-0.key "
+        "--passphrase-env SECUREFED_PASSPHRASE --party bank-0 --data /srv/data --tenant 0 "
+        "--num-classes 10 --state /srv/state",
+    ),
+    "deploy app": (
+        "Write the Flower App directory that `flwr run` submits to the SuperLink.",
+        "securefed deploy app --out app/ && flwr run app/ <superlink>",
+    ),
+    "deploy test-certs": (
+        "A throwaway TLS CA and a localhost certificate, for loopback trials only.",
+        "securefed deploy test-certs --out certs/",
+    ),
+}
+
+
+def _paragraphs(text: str, width: int = 88) -> str:
+    """``text`` with each one-line paragraph wrapped to ``width``; lines of a block that
+    already has line breaks (a table) are kept as they are."""
+    return "\n\n".join(
+        part if "\n" in part else textwrap.fill(part, width) for part in text.split("\n\n")
+    )
+
+
+def _describe_commands(parser: argparse.ArgumentParser, path: str = "") -> None:
+    """Give every subcommand of ``parser`` its description and example (:data:`_ABOUT`),
+    shown as written (RawDescriptionHelpFormatter)."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for name, sub in action.choices.items():
+            command = f"{path} {name}".strip()
+            about = _ABOUT.get(command)
+            if about is not None:
+                description, example = about
+                sub.description = _paragraphs(description)
+                lines = textwrap.wrap(example, 84, break_on_hyphens=False, break_long_words=False)
+                sub.epilog = "example:\n  " + " \\\n      ".join(lines)
+                sub.formatter_class = argparse.RawDescriptionHelpFormatter
+            _describe_commands(sub, command)
+
 
 _UNSAFE_WARNING = """\
 WARNING: --unsafe-plaintext: the identity key of {party!r} is written WITHOUT encryption.
@@ -272,9 +515,13 @@ def _add_keys_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
 
 def _audit_verify(args: argparse.Namespace) -> int:
     """Exit 0 (INTACT) with a one-line summary, 1 (TAMPERED) naming the first bad entry and why,
-    or 3 (INCOMPLETE) naming the first party whose ledger lacks its genesis entry, its
-    ``run.configured`` entry or its final checkpoint; the ``problem:``, ``incomplete:`` and
-    ``note:`` lines after it list further problems, missing pieces and what was not covered.
+    3 (INCOMPLETE) naming the first party whose ledger lacks its genesis entry, its
+    ``run.configured`` entry or its final checkpoint, 4 (EQUIVOCATED), 5 (ROSTER_MISMATCH: the
+    roster is not the ledgers'), 6 (EPSILON_UNDERSTATED) or 7 (OVER_BUDGET) naming the first
+    party whose recorded epsilon is more than 2 % below the independently recomputed one, or
+    above its budget; the ``problem:``, ``incomplete:``, ``epsilon:``, ``composed:`` and
+    ``note:`` lines after it list further findings and what was not covered. ``--json``: the
+    same as one JSON object on stdout (:meth:`VerifyResult.to_dict`), same exit status.
     With ``--anchor FILE`` (a run directory only), a ledger that does not end at the head the
     anchor records is also TAMPERED (exit 1), and a bad anchor file is a usage error (exit 2)."""
     from securefed.audit.anchor import load_anchor, verify_anchored  # noqa: PLC0415
@@ -289,7 +536,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
                 f"--anchor checks a whole run directory; {args.path} is not a directory"
             )
         result = verify_anchored(args.path, anchor, roster, source=f"anchor {args.anchor}")
-    print(result.describe())
+    print(json.dumps(result.to_dict(), sort_keys=True) if args.json else result.describe())
     return result.exit_code
 
 
@@ -331,9 +578,14 @@ def _audit_anchor(args: argparse.Namespace) -> int:
 
 
 def _audit_report(args: argparse.Namespace) -> int:
-    """Write the HTML report and its Markdown twin; print both paths (exit 0 once written, also
-    for tampered ledgers: the report shows it; ``audit verify`` is the check to gate on)."""
-    html_path = Path(args.output)
+    """Write the HTML report and its Markdown twin -- by default next to the ledgers,
+    ``RUN_DIR/report.html`` and ``RUN_DIR/report.md`` -- and print both paths (exit 0 once
+    written, also for tampered ledgers: the report shows it; ``audit verify`` is the check to
+    gate on)."""
+    run_dir = Path(args.run_dir)
+    if args.output is None and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} is not a run directory")
+    html_path = Path(args.output) if args.output is not None else run_dir / REPORT_HTML
     md_path = Path(args.markdown) if args.markdown else html_path.with_suffix(".md")
     if md_path.resolve() == html_path.resolve():
         raise ConfigError(f"the Markdown twin would overwrite {html_path}: use -o FILE.html")
@@ -387,9 +639,9 @@ def _add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     verify = actions.add_parser(
         "verify",
         help=(
-            "check ledgers: exit 0 intact, 1 tampered (first bad entry named), 2 usage/I-O "
-            "error, 3 incomplete (a party's ledger, genesis, run.configured or final checkpoint "
-            "missing)"
+            "check ledgers and recompute each party's epsilon: exit 0 intact, 1 tampered, "
+            "2 usage/I-O error, 3 incomplete, 4 equivocated, 5 roster mismatch, 6 epsilon "
+            "understated, 7 over budget"
         ),
     )
     verify.add_argument(
@@ -409,6 +661,11 @@ def _add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
             "also check a run directory against its anchor (securefed audit anchor): a ledger "
             "cut before, or rewritten at, its anchored final head is tampered (exit 1)"
         ),
+    )
+    verify.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object on stdout (status, exit_code, problems, epsilon per party, ...)",
     )
     verify.set_defaults(handler=_audit_verify)
 
@@ -436,7 +693,10 @@ def _add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     report = actions.add_parser("report", help="self-contained HTML report plus a Markdown twin")
     report.add_argument("run_dir", metavar="RUN_DIR", help="the run directory")
     report.add_argument(
-        "-o", "--output", required=True, metavar="FILE.html", help="HTML report to write"
+        "-o",
+        "--output",
+        metavar="FILE.html",
+        help="HTML report to write (default: RUN_DIR/report.html, next to the ledgers)",
     )
     report.add_argument(
         "--markdown",
@@ -472,26 +732,37 @@ def _add_audit_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
 #: Exit codes of ``run`` and ``demo`` for runs that end without every round aggregating
 #: (docs/run-config.md, "Exit codes"); 0 completed, 1 ledgers not intact, 2 configuration.
 RUN_EXIT_CODES = {"degraded": 3, "failed": 4, "interrupted": 4}
+#: The audit report a run (and ``audit report`` by default) writes into the run directory.
+REPORT_HTML = "report.html"
+#: Verdicts of a run's own ledgers that do not fail ``run``: a degraded run still seals.
+_RUN_VERDICTS_OK = (VerifyStatus.INTACT, VerifyStatus.INCOMPLETE)
 
 
-def _finish_run(summary: RunSummary, *, report: bool) -> int:
-    """Print the comparison table, verify the ledgers, render the audit report."""
-
-    print(comparison_table(summary.metrics))
-    print(f"institutions: {', '.join(c['id'] for c in summary.metrics['clients'])}")
+def _finish_run(
+    summary: RunSummary, *, report: bool, as_json: bool = False, warned: Sequence[str] = ()
+) -> int:
+    """Print the comparison table, verify the ledgers, render the audit report. With
+    ``as_json`` the same goes to stderr and one JSON object (:func:`_run_json`) to stdout."""
+    human = sys.stderr if as_json else sys.stdout
+    print(comparison_table(summary.metrics), file=human)
+    print(f"institutions: {', '.join(c['id'] for c in summary.metrics['clients'])}", file=human)
     run_dir = summary.directory
     verdict = verify_run(run_dir)
-    print(f"ledgers: {verdict.summary()}")
+    print(f"ledgers: {verdict.summary()}", file=human)
+    rendered = None
     if report:
         rendered = render_report(
-            run_dir, out_html=run_dir / "report.html", out_md=run_dir / "report.md"
+            run_dir,
+            out_html=run_dir / REPORT_HTML,
+            out_md=(run_dir / REPORT_HTML).with_suffix(".md"),
         )
-        print(f"audit report: {rendered.html_path} (Markdown twin: {rendered.md_path})")
-    print(f"metrics: {run_dir / 'metrics.json'}; models: {run_dir / 'models'}")
-    if not verdict.ok:
-        return 1
+        print(f"audit report: {rendered.html_path} (Markdown twin: {rendered.md_path})", file=human)
+    print(f"metrics: {run_dir / 'metrics.json'}; models: {run_dir / 'models'}", file=human)
     status = summary.metrics.get("status", "completed")
-    if status in RUN_EXIT_CODES:
+    code = 0
+    if verdict.status not in _RUN_VERDICTS_OK:
+        code = 1
+    elif status in RUN_EXIT_CODES:
         failed = [
             f"{h['round']} ({h['status']})"
             for h in summary.metrics["history"]
@@ -500,17 +771,124 @@ def _finish_run(summary: RunSummary, *, report: bool) -> int:
         print(
             f"warning: the run is {status}: round(s) {', '.join(failed) or 'none'} produced no "
             f"aggregate (exit {RUN_EXIT_CODES[status]})",
+            file=human,
         )
-        return RUN_EXIT_CODES[status]
-    return 0
+        code = RUN_EXIT_CODES[status]
+    if as_json:
+        document = _run_json(summary, verdict, rendered, code, warned)
+        print(json.dumps(document, sort_keys=True, allow_nan=False))
+    return code
+
+
+def _run_json(
+    summary: RunSummary,
+    verdict: VerifyResult,
+    rendered: ReportSummary | None,
+    code: int,
+    warned: Sequence[str],
+) -> dict[str, Any]:
+    """The machine-readable summary of a finished run (``run --json``, ``demo --json``)."""
+    metrics, run_dir = summary.metrics, summary.directory
+    baselines = {
+        mode: {
+            "mean_test_accuracy": result.get("mean_test_accuracy"),
+            "max_epsilon": _largest_epsilon(result.get("clients", [])),
+        }
+        for mode, result in metrics.get("baselines", {}).items()
+    }
+    return {
+        "status": metrics.get("status", "completed"),
+        "exit_code": code,
+        "run_dir": str(run_dir),
+        "mode": metrics.get("mode"),
+        "secure": metrics.get("secure"),
+        "rounds": metrics.get("rounds"),
+        "mean_test_accuracy": metrics.get("mean_test_accuracy"),
+        "max_epsilon": _largest_epsilon(metrics.get("clients", [])),
+        "institutions": [
+            {key: client.get(key) for key in ("id", "test_accuracy", "epsilon", "delta")}
+            for client in metrics.get("clients", [])
+        ],
+        "baselines": baselines,
+        "ledgers": {
+            "status": verdict.status.value,
+            "exit_code": verdict.exit_code,
+            "summary": verdict.summary(),
+        },
+        "report": None
+        if rendered is None
+        else {"html": str(rendered.html_path), "markdown": str(rendered.md_path)},
+        "metrics": str(run_dir / "metrics.json"),
+        "models": str(run_dir / "models"),
+        "seconds": metrics.get("seconds"),
+        "warnings": list(warned),
+    }
+
+
+def _largest_epsilon(clients: Sequence[dict[str, Any]]) -> float | None:
+    values = [c["epsilon"] for c in clients if c.get("epsilon") is not None]
+    return max(values) if values else None
 
 
 def _notice(text: str) -> None:
     print(f"securefed: {text}", file=sys.stderr)
 
 
-def _run_config_and_go(config: RunConfig, out: str | None, *, copy_data: bool = False) -> int:
+@contextlib.contextmanager
+def _library_warnings() -> Iterator[list[str]]:
+    """Catch the warnings raised while a run goes (numpy, scipy, torch, Opacus, ...): each
+    distinct one is reported ONCE afterwards, on stderr, saying where it came from, instead of
+    a Python warning printed mid-progress (possibly many times). The list it yields is
+    filled on exit, for ``--json``."""
+    found: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield found
+        finally:
+            seen: set[tuple[str, str]] = set()
+            for warning in caught:
+                message = " ".join(str(warning.message).split())[:300]
+                key = (warning.category.__name__, message)
+                if key in seen:
+                    continue
+                seen.add(key)
+                found.append(
+                    f"{_origin(warning.filename)} warned ({warning.category.__name__}): {message}"
+                )
+    for text in found:
+        print(
+            f"securefed: note: a library warning during the run, reported once (it did not "
+            f"stop the run; the ledgers and the report are as written): {text}",
+            file=sys.stderr,
+        )
+
+
+def _origin(filename: str) -> str:
+    """The package a warning came from: the directory under site-packages, else the file."""
+    parts = Path(filename).parts
+    for marker in ("site-packages", "dist-packages"):
+        if marker in parts and parts.index(marker) + 1 < len(parts):
+            return parts[parts.index(marker) + 1].removesuffix(".py")
+    if "securefed" in parts:
+        return "securefed"
+    return Path(filename).name
+
+
+def _run_config_and_go(
+    config: RunConfig,
+    out: str | None,
+    *,
+    copy_data: bool = False,
+    dry_run: bool = False,
+    as_json: bool = False,
+) -> int:
     run_dir = Path(out) if out else Path("runs") / config.name
+    if dry_run:
+        plan = plan_run(config, run_dir, copy_data=copy_data)
+        print(json.dumps(plan.to_dict(), sort_keys=True) if as_json else plan.describe())
+        return 0
+    plan_run(config, run_dir, copy_data=copy_data, estimate=False)  # refuse before writing
     dp = config.dp
     budget = "DP off" if dp is None else f"DP ε={dp.target_epsilon:g}, δ={dp.delta:g} each"
     print(
@@ -519,15 +897,16 @@ def _run_config_and_go(config: RunConfig, out: str | None, *, copy_data: bool = 
         f"{', '.join(b.value for b in config.baselines) or 'none'} -> {run_dir}",
         file=sys.stderr,
     )
-    summary = run_federation(
-        config,
-        run_dir,
-        progress=ProgressPrinter(config.mode.value),
-        baseline_progress=lambda mode, r: ProgressPrinter(mode.value)(r),
-        copy_data=copy_data,
-        notify=_notice,
-    )
-    return _finish_run(summary, report=True)
+    with _library_warnings() as warned:
+        summary = run_federation(
+            config,
+            run_dir,
+            progress=ProgressPrinter(config.mode.value),
+            baseline_progress=lambda mode, r: ProgressPrinter(mode.value)(r),
+            copy_data=copy_data,
+            notify=_notice,
+        )
+    return _finish_run(summary, report=True, as_json=as_json, warned=warned)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -541,23 +920,45 @@ def _demo(args: argparse.Namespace) -> int:
     )
     # the bundled digits are public: each demo prepares its own copy (repeatable); a --data
     # directory is the user's records, whose spend every run continues
-    return _run_config_and_go(config, args.out, copy_data=True)
+    try:
+        return _run_config_and_go(
+            config, args.out, copy_data=True, dry_run=args.dry_run, as_json=args.json
+        )
+    except ConfigError as exc:
+        # EngineSettings.check_partition: a declared segment too small for group mode
+        if config.mode is not PersonalizationMode.GROUP or "groups need at least" not in str(exc):
+            raise
+        groups, smallest = config.data.groups, minimum_group_size(round_params(config))
+        raise ConfigError(
+            f"{exc}: the demo splits its {config.data.tenants} institutions into {groups} "
+            f"segments, and group mode aggregates within each; use --tenants "
+            f"{groups * smallest} or more, or another --mode (fedavg, fedamp)"
+        ) from None
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.config_file is not None:
+        if args.config is not None and args.config != args.config_file:
+            raise ConfigError("give the configuration once: CONFIG or --config CONFIG")
+        args.config = args.config_file
     if args.resume is not None:
         if args.config is not None or args.out is not None:
             raise ConfigError("--resume DIR takes the run's own configuration: no --config/--out")
-        summary = resume_federation(
-            args.resume,
-            progress=ProgressPrinter("resumed"),
-            baseline_progress=lambda mode, r: ProgressPrinter(mode.value)(r),
-            notify=_notice,
-        )
-        return _finish_run(summary, report=True)
+        if args.dry_run:
+            raise ConfigError("--dry-run plans a new run: not with --resume")
+        with _library_warnings() as warned:
+            summary = resume_federation(
+                args.resume,
+                progress=ProgressPrinter("resumed"),
+                baseline_progress=lambda mode, r: ProgressPrinter(mode.value)(r),
+                notify=_notice,
+            )
+        return _finish_run(summary, report=True, as_json=args.json, warned=warned)
     if args.config is None:
         raise ConfigError("give --config run.toml (or --resume DIR to continue a killed run)")
-    return _run_config_and_go(load_run_config(args.config), args.out)
+    return _run_config_and_go(
+        load_run_config(args.config), args.out, dry_run=args.dry_run, as_json=args.json
+    )
 
 
 def _budget_show(args: argparse.Namespace) -> int:
@@ -721,6 +1122,20 @@ def _experiments(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run_output_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the configuration and the data, print the plan (sigma and projected "
+        "epsilon per institution, a time estimate); write nothing",
+    )
+    command.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object on stdout (the run's summary, or the plan); the rest on stderr",
+    )
+
+
 def _add_run_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     modes = ["local", "fedavg", "fedamp", "heurfedamp", "group"]
     demo = commands.add_parser(
@@ -737,9 +1152,13 @@ def _add_run_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     demo.add_argument(
         "--data", metavar="DIR", help="a seed-layout directory instead of the bundled digits"
     )
+    _add_run_output_arguments(demo)
     demo.set_defaults(handler=_demo)
 
     run = commands.add_parser("run", help="a run from a TOML configuration (docs/run-config.md)")
+    run.add_argument(
+        "config_file", nargs="?", metavar="CONFIG", help="run configuration (as --config)"
+    )
     run.add_argument("--config", metavar="run.toml", help="run configuration")
     run.add_argument("--out", metavar="DIR", help="run directory (default runs/<name>)")
     run.add_argument(
@@ -747,8 +1166,11 @@ def _add_run_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         metavar="DIR",
         help="continue the killed run of DIR (its DIR.partial): same ledgers, budget, models",
     )
+    _add_run_output_arguments(run)
     run.set_defaults(handler=_run)
 
+
+def _add_records_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     budget = commands.add_parser(
         "budget", help="the privacy spend kept next to the records (docs/dp.md)"
     )
@@ -899,7 +1321,12 @@ def _add_import_bench(benches: argparse._SubParsersAction[argparse.ArgumentParse
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="securefed", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="securefed",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"securefed {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -911,6 +1338,7 @@ def _parser() -> argparse.ArgumentParser:
     prg.add_argument("--json", action="store_true", help="one JSON object on stdout")
     prg.set_defaults(handler=_bench_prg)
     _add_secagg_bench(benches)
+    add_scale_parser(benches)
     personal = benches.add_parser("personalize", help="one personalized (attention/group) round")
     personal.add_argument("--clients", type=int, default=10, help="N (default 10)")
     personal.add_argument("--dim", type=int, default=1_000_000, help="model length d")
@@ -954,8 +1382,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_keys_commands(commands)
     _add_audit_commands(commands)
     _add_run_commands(commands)
+    _add_records_commands(commands)
     _add_scoring_commands(commands)
     _add_deploy_commands(commands)
+    _describe_commands(parser)
     return parser
 
 

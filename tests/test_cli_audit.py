@@ -1,4 +1,5 @@
-"""`securefed audit verify` and `securefed audit report`: output, exit codes 0/1/2, tampering.
+"""`securefed audit verify` and `securefed audit report`: output, exit codes, tampering, a wrong
+roster, ``--json``, the report's default path.
 
 The run directories are real: a roster and one signed ledger per party, written with the audit
 API by :func:`tests.audit.build_run` (three clients, four rounds, a final checkpoint).
@@ -133,10 +134,43 @@ def test_a_truncated_tail_is_named_truncated_with_the_other_parties_record(
 # --- intact runs, single ledgers, rosters ----------------------------------------------------
 
 
-def test_an_intact_run_exits_0_with_one_line(run: Run, capsys: Capture) -> None:
+def test_an_intact_run_exits_0_with_its_verdict_and_the_epsilon_check(
+    run: Run, capsys: Capture
+) -> None:
     status, out, err = _verify(capsys, str(run.run_dir))
     entries = sum(len(run.lines(actor)) for actor in run.keys)
-    assert (status, out, err) == (0, [f"INTACT: 4 ledgers, {entries} entries verified"], "")
+    assert (status, out[0], err) == (0, f"INTACT: 4 ledgers, {entries} entries verified", "")
+    assert out[1:] == [
+        "epsilon: 3 parties' ε recomputed from the signed sigma, q and steps with "
+        "dp-accounting 0.6.0 PLD: none recorded more than 2% below it, none over budget "
+        "(largest: bank-0 recomputed 0.9766, recorded 2, budget 8)"
+    ]
+
+
+def test_verify_json_is_one_object_with_the_recomputed_epsilon_per_party(
+    run: Run, capsys: Capture
+) -> None:
+    status, out, err = _verify(capsys, str(run.run_dir), "--json")
+    assert (status, len(out), err) == (0, 1, "")
+    result = json.loads(out[0])
+    assert (result["status"], result["exit_code"], result["ledgers"]) == ("INTACT", 0, 4)
+    assert result["problems"] == []
+    assert result["roster_mismatch"] is None
+    assert result["epsilon"]["accountant"] == "dp-accounting 0.6.0 PLD"
+    assert result["epsilon"]["tolerance"] == 0.02
+    parties = {p["party"]: p for p in result["epsilon"]["parties"]}
+    assert sorted(parties) == ["bank-0", "bank-1", "bank-2"]
+    bank0 = parties["bank-0"]
+    assert bank0["recorded"] == 2.0  # the fixture's synthetic claim: above the recomputed value
+    assert bank0["recomputed"] == pytest.approx(0.9761, abs=2e-3)  # sigma 1.1, q 0.01, 400 steps
+    assert (bank0["steps"], bank0["history"]) == (400, [[1.1, 0.01, 400]])
+    assert (bank0["verdict"], bank0["understated"], bank0["over_budget"]) == (
+        "consistent",
+        False,
+        False,
+    )
+    assert parties["bank-2"]["steps"] == 300  # it dropped out of round 2
+    assert set(result["heads"]) == {"bank-0", "bank-1", "bank-2", "server"}
 
 
 def test_a_copied_run_directory_verifies_by_a_relative_path(
@@ -179,12 +213,21 @@ def test_a_ledger_outside_its_run_directory_needs_roster(
     assert out[0].startswith("INTACT: 1 ledger,")
 
 
-def test_the_wrong_roster_exits_1(run: Run, tmp_path: Path, capsys: Capture) -> None:
+def test_the_wrong_roster_exits_5_roster_mismatch_not_tampered(
+    run: Run, tmp_path: Path, capsys: Capture
+) -> None:
     other = tmp_path / "other-roster.toml"
     save_roster(make_federation(3).roster, other)
     status, out, _ = _verify(capsys, str(run.run_dir), "--roster", str(other))
-    assert status == 1
-    assert ": bad-signature: " in out[0]
+    assert status == 5
+    assert len(out) == 1
+    assert out[0].startswith("ROSTER_MISMATCH: the roster used (digest ")
+    assert "TAMPERED" not in out[0]
+    assert "bad-signature" not in out[0]
+    status, out, _ = _verify(capsys, str(run.run_dir), "--roster", str(other), "--json")
+    result = json.loads(out[0])
+    assert (status, result["status"], result["exit_code"]) == (5, "ROSTER_MISMATCH", 5)
+    assert "is not the one these ledgers were written under" in result["roster_mismatch"]
 
 
 # --- incomplete ledgers: exit 3 (issue 19, "Wiped ledgers verify as INTACT") -----------------
@@ -345,9 +388,16 @@ def test_report_usage_and_io_errors_exit_2(run: Run, tmp_path: Path, capsys: Cap
         out, err = capsys.readouterr()
         assert out == ""
         assert err.startswith("securefed: configuration error: "), argv
-    with pytest.raises(SystemExit) as info:
-        main(["audit", "report", str(run.run_dir)])  # -o is required
-    assert info.value.code == 2
+    assert main(["audit", "report", str(tmp_path / "missing")]) == 2  # no -o, no run directory
+    assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_report_writes_next_to_the_ledgers_by_default(run: Run, capsys: Capture) -> None:
+    assert main(["audit", "report", str(run.run_dir)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [str(run.run_dir / "report.html"), str(run.run_dir / "report.md")]
+    assert (run.run_dir / "report.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert (run.run_dir / "report.md").is_file()
 
 
 # --- audit anchor and verify --anchor (issue 19: every ledger cut to a common prefix) ---------

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from securefed import cli
 from securefed.audit import SECTION_IDS
 from securefed.cli import main
 from securefed.data import load_tenants
+from securefed.errors import ConfigError
+from securefed.runtime.demo import demo_config
+from securefed.runtime.federated import run_federation
+from securefed.runtime.nodes import ClientNode
 
 
 def test_data_prepare_writes_the_seed_layout(
@@ -166,7 +174,7 @@ def test_a_huge_label_is_a_one_line_error(
     capsys.readouterr()
     assert main(["run", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 2  # the start banner, then the error
+    assert len(err.strip().splitlines()) == 1  # the error, found before the start banner
     assert "client_train_labels_1.npy" in err
     assert "label 1000000000 is too large" in err
     assert not (tmp_path / "run").exists()
@@ -215,3 +223,175 @@ def test_budget_reset_needs_a_reason_and_says_when_there_is_nothing(
     assert "no spend recorded" in capsys.readouterr().out
     assert main(["budget", "show", str(data)]) == 0
     assert capsys.readouterr().out.count("no spend recorded") >= 3
+
+
+# --- --dry-run, --json, early refusals, warnings (issue 24, item 4) ----------------------------
+
+
+def _dp_config(path: Path, data: Path, extra: str = "") -> Path:
+    """:func:`_run_config` with differential privacy: ε 4 at δ 1e-4 per institution."""
+    _run_config(path, data, extra)
+    path.write_text(path.read_text() + "[dp]\ntarget_epsilon = 4.0\ndelta = 1e-4\n")
+    return path
+
+
+def _tree(directory: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(directory)): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _tenants(tmp_path / "tenants")
+    config = _dp_config(tmp_path / "c.toml", data, "rounds = 2\n")
+    before = _tree(tmp_path)
+    capsys.readouterr()
+    out = tmp_path / "nested" / "run"
+    assert main(["run", str(config), "--out", str(out), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"dry run: nothing was written (would write {out}")
+    assert "fedavg with secure aggregation, 2 rounds, 4 institutions" in printed
+    assert "bank-3" in printed
+    assert "estimated training time: about" in printed
+    assert _tree(tmp_path) == before  # no run directory, no spend record, no parent
+    assert not (tmp_path / "nested").exists()
+    assert main(["run", "--config", str(config), "--out", str(out), "--dry-run", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert (plan["dry_run"], plan["rounds"], plan["written"]) == (True, 2, [])
+    assert [p["party"] for p in plan["parties"]] == ["bank-0", "bank-1", "bank-2", "bank-3"]
+    for party in plan["parties"]:
+        assert party["noise_multiplier"] > 0
+        assert party["sample_rate"] == pytest.approx(32 / party["train_records"])
+        assert 3.9 < party["projected_epsilon"] <= 4.0  # sigma planned for the whole budget
+        assert party["projected_epsilon_pld"] == pytest.approx(party["projected_epsilon"], rel=0.02)
+    assert plan["estimated_seconds"] > 0
+    assert _tree(tmp_path) == before
+
+
+def test_a_dry_run_refuses_what_the_run_would_refuse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _tenants(tmp_path / "tenants", 3)
+    config = _run_config(tmp_path / "c.toml", data, "rounds = 1\ndropout_rate = 0.9\n")
+    assert main(["run", str(config), "--dry-run"]) == 2
+    assert "cannot be tolerated" in capsys.readouterr().err
+    assert main(["run", "--resume", str(tmp_path / "x"), "--dry-run"]) == 2
+    assert main(["run", str(config), "--config", str(tmp_path / "other.toml")]) == 2
+    assert "give the configuration once" in capsys.readouterr().err
+
+
+def test_a_small_demo_is_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`demo --tenants 6`: three segments of two, too small for group mode. Refused before the
+    banner, with what to do instead; no run directory, no parent directory, no warning."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--tenants", "6", "--rounds", "1"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    (line,) = err.splitlines()
+    assert line.startswith("securefed: configuration error: group 0 has 2 members")
+    assert "use --tenants 9 or more, or another --mode" in line
+    assert list(tmp_path.iterdir()) == []  # not even runs/
+    assert main(["demo", "--tenants", "6", "--out", str(tmp_path / "a" / "b"), "--dry-run"]) == 2
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_refused_run_leaves_no_parent_directory(tmp_path: Path) -> None:
+    """The library path (no CLI pre-check): a refusal while the parties are built removes
+    ``<out>.partial`` and the parents it had to create."""
+    with pytest.raises(ConfigError, match="group 0 has 2 members"):
+        run_federation(
+            demo_config(tenants=6, rounds=1), tmp_path / "a" / "b" / "run", copy_data=True
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_json_is_one_object_and_the_ledgers_recompute_within_two_percent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real DP run (Opacus PRV) with a local baseline on the same records: `run --json`
+    prints one JSON object on stdout (the rest on stderr); `audit verify --json` recomputes every
+    party's ε within 2 % of what it recorded and composes the two trainings of each record."""
+    data = _tenants(tmp_path / "tenants", 3)
+    config = _dp_config(tmp_path / "c.toml", data, 'rounds = 2\nbaselines = ["local"]\n')
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["run", "--config", str(config), "--out", str(out), "--json"]) == 0
+    stdout, stderr = capsys.readouterr()
+    (line,) = stdout.splitlines()
+    summary = json.loads(line)
+    assert (summary["status"], summary["exit_code"], summary["rounds"]) == ("completed", 0, 2)
+    assert summary["ledgers"]["status"] == "INTACT"
+    assert summary["report"]["html"] == str(out / "report.html")
+    assert [i["id"] for i in summary["institutions"]] == ["bank-0", "bank-1", "bank-2"]
+    assert set(summary["baselines"]) == {"local"}
+    assert "ledgers: INTACT" in stderr  # the human summary, on stderr
+    assert main(["audit", "verify", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    parties = result["epsilon"]["parties"]
+    assert [p["party"] for p in parties] == ["bank-0", "bank-1", "bank-2"]
+    for party in parties:
+        assert party["verdict"] == "consistent"
+        assert party["recomputed"] == pytest.approx(party["recorded"], rel=0.02)
+    assert result["baselines"] == {"local": "INTACT"}
+    assert [c["runs"] for c in result["composed"]] == [["this run", "local"]] * 3
+    for composed, party in zip(result["composed"], parties, strict=True):
+        assert party["recorded"] < composed["epsilon"] < 2 * party["recorded"]
+
+
+def test_a_party_that_records_a_lower_epsilon_is_flagged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bank-1 signs every round.spend with half the ε its accountant charged (a dishonest
+    institution's runtime): every chain and signature holds, only the number lies. The run
+    itself exits 1 and says so; `audit verify` exits 6 naming bank-1's entry."""
+    honest = ClientNode._record_spend
+
+    def lying(node: ClientNode, spend: Any) -> None:
+        if node.party_id == "bank-1":
+            spend = dataclasses.replace(spend, epsilon=spend.epsilon / 2)
+        honest(node, spend)
+
+    monkeypatch.setattr(ClientNode, "_record_spend", lying)
+    data = _tenants(tmp_path / "tenants", 3)
+    config = _dp_config(tmp_path / "c.toml", data, "rounds = 1\n")
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["run", "--config", str(config), "--out", str(out)]) == 1
+    assert "ledgers: EPSILON_UNDERSTATED: ledgers/bank-1.jsonl (seq " in capsys.readouterr().out
+    assert main(["audit", "verify", str(out)]) == 6
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("EPSILON_UNDERSTATED: ledgers/bank-1.jsonl (seq ")
+    assert "more than the 2% allowed" in first
+    assert main(["audit", "verify", str(out), "--json"]) == 6
+    result = json.loads(capsys.readouterr().out)
+    verdicts = {p["party"]: p["verdict"] for p in result["epsilon"]["parties"]}
+    assert verdicts == {"bank-0": "consistent", "bank-1": "understated", "bank-2": "consistent"}
+
+
+def test_library_warnings_are_reported_once_in_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = cli.run_federation
+
+    def noisy(*args: Any, **kwargs: Any) -> Any:
+        for _ in range(3):
+            warnings.warn("invalid value encountered in divide", RuntimeWarning, stacklevel=1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "run_federation", noisy)
+    data = _tenants(tmp_path / "tenants", 3)
+    config = _run_config(tmp_path / "c.toml", data, "rounds = 1\n")
+    capsys.readouterr()
+    assert main(["run", "--config", str(config), "--out", str(tmp_path / "run"), "--json"]) == 0
+    out, err = capsys.readouterr()
+    noted = [line for line in err.splitlines() if "a library warning" in line]
+    assert len(noted) == 1
+    assert "(RuntimeWarning): invalid value encountered in divide" in noted[0]
+    assert "Warning:" not in err.replace("RuntimeWarning", "")  # no raw Python warning
+    assert json.loads(out)["warnings"] == [noted[0].split("the report are as written): ")[1]]

@@ -32,8 +32,9 @@ The same faults at the library level (``load_tenants``, ``verify_run``, ``parse_
 tests/runtime/test_config.py and tests/runtime/test_federated.py.
 
 Fault table as it stands. ``securefed run --config C --out D`` prints an error as one stderr line
-``securefed: configuration error: <message>`` (after the start banner once the configuration has
-parsed); a data error's message starts with the offending file's path, a parse error's with C's.
+``securefed: configuration error: <message>`` (before the start banner when the checks of
+``securefed run --dry-run`` find it, after it when the parties are being built); a data error's
+message starts with the offending file's path, a parse error's with C's.
 ``securefed audit verify D`` prints its verdict as stdout's first line, then ``problem:``,
 ``incomplete:`` and ``note:`` lines.
 

@@ -90,8 +90,16 @@ class AnchorFormatError(ConfigError):
     names, or that their owners did not sign (the anchor was altered)."""
 
 
+#: Verdicts of a sealed run whose chains all hold: anchoring pins them as they are (the two ε
+#: verdicts are findings about what the parties signed, which an anchor must keep as evidence).
+ANCHORABLE = frozenset(
+    {VerifyStatus.INTACT, VerifyStatus.EPSILON_UNDERSTATED, VerifyStatus.OVER_BUDGET}
+)
+
+
 class AnchorRefused(LedgerIntegrityError):
-    """The run cannot be anchored: its ledgers do not verify INTACT (``result`` says why)."""
+    """The run cannot be anchored: its ledgers are not sealed and intact (``result`` says
+    why)."""
 
     def __init__(self, run_dir: StrPath, result: VerifyResult) -> None:
         super().__init__(
@@ -270,14 +278,16 @@ def make_anchor(run_dir: StrPath, roster: Roster | None = None) -> Anchor:
     ``roster.toml``); if INTACT, record every party's last entry and its signature.
 
     Raises:
-        AnchorRefused: the ledgers are not INTACT (TAMPERED or INCOMPLETE: unsealed, cut, ...).
+        AnchorRefused: the ledgers are not INTACT (TAMPERED or INCOMPLETE: unsealed, cut, ...),
+            apart from the ε verdicts (:data:`ANCHORABLE`): an understated or over-budget ε is
+            signed evidence, anchored as it is.
         ConfigError: no roster or no ledgers (as :func:`verify_run`), or a ledger that changed
             while it was being anchored.
     """
     run_dir = Path(run_dir)
     roster = roster if roster is not None else load_roster(run_dir / ROSTER_FILE)
     result = verify_run(run_dir, roster)
-    if result.status is not VerifyStatus.INTACT:
+    if result.status not in ANCHORABLE:
         raise AnchorRefused(run_dir, result)
     keys = _roster_keys(roster)
     files = _ledger_files(run_dir)

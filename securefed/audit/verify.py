@@ -18,23 +18,46 @@ the piece (and, when the ledger ends with ``run.finished`` of a status other tha
 that status), so an emptied, cut or deleted set of ledgers, or a crashed run, is never INTACT.
 :func:`verify_ledger` applies the same rules to its one party.
 
+Independent ε: every intact client ledger's signed ``round.spend`` parameters (sigma, q, steps) are
+composed again with Google's ``dp-accounting`` PLD accountant (:mod:`securefed.audit.epsilon_check`)
+and compared with the ε the party recorded: recorded more than 2 % below the recomputed value is
+EPSILON_UNDERSTATED, above the party's ``target_epsilon`` (recomputed: by more than 2 %) is
+OVER_BUDGET. For a run directory with comparison runs (``baselines/<mode>/``, each verified under
+its own roster) the ε of every training of the same records is also composed and reported
+(:attr:`VerifyResult.composed`), without a verdict: such a simulation is over budget by design.
+
+Roster: when not one entry of any ledger verifies under the roster's keys and the ledgers'
+``run.configured`` entries name another roster digest, the roster is not the one the run was
+written under: ROSTER_MISMATCH, not TAMPERED (:attr:`VerifyResult.roster_mismatch`).
+
 Results carry paths relative to the run directory only, so a copied run directory verifies the
-same way. Exit codes for a command line (:attr:`VerifyResult.exit_code`): 0 INTACT, 1 TAMPERED
-(any problem but INCOMPLETE; it wins over INCOMPLETE), 3 INCOMPLETE; usage errors raise
-:class:`~securefed.errors.ConfigError` (exit 2).
+same way. Exit codes for a command line (:attr:`VerifyResult.exit_code`): 0 INTACT, 1 TAMPERED,
+3 INCOMPLETE, 4 EQUIVOCATED, 5 ROSTER_MISMATCH, 6 EPSILON_UNDERSTATED, 7 OVER_BUDGET (the first
+that applies in the order ROSTER_MISMATCH, TAMPERED, EQUIVOCATED, EPSILON_UNDERSTATED,
+OVER_BUDGET, INCOMPLETE); usage errors raise :class:`~securefed.errors.ConfigError` (exit 2).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
 from securefed.audit.chain import Problem, ProblemKind, ScanResult, scan_ledger
 from securefed.audit.checkpoint import Checkpoint, Head
-from securefed.audit.entry import GENESIS_HASH, LedgerEntry
+from securefed.audit.entry import GENESIS_HASH, LedgerEntry, parse_entry
+from securefed.audit.epsilon_check import (
+    TOLERANCE,
+    ComposedEpsilon,
+    PartyEpsilon,
+    accountant_name,
+    check_party,
+    compose,
+)
 from securefed.audit.events import EventType
 from securefed.audit.ledger import LEDGER_DIR
 from securefed.crypto import VerifyKey
@@ -42,8 +65,13 @@ from securefed.errors import ConfigError
 from securefed.secagg.roster import Roster, load_roster
 
 __all__ = [
+    "BASELINES_DIR",
+    "EXIT_EPSILON_UNDERSTATED",
+    "EXIT_EQUIVOCATED",
     "EXIT_INCOMPLETE",
     "EXIT_INTACT",
+    "EXIT_OVER_BUDGET",
+    "EXIT_ROSTER_MISMATCH",
     "EXIT_TAMPERED",
     "ROSTER_FILE",
     "VerifyResult",
@@ -54,34 +82,49 @@ __all__ = [
 ]
 
 ROSTER_FILE = "roster.toml"
+#: Where a simulation keeps its comparison runs, each a run directory of its own.
+BASELINES_DIR = "baselines"
 StrPath = str | os.PathLike[str]
 
 EXIT_INTACT = 0
 EXIT_TAMPERED = 1
 EXIT_INCOMPLETE = 3  # 2 is a usage or I/O error (ConfigError)
 EXIT_EQUIVOCATED = 4
+EXIT_ROSTER_MISMATCH = 5
+EXIT_EPSILON_UNDERSTATED = 6
+EXIT_OVER_BUDGET = 7
 _COMPLETED = "completed"
+_THIS_RUN = "this run"
 
 
 class VerifyStatus(Enum):
     """The verdict: INTACT (nothing wrong, nothing missing), TAMPERED (a chain, signature or
     cross-ledger problem), EQUIVOCATED (every chain intact, but a party recorded that the
     coordinator sent it heads inconsistent with its transcript), INCOMPLETE (intact chains, but
-    a required piece is missing)."""
+    a required piece is missing), ROSTER_MISMATCH (the roster is not the one the ledgers were
+    written under: nothing could be checked), EPSILON_UNDERSTATED (a party recorded an ε more
+    than 2 % below what its own signed sigma, q and steps give), OVER_BUDGET (a party's ε is above
+    its signed budget)."""
 
     INTACT = "INTACT"
     TAMPERED = "TAMPERED"
     EQUIVOCATED = "EQUIVOCATED"
     INCOMPLETE = "INCOMPLETE"
+    ROSTER_MISMATCH = "ROSTER_MISMATCH"
+    EPSILON_UNDERSTATED = "EPSILON_UNDERSTATED"
+    OVER_BUDGET = "OVER_BUDGET"
 
     @property
     def exit_code(self) -> int:
-        """0, 1, 4 or 3 (2 is reserved for usage and I/O errors)."""
+        """0, 1, 3, 4, 5, 6 or 7 (2 is reserved for usage and I/O errors)."""
         return {
             VerifyStatus.INTACT: EXIT_INTACT,
             VerifyStatus.TAMPERED: EXIT_TAMPERED,
             VerifyStatus.EQUIVOCATED: EXIT_EQUIVOCATED,
             VerifyStatus.INCOMPLETE: EXIT_INCOMPLETE,
+            VerifyStatus.ROSTER_MISMATCH: EXIT_ROSTER_MISMATCH,
+            VerifyStatus.EPSILON_UNDERSTATED: EXIT_EPSILON_UNDERSTATED,
+            VerifyStatus.OVER_BUDGET: EXIT_OVER_BUDGET,
         }[self]
 
 
@@ -99,6 +142,12 @@ class VerifyResult:
     already has a problem is not listed again).
     ``notes`` say what the check could *not* establish (e.g. tail truncation of a single file).
     ``heads`` are the heads of the intact part of each ledger, by actor.
+    ``epsilon`` holds the independent ε check of every intact ledger with a ``round.spend``
+    (:mod:`securefed.audit.epsilon_check`); ``unchecked`` the parties whose ε was not checked
+    because their ledger has a problem; ``composed`` the ε of every training of the same
+    records in this run directory (this run and its baselines), ``baselines`` each baseline
+    directory with its verdict. ``roster_mismatch`` says why the roster is not the one the
+    ledgers were written under (None when it is, or when that cannot be told).
     """
 
     ok: bool
@@ -110,6 +159,21 @@ class VerifyResult:
     heads: tuple[Head, ...] = field(default=())
     missing: tuple[Problem, ...] = ()
     equivocations: tuple[Problem, ...] = ()
+    epsilon: tuple[PartyEpsilon, ...] = ()
+    unchecked: tuple[str, ...] = ()
+    composed: tuple[ComposedEpsilon, ...] = ()
+    baselines: tuple[tuple[str, str], ...] = ()
+    roster_mismatch: str | None = None
+
+    @property
+    def understated(self) -> tuple[PartyEpsilon, ...]:
+        """The parties whose recorded ε is more than 2 % below the recomputed one."""
+        return tuple(check for check in self.epsilon if check.understated)
+
+    @property
+    def over_budget(self) -> tuple[PartyEpsilon, ...]:
+        """The parties (not understated) whose ε is above their budget."""
+        return tuple(c for c in self.epsilon if c.over_budget and not c.understated)
 
     @property
     def note(self) -> str | None:
@@ -118,45 +182,179 @@ class VerifyResult:
 
     @property
     def status(self) -> VerifyStatus:
-        """TAMPERED if a problem was found, else EQUIVOCATED if an intact ledger records the
-        coordinator's inconsistent heads, else INCOMPLETE if a piece is missing, else INTACT."""
-        if self.problem is not None:
-            return VerifyStatus.TAMPERED
-        if self.equivocations:
-            return VerifyStatus.EQUIVOCATED
-        if self.missing:
-            return VerifyStatus.INCOMPLETE
-        return VerifyStatus.INTACT
+        """ROSTER_MISMATCH if the roster is not the ledgers', else TAMPERED if a problem was
+        found, else EQUIVOCATED if an intact ledger records the coordinator's inconsistent heads,
+        else EPSILON_UNDERSTATED or OVER_BUDGET (the independent ε check), else INCOMPLETE if a
+        piece is missing, else INTACT."""
+        found = (
+            (self.roster_mismatch is not None, VerifyStatus.ROSTER_MISMATCH),
+            (self.problem is not None, VerifyStatus.TAMPERED),
+            (bool(self.equivocations), VerifyStatus.EQUIVOCATED),
+            (bool(self.understated), VerifyStatus.EPSILON_UNDERSTATED),
+            (bool(self.over_budget), VerifyStatus.OVER_BUDGET),
+            (bool(self.missing), VerifyStatus.INCOMPLETE),
+        )
+        return next((status for applies, status in found if applies), VerifyStatus.INTACT)
 
     @property
     def exit_code(self) -> int:
-        """0 intact, 1 tampered, 4 equivocated, 3 incomplete (usage errors are 2)."""
+        """0 intact, 1 tampered, 3 incomplete, 4 equivocated, 5 roster mismatch, 6 ε understated,
+        7 over budget (usage errors are 2)."""
         return self.status.exit_code
 
     def summary(self) -> str:
         """One line: ``INTACT: 4 ledgers, 53 entries verified``, ``TAMPERED: <first problem>``
-        (the file, line and seq of the first bad entry, the kind of problem and why) or
+        (the file, line and seq of the first bad entry, the kind of problem and why),
+        ``ROSTER_MISMATCH: <why>``, ``EPSILON_UNDERSTATED: <first party>`` or ``OVER_BUDGET:
+        <first party>`` (its entry, recorded and recomputed ε, the parameters), or
         ``INCOMPLETE: <first missing piece>`` (the party and what its ledger lacks)."""
-        if self.problem is not None:
-            return f"TAMPERED: {self.problem.describe()}"
-        if self.equivocations:
-            return f"EQUIVOCATED: {self.equivocations[0].describe()}"
-        if self.missing:
-            return f"INCOMPLETE: {self.missing[0].describe()}"
+        status = self.status
+        first: str | None = {
+            VerifyStatus.ROSTER_MISMATCH: self.roster_mismatch,
+            VerifyStatus.TAMPERED: self.problem.describe() if self.problem else None,
+            VerifyStatus.EQUIVOCATED: self.equivocations[0].describe()
+            if self.equivocations
+            else None,
+            VerifyStatus.EPSILON_UNDERSTATED: self.understated[0].describe()
+            if self.understated
+            else None,
+            VerifyStatus.OVER_BUDGET: self.over_budget[0].describe() if self.over_budget else None,
+            VerifyStatus.INCOMPLETE: self.missing[0].describe() if self.missing else None,
+        }.get(status)
+        if first is not None:
+            return f"{status.value}: {first}"
         plural = "" if self.ledgers == 1 else "s"
         return f"INTACT: {self.ledgers} ledger{plural}, {self.entries} entries verified"
 
     def describe(self) -> str:
         """What ``securefed audit verify`` prints: :meth:`summary`, then one ``problem:`` line per
-        further problem (``incomplete:`` for a missing piece) and one ``note:`` line per note."""
+        further problem (none under a roster mismatch: they only repeat it), ``equivocation:``,
+        ``understated:`` and ``over-budget:`` lines for further findings, ``incomplete:`` for a
+        missing piece, one ``epsilon:`` line summing up the independent ε check, a
+        ``composed:`` line for the ε of every training of the same records (baselines), and one
+        ``note:`` line per note."""
         lines = [self.summary()]
-        lines += [f"problem: {problem.describe()}" for problem in self.problems[1:]]
-        shown = 1 if self.problem is None else 0
+        if self.roster_mismatch is None:
+            lines += [f"problem: {problem.describe()}" for problem in self.problems[1:]]
+        shown = 1 if self.problem is None and self.roster_mismatch is None else 0
         lines += [f"equivocation: {e.describe()}" for e in self.equivocations[shown:]]
-        further = self.missing if self.problem is not None else self.missing[1:]
-        lines += [f"incomplete: {gap.describe()}" for gap in further]
+        status = self.status
+        first = status is VerifyStatus.EPSILON_UNDERSTATED
+        lines += [f"understated: {c.describe()}" for c in self.understated[1 if first else 0 :]]
+        first = status is VerifyStatus.OVER_BUDGET
+        lines += [f"over-budget: {c.describe()}" for c in self.over_budget[1 if first else 0 :]]
+        first = status is VerifyStatus.INCOMPLETE
+        lines += [f"incomplete: {gap.describe()}" for gap in self.missing[1 if first else 0 :]]
+        if self.roster_mismatch is None:
+            lines += [f"epsilon: {text}" for text in _epsilon_lines(self)]
+            lines += [f"composed: {text}" for text in _composed_lines(self)]
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, object]:
+        """What ``securefed audit verify --json`` prints: the status, its exit code, the counts,
+        every problem, missing piece and equivocation, the heads, the notes, each party's ε
+        check and the composition over baselines."""
+        return {
+            "status": self.status.value,
+            "exit_code": self.exit_code,
+            "summary": self.summary(),
+            "ledgers": self.ledgers,
+            "entries": self.entries,
+            "roster_mismatch": self.roster_mismatch,
+            "problems": [_problem_dict(p) for p in self.problems],
+            "missing": [_problem_dict(p) for p in self.missing],
+            "equivocations": [_problem_dict(p) for p in self.equivocations],
+            "heads": {h.actor: {"seq": h.seq, "hash": h.hash} for h in self.heads},
+            "notes": list(self.notes),
+            "epsilon": {
+                "accountant": accountant_name(),
+                "tolerance": TOLERANCE,
+                "parties": [check.to_dict() for check in self.epsilon],
+                "not_checked": list(self.unchecked),
+            },
+            "composed": [c.to_dict() for c in self.composed],
+            "baselines": dict(self.baselines),
+        }
+
+
+def _problem_dict(problem: Problem) -> dict[str, object]:
+    return {
+        "file": problem.file,
+        "kind": problem.kind.value,
+        "detail": problem.detail,
+        "seq": problem.seq,
+        "line": problem.line,
+    }
+
+
+def _epsilon_lines(result: VerifyResult) -> list[str]:
+    """The ``epsilon:`` line: how many parties' ε was recomputed, and what was found."""
+    checks = result.epsilon
+    skipped = ""
+    if result.unchecked:
+        skipped = f"; not checked (their ledger has a problem): {', '.join(result.unchecked)}"
+    if not checks:
+        return [f"no intact ledger records a round.spend{skipped}"] if result.unchecked else []
+    parties = "1 party's ε" if len(checks) == 1 else f"{len(checks)} parties' ε"
+    text = f"{parties} recomputed from the signed sigma, q and steps with {accountant_name()}: "
+    understated, over = len(result.understated), len(result.over_budget)
+    if not understated and not over:
+        text += f"none recorded more than {TOLERANCE:.0%} below it, none over budget"
+    else:
+        text += (
+            f"{understated} recorded more than {TOLERANCE:.0%} below it, {over} more over budget"
+        )
+    finite = [c for c in checks if c.recomputed is not None and math.isfinite(c.recomputed)]
+    if finite:
+        top = max(finite, key=lambda c: c.recomputed or 0.0)
+        budget = "" if top.budget is None else f", budget {top.budget:.4g}"
+        recorded = "not recorded" if top.recorded is None else f"{top.recorded:.4g}"
+        text += (
+            f" (largest: {top.party} recomputed {top.recomputed or 0.0:.4g}, recorded "
+            f"{recorded}{budget})"
+        )
+    not_recomputed = [c for c in checks if c.recomputed is None]
+    if not_recomputed:
+        text += "; not recomputed: " + ", ".join(f"{c.party} ({c.reason})" for c in not_recomputed)
+    return [text + skipped]
+
+
+def _composed_lines(result: VerifyResult) -> list[str]:
+    """The ``composed:`` line: the ε of every training of the same records (baselines)."""
+    lines = []
+    if result.composed:
+        values = [c.epsilon for c in result.composed]
+        runs = sorted({run for c in result.composed for run in c.runs[1:]})
+        above = [c for c in result.composed if c.above_budget]
+        span = (
+            f"{min(values):.4g}"
+            if min(values) == max(values)
+            else (f"{min(values):.4g} to {max(values):.4g}")
+        )
+        text = (
+            f"{len(result.composed)} institutions' records were also trained by the baselines "
+            f"in {BASELINES_DIR}/ ({', '.join(runs)}): their ε composed over every training "
+            f"({accountant_name()}, at this run's δ) is {span}"
+        )
+        if above:
+            text += (
+                f", above this run's budget for {len(above)}: comparison runs train the same "
+                "records again by design (their hazard says so); a real federation runs one "
+                "method. Not a verdict"
+            )
+        lines.append(text)
+    uncomposed = {VerifyStatus.TAMPERED.value, VerifyStatus.ROSTER_MISMATCH.value}
+    for name, status in result.baselines:
+        if status == VerifyStatus.INTACT.value:
+            continue
+        composed = status in {s.value for s in VerifyStatus} and status not in uncomposed
+        lines.append(
+            f"{BASELINES_DIR}/{name} is {status}"
+            + ("" if composed else ": its trainings are not composed")
+            + f" (securefed audit verify <run>/{BASELINES_DIR}/{name})"
+        )
+    return lines
 
 
 def verify_ledger(
@@ -181,7 +379,8 @@ def verify_ledger(
     gap = _gap(scan_actor, scan, path.name)
     missing = [] if gap is None else [gap]
     note = (_single_ledger_note(scan),)
-    return _result({scan_actor: scan}, problems, note, ledgers=1, missing=missing)
+    result = _result({scan_actor: scan}, problems, note, ledgers=1, missing=missing)
+    return _with_epsilon(result, {scan_actor: scan}, {scan_actor: path.name})
 
 
 def _single_ledger_note(scan: ScanResult) -> str:
@@ -230,8 +429,10 @@ def verify_path(path: StrPath, roster: Roster | None = None) -> VerifyResult:
     if actor not in keys:
         detail = f"{actor!r} (the file name) is not a party of the roster"
         problem = Problem(path.name, ProblemKind.UNKNOWN_ACTOR, detail)
-        return _result({}, [problem], (), ledgers=1)
-    return verify_ledger(path, keys[actor], actor=actor)
+        result = _result({}, [problem], (), ledgers=1)
+    else:
+        result = verify_ledger(path, keys[actor], actor=actor)
+    return _with_roster_check(result, roster, {path.name: path})
 
 
 def _roster_of_ledger(path: Path) -> Path:
@@ -245,8 +446,14 @@ def _roster_of_ledger(path: Path) -> Path:
     )
 
 
-def verify_run(run_dir: StrPath, roster: Roster | None = None) -> VerifyResult:
-    """Verify every ledger of a run directory, alone and against each other (module docstring).
+def verify_run(
+    run_dir: StrPath, roster: Roster | None = None, *, baselines: bool = True
+) -> VerifyResult:
+    """Verify every ledger of a run directory, alone and against each other, and check every
+    party's ε independently (module docstring). With ``baselines``, each comparison run in
+    ``<run_dir>/baselines/<mode>/`` is verified too (under its own ``roster.toml``) and the ε of
+    every training of the same records is composed (:attr:`VerifyResult.composed`); a
+    baseline's own verdict does not change this run's.
 
     Raises:
         ConfigError: no roster given and ``<run_dir>/roster.toml`` is missing or invalid; no
@@ -289,7 +496,118 @@ def verify_run(run_dir: StrPath, roster: Roster | None = None) -> VerifyResult:
         gap = None if file in damaged else _gap(party, scans.get(party), file)
         if gap is not None:
             missing.append(gap)
-    return _result(scans, _unique(problems), tuple(notes), ledgers=len(files), missing=missing)
+    result = _result(scans, _unique(problems), tuple(notes), ledgers=len(files), missing=missing)
+    result = _with_roster_check(
+        result, roster, {p.relative_to(run_dir).as_posix(): p for p in files}
+    )
+    if result.roster_mismatch is not None:
+        return result
+    result = _with_epsilon(result, scans, files_of)
+    return _with_baselines(result, run_dir) if baselines else result
+
+
+def _with_epsilon(
+    result: VerifyResult, scans: Mapping[str, ScanResult], files: Mapping[str, str]
+) -> VerifyResult:
+    """``result`` with the independent ε check of every intact ledger (a damaged ledger's
+    intact prefix is not checked: the claim it would be checked against may be in the part
+    that was changed)."""
+    checks, unchecked = [], []
+    for actor, scan in sorted(scans.items()):
+        if scan.problem is not None:
+            unchecked.append(actor)
+            continue
+        check = check_party(actor, files[actor], scan.entries)
+        if check is not None:
+            checks.append(check)
+    return dataclasses.replace(result, epsilon=tuple(checks), unchecked=tuple(unchecked))
+
+
+def _with_baselines(result: VerifyResult, run_dir: Path) -> VerifyResult:
+    """``result`` with each baseline's verdict and the ε composed over every training of the
+    same records (this run's and those of every baseline whose chains verify)."""
+    directory = run_dir / BASELINES_DIR
+    if not directory.is_dir():
+        return result
+    trainings: dict[str, Sequence[PartyEpsilon]] = {_THIS_RUN: result.epsilon}
+    verdicts = []
+    for baseline in sorted(p for p in directory.iterdir() if (p / LEDGER_DIR).is_dir()):
+        try:
+            found = verify_run(baseline, baselines=False)
+        except ConfigError as exc:
+            verdicts.append((baseline.name, f"not verified ({exc})"))
+            continue
+        verdicts.append((baseline.name, found.status.value))
+        if found.ok and found.roster_mismatch is None:
+            trainings[baseline.name] = found.epsilon
+    return dataclasses.replace(result, composed=compose(trainings), baselines=tuple(verdicts))
+
+
+def _with_roster_check(
+    result: VerifyResult, roster: Roster, files: Mapping[str, Path]
+) -> VerifyResult:
+    """``result`` with :attr:`VerifyResult.roster_mismatch` set when the roster cannot be the
+    one the ledgers were written under: not one entry of any ledger verifies under its keys
+    (each file fails at its first entry with a bad signature, or is not a roster party's), and
+    the ledgers' own ``run.configured`` entries (read without verifying them) name another
+    roster digest. Ledgers that name this roster's digest but do not verify are forged:
+    TAMPERED, as before."""
+    if not files or result.entries or not result.problems:
+        return result
+    failed = {
+        p.file
+        for p in result.problems
+        if (p.kind is ProblemKind.BAD_SIGNATURE and p.seq == 0)
+        or (p.kind is ProblemKind.UNKNOWN_ACTOR and p.seq is None)
+    }
+    if set(files) - failed:
+        return result
+    recorded: dict[str, set[str]] = {}
+    for path in files.values():
+        configured = _first_configured(path)
+        if configured is not None:
+            digest, actor = configured
+            recorded.setdefault(digest, set()).add(actor)
+    digest = roster.digest().hex()
+    if not recorded or digest in recorded:
+        return result
+    ledger_parties = sorted({actor for actors in recorded.values() for actor in actors})
+    roster_parties = sorted(_roster_keys(roster))
+    names = ""
+    if set(ledger_parties) != set(roster_parties):
+        names = (
+            f" (its parties: {_listed(roster_parties)}; the ledgers': {_listed(ledger_parties)})"
+        )
+    theirs = ", ".join(f"{d[:16]}..." for d in sorted(recorded))
+    files_text = "1 ledger file" if len(files) == 1 else f"all {len(files)} ledger files"
+    detail = (
+        f"the roster used (digest {digest[:16]}...) is not the one these ledgers were written "
+        f"under{names}: not one entry of {files_text} verifies under its keys, and their "
+        f"run.configured entries (unverified) name roster digest {theirs}. Nothing was "
+        "checked: verify under the roster the run was written with, its fingerprints confirmed "
+        "with every institution (securefed keys show-roster FILE)"
+    )
+    return dataclasses.replace(result, roster_mismatch=detail, notes=())
+
+
+def _first_configured(path: Path) -> tuple[str, str] | None:
+    """The roster digest and actor the first entry of ``path`` names, if it is a parseable
+    ``run.configured`` entry (its signature is not checked)."""
+    try:
+        with path.open("rb") as handle:
+            first = handle.readline(1 << 20)
+        entry = parse_entry(first.rstrip(b"\n"))
+    except (OSError, ValueError):
+        return None
+    digest = entry.payload.get("roster_digest")
+    if entry.event is not EventType.RUN_CONFIGURED or not isinstance(digest, str):
+        return None
+    return digest, entry.actor
+
+
+def _listed(names: Sequence[str], limit: int = 4) -> str:
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown}, ... ({len(names)} in all)"
 
 
 def _gap(party: str, scan: ScanResult | None, file: str) -> Problem | None:

@@ -40,6 +40,7 @@ own key files (``securefed keys``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -217,32 +218,37 @@ def run_federation(
         check_dropout_tolerance(config, len(data.tenants), data.segments)
         check_model(config, data)
         _check_records_budget(config, data, notify)
+    created = [parent for parent in partial.parents if not parent.exists()]
     _create_partial(partial)
     run_id = os.urandom(16).hex()
     try:
-        if data is None:
-            data = load_run_tenants(config.data, partial, copy=True)
-            check_dropout_tolerance(config, len(data.tenants), data.segments)
-        write_atomic(
-            partial / RUN_FILE,
-            (
-                json.dumps({"format": "securefed-run", "version": 1, "run_id": run_id}) + "\n"
-            ).encode(),
+        try:
+            if data is None:
+                data = load_run_tenants(config.data, partial, copy=True)
+                check_dropout_tolerance(config, len(data.tenants), data.segments)
+            write_atomic(
+                partial / RUN_FILE,
+                (
+                    json.dumps({"format": "securefed-run", "version": 1, "run_id": run_id}) + "\n"
+                ).encode(),
+            )
+            (partial / CONFIG_FILE).write_text(config.to_toml(), encoding="utf-8")
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        return _run_methods(
+            config,
+            final,
+            partial,
+            data,
+            run_id=run_id,
+            started=started,
+            progress=progress,
+            baseline_progress=baseline_progress,
         )
-        (partial / CONFIG_FILE).write_text(config.to_toml(), encoding="utf-8")
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    return _run_methods(
-        config,
-        final,
-        partial,
-        data,
-        run_id=run_id,
-        started=started,
-        progress=progress,
-        baseline_progress=baseline_progress,
-    )
+    finally:
+        if not partial.exists() and not final.exists():  # refused: leave no empty parent
+            _remove_empty(created)
 
 
 def resume_federation(
@@ -378,6 +384,13 @@ def _check_config(config: RunConfig) -> None:
             f'personalize.similarity = "statistic" needs a mode that learns similarities '
             f'(fedamp, heurfedamp, or group with segments = "learned"), not {config.mode.value}'
         )
+
+
+def _remove_empty(directories: Sequence[Path]) -> None:
+    """Remove ``directories`` (deepest first) that are still empty; keep any that is not."""
+    for directory in directories:
+        with contextlib.suppress(OSError):
+            directory.rmdir()
 
 
 def _create_partial(partial: Path) -> None:

@@ -25,14 +25,23 @@ from securefed.data import (
     PartitionConfig,
     TenantData,
     load_federation_metadata,
+    load_source,
     load_tenants,
     num_classes,
+    partition,
     prepare,
 )
 from securefed.errors import ConfigError
 from securefed.runtime.config import DataConfig
 
-__all__ = ["DATA_DIR", "HOME_VARIABLE", "Tenants", "data_home", "load_run_tenants"]
+__all__ = [
+    "DATA_DIR",
+    "HOME_VARIABLE",
+    "Tenants",
+    "data_home",
+    "load_run_tenants",
+    "peek_run_tenants",
+]
 
 #: Sub-directory of the run directory that holds the prepared seed layout.
 DATA_DIR = "data"
@@ -95,6 +104,23 @@ def load_run_tenants(data: DataConfig, run_dir: Path, *, copy: bool = False) -> 
     return Tenants(tenants, num_classes(tenants), segments, directory)
 
 
+def peek_run_tenants(data: DataConfig, run_dir: Path, *, copy: bool = False) -> Tenants:
+    """What :func:`load_run_tenants` would load, writing nothing: ``data.directory`` as it is,
+    the data home's prepared copy if it exists, else ``data.source`` partitioned in memory
+    (``directory`` is then where it would be written). Same checks and errors."""
+    if data.directory is not None:
+        return load_run_tenants(data, run_dir)
+    target = run_dir / DATA_DIR if copy else _home_target(data)
+    if not copy and target.is_dir():
+        return load_run_tenants(data, run_dir)
+    loaded = load_source(data.source)
+    federation = partition(loaded.x, loaded.y, _partition(data))
+    tenants = federation.tenants
+    if len(tenants) < 3:
+        raise ConfigError(f"{target}: a federation needs at least 3 tenants, found {len(tenants)}")
+    return Tenants(tenants, num_classes(tenants), federation.groups, target)
+
+
 def _partition(data: DataConfig) -> PartitionConfig:
     return PartitionConfig(
         tenants=data.tenants,
@@ -105,9 +131,8 @@ def _partition(data: DataConfig) -> PartitionConfig:
     )
 
 
-def _prepared_in_home(data: DataConfig) -> Path:
-    """The seed layout of ``data.source`` partitioned as ``data`` asks, in the data home:
-    prepared into a temporary sibling and renamed, so a reader never sees half of it."""
+def _home_target(data: DataConfig) -> Path:
+    """Where the data home keeps ``data.source`` partitioned as ``data`` asks."""
     source = data.source
     if source != "bundled" and Path(source).exists():
         source = str(Path(source).resolve())
@@ -121,8 +146,14 @@ def _prepared_in_home(data: DataConfig) -> Path:
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     name = f"{Path(source).name if source != 'bundled' else 'bundled'}-{digest}"
-    home = data_home() / "prepared"
-    target = home / name
+    return data_home() / "prepared" / name
+
+
+def _prepared_in_home(data: DataConfig) -> Path:
+    """The seed layout of ``data.source`` partitioned as ``data`` asks, in the data home:
+    prepared into a temporary sibling and renamed, so a reader never sees half of it."""
+    target = _home_target(data)
+    home, name = target.parent, target.name
     if target.is_dir():
         return target
     try:

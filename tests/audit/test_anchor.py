@@ -309,7 +309,12 @@ def test_a_run_under_another_roster_is_named_against_the_anchor(
     assert problems[0].file == "roster.toml"
     assert problems[0].kind is ProblemKind.EDITED
     assert "not the anchored" in problems[0].detail
-    assert verify_anchored(run.run_dir, anchor).exit_code == 1
+    # the ledgers name the anchored roster, not this one: a roster mismatch (exit 5), with the
+    # anchor's problem still listed
+    result = verify_anchored(run.run_dir, anchor)
+    assert result.exit_code == 5
+    assert result.status.value == "ROSTER_MISMATCH"
+    assert any(p.file == "roster.toml" for p in result.problems)
     given = check_anchor(anchor, run.run_dir, other)
     assert given[0].file == "the given roster"
 

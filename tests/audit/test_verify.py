@@ -66,7 +66,10 @@ def test_a_clean_run_verifies(run: Run) -> None:
     assert result.problem is None
     assert result.notes == ()
     assert [h.actor for h in result.heads] == ["bank-0", "bank-1", "bank-2", "server"]
-    assert result.describe() == f"INTACT: 4 ledgers, {result.entries} entries verified"
+    summary, epsilon = result.describe().splitlines()
+    assert summary == f"INTACT: 4 ledgers, {result.entries} entries verified"
+    assert epsilon.startswith("epsilon: 3 parties' ε recomputed from the signed sigma, q ")
+    assert [check.party for check in result.epsilon] == ["bank-0", "bank-1", "bank-2"]
 
 
 def test_payload_edit_is_edited(run: Run) -> None:
@@ -244,6 +247,55 @@ def test_a_whole_run_against_the_wrong_roster_fails(run: Run) -> None:
     assert result.problem is not None
     assert result.problem.kind is ProblemKind.BAD_SIGNATURE
     assert verify_run(run.run_dir, run.federation.roster).ok
+
+
+def test_the_wrong_roster_is_a_roster_mismatch_not_tampering(run: Run) -> None:
+    """Another roster's keys (same party names): not one entry verifies, and the ledgers'
+    run.configured entries name another roster digest -- ROSTER_MISMATCH (exit 5), naming both
+    digests, with no bad-signature line per ledger and no note that would not apply."""
+    other = make_federation(3).roster
+    result = verify_run(run.run_dir, other)
+    assert result.status is VerifyStatus.ROSTER_MISMATCH
+    assert result.exit_code == 5
+    ours, theirs = other.digest().hex()[:16], run.federation.roster.digest().hex()[:16]
+    (line,) = result.describe().splitlines()
+    assert line.startswith(f"ROSTER_MISMATCH: the roster used (digest {ours}...) is not the one")
+    assert f"name roster digest {theirs}..." in line
+    assert "not one entry of all 4 ledger files verifies under its keys" in line
+    assert result.epsilon == ()  # nothing was checked
+    single = verify_path(run.path("bank-1"), other)
+    assert single.status is VerifyStatus.ROSTER_MISMATCH
+    assert "not one entry of 1 ledger file verifies" in single.summary()
+
+
+def test_a_roster_of_other_parties_is_a_roster_mismatch(run: Run) -> None:
+    other = make_federation(3, party_ids=("alice", "bob", "carol")).roster
+    result = verify_run(run.run_dir, other)
+    assert result.status is VerifyStatus.ROSTER_MISMATCH
+    assert "its parties: alice, bob, carol, server; the ledgers': bank-0, bank-1" in (
+        result.summary()
+    )
+    assert verify_path(run.path("bank-0"), other).status is VerifyStatus.ROSTER_MISMATCH
+
+
+def test_forged_ledgers_that_name_the_roster_stay_tampered(run: Run) -> None:
+    """Every ledger re-signed by other keys but still naming the right roster's digest: that is
+    a forgery under this roster, not a roster mismatch."""
+    forger = make_federation(3)
+    keys = {"server": forger.server_key, **dict(zip(run.clients, forger.client_keys, strict=True))}
+    for actor, key in keys.items():
+        lines = run.lines(actor)
+        run.write_lines(actor, [_resign(lines[0], key), *lines[1:]])
+    result = verify_run(run.run_dir)
+    assert result.status is VerifyStatus.TAMPERED
+    assert result.roster_mismatch is None
+
+
+def test_one_foreign_ledger_is_tampered_not_a_roster_mismatch(run: Run) -> None:
+    stranger = make_federation(2).client_keys[0]
+    lines = run.lines("bank-2")
+    run.write_lines("bank-2", [_resign(lines[0], stranger), *lines[1:]])
+    assert verify_run(run.run_dir).status is VerifyStatus.TAMPERED
 
 
 @pytest.mark.parametrize(
