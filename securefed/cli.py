@@ -25,6 +25,7 @@ import dataclasses
 import json
 import sys
 import textwrap
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -882,13 +883,26 @@ def _run_config_and_go(
     copy_data: bool = False,
     dry_run: bool = False,
     as_json: bool = False,
+    force: bool = False,
 ) -> int:
     run_dir = Path(out) if out else Path("runs") / config.name
     if dry_run:
+        if force:
+            raise ConfigError("--dry-run moves nothing: plan without --force (or into a new --out)")
         plan = plan_run(config, run_dir, copy_data=copy_data)
         print(json.dumps(plan.to_dict(), sort_keys=True) if as_json else plan.describe())
         return 0
-    plan_run(config, run_dir, copy_data=copy_data, estimate=False)  # refuse before writing
+    displaced = _move_aside(run_dir) if force else None
+    try:
+        plan_run(config, run_dir, copy_data=copy_data, estimate=False)  # refuse before writing
+    except BaseException:
+        if displaced is not None:
+            displaced.rename(run_dir)
+        raise
+    if displaced is not None:
+        print(
+            f"securefed: --force: the earlier run in {run_dir} is now {displaced}", file=sys.stderr
+        )
     dp = config.dp
     budget = "DP off" if dp is None else f"DP ε={dp.target_epsilon:g}, δ={dp.delta:g} each"
     print(
@@ -909,6 +923,33 @@ def _run_config_and_go(
     return _finish_run(summary, report=True, as_json=as_json, warned=warned)
 
 
+def _move_aside(run_dir: Path) -> Path | None:
+    """--force: an output directory holding something is renamed to a sibling
+    ``<name>.replaced-<UTC time>`` (the earlier run's ledgers are audit evidence: nothing is
+    deleted); None when there is nothing to move.
+
+    Raises:
+        ConfigError: ``run_dir`` is not a directory, or cannot be renamed.
+    """
+    if not run_dir.exists():
+        return None
+    if not run_dir.is_dir():
+        raise ConfigError(
+            f"{run_dir} exists and is not a directory: --force moves directories only"
+        )
+    if not any(run_dir.iterdir()):
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}")
+    if target.exists():
+        raise ConfigError(f"--force: {target} exists already; try again in a second")
+    try:
+        run_dir.rename(target)
+    except OSError as exc:
+        raise ConfigError(f"--force: cannot move {run_dir} aside: {exc.strerror}") from None
+    return target
+
+
 def _demo(args: argparse.Namespace) -> int:
     config = demo_config(
         rounds=args.rounds,
@@ -922,7 +963,12 @@ def _demo(args: argparse.Namespace) -> int:
     # directory is the user's records, whose spend every run continues
     try:
         return _run_config_and_go(
-            config, args.out, copy_data=True, dry_run=args.dry_run, as_json=args.json
+            config,
+            args.out,
+            copy_data=True,
+            dry_run=args.dry_run,
+            as_json=args.json,
+            force=args.force,
         )
     except ConfigError as exc:
         # EngineSettings.check_partition: a declared segment too small for group mode
@@ -944,8 +990,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         if args.config is not None or args.out is not None:
             raise ConfigError("--resume DIR takes the run's own configuration: no --config/--out")
-        if args.dry_run:
-            raise ConfigError("--dry-run plans a new run: not with --resume")
+        if args.dry_run or args.force:
+            raise ConfigError("--dry-run and --force are for a new run: not with --resume")
         with _library_warnings() as warned:
             summary = resume_federation(
                 args.resume,
@@ -957,7 +1003,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.config is None:
         raise ConfigError("give --config run.toml (or --resume DIR to continue a killed run)")
     return _run_config_and_go(
-        load_run_config(args.config), args.out, dry_run=args.dry_run, as_json=args.json
+        load_run_config(args.config),
+        args.out,
+        dry_run=args.dry_run,
+        as_json=args.json,
+        force=args.force,
     )
 
 
@@ -1133,6 +1183,13 @@ def _add_run_output_arguments(command: argparse.ArgumentParser) -> None:
         "--json",
         action="store_true",
         help="one JSON object on stdout (the run's summary, or the plan); the rest on stderr",
+    )
+    command.add_argument(
+        "--force",
+        action="store_true",
+        help="the output directory may hold an earlier run: it is moved aside to "
+        "DIR.replaced-<UTC time> (its ledgers are audit evidence: nothing is deleted), and moved "
+        "back if the new run is refused before it starts",
     )
 
 

@@ -395,3 +395,45 @@ def test_library_warnings_are_reported_once_in_words(
     assert "(RuntimeWarning): invalid value encountered in divide" in noted[0]
     assert "Warning:" not in err.replace("RuntimeWarning", "")  # no raw Python warning
     assert json.loads(out)["warnings"] == [noted[0].split("the report are as written): ")[1]]
+
+
+def _small_config(path: Path, name: str = "forced", *, rounds: int = 1) -> Path:
+    path.write_text(
+        f'name = "{name}"\nmode = "local"\nrounds = {rounds}\n'
+        "[data]\ntenants = 3\ngroups = 1\nsamples_per_tenant = 60\n"
+        'model = "mlp"\n[training]\nbatch_size = 32\n'
+    )
+    return path
+
+
+def test_force_moves_an_earlier_run_aside_and_nothing_is_deleted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _small_config(tmp_path / "run.toml")
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(out)]) == 0
+    first = (out / "ledgers" / "server.jsonl").read_bytes()
+    capsys.readouterr()
+    assert main(["run", str(config), "--out", str(out)]) == 2  # not empty: refused
+    assert "is not empty" in capsys.readouterr().err
+    assert main(["run", str(config), "--out", str(out), "--force"]) == 0
+    err = capsys.readouterr().err
+    (moved,) = tmp_path.glob("run.replaced-*")
+    assert f"is now {moved}" in err
+    assert (moved / "ledgers" / "server.jsonl").read_bytes() == first  # the evidence is kept
+    assert (out / "ledgers" / "server.jsonl").exists()  # and a new run took its place
+    assert main(["run", str(config), "--out", str(out), "--force", "--dry-run"]) == 2
+
+
+def test_force_moves_the_earlier_run_back_when_the_new_one_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    (out / "ledgers").mkdir(parents=True)
+    (out / "ledgers" / "server.jsonl").write_text("earlier\n")
+    bad = tmp_path / "bad.toml"  # a valid configuration whose data the pre-checks refuse
+    bad.write_text(f'name = "forced"\nmode = "local"\n[data]\ndirectory = "{tmp_path}/none"\n')
+    assert main(["run", str(bad), "--out", str(out), "--force"]) == 2
+    assert "none" in capsys.readouterr().err
+    assert (out / "ledgers" / "server.jsonl").read_text() == "earlier\n"
+    assert not list(tmp_path.glob("run.replaced-*"))
