@@ -1,4 +1,4 @@
-"""Signed, hash-chained audit ledgers, their verification, and the audit report (DESIGN §6).
+"""Signed, hash-chained audit ledgers, their verification, and the audit report (docs/audit.md).
 
 * :mod:`~securefed.audit.events` -- :class:`EventType` and one typed record per event
 * :mod:`~securefed.audit.ledger` -- :class:`Ledger`, one party's append-only, fsync'ed ledger

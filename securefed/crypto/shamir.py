@@ -1,4 +1,4 @@
-"""Shamir secret sharing of 32-byte secrets, t-of-n over GF(p), p = 2**256 + 297 (DESIGN R6).
+"""Shamir secret sharing of 32-byte secrets, t-of-n over GF(p), p = 2**256 + 297 (docs/protocol.md).
 
 The field is larger than every 32-byte secret (raw seeds and private scalars exceed 2**255 half of
 the time, so a 2**255-sized field would silently reduce them). ``p`` is the smallest prime above

@@ -1,8 +1,8 @@
-"""Feldman verifiable secret sharing of 32-byte secrets over the P-256 group (DESIGN R10).
+"""Feldman verifiable secret sharing of 32-byte secrets over the P-256 group (docs/protocol.md).
 
-Status: a building block. The secure-aggregation protocol still shares its seeds with plain
-:mod:`securefed.crypto.shamir`; wiring this module into :mod:`securefed.secagg` is the next step
-of issue 20.
+The secure-aggregation protocol deals its mask keys and self seeds with it by default
+(:mod:`securefed.secagg.sharing`, ``ShareScheme.FELDMAN``); plain :mod:`securefed.crypto.shamir`
+is kept as the semi-honest baseline.
 
 A dealer splits a secret with a random polynomial ``f(X) = a_0 + a_1 X + ... + a_{t-1} X^{t-1}``
 over the scalars of P-256 (the integers modulo the group order ``n``) and publishes the

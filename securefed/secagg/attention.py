@@ -1,4 +1,4 @@
-"""Attention mode (DESIGN §4c): personalized outputs the server never sees in the clear.
+"""Attention mode (docs/fedamp.md): personalized outputs the server never sees in the clear.
 
 For each target i, each contributor u in C_i = U3 - {i} sends
 
@@ -48,7 +48,7 @@ def weights_context(encoded: bytes) -> ContextItem:
 
 
 def check_broadcast_weights(config: RoundConfig, encoded: bytes) -> npt.NDArray[np.float64]:
-    """Decode the broadcast xi and check every row against the round's policy (DESIGN §4b).
+    """Decode the broadcast xi and check every row against the round's policy (docs/fedamp.md).
 
     Raises:
         RemoteProtocolError: malformed encoding.
@@ -103,7 +103,7 @@ def unblind(
     weights: npt.NDArray[np.float64],
     own_values: npt.NDArray[np.float64],
 ) -> npt.NDArray[np.float64]:
-    """Target side: remove the pads, decode, renormalise, add xi_ii * w_i (DESIGN §4c).
+    """Target side: remove the pads, decode, renormalise, add xi_ii * w_i (docs/fedamp.md).
 
     Returns u_i = xi_ii w_i + (1 - xi_ii) / (sum_{u in C} xi_iu) * sum_{u in C} xi_iu w_u, or w_i
     itself when the contributors carry no weight.

@@ -40,7 +40,7 @@ class AggregationMode(Enum):
 
     ``SUM``: the server learns the plain sum of the survivors' inputs (FedAvg).
     ``ATTENTION``: one output per target i, u_i-part = sum over contributors u of xi_iu w_u, which
-    the server unmasks only down to target-blinding pads that only i can remove (DESIGN §4c);
+    the server unmasks only down to target-blinding pads that only i can remove (docs/fedamp.md);
     FedAMP and HeurFedAMP differ only in how xi is computed.
     """
 
@@ -117,7 +117,7 @@ class RoundConfig:
         collusion_bound: ``n_C``; default ``2t - N - 1``, the most that ``t`` tolerates.
         mode: ``SUM`` (the server learns the sum) or ``ATTENTION`` (personalized outputs).
         graph: complete (default) or SecAgg+.
-        policy: the weight policy every contributor checks in attention mode (DESIGN §4b).
+        policy: the weight policy every contributor checks in attention mode (docs/fedamp.md).
         min_contributors: a target's output needs at least this many surviving contributors;
             contributors refuse the round otherwise (attention mode; default min(3, t - 1)).
         sharing: how the round secrets are shared: ``FELDMAN`` (verifiable, the default) or

@@ -110,7 +110,7 @@ class UnmaskRefused(ProtocolEvent):
 
 @dataclass(frozen=True, slots=True)
 class PolicyRefused(ProtocolEvent):
-    """Client: it refused the round's weights (DESIGN §4b: concentration, too few contributors).
+    """Client: it refused the round's weights (docs/fedamp.md: concentration, too few contributors).
     ``violations`` lists the refused rows as ``(target, rule)`` pairs (rule: a PolicyRule value)."""
 
     reason: str

@@ -938,7 +938,7 @@ class Abort(Message):
             raise RemoteProtocolError("malformed Abort") from None
 
 
-# --- session setup: the secret sketch seed (DESIGN §4a; securefed.secagg.session) -------------
+# --- session setup: the secret sketch seed (docs/fedamp.md; securefed.secagg.session) -------------
 
 
 @_register

@@ -1,4 +1,4 @@
-"""The weight policy: a protocol rule on the personalization weights ξ (DESIGN §4b, issue 21).
+"""The weight policy: a protocol rule on the personalization weights ξ (docs/fedamp.md, issue 21).
 
 In attention mode (``fedamp``, ``heurfedamp``) target ``i`` learns ``Σ_{u∈C_i} ξ_iu·w_u`` and knows
 its own model, so the *magnitude* of its off-diagonal weight protects nothing: what protects each
