@@ -21,6 +21,10 @@ import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from rich.console import Console
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+
 from securefed.runtime.config import (
     DataConfig,
     DPSettings,
@@ -80,27 +84,60 @@ def demo_config(
 
 
 class ProgressPrinter:
-    """One line per round on ``stream`` (stderr): round, mean accuracy, max epsilon."""
+    """One line per round on ``stream`` (stderr): round, mean accuracy, max epsilon, the
+    institutions that completed it, its seconds.
 
-    def __init__(self, label: str, stream: TextIO | None = None) -> None:
+    On a terminal the line is drawn by rich, with a bar and an estimate of the time left (the
+    mean seconds per round so far times the rounds left); anywhere else (a log file, a pipe,
+    the tests) it is one plain, stable line per round, as docs/quickstart.md quotes it.
+    ``terminal`` forces either (None: ask the stream).
+    """
+
+    def __init__(
+        self, label: str, stream: TextIO | None = None, *, terminal: bool | None = None
+    ) -> None:
         self._label = label
         self._stream = stream or sys.stderr
+        self._console = Console(
+            file=self._stream,
+            force_terminal=terminal,
+            highlight=False,
+            markup=False,
+            emoji=False,
+            soft_wrap=True,
+        )
+        self._seconds: list[float] = []
 
     def __call__(self, report: RoundReport) -> None:
-        width = 20
-        filled = round(width * report.round / report.rounds)
-        bar = "#" * filled + "." * (width - filled)
+        self._seconds.append(report.seconds)
         epsilon = "-" if report.max_epsilon is None else f"{report.max_epsilon:.2f}"
         extra = f", {report.refused} refused (budget)" if report.refused else ""
         if report.own_segment_weight is not None:
             extra += f", own-segment weight {report.own_segment_weight:.2f}"
-        print(
-            f"{self._label:<10} [{bar}] round {report.round:>3}/{report.rounds}  "
+        figures = (
+            f"round {report.round:>3}/{report.rounds}  "
             f"mean accuracy {report.mean_test_accuracy:6.1%}  max ε {epsilon:>5}  "
-            f"{report.completed} completed{extra}  {report.seconds:5.1f}s",
-            file=self._stream,
-            flush=True,
+            f"{report.completed} completed{extra}  {report.seconds:5.1f}s"
         )
+        if self._console.is_terminal:
+            self._draw(report, figures)
+            return
+        width = 20
+        filled = round(width * report.round / report.rounds)
+        bar = "#" * filled + "." * (width - filled)
+        print(f"{self._label:<10} [{bar}] {figures}", file=self._stream, flush=True)
+
+    def _draw(self, report: RoundReport, figures: str) -> None:
+        left = max(report.rounds - report.round, 0)
+        eta = sum(self._seconds) / len(self._seconds) * left
+        minutes, seconds = divmod(round(eta), 60)
+        line = Table.grid(padding=(0, 1))
+        line.add_row(
+            f"{self._label:<10}",
+            ProgressBar(total=report.rounds, completed=report.round, width=20),
+            f"{figures}  ETA {minutes}:{seconds:02d}",
+        )
+        self._console.print(line)
 
 
 def comparison_table(metrics: Mapping[str, Any]) -> str:
