@@ -202,13 +202,7 @@ def run_federation(
     """
     started = time.perf_counter()
     _check_config(config)
-    final = _check_run_dir(Path(out))
-    partial = partial_directory(final)
-    if partial.exists():
-        raise ConfigError(
-            f"{partial} holds an unfinished run: continue it with --resume {final}, or move it "
-            "aside (its spend stays on the records)"
-        )
+    final, partial = _new_run_directories(Path(out))
     copy = copy_data and config.data.directory is None
     if copy:  # the source's tenant count is known; a declared partition comes with the data
         check_dropout_tolerance(config, config.data.tenants, None)
@@ -899,6 +893,20 @@ def check_dropout_tolerance(config: RunConfig, n: int, declared: Sequence[int] |
                     "needed), so most rounds would abort; use dropout_rate <= "
                     f"{tolerated / size:.3g} or more parties per group"
                 )
+
+
+def _new_run_directories(out: Path) -> tuple[Path, Path]:
+    """The run directory ``out`` and its ``.partial`` twin for a new run (nothing created):
+    ConfigError if ``out`` is not usable (:func:`_check_run_dir`) or an unfinished run waits in
+    the twin."""
+    final = _check_run_dir(out)
+    partial = partial_directory(final)
+    if partial.exists():
+        raise ConfigError(
+            f"{partial} holds an unfinished run: continue it with --resume {final}, or move it "
+            "aside (its spend stays on the records)"
+        )
+    return final, partial
 
 
 def _check_run_dir(run_dir: Path) -> Path:

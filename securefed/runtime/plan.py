@@ -30,14 +30,13 @@ from securefed.audit.epsilon_check import accountant_name, pld_epsilon
 from securefed.dp import AccountantKind, DPConfig, PrivateTrainer, TrainingConfig
 from securefed.dp.accounting import History, epsilon_for, noise_multiplier_for
 from securefed.dp.spend import load_spend
-from securefed.errors import ConfigError
 from securefed.runtime.config import PersonalizationMode, RunConfig
 from securefed.runtime.engine.settings import EngineSettings
 from securefed.runtime.federated import (
     _check_config,
     _check_records_budget,
-    _check_run_dir,
     _inputs,
+    _new_run_directories,
     check_dropout_tolerance,
     check_model,
     model_spec,
@@ -181,13 +180,7 @@ def plan_run(
         ConfigError, DataFormatError: whatever the run would refuse before training.
     """
     _check_config(config)
-    final = _check_run_dir(Path(out))
-    partial = partial_directory(final)
-    if partial.exists():
-        raise ConfigError(
-            f"{partial} holds an unfinished run: continue it with --resume {final}, or move it "
-            "aside (its spend stays on the records)"
-        )
+    final, partial = _new_run_directories(Path(out))
     copies = copy_data and config.data.directory is None
     data = peek_run_tenants(config.data, partial, copy=copies)
     check_dropout_tolerance(config, len(data.tenants), data.segments)

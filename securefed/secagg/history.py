@@ -266,7 +266,8 @@ def released_rows(
     targets = [t for t in members if t not in skipped]
     contributors = {t: [u for u in members if u != t] for t in targets}
     rows = attention_releases(weights, targets=targets, contributors=contributors)
-    silent = [i for i in range(rows.shape[0]) if i not in set(targets)]
+    released = set(targets)
+    silent = [i for i in range(rows.shape[0]) if i not in released]
     rows[silent] = 0.0
     return rows
 
@@ -416,7 +417,7 @@ def check_release(
     rows = released_rows(weights, survivors=survivors, withheld=withheld)
     past = _past(history, rows.shape[0], round_, policy)
     rows = _settled(past, rows)
-    open_targets = {s for s in survivors if s not in set(withheld)}
+    open_targets = set(survivors) - set(withheld)
     violated, blamed = _violations(np.concatenate([past, rows[None]]), policy, open_targets)
     if violated:
         found = tuple((t, PolicyRule.EXPOSURE) for t in sorted(blamed))
