@@ -50,6 +50,7 @@ from securefed.audit.events import (
     RunConfigured,
     RunFinished,
     SketchReleased,
+    SketchSeedDealt,
     Unmask,
     UpdateReleased,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "RunConfigured",
     "RunFinished",
     "SketchReleased",
+    "SketchSeedDealt",
     "Unmask",
     "UpdateReleased",
     "VerifyResult",

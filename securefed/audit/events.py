@@ -39,6 +39,7 @@ __all__ = [
     "RunConfigured",
     "RunFinished",
     "SketchReleased",
+    "SketchSeedDealt",
     "Unmask",
     "UpdateReleased",
 ]
@@ -64,6 +65,7 @@ class EventType(Enum):
     MISBEHAVIOUR = "round.misbehaviour"
     OUTPUTS_WITHHELD = "round.outputs_withheld"
     SKETCH_RELEASED = "sketch.released"
+    SKETCH_SEED_DEALT = "sketch.seed_dealt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +233,21 @@ class SketchReleased(EventRecord):
     round: int
     epoch: int
     per_seed: int
+
+
+@dataclass(frozen=True, slots=True)
+class SketchSeedDealt(EventRecord):
+    """A sketch seed was dealt, shared by ``members`` (party ids) and committed to by
+    ``commitment`` (hex; the value every round's transcript binds). The server records it when
+    the seed is delivered (``deal``: the how-many-th seed of the run), a party when it holds
+    the seed (``deal``: the how-many-th seed this party accepted, which ``max_seed_deals``
+    bounds). Deal 1 is the setup at the join, later ones follow a change of membership
+    (docs/fedamp.md, "Sketch epochs")."""
+
+    event_type: ClassVar[EventType] = EventType.SKETCH_SEED_DEALT
+    deal: int
+    members: tuple[str, ...]
+    commitment: str
 
 
 @dataclass(frozen=True, slots=True)

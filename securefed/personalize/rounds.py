@@ -86,6 +86,8 @@ class RoundParams:
             round's (``WeightPolicy.history_rounds``, securefed/secagg/history.py).
         sketches_per_seed: how many rounds sketch under one S_0 before the next sketch epoch
             (:func:`sketch_epoch`); None: ceil(d / sketch_dim) for a vector of d values.
+        max_seed_deals: how many sketch seeds a party accepts in one run -- the setup at the
+            join and the deals after a change of membership (docs/fedamp.md, "Sketch epochs").
     """
 
     alpha: float = 0.5
@@ -103,6 +105,7 @@ class RoundParams:
     min_exposure: float = 0.5
     history_rounds: int = 3
     sketches_per_seed: int | None = None
+    max_seed_deals: int = 8
 
     @property
     def attention_self_weight(self) -> float:

@@ -59,6 +59,7 @@ Schema (every key optional unless marked; see docs/run-config.md for the full de
     min_exposure = 0.5                  # rho: the least exposure every party keeps (fedamp.md)
     history_rounds = 3                  # W: earlier rounds whose releases count (fedamp.md)
     sketches_per_seed = 400             # sketch rounds under one S_0 (default: ceil(d / k))
+    max_seed_deals = 8                  # sketch seeds a party accepts in a run (fedamp.md)
 
 Unknown keys are errors (a typo must not silently fall back to a default).
 """
@@ -183,6 +184,7 @@ class PersonalizeConfig:
     min_exposure: float | None = None
     history_rounds: int | None = None  # None: RoundParams' default (kept out of sha256)
     sketches_per_seed: int | None = None  # None: ceil(d / sketch_dim) (kept out of sha256)
+    max_seed_deals: int | None = None  # None: RoundParams' default (kept out of sha256)
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,6 +445,9 @@ def _personalize(table: _Table) -> PersonalizeConfig:
         sketches_per_seed=None
         if table.get("sketches_per_seed") is None
         else table.integer("sketches_per_seed", 1, minimum=1),
+        max_seed_deals=None
+        if table.get("max_seed_deals") is None
+        else table.integer("max_seed_deals", 8, minimum=1),
     )
     table.finish()
     if out.min_exposure is not None and not 0.0 <= out.min_exposure < 1.0:

@@ -1,4 +1,5 @@
-"""Session setup: a secret sketch seed shared by the clients, never by the server (DESIGN §4a).
+"""Session setup: a secret sketch seed shared by the clients, never by the server
+(docs/fedamp.md, "Session setup").
 
 The attention weights come from sketches (:mod:`securefed.personalize.sketch`) computed with a seed
 the server must not know. At session start:
@@ -32,9 +33,9 @@ transcript (:func:`commitment_context`): a client that got another seed or commi
 transcript and the round aborts before anything is unmasked. The server relays only ciphertexts.
 
 Trust: the dealer is an ordinary client; a colluding dealer gives the server the seed -- but
-"server + any one client" knows it anyway, since every client does (DESIGN §4d). Both objects are
-pure, like the round protocol: messages in, messages out. Problems raise the usual typed protocol
-errors; a client that raised is FAILED for good and holds no seed.
+"server + any one client" knows it anyway, since every client does (threat_model/README.md).
+Both objects are pure, like the round protocol: messages in, messages out. Problems raise the
+usual typed protocol errors; a client that raised is FAILED for good and holds no seed.
 """
 
 from __future__ import annotations
@@ -139,6 +140,12 @@ class SessionSetupClient:
     @property
     def stage(self) -> SetupStage:
         return self._stage
+
+    @property
+    def members(self) -> tuple[int, ...]:
+        """The roster indices whose session keys the accepted directory holds (who shares the
+        seed); empty before a directory was accepted."""
+        return tuple(sorted(self._directory))
 
     def start(self) -> SessionKey:
         if self._stage is not SetupStage.IDLE:

@@ -562,7 +562,7 @@ def test_the_test_agent_process_dies_with_status_3_at_its_crash_point(
             joined = m.decode(ask(settings.state, m.encode(m.Join(os.urandom(32))), timeout=30))
             assert isinstance(joined, m.Joined)
             with pytest.raises((RemoteProtocolError, OSError)):
-                ask(settings.state, m.encode(m.Setup(b"")), timeout=30)
+                ask(settings.state, m.encode(m.Setup(b"a directory")), timeout=30)
             assert agent.wait(timeout=30) == CRASH_STATUS
         finally:
             if agent.poll() is None:

@@ -20,6 +20,9 @@ Round 1's advertisements come with JOIN; a round whose advertisements are missin
 ADVERT, and the round that learns group mode's partition adds REGROUP and KEYS. Results go back
 with the next round's TRAIN (or FINISH). Before round 1: JOIN, and SETUP when sketches are used
 (once more for each dealer that offers no usable seed: at most :data:`SETUP_ATTEMPTS` in all).
+In attention mode, a round before which the membership changed (a party joined late, or one
+that shares the seed is gone) begins with a fresh deal: DEAL (new session keys), then SETUP as
+above -- at most ``max_seed_deals`` seeds in a run (docs/fedamp.md, "Sketch epochs").
 
 The coordinator holds no client secret: it sees what a secure-aggregation server sees
 (advertisements, sealed shares, masked vectors, reconstructed dropout secrets, the group sums
@@ -52,6 +55,7 @@ from securefed.audit import (
     Partition,
     RoundSurvivors,
     RunFinished,
+    SketchSeedDealt,
     Unmask,
     heads_context,
     record_checkpoint,
@@ -150,6 +154,7 @@ class Outbox:
 class CoordinatorPhase(Enum):
     JOIN = "join"
     SETUP = "setup"
+    DEAL = "deal"  # a fresh sketch-seed deal between rounds: new session keys
     ADVERT = "advert"  # keys for a round whose advertisements are not in yet (round 1)
     TRAIN = "train"
     REGROUP = "regroup"  # keys for the groups of a partition just learned
@@ -251,6 +256,18 @@ class _Round:
 
 
 @dataclass
+class _Deals:
+    """The run's sketch-seed deals, as the coordinator tracks them."""
+
+    commitment: bytes | None = None  # the current seed's (bound into every round)
+    members: frozenset[int] | None = None  # who shares the current seed (its directory)
+    asked: frozenset[int] = frozenset()  # the members when it was dealt
+    count: int = 0  # seeds dealt in this run
+    resume: int | None = None  # the round a deal between rounds goes on to
+    tried: int = 0  # the last round a deal was tried before (one try per round)
+
+
+@dataclass
 class _Adverts:
     """Key advertisements collected for one upcoming round."""
 
@@ -315,17 +332,18 @@ class Coordinator:
         self._challenges: dict[int, m.Join] = {}  # node -> the join it was sent
         self._sent: dict[int, m.Request] = {}
         self._last_sent: dict[int, m.Request] = {}
-        self._sent_to: dict[int, int] = {}  # node -> roster index, as mapped when sent
+        # node -> roster index, as mapped when sent (this exchange, the last one)
+        self._sent_to: dict[int, int] = {}
         self._last_sent_to: dict[int, int] = {}
         self._info: dict[int, m.ClientInfo] = {}
         self._evaluations: dict[int, m.Evaluation] = {}  # each party's latest
         self._scores: dict[int, dict[int, m.Evaluation]] = {}  # round -> party -> first
         self._dim: int | None = None
         self._setup: SessionSetupServer | None = None
-        self._setup_keys: dict[int, bytes] = {}
+        self._setup_keys: dict[int, bytes] = {}  # a deal's session keys, by roster index
         self._left_out: dict[int, DealerFault] = {}  # dealers that sit the run out, and why
         self._deliveries: dict[int, bytes] = {}
-        self._commitment: bytes | None = None
+        self._deal = _Deals()
         # attention mode: what earlier rounds released (docs/fedamp.md, "Across rounds")
         self._releases = ReleaseBook(roster.size, history_file)
         self._adverts: _Adverts | None = None
@@ -533,6 +551,7 @@ class Coordinator:
         outside: dict[CoordinatorPhase, Callable[[], Outbox | None]] = {
             C.JOIN: lambda: self._after_join(replies, nodes),
             C.SETUP: lambda: self._after_setup(replies, nodes),
+            C.DEAL: lambda: self._after_deal(replies, nodes),
             C.FINISH: lambda: self._after_finish(replies),
             C.SEAL: lambda: self._after_seal(replies),
             C.DONE: lambda: None,
@@ -604,7 +623,7 @@ class Coordinator:
                     self._hazard(f"{self.roster.client(index).party_id}: bad session key: {exc}")
             self._setup = setup
         directory = m.Setup(setup.directory().to_bytes())
-        nodes = [n for n, i in self._party_of.items() if i not in self._left_out]
+        nodes = [n for n, i in self._party_of.items() if i in setup.clients]
         return self._outbox(dict.fromkeys(nodes, directory), Wait.PHASE)
 
     def _after_setup(self, replies: dict[int, m.Reply], nodes: Sequence[int]) -> Outbox | None:
@@ -620,8 +639,75 @@ class Coordinator:
         if not setup.offered:
             return self._deal_again(setup)
         self._deliveries = {i: d.to_bytes() for i, d in setup.deliveries()}
-        self._commitment = setup.commitment
-        return self._begin_first_round(nodes)
+        self._deal.commitment = setup.commitment
+        self._deal.members = frozenset(setup.clients)
+        self._deal.asked = self._deal.asked if self._deal.resume is not None else self._members()
+        self._deal.count += 1
+        assert self._deal.commitment is not None  # noqa: S101 - an offer carries it
+        self.ledger.record(
+            SketchSeedDealt(
+                deal=self._deal.count,
+                members=tuple(self.roster.client(i).party_id for i in setup.clients),
+                commitment=self._deal.commitment.hex(),
+            )
+        )
+        if self._deal.resume is None:
+            return self._begin_first_round(nodes)
+        return self._begin_round(self._deal.resume, nodes)
+
+    # -- a fresh deal between rounds ---------------------------------------------------------------
+
+    def _members(self) -> frozenset[int]:
+        """The parties in the run now: joined, and not left out as a failed dealer."""
+        return frozenset(self._node_of) - self._left_out.keys()
+
+    def _deal_due(self, number: int) -> bool:
+        """Whether round ``number`` begins with a fresh sketch-seed deal: attention mode, the
+        membership changed since the last deal (a late joiner holds no seed; a party that is
+        gone still does) -- both from those who share the seed and from those the deal asked --
+        at least 3 parties to share a seed, deals left, and no deal tried for this round yet."""
+        if not self.settings.sketches or self._flow() is not Flow.ATTENTION:
+            return False
+        if self._deal.members is None or number <= self._deal.tried:
+            return False
+        members = self._members()
+        # a member that gave no key to the last deal is no change (it sits out the sketches)
+        if members in (self._deal.members, self._deal.asked) or len(members) < 3:
+            return False
+        if self._deal.count >= self.settings.params.max_seed_deals:
+            self._deal.tried = number
+            self._hazard(
+                f"round {number}: the membership changed, but this run's "
+                f"{self.settings.params.max_seed_deals} sketch-seed deals are used up: the "
+                "seed stays (parties that are gone still hold it; new ones sit out sketches)"
+            )
+            return False
+        return True
+
+    def _begin_deal(self, number: int) -> Outbox:
+        """Ask every member for a session key of a fresh deal (then SETUP, then the round)."""
+        self._deal.tried = self._deal.resume = number
+        self._deal.asked = self._members()
+        self.phase = C.DEAL
+        self._setup_session = self._random_bytes(32)
+        self._setup, self._setup_keys = None, {}
+        request = m.Setup(session=self._setup_session)
+        nodes = [self._node_of[i] for i in sorted(self._members())]
+        return self._outbox(dict.fromkeys(nodes, request), Wait.PHASE)
+
+    def _after_deal(self, replies: dict[int, m.Reply], nodes: Sequence[int]) -> Outbox | None:
+        for node, reply in replies.items():
+            index = self._party_of.get(node)
+            if index is not None and isinstance(reply, m.SetupReply) and len(reply.messages) == 1:
+                self._setup_keys[index] = reply.messages[0]
+        if len(self._setup_keys) < 3:  # nobody has dropped the old seed yet: it stays
+            assert self._deal.resume is not None  # noqa: S101 - set by _begin_deal
+            self._hazard(
+                f"round {self._deal.resume}: a fresh sketch-seed deal got "
+                f"{len(self._setup_keys)} session keys (a seed needs 3 parties): the seed stays"
+            )
+            return self._begin_round(self._deal.resume, nodes)
+        return self._setup_exchange()
 
     def _deal_again(self, setup: SessionSetupServer) -> Outbox:
         """The dealer offered no usable seed: it sits the run out, the hazard names it and why
@@ -664,6 +750,8 @@ class Coordinator:
         return Flow.ATTENTION if self.settings.attention else Flow.SUM
 
     def _begin_round(self, number: int, nodes: Sequence[int]) -> Outbox | None:
+        if self._deal_due(number):
+            return self._begin_deal(number)
         self._round = _Round(number, self._flow(), self._clock())
         round_ = self._round
         if round_.flow in (Flow.SUM, Flow.ATTENTION) and (
@@ -716,8 +804,8 @@ class Coordinator:
         partition = adverts.next.partition
         groups = []
         context = [ContextItem(HEADS_CONTEXT_LABEL, heads_context(round_.heads))]
-        if self._commitment is not None and self.settings.sketches:
-            context.append(commitment_context(self._commitment))
+        if self._deal.commitment is not None and self.settings.sketches:
+            context.append(commitment_context(self._deal.commitment))
         for label in sorted(set(partition)):
             members = tuple(i for i, g in enumerate(partition) if g == label)
             config = round_config(
@@ -783,6 +871,10 @@ class Coordinator:
             assert adverts is not None  # noqa: S101 - _begin_round collected them
             round_.participants = set(adverts.adverts) & set(self._node_of)
             round_.participants -= self._left_out.keys()
+            if round_.flow is Flow.ATTENTION and self._deal.members is not None:
+                # a party without the current seed would sketch under another one (or none)
+                # and bind another commitment: it sits the round out
+                round_.participants &= self._deal.members
             round_.refused.update(adverts.declined)
             for index in range(self.roster.size):
                 if index not in round_.participants and index not in round_.refused:

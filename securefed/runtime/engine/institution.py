@@ -35,12 +35,14 @@ import numpy.typing as npt
 
 from securefed.audit import (
     HEADS_CONTEXT_LABEL,
+    EventType,
     Hazard,
     Head,
     InconsistentHeads,
     Ledger,
     RunFinished,
     SketchReleased,
+    SketchSeedDealt,
     heads_context,
     record_checkpoint,
 )
@@ -98,7 +100,7 @@ from securefed.runtime.engine.settings import EngineSettings
 from securefed.runtime.engine.signing import sign_final_head, sign_joined, verify_final_heads
 from securefed.secagg import SecAggClient, Stage
 from securefed.secagg.events import PolicyRefused
-from securefed.secagg.messages import MaskedInput
+from securefed.secagg.messages import MaskedInput, SessionKeyDirectory
 from securefed.secagg.messages import decode as decode_protocol
 from securefed.secagg.replay import RoundGuard
 from securefed.secagg.roster import Roster
@@ -190,6 +192,12 @@ class Institution:
         self._dim = int(learner.parameters().size)  # the model's size never changes
         self._setup: SessionSetupClient | None = None
         self._sketch_seed, self._seed_commitment = _load_seed(seed_file)
+        # the seeds dealt so far in this run, and who shares the current one (from the ledger)
+        self._deals, self._seed_members = _seed_deals(ledger, roster)
+        if self._seed_members is not None and not _is_last_deal(ledger, self._seed_commitment):
+            # the seed file predates the last deal this party ledgered (a stop in between):
+            # that seed is no longer the run's, so this party sits out sketches until a deal
+            self._sketch_seed = self._seed_commitment = None
         self._sketcher: Sketcher | None = None
         self._sketcher_key = (0, 0)  # the (model size, sketch epoch) it was built for
         self._pending: _Round | None = None  # advertised, or in progress
@@ -288,13 +296,62 @@ class Institution:
         return sign_joined(self._identity, self.roster, request, reply)
 
     def _setup_keys(self, request: Setup) -> SetupReply:
+        if request.session:
+            return self._begin_deal(request.session)
         if self._setup is None:
             if self._sketch_seed is not None:
                 return SetupReply()  # restarted with the seed kept: nothing to do
             raise RemoteProtocolError("no sketch-seed setup in progress")
-        offers = self._setup.receive(decode_protocol(request.directory))
+        directory = decode_protocol(request.directory)
+        self._check_deal_members(directory)
+        offers = self._setup.receive(directory)
+        if self._sketch_seed is not None and self._setup.sketch_seed != self._sketch_seed:
+            self._drop_seed()  # a new deal is under way: the old seed serves no more rounds
         self._keep_seed()
         return SetupReply(tuple(m.to_bytes() for m in offers))
+
+    def _begin_deal(self, session: bytes) -> SetupReply:
+        """A fresh sketch-seed deal between rounds (the coordinator saw the membership change):
+        a new session key, unless this run's deals are used up (``max_seed_deals``: a server
+        that deals again and again would give a colluding client new functionals of every model
+        each time) or the session is the current setup's. Refusing changes nothing."""
+        limit = self.settings.params.max_seed_deals
+        if not self.settings.sketches:
+            raise RemoteProtocolError("a sketch-seed deal in a run without sketches")
+        if self._deals >= limit:
+            raise RemoteProtocolError(f"this run's {limit} sketch-seed deals are used up")
+        if self._setup is not None and self._setup.session_id == session:
+            raise RemoteProtocolError("a new deal under the current setup's session")
+        setup = SessionSetupClient(
+            self.roster,
+            session_id=session,
+            index=self.index,
+            identity=self._identity,
+            random_bytes=self._random_bytes,
+        )
+        key = setup.start()
+        self._setup = setup
+        return SetupReply((key.to_bytes(),))
+
+    def _check_deal_members(self, directory: object) -> None:
+        """Refuse a directory that deals a new seed to exactly the parties that share the
+        current one: a new deal is for a change of membership only (the setup itself then
+        checks the directory's signatures)."""
+        if self._seed_members is None or not isinstance(directory, SessionKeyDirectory):
+            return
+        members = tuple(sorted({key.sender for key in directory.keys}))
+        if members == self._seed_members and self._sketch_seed is not None:
+            raise RemoteProtocolError(
+                "a new sketch seed for the parties that share the current one: the membership "
+                "did not change"
+            )
+
+    def _drop_seed(self) -> None:
+        self._sketch_seed = self._seed_commitment = None
+        self._sketcher = None
+        if self._seed_file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self._seed_file)
 
     def _accept_delivery(self, delivery: bytes) -> None:
         if not delivery or self._sketch_seed is not None:
@@ -305,11 +362,25 @@ class Institution:
         self._keep_seed()
 
     def _keep_seed(self) -> None:
-        if self._setup is None or self._setup.sketch_seed is None:
+        """Hold the setup's seed once it has one: ledgered (``sketch.seed_dealt``) before it
+        serves any sketch, then kept in the seed file."""
+        setup = self._setup
+        if setup is None or setup.sketch_seed is None or setup.commitment is None:
             return
-        self._sketch_seed = self._setup.sketch_seed
-        self._seed_commitment = self._setup.commitment
-        if self._seed_file is not None and self._seed_commitment is not None:
+        if setup.commitment == self._seed_commitment:
+            return
+        self._deals += 1
+        self._seed_members = setup.members
+        self.ledger.record(
+            SketchSeedDealt(
+                deal=self._deals,
+                members=tuple(self.roster.client(i).party_id for i in setup.members),
+                commitment=setup.commitment.hex(),
+            )
+        )
+        self._sketch_seed, self._seed_commitment = setup.sketch_seed, setup.commitment
+        self._sketcher = None
+        if self._seed_file is not None:
             _save_seed(self._seed_file, self._sketch_seed + self._seed_commitment)
 
     # -- advertising -----------------------------------------------------------------------------
@@ -745,6 +816,39 @@ def _last_round(ledger: Ledger) -> int:
     except (OSError, ValueError, TypeError, AttributeError):
         return last
     return last
+
+
+def _deal_entries(ledger: Ledger) -> list[dict[str, Any]]:
+    """The payloads of this party's ``sketch.seed_dealt`` entries, in order."""
+    found: list[dict[str, Any]] = []
+    try:
+        with open(ledger.path, encoding="utf-8") as handle:
+            for line in handle:
+                entry = json.loads(line)
+                if entry.get("event") == EventType.SKETCH_SEED_DEALT.value:
+                    found.append(dict(entry.get("payload", {})))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return found
+    return found
+
+
+def _seed_deals(ledger: Ledger, roster: Roster) -> tuple[int, tuple[int, ...] | None]:
+    """How many seeds this party's ledger shows dealt in the run, and the members (roster
+    indices) of the last deal (None if none)."""
+    deals = _deal_entries(ledger)
+    if not deals:
+        return 0, None
+    names = deals[-1].get("members", [])
+    known = {party.party_id: party.index for party in roster.clients}
+    return len(deals), tuple(sorted(known[str(p)] for p in names if str(p) in known))
+
+
+def _is_last_deal(ledger: Ledger, commitment: bytes | None) -> bool:
+    """Whether ``commitment`` is the one this party's ledger recorded for the last deal."""
+    deals = _deal_entries(ledger)
+    return (
+        commitment is not None and bool(deals) and deals[-1].get("commitment") == commitment.hex()
+    )
 
 
 def _sorted_heads(heads: Sequence[Head]) -> tuple[Head, ...]:

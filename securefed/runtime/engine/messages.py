@@ -457,17 +457,26 @@ class Join:
 
 @dataclass(frozen=True, slots=True)
 class Setup:
-    """The sketch-seed setup's key directory (a signed secure-aggregation message)."""
+    """A step of a sketch-seed setup: the key ``directory`` (a signed secure-aggregation
+    message), or -- between rounds, after the membership changed -- ``session``, the id of a
+    fresh deal, for which the party answers with a new session key (docs/fedamp.md, "Sketch
+    epochs"). Exactly one of the two is set."""
 
     KIND: ClassVar[Kind] = Kind.SETUP
-    directory: bytes
+    directory: bytes = b""
+    session: bytes = b""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.directory) != bool(self.session), "a setup step is a directory or a deal")
+        _check(len(self.session) in (0, SESSION_BYTES), "a session id is 32 bytes")
 
     def write(self, w: Writer) -> None:
         _bytes(w, self.directory, limit=1 << 24)
+        _bytes(w, self.session, limit=SESSION_BYTES)
 
     @classmethod
     def read(cls, r: Reader) -> Setup:
-        return cls(r.blob(limit=1 << 24))
+        return cls(r.blob(limit=1 << 24), r.blob(limit=SESSION_BYTES))
 
 
 @dataclass(frozen=True, slots=True)
@@ -670,7 +679,8 @@ class Joined:
 
 @dataclass(frozen=True, slots=True)
 class SetupReply:
-    """The sketch-seed dealer's sealed offer (other parties answer with nothing)."""
+    """The sketch-seed dealer's sealed offer (other parties answer with nothing), or -- to a
+    fresh deal -- the party's new session key."""
 
     KIND: ClassVar[Kind] = Kind.SETUP_REPLY
     messages: tuple[bytes, ...] = ()

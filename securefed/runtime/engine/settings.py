@@ -173,4 +173,6 @@ def _exposure_overrides(config: RunConfig) -> dict[str, Any]:
         overrides["history_rounds"] = p.history_rounds
     if p.sketches_per_seed is not None:
         overrides["sketches_per_seed"] = p.sketches_per_seed
+    if p.max_seed_deals is not None:
+        overrides["max_seed_deals"] = p.max_seed_deals
     return overrides

@@ -37,6 +37,7 @@ def samples() -> list[m.Request | m.Reply]:
         m.Join(bytes(32)),
         m.Join(bytes(range(32)), setup=bytes(32), next=NEXT),
         m.Setup(b"a key directory"),
+        m.Setup(session=bytes(range(32))),
         m.Advert(NEXT),
         m.Advert(NEXT, delivery=b"sealed seed"),
         m.Train(1),
