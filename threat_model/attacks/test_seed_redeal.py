@@ -6,6 +6,9 @@ engine deals a fresh seed when the membership changes (docs/fedamp.md, "Sketch e
 server that could deal at will would deal before every round: each new seed gives the coalition
 k new linear functionals of every model, and after d/k rounds it solves for the victim's model.
 
+The malicious server skips what an honest coordinator checks (it deals only on a change of
+membership, and abandons a deal whose keys come from exactly the parties that share the seed).
+
 ASSUMPTIONS: the victim's model does not change (the attacker's best case). k = 8, d = 32, so
 d/k = 4 fresh seeds recover it exactly. 5 institutions, FedAMP, 4 rounds.
 
@@ -35,6 +38,8 @@ import pytest
 from securefed.personalize.modes import PersonalizationMode
 from securefed.personalize.rounds import RoundParams, make_sketcher, sketch_epoch
 from securefed.personalize.rounds import sketches_per_seed as per_seed_of
+from securefed.runtime.engine import messages as m
+from securefed.runtime.engine.coordinator import Coordinator, Outbox
 from securefed.runtime.engine.institution import Institution
 from securefed.runtime.engine.settings import EngineSettings
 from securefed.testing.rounds import VectorFederation
@@ -60,6 +65,16 @@ def accept_every_deal(institution: Institution) -> None:
     institution._check_deal_members = lambda directory: None  # type: ignore[method-assign]
 
 
+def deal_anyway(coordinator: Coordinator, replies: dict[int, m.Reply]) -> Outbox:
+    """The malicious server's DEAL step: every key in, straight to the directory (an honest
+    coordinator abandons a deal among the parties that share the seed already)."""
+    for node, reply in replies.items():
+        index = coordinator._party_of.get(node)
+        if index is not None and isinstance(reply, m.SetupReply) and reply.messages:
+            coordinator._setup_keys[index] = reply.messages[0]
+    return coordinator._setup_exchange()
+
+
 def attack(*, weak: bool) -> float:
     """Run the schedule; the coalition's relative error on the victim's model."""
     rng = seeded_rng(43)
@@ -72,6 +87,7 @@ def attack(*, weak: bool) -> float:
         coordinator = run.coordinator
         # the malicious server: a fresh deal before every round after the first
         coordinator._deal_due = lambda number: number > max(1, coordinator._deal.tried)  # type: ignore[method-assign]
+        coordinator._after_deal = lambda replies, nodes: deal_anyway(coordinator, replies)  # type: ignore[method-assign]
         colluder = run.institutions[COLLUDER]
         sketch = colluder._sketch
 

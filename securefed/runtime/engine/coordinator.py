@@ -700,13 +700,22 @@ class Coordinator:
             index = self._party_of.get(node)
             if index is not None and isinstance(reply, m.SetupReply) and len(reply.messages) == 1:
                 self._setup_keys[index] = reply.messages[0]
-        if len(self._setup_keys) < 3:  # nobody has dropped the old seed yet: it stays
-            assert self._deal.resume is not None  # noqa: S101 - set by _begin_deal
+        resume = self._deal.resume
+        assert resume is not None  # noqa: S101 - set by _begin_deal
+        keys = frozenset(self._setup_keys)
+        # nobody has dropped the old seed yet: abandoning the deal keeps it
+        if len(keys) < 3:
             self._hazard(
-                f"round {self._deal.resume}: a fresh sketch-seed deal got "
-                f"{len(self._setup_keys)} session keys (a seed needs 3 parties): the seed stays"
+                f"round {resume}: a fresh sketch-seed deal got {len(keys)} session keys (a "
+                "seed needs 3 parties): the seed stays"
             )
-            return self._begin_round(self._deal.resume, nodes)
+            return self._begin_round(resume, nodes)
+        if keys == self._deal.members:  # the parties that gave keys share the seed already
+            self._hazard(
+                f"round {resume}: only the parties that share the sketch seed gave keys for a "
+                "fresh deal (no change among them): the seed stays"
+            )
+            return self._begin_round(resume, nodes)
         return self._setup_exchange()
 
     def _deal_again(self, setup: SessionSetupServer) -> Outbox:

@@ -299,9 +299,14 @@ class Institution:
         if request.session:
             return self._begin_deal(request.session)
         if self._setup is None:
+            # A directory goes only to parties that gave a key for it: this one gave its key
+            # and lost the setup since (a restart mid-deal). Whether it belongs to the new
+            # seed is unknown, so it keeps none and sits out the sketches until a deal.
             if self._sketch_seed is not None:
-                return SetupReply()  # restarted with the seed kept: nothing to do
-            raise RemoteProtocolError("no sketch-seed setup in progress")
+                self._drop_seed()
+            raise RemoteProtocolError(
+                "a sketch-seed directory for a setup this party no longer holds (restarted?)"
+            )
         directory = decode_protocol(request.directory)
         self._check_deal_members(directory)
         offers = self._setup.receive(directory)
@@ -356,8 +361,9 @@ class Institution:
     def _accept_delivery(self, delivery: bytes) -> None:
         if not delivery or self._sketch_seed is not None:
             return
-        if self._setup is None:
-            raise RemoteProtocolError("a sketch seed arrived without a setup")
+        if self._setup is None:  # lost with a restart: this party sits out the sketches
+            self._note("a sketch seed arrived for a setup this party no longer holds: ignored")
+            return
         self._setup.receive(decode_protocol(delivery))
         self._keep_seed()
 

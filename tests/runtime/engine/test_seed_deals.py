@@ -282,3 +282,85 @@ def test_a_restart_trusts_the_seed_file_only_if_it_is_the_last_deal(tmp_path: Pa
         assert _seed_deals(ledger, roster) == (2, (0, 2, 3))
         assert _is_last_deal(ledger, b"\x02" * 32)
         assert not _is_last_deal(ledger, b"\x01" * 32)  # the previous deal's seed
+
+
+class Both:
+    """Two fault plans in turn (requests only)."""
+
+    def __init__(self, *plans: Absent | SilentAtDeal) -> None:
+        self.plans = plans
+
+    def request(self, node: int, request: m.Request) -> m.Request | None:
+        passed: m.Request | None = request
+        for plan in self.plans:
+            if passed is None:
+                return None
+            passed = plan.request(node, passed)
+        return passed
+
+    def reply(self, node: int, request: m.Request, reply: m.Reply) -> m.Reply | None:
+        return reply
+
+
+def test_a_late_joiner_silent_at_the_deal_leaves_the_seed_as_it_is() -> None:
+    """Only the parties that share the seed answer the deal: it is abandoned (they would refuse
+    a directory among themselves), the seed stays, the rounds go on."""
+    late = Absent(4)
+    with VectorFederation(
+        clustered(5, DIM), fedamp(rounds=3), seed=6, faults=Both(late, SilentAtDeal(4))
+    ) as run:
+        steps = run_until_round(run, 1)
+        seed = run.institutions[0]._sketch_seed
+        late.absent = False
+        for _ in steps:
+            pass
+        assert [d["deal"] for d in deals(run, "server")] == [1]
+        assert run.institutions[0]._sketch_seed == seed
+        assert any("the seed stays" in h for h in hazards(run))
+        assert not any("left out of the run" in h for h in hazards(run))
+        assert all(sorted(v.sketches) == [0, 1, 2, 3] for v in run.views)
+
+
+class LosesSetup:
+    """A fault plan: ``node`` loses its in-memory setup right after it answered a fresh deal
+    (a restart between the deal's key and its directory; its seed file survives)."""
+
+    def __init__(self, run: VectorFederation, node: int) -> None:
+        self.run, self.node = run, node
+
+    def request(self, node: int, request: m.Request) -> m.Request | None:
+        return request
+
+    def reply(self, node: int, request: m.Request, reply: m.Reply) -> m.Reply | None:
+        if node == self.node and isinstance(request, m.Setup) and request.session:
+            self.run.institutions[node]._setup = None
+        return reply
+
+
+def test_a_party_that_lost_its_setup_mid_deal_sits_out_the_sketches() -> None:
+    """It gave a key, then restarted: the directory it cannot open makes it drop its old seed
+    (it would bind another commitment), so it sits out the sketches; the others go on under
+    the new seed."""
+    late = Absent(5)
+    with VectorFederation(clustered(6, DIM), fedamp(rounds=3), seed=9, faults=late) as run:
+        plan = LosesSetup(run, 2)
+
+        class Plans:
+            def request(self, node: int, request: m.Request) -> m.Request | None:
+                return late.request(node, request)
+
+            def reply(self, node: int, request: m.Request, reply: m.Reply) -> m.Reply | None:
+                return plan.reply(node, request, reply)
+
+        run.transport.faults = Plans()
+        steps = run_until_round(run, 1)
+        late.absent = False
+        for _ in steps:
+            pass
+        assert run.institutions[2]._sketch_seed is None
+        assert [d["deal"] for d in deals(run, "server")] == [1, 2]
+        last = run.views[-1]  # bank-5 joined during round 2: the deal came before round 3
+        assert sorted(last.sketches) == [0, 1, 3, 4, 5]
+        assert any("no longer holds (restarted?)" in h for h in hazards(run))
+        statuses = [r["status"] for r in run.coordinator.metrics().to_dict()["history"][1:]]
+        assert statuses == ["completed"] * 3
