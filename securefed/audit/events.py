@@ -34,6 +34,7 @@ __all__ = [
     "OutputsWithheld",
     "Partition",
     "PolicyRefusal",
+    "PreprocessingApplied",
     "RoundSpend",
     "RoundSurvivors",
     "RunConfigured",
@@ -66,6 +67,7 @@ class EventType(Enum):
     OUTPUTS_WITHHELD = "round.outputs_withheld"
     SKETCH_RELEASED = "sketch.released"
     SKETCH_SEED_DEALT = "sketch.seed_dealt"
+    PREPROCESSING_APPLIED = "preprocessing.applied"
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +250,20 @@ class SketchSeedDealt(EventRecord):
     deal: int
     members: tuple[str, ...]
     commitment: str
+
+
+@dataclass(frozen=True, slots=True)
+class PreprocessingApplied(EventRecord):
+    """The institution set the federation-wide statistics in its model's feature scaler before
+    round 1 (``[data] standardize = "federation"``): their SHA-256 (of
+    ``preprocessing/statistics.json``), the institutions whose released sums the secure sum
+    added, and how many numeric features are standardised (docs/tabular.md). The release itself
+    is the ``round.spend`` of round 0 before it."""
+
+    event_type: ClassVar[EventType] = EventType.PREPROCESSING_APPLIED
+    statistics_sha256: str
+    contributors: tuple[str, ...]
+    numeric_features: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,8 @@ value means. :func:`load_schema` reads and validates it into a :class:`TabularSc
     name = "income"
     type = "numeric"                 # numeric | binary | categorical
     missing = "indicator"            # forbid (default) | indicator
+    range = [0, 1000000]             # numeric only, optional: the public bounds that
+                                     #   federation-wide statistics clip to (docs/tabular.md)
 
     [[column]]
     name = "housing"
@@ -76,6 +78,7 @@ __all__ = [
     "TabularSchema",
     "load_schema",
     "parse_schema",
+    "schema_from_canonical",
 ]
 
 SCHEMA_FORMAT = "securefed/tabular-schema"
@@ -87,7 +90,7 @@ MISSING_MARKERS = ("", "NA", "N/A", "NaN", "nan", "NULL", "null")
 _E = TypeVar("_E", bound=Enum)
 
 _TOP_KEYS = frozenset({"version", "target", "drop", "split", "column"})
-_COLUMN_KEYS = frozenset({"name", "type", "missing", "categories"})
+_COLUMN_KEYS = frozenset({"name", "type", "missing", "categories", "range"})
 _SPLIT_KEYS = frozenset({"test_fraction", "seed"})
 
 
@@ -135,13 +138,19 @@ class Column:
     Raises:
         SchemaError: an empty name; categories given for a non-categorical column, or a
             categorical column without categories, with a duplicate, with a non-string, or with
-            a :data:`MISSING_MARKERS` entry (such a cell would read as missing).
+            a :data:`MISSING_MARKERS` entry (such a cell would read as missing); a ``range``
+            on a non-numeric column, or one that is not two finite numbers ``lo < hi``.
+
+    ``range`` (numeric columns, optional) is the public interval ``[lo, hi]`` that
+    federation-wide statistics clip a value to before it is summed (it bounds what one record
+    can add: :mod:`securefed.data.statistics`); the features themselves are never clipped.
     """
 
     name: str
     type: ColumnType
     missing: Missing = Missing.FORBID
     categories: tuple[str, ...] = ()
+    range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -150,6 +159,7 @@ class Column:
         object.__setattr__(self, "type", _enum_value(ColumnType, self.type, f"{where}: type"))
         object.__setattr__(self, "missing", _enum_value(Missing, self.missing, f"{where}: missing"))
         object.__setattr__(self, "categories", tuple(self.categories))
+        self._check_range(where)
         if self.type is not ColumnType.CATEGORICAL:
             if self.categories:
                 raise SchemaError(f"{where}: categories are only for categorical columns")
@@ -167,6 +177,22 @@ class Column:
                 f"(missing markers: {', '.join(repr(m) for m in MISSING_MARKERS)})"
             )
 
+    def _check_range(self, where: str) -> None:
+        if self.range is None:
+            return
+        if self.type is not ColumnType.NUMERIC:
+            raise SchemaError(f"{where}: range is only for numeric columns")
+        bounds = self.range
+        if (
+            isinstance(bounds, str | bytes)
+            or len(bounds) != 2
+            or any(isinstance(b, bool) or not isinstance(b, int | float) for b in bounds)
+            or not all(math.isfinite(b) for b in bounds)
+            or not bounds[0] < bounds[1]
+        ):
+            raise SchemaError(f"{where}: range must be [lo, hi], two finite numbers, lo < hi")
+        object.__setattr__(self, "range", (float(bounds[0]), float(bounds[1])))
+
     @property
     def feature_names(self) -> tuple[str, ...]:
         """The names of this column's features, in order (see the module docstring)."""
@@ -178,13 +204,17 @@ class Column:
         return (*own, f"{self.name}:missing") if self.missing is Missing.INDICATOR else own
 
     def canonical(self) -> dict[str, Any]:
-        """The column in the digest's canonical form."""
-        return {
+        """The column in the digest's canonical form (``range`` only when declared, so that a
+        schema without ranges keeps its digest)."""
+        out: dict[str, Any] = {
             "name": self.name,
             "type": self.type.value,
             "missing": self.missing.value,
             "categories": list(self.categories),
         }
+        if self.range is not None:
+            out["range"] = list(self.range)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,8 +365,17 @@ def _column(raw: object, number: int, where: str) -> Column:
     categories = raw.get("categories", [])
     if not isinstance(categories, list):
         raise SchemaError(f"{label}: categories must be a list of strings")
+    bounds = raw.get("range")
+    if bounds is not None and not isinstance(bounds, list):
+        raise SchemaError(f"{label}: range must be [lo, hi], two finite numbers, lo < hi")
     try:
-        return Column(name=name, type=kind, missing=missing, categories=tuple(categories))
+        return Column(
+            name=name,
+            type=kind,
+            missing=missing,
+            categories=tuple(categories),
+            range=None if bounds is None else tuple(bounds),  # type: ignore[arg-type]
+        )
     except SchemaError as exc:
         raise SchemaError(f"{where}: {exc}") from None
 
@@ -399,3 +438,31 @@ def load_schema(path: str | os.PathLike[str]) -> TabularSchema:
     except tomllib.TOMLDecodeError as exc:
         raise SchemaError(f"{schema_path}: not valid TOML ({exc})") from None
     return parse_schema(document, where=str(schema_path))
+
+
+def schema_from_canonical(text: str, *, where: str = "schema") -> TabularSchema:
+    """The schema whose :meth:`TabularSchema.canonical_json` is ``text`` (what an import record
+    keeps). Raises SchemaError when ``text`` is not such a canonical form or does not give
+    back the same digest."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        raise SchemaError(f"{where}: the canonical schema is not JSON") from None
+    if not isinstance(document, dict) or document.get("format") != SCHEMA_FORMAT:
+        raise SchemaError(f"{where}: not a canonical securefed schema")
+    raw_columns = document.get("columns")
+    if not isinstance(raw_columns, list):
+        raise SchemaError(f"{where}: the canonical schema has no columns list")
+    columns = [
+        {k: v for k, v in c.items() if k != "categories" or v} if isinstance(c, dict) else c
+        for c in raw_columns
+    ]
+    schema = parse_schema(
+        {"version": document.get("version"), "target": document.get("target"), "column": columns},
+        where=where,
+    )
+    if schema.canonical_json() != json.dumps(
+        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ):
+        raise SchemaError(f"{where}: the canonical schema does not read back to itself")
+    return schema

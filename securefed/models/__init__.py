@@ -3,6 +3,9 @@
 * :func:`cnn`, :func:`mlp`, :func:`logistic`, :func:`build_model` / :class:`ModelKind`:
   DP-compatible networks (GroupNorm, no BatchNorm, no tied parameters), all with logits of shape
   ``(N, num_classes)``; :class:`ModelSpec`: a model's architecture, recorded in its file.
+* :class:`FeatureScaler` / :func:`feature_scaler`: the fixed first layer of a ``scaled``
+  tabular model (the federation's standardisation and mean imputation, as buffers: never
+  trained or aggregated, saved with the model).
 * :func:`flat_parameters` / :func:`load_flat_parameters`: the float64 vector that secure
   aggregation and FedAMP work on (same order for a model and its Opacus wrapper).
 * :func:`save_model` / :func:`load_model` / :func:`load_saved_model`: safetensors files (no
@@ -18,10 +21,12 @@ from securefed.models.nets import (
     CNN_INPUT_SHAPE,
     DEFAULT_HIDDEN,
     BinaryLogits,
+    FeatureScaler,
     ModelKind,
     ModelSpec,
     build_model,
     cnn,
+    feature_scaler,
     logistic,
     mlp,
 )
@@ -36,6 +41,7 @@ __all__ = [
     "CNN_INPUT_SHAPE",
     "DEFAULT_HIDDEN",
     "BinaryLogits",
+    "FeatureScaler",
     "ModelKind",
     "ModelSpec",
     "SavedModel",
@@ -43,6 +49,7 @@ __all__ = [
     "class_probabilities",
     "cnn",
     "evaluate",
+    "feature_scaler",
     "flat_parameters",
     "load_flat_parameters",
     "load_model",

@@ -6,8 +6,13 @@ so a file saved during private training loads into a fresh model. Writes are ato
 sees the old file or the complete new one, never a torn write.
 
 A file saved with its :class:`~securefed.models.nets.ModelSpec` records the architecture in its
-metadata (``model.kind``, ``model.num_classes``, ``model.in_features``, ``model.hidden``), and
-:func:`load_saved_model` rebuilds the model from the file alone.
+metadata (``model.kind``, ``model.num_classes``, ``model.in_features``, ``model.hidden``,
+``model.scaled``), and :func:`load_saved_model` rebuilds the model from the file alone.
+
+The state dict, and so the file, holds buffers as well as parameters: a scaled model's
+:class:`~securefed.models.nets.FeatureScaler` values travel with it, and a file's scaler values
+are checked as :meth:`~securefed.models.nets.FeatureScaler.set` checks them before they are
+loaded.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from torch import nn
 
 from securefed.errors import ConfigError
 from securefed.files import write_atomic
-from securefed.models.nets import ModelSpec
+from securefed.models.nets import FeatureScaler, ModelSpec, check_scaler_values
 from securefed.models.params import unwrap
 
 __all__ = ["SavedModel", "load_model", "load_saved_model", "save_model"]
@@ -78,8 +83,10 @@ def load_model(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, str]
     """Load a file written by :func:`save_model` into ``model`` (strictly); return its metadata.
 
     Raises :class:`ConfigError` if the file is missing, is not a safetensors file (for example a
-    ``torch.save`` pickle, which is never unpickled), or its keys or shapes do not match the
-    model exactly; the model is unchanged in the last case.
+    ``torch.save`` pickle, which is never unpickled), its keys or shapes do not match the model
+    exactly, or it holds values for a :class:`~securefed.models.nets.FeatureScaler` of the model
+    that :meth:`~securefed.models.nets.FeatureScaler.set` would refuse; the model is unchanged
+    in the last two cases.
     """
     source = Path(path)
     if not source.is_file():
@@ -95,6 +102,7 @@ def load_model(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, str]
         ) from None
     target = unwrap(model)
     _check_matches(tensors, target.state_dict(), f"model file {source}")
+    _check_scalers(tensors, target, f"model file {source}")
     target.load_state_dict(tensors, strict=True)
     return metadata
 
@@ -147,6 +155,23 @@ def _shapes_of(spec: ModelSpec) -> dict[str, torch.Tensor]:
     built without drawing from torch's global random generator."""
     with torch.random.fork_rng(devices=[]), torch.device("meta"):
         return dict(spec.build().state_dict())
+
+
+def _check_scalers(tensors: Mapping[str, torch.Tensor], model: nn.Module, what: str) -> None:
+    """Raise ConfigError unless the values ``tensors`` holds for every FeatureScaler of
+    ``model`` are ones it accepts (keys present: checked by :func:`_check_matches`)."""
+    for name, module in model.named_modules():
+        if isinstance(module, FeatureScaler):
+            prefix = f"{name}." if name else ""
+            try:
+                check_scaler_values(
+                    module.features,
+                    tensors[f"{prefix}shift"],
+                    tensors[f"{prefix}scale"],
+                    tensors[f"{prefix}indicator"],
+                )
+            except ConfigError as exc:
+                raise ConfigError(f"{what}: {exc}") from None
 
 
 def _check_matches(

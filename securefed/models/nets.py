@@ -8,6 +8,15 @@ parameter tying, so ghost clipping applies. Every model maps a batch to logits o
 ``(N, num_classes)``, so one loss (cross-entropy), one evaluation (arg-max) and one score
 (``softmax(logits)[:, 1]`` for a binary target) serve them all.
 
+A tabular model built with ``scaled=True`` (:class:`ModelSpec`) starts with a
+:class:`FeatureScaler`: the federation's standardisation of the features (shift, scale and
+mean-imputation of missing cells, docs/tabular.md) as a fixed layer of BUFFERS, never
+parameters -- not trained, not in ``model.parameters()``, so never clipped, noised or
+aggregated, but saved in the model's file and applied wherever the model scores
+(``securefed predict``, the ONNX export). The scaled model is
+``Sequential(scaler=FeatureScaler, model=<the unscaled model>)``: its parameters are the inner
+model's, in the same order.
+
 :class:`ModelSpec` is a model's architecture as data (kind, number of classes, input width,
 hidden sizes): what :func:`build_model` builds and what a model file records in its metadata
 (:meth:`ModelSpec.to_metadata`), so that a saved model can be rebuilt without the run's
@@ -23,23 +32,31 @@ from __future__ import annotations
 
 import json
 import math
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import cast
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor, nn
 
 from securefed.errors import ConfigError
+from securefed.models.params import unwrap
 
 __all__ = [
     "CNN_INPUT_SHAPE",
     "DEFAULT_HIDDEN",
     "BinaryLogits",
+    "FeatureScaler",
     "ModelKind",
     "ModelSpec",
     "build_model",
+    "check_scaler_values",
     "cnn",
+    "feature_scaler",
     "logistic",
     "mlp",
 ]
@@ -66,6 +83,139 @@ class BinaryLogits(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return torch.cat((torch.zeros_like(z), z), dim=1)
+
+
+class FeatureScaler(nn.Module):
+    """The federation's standardisation of ``features`` input columns, a fixed first layer.
+
+    ``forward(x) = (x - shift) / scale``, column by column, then 0 (the federation mean, once
+    standardised) in column ``j`` of every record whose missing indicator ``x[:, indicator[j]]``
+    is 1 -- a missing cell, written as 0.0 by the import, is imputed by the mean. Columns with
+    ``indicator[j] == -1`` have no indicator. There is no data-dependent control flow (the
+    indicator columns are gathered and multiplied in), so Opacus, ``torch.onnx`` and the
+    hand-built ONNX graph see one fixed computation.
+
+    ``shift`` (float32), ``scale`` (float32) and ``indicator`` (int64) are BUFFERS: never in
+    ``parameters()``, never trained or aggregated, but in ``state_dict()`` and so in the model's
+    file. A new scaler is the identity (shift 0, scale 1, no indicators) until :meth:`set`.
+    """
+
+    shift: Tensor
+    scale: Tensor
+    indicator: Tensor
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        _check_positive("features", features)
+        self.features = features
+        self.register_buffer("shift", torch.zeros(features, dtype=torch.float32))
+        self.register_buffer("scale", torch.ones(features, dtype=torch.float32))
+        self.register_buffer("indicator", torch.full((features,), -1, dtype=torch.int64))
+
+    def set(
+        self,
+        shift: npt.ArrayLike | Tensor,
+        scale: npt.ArrayLike | Tensor,
+        indicator: npt.ArrayLike | Tensor,
+    ) -> None:
+        """Copy new values into the buffers, in place (so a model that Opacus wrapped, or
+        one already on a device, is updated where it is).
+
+        ``shift`` and ``scale``: ``features`` finite numbers (finite as float32 too), every
+        ``scale`` > 0 (after rounding to float32). ``indicator``: ``features`` integers (an
+        integer dtype) in ``[-1, features)``, ``indicator[j] != j``. Raises
+        :class:`ConfigError` otherwise, leaving the buffers unchanged.
+        """
+        values = check_scaler_values(self.features, shift, scale, indicator)
+        with torch.no_grad():
+            for buffer, value in zip((self.shift, self.scale, self.indicator), values, strict=True):
+                buffer.copy_(value.to(buffer.device))
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = (x - self.shift) / self.scale
+        has_indicator = (self.indicator >= 0).to(x.dtype)
+        missing = x.index_select(1, self.indicator.clamp(min=0)) * has_indicator
+        return z * (1 - missing)
+
+    def extra_repr(self) -> str:
+        return f"features={self.features}"
+
+
+def check_scaler_values(
+    features: int,
+    shift: npt.ArrayLike | Tensor,
+    scale: npt.ArrayLike | Tensor,
+    indicator: npt.ArrayLike | Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The values of a :class:`FeatureScaler` of ``features`` columns as its buffers' tensors
+    (float32, float32, int64, on the CPU), checked as :meth:`FeatureScaler.set` says. Raises
+    :class:`ConfigError` naming the first problem."""
+    shift32 = _float32_vector("shift", shift, features)
+    scale32 = _float32_vector("scale", scale, features)
+    if not bool(np.all(scale32 > 0)):
+        bad = int(np.flatnonzero(~(scale32 > 0))[0])
+        raise ConfigError(f"scaler scale[{bad}] = {float(scale32[bad])!r} must be > 0")
+    links = _indicator_vector(indicator, features)
+    return torch.from_numpy(shift32), torch.from_numpy(scale32), torch.from_numpy(links)
+
+
+def _indicator_vector(values: npt.ArrayLike | Tensor, features: int) -> npt.NDArray[np.int64]:
+    """``values`` as the int64 indicator links of a scaler of ``features`` columns, checked."""
+    raw = _as_array("indicator", values)
+    if raw.shape != (features,):
+        raise ConfigError(f"scaler indicator must have shape ({features},), got {raw.shape}")
+    if raw.dtype.kind not in "iu":
+        raise ConfigError(f"scaler indicator must hold integers, got dtype {raw.dtype}")
+    wide = cast("npt.NDArray[np.integer]", raw)  # kind i or u: checked above
+    outside = np.flatnonzero((wide < -1) | (wide >= features))  # before any cast can wrap
+    if outside.size:
+        j = int(outside[0])
+        raise ConfigError(
+            f"scaler indicator[{j}] = {int(wide[j])} is not a column in [0, {features}) or -1"
+        )
+    links = wide.astype(np.int64)
+    own = np.flatnonzero(links == np.arange(features))
+    if own.size:
+        raise ConfigError(f"scaler indicator[{int(own[0])}] points at its own column")
+    return links
+
+
+def _as_array(name: str, values: npt.ArrayLike | Tensor) -> npt.NDArray[np.generic]:
+    """``values`` as a new numpy array; :class:`ConfigError` if they are not an array."""
+    try:
+        if isinstance(values, Tensor):
+            return values.detach().to("cpu").numpy().copy()
+        return np.array(values)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"scaler {name} is not an array of numbers: {exc}") from None
+
+
+def _float32_vector(
+    name: str, values: npt.ArrayLike | Tensor, features: int
+) -> npt.NDArray[np.float32]:
+    array = _as_array(name, values)
+    if array.shape != (features,):
+        raise ConfigError(f"scaler {name} must have shape ({features},), got {array.shape}")
+    if array.dtype.kind not in "iuf":
+        raise ConfigError(f"scaler {name} must hold numbers, got dtype {array.dtype}")
+    with np.errstate(over="ignore"):
+        array32 = array.astype(np.float32)
+    if not bool(np.all(np.isfinite(array32))):
+        bad = int(np.flatnonzero(~np.isfinite(array32))[0])
+        raise ConfigError(
+            f"scaler {name}[{bad}] = {float(array[bad])!r} is not a finite float32 number"
+        )
+    return array32
+
+
+def feature_scaler(model: nn.Module) -> FeatureScaler | None:
+    """The :class:`FeatureScaler` of a model built with ``scaled=True`` (through an Opacus
+    wrapper too), or None for any other model."""
+    inner = unwrap(model)
+    if not isinstance(inner, nn.Sequential):
+        return None
+    scaler = getattr(inner, "scaler", None)
+    return scaler if isinstance(scaler, FeatureScaler) else None
 
 
 def cnn(num_classes: int = 10, *, seed: int | None = None) -> nn.Module:
@@ -138,6 +288,7 @@ _KIND = "model.kind"
 _CLASSES = "model.num_classes"
 _FEATURES = "model.in_features"
 _HIDDEN = "model.hidden"
+_SCALED = "model.scaled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,20 +299,29 @@ class ModelSpec:
     ``in_features`` is the number of input columns (the CNN: always 784, its 1x28x28 pixels;
     None is accepted for the CNN and stored as 784). ``hidden`` is the MLP's hidden layer
     widths (None: :data:`DEFAULT_HIDDEN`; stored resolved) and must be None for the other
-    kinds. Construction validates: a spec that exists can be built. Raises
-    :class:`ConfigError` for a kind that is not a :class:`ModelKind`, ``num_classes < 2``, a
-    missing or non-positive ``in_features``, the CNN with another input width, hidden sizes
-    for a model without hidden layers, or empty or non-positive hidden sizes.
+    kinds. ``scaled`` (the MLP and logistic regression only) puts a :class:`FeatureScaler`
+    of ``in_features`` columns first (see the module docstring). Construction validates: a
+    spec that exists can be built. Raises :class:`ConfigError` for a kind that is not a
+    :class:`ModelKind`, ``num_classes < 2``, a missing or non-positive ``in_features``, the
+    CNN with another input width, hidden sizes for a model without hidden layers, empty or
+    non-positive hidden sizes, a ``scaled`` that is not a bool, or a scaled CNN.
     """
 
     kind: ModelKind
     num_classes: int
     in_features: int | None = None
     hidden: tuple[int, ...] | None = None
+    scaled: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, ModelKind):
             raise ConfigError(f"model kind must be a ModelKind, got {self.kind!r}")
+        if not isinstance(self.scaled, bool):
+            raise ConfigError(f"scaled must be true or false, got {self.scaled!r}")
+        if self.scaled and self.kind is ModelKind.CNN:
+            raise ConfigError(
+                "feature scaling applies to tabular models (mlp, logistic), not to the cnn"
+            )
         _check_positive("num_classes", self.num_classes, minimum=2)
         pixels = math.prod(CNN_INPUT_SHAPE)
         features = self.in_features
@@ -194,18 +354,26 @@ class ModelSpec:
         object.__setattr__(self, "hidden", tuple(hidden))
 
     def build(self, *, seed: int | None = None) -> nn.Module:
-        """A new model of this architecture (seeded initialisation with ``seed``)."""
+        """A new model of this architecture (seeded initialisation with ``seed``). Scaled:
+        ``Sequential(scaler=FeatureScaler(in_features), model=<the unscaled model>)``, the
+        inner model initialised exactly as the unscaled one and the scaler the identity."""
         features = int(self.in_features or 0)  # never 0: resolved in __post_init__
+        model: nn.Module
         if self.kind is ModelKind.CNN:
             return cnn(self.num_classes, seed=seed)
         if self.kind is ModelKind.LOGISTIC:
-            return logistic(features, self.num_classes, seed=seed)
-        return mlp(features, self.num_classes, self.hidden or DEFAULT_HIDDEN, seed=seed)
+            model = logistic(features, self.num_classes, seed=seed)
+        else:
+            model = mlp(features, self.num_classes, self.hidden or DEFAULT_HIDDEN, seed=seed)
+        if not self.scaled:
+            return model
+        return nn.Sequential(OrderedDict(scaler=FeatureScaler(features), model=model))
 
     def to_metadata(self) -> dict[str, str]:
         """The architecture as model-file metadata (strings): ``model.kind``,
-        ``model.num_classes``, ``model.in_features`` and, for the MLP, ``model.hidden`` (a JSON
-        list)."""
+        ``model.num_classes``, ``model.in_features``, for the MLP ``model.hidden`` (a JSON
+        list), and ``model.scaled = "true"`` for a scaled model only (an unscaled model's
+        metadata is what it was before scaling existed)."""
         meta = {
             _KIND: self.kind.value,
             _CLASSES: str(self.num_classes),
@@ -213,13 +381,16 @@ class ModelSpec:
         }
         if self.hidden is not None:
             meta[_HIDDEN] = json.dumps(list(self.hidden))
+        if self.scaled:
+            meta[_SCALED] = "true"
         return meta
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, str]) -> ModelSpec:
         """The spec a model file's metadata records (:meth:`to_metadata`). Raises
         :class:`ConfigError` when the architecture is missing (a file written without it) or
-        malformed, naming the key."""
+        malformed, naming the key. Without ``model.scaled`` (files from before scaling) the
+        model is unscaled; with it, it must be ``"true"`` or ``"false"``."""
         missing = [key for key in (_KIND, _CLASSES, _FEATURES) if key not in metadata]
         if missing:
             raise ConfigError(
@@ -237,7 +408,14 @@ class ModelSpec:
             num_classes=_decimal(metadata[_CLASSES], _CLASSES),
             in_features=_decimal(metadata[_FEATURES], _FEATURES),
             hidden=None if hidden is None else tuple(hidden),
+            scaled=_flag(metadata.get(_SCALED, "false"), _SCALED),
         )
+
+
+def _flag(text: str, key: str) -> bool:
+    if text not in ("true", "false"):
+        raise ConfigError(f"{key} = {text!r} is not true or false")
+    return text == "true"
 
 
 def _decimal(text: str, key: str) -> int:
@@ -264,6 +442,7 @@ def build_model(
     num_classes: int,
     in_features: int | None = None,
     hidden: Sequence[int] | None = None,
+    scaled: bool = False,
     seed: int | None = None,
 ) -> nn.Module:
     """Build a model of ``kind`` (a :class:`ModelKind` or its value: ``"cnn"``, ``"mlp"``,
@@ -271,7 +450,8 @@ def build_model(
 
     The MLP and logistic regression need ``in_features``; the CNN takes 28x28 images and
     accepts ``in_features`` only if it is ``None`` or 784; ``hidden`` (default
-    :data:`DEFAULT_HIDDEN`) is for the MLP only. Anything else raises :class:`ConfigError`.
+    :data:`DEFAULT_HIDDEN`) is for the MLP only; ``scaled`` (a :class:`FeatureScaler` first)
+    for the MLP and logistic regression only. Anything else raises :class:`ConfigError`.
     """
     try:
         kind = ModelKind(kind)
@@ -283,6 +463,7 @@ def build_model(
         num_classes=num_classes,
         in_features=in_features,
         hidden=None if hidden is None else tuple(hidden),
+        scaled=scaled,
     )
     return spec.build(seed=seed)
 

@@ -23,6 +23,9 @@ Schema (every key optional unless marked; see docs/run-config.md for the full de
     hidden = [64, 32]                   # model = "mlp" only: hidden layer widths (default 64, 32)
     parties = ["acme-bank", ...]        # optional: the institutions' party ids in tenant order,
                                         #   one per tenant (default bank-0, bank-1, ...)
+    standardize = "federation"          # imported tables: scale numeric features by the
+                                        #   federation-wide mean and deviation, computed by
+                                        #   secure aggregation (default "none"; tabular.md)
 
     [training]
     lr = 0.5
@@ -37,7 +40,8 @@ Schema (every key optional unless marked; see docs/run-config.md for the full de
     max_grad_norm = 1.0
     accountant = "prv"                  # prv | rdp
     noise_multiplier = 1.1              # optional: fixed explicitly instead of from the target
-    statistic_epsilon = 2.0             # similarity = "statistic": its share of target_epsilon
+    statistic_epsilon = 2.0             # similarity = "statistic" or standardize = "federation":
+                                        #   that release's share of target_epsilon
                                         #   (default target_epsilon / 4)
 
     [personalize]
@@ -98,6 +102,7 @@ __all__ = [
     "RunConfig",
     "SegmentSource",
     "SimilaritySource",
+    "Standardization",
     "TrainingSettings",
     "check_parties",
     "load_run_config",
@@ -118,6 +123,13 @@ class SimilaritySource(Enum):
 
     MODEL = "model"  # the secret sketches of the models, every round
     STATISTIC = "statistic"  # the sketches of each institution's DP similarity statistic
+
+
+class Standardization(Enum):
+    """``[data] standardize``: how numeric features of imported tables are scaled."""
+
+    NONE = "none"  # as imported
+    FEDERATION = "federation"  # by federation-wide statistics from secure aggregation
 
 
 class ModelName(Enum):
@@ -145,6 +157,7 @@ class DataConfig:
     hidden: tuple[int, ...] | None = None
     parties: tuple[str, ...] | None = None  # party ids in tenant order (None: bank-<i>)
     schema_sha256: str | None = None  # tabular data: the schema digest every party must have
+    standardize: Standardization | None = None  # None: "none" (kept out of sha256)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,10 +235,16 @@ class RunConfig:
         )
 
     @property
+    def standardizes(self) -> bool:
+        """Whether the institutions compute federation-wide statistics before round 1."""
+        return self.data.standardize is Standardization.FEDERATION
+
+    @property
     def statistic_epsilon(self) -> float | None:
-        """The part of each institution's budget the statistic spends (None: no statistic or
-        no DP): ``dp.statistic_epsilon``, by default a quarter of the target."""
-        if not self.uses_statistic or self.dp is None:
+        """The part of each institution's budget its one statistic release before round 1
+        spends -- the similarity statistic or the federation-wide statistics -- (None: no such
+        release or no DP): ``dp.statistic_epsilon``, by default a quarter of the target."""
+        if not (self.uses_statistic or self.standardizes) or self.dp is None:
             return None
         if self.dp.statistic_epsilon is not None:
             return self.dp.statistic_epsilon
@@ -319,6 +338,15 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
         raise ConfigError(f"dropout_rate must be in [0, 1), got {config.dropout_rate}")
     if config.mode in config.baselines:
         raise ConfigError(f"baselines repeat the main mode {config.mode.value!r}")
+    if config.standardizes and config.uses_statistic:
+        raise ConfigError(
+            'data.standardize = "federation" and personalize.similarity = "statistic" each '
+            "release a statistic before round 1; one run supports one of them"
+        )
+    if config.standardizes and config.data.model is ModelName.CNN:
+        raise ConfigError(
+            'data.standardize = "federation" is for tables (model "logistic" or "mlp")'
+        )
     if not config.name or "/" in config.name or config.name.startswith("."):
         raise ConfigError(f"name must be a plain directory name, got {config.name!r}")
     return config
@@ -339,6 +367,7 @@ def _data(table: _Table) -> DataConfig:
         hidden=None if table.get("hidden") is None else tuple(table.widths("hidden")),
         parties=None if table.get("parties") is None else tuple(table.strings("parties", [])),
         schema_sha256=table.optional_string("schema_sha256"),
+        standardize=_standardization(table),
     )
     table.finish()
     digest = out.schema_sha256
@@ -356,6 +385,13 @@ def _data(table: _Table) -> DataConfig:
             f'data.hidden applies to model = "mlp" only, not to model = "{out.model.value}"'
         )
     return out
+
+
+def _standardization(table: _Table) -> Standardization | None:
+    if table.get("standardize") is None:
+        return None
+    value = table.enum("standardize", Standardization, Standardization.NONE)
+    return None if value is Standardization.NONE else value
 
 
 def check_parties(parties: Sequence[str], tenants: int | None) -> None:

@@ -5,9 +5,12 @@
 finished run, after the checks of ``securefed predict``
 (:func:`~securefed.runtime.scoring.load_run_model`, the schema digest). The graph is built
 directly from the model's layers with ``onnx.helper`` (``Gemm``, ``Relu``, the binary
-``[0, z]`` logits, a float64 ``Softmax``), not traced by ``torch.onnx.export``: the tabular
-models are three layer types, and a hand-built graph depends on neither TorchScript (the legacy
-exporter, deprecated for removal) nor onnxscript (the dynamo exporter). Opset 19, IR version 9.
+``[0, z]`` logits, a float64 ``Softmax``, and for a scaled model the
+:class:`~securefed.models.FeatureScaler` first: ``Sub``, ``Div``, and the mean imputation of
+missing cells by ``Gather``, ``Sub`` and ``Mul``), not traced by ``torch.onnx.export``: the
+tabular models are four layer types, and a hand-built graph depends on neither TorchScript (the
+legacy exporter, deprecated for removal) nor onnxscript (the dynamo exporter). Opset 19, IR
+version 9.
 
 Two kinds of input (``inputs``):
 
@@ -30,8 +33,10 @@ list, an infinite number or one beyond float32, a binary value other than 0 and 
 cannot raise an error per row: its score for such a row is meaningless and must not be used.
 
 What the graph does NOT do: parse CSV text (``true``/``false`` for a binary column, numbers
-as text), read Parquet integer category codes (pass their decimal text), or standardise (the
-features are the import's, unscaled, as the model was trained on them).
+as text) or read Parquet integer category codes (pass their decimal text). Its inputs are never
+standardised by the caller: a model trained on standardised features (``scaled``, see the
+sidecar's ``model``) carries the federation's standardisation as its first layer, so the
+graph standardises the import's features itself, with the values saved in the model.
 
 The sidecar (:data:`SIDECAR_FORMAT`) says what to feed and what comes out: the run id, the
 party, the schema digest, the inputs with their types and categories, the feature names in
@@ -60,7 +65,7 @@ from securefed import __version__
 from securefed.data.schema import MISSING_MARKERS, Column, ColumnType, Missing, TabularSchema
 from securefed.errors import ConfigError
 from securefed.files import PRIVATE_FILE_MODE, write_atomic
-from securefed.models import BinaryLogits, unwrap
+from securefed.models import BinaryLogits, FeatureScaler, unwrap
 from securefed.runtime.scoring import (
     SCORE_COLUMN,
     OutputExistsError,
@@ -184,10 +189,30 @@ def _encoding_nodes(g: _Graph, schema: TabularSchema) -> tuple[list[Any], str, s
     return inputs, g.op("Concat", *pieces, axis=1), VALID_OUTPUT
 
 
+def _scaler_nodes(g: _Graph, scaler: FeatureScaler, x: str) -> str:
+    """``scaler(x)`` in float32, as :meth:`FeatureScaler.forward` computes it: ``(x - shift) /
+    scale``, times ``1 - missing`` where ``missing`` is each column's indicator column (gathered
+    from ``x``) masked to 0 for the columns without one. The buffers become constants."""
+    indicator = scaler.indicator.detach().cpu().numpy()
+    shift = g.const(scaler.shift.detach().cpu().numpy(), np.float32, "shift")
+    scale = g.const(scaler.scale.detach().cpu().numpy(), np.float32, "scale")
+    z = g.op("Div", g.op("Sub", x, shift), scale)
+    columns = g.const(np.maximum(indicator, 0), np.int64, "indicator")
+    has_indicator = g.const(indicator >= 0, np.float32, "has_indicator")
+    missing = g.op("Mul", g.op("Gather", x, columns, axis=1), has_indicator)
+    keep = g.op("Sub", g.const(1.0, np.float32, "one"), missing)
+    return g.op("Mul", z, keep)
+
+
 def _model_nodes(g: _Graph, model: nn.Module, x: str) -> str:
-    """The logits of ``model`` (a Sequential of Linear, ReLU and BinaryLogits) on ``x``."""
+    """The logits of ``model`` (a Sequential of Linear, ReLU and BinaryLogits, or a scaled
+    model: a Sequential of a FeatureScaler and such a Sequential) on ``x``."""
     for layer in unwrap(model).children():
-        if isinstance(layer, nn.Linear):
+        if isinstance(layer, FeatureScaler):
+            x = _scaler_nodes(g, layer, x)
+        elif isinstance(layer, nn.Sequential):
+            x = _model_nodes(g, layer, x)
+        elif isinstance(layer, nn.Linear):
             weight = layer.weight.detach().cpu().numpy()
             inputs = [x, g.const(weight, np.float32, "weight")]
             if layer.bias is not None:
@@ -326,6 +351,7 @@ def _sidecar(
             "in_features": spec.in_features,
             "num_classes": spec.num_classes,
             "hidden": None if spec.hidden is None else list(spec.hidden),
+            "scaled": spec.scaled,
         },
         "software_version": __version__,
     }

@@ -97,6 +97,7 @@ from securefed.runtime.engine.metrics import RunMetrics
 from securefed.runtime.engine.releases import HISTORY_FILE
 from securefed.runtime.engine.settings import EngineSettings, round_params
 from securefed.runtime.nodes import MODEL_FILE, ClientNode
+from securefed.runtime.preprocess import apply_federation_statistics
 from securefed.runtime.seeded import seeded_random_bytes_unsafe
 from securefed.runtime.tenants import DATA_DIR, Tenants, load_run_tenants
 from securefed.secagg import default_threshold
@@ -739,7 +740,12 @@ def _run_one(
     run = build_engine_run(config, run_dir, data, main=main, context=context)
     context.driven = True
     reporter = _Progress(config.rounds, progress, reported=run.first_round - 1)
+    preprocessing = None
     try:
+        if config.standardizes:
+            preprocessing = apply_federation_statistics(
+                config, run_dir, run.federation, run.clients, data
+            )
         metrics = drive(run.coordinator, run.transport, on_exchange=reporter.check)
     finally:
         run.close()
@@ -766,6 +772,8 @@ def _run_one(
                 spec=client.model_spec,
             )
     result = metrics.to_dict()
+    if preprocessing is not None:
+        result["preprocessing"] = preprocessing
     result["baseline"] = dataclasses.asdict(metrics.baseline())
     write_atomic(done, (json.dumps(result, allow_nan=False) + "\n").encode())
     actors = [*(c.party_id for c in run.federation.roster.clients), SERVER_ID]
@@ -1149,6 +1157,7 @@ def model_spec(config: RunConfig, num_classes: int, sample_shape: tuple[int, ...
         num_classes=num_classes,
         in_features=None if kind is ModelKind.CNN else features,
         hidden=config.data.hidden,
+        scaled=config.standardizes,
     )
 
 

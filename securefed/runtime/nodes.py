@@ -31,6 +31,7 @@ from securefed.audit import (
     UpdateReleased,
 )
 from securefed.data import TenantData
+from securefed.data.statistics import StatisticsLayout, record_contributions
 from securefed.dp import EPSILON_TOLERANCE, PrivateTrainer
 from securefed.dp import RoundSpend as TrainerSpend
 from securefed.errors import ConfigError, PrivacyBudgetExceeded
@@ -38,6 +39,7 @@ from securefed.files import write_atomic
 from securefed.models import (
     ModelSpec,
     evaluate,
+    feature_scaler,
     flat_parameters,
     load_flat_parameters,
     load_model,
@@ -109,6 +111,26 @@ class ClientNode:
         )
         released = self.trainer.release_statistic(0, rows, on_charge=self._record_spend)
         self.statistic = released / len(rows)
+
+    def release_federation_statistics(self, layout: StatisticsLayout) -> Vector:
+        """This institution's share of the federation-wide statistics: the sum of its training
+        records' vectors (:func:`~securefed.data.statistics.record_contributions`) through the
+        trainer's Gaussian release -- charged and ledgered (``round.spend``, mechanism
+        ``gaussian-statistic``, round 0) before the noise is drawn. What it adds to the secure
+        sum (:mod:`securefed.runtime.preprocess`). Raises what
+        :meth:`PrivateTrainer.release_statistic` raises."""
+        rows = record_contributions(layout, self.tenant.train_x, self.tenant.train_y)
+        return self.trainer.release_statistic(0, rows, on_charge=self._record_spend)
+
+    def apply_scaler(
+        self, shift: npt.ArrayLike, scale: npt.ArrayLike, indicator: npt.ArrayLike
+    ) -> None:
+        """Set the federation-wide statistics in the model's feature scaler. Raises ConfigError
+        for a model built without one (``scaled=False``) or values it refuses."""
+        scaler = feature_scaler(self.trainer.model())
+        if scaler is None:
+            raise ConfigError("this institution's model has no feature scaler to set")
+        scaler.set(shift, scale, indicator)
 
     def open_state(
         self, state: Path, *, fresh: bool, statistic: tuple[int, int] | None = None
