@@ -265,6 +265,8 @@ class _Deals:
     count: int = 0  # seeds dealt in this run
     resume: int | None = None  # the round a deal between rounds goes on to
     tried: int = 0  # the last round a deal was tried before (one try per round)
+    failed: int = 0  # dealers of the current deal that offered no usable seed
+    stale: frozenset[int] = frozenset()  # members found sketching under another seed (or none)
 
 
 @dataclass
@@ -607,12 +609,10 @@ class Coordinator:
             return self._setup_exchange()
         return self._begin_first_round(nodes)
 
-    def _setup_exchange(self) -> Outbox:
-        """The sketch-seed setup's directory to every party: its session keys, less those of
-        the dealers left out so far; the lowest index in it deals."""
-        self.phase = C.SETUP
-        setup = self._setup
-        if setup is None:
+    def _setup_server(self) -> SessionSetupServer:
+        """The setup in progress, or a new one fed the session keys received (a bad key is
+        ledgered and left out)."""
+        if self._setup is None:
             setup = SessionSetupServer(
                 self.roster, session_id=self._setup_session, identity=self._identity
             )
@@ -622,6 +622,13 @@ class Coordinator:
                 except ProtocolError as exc:
                     self._hazard(f"{self.roster.client(index).party_id}: bad session key: {exc}")
             self._setup = setup
+        return self._setup
+
+    def _setup_exchange(self) -> Outbox:
+        """The sketch-seed setup's directory to every party: its session keys, less those of
+        the dealers left out so far; the lowest index in it deals."""
+        self.phase = C.SETUP
+        setup = self._setup_server()
         directory = m.Setup(setup.directory().to_bytes())
         nodes = [n for n, i in self._party_of.items() if i in setup.clients]
         return self._outbox(dict.fromkeys(nodes, directory), Wait.PHASE)
@@ -637,12 +644,13 @@ class Coordinator:
                 except ProtocolError as exc:
                     self._hazard(f"{self._name(node)}: bad sketch-seed offer: {exc}")
         if not setup.offered:
-            return self._deal_again(setup)
+            return self._deal_again(setup, nodes)
         self._deliveries = {i: d.to_bytes() for i, d in setup.deliveries()}
         self._deal.commitment = setup.commitment
         self._deal.members = frozenset(setup.clients)
         self._deal.asked = self._deal.asked if self._deal.resume is not None else self._members()
         self._deal.count += 1
+        self._deal.stale = frozenset()
         assert self._deal.commitment is not None  # noqa: S101 - an offer carries it
         self.ledger.record(
             SketchSeedDealt(
@@ -688,6 +696,7 @@ class Coordinator:
         """Ask every member for a session key of a fresh deal (then SETUP, then the round)."""
         self._deal.tried = self._deal.resume = number
         self._deal.asked = self._members()
+        self._deal.failed = 0
         self.phase = C.DEAL
         self._setup_session = self._random_bytes(32)
         self._setup, self._setup_keys = None, {}
@@ -702,26 +711,26 @@ class Coordinator:
                 self._setup_keys[index] = reply.messages[0]
         resume = self._deal.resume
         assert resume is not None  # noqa: S101 - set by _begin_deal
-        keys = frozenset(self._setup_keys)
+        keys = frozenset(self._setup_server().clients)  # the usable keys
         # nobody has dropped the old seed yet: abandoning the deal keeps it
+        why = ""
         if len(keys) < 3:
-            self._hazard(
-                f"round {resume}: a fresh sketch-seed deal got {len(keys)} session keys (a "
-                "seed needs 3 parties): the seed stays"
-            )
-            return self._begin_round(resume, nodes)
-        if keys == self._deal.members:  # the parties that gave keys share the seed already
-            self._hazard(
-                f"round {resume}: only the parties that share the sketch seed gave keys for a "
-                "fresh deal (no change among them): the seed stays"
-            )
+            why = f"{len(keys)} usable session keys (a seed needs 3 parties)"
+        elif keys == self._deal.members:  # they would refuse a directory among themselves
+            why = "usable keys only from the parties that share the seed already"
+        if why:
+            self._setup = None
+            self._hazard(f"round {resume}: a fresh sketch-seed deal got {why}: the seed stays")
             return self._begin_round(resume, nodes)
         return self._setup_exchange()
 
-    def _deal_again(self, setup: SessionSetupServer) -> Outbox:
+    def _deal_again(self, setup: SessionSetupServer, nodes: Sequence[int]) -> Outbox | None:
         """The dealer offered no usable seed: it sits the run out, the hazard names it and why
         (:class:`DealerFault`), and the next lowest index deals -- unless :data:`SETUP_ATTEMPTS`
-        dealers have failed, or fewer than 3 parties would be left to share the seed."""
+        dealers of this deal have failed, or fewer than 3 parties would be left to share the
+        seed. Then the setup before round 1 fails the run; a deal between rounds gives up (its
+        members may have dropped the old seed: nobody sketches until the next deal, tried the
+        next round)."""
         if setup.dealer is None:
             raise ProtocolError("no valid session key for the sketch-seed setup")
         rejected = setup.rejected
@@ -732,9 +741,20 @@ class Coordinator:
         party = self.roster.client(dealer).party_id
         self._hazard(f"sketch-seed dealer {party} left out of the run ({fault.value}): {why}")
         left = setup.clients
-        if len(self._left_out) >= SETUP_ATTEMPTS or len(left) < 3:
+        self._deal.failed += 1
+        if self._deal.failed >= SETUP_ATTEMPTS or len(left) < 3:
+            resume = self._deal.resume
+            if resume is not None:
+                self._setup = None
+                self._deal.members = self._deal.asked = frozenset()
+                self._hazard(
+                    f"round {resume}: the fresh sketch-seed deal failed ({self._deal.failed} "
+                    f"dealers in turn offered no usable seed, {len(left)} parties left): no "
+                    "party sketches until the next deal"
+                )
+                return self._begin_round(resume, nodes)
             raise ProtocolError(
-                f"the sketch-seed setup failed: {len(self._left_out)} dealers in turn offered "
+                f"the sketch-seed setup failed: {self._deal.failed} dealers in turn offered "
                 f"no usable seed, {len(left)} parties left to share one"
             )
         self._hazard(
@@ -883,7 +903,7 @@ class Coordinator:
             if round_.flow is Flow.ATTENTION and self._deal.members is not None:
                 # a party without the current seed would sketch under another one (or none)
                 # and bind another commitment: it sits the round out
-                round_.participants &= self._deal.members
+                round_.participants &= self._deal.members - self._deal.stale
             round_.refused.update(adverts.declined)
             for index in range(self.roster.size):
                 if index not in round_.participants and index not in round_.refused:
@@ -962,12 +982,27 @@ class Coordinator:
             self._hazard(f"round {round_.number}: {party} left out: {problem}")
             round_.refused[index] = problem
             return False
+        if reply.sketch is not None and self._stale_sketch(index, reply):
+            round_.refused[index] = "it sketched under another sketch seed than the run's"
+            return False
         if reply.sketch is not None:
             round_.sketches[index] = reply.sketch
         if reply.model is not None:
             round_.models[index] = reply.model
             if reply.similarity is not None:
                 round_.similarity[index] = reply.similarity
+        return True
+
+    def _stale_sketch(self, index: int, reply: m.Trained) -> bool:
+        """Whether ``reply``'s sketch was made under another seed than the current one (a
+        party that missed a deal's directory or restarted in one): it would bind another
+        commitment and abort the round, so it sits out the rounds of this seed (ledgered)."""
+        commitment = self._deal.commitment
+        if commitment is None or reply.commitment == commitment:
+            return False
+        self._deal.stale |= {index}
+        party = self.roster.client(index).party_id
+        self._hazard(f"{party} sketches under another sketch seed: it sits out until a deal")
         return True
 
     def _unusable(self, round_: _Round, reply: m.Trained) -> str:

@@ -267,7 +267,12 @@ class Institution:
     def _join(self, request: Join) -> Joined:
         self._abandon()
         setup_key = b""
-        if request.setup and self.settings.sketches and self._sketch_seed is None:
+        if (
+            request.setup
+            and self.settings.sketches
+            and self._sketch_seed is None
+            and self._deals < self.settings.params.max_seed_deals
+        ):
             self._setup = SessionSetupClient(
                 self.roster,
                 session_id=request.setup,
@@ -299,11 +304,9 @@ class Institution:
         if request.session:
             return self._begin_deal(request.session)
         if self._setup is None:
-            # A directory goes only to parties that gave a key for it: this one gave its key
-            # and lost the setup since (a restart mid-deal). Whether it belongs to the new
-            # seed is unknown, so it keeps none and sits out the sketches until a deal.
-            if self._sketch_seed is not None:
-                self._drop_seed()
+            # A directory goes only to parties that gave a key for it: this one lost that
+            # setup since (a restart mid-deal). It keeps what it holds; the coordinator sees
+            # the commitment it sketches under and leaves it out of the rounds of another seed.
             raise RemoteProtocolError(
                 "a sketch-seed directory for a setup this party no longer holds (restarted?)"
             )
@@ -375,6 +378,10 @@ class Institution:
             return
         if setup.commitment == self._seed_commitment:
             return
+        limit = self.settings.params.max_seed_deals
+        if self._deals >= limit:  # a setup begun at a join may not pass the limit either
+            self._setup = None
+            raise RemoteProtocolError(f"this run's {limit} sketch-seed deals are used up")
         self._deals += 1
         self._seed_members = setup.members
         self.ledger.record(
@@ -518,6 +525,7 @@ class Institution:
             refused=refused,
             messages=messages,
             sketch=self._sketch(parameters, r) if request.sketch else None,
+            commitment=(self._seed_commitment or b"") if request.sketch else b"",
             model=None if self.settings.secure else parameters,
             similarity=None if self.settings.secure else self.learner.similarity_input(),
         )

@@ -710,8 +710,9 @@ class Advertised:
 class Trained:
     """A party's answer to :class:`Train`: its evaluation after the previous round, whether it
     trained (else ``refused`` says why), its head after training, and what the round needs
-    from it: protocol ``messages``, its ``sketch``, or (plaintext comparison runs only) its
-    ``model`` and ``similarity`` vector."""
+    from it: protocol ``messages``, its ``sketch`` (with the ``commitment`` of the sketch seed it
+    sketched under), or (plaintext comparison runs only) its ``model`` and ``similarity``
+    vector."""
 
     KIND: ClassVar[Kind] = Kind.TRAINED
     evaluation: Evaluation
@@ -722,6 +723,10 @@ class Trained:
     sketch: Vector | None = field(default=None, compare=False)
     model: Vector | None = field(default=None, compare=False)
     similarity: Vector | None = field(default=None, compare=False)
+    commitment: bytes = b""
+
+    def __post_init__(self) -> None:
+        _check(len(self.commitment) in (0, SESSION_BYTES), "a seed commitment is 32 bytes")
 
     def write(self, w: Writer) -> None:
         self.evaluation.write(w)
@@ -732,6 +737,7 @@ class Trained:
         _vector(w, self.sketch)
         _vector(w, self.model)
         _vector(w, self.similarity)
+        _bytes(w, self.commitment, limit=SESSION_BYTES)
 
     @classmethod
     def read(cls, r: Reader) -> Trained:
@@ -747,6 +753,7 @@ class Trained:
             _read_vector(r),
             _read_vector(r),
             _read_vector(r),
+            r.blob(limit=SESSION_BYTES),
         )
 
 

@@ -13,7 +13,7 @@ each time (threat_model/attacks/test_seed_redeal.py).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -338,11 +338,11 @@ class LosesSetup:
 
 
 def test_a_party_that_lost_its_setup_mid_deal_sits_out_the_sketches() -> None:
-    """It gave a key, then restarted: the directory it cannot open makes it drop its old seed
-    (it would bind another commitment), so it sits out the sketches; the others go on under
-    the new seed."""
+    """It gave a key, then restarted: it cannot open the directory and keeps its old seed. The
+    commitment it sketches under shows that, so the coordinator leaves it out of the rounds
+    (it would bind another commitment and abort them); the others go on under the new seed."""
     late = Absent(5)
-    with VectorFederation(clustered(6, DIM), fedamp(rounds=3), seed=9, faults=late) as run:
+    with VectorFederation(clustered(6, DIM), fedamp(rounds=4), seed=9, faults=late) as run:
         plan = LosesSetup(run, 2)
 
         class Plans:
@@ -357,10 +357,117 @@ def test_a_party_that_lost_its_setup_mid_deal_sits_out_the_sketches() -> None:
         late.absent = False
         for _ in steps:
             pass
-        assert run.institutions[2]._sketch_seed is None
+        seeds = {i: run.institutions[i]._sketch_seed for i in range(6)}
+        assert seeds[2] is not None
+        assert seeds[2] != seeds[0]
+        assert len({seeds[i] for i in (0, 1, 3, 4, 5)}) == 1
         assert [d["deal"] for d in deals(run, "server")] == [1, 2]
-        last = run.views[-1]  # bank-5 joined during round 2: the deal came before round 3
-        assert sorted(last.sketches) == [0, 1, 3, 4, 5]
+        # bank-5 joined during round 2: the deal came before round 3; bank-2 (refused, so
+        # unmapped) rejoined during it and sketched under its old seed in round 4
+        assert [sorted(v.sketches) for v in run.views[2:]] == [[0, 1, 3, 4, 5]] * 2
         assert any("no longer holds (restarted?)" in h for h in hazards(run))
+        assert any("bank-2 sketches under another sketch seed" in h for h in hazards(run))
         statuses = [r["status"] for r in run.coordinator.metrics().to_dict()["history"][1:]]
-        assert statuses == ["completed"] * 3
+        assert statuses == ["completed"] * 4
+
+
+class Rewrites:
+    """A fault plan: ``late`` (an :class:`Absent`) for requests, ``rewrite`` for replies."""
+
+    def __init__(
+        self, late: Absent | None, rewrite: Callable[[int, m.Request, m.Reply], m.Reply | None]
+    ) -> None:
+        self.late, self.rewrite = late, rewrite
+
+    def request(self, node: int, request: m.Request) -> m.Request | None:
+        return request if self.late is None else self.late.request(node, request)
+
+    def reply(self, node: int, request: m.Request, reply: m.Reply) -> m.Reply | None:
+        return self.rewrite(node, request, reply)
+
+
+def test_a_late_joiner_with_an_unusable_key_leaves_the_seed_as_it_is() -> None:
+    """Its key fails to load: the usable keys are the seed holders', the deal is abandoned
+    before any directory (an honest dealer is never blamed), the run completes."""
+    late = Absent(4)
+
+    def bad_key(node: int, request: m.Request, reply: m.Reply) -> m.Reply | None:
+        if node == 4 and isinstance(request, m.Setup) and request.session:
+            return m.SetupReply((b"\x00" * 40,))
+        return reply
+
+    plan = Rewrites(late, bad_key)
+    with VectorFederation(clustered(5, DIM), fedamp(rounds=4), seed=5, faults=plan) as run:
+        steps = run_until_round(run, 1)
+        late.absent = False
+        for _ in steps:
+            pass
+        assert not run.coordinator._left_out
+        assert run.coordinator.metrics().to_dict()["status"] == "completed"
+        assert any("the seed stays" in h for h in hazards(run))
+
+
+def test_a_failed_deal_between_rounds_does_not_end_the_run() -> None:
+    """bank-3 is gone, so 3 parties share a new seed; the dealer swallows the directory: the
+    deal gives up (its members dropped the old seed), the rounds go on without sketches, the
+    run ends degraded rather than failed."""
+    armed = [False]
+
+    def silent_dealer(node: int, request: m.Request, reply: m.Reply) -> m.Reply | None:
+        if armed[0] and node == 0 and isinstance(request, m.Setup) and request.directory:
+            return None
+        return reply
+
+    plan = Rewrites(None, silent_dealer)
+    with VectorFederation(clustered(4, DIM), fedamp(rounds=4), seed=2, faults=plan) as run:
+        steps = run_until_round(run, 1)
+        run.transport.replace(3, None)
+        armed[0] = True
+        for _ in steps:
+            pass
+        assert run.coordinator.metrics().to_dict()["status"] == "degraded"
+        assert any("the fresh sketch-seed deal failed" in h for h in hazards(run))
+
+
+def test_a_join_at_the_deal_limit_starts_no_setup() -> None:
+    """A party that holds no seed at its limit (say, restarted after a stop between ledgering
+    a deal and writing the seed file) gives no session key at a join: the limit holds."""
+    with VectorFederation(clustered(4, DIM), fedamp(rounds=3, max_seed_deals=1), seed=2) as run:
+        run_until_round(run, 1)
+        party = run.institutions[1]
+        party._sketch_seed = party._seed_commitment = None
+        party._setup = None
+        joined = party.respond(m.Join(b"\x01" * 32, b"\x52" * 32, None, 1))
+        assert isinstance(joined, m.Joined)
+        assert joined.setup_key == b""
+
+
+def test_a_party_that_missed_the_directory_is_left_out_of_the_rounds() -> None:
+    """The directory to bank-2 is lost: it keeps the old seed, which the departed bank-4 also
+    holds. The commitment it reports with its sketch gives it away: its sketch is not used
+    (a hazard names it), so it neither aborts the round nor sketches for the server under a
+    seed a departed party knows."""
+    armed = [False]
+
+    class LoseDirectory:
+        def request(self, node: int, request: m.Request) -> m.Request | None:
+            if armed[0] and node == 2 and isinstance(request, m.Setup) and request.directory:
+                armed[0] = False
+                return None
+            return request
+
+        def reply(self, node: int, request: m.Request, reply: m.Reply) -> m.Reply | None:
+            return reply
+
+    with VectorFederation(
+        clustered(5, DIM), fedamp(rounds=4), seed=3, faults=LoseDirectory()
+    ) as run:
+        steps = run_until_round(run, 1)
+        old = run.institutions[4]._sketch_seed
+        run.transport.replace(4, None)
+        armed[0] = True
+        for _ in steps:
+            pass
+        assert run.institutions[2]._sketch_seed == old
+        assert any("bank-2 sketches under another sketch seed" in h for h in hazards(run))
+        assert all(2 not in v.sketches for v in run.views[2:])
