@@ -96,8 +96,9 @@ from securefed.runtime.engine.memory import STAGES, Drop, Dropouts, MemoryTransp
 from securefed.runtime.engine.metrics import RunMetrics
 from securefed.runtime.engine.releases import HISTORY_FILE
 from securefed.runtime.engine.settings import EngineSettings, round_params
+from securefed.runtime.evaluation import pooled_credit
 from securefed.runtime.nodes import MODEL_FILE, ClientNode
-from securefed.runtime.preprocess import apply_federation_statistics
+from securefed.runtime.preprocess import apply_federation_statistics, statistics_layout
 from securefed.runtime.seeded import seeded_random_bytes_unsafe
 from securefed.runtime.tenants import DATA_DIR, Tenants, load_run_tenants
 from securefed.secagg import default_threshold
@@ -747,6 +748,7 @@ def _run_one(
                 config, run_dir, run.federation, run.clients, data
             )
         metrics = drive(run.coordinator, run.transport, on_exchange=reporter.check)
+        pooled = pooled_credit(config, run_dir, run.federation, run.clients)
     finally:
         run.close()
     reporter.flush(metrics)
@@ -774,6 +776,8 @@ def _run_one(
     result = metrics.to_dict()
     if preprocessing is not None:
         result["preprocessing"] = preprocessing
+    if pooled is not None:
+        result["pooled_credit"] = pooled
     result["baseline"] = dataclasses.asdict(metrics.baseline())
     write_atomic(done, (json.dumps(result, allow_nan=False) + "\n").encode())
     actors = [*(c.party_id for c in run.federation.roster.clients), SERVER_ID]
@@ -1072,7 +1076,8 @@ def open_spend(
         run_id=run_id,
         method=config.mode.value,
         party=party,
-        released=config.mode is not PersonalizationMode.LOCAL,
+        # local training releases nothing -- unless the federation-wide statistics leave it
+        released=config.mode is not PersonalizationMode.LOCAL or config.standardizes,
         accountant=AccountantKind(dp.accountant if dp is not None else "prv"),
         delta=None if dp is None else dp.delta,
     )
@@ -1167,6 +1172,8 @@ def check_model(config: RunConfig, data: Tenants) -> None:
     number of classes (:class:`ConfigError`)."""
     model_spec(config, data.num_classes, data.tenants[0].sample_shape)
     _class_weights(config, data.num_classes)
+    if config.standardizes:  # imported tables, every numeric column with a range
+        statistics_layout(data)
     party_ids(config, len(data.tenants))
 
 

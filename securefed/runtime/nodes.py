@@ -44,7 +44,7 @@ from securefed.models import (
     load_flat_parameters,
     load_model,
 )
-from securefed.models.credit import credit_metrics
+from securefed.models.credit import credit_metrics, score_histogram
 from securefed.models.metrics import positive_scores
 from securefed.personalize.statistic import label_projection_contributions
 from securefed.runtime.engine.messages import ClientInfo
@@ -281,11 +281,9 @@ class ClientNode:
             return 0.0
         return evaluate(self.trainer.model(), self._test_x, self._test_y)
 
-    def credit(self) -> ClientCredit | None:
-        """Exact ROC-AUC, PR-AUC, KS, Gini and Brier of the current model's P(class 1) on this
-        client's own test split (:func:`securefed.models.credit.credit_metrics`; NaN, for a
-        split with one class, becomes None). None without test records or when the model is
-        not binary (its logits do not have two columns)."""
+    def _binary_scores(self) -> npt.NDArray[np.float64] | None:
+        """P(class 1) of the current model on the test split; None without test records or
+        when the model is not binary."""
         if len(self._test_y) == 0:
             return None
         model = self.trainer.model()
@@ -298,7 +296,33 @@ class ClientNode:
                 model.train(was_training)
         if columns != 2 or int(self._test_y.max()) > 1:
             return None
-        metrics = credit_metrics(positive_scores(model, self._test_x), self._test_y.numpy())
+        return np.asarray(positive_scores(model, self._test_x), dtype=np.float64)
+
+    def evaluation_vector(self, bins: int) -> Vector | None:
+        """What this institution adds to the pooled credit metrics
+        (:mod:`securefed.runtime.evaluation`): its test scores' histogram per class (negatives,
+        then positives, ``bins`` each), its sum of squared errors and its number of test
+        records. None when :meth:`credit` would be None."""
+        scores = self._binary_scores()
+        if scores is None:
+            return None
+        labels = self._test_y.numpy()
+        histogram = score_histogram(scores, labels, bins=bins)
+        squared = float(np.sum((scores - labels) ** 2))
+        return np.asarray(
+            [*histogram.negatives, *histogram.positives, squared, float(len(labels))],
+            dtype=np.float64,
+        )
+
+    def credit(self) -> ClientCredit | None:
+        """Exact ROC-AUC, PR-AUC, KS, Gini and Brier of the current model's P(class 1) on this
+        client's own test split (:func:`securefed.models.credit.credit_metrics`; NaN, for a
+        split with one class, becomes None). None without test records or when the model is
+        not binary (its logits do not have two columns)."""
+        scores = self._binary_scores()
+        if scores is None:
+            return None
+        metrics = credit_metrics(scores, self._test_y.numpy())
         return ClientCredit(
             roc_auc=_finite(metrics.roc_auc),
             pr_auc=_finite(metrics.pr_auc),

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from securefed.audit import Ledger, PreprocessingApplied, UpdateReleased, ledger_path
+from securefed.audit import Hazard, Ledger, PreprocessingApplied, UpdateReleased, ledger_path
 from securefed.data.schema import schema_from_canonical
 from securefed.data.statistics import (
     FederationStatistics,
@@ -51,7 +51,7 @@ from securefed.files import write_atomic
 from securefed.personalize.modes import PersonalizationMode
 from securefed.runtime.config import RunConfig
 from securefed.runtime.engine import messages as m
-from securefed.runtime.engine.coordinator import Coordinator
+from securefed.runtime.engine.coordinator import Coordinator, RoundView
 from securefed.runtime.engine.institution import Institution
 from securefed.runtime.engine.memory import MemoryTransport, drive
 from securefed.runtime.engine.settings import EngineSettings
@@ -74,6 +74,8 @@ __all__ = [
 
 PREPROCESSING_DIR = "preprocessing"
 STATISTICS_FILE = "statistics.json"
+#: Each institution's released sum, in its state directory (0600).
+RELEASED_FILE = "federation-statistics.f64"
 _FORMAT = "securefed/federation-statistics"
 #: The secure sum's bound on |value| of a released sum (about 2 million records' vectors, at
 #: least: each record adds at most 1/sqrt(5) to an entry).
@@ -151,12 +153,18 @@ def _sum_config(config: RunConfig) -> RunConfig:
 
 
 def secure_sum(
-    config: RunConfig, directory: Path, federation: Federation, vectors: Sequence[Vector]
-) -> list[Vector | None]:
+    config: RunConfig,
+    directory: Path,
+    federation: Federation,
+    vectors: Sequence[Vector],
+    *,
+    note: str | None = None,
+) -> tuple[list[Vector | None], int]:
     """Add ``vectors`` (one per roster index) by one round of secure aggregation on the engine,
-    with signed ledgers under ``directory``. Returns what each institution received: the
-    average over the contributors (None where it got nothing). The server's view is the
-    protocol's: masked vectors and their total.
+    with signed ledgers under ``directory`` (``note``, if given, ledgered by every party as a
+    hazard: what the sum discloses). Returns what each institution received -- the average over
+    the contributors (None where it got nothing) -- and the number of contributors (0 if the
+    round gave no sum). The server's view is the protocol's: masked vectors and their total.
 
     Raises ConfigError when fewer than 3 vectors, vectors of different sizes, or a ledger
     directory that exists already."""
@@ -193,6 +201,8 @@ def secure_sum(
         event = run_configured(sub, federation.roster)
         for ledger in ledgers.values():
             ledger.record(event)
+            if note is not None:
+                ledger.record(Hazard(text=note))
         learners = [
             _SumLearner(np.asarray(v, dtype=np.float64).reshape(-1), ledgers[p.party_id])
             for v, p in zip(vectors, federation.roster.clients, strict=True)
@@ -209,6 +219,12 @@ def secure_sum(
             )
             for i in range(n)
         }
+        contributors: list[int] = [0]
+
+        def count(view: RoundView) -> None:
+            result = view.groups[0][1].result if view.groups else None
+            contributors[0] = 0 if result is None else len(result.contributors)
+
         coordinator = Coordinator(
             config=sub,
             settings=settings,
@@ -217,12 +233,13 @@ def secure_sum(
             ledger=ledgers[_SERVER],
             transport="memory",
             random_bytes=seeded_random_bytes_unsafe(config.seed ^ 0x57A8),
+            on_round_end=count,
         )
         drive(coordinator, MemoryTransport(institutions))
     finally:
         for ledger in ledgers.values():
             ledger.close()
-    return [learner.received for learner in learners]
+    return [learner.received for learner in learners], contributors[0]
 
 
 def statistics_layout(data: Tenants) -> StatisticsLayout:
@@ -273,8 +290,10 @@ def apply_federation_statistics(
     path = directory / STATISTICS_FILE
     document = _load(path, layout)
     if document is None:
-        released = [client.release_federation_statistics(layout) for client in clients]
-        received = secure_sum(config, directory, federation, released)
+        released = [_released(client, layout, run_dir) for client in clients]
+        if (directory / "ledgers").exists():  # a secure sum a stop interrupted: kept aside
+            _set_aside(directory)
+        received, _ = secure_sum(config, directory, federation, released)
         got = [i for i, total in enumerate(received) if total is not None]
         if len(got) < 3:
             raise ConfigError(
@@ -299,6 +318,31 @@ def apply_federation_statistics(
         "contributors": document["contributors"],
         "sha256": _digest(document),
     }
+
+
+def _released(client: ClientNode, layout: StatisticsLayout, run_dir: Path) -> Vector:
+    """The institution's released sum: released once (charged before its noise is drawn) and
+    kept in its state (0600), so that a run resumed before the secure sum ended does not
+    release (and charge) again."""
+    path = run_dir / "state" / client.party_id / RELEASED_FILE
+    if path.exists():
+        values = np.frombuffer(path.read_bytes(), dtype="<f8").astype(np.float64)
+        if values.shape != (layout.length,) or not np.isfinite(values).all():
+            raise ConfigError(f"{path} does not hold this schema's released statistics")
+        return values
+    released = client.release_federation_statistics(layout)
+    write_atomic(path, np.ascontiguousarray(released, dtype="<f8").tobytes(), mode=0o600)
+    return released
+
+
+def _set_aside(directory: Path) -> None:
+    """Keep an interrupted secure sum's ledgers (evidence) under a new name."""
+    for k in range(1, 1000):
+        target = directory.with_name(f"{directory.name}.interrupted-{k}")
+        if not target.exists():
+            directory.rename(target)
+            return
+    raise ConfigError(f"too many interrupted secure sums next to {directory}")
 
 
 def _apply(

@@ -26,11 +26,18 @@ from securefed.audit.ledger import ledger_path
 from securefed.data.schema import load_schema, parse_schema, schema_from_canonical
 from securefed.data.statistics import StatisticsLayout, record_contributions, statistics_from_sum
 from securefed.data.tabular import import_tabular
+from securefed.dp.spend import load_spend
 from securefed.errors import ConfigError
 from securefed.models import ModelKind, ModelSpec, feature_scaler, load_saved_model
 from securefed.runtime.config import parse_run_config
 from securefed.runtime.federated import run_federation
-from securefed.runtime.preprocess import PREPROCESSING_DIR, STATISTICS_FILE
+from securefed.runtime.flower.deployment import check_deployable
+from securefed.runtime.preprocess import (
+    PREPROCESSING_DIR,
+    RELEASED_FILE,
+    STATISTICS_FILE,
+    _released,
+)
 
 SCHEMA = """\
 target = "default"
@@ -152,7 +159,7 @@ def test_under_dp_the_release_is_charged_before_round_1(tmp_path: Path) -> None:
     assert applied  # after the charge: ledger order
     stats = summary.metrics["preprocessing"]["statistics"]["numeric"]
     x = pooled["x"]
-    # noisy: 360 records, statistic epsilon 2 (about 10 % of the range at one sigma here)
+    # noisy: 288 training records, statistic epsilon 2 (about 4 % of the range at one sigma)
     assert stats["age"]["mean"] == pytest.approx(x[:, 2].mean(), abs=0.3 * 82)
     assert stats["age"]["mean"] != pytest.approx(x[:, 2].mean(), rel=1e-3)  # noise was added
     assert stats["income"]["std"] > 0
@@ -167,6 +174,7 @@ def test_a_numeric_column_without_a_range_is_refused_before_anything_trains(
     with pytest.raises(ConfigError, match="range"):
         run_federation(_config(data, dp=False), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "run.partial").exists()
 
 
 def test_standardising_is_for_tables_and_one_release_before_round_1() -> None:
@@ -237,3 +245,59 @@ def test_a_scaled_model_standardises_and_imputes() -> None:
     x = torch.tensor([[14.0, 0.0, 3.0], [0.0, 1.0, 3.0]])
     z = scaler(x)
     assert torch.allclose(z[:, 0], torch.tensor([2.0, 0.0]))  # standardised; missing -> mean
+
+
+def test_a_kept_release_is_not_released_again(tmp_path: Path) -> None:
+    """A run resumed before its secure sum ended reuses each institution's kept release: no
+    second charge."""
+    schema = parse_schema(
+        {
+            "target": "y",
+            "column": [
+                {"name": "a", "type": "numeric", "range": [0, 1]},
+                {"name": "y", "type": "binary"},
+            ],
+        }
+    )
+    layout = StatisticsLayout.of(schema)
+
+    class Client:
+        party_id = "bank-0"
+        releases = 0
+
+        def release_federation_statistics(self, layout: StatisticsLayout) -> np.ndarray:
+            self.releases += 1
+            return np.arange(layout.length, dtype=np.float64)
+
+    client = Client()
+    (tmp_path / "state" / "bank-0").mkdir(parents=True, mode=0o700)
+    first = _released(client, layout, tmp_path)  # type: ignore[arg-type]
+    again = _released(client, layout, tmp_path)  # type: ignore[arg-type]
+    assert client.releases == 1
+    assert np.array_equal(first, again)
+    kept = tmp_path / "state" / "bank-0" / RELEASED_FILE
+    assert kept.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_deployment_refuses_to_standardise() -> None:
+    with pytest.raises(ConfigError, match="standardize"):
+        check_deployable(
+            parse_run_config({"data": {"model": "logistic", "standardize": "federation"}})
+        )
+
+
+def test_local_training_that_standardises_counts_as_a_release(tmp_path: Path) -> None:
+    data, _ = _tables(tmp_path)
+    config = parse_run_config(
+        {
+            "mode": "local",
+            "rounds": 1,
+            "data": {"directory": str(data), "model": "logistic", "standardize": "federation"},
+            "dp": {"target_epsilon": 8.0},
+        }
+    )
+    run_federation(config, tmp_path / "run")
+    record = load_spend(data, 0)
+    assert record is not None
+    assert record.participations
+    assert all(p.released for p in record.participations)

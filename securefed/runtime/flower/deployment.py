@@ -88,6 +88,11 @@ def check_deployable(config: RunConfig) -> None:
                 f"data.{key} describes how the simulation splits one data set into tenants; in "
                 "a deployment each institution brings its own data directory (--data)"
             )
+    if config.standardizes:
+        problems.append(
+            'data.standardize = "federation" runs a secure sum of statistics before round 1 '
+            "that the deployment's agents do not run yet (the models would stay unscaled)"
+        )
     if config.data.parties is not None:
         problems.append(
             "data.parties names the simulation's institutions; in a deployment the roster names "
