@@ -52,6 +52,7 @@ from securefed.runtime.federated import (
     SCHEMA_METADATA,
     partial_directory,
 )
+from securefed.runtime.nodes import MODEL_FILE as STATE_MODEL_FILE
 
 __all__ = [
     "OutputExistsError",
@@ -189,8 +190,56 @@ def _run_id(run_dir: Path) -> str | None:
     return run_id if isinstance(run_id, str) else None
 
 
+def _finished_statuses(ledger: Path) -> list[str]:
+    """The ``status`` of every ``run.finished`` entry of a ledger file (empty if none)."""
+    statuses = []
+    with ledger.open(encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                raise ScoringError(f"{ledger}: not a securefed ledger") from None
+            if isinstance(entry, dict) and entry.get("event") == "run.finished":
+                payload = entry.get("payload")
+                statuses.append(str(payload.get("status")) if isinstance(payload, dict) else "")
+    return statuses
+
+
+def _load_state_model(state: Path, party: str) -> RunModel:
+    """``party``'s model kept in a deployment agent's state directory (``model.safetensors``,
+    saved after every change), once the agent's own ledger records the end of the run."""
+    ledger = state / "ledgers" / f"{party}.jsonl"
+    if not ledger.is_file():
+        raise UnknownInstitutionError(
+            f"{state}: an agent's state directory without a ledger of {party!r} (give the party "
+            "id the agent ran as)"
+        )
+    statuses = _finished_statuses(ledger)
+    if not statuses:
+        raise RunNotFinishedError(
+            f"{state}: the agent's ledger records no end of the run yet (still running, or "
+            "killed): its model is not final"
+        )
+    if statuses[-1] not in ("completed", "degraded"):
+        raise RunNotFinishedError(
+            f"{state}: the agent's run ended {statuses[-1]}: its model is not a final "
+            "personalized model"
+        )
+    path = state / STATE_MODEL_FILE
+    saved = load_saved_model(path)
+    if saved.metadata.get("party", party) != party:
+        raise UnknownInstitutionError(
+            f"{path}: the model of {saved.metadata.get('party')!r}, not of {party!r}"
+        )
+    digest = saved.metadata.get(SCHEMA_METADATA)
+    return RunModel(state, None, party, None, path, saved, digest)
+
+
 def load_run_model(run_dir: str | os.PathLike[str], party: str) -> RunModel:
-    """Institution ``party``'s final personalized model of the finished run at ``run_dir``.
+    """Institution ``party``'s final personalized model of the finished run at ``run_dir`` --
+    a simulation's run directory, or a deployment agent's state directory (``--state`` of
+    ``securefed agent``: its ``model.safetensors`` once its ledger records ``run.finished``
+    with status completed or degraded).
 
     ``party`` is a party id of the run (``metrics.json``'s ``clients[].id``, the roster's).
 
@@ -200,6 +249,8 @@ def load_run_model(run_dir: str | os.PathLike[str], party: str) -> RunModel:
         ConfigError: its model file is missing or unreadable, or records no architecture.
     """
     directory = Path(run_dir)
+    if (directory / STATE_MODEL_FILE).is_file() and not (directory / METRICS_FILE).exists():
+        return _load_state_model(directory, party)
     metrics = _finished(directory)
     clients = [c for c in metrics["clients"] if isinstance(c, dict)]
     client = next((c for c in clients if c.get("id") == party), None)

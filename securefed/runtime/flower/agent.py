@@ -45,7 +45,7 @@ from types import FrameType
 from securefed.audit import Hazard, Ledger, ledger_path
 from securefed.crypto import SigningKey
 from securefed.data import TenantData, load_tenants
-from securefed.data.tabular_store import check_schemas
+from securefed.data.tabular_store import check_schemas, read_schema_digest, record_file
 from securefed.errors import ConfigError, SecureFedError
 from securefed.files import private_directory, write_atomic
 from securefed.models import save_model
@@ -54,7 +54,12 @@ from securefed.runtime.engine import messages as m
 from securefed.runtime.engine.institution import Institution
 from securefed.runtime.engine.releases import HISTORY_FILE
 from securefed.runtime.engine.settings import EngineSettings
-from securefed.runtime.federated import build_client, open_spend, run_configured
+from securefed.runtime.federated import (
+    SCHEMA_METADATA,
+    build_client,
+    open_spend,
+    run_configured,
+)
 from securefed.runtime.flower.deployment import (
     MODEL_FILE,
     SEED_FILE,
@@ -242,11 +247,16 @@ def open_institution(
         statistic = (parts.num_classes, config.personalize.statistic_dim)
         node.open_state(state, fresh=fresh, statistic=statistic if config.uses_statistic else None)
 
+        metadata = {"party": party, "config_sha256": config.sha256()}
+        digest = _schema_digest(parts)
+        if digest is not None:  # securefed predict / export check the schema against it
+            metadata[SCHEMA_METADATA] = digest
+
         def on_model(round_: int) -> None:
             save_model(
                 node.trainer.model(),
                 state / MODEL_FILE,
-                metadata={"party": party, "round": str(round_), "config_sha256": config.sha256()},
+                metadata={**metadata, "round": str(round_)},
                 spec=node.model_spec,
             )
 
@@ -266,6 +276,14 @@ def open_institution(
     except BaseException:
         ledger.close()
         raise
+
+
+def _schema_digest(parts: AgentParts) -> str | None:
+    """The schema digest of the agent's imported table (None: not imported with a schema)."""
+    records, tenant = parts.records, parts.tenant.index
+    if records is None or not record_file(records, tenant).is_file():
+        return None
+    return read_schema_digest(records, tenant)
 
 
 def _participation_id(state: Path, *, fresh: bool) -> str:
