@@ -747,6 +747,9 @@ def _finish_run(
     human = sys.stderr if as_json else sys.stdout
     print(comparison_table(summary.metrics), file=human)
     print(f"institutions: {', '.join(c['id'] for c in summary.metrics['clients'])}", file=human)
+    pooled = summary.metrics.get("pooled_credit")
+    if pooled is not None:
+        print(_pooled_credit_line(pooled), file=human)
     run_dir = summary.directory
     verdict = verify_run(run_dir)
     print(f"ledgers: {verdict.summary()}", file=human)
@@ -781,6 +784,21 @@ def _finish_run(
     return code
 
 
+_POOLED_FIGURES = (("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC"), ("ks", "KS"), ("brier", "Brier"))
+_POOLED_JSON_KEYS = ("roc_auc", "pr_auc", "ks", "gini", "brier", "positives", "negatives")
+
+
+def _pooled_credit_line(pooled: dict[str, Any]) -> str:
+    """The summary's line of the pooled credit metrics (``metrics.json``'s ``pooled_credit``:
+    from the securely added score histograms; docs/tabular.md). A metric the pooled test
+    records cannot give (one class only) reads ``n/a``."""
+    figures = ", ".join(
+        f"{label} {'n/a' if pooled.get(key) is None else format(pooled[key], '.3f')}"
+        for key, label in _POOLED_FIGURES
+    )
+    return f"pooled (secure histograms): {figures}"
+
+
 def _run_json(
     summary: RunSummary,
     verdict: VerifyResult,
@@ -810,6 +828,11 @@ def _run_json(
             {key: client.get(key) for key in ("id", "test_accuracy", "epsilon", "delta")}
             for client in metrics.get("clients", [])
         ],
+        # the pooled credit metrics without their histogram (that is in metrics.json); null
+        # for a run without them (a target that is not binary)
+        "pooled_credit": None
+        if metrics.get("pooled_credit") is None
+        else {key: metrics["pooled_credit"].get(key) for key in _POOLED_JSON_KEYS},
         "baselines": baselines,
         "ledgers": {
             "status": verdict.status.value,

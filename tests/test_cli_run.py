@@ -331,6 +331,8 @@ def test_run_json_is_one_object_and_the_ledgers_recompute_within_two_percent(
     assert [i["id"] for i in summary["institutions"]] == ["bank-0", "bank-1", "bank-2"]
     assert set(summary["baselines"]) == {"local"}
     assert "ledgers: INTACT" in stderr  # the human summary, on stderr
+    assert summary["pooled_credit"] is None  # not a binary target
+    assert "pooled (secure histograms)" not in stderr
     assert main(["audit", "verify", str(out), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     parties = result["epsilon"]["parties"]
@@ -437,3 +439,45 @@ def test_force_moves_the_earlier_run_back_when_the_new_one_is_refused(
     assert "none" in capsys.readouterr().err
     assert (out / "ledgers" / "server.jsonl").read_text() == "earlier\n"
     assert not list(tmp_path.glob("run.replaced-*"))
+
+
+def test_a_binary_target_prints_the_pooled_credit_metrics(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Imported tables with a binary target: the summary prints the pooled figures from the
+    secure histograms (metrics.json's pooled_credit) in one line, `--json` carries them without
+    the histogram, and the report has the credit section with the pooled ROC curve."""
+    from tests.runtime.test_preprocess import _tables  # noqa: PLC0415 -- the tables' builder
+
+    data, _ = _tables(tmp_path)
+    config = tmp_path / "c.toml"
+    config.write_text(
+        'name = "credit"\nmode = "fedavg"\nrounds = 2\nseed = 0\n'
+        f'[data]\ndirectory = "{data}"\nmodel = "logistic"\nstandardize = "federation"\n'
+        "[training]\nlr = 0.5\nbatch_size = 16\n"
+    )
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["run", "--config", str(config), "--out", str(out), "--json"]) == 0
+    stdout, stderr = capsys.readouterr()
+    pooled = json.loads((out / "metrics.json").read_text())["pooled_credit"]
+    line = (
+        f"pooled (secure histograms): ROC-AUC {pooled['roc_auc']:.3f}, "
+        f"PR-AUC {pooled['pr_auc']:.3f}, KS {pooled['ks']:.3f}, Brier {pooled['brier']:.3f}"
+    )
+    assert line in stderr.splitlines()
+    summary = json.loads(stdout)
+    keys = ("roc_auc", "pr_auc", "ks", "gini", "brier", "positives", "negatives")
+    assert summary["pooled_credit"] == {key: pooled[key] for key in keys}
+    html = (out / "report.html").read_text()
+    credit = html.split('<section id="credit">', 1)[1].split("</section>", 1)[0]
+    assert "<td>pooled (secure histograms)</td>" in credit
+    assert '<svg id="credit-roc-plot"' in credit
+    assert "disagrees" not in credit
+
+
+def test_the_pooled_line_says_n_a_for_a_missing_metric() -> None:
+    pooled = {"roc_auc": 0.81234, "pr_auc": None, "ks": 0.4, "brier": 0.1}
+    assert cli._pooled_credit_line(pooled) == (
+        "pooled (secure histograms): ROC-AUC 0.812, PR-AUC n/a, KS 0.400, Brier 0.100"
+    )

@@ -4,6 +4,8 @@
 line: one line per institution up to :data:`MAX_LINES`, beyond that a band (the smallest to the
 largest ε of the institutions in each round) around the median, so 62 institutions stay
 readable. :func:`metric_plot` draws one or more per-round metrics (accuracy, AUC).
+:func:`roc_plot` draws one ROC curve (false-positive rate against true-positive rate) with the
+diagonal of a model that guesses.
 
 Guarantees: the output is one ``<svg>`` element (no XML declaration, no DOCTYPE, no metadata
 block, no script, no external reference -- ``url(#...)`` fragments only), identical for
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["MAX_LINES", "Series", "epsilon_plot", "metric_plot"]
+__all__ = ["MAX_LINES", "Series", "epsilon_plot", "metric_plot", "roc_plot"]
 
 MAX_LINES = 8
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
@@ -121,6 +123,29 @@ def metric_plot(series: Sequence[Series], *, title: str, y_label: str, element_i
                 f"series-{index}"
             )
         _finish(ax, title=title, x_label="round", y_label=y_label)
+        return _svg(fig, element_id, title)
+
+
+def roc_plot(curve: Series, *, title: str, element_id: str) -> str:
+    """One ROC curve, its points joined in the order given (from the strictest threshold to the
+    loosest), on [0, 1] x [0, 1], with the dashed diagonal of a model that guesses."""
+    with _style(element_id):
+        from matplotlib.figure import Figure  # noqa: PLC0415 -- lazily, see _style
+
+        fig = Figure(figsize=(5.2, 4.0))
+        ax = fig.add_subplot()
+        xs, ys = [x for x, _ in curve.points], [y for _, y in curve.points]
+        ax.plot(xs, ys, color=_COLOURS[0], linewidth=1.5, label=curve.name)[0].set_gid("curve")
+        ax.plot(
+            [0.0, 1.0], [0.0, 1.0], color="#777777", linestyle="--", linewidth=1.0, label="chance"
+        )[0].set_gid("diagonal")
+        ax.set_xlim(-0.02, 1.02)  # a margin: a curve along an edge stays visible
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_aspect("equal")
+        ax.set_title(title)
+        ax.set_xlabel("false-positive rate")
+        ax.set_ylabel("true-positive rate")
+        ax.legend(loc="lower right", frameon=False, fontsize=8)
         return _svg(fig, element_id, title)
 
 

@@ -16,6 +16,11 @@ Sections, each an element with a stable id (:data:`SECTION_IDS`), in this order:
   ``trust-model``, ``unmask-log``, ``dropouts``, ``policy-refusals``;
 * ``hazards`` (grouped, with counts), ``empirical-audit``, ``accuracy`` and ``compliance``.
 
+Between ``accuracy`` and ``compliance``, and only when ``metrics.json`` records credit metrics (a
+run with a binary target), ``credit``: each institution's exact figures and the pooled ones from
+the secure histograms, with the pooled ROC curve (:mod:`securefed.audit.report_credit`). It is
+not in :data:`SECTION_IDS`, which lists the sections of every report.
+
 Privacy figures come from the signed ledgers; ``metrics.json``, ``canary.json`` and
 ``config.toml`` are unsigned and every table built from them says so. A ledger value that
 verification disputes is flagged in place (``TAMPERED: <why>``). Anything missing is shown as
@@ -34,6 +39,7 @@ from pathlib import Path
 from securefed.audit.composition import compose
 from securefed.audit.document import Section, render_html, render_markdown
 from securefed.audit.hazards import group_hazards
+from securefed.audit.report_credit import credit_section
 from securefed.audit.report_disclosure import disclosure_section
 from securefed.audit.report_format import NOT_RECORDED
 from securefed.audit.report_privacy import (
@@ -137,9 +143,11 @@ def render_report(
 
 
 def build_sections(data: RunData) -> list[Section]:
-    """The report's sections, in :data:`SECTION_IDS` order."""
+    """The report's sections, in :data:`SECTION_IDS` order, with ``credit`` before
+    ``compliance`` when the run recorded credit metrics."""
     composed = compose(data)
     hazards = group_hazards(data)
+    credit = credit_section(data)
     return [
         verdict_section(data, composed, hazards),
         composed_section(data),
@@ -157,6 +165,7 @@ def build_sections(data: RunData) -> list[Section]:
         hazards_section(data),
         empirical_audit_section(data),
         accuracy_section(data),
+        *([] if credit is None else [credit]),
         compliance_section(),
     ]
 

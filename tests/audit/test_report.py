@@ -21,6 +21,7 @@ from securefed.audit import (
     render_report,
 )
 from securefed.audit.plots import MAX_LINES, Series, epsilon_plot, metric_plot
+from securefed.audit.report_credit import roc_curve
 from securefed.errors import ConfigError
 from securefed.testing import make_federation
 from tests.audit import Run, build_documented_run, build_run
@@ -551,3 +552,162 @@ def test_the_report_is_deterministic(run: Run, tmp_path: Path) -> None:
     first, _ = _render(run, tmp_path)
     second, _ = _render(run, tmp_path)
     assert first == second
+
+
+# --- credit metrics ----------------------------------------------------------------------------
+
+_BINS = 1000
+_NEGATIVES = [(b * 7919) % 5 if b < 700 else 0 for b in range(_BINS)]
+_POSITIVES = [(b * 104729) % 4 if b > 300 else 0 for b in range(_BINS)]
+
+
+def _credit_metrics(*, pooled: bool = True) -> dict[str, object]:
+    """METRICS of a run with a binary target: exact credit per institution and, with ``pooled``,
+    the pooled figures from a histogram as securefed/runtime/evaluation.py writes them."""
+    from securefed.models.credit import ScoreHistogram, metrics_from_histogram  # noqa: PLC0415
+
+    exact = metrics_from_histogram(ScoreHistogram(tuple(_NEGATIVES), tuple(_POSITIVES)))
+    metrics: dict[str, object] = dict(METRICS)
+    metrics["clients"] = [
+        {
+            "id": f"bank-{i}",
+            "test_accuracy": 0.8,
+            "epsilon": 2.0,
+            "delta": 1e-5,
+            "credit": {
+                "roc_auc": 0.71 + 0.01 * i,
+                "pr_auc": 0.5,
+                "ks": 0.3,
+                "gini": 0.42 + 0.02 * i,
+                "brier": 0.18,
+                "positives": 40,
+                "negatives": 60,
+            },
+        }
+        for i in range(3)
+    ]
+    if pooled:
+        metrics["pooled_credit"] = {
+            "roc_auc": exact.roc_auc,
+            "pr_auc": exact.pr_auc,
+            "ks": exact.ks,
+            "gini": exact.gini,
+            "brier": 0.1834,
+            "positives": exact.positives,
+            "negatives": exact.negatives,
+            "contributors": ["bank-0", "bank-1", "bank-2"],
+            "bins": _BINS,
+            "histogram": {"negatives": _NEGATIVES, "positives": _POSITIVES},
+        }
+    return metrics
+
+
+def _credit_run(tmp_path: Path, metrics: dict[str, object]) -> Run:
+    run = build_run(tmp_path)
+    (run.run_dir / "metrics.json").write_text(json.dumps(metrics))
+    return run
+
+
+def test_a_binary_run_shows_its_credit_metrics_and_the_pooled_roc_curve(tmp_path: Path) -> None:
+    run = _credit_run(tmp_path, _credit_metrics())
+    summary = render_report(run.run_dir, out_html=tmp_path / "r.html", out_md=tmp_path / "r.md")
+    assert summary.sections == (*SECTION_IDS[:-1], "credit", "compliance")
+    page, markdown = (tmp_path / "r.html").read_text(), (tmp_path / "r.md").read_text()
+    credit = _section(page, "credit")
+    rows = _rows(credit, "credit-table")
+    assert [r[0] for r in rows] == ["bank-0", "bank-1", "bank-2", "pooled (secure histograms)"]
+    assert rows[1] == ["bank-1", "0.72", "0.5", "0.3", "0.44", "0.18", "40", "60"]
+    pooled = rows[3]
+    assert pooled[5:] == ["0.1834", str(sum(_POSITIVES)), str(sum(_NEGATIVES))]
+    assert "NOT covered by differential privacy" in credit
+    assert "evaluation/ in the run directory" in credit
+    assert "disagrees" not in credit  # the recorded AUC is the area under the drawn curve
+    (svg,) = re.findall(r"<svg.*?</svg>", credit, re.DOTALL)
+    root = _parse_svg(svg)
+    assert root.get("id") == "credit-roc-plot"
+    assert '<g id="credit-roc-plot-curve"' in svg
+    assert '<g id="credit-roc-plot-diagonal"' in svg
+    roc = _rows(credit, "credit-roc-table")
+    assert [r[0] for r in roc] == ["0.01", "0.05", "0.1", "0.2", "0.5"]
+    assert all(float(r[2]) <= float(r[0]) for r in roc)
+    tprs = [float(r[1]) for r in roc]
+    assert tprs == sorted(tprs)
+    assert '<a id="credit"></a>' in markdown
+    assert "| pooled (secure histograms) |" in markdown
+    contents = re.search(r'<nav id="contents">(.*?)</nav>', page, re.DOTALL)
+    assert contents is not None
+    assert re.findall(r'href="#([^"]+)"', contents.group(1)) == list(summary.sections)
+    checker = _TagChecker()
+    checker.feed(page)
+    assert checker.errors == []
+    assert len(checker.ids) == len(set(checker.ids))
+    render_report(run.run_dir, out_html=tmp_path / "again.html")
+    assert (tmp_path / "again.html").read_text() == page  # deterministic
+
+
+def test_an_image_run_has_no_credit_section(run: Run, tmp_path: Path) -> None:
+    page, markdown = _render(run, tmp_path)  # METRICS: no credit anywhere
+    assert '<section id="credit">' not in page
+    assert '<a id="credit"></a>' not in markdown
+    metrics = dict(METRICS)
+    metrics["clients"] = [{"id": "bank-0", "test_accuracy": 0.8, "credit": None}]
+    (run.run_dir / "metrics.json").write_text(json.dumps(metrics))
+    page, _ = _render(run, tmp_path)
+    assert '<section id="credit">' not in page
+
+
+def test_without_pooled_figures_the_credit_table_stands_alone(tmp_path: Path) -> None:
+    run = _credit_run(tmp_path, _credit_metrics(pooled=False))
+    summary = render_report(run.run_dir, out_html=tmp_path / "r.html")
+    assert "credit" in summary.sections
+    credit = _section((tmp_path / "r.html").read_text(), "credit")
+    assert [r[0] for r in _rows(credit, "credit-table")] == ["bank-0", "bank-1", "bank-2"]
+    assert "no pooled figures" in credit
+    assert "<svg" not in credit
+
+
+def test_pooled_figures_that_disagree_with_their_histogram_are_said_in_bold(
+    tmp_path: Path,
+) -> None:
+    metrics = _credit_metrics()
+    pooled = metrics["pooled_credit"]
+    assert isinstance(pooled, dict)
+    pooled["roc_auc"] = 0.99
+    pooled["positives"] = 1
+    run = _credit_run(tmp_path, metrics)
+    render_report(run.run_dir, out_html=tmp_path / "r.html")
+    credit = _section((tmp_path / "r.html").read_text(), "credit")
+    assert '<p class="strong">metrics.json disagrees with itself: its pooled ROC-AUC is 0.99' in (
+        credit
+    )
+    assert f"pooled positives 1, its histogram counts {sum(_POSITIVES)}." in credit
+    pooled["histogram"] = {"negatives": [1, -1], "positives": [0, 2]}
+    (run.run_dir / "metrics.json").write_text(json.dumps(metrics))
+    render_report(run.run_dir, out_html=tmp_path / "r.html")
+    credit = _section((tmp_path / "r.html").read_text(), "credit")
+    assert "Pooled ROC curve: not recorded" in credit
+    assert "<svg" not in credit
+
+
+def test_the_roc_curve_of_a_histogram() -> None:
+    # bins from low to high score: the top bin holds 1 positive, the next 1 of each, the lowest
+    # 2 negatives
+    curve = roc_curve({"negatives": [2, 0, 1, 0], "positives": [0, 0, 1, 1]})
+    assert curve is not None
+    assert curve.points == ((0.0, 0.0), (0.0, 0.5), (1 / 3, 1.0), (1.0, 1.0))
+    assert (curve.positives, curve.negatives) == (2, 3)
+    assert [s[0] for s in curve.steps] == [0, 1, 2, 3, 4]
+    # a long vertical run of positive-only bins is one segment
+    tall = roc_curve({"negatives": [1, 0, 0, 0], "positives": [0, 1, 1, 1]})
+    assert tall is not None
+    assert tall.points == ((0.0, 0.0), (0.0, 1.0), (1.0, 1.0))
+    for bad in (
+        None,
+        {"negatives": [1, 2]},
+        {"negatives": [1, 2], "positives": [1]},
+        {"negatives": [1, True], "positives": [1, 1]},
+        {"negatives": [1, 0.5], "positives": [1, 1]},
+        {"negatives": [0, 0], "positives": [1, 1]},
+        {"negatives": [], "positives": []},
+    ):
+        assert roc_curve(bad) is None
