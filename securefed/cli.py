@@ -1143,7 +1143,13 @@ def _add_scoring_commands(commands: argparse._SubParsersAction[argparse.Argument
         "export", help="write an institution's personalized model as ONNX (docs/tabular.md)"
     )
     for command in (scoring, exporting):
-        command.add_argument("--run", required=True, metavar="DIR", help="a finished run")
+        command.add_argument(
+            "--run",
+            required=True,
+            metavar="DIR",
+            help="a finished run, or a deployment agent's state directory (--state of "
+            "securefed agent) once its ledger records the end of the run",
+        )
         command.add_argument(
             "--institution",
             required=True,

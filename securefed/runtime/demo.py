@@ -111,7 +111,7 @@ class ProgressPrinter:
     def __call__(self, report: RoundReport) -> None:
         self._seconds.append(report.seconds)
         epsilon = "-" if report.max_epsilon is None else f"{report.max_epsilon:.2f}"
-        extra = f", {report.refused} refused (budget)" if report.refused else ""
+        extra = f", {report.refused} refused" if report.refused else ""  # budget or otherwise
         if report.own_segment_weight is not None:
             extra += f", own-segment weight {report.own_segment_weight:.2f}"
         figures = (
