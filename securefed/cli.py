@@ -164,7 +164,10 @@ _ABOUT: dict[str, tuple[str, str]] = {
         "Check the signed, hash-chained ledgers of a run directory (or one ledger file) "
         "under the roster's keys, against each other and for completeness, and recompute "
         "each party's epsilon from its signed sigma, sampling rate and steps with Google's "
-        "dp-accounting (PLD), independently of the epsilon the party recorded.\n\n"
+        "dp-accounting (PLD), independently of the epsilon the party recorded. A run "
+        "directory's sub-runs (preprocessing/, preprocessing.interrupted-<k>/, evaluation/) "
+        "are verified with it, under its roster, one line each; the exit status is the worst "
+        "of all (an interrupted attempt's INCOMPLETE is expected and not counted).\n\n"
         "exit status:\n"
         "  0  INTACT               nothing wrong and nothing missing\n"
         "  1  TAMPERED             an entry was edited, reordered, deleted, cut or forged\n"
@@ -523,6 +526,9 @@ def _audit_verify(args: argparse.Namespace) -> int:
     above its budget; the ``problem:``, ``incomplete:``, ``epsilon:``, ``composed:`` and
     ``note:`` lines after it list further findings and what was not covered. ``--json``: the
     same as one JSON object on stdout (:meth:`VerifyResult.to_dict`), same exit status.
+    A run directory's sub-runs are verified with it (one ``sub-run <dir>:`` line each, and
+    ``subruns`` in the JSON); the exit status is the worst of the run's and theirs
+    (:attr:`VerifyResult.overall`).
     With ``--anchor FILE`` (a run directory only), a ledger that does not end at the head the
     anchor records is also TAMPERED (exit 1), and a bad anchor file is a usage error (exit 2)."""
     from securefed.audit.anchor import load_anchor, verify_anchored  # noqa: PLC0415
@@ -753,6 +759,9 @@ def _finish_run(
     run_dir = summary.directory
     verdict = verify_run(run_dir)
     print(f"ledgers: {verdict.summary()}", file=human)
+    for sub in verdict.subruns:  # a sub-run that changes the verdict: rare in a fresh run
+        if sub.counted_status is not VerifyStatus.INTACT:
+            print(f"ledgers: {sub.summary()}", file=human)
     rendered = None
     if report:
         rendered = render_report(
@@ -764,7 +773,7 @@ def _finish_run(
     print(f"metrics: {run_dir / 'metrics.json'}; models: {run_dir / 'models'}", file=human)
     status = summary.metrics.get("status", "completed")
     code = 0
-    if verdict.status not in _RUN_VERDICTS_OK:
+    if verdict.overall not in _RUN_VERDICTS_OK:
         code = 1
     elif status in RUN_EXIT_CODES:
         failed = [
@@ -835,7 +844,7 @@ def _run_json(
         else {key: metrics["pooled_credit"].get(key) for key in _POOLED_JSON_KEYS},
         "baselines": baselines,
         "ledgers": {
-            "status": verdict.status.value,
+            "status": verdict.overall.value,
             "exit_code": verdict.exit_code,
             "summary": verdict.summary(),
         },

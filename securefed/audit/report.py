@@ -4,12 +4,14 @@
 and each baseline's under ``baselines/<mode>/``), verifies its ledgers, and writes the report.
 Sections, each an element with a stable id (:data:`SECTION_IDS`), in this order:
 
-* ``verdict`` -- ledgers intact or not, budgets held (alone and with every baseline), the canary
-  audit, refusals, hazards by severity (:mod:`securefed.audit.report_verdict`);
+* ``verdict`` -- ledgers intact or not (this run's, each baseline's, each sub-run's), budgets
+  held (alone and with every baseline), the canary audit, refusals, hazards by severity
+  (:mod:`securefed.audit.report_verdict`);
 * ``composed-epsilon`` -- ε per institution over this run and every baseline on the same
   records, against the budget (:mod:`securefed.audit.composition`);
 * ``summary``, ``provenance`` (code version and source hash, configuration digest, data
-  fingerprint per party, start and end in UTC), ``verification``;
+  fingerprint per party, start and end in UTC), ``verification`` (with the sub-runs verified
+  with the run, when it has any);
 * ``epsilon`` (plot with the budget line, in round order; a band for many institutions),
   ``dp-parameters`` (per institution), ``unit-of-privacy``;
 * ``disclosure`` (what the server learned each round; what is not ledgered says so),
@@ -64,6 +66,7 @@ from securefed.audit.report_sections import (
 )
 from securefed.audit.report_verdict import verdict_section
 from securefed.audit.rundata import RunData, load_run_data
+from securefed.audit.verify import VerifyResult
 from securefed.errors import ConfigError
 from securefed.secagg.roster import Roster
 
@@ -95,9 +98,10 @@ StrPath = str | os.PathLike[str]
 class ReportSummary:
     """What :func:`render_report` wrote and found.
 
-    ``verified`` is True (ledgers intact), False (a problem) or None (verification could not
-    run, e.g. no roster). ``clients_plotted`` counts the institutions on the ε plot,
-    ``rounds_plotted`` the distinct rounds on it.
+    ``verified`` is True (ledgers intact), False (a problem, in this run's ledgers or in a
+    counted sub-run's) or None (verification could not run, e.g. no roster).
+    ``clients_plotted`` counts the institutions on the ε plot, ``rounds_plotted`` the distinct
+    rounds on it.
     """
 
     html_path: Path
@@ -136,7 +140,7 @@ def render_report(
         html_path=html_path,
         md_path=md_path,
         sections=tuple(s.id for s in sections),
-        verified=None if data.verification is None else data.verification.ok,
+        verified=None if data.verification is None else _verified(data.verification),
         clients_plotted=len(spends),
         rounds_plotted=len({r for by_round in spends.values() for r in by_round}),
     )
@@ -168,6 +172,11 @@ def build_sections(data: RunData) -> list[Section]:
         *([] if credit is None else [credit]),
         compliance_section(),
     ]
+
+
+def _verified(result: VerifyResult) -> bool:
+    """No tampering in this run's ledgers nor in a sub-run's that counts in its verdict."""
+    return result.ok and all(sub.result.ok for sub in result.subruns if sub.counted)
 
 
 def _write(path: Path, text: str) -> None:

@@ -10,6 +10,13 @@ attested when the SHA-256 of its canonical form equals the signed ``config_sha25
 members among the round's survivors, derived here from the unsigned partition and the signed
 survivors; attention-mode weight rows, the secret-sharing threshold t, k_min and the exposure
 bound are not ledgered.
+
+Releases outside the training rounds, when the run directory has sub-runs (one-round secure
+sums with their own signed ledgers): one row each, with what the server learned, whether
+differential privacy covers it and the sub-run's verdict. The evaluation sub-run's row quotes the
+hazard its ledgers record (the pooled test-score histograms: not covered by DP); the
+preprocessing sum is covered when this run's ledgers record the releases it adds (``round.spend``
+of mechanism ``gaussian-statistic``).
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ from securefed.audit.document import Block, Cell, Flagged, Para, Section, Table
 from securefed.audit.events import EventType
 from securefed.audit.report_format import MISSING, NOT_RECORDED, cell, fmt, last_payload, parties
 from securefed.audit.rundata import RunData
+from securefed.audit.verify import EVALUATION_DIR, PREPROCESSING_DIR, SubRun, VerifyStatus
 
-__all__ = ["NOT_LEDGERED", "disclosure_section"]
+__all__ = ["NOT_LEDGERED", "disclosure_section", "subrun_purpose"]
 
 NOT_LEDGERED = (
     "attention-mode weight rows (the weights each target's blinded sum used)",
@@ -44,6 +52,7 @@ def disclosure_section(data: RunData) -> Section:
         *_parameters(data),
         *_partition(data),
         _rounds(data),
+        *_subrun_releases(data),
         Para(
             "Not recorded in the ledgers (nothing here is inferred for them): "
             + "; ".join(NOT_LEDGERED)
@@ -210,3 +219,99 @@ def _name(data: RunData, index: int) -> str:
     if data.roster is not None and data.roster.is_member(index):
         return data.roster.client(index).party_id
     return f"#{index}"
+
+
+def subrun_purpose(directory: str) -> str:
+    """What the sub-run ``directory`` (``evaluation``, ``baselines/local/preprocessing``, ...)
+    is, in a few words."""
+    name = directory.rsplit("/", 1)[-1]
+    if name == PREPROCESSING_DIR:
+        return "the secure sum of the institutions' released statistics, before round 1"
+    if name == EVALUATION_DIR:
+        return "the secure sum of the test-score histograms, after the last round"
+    return "an interrupted attempt of the preprocessing sum, kept as evidence"
+
+
+def _subrun_releases(data: RunData) -> list[Block]:
+    """One row per sub-run of this run: what its secure sum disclosed to the server."""
+    verdicts = {sub.directory: sub for sub in data.subruns if "/" not in sub.directory}
+    names = list(data.subrun_ledgers) + [n for n in verdicts if n not in data.subrun_ledgers]
+    if not names:
+        return []
+    statistic = [
+        e for e in data.events(EventType.ROUND_SPEND) if e.payload.get("mechanism") == _STATISTIC
+    ]
+    rows = tuple(
+        (
+            f"{name}/",
+            _learned(data, name),
+            _covered(name, len(statistic)),
+            _verdict(verdicts.get(name)),
+        )
+        for name in names
+    )
+    blocks: list[Block] = [
+        Para(
+            "Outside the training rounds: one-round secure sums on the engine, each with its "
+            "own signed ledgers in a sub-run of the run directory (verified with the run, under "
+            "its roster). The server learned each sum, no institution's own vector."
+        ),
+        Table(
+            ("sub-run", "what the server learned", "covered by DP", "ledgers"),
+            rows,
+            id="disclosure-subruns",
+        ),
+    ]
+    if EVALUATION_DIR in names:
+        blocks.append(
+            Para(
+                f"The pooled evaluation ({EVALUATION_DIR}/) is a release that differential "
+                "privacy does NOT cover.",
+                strong=True,
+            )
+        )
+    return blocks
+
+
+_STATISTIC = "gaussian-statistic"
+
+
+def _learned(data: RunData, name: str) -> str:
+    if name != EVALUATION_DIR:
+        return subrun_purpose(name) + (
+            " (the federation-wide statistics; preprocessing/statistics.json)"
+            if name == PREPROCESSING_DIR
+            else " (the same released sums, sent again: not drawn or charged again)"
+        )
+    texts = sorted(
+        {
+            str(e.payload.get("text"))
+            for entries in data.subrun_ledgers.get(name, {}).values()
+            for e in entries
+            if e.event is EventType.HAZARD
+        }
+    )
+    if not texts:
+        return f"{subrun_purpose(name)} (no hazard entry in its ledgers)"
+    return "; ".join(f'"{text}" (the hazard its ledgers record)' for text in texts)
+
+
+def _covered(name: str, statistic: int) -> str:
+    if name == EVALUATION_DIR:
+        return "NO (not noised: its hazard says so)"
+    if statistic:
+        return (
+            f"yes: each institution's release was charged before its noise (round.spend of "
+            f"mechanism {_STATISTIC} in this run's ledgers: {statistic})"
+        )
+    return f"no: no round.spend of mechanism {_STATISTIC} in this run's ledgers (DP off)"
+
+
+def _verdict(sub: SubRun | None) -> Cell:
+    if sub is None:
+        return "not verified"
+    text = sub.status.value + sub.remark()
+    expected = sub.interrupted and sub.status is VerifyStatus.INCOMPLETE
+    if sub.status is VerifyStatus.INTACT or expected:
+        return text
+    return Flagged("not intact", sub.result.summary())

@@ -17,6 +17,7 @@ from securefed.audit.document import Block, Cell, Para, Plot, Section, Table
 from securefed.audit.events import EventType
 from securefed.audit.hazards import group_hazards
 from securefed.audit.plots import Series, metric_plot
+from securefed.audit.report_disclosure import subrun_purpose
 from securefed.audit.report_format import (
     MISSING,
     NOT_RECORDED,
@@ -121,8 +122,27 @@ def verification_section(data: RunData) -> Section:
         )
     )
     blocks.append(_roster_agreement(data))
+    blocks += _subruns(data)
     blocks.append(Para("Re-run this check with: securefed audit verify RUN_DIR"))
     return Section("verification", "Ledger verification", tuple(blocks))
+
+
+def _subruns(data: RunData) -> list[Block]:
+    """The sub-runs verified with the run (none: nothing is said)."""
+    if not data.subruns:
+        return []
+    rows = tuple(
+        (f"{sub.directory}/", subrun_purpose(sub.directory), sub.result.summary() + sub.remark())
+        for sub in data.subruns
+    )
+    return [
+        Para(
+            "Sub-runs of the run directory, verified with it: each a one-round secure sum with "
+            "its own ledgers, checked under this run's roster (its own roster.toml must be this "
+            "run's: the sub-runs are signed by the same identities)."
+        ),
+        Table(("sub-run", "what it is", "verification"), rows, id="verification-subruns"),
+    ]
 
 
 def _roster_agreement(data: RunData) -> Para:

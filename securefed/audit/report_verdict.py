@@ -1,7 +1,10 @@
 """The report's verdict block, first on the page: one line per question an auditor asks first.
 
 * Ledgers: the verification status of this run's ledgers and of each baseline's (INTACT,
-  TAMPERED, EQUIVOCATED, INCOMPLETE, or NOT VERIFIED when verification could not run).
+  TAMPERED, EQUIVOCATED, INCOMPLETE, or NOT VERIFIED when verification could not run), and of
+  each sub-run present (``preprocessing/``, ``preprocessing.interrupted-<k>/``, ``evaluation/``,
+  also a baseline's), each verified under the run's roster; an interrupted attempt that is only
+  INCOMPLETE is not a failure (it is expected to end before its final checkpoint).
 * Budgets held: in this run alone, and composed with every baseline on the same records
   (:mod:`securefed.audit.composition`).
 * The canary audit (``canary.json``, unsigned): not run, consistent, or VIOLATION.
@@ -21,7 +24,7 @@ from securefed.audit.hazards import HazardGroup, Severity
 from securefed.audit.report_format import number
 from securefed.audit.report_sections import outcome
 from securefed.audit.rundata import RunData
-from securefed.audit.verify import VerifyStatus
+from securefed.audit.verify import SubRun, VerifyStatus
 
 __all__ = ["VerdictLine", "verdict_lines", "verdict_section"]
 
@@ -35,6 +38,7 @@ def verdict_lines(
     return (
         _ledgers(data),
         *(_ledgers(run, f"ledgers of baseline {name}") for name, run in data.baselines.items()),
+        *(_subrun(sub) for sub in data.subruns),
         ("run outcome", outcome(data), outcome(data) == "completed"),
         _budgets(composed, alone=True),
         _budgets(composed, alone=False),
@@ -66,6 +70,15 @@ def _ledgers(data: RunData, label: str = "ledgers (this run)") -> VerdictLine:
         return (label, f"NOT VERIFIED: {data.verification_error}", None)
     text = result.summary()
     return (label, text, result.status is VerifyStatus.INTACT)
+
+
+def _subrun(sub: SubRun) -> VerdictLine:
+    label = f"ledgers of sub-run {sub.directory}/"
+    text = sub.result.summary() + sub.remark()
+    if sub.status is VerifyStatus.INTACT:
+        return (label, text, True)
+    expected = sub.interrupted and sub.status is VerifyStatus.INCOMPLETE
+    return (label, text, None if expected else False)
 
 
 def _budgets(composed: tuple[Composed, ...], *, alone: bool) -> VerdictLine:

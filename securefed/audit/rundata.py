@@ -4,7 +4,10 @@ A run directory holds ``roster.toml``, ``ledgers/<actor>.jsonl``, ``metrics.json
 the runtime, unsigned), ``config.toml`` (unsigned; its digest is compared with the signed
 ``config_sha256``), optionally ``canary.json`` (an empirical privacy audit, unsigned) and, for a
 simulation with comparison methods, ``baselines/<mode>/`` (each a run directory of its own, under
-its own roster: loaded one level deep into :attr:`RunData.baselines`).
+its own roster: loaded one level deep into :attr:`RunData.baselines`), and its sub-runs
+(``preprocessing/``, ``preprocessing.interrupted-<k>/``, ``evaluation/``: one-round secure sums
+with their own ledgers, verified with the run; their ledgers are read into
+:attr:`RunData.subrun_ledgers`).
 :func:`load_run_data` reads them leniently -- a missing or unreadable file becomes a note, never
 an exception -- and runs :func:`~securefed.audit.verify.verify_run`, so the report can show both
 what the files say and whether the ledgers are intact. Ledger lines that do not parse are
@@ -25,7 +28,13 @@ from securefed.audit.chain import ProblemKind
 from securefed.audit.entry import LedgerEntry, parse_entry
 from securefed.audit.events import EventType
 from securefed.audit.ledger import LEDGER_DIR
-from securefed.audit.verify import ROSTER_FILE, VerifyResult, verify_run
+from securefed.audit.verify import (
+    ROSTER_FILE,
+    SubRun,
+    VerifyResult,
+    subrun_directories,
+    verify_run,
+)
 from securefed.errors import ConfigError
 from securefed.secagg.roster import Roster, load_roster
 
@@ -52,7 +61,8 @@ class RunData:
 
     ``metrics`` / ``canary`` are None when the file is absent or unreadable (then ``*_error``
     says why, for unreadable files). ``verification`` is None when verification could not run
-    (``verification_error`` says why, e.g. no roster).
+    (``verification_error`` says why, e.g. no roster). ``subrun_ledgers`` holds the ledgers of
+    each sub-run present, by directory name, in the order they ran.
     """
 
     name: str
@@ -67,6 +77,15 @@ class RunData:
     config: Mapping[str, object] | None = None
     config_sha256: str | None = None  # of config.toml, computed as the runtime's config_sha256
     baselines: Mapping[str, RunData] = field(default_factory=dict)
+    subrun_ledgers: Mapping[str, Mapping[str, tuple[LedgerEntry, ...]]] = field(
+        default_factory=dict
+    )
+
+    @property
+    def subruns(self) -> tuple[SubRun, ...]:
+        """The verdict of every sub-run (this run's and its baselines'), or () when the
+        ledgers could not be verified."""
+        return () if self.verification is None else self.verification.subruns
 
     def disputed(self, entry: LedgerEntry) -> str | None:
         """Why verification cannot vouch for ``entry``, or None when it can (or did not run).
@@ -133,7 +152,16 @@ def load_run_data(
         config=config,
         config_sha256=config_sha256,
         baselines=_read_baselines(run_dir / BASELINES_DIR) if baselines else {},
+        subrun_ledgers=_read_subruns(run_dir),
     )
+
+
+def _read_subruns(run_dir: Path) -> dict[str, dict[str, tuple[LedgerEntry, ...]]]:
+    try:
+        names = subrun_directories(run_dir)
+    except ConfigError:
+        return {}
+    return {name: _read_ledgers(run_dir / name / LEDGER_DIR) for name in names}
 
 
 def _read_baselines(directory: Path) -> dict[str, RunData]:

@@ -30,11 +30,25 @@ Roster: when not one entry of any ledger verifies under the roster's keys and th
 ``run.configured`` entries name another roster digest, the roster is not the one the run was
 written under: ROSTER_MISMATCH, not TAMPERED (:attr:`VerifyResult.roster_mismatch`).
 
+Sub-runs: a simulation's run directory may hold one-round secure sums of the same engine, each
+with its own ``roster.toml`` and ``ledgers/`` (:data:`SUBRUN_DIRS`): ``preprocessing/`` (the
+federation-wide statistics), ``preprocessing.interrupted-<k>/`` (an interrupted earlier attempt
+of it, kept as evidence) and ``evaluation/`` (the pooled test-score histograms). Each is verified
+with the run (:attr:`VerifyResult.subruns`) under the run's roster -- the sub-runs are signed by
+the same identities -- and its own ``roster.toml`` must be that roster (another one, e.g. a
+substituted sub-run with fresh keys that would verify on its own, is an ``edited`` problem of
+that file: TAMPERED). A run whose ledgers record ``preprocessing.applied`` but that has no
+``preprocessing/`` is INCOMPLETE there. The exit status is the worst of the run's own verdict and
+each sub-run's (:attr:`VerifyResult.overall`), except that an interrupted attempt is expected to
+be INCOMPLETE (that is not counted) and that the sub-runs of a baseline, like the baseline
+itself, are listed without changing the verdict.
+
 Results carry paths relative to the run directory only, so a copied run directory verifies the
 same way. Exit codes for a command line (:attr:`VerifyResult.exit_code`): 0 INTACT, 1 TAMPERED,
 3 INCOMPLETE, 4 EQUIVOCATED, 5 ROSTER_MISMATCH, 6 EPSILON_UNDERSTATED, 7 OVER_BUDGET (the first
 that applies in the order ROSTER_MISMATCH, TAMPERED, EQUIVOCATED, EPSILON_UNDERSTATED,
-OVER_BUDGET, INCOMPLETE); usage errors raise :class:`~securefed.errors.ConfigError` (exit 2).
+OVER_BUDGET, INCOMPLETE, over the run and its counted sub-runs); usage errors raise
+:class:`~securefed.errors.ConfigError` (exit 2).
 """
 
 from __future__ import annotations
@@ -42,6 +56,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -66,6 +81,7 @@ from securefed.secagg.roster import Roster, load_roster
 
 __all__ = [
     "BASELINES_DIR",
+    "EVALUATION_DIR",
     "EXIT_EPSILON_UNDERSTATED",
     "EXIT_EQUIVOCATED",
     "EXIT_INCOMPLETE",
@@ -73,9 +89,13 @@ __all__ = [
     "EXIT_OVER_BUDGET",
     "EXIT_ROSTER_MISMATCH",
     "EXIT_TAMPERED",
+    "PREPROCESSING_DIR",
     "ROSTER_FILE",
+    "SUBRUN_DIRS",
+    "SubRun",
     "VerifyResult",
     "VerifyStatus",
+    "subrun_directories",
     "verify_ledger",
     "verify_path",
     "verify_run",
@@ -95,6 +115,12 @@ EXIT_EPSILON_UNDERSTATED = 6
 EXIT_OVER_BUDGET = 7
 _COMPLETED = "completed"
 _THIS_RUN = "this run"
+#: The sub-runs of a run directory (module docstring), as the runtime names them
+#: (``securefed/runtime/preprocess.py``, ``securefed/runtime/evaluation.py``).
+PREPROCESSING_DIR = "preprocessing"
+EVALUATION_DIR = "evaluation"
+SUBRUN_DIRS = (PREPROCESSING_DIR, EVALUATION_DIR)
+_INTERRUPTED = re.compile(rf"{PREPROCESSING_DIR}\.interrupted-([0-9]{{1,6}})")
 
 
 class VerifyStatus(Enum):
@@ -147,7 +173,11 @@ class VerifyResult:
     because their ledger has a problem; ``composed`` the ε of every training of the same
     records in this run directory (this run and its baselines), ``baselines`` each baseline
     directory with its verdict. ``roster_mismatch`` says why the roster is not the one the
-    ledgers were written under (None when it is, or when that cannot be told).
+    ledgers were written under (None when it is, or when that cannot be told). ``subruns`` holds
+    the verdict of each sub-run of the run directory (and of its baselines), in the order they
+    ran (:class:`SubRun`); :attr:`status` is this directory's own ledgers' verdict and
+    :attr:`overall` (what :attr:`exit_code` and ``--json``'s ``status`` give) the worst of it and
+    each counted sub-run's.
     """
 
     ok: bool
@@ -164,6 +194,7 @@ class VerifyResult:
     composed: tuple[ComposedEpsilon, ...] = ()
     baselines: tuple[tuple[str, str], ...] = ()
     roster_mismatch: str | None = None
+    subruns: tuple[SubRun, ...] = ()
 
     @property
     def understated(self) -> tuple[PartyEpsilon, ...]:
@@ -197,10 +228,17 @@ class VerifyResult:
         return next((status for applies, status in found if applies), VerifyStatus.INTACT)
 
     @property
+    def overall(self) -> VerifyStatus:
+        """The worst of :attr:`status` and each sub-run's :attr:`SubRun.counted_status`, in the
+        order of :attr:`status` (ROSTER_MISMATCH first, INTACT last)."""
+        statuses = [self.status, *(sub.counted_status for sub in self.subruns)]
+        return min(statuses, key=_SEVERITY.index)
+
+    @property
     def exit_code(self) -> int:
         """0 intact, 1 tampered, 3 incomplete, 4 equivocated, 5 roster mismatch, 6 ε understated,
-        7 over budget (usage errors are 2)."""
-        return self.status.exit_code
+        7 over budget (usage errors are 2): of :attr:`overall`, the run and its sub-runs."""
+        return self.overall.exit_code
 
     def summary(self) -> str:
         """One line: ``INTACT: 4 ledgers, 53 entries verified``, ``TAMPERED: <first problem>``
@@ -231,8 +269,10 @@ class VerifyResult:
         further problem (none under a roster mismatch: they only repeat it), ``equivocation:``,
         ``understated:`` and ``over-budget:`` lines for further findings, ``incomplete:`` for a
         missing piece, one ``epsilon:`` line summing up the independent ε check, a
-        ``composed:`` line for the ε of every training of the same records (baselines), and one
-        ``note:`` line per note."""
+        ``composed:`` line for the ε of every training of the same records (baselines), one
+        ``sub-run <directory>:`` line per sub-run (:meth:`SubRun.summary`, each followed by a
+        ``problem:`` line per further problem), an ``overall:`` line when a sub-run makes the
+        verdict worse than this run's own, and one ``note:`` line per note."""
         lines = [self.summary()]
         if self.roster_mismatch is None:
             lines += [f"problem: {problem.describe()}" for problem in self.problems[1:]]
@@ -248,15 +288,28 @@ class VerifyResult:
         if self.roster_mismatch is None:
             lines += [f"epsilon: {text}" for text in _epsilon_lines(self)]
             lines += [f"composed: {text}" for text in _composed_lines(self)]
+        for sub in self.subruns:
+            lines.append(sub.summary())
+            lines += [f"problem: {problem.describe()}" for problem in sub.result.problems[1:]]
+        overall = self.overall
+        if overall is not self.status:
+            worse = [s.directory for s in self.subruns if s.counted_status is overall]
+            lines.append(
+                f"overall: {overall.value} (exit status {overall.exit_code}): the sub-run "
+                f"{', '.join(worse)} is {overall.value}"
+            )
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, object]:
-        """What ``securefed audit verify --json`` prints: the status, its exit code, the counts,
-        every problem, missing piece and equivocation, the heads, the notes, each party's ε
-        check and the composition over baselines."""
+        """What ``securefed audit verify --json`` prints: the verdict (``status``: the run's and
+        its sub-runs', :attr:`overall`; ``run_status``: this directory's own ledgers'), its exit
+        code, the counts, every problem, missing piece and equivocation, the heads, the notes,
+        each party's ε check, the composition over baselines and each sub-run
+        (:meth:`SubRun.to_dict`)."""
         return {
-            "status": self.status.value,
+            "status": self.overall.value,
+            "run_status": self.status.value,
             "exit_code": self.exit_code,
             "summary": self.summary(),
             "ledgers": self.ledgers,
@@ -275,7 +328,92 @@ class VerifyResult:
             },
             "composed": [c.to_dict() for c in self.composed],
             "baselines": dict(self.baselines),
+            "subruns": [sub.to_dict() for sub in self.subruns],
         }
+
+
+#: The verdicts from worst to best: the order in which :attr:`VerifyResult.status` picks one.
+_SEVERITY = (
+    VerifyStatus.ROSTER_MISMATCH,
+    VerifyStatus.TAMPERED,
+    VerifyStatus.EQUIVOCATED,
+    VerifyStatus.EPSILON_UNDERSTATED,
+    VerifyStatus.OVER_BUDGET,
+    VerifyStatus.INCOMPLETE,
+    VerifyStatus.INTACT,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SubRun:
+    """One sub-run of a run directory (module docstring) and its verdict.
+
+    ``directory`` is its path relative to the verified run directory (``preprocessing``,
+    ``evaluation``, ``baselines/local/evaluation``), and every problem of ``result`` names its
+    file relative to that run directory too (``evaluation/ledgers/bank-1.jsonl``), so a line
+    says which sub-run it is about. ``counted``: whether its verdict counts in the run's (a
+    baseline's sub-runs do not, as the baseline's own verdict does not); ``interrupted``: an
+    interrupted attempt (``preprocessing.interrupted-<k>``), whose ledgers are expected to end
+    before their final checkpoint.
+    """
+
+    directory: str
+    result: VerifyResult
+    counted: bool = True
+    interrupted: bool = False
+
+    @property
+    def status(self) -> VerifyStatus:
+        """Its own verdict."""
+        return self.result.status
+
+    @property
+    def counted_status(self) -> VerifyStatus:
+        """What it adds to the run's verdict: its own, but INTACT for a sub-run that is not
+        counted and for an interrupted attempt that is (only) INCOMPLETE."""
+        status = self.status
+        if not self.counted or (self.interrupted and status is VerifyStatus.INCOMPLETE):
+            return VerifyStatus.INTACT
+        return status
+
+    def remark(self) -> str:
+        """Why its verdict does not count, or an empty string."""
+        if not self.counted:
+            return " (a baseline's sub-run: listed, it does not change the verdict)"
+        if self.interrupted and self.status is VerifyStatus.INCOMPLETE:
+            return " (an interrupted attempt kept as evidence: expected, not counted)"
+        return ""
+
+    def summary(self) -> str:
+        """``sub-run <directory>: `` and the result's :meth:`VerifyResult.summary`."""
+        return f"sub-run {self.directory}: {self.result.summary()}{self.remark()}"
+
+    def to_dict(self) -> dict[str, object]:
+        """Its entry in ``--json``'s ``subruns``."""
+        result = self.result
+        return {
+            "directory": self.directory,
+            "status": result.status.value,
+            "ok": result.ok,
+            "counted": self.counted,
+            "interrupted": self.interrupted,
+            "summary": result.summary(),
+            "ledgers": result.ledgers,
+            "entries": result.entries,
+            "problems": [_problem_dict(p) for p in result.problems],
+            "missing": [_problem_dict(p) for p in result.missing],
+            "equivocations": [_problem_dict(p) for p in result.equivocations],
+        }
+
+    def under(self, prefix: str) -> SubRun:
+        """The same sub-run seen from the directory that holds ``prefix`` (a baseline's),
+        not counted there."""
+        return SubRun(
+            f"{prefix}/{self.directory}",
+            _prefixed(self.result, prefix),
+            counted=False,
+            interrupted=self.interrupted,
+        )
 
 
 def _problem_dict(problem: Problem) -> dict[str, object]:
@@ -450,60 +588,189 @@ def verify_run(
     run_dir: StrPath, roster: Roster | None = None, *, baselines: bool = True
 ) -> VerifyResult:
     """Verify every ledger of a run directory, alone and against each other, and check every
-    party's ε independently (module docstring). With ``baselines``, each comparison run in
-    ``<run_dir>/baselines/<mode>/`` is verified too (under its own ``roster.toml``) and the ε of
-    every training of the same records is composed (:attr:`VerifyResult.composed`); a
-    baseline's own verdict does not change this run's.
+    party's ε independently (module docstring). Each sub-run of the directory
+    (:func:`subrun_directories`) is verified too, under the same roster
+    (:attr:`VerifyResult.subruns`). With ``baselines``, each comparison run in
+    ``<run_dir>/baselines/<mode>/`` is verified too (under its own ``roster.toml``, its sub-runs
+    listed as well) and the ε of every training of the same records is composed
+    (:attr:`VerifyResult.composed`); a baseline's own verdict does not change this run's.
 
     Raises:
         ConfigError: no roster given and ``<run_dir>/roster.toml`` is missing or invalid; no
-            ``ledgers/`` directory or no ``*.jsonl`` file in it; a file cannot be read.
+            ``ledgers/`` directory or no ``*.jsonl`` file in it; a file cannot be read (in the
+            run directory or a sub-run's).
     """
     run_dir = Path(run_dir)
     if roster is None:
         roster = load_roster(run_dir / ROSTER_FILE)
-    keys = _roster_keys(roster)
     directory = run_dir / LEDGER_DIR
     if not directory.is_dir():
         raise ConfigError(f"{directory} is not a directory: is {run_dir} a run directory?")
-    files = sorted(p for p in directory.rglob("*.jsonl") if p.is_file())
-    scans: dict[str, ScanResult] = {}
-    files_of: dict[str, str] = {}
-    problems: list[Problem] = []
-    for path in files:
-        relative = path.relative_to(run_dir).as_posix()
-        actor = path.stem
-        if actor not in keys:
-            detail = f"{actor!r} is not a party of the roster"
-            problems.append(Problem(relative, ProblemKind.UNKNOWN_ACTOR, detail))
-            continue
-        if actor in scans:
-            problems.append(Problem(relative, ProblemKind.MALFORMED, f"second ledger of {actor!r}"))
-            continue
-        scan = scan_ledger(_read(path), actor=actor, verify_key=keys[actor], file=relative)
-        scans[actor] = scan
-        files_of[actor] = relative
-        if scan.problem is not None:
-            problems.append(scan.problem)
-    cross = _CrossCheck(scans, keys, files_of)
-    problems += cross.run()
-    notes = cross.notes(roster_parties=list(keys))
-    # a party whose ledger already has a problem is not also named incomplete
-    damaged = {problem.file for problem in problems}
-    missing = []
-    for party in keys:
-        file = files_of.get(party, _default_file(party))
-        gap = None if file in damaged else _gap(party, scans.get(party), file)
-        if gap is not None:
-            missing.append(gap)
-    result = _result(scans, _unique(problems), tuple(notes), ledgers=len(files), missing=missing)
-    result = _with_roster_check(
-        result, roster, {p.relative_to(run_dir).as_posix(): p for p in files}
-    )
+    checked = _Scanned.of(run_dir, roster)
+    result = _with_roster_check(checked.result, roster, checked.files)
     if result.roster_mismatch is not None:
         return result
-    result = _with_epsilon(result, scans, files_of)
+    result = _with_epsilon(result, checked.scans, checked.files_of)
+    result = dataclasses.replace(result, subruns=_subruns(run_dir, roster, checked.scans))
     return _with_baselines(result, run_dir) if baselines else result
+
+
+@dataclass(frozen=True, slots=True)
+class _Scanned:
+    """The ledgers of one directory checked alone, against each other and for completeness
+    (no roster-mismatch, ε or baseline check yet)."""
+
+    result: VerifyResult
+    scans: Mapping[str, ScanResult]
+    files_of: Mapping[str, str]  # actor -> its ledger file, relative to the directory
+    files: Mapping[str, Path]  # every ledger file, by its relative path
+
+    @classmethod
+    def of(cls, run_dir: Path, roster: Roster) -> _Scanned:
+        keys = _roster_keys(roster)
+        directory = run_dir / LEDGER_DIR
+        found = directory.rglob("*.jsonl") if directory.is_dir() else ()
+        files = sorted(p for p in found if p.is_file())
+        scans: dict[str, ScanResult] = {}
+        files_of: dict[str, str] = {}
+        problems: list[Problem] = []
+        for path in files:
+            relative = path.relative_to(run_dir).as_posix()
+            actor = path.stem
+            if actor not in keys:
+                detail = f"{actor!r} is not a party of the roster"
+                problems.append(Problem(relative, ProblemKind.UNKNOWN_ACTOR, detail))
+                continue
+            if actor in scans:
+                detail = f"second ledger of {actor!r}"
+                problems.append(Problem(relative, ProblemKind.MALFORMED, detail))
+                continue
+            scan = scan_ledger(_read(path), actor=actor, verify_key=keys[actor], file=relative)
+            scans[actor] = scan
+            files_of[actor] = relative
+            if scan.problem is not None:
+                problems.append(scan.problem)
+        cross = _CrossCheck(scans, keys, files_of)
+        problems += cross.run()
+        notes = cross.notes(roster_parties=list(keys))
+        # a party whose ledger already has a problem is not also named incomplete
+        damaged = {problem.file for problem in problems}
+        missing = []
+        for party in keys:
+            file = files_of.get(party, _default_file(party))
+            gap = None if file in damaged else _gap(party, scans.get(party), file)
+            if gap is not None:
+                missing.append(gap)
+        unique = _unique(problems)
+        result = _result(scans, unique, tuple(notes), ledgers=len(files), missing=missing)
+        relative_files = {p.relative_to(run_dir).as_posix(): p for p in files}
+        return cls(result, scans, files_of, relative_files)
+
+
+def subrun_directories(run_dir: StrPath) -> list[str]:
+    """The sub-run directories present in ``run_dir`` (module docstring), in the order they
+    ran: the interrupted attempts (``preprocessing.interrupted-<k>``, by k), ``preprocessing``,
+    ``evaluation``."""
+    run_dir = Path(run_dir)
+    try:
+        names = [p.name for p in run_dir.iterdir() if p.is_dir()]
+    except OSError as exc:
+        raise ConfigError(f"cannot read {run_dir}: {exc.strerror}") from None
+    interrupted = sorted(
+        (int(match.group(1)), name) for name in names if (match := _INTERRUPTED.fullmatch(name))
+    )
+    return [name for _, name in interrupted] + [name for name in SUBRUN_DIRS if name in names]
+
+
+def _subruns(run_dir: Path, roster: Roster, scans: Mapping[str, ScanResult]) -> tuple[SubRun, ...]:
+    """Each sub-run of ``run_dir`` verified under the run's ``roster``, and an INCOMPLETE one
+    for a ``preprocessing/`` that the run's intact ledgers say was applied but that is absent."""
+    names = subrun_directories(run_dir)
+    found = [_verify_subrun(run_dir, name, roster) for name in names]
+    applied = sorted(
+        actor
+        for actor, scan in scans.items()
+        if any(entry.event is EventType.PREPROCESSING_APPLIED for entry in scan.entries)
+    )
+    if applied and PREPROCESSING_DIR not in names:
+        detail = (
+            f"the ledgers of {_listed(applied)} record preprocessing.applied, but there is no "
+            f"{PREPROCESSING_DIR}/ directory: the ledgers of the secure sum they applied are "
+            "missing"
+        )
+        gap = Problem(PREPROCESSING_DIR, ProblemKind.INCOMPLETE, detail)
+        absent = VerifyResult(ok=True, entries=0, ledgers=0, problem=None, missing=(gap,))
+        found.insert(len(names) - (EVALUATION_DIR in names), SubRun(PREPROCESSING_DIR, absent))
+    return tuple(found)
+
+
+def _verify_subrun(run_dir: Path, name: str, roster: Roster) -> SubRun:
+    """The sub-run ``run_dir/name`` verified under the run's ``roster`` (a sub-run without a
+    ``ledgers/`` directory is INCOMPLETE for every party); its own ``roster.toml`` must be that
+    roster (else an ``edited`` or ``malformed`` problem of that file, listed first)."""
+    directory = run_dir / name
+    checked = _Scanned.of(directory, roster)
+    result = _with_epsilon(checked.result, checked.scans, checked.files_of)
+    found, note = _subrun_roster(directory, roster)
+    if found is not None:
+        problems = (found, *result.problems)
+        result = dataclasses.replace(result, ok=False, problem=found, problems=problems)
+    if note is not None:
+        result = dataclasses.replace(result, notes=(*result.notes, note))
+    interrupted = _INTERRUPTED.fullmatch(name) is not None
+    return SubRun(name, _prefixed(result, name), interrupted=interrupted)
+
+
+def _subrun_roster(directory: Path, roster: Roster) -> tuple[Problem | None, str | None]:
+    """The problem of a sub-run's ``roster.toml`` that is not the run's roster (its parties or
+    identity keys differ, or it does not parse), or a note when it is absent."""
+    path = directory / ROSTER_FILE
+    if not path.is_file():
+        return None, f"no {ROSTER_FILE} in {directory.name}/: verified under the run's roster"
+    try:
+        own = load_roster(path)
+    except ConfigError as exc:
+        detail = f"not a valid roster ({exc}): the sub-run must be under the run's roster"
+        return Problem(ROSTER_FILE, ProblemKind.MALFORMED, detail), None
+    if own.digest() == roster.digest():
+        return None, None
+    theirs, ours = _roster_keys(own), _roster_keys(roster)
+    differences = []
+    if set(theirs) != set(ours):
+        added, absent = sorted(set(theirs) - set(ours)), sorted(set(ours) - set(theirs))
+        differences.append(
+            f"its parties differ (not the run's: {_listed(added) or 'none'}; "
+            f"the run's missing: {_listed(absent) or 'none'})"
+        )
+    other_keys = sorted(p for p in set(theirs) & set(ours) if theirs[p] != ours[p])
+    if other_keys:
+        differences.append(f"another identity key for {_listed(other_keys)}")
+    if not differences:
+        differences.append("the same parties and keys in another order or suite")
+    detail = (
+        f"not the run's roster (digest {own.digest().hex()[:16]}..., the run's "
+        f"{roster.digest().hex()[:16]}...): {'; '.join(differences)}. A sub-run is signed by "
+        "the run's identities: its ledgers were checked under the run's roster"
+    )
+    return Problem(ROSTER_FILE, ProblemKind.EDITED, detail), None
+
+
+def _prefixed(result: VerifyResult, prefix: str) -> VerifyResult:
+    """``result`` with every problem's file under ``prefix`` (relative to the run directory
+    that holds the sub-run or baseline ``prefix``), its sub-runs' too."""
+
+    def moved(problems: tuple[Problem, ...]) -> tuple[Problem, ...]:
+        return tuple(dataclasses.replace(p, file=f"{prefix}/{p.file}") for p in problems)
+
+    problems = moved(result.problems)
+    return dataclasses.replace(
+        result,
+        problem=problems[0] if problems else None,
+        problems=problems,
+        missing=moved(result.missing),
+        equivocations=moved(result.equivocations),
+        subruns=tuple(sub.under(prefix) for sub in result.subruns),
+    )
 
 
 def _with_epsilon(
@@ -531,6 +798,7 @@ def _with_baselines(result: VerifyResult, run_dir: Path) -> VerifyResult:
         return result
     trainings: dict[str, Sequence[PartyEpsilon]] = {_THIS_RUN: result.epsilon}
     verdicts = []
+    subruns = list(result.subruns)
     for baseline in sorted(p for p in directory.iterdir() if (p / LEDGER_DIR).is_dir()):
         try:
             found = verify_run(baseline, baselines=False)
@@ -538,9 +806,15 @@ def _with_baselines(result: VerifyResult, run_dir: Path) -> VerifyResult:
             verdicts.append((baseline.name, f"not verified ({exc})"))
             continue
         verdicts.append((baseline.name, found.status.value))
+        subruns += [sub.under(f"{BASELINES_DIR}/{baseline.name}") for sub in found.subruns]
         if found.ok and found.roster_mismatch is None:
             trainings[baseline.name] = found.epsilon
-    return dataclasses.replace(result, composed=compose(trainings), baselines=tuple(verdicts))
+    return dataclasses.replace(
+        result,
+        composed=compose(trainings),
+        baselines=tuple(verdicts),
+        subruns=tuple(subruns),
+    )
 
 
 def _with_roster_check(
