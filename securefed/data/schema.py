@@ -374,7 +374,7 @@ def _column(raw: object, number: int, where: str) -> Column:
             type=kind,
             missing=missing,
             categories=tuple(categories),
-            range=None if bounds is None else tuple(bounds),  # type: ignore[arg-type]
+            range=None if bounds is None else tuple(bounds),
         )
     except SchemaError as exc:
         raise SchemaError(f"{where}: {exc}") from None
