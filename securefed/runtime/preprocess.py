@@ -180,6 +180,9 @@ def secure_sum(
             f"{VALUE_RANGE:g} (more records than one institution may bring to this step)"
         )
     sub = _sum_config(config)
+    # the simulation's seeded streams, distinct per secure sum (the directory names it): two
+    # sums of one run never reuse a session id or a mask
+    stream = config.seed ^ int.from_bytes(hashlib.sha256(directory.name.encode()).digest()[:8])
     settings = EngineSettings.from_run_config(sub, parties=n)
     # the ring is 32 bits: the integer part takes log2(VALUE_RANGE), the sum of n terms
     # log2(n); the rest is resolution (a quarter of a record's worth at n = 100)
@@ -215,7 +218,7 @@ def secure_sum(
                 party_id=federation.roster.client(i).party_id,
                 learner=learners[i],
                 ledger=ledgers[federation.roster.client(i).party_id],
-                random_bytes=seeded_random_bytes_unsafe(config.seed ^ 0x57A7 ^ (i << 8)),
+                random_bytes=seeded_random_bytes_unsafe(stream ^ 0x57A7 ^ (i << 8)),
             )
             for i in range(n)
         }
@@ -232,7 +235,7 @@ def secure_sum(
             identity=federation.server_key,
             ledger=ledgers[_SERVER],
             transport="memory",
-            random_bytes=seeded_random_bytes_unsafe(config.seed ^ 0x57A8),
+            random_bytes=seeded_random_bytes_unsafe(stream ^ 0x57A8),
             on_round_end=count,
         )
         drive(coordinator, MemoryTransport(institutions))
