@@ -508,7 +508,7 @@ def build_engine_run(
     run_dir.mkdir(parents=True, exist_ok=True)
     resuming = context.resume and (run_dir / ROSTER_FILE).exists()
     federation = _load_federation(run_dir) if resuming else make_federation(n, party_ids=ids)
-    ledgers = _open_ledgers(run_dir, federation)
+    ledgers = open_ledgers(run_dir, federation)
     try:
         first_round, earlier = 1, None
         if resuming:
@@ -955,15 +955,22 @@ def _fresh_run_dir(run_dir: Path) -> Path:
     return run_dir
 
 
-def _open_ledgers(run_dir: Path, federation: Federation) -> dict[str, Ledger]:
-    """One ledger per party of ``federation`` under ``run_dir/ledgers``."""
-    ledgers = {
-        party.party_id: Ledger.open(ledger_path(run_dir, party.party_id), party.party_id, key)
-        for party, key in zip(federation.roster.clients, federation.client_keys, strict=True)
-    }
-    ledgers[SERVER_ID] = Ledger.open(
-        ledger_path(run_dir, SERVER_ID), SERVER_ID, federation.server_key
-    )
+def open_ledgers(run_dir: Path, federation: Federation) -> dict[str, Ledger]:
+    """One ledger per party of ``federation`` under ``run_dir/ledgers`` (the server's
+    included); if one fails to open, those opened are closed before the error propagates."""
+    roster = federation.roster
+    parties: list[tuple[str, SigningKey]] = [
+        *((c.party_id, k) for c, k in zip(roster.clients, federation.client_keys, strict=True)),
+        (roster.server.party_id, federation.server_key),
+    ]
+    ledgers: dict[str, Ledger] = {}
+    try:
+        for party, key in parties:
+            ledgers[party] = Ledger.open(ledger_path(run_dir, party), party, key)
+    except BaseException:
+        for ledger in ledgers.values():
+            ledger.close()
+        raise
     return ledgers
 
 

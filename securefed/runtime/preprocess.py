@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from securefed.audit import Hazard, Ledger, PreprocessingApplied, UpdateReleased, ledger_path
+from securefed.audit import Hazard, Ledger, PreprocessingApplied, UpdateReleased
 from securefed.data.schema import schema_from_canonical
 from securefed.data.statistics import (
     FederationStatistics,
@@ -82,7 +82,6 @@ _FORMAT = "securefed/federation-statistics"
 VALUE_RANGE = float(2**20)
 #: The bits of the protocol's 32-bit ring the sum may use (one is the sign).
 _RING_BITS = 31
-_SERVER = "server"
 
 Vector = npt.NDArray[np.float64]
 
@@ -189,18 +188,16 @@ def secure_sum(
     bits = _RING_BITS - int(np.log2(VALUE_RANGE)) - int(np.ceil(np.log2(n + 1)))
     params = dataclasses.replace(settings.params, fractional_bits=max(bits, 0))
     settings = dataclasses.replace(settings, params=params)
-    from securefed.runtime.federated import run_configured  # noqa: PLC0415 - avoids a cycle
+    from securefed.runtime.federated import (  # noqa: PLC0415 - avoids a cycle
+        SERVER_ID,
+        open_ledgers,
+        run_configured,
+    )
 
     directory.mkdir(parents=True, exist_ok=True)
     save_roster(federation.roster, directory / "roster.toml", overwrite=True)
-    ledgers: dict[str, Ledger] = {}
+    ledgers = open_ledgers(directory, federation)
     try:
-        for party, key in zip(federation.roster.clients, federation.client_keys, strict=True):
-            path = ledger_path(directory, party.party_id)
-            ledgers[party.party_id] = Ledger.open(path, party.party_id, key)
-        ledgers[_SERVER] = Ledger.open(
-            ledger_path(directory, _SERVER), _SERVER, federation.server_key
-        )
         event = run_configured(sub, federation.roster)
         for ledger in ledgers.values():
             ledger.record(event)
@@ -233,7 +230,7 @@ def secure_sum(
             settings=settings,
             roster=federation.roster,
             identity=federation.server_key,
-            ledger=ledgers[_SERVER],
+            ledger=ledgers[SERVER_ID],
             transport="memory",
             random_bytes=seeded_random_bytes_unsafe(stream ^ 0x57A8),
             on_round_end=count,

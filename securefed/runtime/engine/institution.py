@@ -193,8 +193,9 @@ class Institution:
         self._setup: SessionSetupClient | None = None
         self._sketch_seed, self._seed_commitment = _load_seed(seed_file)
         # the seeds dealt so far in this run, and who shares the current one (from the ledger)
-        self._deals, self._seed_members = _seed_deals(ledger, roster)
-        if self._seed_members is not None and not _is_last_deal(ledger, self._seed_commitment):
+        deals = _deal_entries(ledger)  # the ledger file is read once for both
+        self._deals, self._seed_members = _seed_deals(deals, roster)
+        if self._seed_members is not None and not _is_last_deal(deals, self._seed_commitment):
             # the seed file predates the last deal this party ledgered (a stop in between):
             # that seed is no longer the run's, so this party sits out sketches until a deal
             self._sketch_seed = self._seed_commitment = None
@@ -846,10 +847,11 @@ def _deal_entries(ledger: Ledger) -> list[dict[str, Any]]:
     return found
 
 
-def _seed_deals(ledger: Ledger, roster: Roster) -> tuple[int, tuple[int, ...] | None]:
-    """How many seeds this party's ledger shows dealt in the run, and the members (roster
-    indices) of the last deal (None if none)."""
-    deals = _deal_entries(ledger)
+def _seed_deals(
+    deals: Sequence[dict[str, Any]], roster: Roster
+) -> tuple[int, tuple[int, ...] | None]:
+    """How many seeds ``deals`` (this party's ``sketch.seed_dealt`` payloads) show dealt in the
+    run, and the members (roster indices) of the last deal (None if none)."""
     if not deals:
         return 0, None
     names = deals[-1].get("members", [])
@@ -857,9 +859,8 @@ def _seed_deals(ledger: Ledger, roster: Roster) -> tuple[int, tuple[int, ...] | 
     return len(deals), tuple(sorted(known[str(p)] for p in names if str(p) in known))
 
 
-def _is_last_deal(ledger: Ledger, commitment: bytes | None) -> bool:
-    """Whether ``commitment`` is the one this party's ledger recorded for the last deal."""
-    deals = _deal_entries(ledger)
+def _is_last_deal(deals: Sequence[dict[str, Any]], commitment: bytes | None) -> bool:
+    """Whether ``commitment`` is the one ``deals`` (this party's ledger) record last."""
     return (
         commitment is not None and bool(deals) and deals[-1].get("commitment") == commitment.hex()
     )

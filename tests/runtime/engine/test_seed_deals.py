@@ -26,7 +26,7 @@ from securefed.errors import RemoteProtocolError
 from securefed.personalize.modes import PersonalizationMode
 from securefed.personalize.rounds import RoundParams
 from securefed.runtime.engine import messages as m
-from securefed.runtime.engine.institution import _is_last_deal, _seed_deals
+from securefed.runtime.engine.institution import _deal_entries, _is_last_deal, _seed_deals
 from securefed.runtime.engine.settings import EngineSettings
 from securefed.secagg.federation import make_federation
 from securefed.secagg.messages import SessionKey
@@ -271,17 +271,18 @@ def test_a_restart_trusts_the_seed_file_only_if_it_is_the_last_deal(tmp_path: Pa
     roster = make_federation(4).roster
     key = get_suite("default").generate_signing_key()
     with Ledger.open(ledger_path(tmp_path, "bank-0"), "bank-0", key) as ledger:
-        assert _seed_deals(ledger, roster) == (0, None)
-        assert not _is_last_deal(ledger, b"\x01" * 32)
+        assert _seed_deals(_deal_entries(ledger), roster) == (0, None)
+        assert not _is_last_deal(_deal_entries(ledger), b"\x01" * 32)
         for deal, members, byte in (
             (1, ("bank-0", "bank-1", "bank-2", "bank-3"), 1),
             (2, ("bank-0", "bank-2", "bank-3"), 2),
         ):
             commitment = (bytes([byte]) * 32).hex()
             ledger.record(SketchSeedDealt(deal=deal, members=members, commitment=commitment))
-        assert _seed_deals(ledger, roster) == (2, (0, 2, 3))
-        assert _is_last_deal(ledger, b"\x02" * 32)
-        assert not _is_last_deal(ledger, b"\x01" * 32)  # the previous deal's seed
+        deals = _deal_entries(ledger)
+        assert _seed_deals(deals, roster) == (2, (0, 2, 3))
+        assert _is_last_deal(deals, b"\x02" * 32)
+        assert not _is_last_deal(deals, b"\x01" * 32)  # the previous deal's seed
 
 
 class Both:
