@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
@@ -198,9 +199,17 @@ class Message:
 
     TYPE: ClassVar[MessageType]
     SIGNER: ClassVar[SignedBy]
+    # Whether the encodings may be kept once computed: False for messages carrying numpy
+    # vectors (an array is mutable, so its encoding is recomputed on every call).
+    CACHE_ENCODING: ClassVar[bool] = True
 
     session_id: bytes
     round: int
+    # Encodings computed so far (see _encoded): a message is immutable, and a nested commitment
+    # or advertisement is encoded, hashed and signed-over many times in one round.
+    _encodings: dict[str, bytes] = field(
+        init=False, repr=False, compare=False, hash=False, default_factory=dict
+    )
 
     def _validate_common(self) -> None:
         _require(_is_bytes(self.session_id, SESSION_ID_BYTES, SESSION_ID_BYTES), "session_id")
@@ -225,28 +234,44 @@ class Message:
         self._write_fields(w)
         return w.getvalue()
 
+    def _encoded(self, kind: str, compute: Callable[[], bytes]) -> bytes:
+        """``compute()``, kept per message when its class allows (``CACHE_ENCODING``)."""
+        if not self.CACHE_ENCODING:
+            return compute()
+        value = self._encodings.get(kind)
+        if value is None:
+            value = self._encodings[kind] = compute()
+        return value
+
     def signed_payload(self) -> bytes:
         """The bytes the sender signs (domain-separated by message type).
 
         Vectors enter as their tree SHA-256 (see :class:`~securefed.secagg.wire.Writer`).
         """
+        return self._encoded("signed", self._compute_signed_payload)
+
+    def _compute_signed_payload(self) -> bytes:
         label = f"securefed/v1/sig/{self.TYPE.name.lower()}".encode()
         return label + b"\x00" + self._unsigned(digest_vectors=True)
 
     def to_bytes(self) -> bytes:
+        return self._encoded("wire", self._compute_bytes)
+
+    def _compute_bytes(self) -> bytes:
         signature: bytes = getattr(self, "signature")  # noqa: B009 - every subclass defines it
         return self._unsigned() + Writer().blob(signature, limit=_SIG_LIMIT).getvalue()
 
     def digest(self) -> bytes:
         """SHA-256 of the full encoding (used in transcripts and duplicate detection)."""
-        return hashlib.sha256(self.to_bytes()).digest()
+        return self._encoded("digest", lambda: hashlib.sha256(self.to_bytes()).digest())
 
 
 class _EqualByEncoding:
     """Equality and hashing by the wire encoding, for messages that carry numpy vectors (numpy
-    arrays do not compare as plain values)."""
+    arrays do not compare as plain values). Their encodings are not kept (a vector is mutable)."""
 
     __slots__ = ()
+    CACHE_ENCODING: ClassVar[bool] = False
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):

@@ -58,7 +58,7 @@ import os
 import re
 import tomllib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from securefed.crypto import CipherSuite, VerifyKey, get_suite
@@ -202,6 +202,8 @@ class Roster:
     suite: CipherSuite
     server: ServerParty
     clients: tuple[ClientParty, ...]
+    # Computed once (every message check binds it): see digest().
+    _digest: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -217,6 +219,7 @@ class Roster:
         entries = [_Entry.of(self.server), *(_Entry.of(c) for c in self.clients)]
         indices = [c.index for c in self.clients]
         _raise_if_any(_composition_problems(self.suite, entries, indices), "invalid roster")
+        object.__setattr__(self, "_digest", self._compute_digest())
 
     @classmethod
     def assemble(cls, server: PublicIdentity, clients: Sequence[PublicIdentity]) -> Roster:
@@ -294,6 +297,9 @@ class Roster:
 
         Ids are ASCII; key bytes are ``VerifyKey.to_bytes()``.
         """
+        return self._digest
+
+    def _compute_digest(self) -> bytes:
         parts = [
             _lp(DIGEST_LABEL),
             _lp(self.suite.suite_id.value.encode("ascii")),

@@ -16,7 +16,7 @@ __all__ = ["Federation", "RoundOutcome", "make_federation", "resign", "run_round
 
 def resign(message: Message, key: SigningKey, **changes: Any) -> Message:
     """A copy of ``message`` with ``changes`` applied and a fresh signature by ``key``."""
-    fields = {f.name: getattr(message, f.name) for f in dataclasses.fields(message)}
+    fields = {f.name: getattr(message, f.name) for f in dataclasses.fields(message) if f.init}
     fields.update(changes)
     del fields["signature"]
     session_id, round_ = fields.pop("session_id"), fields.pop("round")
