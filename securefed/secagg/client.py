@@ -16,7 +16,7 @@ already processed is ignored.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ from securefed.crypto import (
     AgreementPublicKey,
     SharedSecret,
     SigningKey,
+    merkle,
 )
 from securefed.encoding import FixedPointCodec
 from securefed.errors import (
@@ -82,6 +83,8 @@ from securefed.secagg.messages import (
     ShareReceipt,
     UnmaskRequest,
     UnmaskResponse,
+    dealt_leaves,
+    split_proof,
 )
 from securefed.secagg.party import ProtocolParty
 from securefed.secagg.replay import RoundGuard
@@ -375,13 +378,6 @@ class SecAggClient(ProtocolParty):
             holders=holders,
             random_bytes=self._random_bytes,
         )
-        self._commitment = self._sign(
-            ShareCommitment,
-            sender=self.index,
-            self_seed_commitment=self_seed_commitment(self.config, self.index, self._self_seed),
-            mask_key_polynomial=dealing.mask_key_polynomial,
-            self_seed_polynomial=dealing.self_seed_polynomial,
-        )
         dealt = []
         for holder in holders:
             mask_share, seed_share = dealing.shares[holder]
@@ -397,8 +393,23 @@ class SecAggClient(ProtocolParty):
                 seed_share=seed_share,
             )
             dealt.append(
-                self._sign(DealtShare, sender=self.index, recipient=holder, ciphertext=ciphertext)
+                DealtShare(
+                    session_id=self.config.session_id,
+                    round=self.config.round,
+                    sender=self.index,
+                    recipient=holder,
+                    ciphertext=ciphertext,
+                )
             )
+        # One signature covers every dealt share: the commitment carries their Merkle root.
+        self._commitment = self._sign(
+            ShareCommitment,
+            sender=self.index,
+            self_seed_commitment=self_seed_commitment(self.config, self.index, self._self_seed),
+            mask_key_polynomial=dealing.mask_key_polynomial,
+            self_seed_polynomial=dealing.self_seed_polynomial,
+            dealt_root=merkle.root(dealt_leaves(dealt)),
+        )
         return self._sign(ShareKeys, commitment=self._commitment, dealt=tuple(dealt))
 
     def _mask_key_secret(self) -> bytes:
@@ -450,7 +461,7 @@ class SecAggClient(ProtocolParty):
             verify_client_signature(self.config, commitment)
             if commitment.sender not in members:
                 raise RemoteProtocolError("a share commitment from a client outside U1")
-        if self._commitment not in bundle.commitments:
+        if not any(_same_sharing(c, self._commitment) for c in bundle.commitments):
             raise RemoteProtocolError("the share bundle does not contain this client's commitment")
         u2 = tuple(c.sender for c in bundle.commitments)
         if len(u2) < self.config.threshold:
@@ -463,12 +474,16 @@ class SecAggClient(ProtocolParty):
             )
         commitment_of = {c.sender: c for c in bundle.commitments}
         complaints = []
-        for dealt in bundle.dealt:
+        for dealt, proof in zip(bundle.dealt, bundle.proofs, strict=True):
             if dealt.recipient != self.index:
                 raise RemoteProtocolError("a dealt share addressed to another client")
             check_round(self.config, dealt)
-            verify_client_signature(self.config, dealt)  # the server cannot alter it
             commitment = commitment_of[dealt.sender]
+            index, size = self._leaf_position(dealt.sender, members)
+            if not merkle.verify_inclusion(
+                dealt.signed_payload(), index, size, split_proof(proof), commitment.dealt_root
+            ):  # the dealer's root covers what it dealt: the server altered this share
+                raise RemoteProtocolError("a dealt share is not under its dealer's signed root")
             # Public checks: a server that forwards a commitment failing them is at fault.
             committed = check_commitments(
                 self.config.sharing,
@@ -480,12 +495,20 @@ class SecAggClient(ProtocolParty):
             held = self._checked_shares(dealt, committed)
             if held is None:
                 key = self._encryption_keys[dealt.sender].secret_bytes_for_sharing()
-                complaints.append(Complaint(dealt.sender, key, dealt, commitment))
+                complaints.append(
+                    Complaint(dealt.sender, key, dealt, commitment, index, size, proof)
+                )
             else:
                 self._held[dealt.sender] = held
         self._commitments = bundle.commitments
         self._complained = tuple(c.dealer for c in complaints)
         return self._sign(ShareReceipt, sender=self.index, complaints=tuple(complaints))
+
+    def _leaf_position(self, dealer: int, u1: Collection[int]) -> tuple[int, int]:
+        """(this client's leaf index, leaf count) in ``dealer``'s dealt root: the dealer dealt
+        to its neighbours in U1, in roster order (the server checked that it did)."""
+        recipients = self._mask_graph.present_neighbours(dealer, u1)
+        return recipients.index(self.index), len(recipients)
 
     def _checked_shares(self, dealt: DealtShare, committed: Committed) -> _HeldShares | None:
         """The two shares in ``dealt`` if they open and pass the holder's checks, else None."""
@@ -685,3 +708,16 @@ class SecAggClient(ProtocolParty):
         self._events.append(RoundAborted(self.config.round, self._stage, reason))
         self._stage = Stage.ABORTED
         self._forget_secrets()
+
+
+def _same_sharing(commitment: ShareCommitment, own: ShareCommitment | None) -> bool:
+    """Whether ``commitment`` commits to the sharing of ``own``: same sender, self-seed digest
+    and polynomials. The dealt root is left out: a commitment from this client verifies under
+    its key, and an honest client signs one per round; only a dealer that re-dealt its own
+    shares (the threat model's dishonest dealer, scripted by tests) signs another root."""
+    return own is not None and (
+        commitment.sender,
+        commitment.self_seed_commitment,
+        commitment.mask_key_polynomial,
+        commitment.self_seed_polynomial,
+    ) == (own.sender, own.self_seed_commitment, own.mask_key_polynomial, own.self_seed_polynomial)

@@ -4,7 +4,9 @@ The channel of a pair (dealer u, holder v) uses the two share-encryption keys th
 advertised *for each other* (``AdvertiseKeys.encryption_keys``, one per neighbour in the round's
 fixed graph). That is what makes a complaint checkable by anyone without a proof system: a
 holder whose shares from u fail its checks reveals its private key for the pair (u, v); with u's
-advertised public key for v, that opens u's **signed** DealtShare, and the verdict follows:
+advertised public key for v, that opens u's DealtShare -- **signed** by u through the Merkle root
+over all its dealt shares in its signed ShareCommitment, the complaint carrying the share's
+inclusion proof -- and the verdict follows:
 
 * the ciphertext does not open, the plaintext is malformed, or a share is off u's committed
   polynomial: **u is at fault** (an honest dealer's ciphertext opens under the true key, and a
@@ -26,6 +28,7 @@ from securefed.crypto import (
     AgreementPublicKey,
     KeyPurpose,
     SharedSecret,
+    merkle,
 )
 from securefed.crypto import derive_channel_key as _derive
 from securefed.errors import CryptoError, ProtocolError, RemoteProtocolError
@@ -37,6 +40,7 @@ from securefed.secagg.messages import (
     DealtShare,
     Message,
     decode,
+    split_proof,
 )
 from securefed.secagg.sharing import check_commitments, check_held_share, share_bytes
 from securefed.secagg.verify import check_round, verify_client_signature
@@ -193,11 +197,12 @@ def judge_complaint(
     signed messages can rerun it (the server does, before masking; an auditor may later).
 
     The complaint carries the dealer's DealtShare and ShareCommitment exactly as the holder
-    checked them: they must be this round's and signed by the dealer, and the DealtShare must be
-    addressed to the holder (else the holder forged evidence: FALSE_COMPLAINT). A dealer that
-    signed two versions is judged on the one the holder got. A commitment that fails the public
-    checks (:func:`securefed.secagg.sharing.check_commitments`) convicts the dealer too. The
-    caller has checked the signatures of both advertisements.
+    checked them: they must be this round's, the commitment signed by the dealer and the
+    DealtShare under its ``dealt_root`` (the complaint's inclusion proof), and the DealtShare
+    must be addressed to the holder (else the holder forged evidence: FALSE_COMPLAINT). A dealer
+    that committed to two versions is judged on the one the holder got. A commitment that fails
+    the public checks (:func:`securefed.secagg.sharing.check_commitments`) convicts the dealer
+    too. The caller has checked the signatures of both advertisements.
     """
     holder, dealer = holder_advert.sender, dealer_advert.sender
     dealt, commitment = complaint.dealt, complaint.commitment
@@ -206,11 +211,18 @@ def judge_complaint(
     try:
         for message in (dealt, commitment):
             check_round(config, message)
-            verify_client_signature(config, message)
+        verify_client_signature(config, commitment)
     except (CryptoError, ProtocolError):
         return Verdict.FALSE_COMPLAINT
-    if dealt.recipient != holder:
-        return Verdict.FALSE_COMPLAINT
+    committed_to = merkle.verify_inclusion(
+        dealt.signed_payload(),
+        complaint.index,
+        complaint.size,
+        split_proof(complaint.proof),
+        commitment.dealt_root,
+    )
+    if not committed_to or dealt.recipient != holder:
+        return Verdict.FALSE_COMPLAINT  # not a share the dealer dealt this holder
     try:
         private = config.suite.agreement_private_key(complaint.key)
         claimed = advertised_key(config, graph, holder_advert, dealer)

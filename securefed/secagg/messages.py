@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
@@ -81,9 +81,12 @@ __all__ = [
     "SketchSeedOffer",
     "UnmaskRequest",
     "UnmaskResponse",
+    "dealt_leaves",
     "decode",
     "decode_as",
+    "join_proof",
     "sign_message",
+    "split_proof",
 ]
 
 MAGIC = b"SF"
@@ -98,6 +101,8 @@ _SHARE_LIMIT = 1024
 # A commitment to a polynomial of degree < MAX_PARTIES (securefed.crypto.vss's encoding).
 _POLYNOMIAL_LIMIT = 6 + 65 * 4096
 _COMMITMENT_LIMIT = 2 * _POLYNOMIAL_LIMIT + 1024
+# An audit path in a tree of at most MAX_PARTIES leaves: at most 16 hashes.
+_PROOF_LIMIT = 16 * DIGEST_BYTES
 # An advertisement with a share key for every other client (the complete graph at MAX_PARTIES).
 _ADVERTISEMENT_LIMIT = MAX_PARTIES * (4 + _KEY_LIMIT) + 1024
 MAX_WEIGHTS_BYTES = 1 << 20
@@ -139,6 +144,9 @@ class SignedBy(Enum):
 
     CLIENT = "client"
     SERVER = "server"
+    # Signed by no one on its own: covered by a signature over another message (a DealtShare is
+    # a leaf of the Merkle root in its dealer's signed ShareCommitment).
+    COVERED = "covered"
 
 
 def _require(condition: bool, what: str) -> None:
@@ -435,9 +443,11 @@ class KeyDirectory(Message):
 @_register
 @dataclass(frozen=True, slots=True)
 class ShareCommitment(Message):
-    """Client-signed commitments: SHA-256 over a labelled encoding of its self-mask seed b_u, and
+    """Client-signed commitments: SHA-256 over a labelled encoding of its self-mask seed b_u,
     (verifiable sharing) the Feldman commitments to its mask-key and self-seed polynomials
-    (:mod:`securefed.secagg.sharing`; both empty under plain Shamir sharing)."""
+    (:mod:`securefed.secagg.sharing`; both empty under plain Shamir sharing), and ``dealt_root``:
+    the RFC 6962 Merkle root over the signed payloads of its DealtShares in recipient order
+    (:func:`dealt_leaves`), so that one signature covers every share it dealt."""
 
     TYPE = MessageType.SHARE_COMMITMENT
     SIGNER = SignedBy.CLIENT
@@ -445,6 +455,7 @@ class ShareCommitment(Message):
     self_seed_commitment: bytes
     mask_key_polynomial: bytes
     self_seed_polynomial: bytes
+    dealt_root: bytes
     signature: bytes
 
     def __post_init__(self) -> None:
@@ -453,11 +464,13 @@ class ShareCommitment(Message):
         _require(_is_bytes(self.self_seed_commitment, DIGEST_BYTES, DIGEST_BYTES), "commitment")
         _require(_is_bytes(self.mask_key_polynomial, _POLYNOMIAL_LIMIT), "polynomial")
         _require(_is_bytes(self.self_seed_polynomial, _POLYNOMIAL_LIMIT), "polynomial")
+        _require(_is_bytes(self.dealt_root, DIGEST_BYTES, DIGEST_BYTES), "dealt root")
 
     def _write_fields(self, w: Writer) -> None:
         w.u32(self.sender).fixed(self.self_seed_commitment, DIGEST_BYTES)
         w.blob(self.mask_key_polynomial, limit=_POLYNOMIAL_LIMIT)
         w.blob(self.self_seed_polynomial, limit=_POLYNOMIAL_LIMIT)
+        w.fixed(self.dealt_root, DIGEST_BYTES)
 
     @classmethod
     def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
@@ -466,6 +479,7 @@ class ShareCommitment(Message):
             "self_seed_commitment": r.fixed(DIGEST_BYTES),
             "mask_key_polynomial": r.blob(limit=_POLYNOMIAL_LIMIT),
             "self_seed_polynomial": r.blob(limit=_POLYNOMIAL_LIMIT),
+            "dealt_root": r.fixed(DIGEST_BYTES),
         }
 
 
@@ -473,21 +487,24 @@ class ShareCommitment(Message):
 @dataclass(frozen=True, slots=True)
 class DealtShare(Message):
     """Dealer -> one holder (through the server): the dealer's two shares for ``recipient``,
-    AEAD-sealed under the pair's channel key, signed by the dealer so that the server cannot
-    alter it and a holder's complaint about it can be judged by anyone."""
+    AEAD-sealed under the pair's channel key. Not signed on its own (``signature`` is empty):
+    its signed payload is a leaf of the Merkle root in the dealer's signed ShareCommitment, and
+    the holder gets the leaf's inclusion proof with it, so the server cannot alter it and a
+    holder's complaint about it can be judged by anyone."""
 
     TYPE = MessageType.DEALT_SHARE
-    SIGNER = SignedBy.CLIENT
+    SIGNER = SignedBy.COVERED
     sender: int
     recipient: int
     ciphertext: bytes
-    signature: bytes
+    signature: bytes = b""
 
     def __post_init__(self) -> None:
         self._validate_common()
         _require(_is_index(self.sender) and _is_index(self.recipient), "sender or recipient")
         _require(self.sender != self.recipient, "a dealer keeps its own share")
         _require(_is_bytes(self.ciphertext, _SHARE_LIMIT), "ciphertext")
+        _require(self.signature == b"", "a dealt share is covered by its dealer's root")
 
     def _write_fields(self, w: Writer) -> None:
         w.u32(self.sender).u32(self.recipient).blob(self.ciphertext, limit=_SHARE_LIMIT)
@@ -562,8 +579,8 @@ class _CommittedSealed:
 @_register
 @dataclass(frozen=True, slots=True)
 class ShareKeys(Message):
-    """Client -> server: its signed commitments and one signed DealtShare per holder (by
-    recipient; the dealer keeps its own share)."""
+    """Client -> server: its signed commitments and one DealtShare per holder (by recipient; the
+    dealer keeps its own share), covered by the commitment's ``dealt_root``."""
 
     TYPE = MessageType.SHARE_KEYS
     SIGNER = SignedBy.CLIENT
@@ -599,13 +616,16 @@ class ShareKeys(Message):
 @_register
 @dataclass(frozen=True, slots=True)
 class ShareBundle(Message):
-    """Server -> client v in U2: every commitment of U2, and the DealtShares for v (by dealer)."""
+    """Server -> client v in U2: every commitment of U2, the DealtShares for v (by dealer), and
+    for each the inclusion proof of its leaf under the dealer's ``dealt_root`` (``proofs[i]``
+    for ``dealt[i]``: the audit path's hashes concatenated, :func:`split_proof`)."""
 
     TYPE = MessageType.SHARE_BUNDLE
     SIGNER = SignedBy.SERVER
     recipient: int
     commitments: tuple[ShareCommitment, ...]
     dealt: tuple[DealtShare, ...]
+    proofs: tuple[bytes, ...]
     signature: bytes
 
     def __post_init__(self) -> None:
@@ -619,6 +639,12 @@ class ShareBundle(Message):
             _is_tuple_of(self.dealt, DealtShare, "sender"),
             "dealt shares must be a tuple sorted by sender",
         )
+        _require(
+            isinstance(self.proofs, tuple)
+            and len(self.proofs) == len(self.dealt)
+            and all(_is_proof(p) for p in self.proofs),
+            "one inclusion proof per dealt share",
+        )
 
     def _write_fields(self, w: Writer) -> None:
         w.u32(self.recipient)
@@ -628,6 +654,7 @@ class ShareBundle(Message):
             limit=MAX_PARTIES,
         )
         w.items(self.dealt, lambda w, d: w.blob(d.to_bytes()), limit=MAX_PARTIES)
+        w.items(self.proofs, lambda w, p: w.blob(p, limit=_PROOF_LIMIT), limit=MAX_PARTIES)
 
     @classmethod
     def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
@@ -637,20 +664,46 @@ class ShareBundle(Message):
                 lambda r: _nested(r, ShareCommitment, _COMMITMENT_LIMIT), limit=MAX_PARTIES
             ),
             "dealt": r.items(lambda r: _nested(r, DealtShare), limit=MAX_PARTIES),
+            "proofs": r.items(lambda r: r.blob(limit=_PROOF_LIMIT), limit=MAX_PARTIES),
         }
+
+
+def dealt_leaves(dealt: Sequence[DealtShare]) -> list[bytes]:
+    """The Merkle leaves a dealer's ``dealt_root`` is computed over: each DealtShare's signed
+    payload (type-labelled, with session, round, dealer, recipient and ciphertext)."""
+    return [d.signed_payload() for d in dealt]
+
+
+def join_proof(path: Sequence[bytes]) -> bytes:
+    """An audit path (32-byte hashes, the leaf's sibling first) as one wire field."""
+    return b"".join(path)
+
+
+def split_proof(proof: bytes) -> tuple[bytes, ...]:
+    """The hashes of a wire-form audit path (the caller has checked :func:`_is_proof`)."""
+    return tuple(proof[i : i + DIGEST_BYTES] for i in range(0, len(proof), DIGEST_BYTES))
+
+
+def _is_proof(value: object) -> bool:
+    return _is_bytes(value, _PROOF_LIMIT) and len(value) % DIGEST_BYTES == 0  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
 class Complaint:
     """A holder's complaint about one dealer's shares: the holder's private share-encryption key
-    for that pair, and the dealer's signed DealtShare and ShareCommitment exactly as the holder
-    checked them -- with which anyone can open the share and judge (a dealer that signed
-    another version for someone else convicts itself with this one)."""
+    for that pair, the dealer's DealtShare and signed ShareCommitment exactly as the holder
+    checked them, and the DealtShare's place under the commitment's ``dealt_root`` (leaf
+    ``index`` of ``size``, audit path ``proof``) -- with which anyone can open the share and
+    judge (a dealer that committed to another version for someone else convicts itself with
+    this one)."""
 
     dealer: int
     key: bytes = field(repr=False)
     dealt: DealtShare
     commitment: ShareCommitment
+    index: int
+    size: int
+    proof: bytes
 
     def __post_init__(self) -> None:
         _require(_is_index(self.dealer), "dealer")
@@ -661,10 +714,13 @@ class Complaint:
             self.dealt.sender == self.dealer and self.commitment.sender == self.dealer,
             "the complaint's messages are from another dealer",
         )
+        _require(_is_index(self.index) and _is_index(self.size), "leaf index or tree size")
+        _require(_is_proof(self.proof), "inclusion proof")
 
     def write(self, w: Writer) -> None:
         w.u32(self.dealer).blob(self.key, limit=_KEY_LIMIT).blob(self.dealt.to_bytes())
         w.blob(self.commitment.to_bytes(), limit=_COMMITMENT_LIMIT)
+        w.u32(self.index).u32(self.size).blob(self.proof, limit=_PROOF_LIMIT)
 
     @classmethod
     def read(cls, r: Reader) -> Complaint:
@@ -673,6 +729,9 @@ class Complaint:
             r.blob(limit=_KEY_LIMIT),
             _nested(r, DealtShare),
             _nested(r, ShareCommitment, _COMMITMENT_LIMIT),
+            r.u32(),
+            r.u32(),
+            r.blob(limit=_PROOF_LIMIT),
         )
 
 

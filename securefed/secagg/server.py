@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from securefed.crypto import AgreementPrivateKey, SigningKey
+from securefed.crypto import AgreementPrivateKey, SigningKey, merkle
 from securefed.encoding import FixedPointCodec
 from securefed.errors import (
     ConfigError,
@@ -58,6 +58,7 @@ from securefed.secagg.messages import (
     BlindedOutput,
     ConsistencyRequest,
     ConsistencySignature,
+    DealtShare,
     KeyDirectory,
     MaskedInput,
     MaskRequest,
@@ -68,6 +69,8 @@ from securefed.secagg.messages import (
     ShareReceipt,
     UnmaskRequest,
     UnmaskResponse,
+    dealt_leaves,
+    join_proof,
 )
 from securefed.secagg.party import ProtocolParty
 from securefed.secagg.policy import decode_weights, encode_weights
@@ -278,7 +281,9 @@ class SecAggServer(ProtocolParty):
             )
         for dealt in message.dealt:
             check_round(self.config, dealt)
-            verify_client_signature(self.config, dealt)
+        # One signature covers them all: the signed commitment's Merkle root over the leaves.
+        if merkle.root(dealt_leaves(message.dealt)) != commitment.dealt_root:
+            raise RemoteProtocolError("the dealt shares do not match the dealer's signed root")
         try:  # the public checks: a dealer failing them is left out before any share is used
             check_commitments(
                 self.config.sharing,
@@ -441,13 +446,23 @@ class SecAggServer(ProtocolParty):
         self._require_quorum(u2, self._u1, "shared keys", set(shared) - set(u2))
         self._dealers = self._u2 = u2
         commitments = tuple(self._share_keys[v].commitment for v in u2)
+        # Every dealt share of U2 with its inclusion proof, by (dealer, recipient).
+        dealt_to: dict[tuple[int, int], tuple[DealtShare, bytes]] = {}
+        for u in u2:
+            dealt = self._share_keys[u].dealt
+            _, proofs = merkle.inclusion_proofs(dealt_leaves(dealt))
+            for share, proof in zip(dealt, proofs, strict=True):
+                dealt_to[(u, share.recipient)] = (share, join_proof(proof))
         envelopes = []
         for v in u2:
-            dealt = tuple(
-                next(d for d in self._share_keys[u].dealt if d.recipient == v)
-                for u in self._mask_graph.present_neighbours(v, u2)
+            held = [dealt_to[(u, v)] for u in self._mask_graph.present_neighbours(v, u2)]
+            bundle = self._sign(
+                ShareBundle,
+                recipient=v,
+                commitments=commitments,
+                dealt=tuple(share for share, _ in held),
+                proofs=tuple(proof for _, proof in held),
             )
-            bundle = self._sign(ShareBundle, recipient=v, commitments=commitments, dealt=dealt)
             envelopes.append(Envelope(v, bundle))
         return [*aborts, *envelopes]
 

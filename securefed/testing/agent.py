@@ -57,13 +57,14 @@ from securefed.runtime.seeded import seeded_random_bytes_unsafe
 from securefed.secagg import SecAggClient
 from securefed.secagg.dealing import open_dealt, seal_shares
 from securefed.secagg.messages import (
+    DealtShare,
     Message,
     RevealedShare,
     ShareKeys,
     UnmaskResponse,
 )
 from securefed.secagg.messages import decode as decode_protocol
-from securefed.testing.harness import resign
+from securefed.testing.harness import redeal, resign
 
 __all__ = [
     "CRASH_STATUS",
@@ -205,14 +206,14 @@ def off_polynomial(share: bytes) -> bytes:
 
 def _deal_badly(message: ShareKeys, client: SecAggClient, key: SigningKey) -> tuple[Message, int]:
     """``message`` with the DealtShare to its lowest-index holder re-sealed (the pair's real
-    channel key) around a mask-key share off the polynomial, re-signed; and that holder."""
+    channel key) around a mask-key share off the polynomial, committed to (the dealt root) and
+    re-signed; and that holder."""
     holder = min(item.recipient for item in message.dealt)
-    dealt: list[Message] = []
-    for item in message.dealt:
+    aead = client._channel(holder, outgoing=True)  # the malicious bank's own share key
+
+    def corrupt(item: DealtShare) -> DealtShare:
         if item.recipient != holder:
-            dealt.append(item)
-            continue
-        aead = client._channel(holder, outgoing=True)  # the malicious bank's own share key
+            return item
         mask_share, seed_share = open_dealt(client.config, aead, item)
         ciphertext = seal_shares(
             client.config,
@@ -222,8 +223,9 @@ def _deal_badly(message: ShareKeys, client: SecAggClient, key: SigningKey) -> tu
             mask_share=off_polynomial(mask_share),
             seed_share=seed_share,
         )
-        dealt.append(resign(item, key, ciphertext=ciphertext))
-    return resign(message, key, dealt=tuple(dealt)), holder
+        return dataclasses.replace(item, ciphertext=ciphertext)
+
+    return redeal(message, key, corrupt), holder
 
 
 def _reveal_badly(message: UnmaskResponse, key: SigningKey) -> Message:

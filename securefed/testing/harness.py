@@ -4,20 +4,42 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
-from securefed.crypto import SigningKey
+from securefed.crypto import SigningKey, merkle
 from securefed.secagg.federation import Federation, make_federation
 from securefed.secagg.inmemory import RoundOutcome, run_round
-from securefed.secagg.messages import Message, sign_message
+from securefed.secagg.messages import (
+    DealtShare,
+    Message,
+    ShareKeys,
+    SignedBy,
+    dealt_leaves,
+    sign_message,
+)
 
-__all__ = ["Federation", "RoundOutcome", "make_federation", "resign", "run_round"]
+__all__ = ["Federation", "RoundOutcome", "make_federation", "redeal", "resign", "run_round"]
 
 
 def resign(message: Message, key: SigningKey, **changes: Any) -> Message:
-    """A copy of ``message`` with ``changes`` applied and a fresh signature by ``key``."""
+    """A copy of ``message`` with ``changes`` applied and a fresh signature by ``key`` (a
+    message signed through another one, a DealtShare, is only changed: see :func:`redeal`)."""
+    if message.SIGNER is SignedBy.COVERED:  # signed through another message: nothing to sign
+        return dataclasses.replace(message, **changes)
     fields = {f.name: getattr(message, f.name) for f in dataclasses.fields(message) if f.init}
     fields.update(changes)
     del fields["signature"]
     session_id, round_ = fields.pop("session_id"), fields.pop("round")
     return sign_message(type(message), key, session_id, round_, **fields)
+
+
+def redeal(
+    message: ShareKeys, key: SigningKey, change: Callable[[DealtShare], DealtShare]
+) -> ShareKeys:
+    """``message`` (a dealer's ShareKeys) with ``change`` applied to every DealtShare, the
+    dealer's commitment re-signed by ``key`` over the new shares' Merkle root, and the ShareKeys
+    re-signed: a dishonest dealer that stands by what it dealt."""
+    dealt = tuple(change(d) for d in message.dealt)
+    commitment = resign(message.commitment, key, dealt_root=merkle.root(dealt_leaves(dealt)))
+    return cast(ShareKeys, resign(message, key, commitment=commitment, dealt=dealt))

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from securefed.crypto import SigningKey, shamir, vss
+from securefed.crypto import SigningKey, merkle, shamir, vss
 from securefed.crypto.hashing import tree_sha256
 from securefed.encoding import CodecConfig, RingBits
 from securefed.errors import (
@@ -61,6 +61,7 @@ from securefed.secagg.messages import (
     SketchSeedOffer,
     UnmaskRequest,
     UnmaskResponse,
+    dealt_leaves,
     decode,
     decode_as,
     sign_message,
@@ -70,6 +71,7 @@ from securefed.secagg.server import Envelope
 from securefed.secagg.session import SessionSetupClient, SessionSetupServer
 from securefed.secagg.wire import Writer
 from securefed.testing import run_round
+from securefed.testing.harness import redeal
 from tests.secagg.conftest import SESSION, config_for, federation, inputs_for
 
 N_CLIENTS = 5
@@ -198,27 +200,18 @@ def flip_first_bit(data: bytes) -> bytes:
 
 
 def deal_a_bad_share(message: Message) -> Message:
-    """CHEATER's ShareKeys with its DealtShare for VICTIM corrupted -- and both re-signed with
-    CHEATER's own key: a dishonest dealer, whose bad share the server cannot be blamed for."""
+    """CHEATER's ShareKeys with its DealtShare for VICTIM corrupted -- committed to and re-signed
+    with CHEATER's own key: a dishonest dealer, whose bad share the server cannot be blamed for."""
     if not isinstance(message, ShareKeys) or message.sender != CHEATER:
         return message
     key = federation(N_CLIENTS).client_keys[CHEATER]
-    session, round_ = message.session_id, message.round
-    dealt = tuple(
-        sign_message(
-            DealtShare,
-            key,
-            session,
-            round_,
-            sender=d.sender,
-            recipient=d.recipient,
-            ciphertext=flip_first_bit(d.ciphertext),
-        )
-        if d.recipient == VICTIM
-        else d
-        for d in message.dealt
-    )
-    return sign_message(ShareKeys, key, session, round_, commitment=message.commitment, dealt=dealt)
+
+    def corrupt(d: DealtShare) -> DealtShare:
+        if d.recipient != VICTIM:
+            return d
+        return dataclasses.replace(d, ciphertext=flip_first_bit(d.ciphertext))
+
+    return redeal(message, key, corrupt)
 
 
 def record_session_setup() -> list[Message]:
@@ -372,14 +365,19 @@ def digest_body(sender: int, digest: bytes) -> Body:
 
 
 def commitment_body(
-    sender: int, digest: bytes, mask_key_polynomial: bytes, self_seed_polynomial: bytes
+    sender: int,
+    digest: bytes,
+    mask_key_polynomial: bytes,
+    self_seed_polynomial: bytes,
+    dealt_root: bytes = bytes(32),
 ) -> Body:
-    """ShareCommitment: u32 sender, the 32-byte self-seed commitment, then the two polynomial
-    commitments as blobs."""
+    """ShareCommitment: u32 sender, the 32-byte self-seed commitment, the two polynomial
+    commitments as blobs, then the 32-byte Merkle root over the dealt shares."""
     return lambda w: (
         digest_body(sender, digest)(w)
         .blob(mask_key_polynomial, limit=ANY)
         .blob(self_seed_polynomial, limit=ANY)
+        .fixed(dealt_root, len(dealt_root))
     )
 
 
@@ -392,8 +390,16 @@ def share_keys_body(commitment: bytes, dealt: Sequence[bytes]) -> Body:
     return lambda w: blobs(dealt)(w.blob(commitment, limit=ANY))
 
 
-def share_bundle_body(recipient: int, commitments: Sequence[bytes], dealt: Sequence[bytes]) -> Body:
-    return lambda w: blobs(dealt)(blobs(commitments)(w.u32(recipient)))
+def share_bundle_body(
+    recipient: int,
+    commitments: Sequence[bytes],
+    dealt: Sequence[bytes],
+    proofs: Sequence[bytes] | None = None,
+) -> Body:
+    """ShareBundle: u32 recipient, the commitments, the DealtShares, then one inclusion proof
+    (a blob of 32-byte hashes) per DealtShare (default: empty proofs, one per share)."""
+    paths = [b""] * len(dealt) if proofs is None else proofs
+    return lambda w: blobs(paths)(blobs(dealt)(blobs(commitments)(w.u32(recipient))))
 
 
 def complaint_evidence(dealer: int) -> tuple[bytes, bytes]:
@@ -407,15 +413,18 @@ def complaint_evidence(dealer: int) -> tuple[bytes, bytes]:
     return dealt, commitment
 
 
-def receipt_body(
-    sender: int, complaints: Sequence[tuple[int, bytes] | tuple[int, bytes, bytes, bytes]]
-) -> Body:
-    """ShareReceipt: u32 sender, then per complaint u32 dealer, blob key, blob DealtShare, blob
-    ShareCommitment. A (dealer, key) pair gets :func:`complaint_evidence` for the dealer."""
-    full = [c if len(c) == 4 else (*c, *complaint_evidence(c[0])) for c in complaints]
+ComplaintFields = tuple[int, bytes, bytes, bytes, int, int, bytes]
 
-    def write(w: Writer, c: tuple[int, bytes, bytes, bytes]) -> None:
+
+def receipt_body(sender: int, complaints: Sequence[tuple[int, bytes] | ComplaintFields]) -> Body:
+    """ShareReceipt: u32 sender, then per complaint u32 dealer, blob key, blob DealtShare, blob
+    ShareCommitment, u32 leaf index, u32 leaf count, blob inclusion proof. A (dealer, key) pair
+    gets :func:`complaint_evidence` for the dealer, leaf 0 of 1, an empty proof."""
+    full = [c if len(c) == 7 else (*c, *complaint_evidence(c[0]), 0, 1, b"") for c in complaints]
+
+    def write(w: Writer, c: ComplaintFields) -> None:
         w.u32(c[0]).blob(c[1], limit=ANY).blob(c[2], limit=ANY).blob(c[3], limit=ANY)
+        w.u32(c[4]).u32(c[5]).blob(c[6], limit=ANY)
 
     return lambda w: w.u32(sender).items(full, write, limit=ANY)  # type: ignore[arg-type]
 
@@ -425,7 +434,7 @@ def complaint_of(dealer: int, key: bytes = b"k") -> Complaint:
     check signatures)."""
     dealt, commitment = complaint_evidence(dealer)
     return Complaint(
-        dealer, key, decode_as(dealt, DealtShare), decode_as(commitment, ShareCommitment)
+        dealer, key, decode_as(dealt, DealtShare), decode_as(commitment, ShareCommitment), 0, 1, b""
     )
 
 
@@ -497,8 +506,11 @@ def encodings(values: Sequence[Message]) -> list[bytes]:
     return [v.to_bytes() for v in values]
 
 
-def complaints(values: Sequence[Complaint]) -> list[tuple[int, bytes, bytes, bytes]]:
-    return [(c.dealer, c.key, c.dealt.to_bytes(), c.commitment.to_bytes()) for c in values]
+def complaints(values: Sequence[Complaint]) -> list[ComplaintFields]:
+    return [
+        (c.dealer, c.key, c.dealt.to_bytes(), c.commitment.to_bytes(), c.index, c.size, c.proof)
+        for c in values
+    ]
 
 
 def revealed(values: Sequence[Any]) -> list[tuple[int, bytes]]:
@@ -514,12 +526,16 @@ HAND_BODIES: dict[type[Message], Callable[[Any, bool], Body]] = {
         encodings(m.advertisements), m.weights, m.history
     ),
     ShareCommitment: lambda m, _: commitment_body(
-        m.sender, m.self_seed_commitment, m.mask_key_polynomial, m.self_seed_polynomial
+        m.sender,
+        m.self_seed_commitment,
+        m.mask_key_polynomial,
+        m.self_seed_polynomial,
+        m.dealt_root,
     ),
     DealtShare: lambda m, _: dealt_body(m.sender, m.recipient, m.ciphertext),
     ShareKeys: lambda m, _: share_keys_body(m.commitment.to_bytes(), encodings(m.dealt)),
     ShareBundle: lambda m, _: share_bundle_body(
-        m.recipient, encodings(m.commitments), encodings(m.dealt)
+        m.recipient, encodings(m.commitments), encodings(m.dealt), m.proofs
     ),
     ShareReceipt: lambda m, _: receipt_body(m.sender, complaints(m.complaints)),
     MaskRequest: lambda m, _: survivors_body(m.members),
@@ -711,10 +727,22 @@ def test_a_dealer_of_a_bad_share_draws_a_complaint_and_is_left_out() -> None:
 
 @pytest.mark.parametrize("kind", ALL_TYPES, ids=ids(ALL_TYPES))
 def test_every_recorded_message_is_signed_by_its_sender(kind: MessageType) -> None:
+    """Every message is signed by its sender -- a DealtShare through its dealer's signed root:
+    its signed payload is a leaf of the ``dealt_root`` of the dealer's ShareCommitment."""
     for message in recorded():
-        if message.TYPE is kind:
-            signature: bytes = getattr(message, "signature")  # noqa: B009
-            signer(message).verify_key().verify(signature, message.signed_payload())
+        if message.TYPE is not kind:
+            continue
+        signature: bytes = getattr(message, "signature")  # noqa: B009
+        if isinstance(message, DealtShare):
+            assert signature == b""
+            assert any(
+                message.signed_payload() in dealt_leaves(keys.dealt)
+                and keys.commitment.dealt_root == merkle.root(dealt_leaves(keys.dealt))
+                for keys in recorded()
+                if isinstance(keys, ShareKeys)
+            )
+            continue
+        signer(message).verify_key().verify(signature, message.signed_payload())
 
 
 # --- round trip and canonical encoding -----------------------------------------------------------
@@ -833,6 +861,8 @@ def test_no_signed_payload_is_a_prefix_of_another_types_payload() -> None:
 
 def test_the_signature_is_not_part_of_the_signed_payload() -> None:
     for message in samples().values():
+        if message.SIGNER is SignedBy.COVERED:
+            continue  # carries no signature of its own (DealtShare: its dealer's root covers it)
         resigned = dataclasses.replace(message, signature=b"\x00" * 64)
         assert resigned.signed_payload() == message.signed_payload()
         assert resigned.to_bytes() != message.to_bytes()
@@ -858,8 +888,8 @@ def same_body(a: Message, b: Message) -> bool:
 
 def test_a_client_signature_never_verifies_as_another_type_with_the_same_fields() -> None:
     """SketchSeedCommitment and ConsistencySignature have the same fields (u32 sender, 32 bytes);
-    a ShareCommitment without polynomials is that body followed by two empty blobs (u32 0, u32 0).
-    """
+    a ShareCommitment without polynomials is that body followed by two empty blobs (u32 0, u32 0)
+    and an all-zero dealt root."""
     key = federation(N_CLIENTS).client_keys[1]
     digest = bytes(range(100, 132))
     seed = sign_message(SketchSeedCommitment, key, SESSION, 1, sender=1, commitment=digest)
@@ -876,8 +906,9 @@ def test_a_client_signature_never_verifies_as_another_type_with_the_same_fields(
         self_seed_commitment=digest,
         mask_key_polynomial=b"",
         self_seed_polynomial=b"",
+        dealt_root=bytes(32),
     )
-    assert unsigned_body(share) == unsigned_body(consistency) + bytes(8)
+    assert unsigned_body(share) == unsigned_body(consistency) + bytes(8) + bytes(32)
     for a, b in itertools.permutations((seed, consistency, share), 2):
         assert_signature_does_not_transfer(a, b, key)
 
@@ -1152,13 +1183,13 @@ def test_share_records_refuse_invalid_fields() -> None:
     ]:
         evidence = complaint_of(0)
         with pytest.raises(LocalProtocolError):
-            Complaint(dealer, key, evidence.dealt, evidence.commitment)  # type: ignore[arg-type]
+            Complaint(dealer, key, evidence.dealt, evidence.commitment, 0, 1, b"")  # type: ignore[arg-type]
     assert complaint_of(MAX_PARTIES - 1, b"\x01" * KEY_LIMIT).dealer == MAX_PARTIES - 1
     other = complaint_of(1)
     with pytest.raises(LocalProtocolError):  # the nested messages are from another dealer
-        Complaint(0, b"k", other.dealt, complaint_of(0).commitment)
+        Complaint(0, b"k", other.dealt, complaint_of(0).commitment, 0, 1, b"")
     with pytest.raises(LocalProtocolError):
-        Complaint(0, b"k", complaint_of(0).dealt, other.commitment)
+        Complaint(0, b"k", complaint_of(0).dealt, other.commitment, 0, 1, b"")
 
 
 def test_limits_are_inclusive() -> None:
@@ -1198,7 +1229,6 @@ def test_limits_are_inclusive() -> None:
         sender=MAX_PARTIES - 1,
         recipient=MAX_PARTIES - 2,
         ciphertext=b"c" * 1024,
-        signature=b"s" * 256,
     )
     at_limit += [
         commitment,
@@ -1209,6 +1239,7 @@ def test_limits_are_inclusive() -> None:
             recipient=MAX_PARTIES - 2,
             commitments=(commitment,),
             dealt=(dealt,),
+            proofs=(b"\x03" * 32 * 16,),  # the longest audit path: 16 hashes
         ),
     ]
     for message in at_limit:
@@ -1638,7 +1669,8 @@ def test_wire_tags_are_the_documented_numbers() -> None:
         "SHARE_RECEIPT": 19,
         "MASK_REQUEST": 20,
     }
-    assert {cls.SIGNER for cls in (DealtShare, ShareReceipt)} == {SignedBy.CLIENT}
+    assert ShareReceipt.SIGNER is SignedBy.CLIENT
+    assert DealtShare.SIGNER is SignedBy.COVERED  # by its dealer's signed dealt root
     assert MaskRequest.SIGNER is SignedBy.SERVER
 
 

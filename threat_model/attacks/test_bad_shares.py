@@ -22,10 +22,11 @@ each dealer signs Feldman commitments to both polynomials; the server checks in 
 mask-key polynomial shares the advertised key and that both have the dealer's threshold (else the
 dealer is left out before any share is forwarded: BAD_COMMITMENT); each holder checks its shares
 on receipt and complains with its key for that pair, which lets the server open the dealer's
-*signed* DealtShare and judge (dealer at fault: BAD_SHARES; holder lied: FALSE_COMPLAINT), all
-before anything is masked. At unmasking every revealed share is checked against the commitment:
-a wrong one is ignored and its holder named (ShareRejected). The measured outcome: in each case
-the round completes with the correct sum of the others.
+DealtShare -- *signed* through the Merkle root over all its dealt shares in its signed commitment,
+the complaint carrying the share's inclusion proof -- and judge (dealer at fault: BAD_SHARES;
+holder lied: FALSE_COMPLAINT), all before anything is masked. At unmasking every revealed share
+is checked against the commitment: a wrong one is ignored and its holder named (ShareRejected).
+The measured outcome: in each case the round completes with the correct sum of the others.
 
 RESIDUAL: a client can still mask with a seed other than the one it shared, or send any ring
 vector as its masked input: that is a wrong *input* (its contribution to the sum is garbage), not
@@ -34,12 +35,14 @@ a stopped round; securefed has no proof of input validity (threat_model/residual
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
 import securefed.secagg.client
+from securefed.crypto import merkle
 from securefed.secagg import (
     ClientsExcluded,
     ComplaintJudged,
@@ -71,11 +74,14 @@ from securefed.secagg.messages import (
     ShareKeys,
     ShareReceipt,
     UnmaskResponse,
+    dealt_leaves,
+    join_proof,
 )
 from securefed.secagg.server import Envelope
 from securefed.secagg.sharing import deal
 from securefed.secagg.verify import verify_client_signature
 from securefed.testing import Federation, RoundOutcome, resign, run_round
+from securefed.testing.harness import redeal
 from tests.secagg.conftest import config_for, federation, inputs_for
 
 DEALER, HOLDER = 3, 0
@@ -125,31 +131,32 @@ def off_polynomial(share: bytes) -> bytes:
 
 def corrupt_dealt(fed: Federation, spy: Spy, keys: ShareKeys, holder: int) -> ShareKeys:
     """``keys`` with the self-seed share for ``holder`` moved off the polynomial, re-sealed
-    under the real channel key and re-signed by the dealer (so it opens and verifies)."""
+    under the real channel key, committed to (the dealt root) and re-signed by the dealer (so
+    it opens and verifies)."""
     dealer = spy.clients[keys.sender]
     config = dealer.config
-    dealt: list[Message] = []
-    for item in keys.dealt:
-        if item.recipient == holder:
-            aead = channel_key(  # test-only peek: the dealer's own key for this pair
-                config,
-                own=(keys.sender, dealer._encryption_keys[holder]),
-                peer=(holder, dealer._peer_keys(holder)[0]),
-                outgoing=True,
-            )
-            mask_share, seed_share = open_dealt(config, aead, item)
-            ciphertext = seal_shares(
-                config,
-                aead,
-                dealer=keys.sender,
-                holder=holder,
-                mask_share=mask_share,
-                seed_share=off_polynomial(seed_share),
-            )
-            dealt.append(resign(item, fed.client_keys[keys.sender], ciphertext=ciphertext))
-        else:
-            dealt.append(item)
-    return resign(keys, fed.client_keys[keys.sender], dealt=tuple(dealt))  # type: ignore[return-value]
+    aead = channel_key(  # test-only peek: the dealer's own key for this pair
+        config,
+        own=(keys.sender, dealer._encryption_keys[holder]),
+        peer=(holder, dealer._peer_keys(holder)[0]),
+        outgoing=True,
+    )
+
+    def corrupt(item: DealtShare) -> DealtShare:
+        if item.recipient != holder:
+            return item
+        mask_share, seed_share = open_dealt(config, aead, item)
+        ciphertext = seal_shares(
+            config,
+            aead,
+            dealer=keys.sender,
+            holder=holder,
+            mask_share=mask_share,
+            seed_share=off_polynomial(seed_share),
+        )
+        return dataclasses.replace(item, ciphertext=ciphertext)
+
+    return redeal(keys, fed.client_keys[keys.sender], corrupt)
 
 
 def bad_dealer_round(
@@ -256,8 +263,17 @@ def false_complaint_hook(fed: Federation, spy: Spy, key: bytes | None) -> object
         if sender == HOLDER and isinstance(message, ShareReceipt):
             own = spy.clients[HOLDER]._encryption_keys[DEALER].secret_bytes_for_sharing()
             (keys,) = dealer_keys
-            dealt = next(d for d in keys.dealt if d.recipient == HOLDER)
-            complaint = Complaint(DEALER, own if key is None else key, dealt, keys.commitment)
+            index = next(i for i, d in enumerate(keys.dealt) if d.recipient == HOLDER)
+            _, proofs = merkle.inclusion_proofs(dealt_leaves(keys.dealt))
+            complaint = Complaint(
+                DEALER,
+                own if key is None else key,
+                keys.dealt[index],
+                keys.commitment,
+                index,
+                len(keys.dealt),
+                join_proof(proofs[index]),
+            )
             return (resign(message, fed.client_keys[HOLDER], complaints=(complaint,)),)
         return (message,)
 
@@ -346,9 +362,10 @@ def test_with_only_t_responders_a_bad_holder_still_ends_the_round_but_is_named()
     assert named == {HOLDER}
 
 
-def test_dealt_shares_are_signed_so_the_server_cannot_frame_a_holder() -> None:
-    """A server that alters a dealt share in the bundle: the holder's signature check fails and
-    the holder aborts (a server fault), instead of complaining about an honest dealer."""
+def test_dealt_shares_are_committed_so_the_server_cannot_frame_a_holder() -> None:
+    """A server that alters a dealt share in the bundle: the share is no longer under the
+    dealer's signed root, the holder's inclusion check fails and the holder aborts (a server
+    fault), instead of complaining about an honest dealer."""
     fed = federation(5)
 
     def server_hook(envelope: object) -> Sequence[object]:
@@ -371,7 +388,7 @@ def test_dealt_shares_are_signed_so_the_server_cannot_frame_a_holder() -> None:
 
     outcome = run_round(config_for(fed), fed, inputs_for(5), server_hook=server_hook)  # type: ignore[arg-type]
     assert outcome.client_stages[HOLDER] is Stage.ABORTED
-    assert "bad signature" in str(outcome.client_errors[HOLDER].__cause__)
+    assert "not under its dealer's signed root" in str(outcome.client_errors[HOLDER])
     assert not any(isinstance(e, ComplaintJudged) for e in outcome.server_events)
 
 
@@ -379,23 +396,44 @@ def test_dealt_shares_are_signed_so_the_server_cannot_frame_a_holder() -> None:
 
 
 def test_a_dealer_signing_two_versions_cannot_frame_the_holder_through_the_server() -> None:
-    """A malicious server and dealer 3: the dealer signs a second, broken DealtShare for
-    honest holder 0 and the server puts it in 0's bundle. Before the fix the judge opened the
-    dealer's *other*, good version from ShareKeys and convicted the honest holder of a false
-    complaint. Now the complaint carries the dealer's signed messages exactly as the holder
-    checked them: the dealer is convicted on its own signature."""
+    """A malicious server and dealer 3: the dealer commits (a second signed commitment, another
+    dealt root) to a second, broken DealtShare for honest holder 0 and the server puts both in
+    0's bundle. Before the fix the judge opened the dealer's *other*, good version from
+    ShareKeys and convicted the honest holder of a false complaint. Now the complaint carries
+    the dealer's messages exactly as the holder checked them: the dealer is convicted on its
+    own signature."""
     fed = federation(7)
+    recipients = [v for v in range(7) if v != DEALER]
+    position = recipients.index(HOLDER)
+
+    def second_version(message: ShareBundle) -> ShareBundle:
+        at = next(i for i, d in enumerate(message.dealt) if d.sender == DEALER)
+        item = message.dealt[at]
+        broken = dataclasses.replace(
+            item, ciphertext=item.ciphertext[:-1] + bytes([item.ciphertext[-1] ^ 1])
+        )
+        leaves = [b"filler %d" % i for i in range(len(recipients))]
+        leaves[position] = broken.signed_payload()
+        root, proofs = merkle.inclusion_proofs(leaves)
+        commitments = tuple(
+            resign(c, fed.client_keys[DEALER], dealt_root=root) if c.sender == DEALER else c
+            for c in message.commitments
+        )
+        dealt = (*message.dealt[:at], broken, *message.dealt[at + 1 :])
+        paths = list(message.proofs)
+        paths[at] = join_proof(proofs[position])
+        return resign(  # type: ignore[return-value]
+            message,
+            fed.server_key,
+            commitments=commitments,
+            dealt=dealt,
+            proofs=tuple(paths),
+        )
 
     def server_hook(envelope: Envelope) -> Sequence[Envelope]:
         message = envelope.message
         if isinstance(message, ShareBundle) and message.recipient == HOLDER:
-            dealt = []
-            for item in message.dealt:
-                if item.sender == DEALER:
-                    broken = item.ciphertext[:-1] + bytes([item.ciphertext[-1] ^ 1])
-                    item = resign(item, fed.client_keys[DEALER], ciphertext=broken)  # noqa: PLW2901
-                dealt.append(item)
-            message = resign(message, fed.server_key, dealt=tuple(dealt))
+            message = second_version(message)
         return (Envelope(envelope.recipient, message),)
 
     outcome = run_round(config_for(fed), fed, inputs_for(7), server_hook=server_hook)

@@ -20,6 +20,7 @@ from securefed.secagg import SecAggClient
 from securefed.secagg.dealing import channel_key, decode_evidence, open_dealt, seal_shares
 from securefed.secagg.messages import (
     Complaint,
+    DealtShare,
     Message,
     RevealedShare,
     ShareBundle,
@@ -30,6 +31,7 @@ from securefed.secagg.messages import (
 )
 from securefed.secagg.verify import verify_message
 from securefed.testing import resign
+from securefed.testing.harness import redeal
 from securefed.testing.rounds import VectorFederation
 from tests.runtime.engine import clustered, entries
 
@@ -124,17 +126,16 @@ def test_a_bad_dealer_is_left_out_ledgered_and_the_round_completes(tmp_path: obj
             if not isinstance(message, ShareKeys):
                 return message
             client = protocol_client(run, BAD)
-            dealt: list[Message] = []
-            for item in message.dealt:
+            aead = channel_key(
+                client.config,
+                own=(BAD, client._encryption_keys[VICTIM]),
+                peer=(VICTIM, client._peer_keys(VICTIM)[0]),
+                outgoing=True,
+            )
+
+            def corrupt(item: DealtShare) -> DealtShare:
                 if item.recipient != VICTIM:
-                    dealt.append(item)
-                    continue
-                aead = channel_key(
-                    client.config,
-                    own=(BAD, client._encryption_keys[VICTIM]),
-                    peer=(VICTIM, client._peer_keys(VICTIM)[0]),
-                    outgoing=True,
-                )
+                    return item
                 mask_share, seed_share = open_dealt(client.config, aead, item)
                 ciphertext = seal_shares(
                     client.config,
@@ -144,8 +145,9 @@ def test_a_bad_dealer_is_left_out_ledgered_and_the_round_completes(tmp_path: obj
                     mask_share=off_polynomial(mask_share),
                     seed_share=seed_share,
                 )
-                dealt.append(resign(item, key, ciphertext=ciphertext))
-            return resign(message, key, dealt=tuple(dealt))
+                return dataclasses.replace(item, ciphertext=ciphertext)
+
+            return redeal(message, key, corrupt)
 
         return rewrite
 
@@ -163,9 +165,14 @@ def test_a_false_complaint_leaves_the_complainer_out(tmp_path: object) -> None:
                 return message
             own = protocol_client(run, BAD)._encryption_keys[VICTIM].secret_bytes_for_sharing()
             bundle = run.plan.bundles[-1]  # type: ignore[attr-defined]
-            dealt = next(d for d in bundle.dealt if d.sender == VICTIM)
+            at = next(i for i, d in enumerate(bundle.dealt) if d.sender == VICTIM)
             commitment = next(c for c in bundle.commitments if c.sender == VICTIM)
-            complaint = Complaint(VICTIM, own, dealt, commitment)
+            client = protocol_client(run, BAD)
+            assert client._directory is not None
+            index, size = client._leaf_position(VICTIM, set(client._directory.senders))
+            complaint = Complaint(
+                VICTIM, own, bundle.dealt[at], commitment, index, size, bundle.proofs[at]
+            )
             return resign(message, run.federation.client_keys[BAD], complaints=(complaint,))
 
         return rewrite
