@@ -7,17 +7,21 @@ exist); :func:`decode` turns bytes back into a message or raises
 Framing: ``b"SF" | version (1 byte) | type tag (1 byte) | fields... | signature (length-prefixed)``.
 Every message carries ``session_id`` and ``round``; every message is signed by its sender (a
 client's identity key, or the server's for broadcasts) over
-``"securefed/v1/sig/<type>" | 0x00 | encoding without the signature``, so a signature for one
-message type, session or round never verifies as another.
+``"securefed/v1/sig/<type>" | 0x00 | encoding without the signature``, in which vectors and nested
+messages enter as their SHA-256 (:class:`~securefed.secagg.wire.Writer`), so a signature for one
+message type, session or round never verifies as another. A DealtShare is the one exception: it
+is signed through the Merkle root over all its dealer's DealtShares in the dealer's signed
+ShareCommitment (``SignedBy.COVERED``).
 
 Flow of one round (client ``u``, server ``S``)::
 
     u -> S  AdvertiseKeys        fresh public keys: c_uv per neighbour v (share encryption), s_u
                                  (masks)
     S -> u  KeyDirectory         all valid advertisements (defines U1)
-    u -> S  ShareKeys            signed commitments to its sharing polynomials + one signed,
-                                 AEAD-sealed DealtShare per holder
-    S -> v  ShareBundle          all commitments (defines U2) + the DealtShares for v
+    u -> S  ShareKeys            signed commitments to its sharing polynomials and to its dealt
+                                 shares (a Merkle root) + one AEAD-sealed DealtShare per holder
+    S -> v  ShareBundle          all commitments (defines U2) + the DealtShares for v, each
+                                 with its inclusion proof
     u -> S  ShareReceipt         complaints: the dealers whose shares failed v's checks, each
                                  with v's key for that pair as evidence
     S -> u  MaskRequest          the members U2' who mask together (U2 less proven-bad dealers,
@@ -423,7 +427,7 @@ class KeyDirectory(Message):
     def _write_fields(self, w: Writer) -> None:
         w.items(
             self.advertisements,
-            lambda w, a: w.blob(a.to_bytes(), limit=_ADVERTISEMENT_LIMIT),
+            lambda w, a: w.nested(a, limit=_ADVERTISEMENT_LIMIT),
             limit=MAX_PARTIES,
         )
         w.blob(self.weights, limit=MAX_WEIGHTS_BYTES)
@@ -565,7 +569,7 @@ class _CommittedSealed:
         return sender
 
     def _write_fields(self, w: Writer) -> None:
-        w.blob(self.commitment.to_bytes())
+        w.nested(self.commitment)
         w.items(self.sealed, lambda w, s: s.write(w), limit=MAX_PARTIES)
 
     @classmethod
@@ -602,8 +606,8 @@ class ShareKeys(Message):
         return self.commitment.sender
 
     def _write_fields(self, w: Writer) -> None:
-        w.blob(self.commitment.to_bytes(), limit=_COMMITMENT_LIMIT)
-        w.items(self.dealt, lambda w, d: w.blob(d.to_bytes()), limit=MAX_PARTIES)
+        w.nested(self.commitment, limit=_COMMITMENT_LIMIT)
+        w.items(self.dealt, lambda w, d: w.nested(d), limit=MAX_PARTIES)
 
     @classmethod
     def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
@@ -650,10 +654,10 @@ class ShareBundle(Message):
         w.u32(self.recipient)
         w.items(
             self.commitments,
-            lambda w, c: w.blob(c.to_bytes(), limit=_COMMITMENT_LIMIT),
+            lambda w, c: w.nested(c, limit=_COMMITMENT_LIMIT),
             limit=MAX_PARTIES,
         )
-        w.items(self.dealt, lambda w, d: w.blob(d.to_bytes()), limit=MAX_PARTIES)
+        w.items(self.dealt, lambda w, d: w.nested(d), limit=MAX_PARTIES)
         w.items(self.proofs, lambda w, p: w.blob(p, limit=_PROOF_LIMIT), limit=MAX_PARTIES)
 
     @classmethod
@@ -718,8 +722,8 @@ class Complaint:
         _require(_is_proof(self.proof), "inclusion proof")
 
     def write(self, w: Writer) -> None:
-        w.u32(self.dealer).blob(self.key, limit=_KEY_LIMIT).blob(self.dealt.to_bytes())
-        w.blob(self.commitment.to_bytes(), limit=_COMMITMENT_LIMIT)
+        w.u32(self.dealer).blob(self.key, limit=_KEY_LIMIT).nested(self.dealt)
+        w.nested(self.commitment, limit=_COMMITMENT_LIMIT)
         w.u32(self.index).u32(self.size).blob(self.proof, limit=_PROOF_LIMIT)
 
     @classmethod
@@ -892,7 +896,7 @@ class UnmaskRequest(Message):
 
     def _write_fields(self, w: Writer) -> None:
         w.indices(self.survivors, limit=MAX_PARTIES)
-        w.items(self.consistency, lambda w, c: w.blob(c.to_bytes()), limit=MAX_PARTIES)
+        w.items(self.consistency, lambda w, c: w.nested(c), limit=MAX_PARTIES)
 
     @classmethod
     def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
@@ -1064,7 +1068,7 @@ class SessionKeyDirectory(Message):
         _require(_is_tuple_of(self.keys, SessionKey, "sender"), "keys must be sorted by sender")
 
     def _write_fields(self, w: Writer) -> None:
-        w.items(self.keys, lambda w, k: w.blob(k.to_bytes()), limit=MAX_PARTIES)
+        w.items(self.keys, lambda w, k: w.nested(k), limit=MAX_PARTIES)
 
     @classmethod
     def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
@@ -1128,7 +1132,7 @@ class SketchSeedDelivery(Message):
         _require(isinstance(self.sealed, SealedShare), "sealed seed")
 
     def _write_fields(self, w: Writer) -> None:
-        w.u32(self.recipient).blob(self.commitment.to_bytes())
+        w.u32(self.recipient).nested(self.commitment)
         self.sealed.write(w)
 
     @classmethod

@@ -13,7 +13,7 @@ Every failure to read -- truncation, a length beyond its limit, trailing bytes, 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +25,15 @@ __all__ = ["MAX_BLOB_BYTES", "MAX_VECTOR_WORDS", "Reader", "Writer"]
 
 T = TypeVar("T")
 
+
+class Encoded(Protocol):
+    """A nested message: its canonical encoding and that encoding's SHA-256."""
+
+    def to_bytes(self) -> bytes: ...
+
+    def digest(self) -> bytes: ...
+
+
 MAX_BLOB_BYTES = 1 << 16  # keys, signatures, sealed shares, nested small messages
 MAX_VECTOR_WORDS = 1 << 28  # 1 GiB of uint32: far beyond any model we aggregate
 _RING_CODES: dict[np.dtype[Any], int] = {np.dtype(np.uint32): 4, np.dtype(np.uint64): 8}
@@ -34,8 +43,11 @@ _CODE_DTYPES: dict[int, np.dtype[Any]] = {4: np.dtype("<u4"), 8: np.dtype("<u8")
 class Writer:
     """Appends fields to a growing byte string.
 
-    With ``digest_vectors=True`` a vector is written as its dtype, length and tree SHA-256 instead
-    of its contents: the form that signatures cover, so that signing a 4 MB vector never copies it.
+    With ``digest_vectors=True`` (the form that signatures cover) a vector is written as its
+    dtype, length and tree SHA-256 instead of its contents, so that signing a 4 MB vector never
+    copies it, and a nested message as the SHA-256 of its encoding, so that a bundle of N
+    commitments is signed over N digests, not N commitments. Both are as binding as the contents
+    under SHA-256's collision resistance, the encodings being canonical.
     """
 
     __slots__ = ("_digest_vectors", "_parts")
@@ -75,6 +87,12 @@ class Writer:
         self.u32(len(data))
         self._parts.append(data)
         return self
+
+    def nested(self, message: Encoded, *, limit: int = MAX_BLOB_BYTES) -> Writer:
+        """A nested message: its encoding as a blob, or in the signed form its 32-byte digest."""
+        if self._digest_vectors:
+            return self.fixed(message.digest(), 32)
+        return self.blob(message.to_bytes(), limit=limit)
 
     def items(
         self, values: Sequence[T], write: Callable[[Writer, T], object], *, limit: int

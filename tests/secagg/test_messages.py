@@ -346,8 +346,20 @@ def pairs(values: Sequence[tuple[int, bytes]]) -> Body:
     return lambda w: w.items(values, lambda w, p: w.u32(p[0]).blob(p[1], limit=ANY), limit=ANY)
 
 
+class Digest(bytes):
+    """A nested message as a signed payload carries it: the SHA-256 of its encoding (32 bytes,
+    no length prefix) instead of the encoding as a blob."""
+
+
+def put(w: Writer, value: bytes) -> Writer:
+    """A nested message's encoding as a blob, or a :class:`Digest` as its 32 bytes."""
+    if isinstance(value, Digest):
+        return w.fixed(bytes(value), 32)
+    return w.blob(value, limit=ANY)
+
+
 def blobs(values: Sequence[bytes]) -> Body:
-    return lambda w: w.items(values, lambda w, b: w.blob(b, limit=ANY), limit=ANY)
+    return lambda w: w.items(values, put, limit=ANY)
 
 
 def advertise_body(sender: int, enc: Sequence[bytes], mask: bytes, target_key: bytes) -> Body:
@@ -387,7 +399,7 @@ def dealt_body(sender: int, recipient: int, ciphertext: bytes) -> Body:
 
 def share_keys_body(commitment: bytes, dealt: Sequence[bytes]) -> Body:
     """ShareKeys: the commitment's encoding as a blob, then the DealtShares' encodings."""
-    return lambda w: blobs(dealt)(w.blob(commitment, limit=ANY))
+    return lambda w: blobs(dealt)(put(w, commitment))
 
 
 def share_bundle_body(
@@ -423,7 +435,7 @@ def receipt_body(sender: int, complaints: Sequence[tuple[int, bytes] | Complaint
     full = [c if len(c) == 7 else (*c, *complaint_evidence(c[0]), 0, 1, b"") for c in complaints]
 
     def write(w: Writer, c: ComplaintFields) -> None:
-        w.u32(c[0]).blob(c[1], limit=ANY).blob(c[2], limit=ANY).blob(c[3], limit=ANY)
+        put(put(w.u32(c[0]).blob(c[1], limit=ANY), c[2]), c[3])
         w.u32(c[4]).u32(c[5]).blob(c[6], limit=ANY)
 
     return lambda w: w.u32(sender).items(full, write, limit=ANY)  # type: ignore[arg-type]
@@ -440,7 +452,7 @@ def complaint_of(dealer: int, key: bytes = b"k") -> Complaint:
 
 def seed_offer_body(commitment: bytes, sealed: Sequence[tuple[int, bytes]]) -> Body:
     """SketchSeedOffer: the commitment's encoding as a blob, then (u32 peer, blob) per recipient."""
-    return lambda w: pairs(sealed)(w.blob(commitment))
+    return lambda w: pairs(sealed)(put(w, commitment))
 
 
 def vector_body(code: int, words: Sequence[int], *, signed: bool = False) -> Body:
@@ -469,7 +481,7 @@ def session_key_body(sender: int, key: bytes) -> Body:
 
 
 def seed_delivery_body(recipient: int, commitment: bytes, dealer: int, sealed: bytes) -> Body:
-    return lambda w: w.u32(recipient).blob(commitment).u32(dealer).blob(sealed)
+    return lambda w: put(w.u32(recipient), commitment).u32(dealer).blob(sealed)
 
 
 def blinded_body(
@@ -502,13 +514,27 @@ def sealed(values: Sequence[SealedShare]) -> list[tuple[int, bytes]]:
     return [(s.peer, s.ciphertext) for s in values]
 
 
-def encodings(values: Sequence[Message]) -> list[bytes]:
-    return [v.to_bytes() for v in values]
+def encoding(value: Message, signed: bool = False) -> bytes:
+    """A nested message as its parent writes it: the encoding, or in the signed form its
+    digest."""
+    return Digest(value.digest()) if signed else value.to_bytes()
 
 
-def complaints(values: Sequence[Complaint]) -> list[ComplaintFields]:
+def encodings(values: Sequence[Message], signed: bool = False) -> list[bytes]:
+    return [encoding(v, signed) for v in values]
+
+
+def complaints(values: Sequence[Complaint], signed: bool = False) -> list[ComplaintFields]:
     return [
-        (c.dealer, c.key, c.dealt.to_bytes(), c.commitment.to_bytes(), c.index, c.size, c.proof)
+        (
+            c.dealer,
+            c.key,
+            encoding(c.dealt, signed),
+            encoding(c.commitment, signed),
+            c.index,
+            c.size,
+            c.proof,
+        )
         for c in values
     ]
 
@@ -517,13 +543,14 @@ def revealed(values: Sequence[Any]) -> list[tuple[int, bytes]]:
     return [(s.owner, s.share) for s in values]
 
 
-# The body of each type by hand; ``signed``: as it enters the signed payload (vectors as digests).
+# The body of each type by hand; ``signed``: as it enters the signed payload (vectors and nested
+# messages as digests).
 HAND_BODIES: dict[type[Message], Callable[[Any, bool], Body]] = {
     AdvertiseKeys: lambda m, _: advertise_body(
         m.sender, m.encryption_keys, m.mask_key, m.target_key
     ),
-    KeyDirectory: lambda m, _: key_directory_body(
-        encodings(m.advertisements), m.weights, m.history
+    KeyDirectory: lambda m, signed: key_directory_body(
+        encodings(m.advertisements, signed), m.weights, m.history
     ),
     ShareCommitment: lambda m, _: commitment_body(
         m.sender,
@@ -533,18 +560,22 @@ HAND_BODIES: dict[type[Message], Callable[[Any, bool], Body]] = {
         m.dealt_root,
     ),
     DealtShare: lambda m, _: dealt_body(m.sender, m.recipient, m.ciphertext),
-    ShareKeys: lambda m, _: share_keys_body(m.commitment.to_bytes(), encodings(m.dealt)),
-    ShareBundle: lambda m, _: share_bundle_body(
-        m.recipient, encodings(m.commitments), encodings(m.dealt), m.proofs
+    ShareKeys: lambda m, signed: share_keys_body(
+        encoding(m.commitment, signed), encodings(m.dealt, signed)
     ),
-    ShareReceipt: lambda m, _: receipt_body(m.sender, complaints(m.complaints)),
+    ShareBundle: lambda m, signed: share_bundle_body(
+        m.recipient, encodings(m.commitments, signed), encodings(m.dealt, signed), m.proofs
+    ),
+    ShareReceipt: lambda m, signed: receipt_body(m.sender, complaints(m.complaints, signed)),
     MaskRequest: lambda m, _: survivors_body(m.members),
     MaskedInput: lambda m, signed: masked_body(
         m.sender, m.target, m.vector.dtype.itemsize, m.vector.tolist(), signed=signed
     ),
     ConsistencyRequest: lambda m, _: survivors_body(m.survivors),
     ConsistencySignature: lambda m, _: digest_body(m.sender, m.transcript_hash),
-    UnmaskRequest: lambda m, _: unmask_request_body(m.survivors, encodings(m.consistency)),
+    UnmaskRequest: lambda m, signed: unmask_request_body(
+        m.survivors, encodings(m.consistency, signed)
+    ),
     UnmaskResponse: lambda m, _: unmask_response_body(
         m.sender, revealed(m.self_seed_shares), revealed(m.mask_key_shares)
     ),
@@ -553,11 +584,13 @@ HAND_BODIES: dict[type[Message], Callable[[Any, bool], Body]] = {
         m.recipient, m.survivors, m.vector.dtype.itemsize, m.vector.tolist(), signed=signed
     ),
     SessionKey: lambda m, _: session_key_body(m.sender, m.agreement_key),
-    SessionKeyDirectory: lambda m, _: blobs(encodings(m.keys)),
+    SessionKeyDirectory: lambda m, signed: blobs(encodings(m.keys, signed)),
     SketchSeedCommitment: lambda m, _: digest_body(m.sender, m.commitment),
-    SketchSeedOffer: lambda m, _: seed_offer_body(m.commitment.to_bytes(), sealed(m.sealed)),
-    SketchSeedDelivery: lambda m, _: seed_delivery_body(
-        m.recipient, m.commitment.to_bytes(), m.sealed.peer, m.sealed.ciphertext
+    SketchSeedOffer: lambda m, signed: seed_offer_body(
+        encoding(m.commitment, signed), sealed(m.sealed)
+    ),
+    SketchSeedDelivery: lambda m, signed: seed_delivery_body(
+        m.recipient, encoding(m.commitment, signed), m.sealed.peer, m.sealed.ciphertext
     ),
 }
 
