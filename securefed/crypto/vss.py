@@ -35,6 +35,10 @@ plain integer arithmetic (variable time), as in :mod:`securefed.crypto.shamir`. 
 also opens the whole polynomial from ``t`` valid shares (which determine it anyway) and checks
 its coefficients against the commitment in OpenSSL's base-point code.
 
+A holder that received many shares at its one x-coordinate (one per dealer) checks them with
+:func:`verify_held_shares`: the same verdict as :func:`verify_share` for each, exactly (no random
+batching), reported as the indices that fail rather than raised, and faster for many dealers.
+
 Failure modes: malformed commitments or shares raise :class:`InvalidCommitment` or
 :class:`~securefed.errors.InvalidShare`; a share off the polynomial raises ``InvalidShare``;
 :func:`reconstruct` discards such shares, names their holders and raises
@@ -70,6 +74,7 @@ __all__ = [
     "commitment_bytes",
     "deal",
     "reconstruct",
+    "verify_held_shares",
     "verify_share",
 ]
 
@@ -227,6 +232,189 @@ def _evaluate_in_exponent(points: Sequence[Point], x: int) -> _Jacobian:
     for point in reversed(points[:-1]):
         result = _add_affine(_multiply(x, result), point)
     return result
+
+
+# Lockstep Horner for many commitments at one x (verify_held_shares): every lane is kept in
+# affine coordinates and each group operation is done for all lanes at once, with one modular
+# inversion shared by all of them (Montgomery's simultaneous inversion: three multiplications
+# per lane). Measured in CPython 3.11 per lane: an affine doubling costs about 0.9 of a Jacobian
+# `_double` (both are bound by ~6-7 multiplications modulo p), an affine addition about 0.6 of
+# `_add_affine` and 0.4 of `_add`; the shared `pow(z, -1, p)` costs about five doublings, so the
+# lockstep pays only from a dozen or so lanes on. Doublings dominate Horner's rule at x >= 4.
+_THREE_HALVES = 3 * pow(2, -1, _P) % _P  # lambda = 3 (x^2 - 1) / (2 y) for a = -3
+# Fewer lanes than this at one x are checked one by one (crossover measured at 12 to 16).
+_LOCKSTEP_MIN_LANES = 16
+
+
+def _signed_digits(x: int) -> tuple[int, ...]:
+    """Digits in {-1, 0, 1} of ``x >= 1``, most significant first, leading 1 dropped.
+
+    Multiplying by ``x`` is then, per digit, a doubling followed by adding (1) or subtracting
+    (-1) the multiplicand. The plain binary digits or the non-adjacent form, whichever needs
+    fewer group operations (ties: binary).
+    """
+    binary = tuple(int(bit) for bit in bin(x)[3:])
+    naf: list[int] = []
+    k = x
+    while k:
+        digit = 2 - (k & 3) if k & 1 else 0
+        naf.append(digit)
+        k = (k - digit) >> 1
+    naf.reverse()
+    signed = tuple(naf[1:])
+    if len(signed) + sum(map(abs, signed)) < len(binary) + sum(binary):
+        return signed
+    return binary
+
+
+def _double_lanes(xs: list[int], ys: list[int]) -> tuple[list[int], list[int]] | None:
+    """``2 P`` for every affine ``P = (xs[i], ys[i])``, one inversion in all; None if a ``y`` is 0.
+
+    (No point of P-256 has ``y = 0``: the group has odd prime order.)
+    """
+    p = _P
+    after: list[int] = []  # after[i]: product of the denominators of the lanes past i
+    keep = after.append
+    product = 1
+    for y in reversed(ys):
+        keep(product)
+        product = product * y % p
+    if product == 0:
+        return None
+    after.reverse()
+    inverse = pow(product, -1, p) * _THREE_HALVES % p
+    out_x: list[int] = []
+    out_y: list[int] = []
+    put_x = out_x.append
+    put_y = out_y.append
+    for x, y, rest in zip(xs, ys, after, strict=True):
+        slope = (x * x - 1) * (inverse * rest % p) % p
+        inverse = inverse * y % p
+        x3 = (slope * slope - x - x) % p
+        put_x(x3)
+        put_y((slope * (x - x3) - y) % p)
+    return out_x, out_y
+
+
+def _add_lanes(
+    xs: list[int], ys: list[int], qxs: list[int], qys: list[int]
+) -> tuple[list[int], list[int]] | None:
+    """``P + Q`` for every pair of affine lanes, one inversion in all; None if some ``P.x == Q.x``
+    (``P == Q`` or ``P == -Q``: the caller handles those lanes). Coordinates are below ``p``."""
+    p = _P
+    after: list[int] = []
+    keep = after.append
+    product = 1
+    for x, qx in zip(reversed(xs), reversed(qxs), strict=True):
+        keep(product)
+        product = product * (qx - x) % p
+    if product == 0:
+        return None
+    after.reverse()
+    inverse = pow(product, -1, p)
+    out_x: list[int] = []
+    out_y: list[int] = []
+    put_x = out_x.append
+    put_y = out_y.append
+    for x, y, qx, qy, rest in zip(xs, ys, qxs, qys, after, strict=True):
+        slope = (qy - y) * (inverse * rest % p) % p
+        inverse = inverse * (qx - x) % p
+        x3 = (slope * slope - x - qx) % p
+        put_x(x3)
+        put_y((slope * (x - x3) - y) % p)
+    return out_x, out_y
+
+
+def _to_affine(point: _Jacobian) -> Point | None:
+    x, y, z = point
+    if z == 0:
+        return None
+    inverse = pow(z, -1, _P)
+    square = inverse * inverse % _P
+    return x * square % _P, y * square * inverse % _P
+
+
+def _add_coefficients(
+    xs: list[int], ys: list[int], coefficients: Sequence[Point]
+) -> list[Point | None]:
+    """``P + C`` for every lane, exactly: a lane where ``P == C`` is doubled, where ``P == -C``
+    becomes the point at infinity (None); the other lanes share one inversion."""
+    cxs = [c[0] for c in coefficients]
+    cys = [c[1] for c in coefficients]
+    summed = _add_lanes(xs, ys, cxs, cys)
+    if summed is not None:
+        return list(zip(*summed, strict=True))
+    regular = [i for i, (x, cx) in enumerate(zip(xs, cxs, strict=True)) if x != cx]
+    results: list[Point | None] = [None] * len(xs)
+    if regular:
+        summed = _add_lanes(
+            [xs[i] for i in regular],
+            [ys[i] for i in regular],
+            [cxs[i] for i in regular],
+            [cys[i] for i in regular],
+        )
+        assert summed is not None  # noqa: S101 - every remaining lane has P.x != C.x
+        for i, point in zip(regular, zip(*summed, strict=True), strict=True):
+            results[i] = point
+    for i, (x, y, cx, cy) in enumerate(zip(xs, ys, cxs, cys, strict=True)):
+        if x == cx and y == cy:
+            results[i] = _to_affine(_double((x, y, 1)))
+    return results
+
+
+def _step_lanes(
+    points: Sequence[Point], coefficients: Sequence[Point], x: int, digits: Sequence[int]
+) -> list[Point | None]:
+    """One Horner step ``x P + C`` for every lane (``P`` never the point at infinity).
+
+    With ``P`` of prime order and ``1 <= x < n`` the doublings and additions of ``P`` inside
+    ``x P`` are never exceptional; should one be anyway (points off P-256), the step is redone
+    lane by lane in the Jacobian code.
+    """
+    rx = [point[0] for point in points]
+    ry = [point[1] for point in points]
+    minus_ry = [_P - y for y in ry] if -1 in digits else ry  # -P = (x, p - y)
+    xs, ys = rx, ry
+    for digit in digits:
+        step = _double_lanes(xs, ys)
+        if step is not None and digit:
+            step = _add_lanes(step[0], step[1], rx, ry if digit > 0 else minus_ry)
+        if step is None:
+            return [
+                _to_affine(_add_affine(_multiply(x, (*point, 1)), coefficient))
+                for point, coefficient in zip(points, coefficients, strict=True)
+            ]
+        xs, ys = step
+    return _add_coefficients(xs, ys, coefficients)
+
+
+def _evaluate_lanes(lanes: Sequence[Sequence[Point]], x: int) -> list[Point | None]:
+    """``sum_j x^j lanes[i][j]`` for every ``i`` (None: the point at infinity), exactly.
+
+    Horner's rule run in lockstep over all lanes from the highest degree down; a lane with
+    fewer coefficients joins when its own top coefficient comes up, and a lane whose running
+    sum hits the point at infinity sits out until the next coefficient. Public data only.
+    """
+    digits = _signed_digits(x)
+    state: list[Point | None] = [None] * len(lanes)
+    for degree in range(max(map(len, lanes)) - 1, -1, -1):
+        live: list[int] = []
+        points: list[Point] = []
+        idle: list[int] = []
+        for i, point in enumerate(state):
+            if point is None:
+                idle.append(i)
+            else:
+                live.append(i)
+                points.append(point)
+        if live:
+            stepped = _step_lanes(points, [lanes[i][degree] for i in live], x, digits)
+            for i, point in zip(live, stepped, strict=True):
+                state[i] = point
+        for i in idle:
+            if degree < len(lanes[i]):
+                state[i] = lanes[i][degree]
+    return state
 
 
 def _multi_multiply(terms: Sequence[tuple[int, Point]]) -> _Jacobian:
@@ -464,14 +652,77 @@ def verify_share(
         InvalidShare: the share is malformed, belongs to another holder, or is not on the
             committed polynomial.
     """
-    if not isinstance(commitment, Commitment):
-        raise InvalidCommitment("malformed commitment")
-    if threshold is not None and commitment.threshold != threshold:
-        raise InvalidCommitment("the commitment has the wrong threshold")
-    if not isinstance(share, Share) or (holder is not None and share.holder != holder):
-        raise InvalidShare("malformed share")
+    error = _receipt_error(commitment, share, threshold, holder)
+    if error is not None:
+        raise error
     if not _is_valid(commitment, share):
         raise InvalidShare("the share is not on the committed polynomial")
+
+
+def _receipt_error(
+    commitment: object, share: object, threshold: int | None, holder: int | None
+) -> InvalidShare | None:
+    """What :func:`verify_share` raises before it looks at the polynomial, or None."""
+    if not isinstance(commitment, Commitment):
+        return InvalidCommitment("malformed commitment")
+    if threshold is not None and commitment.threshold != threshold:
+        return InvalidCommitment("the commitment has the wrong threshold")
+    if not isinstance(share, Share) or (holder is not None and share.holder != holder):
+        return InvalidShare("malformed share")
+    return None
+
+
+def verify_held_shares(
+    items: Sequence[tuple[Commitment, Share]],
+    *,
+    threshold: int | None = None,
+    holder: int | None = None,
+) -> tuple[int, ...]:
+    """Check many received shares at once; return the indices of those that fail, ascending.
+
+    ``items`` pairs each dealer's commitment with the share it sent (a holder's shares of one
+    round: one x-coordinate, many dealers). Item ``i`` is reported exactly when
+    ``verify_share(*items[i], threshold=threshold, holder=holder)`` would raise: the verdicts
+    are exact, deterministic and independent of one another (no random weights, no
+    probabilistic batching; one bad item never hides or causes another's failure). A malformed
+    item (not a pair, not a :class:`Commitment` and a :class:`Share`), a commitment of another
+    threshold and a share of another holder are reported as failing, not raised: the caller
+    learns which dealer to blame. An empty ``items`` gives ``()``.
+
+    Cost: fewer than ``_LOCKSTEP_MIN_LANES`` (16) items at one x-coordinate are checked one by
+    one, as :func:`verify_share` does. From 16 on, Horner's rule runs over all their
+    commitments in lockstep in affine coordinates, one modular inversion per group operation
+    shared by all of them: about 1.1x to 1.6x faster than the loop for 20 to 200 items (the
+    doublings of ``x * R``, which cost about as much in affine as in Jacobian coordinates,
+    bound the gain). ``y * G`` is still computed per item in OpenSSL's constant-time code;
+    only public data (commitments, x-coordinates) is handled in Python.
+
+    Raises:
+        ConfigError: ``items`` is not a sequence.
+    """
+    if not isinstance(items, Sequence):
+        raise ConfigError("items must be a sequence of (commitment, share) pairs")
+    failing: list[int] = []
+    by_x: dict[int, list[tuple[int, Commitment, Share]]] = {}
+    for index, item in enumerate(items):
+        try:
+            commitment, share = item
+        except (TypeError, ValueError):
+            failing.append(index)
+            continue
+        if _receipt_error(commitment, share, threshold, holder) is not None:
+            failing.append(index)
+        else:
+            by_x.setdefault(share.x, []).append((index, commitment, share))
+    for x, group in by_x.items():
+        if len(group) < _LOCKSTEP_MIN_LANES:
+            failing.extend(index for index, c, s in group if not _is_valid(c, s))
+            continue
+        expected = _evaluate_lanes([c.points for _, c, _ in group], x)
+        for (index, _, share), point in zip(group, expected, strict=True):
+            if point != _base_multiply(share.y):
+                failing.append(index)
+    return tuple(sorted(failing))
 
 
 def _batch_is_valid(
