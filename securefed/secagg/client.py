@@ -91,9 +91,9 @@ from securefed.secagg.replay import RoundGuard
 from securefed.secagg.sharing import (
     Committed,
     check_commitments,
-    check_held_share,
     deal,
     draw_self_seed,
+    failing_held_shares,
 )
 from securefed.secagg.stages import Role, Stage, next_stage, settle, start_stage
 from securefed.secagg.transcript import ContextItem, transcript_hash
@@ -110,6 +110,21 @@ class _HeldShares:
 
     mask_key: bytes
     self_seed: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Received:
+    """One dealer's DealtShare as this client received it, with what the checks need: the
+    dealer's commitment (decoded: ``committed``), the share's place under the dealer's root, and
+    the two shares if the ciphertext opened (else None)."""
+
+    dealt: DealtShare
+    commitment: ShareCommitment
+    committed: Committed
+    index: int
+    size: int
+    proof: bytes
+    shares: _HeldShares | None
 
 
 class SecAggClient(ProtocolParty):
@@ -473,7 +488,7 @@ class SecAggClient(ProtocolParty):
                 "the share bundle does not hold exactly one dealt share from every neighbour in U2"
             )
         commitment_of = {c.sender: c for c in bundle.commitments}
-        complaints = []
+        received: list[_Received] = []
         for dealt, proof in zip(bundle.dealt, bundle.proofs, strict=True):
             if dealt.recipient != self.index:
                 raise RemoteProtocolError("a dealt share addressed to another client")
@@ -492,14 +507,9 @@ class SecAggClient(ProtocolParty):
                 threshold=self._mask_graph.threshold(dealt.sender),
                 mask_key=self._advert_of(dealt.sender).mask_key,
             )
-            held = self._checked_shares(dealt, committed)
-            if held is None:
-                key = self._encryption_keys[dealt.sender].secret_bytes_for_sharing()
-                complaints.append(
-                    Complaint(dealt.sender, key, dealt, commitment, index, size, proof)
-                )
-            else:
-                self._held[dealt.sender] = held
+            opened = self._opened(dealt)
+            received.append(_Received(dealt, commitment, committed, index, size, proof, opened))
+        complaints = self._judge_received(received)
         self._commitments = bundle.commitments
         self._complained = tuple(c.dealer for c in complaints)
         return self._sign(ShareReceipt, sender=self.index, complaints=tuple(complaints))
@@ -510,18 +520,37 @@ class SecAggClient(ProtocolParty):
         recipients = self._mask_graph.present_neighbours(dealer, u1)
         return recipients.index(self.index), len(recipients)
 
-    def _checked_shares(self, dealt: DealtShare, committed: Committed) -> _HeldShares | None:
-        """The two shares in ``dealt`` if they open and pass the holder's checks, else None."""
+    def _opened(self, dealt: DealtShare) -> _HeldShares | None:
+        """The two encoded shares in ``dealt`` if it opens under the pair's key, else None."""
         try:
             mask_share, seed_share = open_dealt(
                 self.config, self._channel(dealt.sender, outgoing=False), dealt
             )
-            check_held_share(
-                committed, holder=self.index, mask_share=mask_share, seed_share=seed_share
-            )
         except (CryptoError, RemoteProtocolError):
             return None
         return _HeldShares(mask_share, seed_share)
+
+    def _judge_received(self, received: Sequence[_Received]) -> list[Complaint]:
+        """Keep the shares that opened and lie on their dealers' polynomials (all dealers'
+        checked at once: :func:`~securefed.secagg.sharing.failing_held_shares`); a complaint,
+        with this pair's key as evidence, about every other dealer."""
+        opened = [(r, r.shares) for r in received if r.shares is not None]
+        failing = failing_held_shares(
+            [(r.committed, shares.mask_key, shares.self_seed) for r, shares in opened],
+            holder=self.index,
+        )
+        good = {r.dealt.sender for i, (r, _) in enumerate(opened) if i not in failing}
+        complaints = []
+        for r in received:
+            dealer = r.dealt.sender
+            if dealer in good and r.shares is not None:
+                self._held[dealer] = r.shares
+                continue
+            key = self._encryption_keys[dealer].secret_bytes_for_sharing()
+            complaints.append(
+                Complaint(dealer, key, r.dealt, r.commitment, r.index, r.size, r.proof)
+            )
+        return complaints
 
     def _on_mask_request(self, request: MaskRequest) -> list[Message]:
         """Mask with the members the server settled on: U2 less the clients it left out."""

@@ -37,6 +37,7 @@ __all__ = [
     "check_held_share",
     "deal",
     "draw_self_seed",
+    "failing_held_shares",
     "reconstruct",
     "share_bytes",
 ]
@@ -173,6 +174,37 @@ def check_held_share(
     pairs = ((committed.mask_key, mask_share), (committed.self_seed, seed_share))
     for commitment, data in pairs:
         vss.verify_share(commitment, vss.Share.from_bytes(data), holder=holder)
+
+
+def failing_held_shares(
+    held: Sequence[tuple[Committed, bytes, bytes]], *, holder: int
+) -> frozenset[int]:
+    """The indices of the entries of ``held`` -- (a dealer's checked commitments, the mask-key
+    share and the self-seed share it sent this holder) -- that :func:`check_held_share` would
+    refuse: the same verdict for each dealer, computed for all of them at once under FELDMAN
+    (:func:`securefed.crypto.vss.verify_held_shares`, exact, no random batching). Raises nothing.
+    """
+    failing: set[int] = set()
+    items: list[tuple[vss.Commitment, vss.Share]] = []
+    owners: list[int] = []
+    for index, (committed, mask_share, seed_share) in enumerate(held):
+        if committed.mask_key is None or committed.self_seed is None:
+            try:
+                check_held_share(
+                    committed, holder=holder, mask_share=mask_share, seed_share=seed_share
+                )
+            except CryptoError:
+                failing.add(index)
+            continue
+        try:
+            shares = (vss.Share.from_bytes(mask_share), vss.Share.from_bytes(seed_share))
+        except CryptoError:
+            failing.add(index)
+            continue
+        items += [(committed.mask_key, shares[0]), (committed.self_seed, shares[1])]
+        owners += [index, index]
+    failing.update(owners[i] for i in vss.verify_held_shares(items, holder=holder))
+    return frozenset(failing)
 
 
 @dataclass(frozen=True, slots=True)
