@@ -332,6 +332,8 @@ def _decode(data: bytes, expected: type[Message] | None) -> Message:
         )
     except (LocalProtocolError, ConfigError, ValueError, TypeError) as exc:
         raise RemoteProtocolError(f"malformed {cls.__name__}") from exc
+    if message.CACHE_ENCODING:  # the encoding is canonical: re-encoding gives these bytes
+        message._encodings["wire"] = bytes(data)
     return message
 
 

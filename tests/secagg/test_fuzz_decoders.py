@@ -66,7 +66,8 @@ def decodes_or_rejects(data: bytes) -> Message | None:
         exc.add_note(data.hex())
         raise
     assert isinstance(message, Message)
-    assert message.to_bytes() == data, "accepted a non-canonical encoding"
+    # Re-encoded from the fields (to_bytes() keeps the decoded bytes): canonical or refused.
+    assert message._compute_bytes() == data, "accepted a non-canonical encoding"
     return message
 
 
