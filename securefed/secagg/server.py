@@ -174,6 +174,8 @@ class SecAggServer(ProtocolParty):
         self.reconstructed_mask_keys: dict[int, bytes] = {}
         self._signatures: dict[int, ConsistencySignature] = {}
         self._responses: dict[int, UnmaskResponse] = {}
+        # field -> owner -> holder -> revealed share, built when UNMASK closes (_revealed)
+        self._revealed_by_owner: dict[str, dict[int, dict[int, bytes]]] = {}
         self._u1: tuple[int, ...] = ()
         self._dealers: tuple[int, ...] = ()  # U2: the clients whose shares went out
         self._u2: tuple[int, ...] = ()  # U2': the members who mask together
@@ -598,14 +600,16 @@ class SecAggServer(ProtocolParty):
 
     # --- reconstruction and unmasking -----------------------------------------------------------
     def _revealed(self, owner: int, field: str) -> dict[int, bytes]:
-        """The encoded shares of ``owner``'s secret that holders revealed, by holder."""
-        shares = {}
-        for holder, response in self._responses.items():
-            revealed: tuple[RevealedShare, ...] = getattr(response, field)
-            for item in revealed:
-                if item.owner == owner:
-                    shares[holder] = item.share
-        return shares
+        """The encoded shares of ``owner``'s secret that holders revealed, by holder (the
+        responses are indexed by owner once per field: one pass, not one per owner)."""
+        index = self._revealed_by_owner.get(field)
+        if index is None:
+            index = self._revealed_by_owner[field] = {}
+            for holder, response in self._responses.items():
+                revealed: tuple[RevealedShare, ...] = getattr(response, field)
+                for item in revealed:
+                    index.setdefault(item.owner, {})[holder] = item.share
+        return dict(index.get(owner, {}))
 
     def _reconstruct(
         self, owner: int, field: str, polynomial: bytes, accept: Callable[[bytes], bool]
