@@ -49,6 +49,7 @@ subsets of shares.
 from __future__ import annotations
 
 import functools
+import itertools
 import operator
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -826,19 +827,61 @@ def _open_polynomial(commitment: Commitment, candidates: Sequence[Share]) -> lis
     ``(x, y)`` is valid exactly when ``y == f(x)`` (``G`` has prime order ``n``, ``y < n``). The
     caller learns ``f`` from ``t`` valid shares anyway, so computing its coefficients reveals
     nothing more; they stay in this call.
+
+    The interpolation: an x-set seen before in this process (a round rebuilds every secret of
+    its survivors from one x-set on the complete graph) uses its cached weight matrix (``t^2``
+    multiply-adds per secret); a new x-set (every owner has its own holders on the SecAgg+
+    graph) is interpolated directly by Newton's divided differences (about ``t^2`` modular
+    multiplications, no matrix).
     """
     threshold = commitment.threshold
     if len(candidates) < threshold or threshold > _OPEN_MAX_THRESHOLD:
         return None
     first = candidates[:threshold]
     ys = [share.y for share in first]
-    matrix = _interpolation_matrix(tuple(share.x for share in first))
-    coefficients = []
-    for weights, point in zip(matrix, commitment.points, strict=True):
-        coefficient = _dot(weights, ys) % ORDER
+    xs = tuple(share.x for share in first)
+    if xs in _SEEN_X_SETS:
+        matrix = _interpolation_matrix(xs)
+        coefficients = [_dot(weights, ys) % ORDER for weights in matrix]
+    else:
+        _SEEN_X_SETS[xs] = None
+        while len(_SEEN_X_SETS) > _SEEN_X_SETS_LIMIT:
+            del _SEEN_X_SETS[next(iter(_SEEN_X_SETS))]
+        coefficients = _newton_interpolation(xs, ys)
+    for coefficient, point in zip(coefficients, commitment.points, strict=True):
         if _base_multiply(coefficient) != point:
             return None
-        coefficients.append(coefficient)
+    return coefficients
+
+
+# x-sets interpolated once already (insertion order: the oldest is forgotten first); a second
+# secret over the same x-set builds and caches its weight matrix.
+_SEEN_X_SETS: dict[tuple[int, ...], None] = {}
+_SEEN_X_SETS_LIMIT = 1024
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _inverse_of_difference(difference: int) -> int:
+    """``1 / difference mod n`` for the small nonzero differences of holders' x-coordinates."""
+    return pow(difference, -1, ORDER)
+
+
+def _newton_interpolation(xs: Sequence[int], ys: Sequence[int]) -> list[int]:
+    """Coefficients, lowest first, of the polynomial of degree ``< len(xs)`` through the points
+    ``(xs[i], ys[i])`` modulo ``n``: divided differences, then the Newton form expanded by
+    Horner's rule. ``xs`` are distinct positive integers below ``2**17`` (public)."""
+    size = len(xs)
+    table = list(ys)  # table[i] becomes the divided difference f[x_0, ..., x_i]
+    for k in range(1, size):
+        for i in range(size - 1, k - 1, -1):
+            table[i] = (table[i] - table[i - 1]) * _inverse_of_difference(xs[i] - xs[i - k]) % ORDER
+    coefficients = [table[size - 1]]
+    for k in range(size - 2, -1, -1):  # coefficients * (X - x_k) + table[k]
+        x = xs[k]
+        expanded = [(table[k] - x * coefficients[0]) % ORDER]
+        expanded += [(low - x * high) % ORDER for low, high in itertools.pairwise(coefficients)]
+        expanded.append(coefficients[-1])
+        coefficients = expanded
     return coefficients
 
 

@@ -29,6 +29,36 @@ def test_interpolation_matrix_recovers_the_coefficients(
     assert recovered == polynomial
 
 
+@settings(max_examples=50, deadline=None)
+@given(
+    xs=st.lists(st.integers(1, 2**16), min_size=1, max_size=12, unique=True),
+    coefficients=st.lists(st.integers(0, ORDER - 1), min_size=12, max_size=12),
+)
+def test_newton_interpolation_recovers_the_coefficients(
+    xs: list[int], coefficients: list[int]
+) -> None:
+    """The path for an x-set seen for the first time (every owner's own holders on the SecAgg+
+    graph) gives the same coefficients as the cached weight matrix."""
+    polynomial = coefficients[: len(xs)]
+    ys = [vss._evaluate(polynomial, x) for x in xs]
+    assert vss._newton_interpolation(xs, ys) == polynomial
+
+
+def test_a_new_x_set_is_interpolated_directly_and_a_repeated_one_from_its_matrix() -> None:
+    commitment, shares = deal(os.urandom(31).rjust(32, b"\x00"), threshold=6, holders=range(40))
+    ordered = [shares[h] for h in (3, 5, 8, 13, 21, 34, 1, 2)]
+    xs = tuple(s.x for s in ordered[:6])
+    vss._SEEN_X_SETS.pop(xs, None)
+    vss._interpolation_matrix.cache_clear()
+    first = vss._open_polynomial(commitment, ordered)
+    assert xs in vss._SEEN_X_SETS
+    assert vss._interpolation_matrix.cache_info().currsize == 0  # no matrix the first time
+    again = vss._open_polynomial(commitment, ordered)
+    assert vss._interpolation_matrix.cache_info().currsize == 1
+    assert first == again
+    assert first is not None and [vss._base_multiply(a) for a in first] == list(commitment.points)
+
+
 def test_opened_polynomial_is_the_dealt_one_and_a_foreign_one_is_refused() -> None:
     commitment, shares = deal(os.urandom(31).rjust(32, b"\x00"), threshold=5, holders=range(9))
     ordered = [shares[h] for h in sorted(shares)]
