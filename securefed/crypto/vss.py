@@ -48,6 +48,7 @@ subsets of shares.
 
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 import operator
@@ -845,8 +846,8 @@ def _open_polynomial(commitment: Commitment, candidates: Sequence[Share]) -> lis
         coefficients = [_dot(weights, ys) % ORDER for weights in matrix]
     else:
         _SEEN_X_SETS[xs] = None
-        while len(_SEEN_X_SETS) > _SEEN_X_SETS_LIMIT:
-            del _SEEN_X_SETS[next(iter(_SEEN_X_SETS))]
+        if len(_SEEN_X_SETS) > _SEEN_X_SETS_LIMIT:
+            _SEEN_X_SETS.popitem(last=False)  # one C call: safe next to other threads
         coefficients = _newton_interpolation(xs, ys)
     for coefficient, point in zip(coefficients, commitment.points, strict=True):
         if _base_multiply(coefficient) != point:
@@ -856,7 +857,7 @@ def _open_polynomial(commitment: Commitment, candidates: Sequence[Share]) -> lis
 
 # x-sets interpolated once already (insertion order: the oldest is forgotten first); a second
 # secret over the same x-set builds and caches its weight matrix.
-_SEEN_X_SETS: dict[tuple[int, ...], None] = {}
+_SEEN_X_SETS: collections.OrderedDict[tuple[int, ...], None] = collections.OrderedDict()
 _SEEN_X_SETS_LIMIT = 1024
 
 
