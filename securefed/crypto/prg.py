@@ -9,8 +9,8 @@ Guarantees:
 
 * Bytes are consumed in order: producing ``n`` bytes in any sequence of calls (of any sizes and
   through any of :meth:`~KeyStream.fill`, :meth:`~KeyStream.add_into`,
-  :meth:`~KeyStream.subtract_from`) yields exactly the first ``n`` bytes of the stream, so a long
-  mask can be produced in chunks.
+  :meth:`~KeyStream.subtract_from`, :func:`add_streams`) yields exactly the first ``n`` bytes of
+  the stream, so a long mask can be produced in chunks.
 * Words are little-endian on every platform.
 * :meth:`~KeyStream.add_into` / :meth:`~KeyStream.subtract_from` work in place, modulo ``2**32``
   or ``2**64``, through small cache-resident scratch buffers: the mask is never materialised.
@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -36,7 +36,7 @@ from securefed.crypto.suites import KeystreamContext
 from securefed.errors import ConfigError
 from securefed.parallel import MAX_WORKERS, run_all
 
-__all__ = ["RING_DTYPES", "KeyStream"]
+__all__ = ["RING_DTYPES", "KeyStream", "add_streams"]
 
 # Keystream is produced in pieces of this size: small enough to stay in L2 cache, large enough
 # that the per-call overhead is negligible (measured: 256 KiB-1 MiB are equally fast here).
@@ -47,7 +47,8 @@ MAX_PARTS = MAX_WORKERS
 BLOCK_BYTES = 16
 RING_DTYPES = (np.dtype(np.uint32), np.dtype(np.uint64))
 _FILL_DTYPES = (np.dtype(np.uint8), *RING_DTYPES)
-_ZEROS = bytes(CHUNK_BYTES)
+# The plaintext AES-CTR encrypts into keystream; sliced through a memoryview (no copies).
+_ZEROS = memoryview(bytes(CHUNK_BYTES))
 _BIG_ENDIAN = sys.byteorder == "big"
 
 RingArray = npt.NDArray[np.unsignedinteger]
@@ -85,7 +86,10 @@ def _scratch() -> npt.NDArray[np.uint8]:
     return buffer
 
 
-_LITTLE = {np.dtype(np.uint32): np.dtype("<u4"), np.dtype(np.uint64): np.dtype("<u8")}
+_LITTLE: dict[np.dtype[np.generic], np.dtype[np.generic]] = {
+    np.dtype(np.uint32): np.dtype("<u4"),
+    np.dtype(np.uint64): np.dtype("<u8"),
+}
 
 
 def _combine_range(encryptor: KeystreamContext, target: RingArray, op: RingOp) -> None:
@@ -93,19 +97,45 @@ def _combine_range(encryptor: KeystreamContext, target: RingArray, op: RingOp) -
 
     This is the hot loop of masking; it avoids per-call allocations and Python-level checks.
     """
+    _combine_streams(target, [(encryptor, op)])
+
+
+def _combine_streams(target: RingArray, ops: Sequence[tuple[KeystreamContext, RingOp]]) -> None:
+    """``target = op(target, next keystream words of encryptor)`` for every ``(encryptor, op)``
+    in order, chunk by chunk: each chunk of ``target`` stays in cache while every stream is
+    combined into it (flat, contiguous target)."""
     scratch = _scratch()
     little = _LITTLE[target.dtype]
-    if target.nbytes <= CHUNK_BYTES:  # the common case: one cache-sized block
-        raw = scratch[: target.nbytes]
-        encryptor.update_into(_ZEROS[: target.nbytes], raw.data)
-        op(target, raw.view(little), out=target)
-        return
     words_per_chunk = CHUNK_BYTES // target.dtype.itemsize
     for start in range(0, target.size, words_per_chunk):
         piece = target[start : start + words_per_chunk]
         raw = scratch[: piece.nbytes]
-        encryptor.update_into(_ZEROS[: piece.nbytes], raw.data)
-        op(piece, raw.view(little), out=piece)
+        words = raw.view(little)
+        zeros = _ZEROS[: piece.nbytes]
+        for encryptor, op in ops:
+            encryptor.update_into(zeros, raw.data)
+            op(piece, words, out=piece)
+
+
+def add_streams(acc: RingArray, streams: Sequence[tuple[int, KeyStream]]) -> None:
+    """``acc += sign * (next acc.size words of stream)`` modulo 2**(8*itemsize), in place, for
+    every ``(sign, stream)`` (sign > 0: add, else subtract).
+
+    The result and every stream's position are exactly those of calling
+    :meth:`KeyStream.add_into` / :meth:`KeyStream.subtract_from` of each stream in turn; the work
+    stays on the calling thread (callers that split a vector into ranges run one range per
+    thread), and each cache-sized chunk of ``acc`` takes every stream before the next chunk.
+
+    Raises:
+        ConfigError: ``acc`` is not a contiguous, writeable uint32/uint64 array.
+    """
+    _check_buffer(acc, RING_DTYPES)
+    flat = acc.reshape(-1)
+    _combine_streams(
+        flat, [(stream._encryptor, np.add if sign > 0 else np.subtract) for sign, stream in streams]
+    )
+    for _, stream in streams:
+        stream._position += flat.nbytes
 
 
 class KeyStream:

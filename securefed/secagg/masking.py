@@ -44,6 +44,7 @@ from securefed.crypto import (
     derive_pairwise_key,
     derive_stream_key,
 )
+from securefed.crypto.prg import add_streams
 from securefed.encoding import DitherStream, FixedPointCodec
 from securefed.parallel import run_all, split_range
 from securefed.secagg.config import AggregationMode, RoundConfig
@@ -188,12 +189,7 @@ def _masked_pass(
         for block_start in range(start, stop, BLOCK_WORDS):
             block_stop = min(block_start + BLOCK_WORDS, stop)
             fill(block_start, block_stop)
-            block = out[block_start:block_stop]
-            for sign, stream in streams:
-                if sign > 0:
-                    stream.add_into(block)
-                else:
-                    stream.subtract_from(block)
+            add_streams(out[block_start:block_stop], streams)
 
     ranges = split_range(out.size, min_part=MIN_RANGE_WORDS)
     run_all([functools.partial(run, start, stop) for start, stop in ranges])

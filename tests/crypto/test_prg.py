@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from securefed.crypto import KdfContext, KeyPurpose, KeyStream, derive_stream_key, get_suite
-from securefed.crypto.prg import CHUNK_BYTES, PARALLEL_MIN_PART_BYTES
+from securefed.crypto.prg import CHUNK_BYTES, PARALLEL_MIN_PART_BYTES, add_streams
 from securefed.errors import ConfigError
 
 SUITE = get_suite("default")
@@ -167,3 +167,51 @@ def test_a_stream_opened_at_a_position_continues_the_same_stream(start: int) -> 
     assert np.array_equal(opened.words(100, np.uint8), whole[start:])
     with pytest.raises(ConfigError):
         KeyStream(key, start=-1)
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.uint64])
+@pytest.mark.parametrize("skip", [0, 3, 16])
+def test_add_streams_equals_adding_each_stream_in_turn(dtype: type, skip: int) -> None:
+    """Several streams combined chunk by chunk, with signs, over more than one chunk."""
+    size = (2 * CHUNK_BYTES + 20) // np.dtype(dtype).itemsize
+    base = np.arange(size, dtype=dtype) * dtype(2654435761)
+    signs = [1, -1, 1]
+
+    def opened() -> list[KeyStream]:
+        streams = [stream(target=t, parallel=False) for t in range(len(signs))]
+        for s in streams:
+            s.words(skip, np.uint8)  # an unaligned start position
+        return streams
+
+    expected = base.copy()
+    one_by_one = opened()
+    for sign, s in zip(signs, one_by_one, strict=True):
+        (s.add_into if sign > 0 else s.subtract_from)(expected)
+
+    actual = base.copy()
+    together = opened()
+    add_streams(actual, list(zip(signs, together, strict=True)))
+    assert np.array_equal(actual, expected)
+    for a, b in zip(together, one_by_one, strict=True):
+        assert a.position == b.position == skip + base.nbytes
+        assert np.array_equal(a.words(32, np.uint8), b.words(32, np.uint8))
+
+
+def test_add_streams_with_no_streams_or_an_empty_block() -> None:
+    acc = np.arange(10, dtype=np.uint32)
+    add_streams(acc, [])
+    assert np.array_equal(acc, np.arange(10, dtype=np.uint32))
+    s = stream()
+    add_streams(acc[:0], [(1, s)])
+    assert s.position == 0
+
+
+def test_add_streams_rejects_unsuitable_accumulators() -> None:
+    s = stream()
+    with pytest.raises(ConfigError):
+        add_streams(np.zeros(4, dtype=np.uint32)[::2], [(1, s)])
+    read_only = np.zeros(4, dtype=np.uint32)
+    read_only.setflags(write=False)
+    with pytest.raises(ConfigError):
+        add_streams(read_only, [(1, s)])
+    assert s.position == 0

@@ -26,6 +26,7 @@ from securefed.encoding import (
     max_weighted_sum_terms,
     ring_sum,
 )
+from securefed.encoding.codec import ENCODE_BLOCK
 from securefed.errors import ConfigError, EncodingRangeError
 
 MakeDither = Callable[..., DitherStream]
@@ -466,3 +467,83 @@ def test_known_answer(ring: RingBits, make_dither: MakeDither) -> None:
     codec = CODECS[ring]
     values = np.array(KAT_VALUES) * codec.config.ulp + np.array(KAT_OFFSETS)
     assert codec.encode(values, dither=make_dither(0)).tolist() == KAT_EXPECTED[ring]
+
+
+# --- the 32-bit ring's fewer-pass rounding equals the generic rounding -------------------------
+
+
+def _edge_values(fractional_bits: int, bound: float) -> npt.NDArray[np.float64]:
+    """Values whose fraction times 2**32 is an integer, just below or above one, or just below
+    2**32 (the carry case), for both signs; plus zeros, subnormals and the bounds."""
+    ulp = math.ldexp(1.0, -fractional_bits)
+    word = math.ldexp(ulp, -32)  # one dither step
+    steps = np.array([0, 1, 2**31, 2**32 - 1], dtype=np.float64) * word
+    whole = np.array([0.0, ulp, 3 * ulp, 1.0, bound / 2, bound - ulp])
+    nudges = np.array([0.0, np.nextafter(0.0, 1.0), word / 2**10])
+    values = (whole[:, None, None] + steps[None, :, None]).reshape(-1, 1) + np.concatenate(
+        [nudges, -nudges]
+    )
+    values = np.concatenate([values.reshape(-1), [0.0, -0.0, 5e-324, -5e-324, bound, -bound]])
+    return np.clip(np.concatenate([values, -values]), -bound, bound)
+
+
+@pytest.mark.parametrize(
+    ("fractional_bits", "bound"),
+    [(16, 256.0), (0, 2.0**31 - 1.0), (30, 1.5), (20, 2047.0)],
+)
+def test_32_bit_ring_matches_the_64_bit_rounding_mod_2_32(
+    fractional_bits: int, bound: float, make_dither: MakeDither
+) -> None:
+    """The 32-bit ring rounds with its own fewer-pass rule; it must give ``q mod 2**32`` of the
+    generic rule (which the 64-bit ring uses) for the same uniforms, bit for bit."""
+    narrow = FixedPointCodec(CodecConfig(RingBits.BITS32, fractional_bits, bound))
+    wide = FixedPointCodec(CodecConfig(RingBits.BITS64, fractional_bits, bound))
+    values = _edge_values(fractional_bits, bound)
+    for seed in range(3):
+        expected = wide.encode(values, dither=make_dither(seed)).astype(np.uint32)
+        assert np.array_equal(narrow.encode(values, dither=make_dither(seed)), expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=arrays(
+        np.float64,
+        st.integers(1, 300),
+        elements=st.floats(-256.0, 256.0) | st.sampled_from([0.5, -0.5, 2.0**-48, -(2.0**-48)]),
+    ),
+    seed=SEEDS,
+)
+def test_32_bit_rounding_equals_generic_rounding(
+    values: npt.NDArray[np.float64], seed: int, make_dither: MakeDither
+) -> None:
+    wide = FixedPointCodec(CodecConfig(RingBits.BITS64, 16, 256.0))
+    expected = wide.encode(values, dither=make_dither(seed)).astype(np.uint32)
+    assert np.array_equal(CODEC32.encode(values, dither=make_dither(seed)), expected)
+
+
+def test_32_bit_rounding_across_encode_blocks(make_dither: MakeDither) -> None:
+    """Several workspace blocks, the last one short: the dither stream stays in step."""
+    values = np.linspace(-255.9, 255.9, 2 * ENCODE_BLOCK + 17)
+    wide = FixedPointCodec(CodecConfig(RingBits.BITS64, 16, 256.0))
+    expected = wide.encode(values, dither=make_dither(5)).astype(np.uint32)
+    out = np.empty(values.size, dtype=np.uint32)
+    dither = make_dither(5)
+    CODEC32.encode_into(values, out, dither=dither)
+    assert np.array_equal(out, expected)
+    assert dither.position == 4 * values.size
+
+
+@pytest.mark.parametrize("ring", list(RingBits))
+def test_rounding_is_exact_at_the_dither_words(ring: RingBits, make_dither: MakeDither) -> None:
+    """Values built from the very uniforms ``u`` the dither stream will draw, with fraction
+    ``u``, ``u + 2**-40`` or ``u - 2**-40`` (in units of 2**-32): they round up exactly when the
+    fraction exceeds ``u``. This pins the comparison ``u < frac`` at its boundary, which random
+    values almost never reach."""
+    codec = FixedPointCodec(CodecConfig(ring, 16, 256.0))
+    n = 3000
+    words = make_dither(9).uniforms(n) * 2.0**32  # exact integers
+    whole = (np.arange(n) % 1024 - 512).astype(np.float64)
+    nudge = np.array([0.0, 2.0**-8, -(2.0**-8)])[np.arange(n) % 3]
+    values = (whole + (words + nudge) * 2.0**-32) * 2.0**-16  # exact: < 53 significant bits
+    expected = (whole + (nudge > 0)).astype(np.int64).view(np.uint64).astype(ring.dtype)
+    assert np.array_equal(codec.encode(values, dither=make_dither(9)), expected)
