@@ -214,6 +214,9 @@ class Message:
     # Whether the encodings may be kept once computed: False for messages carrying numpy
     # vectors (an array is mutable, so its encoding is recomputed on every call).
     CACHE_ENCODING: ClassVar[bool] = True
+    # True for types without vectors or nested messages: their signed form is their wire form,
+    # so a decoded one's signed payload is cut from the bytes it was decoded from.
+    FLAT: ClassVar[bool] = False
 
     session_id: bytes
     round: int
@@ -264,6 +267,10 @@ class Message:
 
     def _compute_signed_payload(self) -> bytes:
         label = f"securefed/v1/sig/{self.TYPE.name.lower()}".encode()
+        wire = self._encodings.get("wire")
+        if self.FLAT and wire is not None:  # wire = unsigned form || u32 length || signature
+            signature: bytes = getattr(self, "signature")  # noqa: B009 - every subclass has one
+            return label + b"\x00" + wire[: len(wire) - 4 - len(signature)]
         return label + b"\x00" + self._unsigned(digest_vectors=True)
 
     def to_bytes(self) -> bytes:
@@ -364,6 +371,7 @@ class AdvertiseKeys(Message):
     """
 
     TYPE = MessageType.ADVERTISE_KEYS
+    FLAT = True
     SIGNER = SignedBy.CLIENT
     sender: int
     encryption_keys: tuple[bytes, ...]
@@ -385,14 +393,14 @@ class AdvertiseKeys(Message):
 
     def _write_fields(self, w: Writer) -> None:
         w.u32(self.sender)
-        w.items(self.encryption_keys, lambda w, k: w.blob(k, limit=_KEY_LIMIT), limit=MAX_PARTIES)
+        w.blobs(self.encryption_keys, limit=MAX_PARTIES, item_limit=_KEY_LIMIT)
         w.blob(self.mask_key).blob(self.target_key)
 
     @classmethod
     def _read_fields(cls, r: Reader, session_id: bytes, round_: int) -> dict[str, Any]:
         return {
             "sender": r.u32(),
-            "encryption_keys": r.items(lambda r: r.blob(limit=_KEY_LIMIT), limit=MAX_PARTIES),
+            "encryption_keys": r.blobs(limit=MAX_PARTIES, item_limit=_KEY_LIMIT),
             "mask_key": r.blob(limit=_KEY_LIMIT),
             "target_key": r.blob(limit=_KEY_LIMIT),
         }
@@ -456,6 +464,7 @@ class ShareCommitment(Message):
     (:func:`dealt_leaves`), so that one signature covers every share it dealt."""
 
     TYPE = MessageType.SHARE_COMMITMENT
+    FLAT = True
     SIGNER = SignedBy.CLIENT
     sender: int
     self_seed_commitment: bytes
@@ -499,6 +508,7 @@ class DealtShare(Message):
     holder's complaint about it can be judged by anyone."""
 
     TYPE = MessageType.DEALT_SHARE
+    FLAT = True
     SIGNER = SignedBy.COVERED
     sender: int
     recipient: int
@@ -775,6 +785,7 @@ class MaskRequest(Message):
     """Server -> every member: U2', the clients that mask together this round."""
 
     TYPE = MessageType.MASK_REQUEST
+    FLAT = True
     SIGNER = SignedBy.SERVER
     members: tuple[int, ...]
     signature: bytes
@@ -832,6 +843,7 @@ class ConsistencyRequest(Message):
     """Server -> every client in U3: the one survivor set of the round (R2)."""
 
     TYPE = MessageType.CONSISTENCY_REQUEST
+    FLAT = True
     SIGNER = SignedBy.SERVER
     survivors: tuple[int, ...]
     signature: bytes
@@ -859,6 +871,7 @@ class ConsistencySignature(Message):
     """
 
     TYPE = MessageType.CONSISTENCY_SIGNATURE
+    FLAT = True
     SIGNER = SignedBy.CLIENT
     sender: int
     transcript_hash: bytes
@@ -940,6 +953,7 @@ class UnmaskResponse(Message):
     """
 
     TYPE = MessageType.UNMASK_RESPONSE
+    FLAT = True
     SIGNER = SignedBy.CLIENT
     sender: int
     self_seed_shares: tuple[RevealedShare, ...]
@@ -1009,6 +1023,7 @@ class Abort(Message):
     """Server -> clients: the round ends without output, and why."""
 
     TYPE = MessageType.ABORT
+    FLAT = True
     SIGNER = SignedBy.SERVER
     reason: str
     signature: bytes
@@ -1037,6 +1052,7 @@ class SessionKey(Message):
     """Client -> server: a session-level key-agreement key, signed by the client's identity."""
 
     TYPE = MessageType.SESSION_KEY
+    FLAT = True
     SIGNER = SignedBy.CLIENT
     sender: int
     agreement_key: bytes
@@ -1083,6 +1099,7 @@ class SketchSeedCommitment(Message):
     """The dealer's signed commitment to the session's sketch seed."""
 
     TYPE = MessageType.SKETCH_SEED_COMMITMENT
+    FLAT = True
     SIGNER = SignedBy.CLIENT
     sender: int
     commitment: bytes

@@ -88,6 +88,17 @@ class Writer:
         self._parts.append(data)
         return self
 
+    def blobs(self, values: Sequence[bytes], *, limit: int, item_limit: int) -> Writer:
+        """``items(values, blob)`` in one pass: a count, then each value length-prefixed (the
+        same bytes; for long lists of keys)."""
+        if len(values) > limit:
+            raise ConfigError(f"at most {limit} items")
+        if not all(isinstance(v, bytes) and len(v) <= item_limit for v in values):
+            raise ConfigError(f"field must be bytes of at most {item_limit} bytes")
+        self.u32(len(values))
+        self._parts.append(b"".join(len(v).to_bytes(4, "big") + v for v in values))
+        return self
+
     def nested(self, message: Encoded, *, limit: int = MAX_BLOB_BYTES) -> Writer:
         """A nested message: its encoding as a blob, or in the signed form its 32-byte digest."""
         if self._digest_vectors:
@@ -164,6 +175,27 @@ class Reader:
         if length > limit:
             raise RemoteProtocolError("field exceeds its length limit")
         return bytes(self._take(length))
+
+    def blobs(self, *, limit: int, item_limit: int) -> tuple[bytes, ...]:
+        """``items(blob)`` in one loop: the same checks and result (for long lists of keys)."""
+        count = self.u32()
+        if count > limit:
+            raise RemoteProtocolError("list exceeds its length limit")
+        data, offset, size = self._data, self._offset, len(self._data)
+        values = []
+        for _ in range(count):
+            start = offset + 4
+            if start > size:
+                raise RemoteProtocolError("message is truncated")
+            length = int.from_bytes(data[offset:start], "big")
+            if length > item_limit:
+                raise RemoteProtocolError("field exceeds its length limit")
+            offset = start + length
+            if offset > size:
+                raise RemoteProtocolError("message is truncated")
+            values.append(bytes(data[start:offset]))
+        self._offset = offset
+        return tuple(values)
 
     def items(self, read: Callable[[Reader], T], *, limit: int) -> tuple[T, ...]:
         count = self.u32()

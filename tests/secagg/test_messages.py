@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import securefed.secagg.messages as messages_module
 from securefed.crypto import SigningKey, merkle, shamir, vss
 from securefed.crypto.hashing import tree_sha256
 from securefed.encoding import CodecConfig, RingBits
@@ -891,6 +892,37 @@ def test_no_signed_payload_is_a_prefix_of_another_types_payload() -> None:
     for (kind_a, a), (kind_b, b) in itertools.permutations(payloads, 2):
         if kind_a is not kind_b:
             assert not b.startswith(a)
+
+
+@pytest.mark.parametrize("kind", ALL_TYPES, ids=ids(ALL_TYPES))
+def test_a_decoded_message_signs_over_what_its_fields_give(kind: MessageType) -> None:
+    """A decoded message of a FLAT type cuts its signed payload from the bytes it was decoded
+    from; for every type, that payload equals the one written field by field (vectors and
+    nested messages as digests), and FLAT is set exactly on types whose signed form is their
+    wire form."""
+    for message in recorded():
+        if message.TYPE is not kind:
+            continue
+        decoded = decode(message.to_bytes())
+        label = f"securefed/v1/sig/{kind.name.lower()}".encode() + b"\x00"
+        written = label + decoded._unsigned(digest_vectors=True)
+        assert decoded.signed_payload() == written == message.signed_payload()
+        if type(message).FLAT:
+            assert decoded._unsigned(digest_vectors=True) == decoded._unsigned()
+    flat_types = {cls.TYPE for cls in messages_module._REGISTRY.values() if cls.FLAT}
+    nesting = {
+        MessageType.KEY_DIRECTORY,
+        MessageType.SHARE_KEYS,
+        MessageType.SHARE_BUNDLE,
+        MessageType.SHARE_RECEIPT,
+        MessageType.MASKED_INPUT,
+        MessageType.UNMASK_REQUEST,
+        MessageType.BLINDED_OUTPUT,
+        MessageType.SESSION_KEY_DIRECTORY,
+        MessageType.SKETCH_SEED_OFFER,
+        MessageType.SKETCH_SEED_DELIVERY,
+    }
+    assert flat_types == set(MessageType) - nesting
 
 
 def test_the_signature_is_not_part_of_the_signed_payload() -> None:

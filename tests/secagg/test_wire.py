@@ -4,8 +4,9 @@ Round trips for every field kind, one encoding per value, and the reader's promi
 to read -- truncation, a length beyond its limit, trailing bytes, a bad dtype code -- is a
 RemoteProtocolError raised before anything large is allocated. The writer refuses what it cannot
 encode with ConfigError. In digest mode (``Writer(digest_vectors=True)``, the form signatures
-cover) a vector is written as its dtype code, length and tree SHA-256, without copying it; every
-other field is written exactly as in the wire encoding.
+cover) a vector is written as its dtype code, length and tree SHA-256, without copying it, and a
+nested message as the SHA-256 of its encoding; every other field is written exactly as in the
+wire encoding.
 """
 
 from __future__ import annotations
@@ -542,3 +543,36 @@ def test_writer_refuses_vectors_above_the_limit(*, digest: bool) -> None:
 def test_vector_of_a_plain_list_is_a_config_error(*, digest: bool) -> None:
     with pytest.raises(ConfigError):
         Writer(digest_vectors=digest).vector([1, 2])  # type: ignore[arg-type]
+
+
+def read_all(reader: Reader, limit: int, item_limit: int) -> tuple[bytes, ...]:
+    values = reader.blobs(limit=limit, item_limit=item_limit)
+    reader.finish()
+    return values
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=40), max_size=30), st.integers(0, 40), st.integers(0, 30))
+def test_blobs_writes_and_reads_exactly_what_items_of_blobs_does(
+    values: list[bytes], item_limit: int, limit: int
+) -> None:
+    """The one-pass list of blobs (the advertisement's keys) is items(blob), byte for byte,
+    with the same refusals on both sides."""
+    fits = len(values) <= limit and all(len(v) <= item_limit for v in values)
+    plain = Writer().items(values, lambda w, v: w.blob(v, limit=U32_MAX), limit=U32_MAX)
+    data = plain.getvalue()
+    if fits:
+        assert Writer().blobs(values, limit=limit, item_limit=item_limit).getvalue() == data
+    else:
+        with pytest.raises(ConfigError):
+            Writer().blobs(values, limit=limit, item_limit=item_limit)
+    for cut in (len(data), len(data) - 1, len(data) // 2):
+        fast, slow = Reader(data[:cut]), Reader(data[:cut])
+        try:
+            expected = slow.items(lambda r: r.blob(limit=item_limit), limit=limit)
+            slow.finish()
+        except RemoteProtocolError:
+            with pytest.raises(RemoteProtocolError):
+                read_all(fast, limit, item_limit)
+            continue
+        assert read_all(fast, limit, item_limit) == expected
