@@ -9,11 +9,17 @@ vectors apply: a leaf hashes as ``SHA-256(0x00 || data)``, an inner node as
 below ``n``, and the empty tree's root is ``SHA-256("")``.
 
 Guarantees: under SHA-256's collision resistance, no one can produce two different leaf lists
-with one root, nor an inclusion proof for data that is not the leaf at the stated index of the
-tree of the stated size. The leaf and node prefixes keep a leaf from passing as an inner node
-(second preimages). Failure modes: :func:`inclusion_proof` raises ConfigError for an index
-outside the tree; :func:`verify_inclusion` returns False for any proof that does not check
-(never raises on malformed input of the right types).
+with one root, nor an inclusion proof for data that is not a leaf of the tree. The leaf and node
+prefixes keep a leaf from passing as an inner node (second preimages). The root does **not** fix
+the tree's size, so it does not fix a leaf's position either: as in RFC 9162, which assumes the
+verifier knows the size from a signed tree head, a proof can also verify at another (index,
+size) pair of the same root (leaf 2 of 3 verifies as leaf 1 of 2). A caller that needs the
+position must know the size from elsewhere; securefed's dealt root binds what was dealt, and
+each leaf names its dealer and recipient itself.
+
+Failure modes: :func:`inclusion_proof` raises ConfigError for an index outside the tree;
+:func:`verify_inclusion` returns False for any proof that does not check (never raises on
+malformed input of the right types).
 """
 
 from __future__ import annotations
@@ -105,7 +111,9 @@ def verify_inclusion(
     data: bytes, index: int, size: int, proof: Sequence[bytes], expected_root: bytes
 ) -> bool:
     """Whether ``data`` is leaf ``index`` of the tree of ``size`` leaves whose root is
-    ``expected_root``, by the audit path ``proof`` (RFC 9162 section 2.1.3.2's algorithm).
+    ``expected_root``, by the audit path ``proof`` (RFC 9162 section 2.1.3.2's algorithm). True
+    proves that ``data`` is a leaf of that root; the position only if ``size`` is trusted
+    (module docstring).
 
     Returns False, never raises, for a wrong index or size, a proof of the wrong length or with
     hashes of the wrong length, or any mismatch.

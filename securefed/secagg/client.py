@@ -476,7 +476,7 @@ class SecAggClient(ProtocolParty):
             verify_client_signature(self.config, commitment)
             if commitment.sender not in members:
                 raise RemoteProtocolError("a share commitment from a client outside U1")
-        if not any(_same_sharing(c, self._commitment) for c in bundle.commitments):
+        if self._commitment not in bundle.commitments:
             raise RemoteProtocolError("the share bundle does not contain this client's commitment")
         u2 = tuple(c.sender for c in bundle.commitments)
         if len(u2) < self.config.threshold:
@@ -737,16 +737,3 @@ class SecAggClient(ProtocolParty):
         self._events.append(RoundAborted(self.config.round, self._stage, reason))
         self._stage = Stage.ABORTED
         self._forget_secrets()
-
-
-def _same_sharing(commitment: ShareCommitment, own: ShareCommitment | None) -> bool:
-    """Whether ``commitment`` commits to the sharing of ``own``: same sender, self-seed digest
-    and polynomials. The dealt root is left out: a commitment from this client verifies under
-    its key, and an honest client signs one per round; only a dealer that re-dealt its own
-    shares (the threat model's dishonest dealer, scripted by tests) signs another root."""
-    return own is not None and (
-        commitment.sender,
-        commitment.self_seed_commitment,
-        commitment.mask_key_polynomial,
-        commitment.self_seed_polynomial,
-    ) == (own.sender, own.self_seed_commitment, own.mask_key_polynomial, own.self_seed_polynomial)

@@ -708,10 +708,11 @@ def _is_proof(value: object) -> bool:
 class Complaint:
     """A holder's complaint about one dealer's shares: the holder's private share-encryption key
     for that pair, the dealer's DealtShare and signed ShareCommitment exactly as the holder
-    checked them, and the DealtShare's place under the commitment's ``dealt_root`` (leaf
-    ``index`` of ``size``, audit path ``proof``) -- with which anyone can open the share and
-    judge (a dealer that committed to another version for someone else convicts itself with
-    this one)."""
+    checked them, and the evidence that the DealtShare is under the commitment's ``dealt_root``
+    (leaf ``index`` of ``size``, audit path ``proof``: it proves the share is one the dealer
+    committed to, not its position, which the share's own recipient field gives) -- with which
+    anyone can open the share and judge (a dealer that committed to another version for someone
+    else convicts itself with this one)."""
 
     dealer: int
     key: bytes = field(repr=False)

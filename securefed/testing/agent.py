@@ -225,7 +225,7 @@ def _deal_badly(message: ShareKeys, client: SecAggClient, key: SigningKey) -> tu
         )
         return dataclasses.replace(item, ciphertext=ciphertext)
 
-    return redeal(message, key, corrupt), holder
+    return redeal(message, key, corrupt, dealer=client), holder
 
 
 def _reveal_badly(message: UnmaskResponse, key: SigningKey) -> Message:

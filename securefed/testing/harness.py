@@ -8,11 +8,13 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from securefed.crypto import SigningKey, merkle
+from securefed.secagg.client import SecAggClient
 from securefed.secagg.federation import Federation, make_federation
 from securefed.secagg.inmemory import RoundOutcome, run_round
 from securefed.secagg.messages import (
     DealtShare,
     Message,
+    ShareCommitment,
     ShareKeys,
     SignedBy,
     dealt_leaves,
@@ -35,11 +37,19 @@ def resign(message: Message, key: SigningKey, **changes: Any) -> Message:
 
 
 def redeal(
-    message: ShareKeys, key: SigningKey, change: Callable[[DealtShare], DealtShare]
+    message: ShareKeys,
+    key: SigningKey,
+    change: Callable[[DealtShare], DealtShare],
+    *,
+    dealer: SecAggClient | None = None,
 ) -> ShareKeys:
     """``message`` (a dealer's ShareKeys) with ``change`` applied to every DealtShare, the
     dealer's commitment re-signed by ``key`` over the new shares' Merkle root, and the ShareKeys
-    re-signed: a dishonest dealer that stands by what it dealt."""
+    re-signed: a dishonest dealer that stands by what it dealt. ``dealer``, the dealer's own
+    client object, is told the new commitment (an honest client refuses a bundle without the
+    commitment it signed, so a dishonest one that re-dealt must know what it re-signed)."""
     dealt = tuple(change(d) for d in message.dealt)
     commitment = resign(message.commitment, key, dealt_root=merkle.root(dealt_leaves(dealt)))
+    if dealer is not None:
+        dealer._commitment = cast(ShareCommitment, commitment)
     return cast(ShareKeys, resign(message, key, commitment=commitment, dealt=dealt))

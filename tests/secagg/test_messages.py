@@ -19,6 +19,7 @@ import functools
 import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -32,7 +33,7 @@ from securefed.errors import (
     LocalProtocolError,
     RemoteProtocolError,
 )
-from securefed.secagg import AggregationMode, ShareScheme, Stage
+from securefed.secagg import AggregationMode, SecAggClient, ShareScheme, Stage
 from securefed.secagg.history import ReleaseHistory, released_rows
 from securefed.secagg.messages import (
     MAX_PARTIES,
@@ -182,18 +183,29 @@ def record(
         sent.append(envelope.message)
         return (envelope,)
 
-    outcome = run_round(
-        config_for(fed, round_=round_, dim=DIM, **options),
-        fed,
-        inputs_for(N_CLIENTS, DIM),
-        dropouts={DROPPED: Stage.MASK} if dropouts is None else dropouts,
-        client_hook=client_hook,
-        server_hook=server_hook,
-        weights=weights,
-        history=history,
-    )
+    built = SecAggClient.__init__
+
+    def keep(client: SecAggClient, *args: Any, **kwargs: Any) -> None:
+        built(client, *args, **kwargs)
+        CLIENTS[client.index] = client
+
+    with mock.patch.object(SecAggClient, "__init__", keep):
+        outcome = run_round(
+            config_for(fed, round_=round_, dim=DIM, **options),
+            fed,
+            inputs_for(N_CLIENTS, DIM),
+            dropouts={DROPPED: Stage.MASK} if dropouts is None else dropouts,
+            client_hook=client_hook,
+            server_hook=server_hook,
+            weights=weights,
+            history=history,
+        )
     assert not outcome.aborted, (outcome.server_events, outcome.client_errors)
     return sent
+
+
+# The clients of the round being recorded, by index (a dishonest dealer's hook needs its own).
+CLIENTS: dict[int, SecAggClient] = {}
 
 
 def flip_first_bit(data: bytes) -> bytes:
@@ -212,7 +224,7 @@ def deal_a_bad_share(message: Message) -> Message:
             return d
         return dataclasses.replace(d, ciphertext=flip_first_bit(d.ciphertext))
 
-    return redeal(message, key, corrupt)
+    return redeal(message, key, corrupt, dealer=CLIENTS[CHEATER])
 
 
 def record_session_setup() -> list[Message]:

@@ -156,7 +156,7 @@ def corrupt_dealt(fed: Federation, spy: Spy, keys: ShareKeys, holder: int) -> Sh
         )
         return dataclasses.replace(item, ciphertext=ciphertext)
 
-    return redeal(keys, fed.client_keys[keys.sender], corrupt)
+    return redeal(keys, fed.client_keys[keys.sender], corrupt, dealer=dealer)
 
 
 def bad_dealer_round(

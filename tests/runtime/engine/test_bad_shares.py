@@ -147,7 +147,7 @@ def test_a_bad_dealer_is_left_out_ledgered_and_the_round_completes(tmp_path: obj
                 )
                 return dataclasses.replace(item, ciphertext=ciphertext)
 
-            return redeal(message, key, corrupt)
+            return redeal(message, key, corrupt, dealer=client)
 
         return rewrite
 
