@@ -56,7 +56,8 @@ def test_a_new_x_set_is_interpolated_directly_and_a_repeated_one_from_its_matrix
     again = vss._open_polynomial(commitment, ordered)
     assert vss._interpolation_matrix.cache_info().currsize == 1
     assert first == again
-    assert first is not None and [vss._base_multiply(a) for a in first] == list(commitment.points)
+    assert first is not None
+    assert [vss._base_multiply(a) for a in first] == list(commitment.points)
 
 
 def test_opened_polynomial_is_the_dealt_one_and_a_foreign_one_is_refused() -> None:
