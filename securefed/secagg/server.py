@@ -452,6 +452,8 @@ class SecAggServer(ProtocolParty):
         dealt_to: dict[tuple[int, int], tuple[DealtShare, bytes]] = {}
         for u in u2:
             dealt = self._share_keys[u].dealt
+            if not dealt:  # a dealer with no neighbour in U1 dealt nothing to prove
+                continue
             _, proofs = merkle.inclusion_proofs(dealt_leaves(dealt))
             for share, proof in zip(dealt, proofs, strict=True):
                 dealt_to[(u, share.recipient)] = (share, join_proof(proof))
