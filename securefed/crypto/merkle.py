@@ -76,13 +76,10 @@ def root(leaves: Sequence[bytes]) -> bytes:
 
 def inclusion_proofs(leaves: Sequence[bytes]) -> tuple[bytes, tuple[tuple[bytes, ...], ...]]:
     """The root of ``leaves`` and the audit path of every leaf (RFC 6962 section 2.1.1: sibling
-    hashes, the leaf's first), computed from one pass over the tree (``2n`` hashes in all).
-
-    Raises:
-        ConfigError: no leaves (the empty tree has no paths).
-    """
+    hashes, the leaf's first), computed from one pass over the tree (``2n`` hashes in all). The
+    empty tree gives its root, ``SHA-256("")``, and no paths."""
     if not leaves:
-        raise ConfigError("the empty tree has no inclusion proofs")
+        return root(leaves), ()
     levels = _levels([leaf_hash(leaf) for leaf in leaves])
     proofs = []
     for index in range(len(leaves)):

@@ -174,6 +174,9 @@ class SecAggServer(ProtocolParty):
         self.reconstructed_mask_keys: dict[int, bytes] = {}
         self._signatures: dict[int, ConsistencySignature] = {}
         self._responses: dict[int, UnmaskResponse] = {}
+        # dealer -> the inclusion proof of each of its dealt shares (wire form), from the check
+        # of its ShareKeys, in recipient order
+        self._dealt_proofs: dict[int, tuple[bytes, ...]] = {}
         # field -> owner -> holder -> revealed share, built when UNMASK closes (_revealed)
         self._revealed_by_owner: dict[str, dict[int, dict[int, bytes]]] = {}
         self._u1: tuple[int, ...] = ()
@@ -284,7 +287,8 @@ class SecAggServer(ProtocolParty):
         for dealt in message.dealt:
             check_round(self.config, dealt)
         # One signature covers them all: the signed commitment's Merkle root over the leaves.
-        if merkle.root(dealt_leaves(message.dealt)) != commitment.dealt_root:
+        root, proofs = merkle.inclusion_proofs(dealt_leaves(message.dealt))
+        if root != commitment.dealt_root:
             raise RemoteProtocolError("the dealt shares do not match the dealer's signed root")
         try:  # the public checks: a dealer failing them is left out before any share is used
             check_commitments(
@@ -298,6 +302,7 @@ class SecAggServer(ProtocolParty):
             self._bad_commitments.add(sender)
             self._evidence[sender] = (self._adverts[sender], message)
             raise
+        self._dealt_proofs[sender] = tuple(join_proof(proof) for proof in proofs)
 
     def _check_receipt(self, receipt: ShareReceipt) -> None:
         if receipt.sender not in self._dealers:
@@ -451,12 +456,9 @@ class SecAggServer(ProtocolParty):
         # Every dealt share of U2 with its inclusion proof, by (dealer, recipient).
         dealt_to: dict[tuple[int, int], tuple[DealtShare, bytes]] = {}
         for u in u2:
-            dealt = self._share_keys[u].dealt
-            if not dealt:  # a dealer with no neighbour in U1 dealt nothing to prove
-                continue
-            _, proofs = merkle.inclusion_proofs(dealt_leaves(dealt))
-            for share, proof in zip(dealt, proofs, strict=True):
-                dealt_to[(u, share.recipient)] = (share, join_proof(proof))
+            proofs = self._dealt_proofs[u]
+            for share, proof in zip(self._share_keys[u].dealt, proofs, strict=True):
+                dealt_to[(u, share.recipient)] = (share, proof)
         envelopes = []
         for v in u2:
             held = [dealt_to[(u, v)] for u in self._mask_graph.present_neighbours(v, u2)]

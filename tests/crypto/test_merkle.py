@@ -104,7 +104,11 @@ def test_index_outside_the_tree_is_refused() -> None:
     with pytest.raises(ConfigError):
         merkle.inclusion_proof(LEAVES[:3], 3)
     with pytest.raises(ConfigError):
-        merkle.inclusion_proofs([])
+        merkle.inclusion_proof([], 0)
+
+
+def test_the_empty_tree_has_its_root_and_no_paths() -> None:
+    assert merkle.inclusion_proofs([]) == (bytes.fromhex(ROOTS[0]), ())
 
 
 def test_a_leaf_cannot_pass_as_an_inner_node() -> None:
