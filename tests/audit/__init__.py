@@ -57,6 +57,20 @@ class Run:
         self.path(actor).write_bytes(b"".join(lines))
 
 
+def run_configured(
+    federation: Federation, fingerprints: dict[str, str], config_sha256: str
+) -> RunConfigured:
+    """The ``run.configured`` event of a test run (FedAvg, the default suite)."""
+    return RunConfigured(
+        config_sha256=config_sha256,
+        software_version="0.1.0",
+        cipher_suite="default",
+        roster_digest=federation.roster.digest().hex(),
+        roster_fingerprints=fingerprints,
+        mode="fedavg",
+    )
+
+
 def open_ledgers(run: Run) -> dict[str, Ledger]:
     return {
         actor: Ledger.open(run.path(actor), actor, key, clock=fixed_clock())
@@ -80,16 +94,7 @@ def build_run(
     ledgers = open_ledgers(run)
     fingerprints = {actor: key.verify_key().fingerprint().hex() for actor, key in keys.items()}
     for ledger in ledgers.values():
-        ledger.record(
-            RunConfigured(
-                config_sha256="ab" * 32,
-                software_version="0.1.0",
-                cipher_suite="default",
-                roster_digest=federation.roster.digest().hex(),
-                roster_fingerprints=fingerprints,
-                mode="fedavg",
-            )
-        )
+        ledger.record(run_configured(federation, fingerprints, "ab" * 32))
     for i in range(clients):
         ledgers[f"bank-{i}"].record(
             BudgetConfigured(

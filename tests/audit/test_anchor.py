@@ -14,7 +14,6 @@ import pytest
 from securefed.audit import (
     Hazard,
     ProblemKind,
-    RunConfigured,
     RunFinished,
     record_final_checkpoint,
     verify_run,
@@ -38,7 +37,7 @@ from securefed.audit.verify import EXIT_INCOMPLETE, EXIT_TAMPERED, VerifyResult,
 from securefed.errors import ConfigError, LedgerIntegrityError
 from securefed.secagg.roster import load_roster, save_roster
 from securefed.testing import make_federation
-from tests.audit import Run, build_run, open_ledgers
+from tests.audit import Run, build_run, open_ledgers, run_configured
 
 Cut = Callable[[list[bytes]], list[bytes]]
 
@@ -71,16 +70,7 @@ def _substitute(run: Run, actors: list[str], *, hazards: int) -> None:
         run.path(actor).unlink()
     ledgers = {actor: ledger for actor, ledger in open_ledgers(run).items() if actor in actors}
     for ledger in ledgers.values():
-        ledger.record(
-            RunConfigured(
-                config_sha256="ef" * 32,
-                software_version="0.1.0",
-                cipher_suite="default",
-                roster_digest=run.federation.roster.digest().hex(),
-                roster_fingerprints={},
-                mode="fedavg",
-            )
-        )
+        ledger.record(run_configured(run.federation, {}, "ef" * 32))
         for i in range(hazards):
             ledger.record(Hazard(text=f"another run, entry {i}"))
         ledger.record(RunFinished(rounds=1, status="completed"))

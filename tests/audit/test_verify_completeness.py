@@ -12,7 +12,6 @@ from securefed.audit import (
     Hazard,
     Ledger,
     ProblemKind,
-    RunConfigured,
     RunFinished,
     record_checkpoint,
     verify_ledger,
@@ -22,7 +21,7 @@ from securefed.audit import (
 from securefed.audit.verify import EXIT_INCOMPLETE, EXIT_TAMPERED, VerifyResult, VerifyStatus
 from securefed.secagg.roster import save_roster
 from securefed.testing import make_federation
-from tests.audit import Run, build_run, fixed_clock
+from tests.audit import Run, build_run, fixed_clock, run_configured
 
 
 @pytest.fixture
@@ -136,16 +135,7 @@ def _tiny_run(root: Path, *, status: str, final: bool, configured: bool = True) 
     }
     for ledger in ledgers.values():
         if configured:
-            ledger.record(
-                RunConfigured(
-                    config_sha256="ab" * 32,
-                    software_version="0.1.0",
-                    cipher_suite="default",
-                    roster_digest=federation.roster.digest().hex(),
-                    roster_fingerprints={},
-                    mode="fedavg",
-                )
-            )
+            ledger.record(run_configured(federation, {}, "ab" * 32))
         else:
             ledger.record(Hazard(text="no configuration entry"))
         ledger.record(RunFinished(rounds=1, status=status))

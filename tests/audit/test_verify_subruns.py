@@ -20,7 +20,6 @@ import pytest
 from securefed.audit import (
     Hazard,
     Ledger,
-    RunConfigured,
     RunFinished,
     ledger_path,
     record_final_checkpoint,
@@ -34,7 +33,7 @@ from securefed.runtime import evaluation, preprocess
 from securefed.runtime.federated import run_federation
 from securefed.secagg.roster import save_roster
 from securefed.testing import make_federation
-from tests.audit import Run, build_run, fixed_clock
+from tests.audit import Run, build_run, fixed_clock, run_configured
 from tests.runtime.test_preprocess import _config, _tables
 
 Capture = pytest.CaptureFixture[str]
@@ -199,16 +198,7 @@ def _write_subrun(run: Run, name: str, *, final: bool = True) -> Path:
     }
     fingerprints = {a: k.verify_key().fingerprint().hex() for a, k in run.keys.items()}
     for ledger in ledgers.values():
-        ledger.record(
-            RunConfigured(
-                config_sha256="cd" * 32,
-                software_version="0.1.0",
-                cipher_suite="default",
-                roster_digest=run.federation.roster.digest().hex(),
-                roster_fingerprints=fingerprints,
-                mode="fedavg",
-            )
-        )
+        ledger.record(run_configured(run.federation, fingerprints, "cd" * 32))
         ledger.record(Hazard(text="a sum outside the rounds"))
     if final:
         for ledger in ledgers.values():

@@ -193,18 +193,24 @@ def test_standardising_is_for_tables_and_one_release_before_round_1() -> None:
     assert unset.sha256() == none.sha256()  # "none" is the default, kept out of the digest
 
 
-def test_statistics_from_any_multiple_of_the_sum() -> None:
-    """A secure average (the sum over the contributors) gives the same statistics."""
+def one_numeric_column(low: float, high: float) -> StatisticsLayout:
+    """The statistics layout of a schema with one numeric column ``a`` in ``[low, high]`` and a
+    binary target."""
     schema = parse_schema(
         {
             "target": "y",
             "column": [
-                {"name": "a", "type": "numeric", "range": [-10, 10]},
+                {"name": "a", "type": "numeric", "range": [low, high]},
                 {"name": "y", "type": "binary"},
             ],
         }
     )
-    layout = StatisticsLayout.of(schema)
+    return StatisticsLayout.of(schema)
+
+
+def test_statistics_from_any_multiple_of_the_sum() -> None:
+    """A secure average (the sum over the contributors) gives the same statistics."""
+    layout = one_numeric_column(-10, 10)
     rng = np.random.default_rng(3)
     x = rng.normal(2.0, 3.0, (500, 1))
     rows = record_contributions(layout, x, rng.integers(0, 2, 500))
@@ -250,16 +256,7 @@ def test_a_scaled_model_standardises_and_imputes() -> None:
 def test_a_kept_release_is_not_released_again(tmp_path: Path) -> None:
     """A run resumed before its secure sum ended reuses each institution's kept release: no
     second charge."""
-    schema = parse_schema(
-        {
-            "target": "y",
-            "column": [
-                {"name": "a", "type": "numeric", "range": [0, 1]},
-                {"name": "y", "type": "binary"},
-            ],
-        }
-    )
-    layout = StatisticsLayout.of(schema)
+    layout = one_numeric_column(0, 1)
 
     class Client:
         party_id = "bank-0"
@@ -306,16 +303,7 @@ def test_local_training_that_standardises_counts_as_a_release(tmp_path: Path) ->
 def test_a_column_without_usable_spread_is_never_blown_up() -> None:
     """Noise that leaves a column's variance at (or below) zero: the column is scaled by its
     range's uniform spread, not by a floor that would multiply it a hundredfold."""
-    schema = parse_schema(
-        {
-            "target": "y",
-            "column": [
-                {"name": "a", "type": "numeric", "range": [0, 100]},
-                {"name": "y", "type": "binary"},
-            ],
-        }
-    )
-    layout = StatisticsLayout.of(schema)
+    layout = one_numeric_column(0, 100)
     x = np.full((200, 1), 50.0)  # a constant column: no spread at all
     stats = statistics_from_sum(layout, record_contributions(layout, x, np.zeros(200, int)).sum(0))
     assert stats.stds[0] == pytest.approx(100 / np.sqrt(12))
